@@ -1,0 +1,31 @@
+//! srgate: a WebRTC ⇄ SIP voice gateway.
+//!
+//! # Layers
+//!
+//! - [`wire`]: stateless, zero-copy views over packet bytes (SIP today; STUN, RTP and RTCP
+//!   later). Nothing here allocates while parsing.
+//! - [`sip`]: the SIP behaviour of the gateway: RFC 3261 transactions, digest
+//!   authentication, the proxy account's registration and the built-in registrar, wrapped
+//!   in one sans-IO [`sip::endpoint::Endpoint`].
+//! - [`config`]: the INI file (`conf/srgate.ini`, SRProxy's `rtx.conf` keys) into a typed
+//!   [`config::Config`], with errors that name file, line and key.
+//! - [`io`]: the only place with sockets, syscalls, threads and clocks: one mio reactor per
+//!   shard.
+//!
+//! # The run-loop contract
+//!
+//! Every protocol state machine in the core is sans-IO and has the same four verbs:
+//! `handle_input(now, …)` feeds it bytes or a fired timer; then the caller drains
+//! `poll_transmit()` (bytes to send), `poll_event()` (what happened) and finally asks
+//! `poll_timeout()` for the next instant at which it wants `handle_timeout(now)`.
+//! The core never reads a clock (`clippy.toml` forbids `Instant::now` outside `src/io/`),
+//! never touches a socket and never spawns a thread, so every behaviour, timers included,
+//! is tested with a simulated clock.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod io;
+pub mod logging;
+pub mod pii;
+pub mod sip;
+pub mod wire;

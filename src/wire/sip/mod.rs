@@ -1,0 +1,1 @@
+//! SIP message parsing and building (placeholder, filled by the parser work).
