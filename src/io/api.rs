@@ -1,0 +1,97 @@
+//! The HTTP API on `[api] listen`: `GET /health` (and `/metrics` counters). Small,
+//! bounded requests only: one request per connection, answered and closed.
+
+/// What `/health` and `/metrics` report, read from the shard at answer time.
+pub struct Status {
+    pub calls: usize,
+    pub registered: bool,
+    pub metrics: Vec<(&'static str, u64)>,
+}
+
+/// Largest request head accepted; more is answered with 431 and closed.
+pub const MAX_REQUEST: usize = 8192;
+
+/// The answer to the request in `buf`, or `None` while the head is incomplete.
+pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => None,
+        Ok(httparse::Status::Partial) => Some(reply(
+            431,
+            "Request Header Fields Too Large",
+            "text/plain",
+            "request too large\n",
+        )),
+        Err(_) => Some(reply(400, "Bad Request", "text/plain", "bad request\n")),
+        Ok(httparse::Status::Complete(_)) => {
+            let path = req.path.unwrap_or("/");
+            let path = path.split('?').next().unwrap_or(path);
+            Some(match (req.method, path) {
+                (Some("GET"), "/health") => {
+                    let body = format!(
+                        "{{\"status\":\"ok\",\"calls\":{},\"registered\":{}}}\n",
+                        status.calls, status.registered
+                    );
+                    reply(200, "OK", "application/json", &body)
+                }
+                (Some("GET"), "/metrics") => {
+                    let mut body = String::new();
+                    for (name, value) in &status.metrics {
+                        body.push_str(&format!("srgate_{name} {value}\n"));
+                    }
+                    reply(200, "OK", "text/plain; version=0.0.4", &body)
+                }
+                (Some("GET"), _) => reply(404, "Not Found", "text/plain", "not found\n"),
+                _ => reply(
+                    405,
+                    "Method Not Allowed",
+                    "text/plain",
+                    "method not allowed\n",
+                ),
+            })
+        }
+    }
+}
+
+fn reply(code: u16, reason: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            calls: 0,
+            registered: true,
+            metrics: vec![("sip_received", 3)],
+        }
+    }
+
+    #[test]
+    fn health_reports_calls_and_registration() {
+        let out = respond(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", &status()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.ends_with("{\"status\":\"ok\",\"calls\":0,\"registered\":true}\n"));
+    }
+
+    #[test]
+    fn partial_bad_and_unknown_requests() {
+        assert!(respond(b"GET /health HTTP/1.1\r\nHo", &status()).is_none());
+        let bad = respond(b"\x00\x01garbage\r\n\r\n", &status()).unwrap();
+        assert!(bad.starts_with(b"HTTP/1.1 400"));
+        let nf = respond(b"GET /nope HTTP/1.1\r\n\r\n", &status()).unwrap();
+        assert!(nf.starts_with(b"HTTP/1.1 404"));
+        let post = respond(b"POST /health HTTP/1.1\r\n\r\n", &status()).unwrap();
+        assert!(post.starts_with(b"HTTP/1.1 405"));
+        let metrics = respond(b"GET /metrics HTTP/1.1\r\n\r\n", &status()).unwrap();
+        assert!(String::from_utf8(metrics).unwrap().contains("srgate_sip_received 3\n"));
+    }
+}

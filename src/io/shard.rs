@@ -1,0 +1,683 @@
+//! Shard threads and the control shard's event loop.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::api;
+use super::sys::RecvBatch;
+use super::tcp::{Conn, ReadOutcome};
+use crate::config::Config;
+use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
+
+/// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const UDP: Token = Token(0);
+const SIP_TCP_LISTEN: Token = Token(1);
+const API_LISTEN: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const SIP_CONN_BASE: usize = 1 << 20;
+const API_CONN_BASE: usize = 2 << 20;
+
+/// Datagrams per `recvmmsg` and batches per wake-up: a UDP flood cannot starve timers
+/// or TCP (a later wake-up continues where this one stopped).
+const RECV_BATCH: usize = 16;
+const BATCHES_PER_WAKE: usize = 8;
+/// A UDP SIP message is at most 65 535 bytes; a slot that size never cuts one.
+const UDP_SLOT: usize = 65_536;
+/// SIP over TCP: receive buffer cap (a message is ≤ 64 KiB; a few may queue) and send cap.
+const SIP_TCP_READ_MAX: usize = 256 * 1024;
+const SIP_TCP_WRITE_MAX: usize = 1024 * 1024;
+const SIP_TCP_MAX_CONNS: usize = 4096;
+/// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
+/// a phone's connection busy well within it).
+const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
+const API_MAX_CONNS: usize = 64;
+/// An API client has this long to send its request and read the answer.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why srgate could not run.
+#[derive(Debug)]
+pub struct RunError(String);
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+fn err(what: impl fmt::Display, e: io::Error) -> RunError {
+    RunError(format!("{what}: {e}"))
+}
+
+/// Binds every socket (so a port in use fails before any thread starts), starts the
+/// shards and runs the control shard on the calling thread until SIGINT/SIGTERM.
+pub fn run(config: &Config) -> Result<(), RunError> {
+    let sip_udp = std::net::UdpSocket::bind(config.sip.listen)
+        .map_err(|e| err(format_args!("[sip] listen {} (UDP)", config.sip.listen), e))?;
+    let sip_tcp = std::net::TcpListener::bind(config.sip.listen)
+        .map_err(|e| err(format_args!("[sip] listen {} (TCP)", config.sip.listen), e))?;
+    let api_listener = match config.api.listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| err(format_args!("[api] listen {addr}"), e))?,
+        ),
+        None => None,
+    };
+    for s in [sip_udp.set_nonblocking(true), sip_tcp.set_nonblocking(true)] {
+        s.map_err(|e| err("socket", e))?;
+    }
+    if let Some(l) = &api_listener {
+        l.set_nonblocking(true).map_err(|e| err("socket", e))?;
+    }
+    let local = sip_udp.local_addr().map_err(|e| err("socket", e))?;
+    let advertised = advertised_addr(config, local);
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
+    let endpoint_config = EndpointConfig::from_config(config, advertised, seed);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut others = Vec::new();
+    for index in 1..config.global.shards.max(1) {
+        let poll = Poll::new().map_err(|e| err("poll", e))?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).map_err(|e| err("waker", e))?);
+        let stop = stop.clone();
+        let handle = thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || media_shard(poll, stop))
+            .map_err(|e| err("thread", e))?;
+        others.push((waker, handle));
+    }
+
+    let mut control = ControlShard::new(
+        endpoint_config,
+        UdpSocket::from_std(sip_udp),
+        TcpListener::from_std(sip_tcp),
+        api_listener.map(TcpListener::from_std),
+    )?;
+    log::info!(
+        "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
+        env!("CARGO_PKG_VERSION"),
+        local,
+        advertised,
+        config.global.shards.max(1),
+        config
+            .api
+            .listen
+            .map(|a| format!(", API on http://{a}"))
+            .unwrap_or_default()
+    );
+    let result = control.run();
+    stop.store(true, Ordering::SeqCst);
+    for (waker, handle) in others {
+        let _ = waker.wake();
+        let _ = handle.join();
+    }
+    result
+}
+
+/// The address srgate puts in Via and Contact: `public_ip`, else the listen address,
+/// else (listening on any address) the local address the kernel would use to reach
+/// `sip_svr` (a UDP connect sends nothing), else loopback.
+fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
+    if let Some(ip) = config.global.public_ip {
+        return SocketAddr::new(ip, local.port());
+    }
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let probe = config
+        .global
+        .sip_svr
+        .as_ref()
+        .map(|s| s.addr)
+        .and_then(|to| {
+            let s = std::net::UdpSocket::bind((local.ip(), 0)).ok()?;
+            s.connect(to).ok()?;
+            s.local_addr().ok().map(|a| a.ip())
+        });
+    SocketAddr::new(
+        probe.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        local.port(),
+    )
+}
+
+/// A shard without control-plane duties: today it only waits to be told to stop.
+fn media_shard(mut poll: Poll, stop: Arc<AtomicBool>) {
+    let mut events = Events::with_capacity(8);
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            log::error!("shard poll failed: {e}");
+            return;
+        }
+    }
+}
+
+struct ApiConn {
+    conn: Conn,
+    answered: bool,
+}
+
+struct ControlShard {
+    poll: Poll,
+    endpoint: Endpoint,
+    udp: UdpSocket,
+    sip_listener: TcpListener,
+    api_listener: Option<TcpListener>,
+    signals: UnixStream,
+    _signal_ids: Vec<signal_hook::SigId>,
+    batch: RecvBatch,
+    sip_conns: Vec<Option<Conn>>,
+    sip_by_peer: HashMap<SocketAddr, usize>,
+    api_conns: Vec<Option<ApiConn>>,
+    udp_pending: bool,
+    shutdown_deadline: Option<Instant>,
+    udp_send_dropped: u64,
+    udp_truncated: u64,
+    tcp_dropped: u64,
+}
+
+impl ControlShard {
+    fn new(
+        config: EndpointConfig,
+        mut udp: UdpSocket,
+        mut sip_listener: TcpListener,
+        mut api_listener: Option<TcpListener>,
+    ) -> Result<Self, RunError> {
+        let poll = Poll::new().map_err(|e| err("poll", e))?;
+        let registry = poll.registry();
+        registry
+            .register(&mut udp, UDP, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        registry
+            .register(&mut sip_listener, SIP_TCP_LISTEN, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        if let Some(l) = &mut api_listener {
+            registry
+                .register(l, API_LISTEN, Interest::READABLE)
+                .map_err(|e| err("register", e))?;
+        }
+        let (mut signals, writer) = UnixStream::pair().map_err(|e| err("signal pipe", e))?;
+        let writer = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(writer));
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = writer.try_clone().map_err(|e| err("signal pipe", e))?;
+            ids.push(
+                signal_hook::low_level::pipe::register(sig, w)
+                    .map_err(|e| err("signal handler", e))?,
+            );
+        }
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        Ok(ControlShard {
+            endpoint: Endpoint::new(config, Instant::now()),
+            poll,
+            udp,
+            sip_listener,
+            api_listener,
+            signals,
+            _signal_ids: ids,
+            batch: RecvBatch::new(RECV_BATCH, UDP_SLOT),
+            sip_conns: Vec::new(),
+            sip_by_peer: HashMap::new(),
+            api_conns: Vec::new(),
+            udp_pending: false,
+            shutdown_deadline: None,
+            udp_send_dropped: 0,
+            udp_truncated: 0,
+            tcp_dropped: 0,
+        })
+    }
+
+    fn run(&mut self) -> Result<(), RunError> {
+        let mut events = Events::with_capacity(256);
+        // The endpoint may want to send at once (the proxy account's first REGISTER).
+        self.endpoint.handle_timeout(Instant::now());
+        self.drain_endpoint(Instant::now());
+        loop {
+            let now = Instant::now();
+            let timeout = if self.udp_pending {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err("poll", e));
+            }
+            let now = Instant::now();
+            if self.udp_pending {
+                self.read_udp(now);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    UDP => self.read_udp(now),
+                    SIP_TCP_LISTEN => self.accept_sip(now),
+                    API_LISTEN => self.accept_api(now),
+                    SIGNALS => self.on_signal(now),
+                    Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
+                        self.sip_conn_ready(now, t - SIP_CONN_BASE, event)
+                    }
+                    Token(t) if t >= API_CONN_BASE => self.api_conn_ready(now, t - API_CONN_BASE),
+                    Token(_) => {}
+                }
+            }
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+            }
+            self.drain_endpoint(now);
+            self.expire_connections(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.endpoint.is_shutdown_complete() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "shutdown: un-registering did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.endpoint.poll_timeout();
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(d) = self.shutdown_deadline {
+            consider(d);
+        }
+        for c in self.api_conns.iter().flatten() {
+            consider(c.conn.last_activity + API_TIMEOUT);
+        }
+        for c in self.sip_conns.iter().flatten() {
+            consider(c.last_activity + SIP_TCP_IDLE);
+        }
+        next
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        if self.shutdown_deadline.is_none() {
+            log::info!("signal received: shutting down (un-registering, at most {SHUTDOWN_GRACE:?})");
+            self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            self.endpoint.shutdown(now);
+        }
+    }
+
+    fn read_udp(&mut self, now: Instant) {
+        self.udp_pending = false;
+        for _ in 0..BATCHES_PER_WAKE {
+            match self.batch.recv(self.udp.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..self.batch.len() {
+                        let Some((from, bytes, truncated)) = self.batch.get(i) else {
+                            break;
+                        };
+                        let Some(from) = from else { continue };
+                        if truncated {
+                            self.udp_truncated += 1;
+                            log::debug!("dropped a datagram from {from} larger than {UDP_SLOT} bytes");
+                            continue;
+                        }
+                        self.endpoint
+                            .handle_receive(now, Transport::Udp, from, bytes);
+                    }
+                    self.drain_endpoint(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; they do not stop the socket.
+                    log::debug!("UDP receive: {e}");
+                    return;
+                }
+            }
+        }
+        // Budget used up: come back after the other sources had their turn.
+        self.udp_pending = true;
+    }
+
+    fn drain_endpoint(&mut self, now: Instant) {
+        // Bounded: the endpoint's queues are finite, but guard against a logic loop anyway.
+        for _ in 0..100_000 {
+            let Some(t) = self.endpoint.poll_transmit() else {
+                break;
+            };
+            self.send(now, t);
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::Registered { expires } => {
+                    log::info!("proxy account registered (expires {expires} s)")
+                }
+                Event::RegistrationFailed { reason } => {
+                    log::warn!("proxy account registration failed: {reason}")
+                }
+                Event::Unregistered => log::info!("proxy account un-registered"),
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, t: Transmit) {
+        match t.transport {
+            Transport::Udp => match self.udp.send_to(&t.payload, t.destination) {
+                Ok(_) => {}
+                Err(e) => {
+                    // A full socket buffer drops the message; SIP retransmits over UDP.
+                    self.udp_send_dropped += 1;
+                    log::debug!("UDP send to {} failed: {e}", t.destination);
+                }
+            },
+            Transport::Tcp | Transport::Tls => {
+                let index = match self.sip_by_peer.get(&t.destination) {
+                    Some(&i) => i,
+                    None => match self.connect_sip(now, t.destination) {
+                        Some(i) => i,
+                        None => {
+                            self.tcp_dropped += 1;
+                            self.endpoint
+                                .handle_transport_error(now, Transport::Tcp, t.destination);
+                            return;
+                        }
+                    },
+                };
+                let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
+                    return;
+                };
+                if !conn.queue(&t.payload) {
+                    log::warn!("SIP TCP peer {} does not read; closing", conn.peer);
+                    self.close_sip(index);
+                    return;
+                }
+                if !conn.connecting && conn.flush(now).is_err() {
+                    self.close_sip(index);
+                    return;
+                }
+                self.reregister_sip(index);
+            }
+        }
+    }
+
+    fn free_slot<T>(slots: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
+        if let Some(i) = slots.iter().position(Option::is_none) {
+            return Some(i);
+        }
+        if slots.len() < max {
+            slots.push(None);
+            return Some(slots.len() - 1);
+        }
+        None
+    }
+
+    fn connect_sip(&mut self, now: Instant, to: SocketAddr) -> Option<usize> {
+        let index = Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)?;
+        let mut stream = match TcpStream::connect(to) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("SIP TCP connect to {to}: {e}");
+                return None;
+            }
+        };
+        let token = Token(SIP_CONN_BASE + index);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("register: {e}");
+            return None;
+        }
+        let mut conn = Conn::new(stream, to, now, SIP_TCP_READ_MAX, SIP_TCP_WRITE_MAX);
+        conn.connecting = true;
+        self.sip_conns[index] = Some(conn);
+        self.sip_by_peer.insert(to, index);
+        Some(index)
+    }
+
+    fn accept_sip(&mut self, now: Instant) {
+        for _ in 0..256 {
+            match self.sip_listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let Some(index) = Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)
+                    else {
+                        log::warn!("SIP TCP connection from {peer} refused: too many connections");
+                        continue;
+                    };
+                    let token = Token(SIP_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.sip_conns[index] = Some(Conn::new(
+                        stream,
+                        peer,
+                        now,
+                        SIP_TCP_READ_MAX,
+                        SIP_TCP_WRITE_MAX,
+                    ));
+                    self.sip_by_peer.insert(peer, index);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("SIP TCP accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sip_conn_ready(&mut self, now: Instant, index: usize, event: &mio::event::Event) {
+        let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.connecting && (event.is_writable() || event.is_error()) {
+            match conn.stream.take_error() {
+                Ok(None) if conn.stream.peer_addr().is_ok() => conn.connecting = false,
+                _ => {
+                    let peer = conn.peer;
+                    log::warn!("SIP TCP connect to {peer} failed");
+                    self.close_sip(index);
+                    self.endpoint
+                        .handle_transport_error(now, Transport::Tcp, peer);
+                    return;
+                }
+            }
+        }
+        if !conn.connecting && conn.flush(now).is_err() {
+            self.close_sip(index);
+            return;
+        }
+        let outcome = if event.is_readable() {
+            conn.read_available(now)
+        } else {
+            ReadOutcome::Open
+        };
+        // Hand every complete message to the endpoint (RFC 3261 §18.3 framing).
+        let peer = conn.peer;
+        let mut consumed = 0;
+        let mut broken = false;
+        for _ in 0..1024 {
+            match crate::wire::sip::frame_len(&conn.rbuf[consumed..]) {
+                Ok(Some(crate::wire::sip::Frame::Keepalive(n))) => consumed += n,
+                Ok(Some(crate::wire::sip::Frame::Message(n))) => {
+                    self.endpoint.handle_receive(
+                        now,
+                        Transport::Tcp,
+                        peer,
+                        &conn.rbuf[consumed..consumed + n],
+                    );
+                    consumed += n;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!("SIP TCP from {peer}: unframeable stream ({e:?}); closing");
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        conn.rbuf.drain(..consumed);
+        if broken || outcome != ReadOutcome::Open {
+            self.close_sip(index);
+        } else {
+            self.reregister_sip(index);
+        }
+        self.drain_endpoint(now);
+    }
+
+    fn reregister_sip(&mut self, index: usize) {
+        if let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) {
+            let interest = if conn.wants_write() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self.poll.registry().reregister(
+                &mut conn.stream,
+                Token(SIP_CONN_BASE + index),
+                interest,
+            );
+        }
+    }
+
+    fn close_sip(&mut self, index: usize) {
+        if let Some(mut conn) = self.sip_conns.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if self.sip_by_peer.get(&conn.peer) == Some(&index) {
+                self.sip_by_peer.remove(&conn.peer);
+            }
+        }
+    }
+
+    fn accept_api(&mut self, now: Instant) {
+        let Some(listener) = &self.api_listener else {
+            return;
+        };
+        for _ in 0..64 {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let Some(index) = Self::free_slot(&mut self.api_conns, API_MAX_CONNS) else {
+                        continue; // dropping the stream closes it
+                    };
+                    let token = Token(API_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.api_conns[index] = Some(ApiConn {
+                            conn: Conn::new(stream, peer, now, api::MAX_REQUEST + 1, 1 << 20),
+                            answered: false,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn api_conn_ready(&mut self, now: Instant, index: usize) {
+        let status = api::Status {
+            calls: 0,
+            registered: self.endpoint.is_registered(),
+            metrics: self.metrics(),
+        };
+        let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let conn = &mut api_conn.conn;
+        let mut close = false;
+        if !api_conn.answered {
+            let outcome = conn.read_available(now);
+            match api::respond(&conn.rbuf, &status) {
+                Some(answer) => {
+                    conn.queue(&answer);
+                    api_conn.answered = true;
+                }
+                None => close = outcome != ReadOutcome::Open,
+            }
+        }
+        if api_conn.answered {
+            match conn.flush(now) {
+                Ok(()) if conn.wbuf.is_empty() => close = true,
+                Ok(()) => {
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.stream,
+                        Token(API_CONN_BASE + index),
+                        Interest::WRITABLE,
+                    );
+                }
+                Err(_) => close = true,
+            }
+        }
+        if close {
+            self.close_api(index);
+        }
+    }
+
+    fn close_api(&mut self, index: usize) {
+        if let Some(mut c) = self.api_conns.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+        }
+    }
+
+    fn expire_connections(&mut self, now: Instant) {
+        for i in 0..self.api_conns.len() {
+            if self.api_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.conn.last_activity + API_TIMEOUT)
+            {
+                self.close_api(i);
+            }
+        }
+        for i in 0..self.sip_conns.len() {
+            if self.sip_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.last_activity + SIP_TCP_IDLE)
+            {
+                self.close_sip(i);
+            }
+        }
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, u64)> {
+        let mut m = self.endpoint.metrics();
+        m.push(("udp_send_dropped_total", self.udp_send_dropped));
+        m.push(("udp_truncated_total", self.udp_truncated));
+        m.push(("tcp_send_dropped_total", self.tcp_dropped));
+        m.push((
+            "sip_tcp_connections",
+            self.sip_conns.iter().flatten().count() as u64,
+        ));
+        m
+    }
+}

@@ -1,0 +1,105 @@
+//! Byte-stream connections on the reactor: buffered, bounded, non-blocking. Used for SIP
+//! over TCP (RFC 3261 §18.3 framing by Content-Length) and the HTTP API.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+/// What a read from a connection found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// More bytes may come.
+    Open,
+    /// The peer closed its side (or the connection broke).
+    Closed,
+    /// The receive buffer is at its limit: the peer sends more than we accept.
+    Overflow,
+}
+
+/// One non-blocking stream with a bounded receive buffer and an unbounded-but-capped
+/// send queue.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub rbuf: Vec<u8>,
+    pub wbuf: Vec<u8>,
+    /// Still connecting (outgoing) or waiting for the first readiness.
+    pub connecting: bool,
+    pub last_activity: Instant,
+    max_read: usize,
+    max_write: usize,
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+        max_read: usize,
+        max_write: usize,
+    ) -> Self {
+        Conn {
+            stream,
+            peer,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            connecting: false,
+            last_activity: now,
+            max_read,
+            max_write,
+        }
+    }
+
+    /// Reads until the socket would block, the peer closes, or the buffer is full.
+    pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if self.rbuf.len() >= self.max_read {
+                return ReadOutcome::Overflow;
+            }
+            let room = (self.max_read - self.rbuf.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.last_activity = now;
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Queues bytes; false when the queue would exceed its cap (the peer does not read).
+    pub fn queue(&mut self, bytes: &[u8]) -> bool {
+        if self.wbuf.len() + bytes.len() > self.max_write {
+            return false;
+        }
+        self.wbuf.extend_from_slice(bytes);
+        true
+    }
+
+    /// Writes as much of the queue as the socket takes. Err when the connection broke.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            match self.stream.write(&self.wbuf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.last_activity = now;
+                    self.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.connecting || !self.wbuf.is_empty()
+    }
+}

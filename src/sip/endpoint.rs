@@ -1,0 +1,1338 @@
+//! The SIP endpoint: everything srgate does on the SIP side, as one sans-IO state machine.
+//!
+//! It receives whole SIP messages (a UDP datagram, or one framed message from a TCP
+//! stream) with their source, and produces [`Transmit`]s, [`Event`]s and a next timeout.
+//! Inside: RFC 3261 §17 server and client transactions, the proxy account's registration
+//! at `sip_svr` (RFC 3261 §10.2, digest as client), the built-in registrar of standalone
+//! mode (§10.3, digest as server), and the answers of a B2BUA that has no call side yet:
+//! OPTIONS 200, INVITE for an app user → 480, strangers → 403, CANCEL → 200 + 487, no
+//! dialog → 481, Max-Forwards 0 → 483, loops → 482, unknown methods → 501.
+//!
+//! Responses go where RFC 3261 §18.2.2 and RFC 3581 say: over TCP back on the connection
+//! (the I/O shell keys connections by peer address), over UDP to the source address and
+//! port when the top Via has `rport`, else to the source address and the Via's port.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::auth::{self, Algorithm};
+use super::registrar::{self, ContactUpdate, RegisterError, Registrar};
+use super::rng::Rng;
+use super::transaction::{
+    ClientEvent, ClientNonInvite, ServerInvite, ServerNonInvite, TIMER_F,
+};
+use crate::config::Config;
+use crate::wire::sip::{Contact, HeaderName, Message, MessageBuilder, Method, Via, reason_phrase};
+
+/// How a message travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn reliable(self) -> bool {
+        self != Transport::Udp
+    }
+
+    /// The transport token of a Via header (RFC 3261 §20.42).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+}
+
+/// Bytes for the I/O shell to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub transport: Transport,
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What happened, for logs and the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The proxy account is registered at `sip_svr` for `expires` seconds.
+    Registered { expires: u32 },
+    /// A registration attempt failed; srgate retries with backoff.
+    RegistrationFailed { reason: String },
+    /// The un-REGISTER at shutdown finished (or failed: it is over either way).
+    Unregistered,
+}
+
+/// The SIP server srgate registers at and trusts (`[global] sip_svr`).
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    /// `host` or `host:port` as written in the config: the Request-URI of REGISTER.
+    pub host_port: String,
+}
+
+/// The proxy account (`[proxy]`).
+#[derive(Clone)]
+pub struct ProxyAccount {
+    pub user: String,
+    pub password: String,
+    pub expires: u32,
+}
+
+impl fmt::Debug for ProxyAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyAccount")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// Everything the endpoint needs to know, taken from [`Config`] by the I/O shell.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The address in our Via and Contact headers.
+    pub local: SocketAddr,
+    /// The SIP domain: From/To host of our requests, realm of our challenges.
+    pub domain: String,
+    /// `None`: standalone mode, srgate is the registrar.
+    pub server: Option<Server>,
+    /// The proxy account; registered only when `server` is set.
+    pub proxy: Option<ProxyAccount>,
+    /// Standalone registrar users: name, password.
+    pub users: Vec<(String, String)>,
+    /// Order of the challenges srgate sends as registrar.
+    pub digest: Vec<Algorithm>,
+    /// Seeds tags, branches, Call-IDs and the nonce key.
+    pub seed: [u8; 32],
+    pub user_agent: String,
+}
+
+impl EndpointConfig {
+    pub fn from_config(config: &Config, local: SocketAddr, seed: [u8; 32]) -> Self {
+        use crate::config::{DigestAlgorithm, Transport as CfgTransport};
+        let server = config.global.sip_svr.as_ref().map(|s| Server {
+            addr: s.addr,
+            transport: match s.transport {
+                CfgTransport::Udp => Transport::Udp,
+                CfgTransport::Tcp => Transport::Tcp,
+                CfgTransport::Tls => Transport::Tls,
+            },
+            host_port: if s.host.contains(':') {
+                format!("[{}]:{}", s.host, s.port)
+            } else {
+                format!("{}:{}", s.host, s.port)
+            },
+        });
+        let proxy = (config.proxy.on && server.is_some()).then(|| ProxyAccount {
+            user: config.proxy.sip_account.clone(),
+            password: config.proxy.sip_pwd.expose().to_string(),
+            expires: config.proxy.expires,
+        });
+        EndpointConfig {
+            local,
+            domain: config.domain(),
+            server,
+            proxy,
+            users: config
+                .users
+                .iter()
+                .map(|(u, p)| (u.clone(), p.expose().to_string()))
+                .collect(),
+            digest: config
+                .sip
+                .digest
+                .iter()
+                .map(|d| match d {
+                    DigestAlgorithm::Md5 => Algorithm::Md5,
+                    DigestAlgorithm::Sha256 => Algorithm::Sha256,
+                })
+                .collect(),
+            seed,
+            user_agent: format!("srgate/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Methods srgate implements (the `Allow` header).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+/// Methods srgate knows but does not accept (405 with `Allow`, not 501).
+const KNOWN_NOT_ALLOWED: &[&str] = &[
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "UPDATE", "PRACK",
+];
+/// First proxy-account retry after a failure; doubles up to `REGISTER_BACKOFF_MAX`.
+pub const REGISTER_BACKOFF_FIRST: Duration = Duration::from_secs(2);
+pub const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Server transactions kept at once; more requests get a stateless 503.
+const MAX_SERVER_TRANSACTIONS: usize = 16_384;
+
+/// Counters for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub requests: u64,
+    pub responses: u64,
+    pub parse_errors: u64,
+    pub dropped: u64,
+    pub retransmissions_absorbed: u64,
+}
+
+struct ServerTx {
+    machine: ServerMachine,
+    destination: (Transport, SocketAddr),
+    /// Via … CSeq of the request, with our To tag, ready for any response.
+    head: Vec<(HeaderName<'static>, String)>,
+    /// For merged-request detection (RFC 3261 §8.2.2.2): Call-ID, From tag, CSeq.
+    origin: (String, String, u32),
+    final_sent: bool,
+}
+
+enum ServerMachine {
+    NonInvite(ServerNonInvite),
+    Invite(ServerInvite),
+}
+
+/// The server transaction key, RFC 3261 §17.2.3: branch, sent-by and method (ACK maps
+/// to INVITE; CANCEL keeps its own).
+type ServerKey = (String, String, &'static str);
+/// The client transaction key, RFC 3261 §17.1.3: branch and CSeq method.
+type ClientKey = String;
+
+struct ClientTx {
+    machine: ClientNonInvite,
+    destination: (Transport, SocketAddr),
+}
+
+/// The proxy account's registration at `sip_svr`.
+struct Registration {
+    account: ProxyAccount,
+    server: Server,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    auth: auth::ClientAuth,
+    /// Authorization header name and challenge of the last 401/407, to answer the next
+    /// request without a round trip (and to count repeated challenges).
+    challenge: Option<(bool, String)>,
+    challenges_this_attempt: u32,
+    requested: u32,
+    state: RegState,
+    backoff: Duration,
+    registered: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RegState {
+    /// Send a REGISTER at this instant.
+    Due(Instant),
+    /// A REGISTER is in flight with this client transaction branch.
+    InFlight(ClientKey),
+    /// Un-REGISTER in flight.
+    Unregistering(ClientKey),
+    /// Un-registered (or given up) at shutdown.
+    Done,
+}
+
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    rng: Rng,
+    nonces: auth::NonceSecret,
+    server_txs: HashMap<ServerKey, ServerTx>,
+    client_txs: HashMap<ClientKey, ClientTx>,
+    registrar: Registrar,
+    registration: Option<Registration>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    shutting_down: bool,
+    metrics: Metrics,
+}
+
+/// A parsed request's identity, extracted once.
+struct RequestIds<'a> {
+    method: Method<'a>,
+    via: Via<'a>,
+    sent_by: String,
+    branch: String,
+    call_id: &'a str,
+    cseq: u32,
+    from_tag: &'a str,
+    to_tag: Option<&'a str>,
+}
+
+impl Endpoint {
+    pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let nonces = auth::NonceSecret::new(rng.bytes::<32>(), now);
+        let registration = match (&cfg.server, &cfg.proxy) {
+            (Some(server), Some(account)) => Some(Registration {
+                auth: auth::ClientAuth::new(&account.user, &account.password),
+                call_id: format!("{}@srgate", rng.token(24)),
+                from_tag: rng.token(16),
+                cseq: 0,
+                challenge: None,
+                challenges_this_attempt: 0,
+                requested: account.expires,
+                state: RegState::Due(now),
+                backoff: REGISTER_BACKOFF_FIRST,
+                registered: false,
+                account: account.clone(),
+                server: server.clone(),
+            }),
+            _ => None,
+        };
+        Endpoint {
+            cfg,
+            rng,
+            nonces,
+            server_txs: HashMap::new(),
+            client_txs: HashMap::new(),
+            registrar: Registrar::new(),
+            registration,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            shutting_down: false,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Whether the proxy account is registered at `sip_svr` (always true standalone).
+    pub fn is_registered(&self) -> bool {
+        self.registration.as_ref().is_none_or(|r| r.registered)
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn metrics(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("sip_requests_total", self.metrics.requests),
+            ("sip_responses_total", self.metrics.responses),
+            ("sip_parse_errors_total", self.metrics.parse_errors),
+            ("sip_dropped_total", self.metrics.dropped),
+            (
+                "sip_retransmissions_absorbed_total",
+                self.metrics.retransmissions_absorbed,
+            ),
+            ("sip_server_transactions", self.server_txs.len() as u64),
+            ("sip_client_transactions", self.client_txs.len() as u64),
+            ("registrar_bindings", self.registrar.binding_count() as u64),
+            ("proxy_registered", u64::from(self.is_registered())),
+        ]
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for tx in self.server_txs.values() {
+            consider(match &tx.machine {
+                ServerMachine::NonInvite(m) => m.poll_timeout(),
+                ServerMachine::Invite(m) => m.poll_timeout(),
+            });
+        }
+        for tx in self.client_txs.values() {
+            consider(tx.machine.poll_timeout());
+        }
+        if let Some(RegState::Due(t)) = self.registration.as_ref().map(|r| &r.state) {
+            consider(Some(*t));
+        }
+        consider(self.registrar.next_expiry());
+        next
+    }
+
+    /// Begins shutdown: the proxy account un-registers (Expires: 0). Done when
+    /// [`Endpoint::is_shutdown_complete`] says so.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        let Some(reg) = &mut self.registration else {
+            return;
+        };
+        if let RegState::InFlight(key) = &reg.state {
+            self.client_txs.remove(key);
+        }
+        let was_registered = reg.registered || matches!(reg.state, RegState::InFlight(_));
+        reg.registered = false;
+        if was_registered {
+            self.send_register(now, 0);
+        } else {
+            reg.state = RegState::Done;
+        }
+    }
+
+    pub fn is_shutdown_complete(&self) -> bool {
+        self.shutting_down
+            && self
+                .registration
+                .as_ref()
+                .is_none_or(|r| r.state == RegState::Done)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let keys: Vec<ServerKey> = self.server_txs.keys().cloned().collect();
+        for key in keys {
+            if let Some(tx) = self.server_txs.get_mut(&key) {
+                let done = match &mut tx.machine {
+                    ServerMachine::NonInvite(m) => {
+                        m.handle_timeout(now);
+                        m.is_terminated()
+                    }
+                    ServerMachine::Invite(m) => {
+                        m.handle_timeout(now);
+                        m.is_terminated()
+                    }
+                };
+                Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+                if done {
+                    self.server_txs.remove(&key);
+                }
+            }
+        }
+        let keys: Vec<ClientKey> = self.client_txs.keys().cloned().collect();
+        for key in keys {
+            if let Some(tx) = self.client_txs.get_mut(&key) {
+                tx.machine.handle_timeout(now);
+                self.after_client_input(now, &key, None);
+            }
+        }
+        if let Some(reg) = &self.registration
+            && let RegState::Due(t) = reg.state
+            && now >= t
+            && !self.shutting_down
+        {
+            let expires = reg.requested;
+            self.send_register(now, expires);
+        }
+        self.registrar.purge(now);
+    }
+
+    /// A transport could not reach `destination` (TCP connect refused, …): client
+    /// transactions towards it fail now instead of at Timer F.
+    pub fn handle_transport_error(&mut self, now: Instant, transport: Transport, destination: SocketAddr) {
+        let keys: Vec<ClientKey> = self
+            .client_txs
+            .iter()
+            .filter(|(_, tx)| tx.destination == (transport, destination))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.client_txs.remove(&key);
+            self.on_register_failure(now, &key, "transport error".to_string());
+        }
+    }
+
+    /// One whole SIP message from `source`.
+    pub fn handle_receive(&mut self, now: Instant, transport: Transport, source: SocketAddr, data: &[u8]) {
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+            return; // keepalive (RFC 5626 §3.5.1 CRLF) or padding
+        }
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!(
+                "SIP {} from {source}:\n{}",
+                transport.via_token(),
+                String::from_utf8_lossy(data)
+            );
+        }
+        match Message::parse(data) {
+            Ok(msg) if msg.is_request() => {
+                self.metrics.requests += 1;
+                self.on_request(now, transport, source, &msg);
+            }
+            Ok(msg) => {
+                self.metrics.responses += 1;
+                self.on_response(now, &msg);
+            }
+            Err(e) => {
+                self.metrics.parse_errors += 1;
+                let (code, reason) = e.status();
+                match bad_request_response(data, code, reason) {
+                    Some(payload) => {
+                        log::debug!("malformed SIP from {source} ({e:?}): answered {code}");
+                        self.transmits.push_back(Transmit {
+                            transport,
+                            destination: source,
+                            payload,
+                        });
+                    }
+                    None => {
+                        self.metrics.dropped += 1;
+                        log::debug!("malformed SIP from {source} ({e:?}): dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn request_ids<'a>(msg: &Message<'a>) -> Result<RequestIds<'a>, crate::wire::sip::Error> {
+        let method = msg
+            .method()
+            .ok_or(crate::wire::sip::Error::MissingHeader("request line"))?;
+        let via = msg.top_via()?;
+        let cseq = msg.cseq()?;
+        let from = msg.from()?;
+        let to = msg.to()?;
+        let call_id = msg.call_id()?;
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", via.host),
+            None => via.host.to_string(),
+        }
+        .to_ascii_lowercase();
+        // RFC 2543 peers have no magic cookie: their transactions are keyed by what
+        // identifies the request instead (§17.2.3's fallback, simplified).
+        let branch = match via.branch {
+            Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+            _ => format!("rfc2543:{}:{}:{}", call_id, from.tag.unwrap_or(""), cseq.seq),
+        };
+        Ok(RequestIds {
+            method,
+            via,
+            sent_by,
+            branch,
+            call_id,
+            cseq: cseq.seq,
+            from_tag: from.tag.unwrap_or(""),
+            to_tag: to.tag,
+        })
+    }
+
+    fn on_request(&mut self, now: Instant, transport: Transport, source: SocketAddr, msg: &Message<'_>) {
+        let ids = match Self::request_ids(msg) {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.metrics.parse_errors += 1;
+                let (code, reason) = e.status();
+                match bad_request_response(msg.as_bytes(), code, reason) {
+                    Some(payload) => self.transmits.push_back(Transmit {
+                        transport,
+                        destination: source,
+                        payload,
+                    }),
+                    None => self.metrics.dropped += 1,
+                }
+                return;
+            }
+        };
+        let destination = (transport, response_destination(transport, source, &ids.via));
+        let method_key = method_key(&ids.method);
+
+        if ids.method == Method::Ack {
+            let key = (ids.branch.clone(), ids.sent_by.clone(), "INVITE");
+            if let Some(tx) = self.server_txs.get_mut(&key) {
+                if let ServerMachine::Invite(m) = &mut tx.machine {
+                    m.handle_ack(now);
+                }
+                Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+            } else {
+                // An ACK for a 2xx or for nothing we know: srgate has no dialogs yet.
+                log::debug!("stray ACK from {source} dropped");
+            }
+            return;
+        }
+
+        let key: ServerKey = (ids.branch.clone(), ids.sent_by.clone(), method_key);
+        if let Some(tx) = self.server_txs.get_mut(&key) {
+            self.metrics.retransmissions_absorbed += 1;
+            match &mut tx.machine {
+                ServerMachine::NonInvite(m) => m.handle_request_retransmission(now),
+                ServerMachine::Invite(m) => m.handle_request_retransmission(now),
+            }
+            Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+            return;
+        }
+        if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
+            // Overload: answer statelessly and keep nothing.
+            let head = response_head(msg, &ids, source, None);
+            self.transmits.push_back(Transmit {
+                transport: destination.0,
+                destination: destination.1,
+                payload: build_response(&head, 503, "Service Unavailable", &[("Retry-After", "5".into())]),
+            });
+            return;
+        }
+
+        let to_tag = if ids.to_tag.is_none() { Some(self.rng.token(16)) } else { None };
+        let head = response_head(msg, &ids, source, to_tag.as_deref());
+        let machine = if ids.method == Method::Invite {
+            ServerMachine::Invite(ServerInvite::new(now, transport.reliable()))
+        } else {
+            ServerMachine::NonInvite(ServerNonInvite::new(now, transport.reliable()))
+        };
+        // A merged request (§8.2.2.2): same Call-ID, From tag and CSeq as a transaction
+        // in progress but another branch — it forked and came back by another path.
+        let merged = ids.to_tag.is_none()
+            && self.server_txs.values().any(|tx| {
+                tx.origin.0 == ids.call_id && tx.origin.1 == ids.from_tag && tx.origin.2 == ids.cseq
+            });
+        self.server_txs.insert(
+            key.clone(),
+            ServerTx {
+                machine,
+                destination,
+                head,
+                origin: (ids.call_id.to_string(), ids.from_tag.to_string(), ids.cseq),
+                final_sent: false,
+            },
+        );
+
+        if merged || self.via_loops(msg) {
+            self.respond(now, &key, 482, "Loop Detected", &[]);
+            return;
+        }
+        if ids.method == Method::Cancel {
+            self.on_cancel(now, &key, &ids);
+            return;
+        }
+        if let Some(bad) = unsupported_require(msg) {
+            self.respond(now, &key, 420, "Bad Extension", &[("Unsupported", bad)]);
+            return;
+        }
+        match msg.max_forwards() {
+            Ok(Some(0)) if ids.method != Method::Options => {
+                self.respond(now, &key, 483, "Too Many Hops", &[]);
+                return;
+            }
+            Err(_) => {
+                self.respond(now, &key, 400, "Bad Max-Forwards", &[]);
+                return;
+            }
+            _ => {}
+        }
+        let scheme_ok = msg
+            .request_uri()
+            .map(|u| {
+                let l = u.len().min(4);
+                u[..l].eq_ignore_ascii_case("sip:") || u.len() >= 5 && u[..5].eq_ignore_ascii_case("sips:")
+            })
+            .unwrap_or(false);
+        if !scheme_ok {
+            self.respond(now, &key, 416, "Unsupported URI Scheme", &[]);
+            return;
+        }
+
+        match ids.method {
+            Method::Options => {
+                let extra = [
+                    ("Allow", ALLOW.to_string()),
+                    ("Accept", "application/sdp".to_string()),
+                    ("Accept-Encoding", "identity".to_string()),
+                    ("Supported", "".to_string()),
+                ];
+                self.respond(now, &key, 200, "OK", &extra);
+            }
+            Method::Register => self.on_register(now, &key, transport, source, msg, &ids),
+            Method::Invite if ids.to_tag.is_none() => self.on_invite(now, &key, source, msg),
+            Method::Invite | Method::Bye | Method::Info => {
+                // srgate has no dialogs yet: every in-dialog request is for an unknown one.
+                self.respond(now, &key, 481, "Call/Transaction Does Not Exist", &[]);
+            }
+            Method::Other(name) if !KNOWN_NOT_ALLOWED.contains(&name.to_ascii_uppercase().as_str()) => {
+                self.respond(now, &key, 501, "Not Implemented", &[("Allow", ALLOW.to_string())]);
+            }
+            _ => {
+                self.respond(now, &key, 405, "Method Not Allowed", &[("Allow", ALLOW.to_string())]);
+            }
+        }
+    }
+
+    /// A Via that names srgate itself: the request went round and came back (§16.3's check,
+    /// for an element that never forwards a request unchanged).
+    fn via_loops(&self, msg: &Message<'_>) -> bool {
+        let ours = self.cfg.local;
+        msg.vias().flatten().any(|v| {
+            let port = v.port.unwrap_or(5060);
+            port == ours.port()
+                && match v.host {
+                    crate::wire::sip::Host::V4(ip) => std::net::IpAddr::V4(ip) == ours.ip(),
+                    crate::wire::sip::Host::V6(ip) => std::net::IpAddr::V6(ip) == ours.ip(),
+                    crate::wire::sip::Host::Name(_) => false,
+                }
+                && v.branch.is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+        })
+    }
+
+    fn on_cancel(&mut self, now: Instant, key: &ServerKey, ids: &RequestIds<'_>) {
+        let invite_key = (ids.branch.clone(), ids.sent_by.clone(), "INVITE");
+        let Some(invite) = self.server_txs.get_mut(&invite_key) else {
+            self.respond(now, key, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        let pending = !invite.final_sent;
+        self.respond(now, key, 200, "OK", &[]);
+        if pending {
+            // The INVITE had no final answer yet: it ends with 487 (§9.2).
+            self.respond(now, &invite_key, 487, "Request Terminated", &[]);
+        }
+    }
+
+    fn on_invite(&mut self, now: Instant, key: &ServerKey, source: SocketAddr, msg: &Message<'_>) {
+        match &self.cfg.server {
+            Some(server) => {
+                // Proxy mode: calls come from sip_svr only. Over UDP the whole address must
+                // match; over TCP the PBX opens connections from any port, so its IP does.
+                let trusted = source == server.addr
+                    || (key_transport_reliable(&self.server_txs, key) && source.ip() == server.addr.ip());
+                if !trusted {
+                    log::info!("INVITE from {source} refused: not sip_svr");
+                    self.respond(now, key, 403, "Forbidden", &[]);
+                    return;
+                }
+            }
+            None => match self.authenticate(now, msg, true) {
+                AuthOutcome::Ok(_) => {}
+                AuthOutcome::Challenge(headers) => {
+                    self.respond(now, key, 407, "Proxy Authentication Required", &headers);
+                    return;
+                }
+                AuthOutcome::Forbidden => {
+                    self.respond(now, key, 403, "Forbidden", &[]);
+                    return;
+                }
+            },
+        }
+        // The callee: X-Number (SRProxy's FreeSWITCH dialplan) or the Request-URI user.
+        let callee = msg
+            .header(HeaderName::Other("X-Number"))
+            .and_then(|v| {
+                let v = v.trim();
+                let inner = v.strip_prefix('<').and_then(|s| s.split('>').next()).unwrap_or(v);
+                crate::wire::sip::Uri::parse(inner).ok().and_then(|u| u.user)
+            })
+            .or_else(|| {
+                msg.request_uri()
+                    .and_then(|u| crate::wire::sip::Uri::parse(u).ok())
+                    .and_then(|u| u.user)
+            });
+        let Some(callee) = callee else {
+            self.respond(now, key, 404, "Not Found", &[]);
+            return;
+        };
+        // No app user can be logged in yet (the browser side comes later): every callee is
+        // an app user nobody is logged in as.
+        log::info!("INVITE for {}: no app user logged in → 480", crate::pii::Pii(callee));
+        self.respond(now, key, 480, "Temporarily Unavailable", &[]);
+    }
+
+    fn on_register(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        transport: Transport,
+        source: SocketAddr,
+        msg: &Message<'_>,
+        ids: &RequestIds<'_>,
+    ) {
+        if self.cfg.server.is_some() {
+            // Proxy mode: sip_svr is the registrar, srgate is not.
+            self.respond(now, key, 405, "Method Not Allowed", &[("Allow", ALLOW.to_string())]);
+            return;
+        }
+        let user = match self.authenticate(now, msg, false) {
+            AuthOutcome::Ok(user) => user,
+            AuthOutcome::Challenge(headers) => {
+                self.respond(now, key, 401, "Unauthorized", &headers);
+                return;
+            }
+            AuthOutcome::Forbidden => {
+                self.respond(now, key, 403, "Forbidden", &[]);
+                return;
+            }
+        };
+        // The authenticated user may only bind its own address-of-record.
+        let aor_user = msg.to().ok().and_then(|t| t.uri.user).unwrap_or("");
+        if aor_user != user {
+            self.respond(now, key, 403, "Forbidden", &[]);
+            return;
+        }
+        let default_expires = match msg.expires() {
+            Ok(e) => e.unwrap_or(registrar::DEFAULT_EXPIRES),
+            Err(_) => {
+                self.respond(now, key, 400, "Bad Expires", &[]);
+                return;
+            }
+        };
+        let mut star = false;
+        let mut updates: Vec<(String, u32)> = Vec::new();
+        for c in msg.contacts() {
+            match c {
+                Ok(Contact::Star) => star = true,
+                Ok(c @ Contact::Addr(_)) => {
+                    let expires = c.expires().unwrap_or(default_expires);
+                    if let Contact::Addr(na) = &c {
+                        updates.push((na.uri.as_str().to_string(), expires));
+                    }
+                }
+                Err(_) => {
+                    self.respond(now, key, 400, "Bad Contact", &[]);
+                    return;
+                }
+            }
+        }
+        let result = if star {
+            // RFC 3261 §10.3 step 6: "*" only alone and with Expires: 0.
+            if !updates.is_empty() || default_expires != 0 {
+                self.respond(now, key, 400, "Invalid Wildcard Contact", &[]);
+                return;
+            }
+            self.registrar.remove_all(now, &user, ids.call_id, ids.cseq)
+        } else {
+            let list: Vec<ContactUpdate<'_>> = updates
+                .iter()
+                .map(|(c, e)| ContactUpdate { contact: c, expires: *e })
+                .collect();
+            self.registrar
+                .update(now, &user, ids.call_id, ids.cseq, source, transport, &list)
+        };
+        match result {
+            Ok(()) => {
+                let contacts: Vec<(&str, String)> = self
+                    .registrar
+                    .bindings(now, &user)
+                    .map(|b| ("Contact", format!("<{}>;expires={}", b.contact, b.remaining(now))))
+                    .collect();
+                log::info!(
+                    "REGISTER {} from {source}: {} binding(s)",
+                    crate::pii::Pii(&user),
+                    contacts.len()
+                );
+                self.respond(now, key, 200, "OK", &contacts);
+            }
+            Err(RegisterError::IntervalTooBrief) => self.respond(
+                now,
+                key,
+                423,
+                "Interval Too Brief",
+                &[("Min-Expires", registrar::MIN_EXPIRES.to_string())],
+            ),
+            Err(RegisterError::OutOfOrder) => {
+                self.respond(now, key, 500, "Server Internal Error (CSeq out of order)", &[])
+            }
+            Err(_) => self.respond(now, key, 403, "Forbidden (too many bindings)", &[]),
+        }
+    }
+
+    /// Digest check of a REGISTER (`Authorization`, 401) or INVITE (`Proxy-Authorization`,
+    /// 407) against `[users]`.
+    fn authenticate(&mut self, now: Instant, msg: &Message<'_>, proxy: bool) -> AuthOutcome {
+        let (header, challenge_name) = if proxy {
+            (HeaderName::ProxyAuthorization, "Proxy-Authenticate")
+        } else {
+            (HeaderName::Authorization, "WWW-Authenticate")
+        };
+        let method = msg.method().map(|m| m.as_str()).unwrap_or("");
+        let realm = self.cfg.domain.clone();
+        let challenge = |ep: &mut Endpoint, stale: bool| {
+            AuthOutcome::Challenge(
+                ep.cfg
+                    .digest
+                    .iter()
+                    .map(|alg| (challenge_name, ep.nonces.challenge(now, &realm, *alg, stale)))
+                    .collect(),
+            )
+        };
+        // Of several credentials, the one for our realm counts.
+        let mut saw_credentials = false;
+        for value in msg.header_all(header) {
+            saw_credentials = true;
+            let users = &self.cfg.users;
+            let verdict = self.nonces.verify(now, method, &realm, value, |u| {
+                users.iter().find(|(n, _)| n == u).map(|(_, p)| p.as_str())
+            });
+            match verdict {
+                auth::Verdict::Ok { user } => return AuthOutcome::Ok(user),
+                auth::Verdict::Stale => return challenge(self, true),
+                auth::Verdict::OtherRealm => continue,
+                _ => return AuthOutcome::Forbidden,
+            }
+        }
+        let _ = saw_credentials;
+        challenge(self, false)
+    }
+
+    /// Sends a response on server transaction `key` (built from its stored head).
+    fn respond(&mut self, now: Instant, key: &ServerKey, code: u16, reason: &str, extra: &[(&str, String)]) {
+        let Some(tx) = self.server_txs.get_mut(key) else {
+            return;
+        };
+        let mut headers: Vec<(&str, String)> = Vec::with_capacity(extra.len() + 1);
+        headers.push(("Server", self.cfg.user_agent.clone()));
+        headers.extend(extra.iter().map(|(n, v)| (*n, v.clone())));
+        let payload = build_response(&tx.head, code, reason, &headers);
+        if code >= 200 {
+            tx.final_sent = true;
+        }
+        match &mut tx.machine {
+            ServerMachine::NonInvite(m) => m.send_response(now, code, payload),
+            ServerMachine::Invite(m) => m.send_response(now, code, payload),
+        }
+        Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+        let done = match &tx.machine {
+            ServerMachine::NonInvite(m) => m.is_terminated(),
+            ServerMachine::Invite(m) => m.is_terminated(),
+        };
+        if done {
+            self.server_txs.remove(key);
+        }
+    }
+
+    fn drain_server(transmits: &mut VecDeque<Transmit>, _metrics: &mut Metrics, tx: &mut ServerTx) {
+        let (transport, destination) = tx.destination;
+        loop {
+            let next = match &mut tx.machine {
+                ServerMachine::NonInvite(m) => m.poll_transmit(),
+                ServerMachine::Invite(m) => m.poll_transmit(),
+            };
+            let Some(bytes) = next else { break };
+            if log::log_enabled!(log::Level::Trace) {
+                log::trace!(
+                    "SIP {} to {destination}:\n{}",
+                    transport.via_token(),
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            transmits.push_back(Transmit {
+                transport,
+                destination,
+                payload: bytes.to_vec(),
+            });
+        }
+    }
+
+    // ---- client side: the proxy account's REGISTER ----
+
+    fn send_register(&mut self, now: Instant, expires: u32) {
+        let local = self.cfg.local;
+        let domain = self.cfg.domain.clone();
+        let user_agent = self.cfg.user_agent.clone();
+        let branch = format!("{BRANCH_PREFIX}{}", self.rng.token(20));
+        let Some(reg) = &mut self.registration else {
+            return;
+        };
+        reg.cseq += 1;
+        let transport = reg.server.transport;
+        let request_uri = format!("sip:{}", reg.server.host_port);
+        let aor = format!("<sip:{}@{}>", reg.account.user, domain);
+        let contact = format!(
+            "<sip:{}@{}{}>",
+            reg.account.user,
+            local,
+            match transport {
+                Transport::Udp => "",
+                Transport::Tcp => ";transport=tcp",
+                Transport::Tls => ";transport=tls",
+            }
+        );
+        let mut b = MessageBuilder::request(Method::Register, &request_uri)
+            .header(
+                HeaderName::Via,
+                format_args!("SIP/2.0/{} {local};branch={branch};rport", transport.via_token()),
+            )
+            .header(HeaderName::MaxForwards, 70)
+            .header(HeaderName::From, format_args!("{aor};tag={}", reg.from_tag))
+            .header(HeaderName::To, &aor)
+            .header(HeaderName::CallId, &reg.call_id)
+            .header(HeaderName::CSeq, format_args!("{} REGISTER", reg.cseq))
+            .header(HeaderName::Contact, &contact)
+            .header(HeaderName::Expires, expires)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::UserAgent, &user_agent);
+        if let Some((proxy, challenge)) = &reg.challenge
+            && let Ok(ch) = auth::Challenge::parse(challenge)
+            && let Ok(value) = reg.auth.respond("REGISTER", &request_uri, &ch, &mut self.rng)
+        {
+            let name = if *proxy {
+                HeaderName::ProxyAuthorization
+            } else {
+                HeaderName::Authorization
+            };
+            b = b.header(name, value);
+        }
+        let payload = b.build();
+        reg.state = if self.shutting_down {
+            RegState::Unregistering(branch.clone())
+        } else {
+            RegState::InFlight(branch.clone())
+        };
+        let destination = (transport, reg.server.addr);
+        log::debug!(
+            "REGISTER {} at {} (expires {expires}, CSeq {})",
+            crate::pii::Pii(&reg.account.user),
+            reg.server.addr,
+            reg.cseq
+        );
+        let machine = ClientNonInvite::new(now, payload, transport.reliable());
+        self.client_txs.insert(branch.clone(), ClientTx { machine, destination });
+        self.after_client_input(now, &branch, None);
+    }
+
+    fn on_response(&mut self, now: Instant, msg: &Message<'_>) {
+        let (Ok(via), Ok(cseq), Some(status)) = (msg.top_via(), msg.cseq(), msg.status()) else {
+            self.metrics.dropped += 1;
+            return;
+        };
+        let Some(branch) = via.branch else {
+            self.metrics.dropped += 1;
+            return;
+        };
+        let Some(tx) = self.client_txs.get_mut(branch) else {
+            log::debug!("response {status} for no transaction of ours: dropped");
+            self.metrics.dropped += 1;
+            return;
+        };
+        if cseq.method != Method::Register {
+            self.metrics.dropped += 1;
+            return;
+        }
+        tx.machine.handle_response(now, status);
+        let key = branch.to_string();
+        self.after_client_input(now, &key, Some(msg));
+    }
+
+    /// Sends what a client transaction wants sent and acts on what it passes up.
+    fn after_client_input(&mut self, now: Instant, key: &str, msg: Option<&Message<'_>>) {
+        let Some(tx) = self.client_txs.get_mut(key) else {
+            return;
+        };
+        let (transport, destination) = tx.destination;
+        while let Some(bytes) = tx.machine.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                transport,
+                destination,
+                payload: bytes.to_vec(),
+            });
+        }
+        let mut outcome = None;
+        while let Some(ev) = tx.machine.poll_event() {
+            match ev {
+                ClientEvent::Response(code) if code >= 200 => outcome = Some(Ok(code)),
+                ClientEvent::Response(_) => {}
+                ClientEvent::Timeout => outcome = Some(Err("no answer (timer F)".to_string())),
+                _ => {}
+            }
+        }
+        if tx.machine.is_terminated() {
+            self.client_txs.remove(key);
+        }
+        match outcome {
+            Some(Ok(code)) => match msg {
+                Some(msg) => self.on_register_response(now, key, code, msg),
+                None => self.on_register_failure(now, key, format!("{code}")),
+            },
+            Some(Err(reason)) => self.on_register_failure(now, key, reason),
+            None => {}
+        }
+    }
+
+    fn on_register_response(&mut self, now: Instant, key: &str, code: u16, msg: &Message<'_>) {
+        let local = self.cfg.local;
+        let Some(reg) = &mut self.registration else {
+            return;
+        };
+        let unregistering = match &reg.state {
+            RegState::InFlight(k) if k == key => false,
+            RegState::Unregistering(k) if k == key => true,
+            _ => return, // an answer to an attempt we gave up on
+        };
+        match code {
+            200..=299 if unregistering => {
+                reg.state = RegState::Done;
+                self.events.push_back(Event::Unregistered);
+            }
+            200..=299 => {
+                // Granted expiry: our Contact's expires parameter, else Expires, else ours.
+                let ours = format!("{}@{}", reg.account.user, local);
+                let granted = msg
+                    .contacts()
+                    .flatten()
+                    .find_map(|c| match &c {
+                        Contact::Addr(na) if na.uri.as_str().contains(&ours) => c.expires(),
+                        _ => None,
+                    })
+                    .or_else(|| msg.expires().ok().flatten())
+                    .unwrap_or(reg.requested)
+                    .max(1);
+                reg.registered = true;
+                reg.backoff = REGISTER_BACKOFF_FIRST;
+                reg.challenges_this_attempt = 0;
+                reg.state = RegState::Due(now + refresh_after(granted));
+                self.events.push_back(Event::Registered { expires: granted });
+            }
+            401 | 407 => {
+                let (header, proxy) = if code == 401 {
+                    (HeaderName::WwwAuthenticate, false)
+                } else {
+                    (HeaderName::ProxyAuthenticate, true)
+                };
+                let chosen = auth::choose_challenge(msg.header_all(header));
+                let stale = chosen.as_ref().is_some_and(|c| c.stale);
+                reg.challenges_this_attempt += 1;
+                // A fresh challenge is answered once; a second one means the credentials
+                // are wrong (unless the nonce only went stale).
+                if chosen.is_none() || (reg.challenges_this_attempt > 1 && !stale) || reg.challenges_this_attempt > 3 {
+                    reg.challenge = None;
+                    let why = format!("{code} {}", msg.reason().unwrap_or(""));
+                    self.on_register_failure(now, key, format!("{why} (credentials refused)"));
+                    return;
+                }
+                reg.challenge = chosen.map(|c| (proxy, c.raw().to_string()));
+                let expires = if unregistering { 0 } else { reg.requested };
+                self.send_register(now, expires);
+            }
+            423 => {
+                let min = msg
+                    .header(HeaderName::Other("Min-Expires"))
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                match min {
+                    Some(min) if min > reg.requested && !unregistering => {
+                        reg.requested = min;
+                        self.send_register(now, min);
+                    }
+                    _ => self.on_register_failure(now, key, "423 without a usable Min-Expires".into()),
+                }
+            }
+            _ => {
+                let why = format!("{code} {}", msg.reason().unwrap_or(""));
+                self.on_register_failure(now, key, why);
+            }
+        }
+    }
+
+    fn on_register_failure(&mut self, now: Instant, key: &str, reason: String) {
+        let Some(reg) = &mut self.registration else {
+            return;
+        };
+        match &reg.state {
+            RegState::Unregistering(k) if k == key => {
+                reg.state = RegState::Done;
+                self.events.push_back(Event::Unregistered);
+            }
+            RegState::InFlight(k) if k == key => {
+                reg.registered = false;
+                reg.challenges_this_attempt = 0;
+                let wait = reg.backoff;
+                reg.backoff = (reg.backoff * 2).min(REGISTER_BACKOFF_MAX);
+                reg.state = RegState::Due(now + wait);
+                log::warn!("proxy account registration failed ({reason}); retry in {wait:?}");
+                self.events.push_back(Event::RegistrationFailed { reason });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Our branch parameters start with the RFC 3261 magic cookie and a mark of our own,
+/// so a Via of ours is recognised when a request loops back.
+const BRANCH_PREFIX: &str = "z9hG4bK-sg-";
+
+/// When to refresh a registration granted for `granted` seconds: early enough that a
+/// retransmitted REGISTER (up to Timer F) still lands before the binding expires.
+pub fn refresh_after(granted: u32) -> Duration {
+    let granted = Duration::from_secs(u64::from(granted));
+    let margin = (granted / 2).min(TIMER_F + Duration::from_secs(8));
+    granted - margin
+}
+
+enum AuthOutcome {
+    Ok(String),
+    Challenge(Vec<(&'static str, String)>),
+    Forbidden,
+}
+
+fn key_transport_reliable(txs: &HashMap<ServerKey, ServerTx>, key: &ServerKey) -> bool {
+    txs.get(key).is_some_and(|tx| tx.destination.0.reliable())
+}
+
+fn method_key(m: &Method<'_>) -> &'static str {
+    match m {
+        Method::Invite | Method::Ack => "INVITE",
+        Method::Cancel => "CANCEL",
+        Method::Register => "REGISTER",
+        Method::Options => "OPTIONS",
+        Method::Bye => "BYE",
+        Method::Info => "INFO",
+        _ => "OTHER",
+    }
+}
+
+/// RFC 3261 §18.2.2 with RFC 3581: where a response to a request from `source` goes.
+fn response_destination(transport: Transport, source: SocketAddr, via: &Via<'_>) -> SocketAddr {
+    if transport.reliable() || via.rport.is_some() {
+        return source;
+    }
+    SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+}
+
+/// The headers every response to `msg` copies (RFC 3261 §8.2.6.2): all Vias (the top
+/// one with `received` and, when asked, `rport` filled in), From, To (with our tag for
+/// answers above 100), Call-ID and CSeq.
+fn response_head(
+    msg: &Message<'_>,
+    ids: &RequestIds<'_>,
+    source: SocketAddr,
+    to_tag: Option<&str>,
+) -> Vec<(HeaderName<'static>, String)> {
+    let mut head = Vec::with_capacity(8);
+    let mut first = true;
+    for value in msg.header_all(HeaderName::Via) {
+        if first {
+            first = false;
+            let (top, rest) = split_first_via(value);
+            let mut top = top.trim().to_string();
+            if ids.via.rport == Some(None) {
+                // "rport" without a value: fill in the source port (RFC 3581 §4).
+                top = fill_rport(&top, source.port());
+            }
+            if ids.via.received.is_none() {
+                top.push_str(&format!(";received={}", source.ip()));
+            }
+            match rest {
+                Some(rest) => head.push((HeaderName::Via, format!("{top},{rest}"))),
+                None => head.push((HeaderName::Via, top)),
+            }
+        } else {
+            head.push((HeaderName::Via, value.trim().to_string()));
+        }
+    }
+    if let Some(v) = msg.header(HeaderName::From) {
+        head.push((HeaderName::From, v.trim().to_string()));
+    }
+    if let Some(v) = msg.header(HeaderName::To) {
+        let v = v.trim();
+        head.push((
+            HeaderName::To,
+            match to_tag {
+                Some(tag) => format!("{v};tag={tag}"),
+                None => v.to_string(),
+            },
+        ));
+    }
+    if let Some(v) = msg.header(HeaderName::CallId) {
+        head.push((HeaderName::CallId, v.trim().to_string()));
+    }
+    if let Some(v) = msg.header(HeaderName::CSeq) {
+        head.push((HeaderName::CSeq, v.trim().to_string()));
+    }
+    head
+}
+
+/// Splits the first Via of a header value from the rest ("a, b" → "a", " b").
+fn split_first_via(value: &str) -> (&str, Option<&str>) {
+    let mut quoted = false;
+    for (i, ch) in value.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            ',' if !quoted => return (&value[..i], Some(&value[i + 1..])),
+            _ => {}
+        }
+    }
+    (value, None)
+}
+
+/// Replaces a bare `rport` parameter in a Via value with `rport=PORT`.
+fn fill_rport(via: &str, port: u16) -> String {
+    let mut out = String::with_capacity(via.len() + 8);
+    for (i, part) in via.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if part.trim().eq_ignore_ascii_case("rport") {
+            out.push_str(&format!("rport={port}"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn build_response(
+    head: &[(HeaderName<'static>, String)],
+    code: u16,
+    reason: &str,
+    extra: &[(&str, String)],
+) -> Vec<u8> {
+    let reason = if reason.is_empty() { reason_phrase(code) } else { reason };
+    let mut b = MessageBuilder::response(code, reason);
+    for (name, value) in head {
+        b = b.header(*name, value);
+    }
+    for (name, value) in extra {
+        b = b.header(HeaderName::parse(name), value);
+    }
+    b.build()
+}
+
+/// Option tags srgate supports in `Require` (none yet).
+const SUPPORTED_OPTIONS: &[&str] = &[];
+
+/// RFC 3261 §8.2.2.3: a `Require` naming an extension we do not support → 420 listing it.
+fn unsupported_require(msg: &Message<'_>) -> Option<String> {
+    let bad: Vec<&str> = msg
+        .header_all(HeaderName::Require)
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !SUPPORTED_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    (!bad.is_empty()).then(|| bad.join(", "))
+}
+
+/// A response to a request the parser rejected, built from its raw lines when the five
+/// headers a response needs can be found; `None` means drop (a response, or too broken).
+fn bad_request_response(data: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
+    let head_end = find(data, b"\r\n\r\n").unwrap_or(data.len());
+    let head = std::str::from_utf8(&data[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let start = lines.next()?;
+    if start.starts_with("SIP/") || !start.contains(" SIP/") {
+        return None; // a response, or not SIP at all: never answer those
+    }
+    if start.starts_with("ACK ") {
+        return None; // ACKs are never answered
+    }
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    let mut need = [false; 5]; // via, from, to, call-id, cseq
+    for line in lines {
+        let Some((name, _)) = line.split_once(':') else {
+            continue;
+        };
+        let idx = match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" => 0,
+            "from" | "f" => 1,
+            "to" | "t" => 2,
+            "call-id" | "i" => 3,
+            "cseq" => 4,
+            _ => continue,
+        };
+        need[idx] = true;
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !need.iter().all(|x| *x) {
+        return None;
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
