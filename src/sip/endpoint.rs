@@ -1336,3 +1336,401 @@ fn bad_request_response(data: &[u8], code: u16, reason: &str) -> Option<Vec<u8>>
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRGATE: &str = "127.0.0.1:5086";
+    const PHONE: &str = "127.0.0.1:5062";
+    const PBX: &str = "127.0.0.1:5060";
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn standalone() -> EndpointConfig {
+        EndpointConfig {
+            local: addr(SRGATE),
+            domain: "127.0.0.1".into(),
+            server: None,
+            proxy: None,
+            users: vec![("1001".into(), "pw1001".into())],
+            digest: vec![Algorithm::Md5, Algorithm::Sha256],
+            seed: [7; 32],
+            user_agent: "srgate/test".into(),
+        }
+    }
+
+    fn proxy_mode() -> EndpointConfig {
+        EndpointConfig {
+            server: Some(Server {
+                addr: addr(PBX),
+                transport: Transport::Udp,
+                host_port: PBX.into(),
+            }),
+            proxy: Some(ProxyAccount {
+                user: "1000".into(),
+                password: "1234".into(),
+                expires: 300,
+            }),
+            users: vec![],
+            ..standalone()
+        }
+    }
+
+    /// A request from the phone; `extra` goes before Content-Length.
+    fn request(method: &str, uri: &str, branch: &str, cseq: u32, extra: &str) -> String {
+        format!(
+            "{method} {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:1001@127.0.0.1>;tag=ft1\r\n\
+             To: <sip:1001@127.0.0.1>\r\n\
+             Call-ID: call-{branch}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn send(ep: &mut Endpoint, now: Instant, from: &str, text: &str) {
+        ep.handle_receive(now, Transport::Udp, addr(from), text.as_bytes());
+    }
+
+    fn sent(ep: &mut Endpoint) -> Vec<Transmit> {
+        std::iter::from_fn(|| ep.poll_transmit()).collect()
+    }
+
+    fn status_of(t: &Transmit) -> u16 {
+        Message::parse(&t.payload).unwrap().status().unwrap()
+    }
+
+    fn only_status(ep: &mut Endpoint) -> (u16, String) {
+        let out = sent(ep);
+        assert_eq!(out.len(), 1, "exactly one message expected, got {out:?}");
+        (status_of(&out[0]), String::from_utf8(out[0].payload.clone()).unwrap())
+    }
+
+    #[test]
+    fn options_gets_200_with_allow_accept_rport_and_to_tag() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        // the phone's Via says 5062 but the datagram comes from 40000 (NAT): rport wins
+        ep.handle_receive(now, Transport::Udp, addr("127.0.0.1:40000"), request("OPTIONS", "sip:127.0.0.1:5086", "o1", 1, "").as_bytes());
+        let out = sent(&mut ep);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].destination, addr("127.0.0.1:40000"));
+        let msg = Message::parse(&out[0].payload).unwrap();
+        assert_eq!(msg.status(), Some(200));
+        assert!(msg.header(HeaderName::Allow).unwrap().contains("INVITE"));
+        assert_eq!(msg.header(HeaderName::Accept), Some("application/sdp"));
+        let via = msg.top_via().unwrap();
+        assert_eq!(via.rport, Some(Some(40000)));
+        assert_eq!(via.received, Some("127.0.0.1"));
+        assert!(msg.to().unwrap().tag.is_some());
+        assert_eq!(msg.cseq().unwrap().seq, 1);
+    }
+
+    #[test]
+    fn without_rport_the_response_goes_to_the_via_port() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let text = request("OPTIONS", "sip:127.0.0.1:5086", "o2", 1, "").replace(";rport", "");
+        ep.handle_receive(now, Transport::Udp, addr("127.0.0.1:40000"), text.as_bytes());
+        assert_eq!(sent(&mut ep)[0].destination, addr(PHONE));
+    }
+
+    /// Answers the first challenge in `response` as a phone would.
+    fn credentials(response: &str, method: &str, uri: &str, user: &str, password: &str, proxy: bool) -> String {
+        let msg = Message::parse(response.as_bytes()).unwrap();
+        let name = if proxy { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate };
+        let challenge = auth::Challenge::parse(msg.header(name).unwrap()).unwrap();
+        let mut client = auth::ClientAuth::new(user, password);
+        let mut rng = Rng::new([9; 32]);
+        let value = client.respond(method, uri, &challenge, &mut rng).unwrap();
+        let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
+        format!("{header}: {value}\r\n")
+    }
+
+    #[test]
+    fn register_digest_challenge_order_success_wrong_password_and_unregister() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let contact = "Contact: <sip:1001@127.0.0.1:5062>\r\nExpires: 600\r\n";
+        send(&mut ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "r1", 1, contact));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 401);
+        let md5 = text.find("algorithm=MD5").expect("MD5 challenge");
+        let sha = text.find("algorithm=SHA-256").expect("SHA-256 challenge");
+        assert!(md5 < sha, "MD5 first, as [sip] digest says");
+
+        let auth = credentials(&text, "REGISTER", "sip:127.0.0.1", "1001", "pw1001", false);
+        send(&mut ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "r2", 2, &format!("{contact}{auth}")));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains("<sip:1001@127.0.0.1:5062>;expires=600"), "{text}");
+        assert!(ep.registrar().is_registered(now, "1001"));
+
+        let wrong = credentials(&text_401(&mut ep, now), "REGISTER", "sip:127.0.0.1", "1001", "nope", false);
+        send(&mut ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "r3", 3, &format!("{contact}{wrong}")));
+        assert_eq!(only_status(&mut ep).0, 403);
+
+        let auth = credentials(&text_401(&mut ep, now), "REGISTER", "sip:127.0.0.1", "1001", "pw1001", false);
+        send(&mut ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "r4", 4, &format!("Contact: *\r\nExpires: 0\r\n{auth}")));
+        assert_eq!(only_status(&mut ep).0, 200);
+        assert!(!ep.registrar().is_registered(now, "1001"), "wildcard un-REGISTER removed it");
+    }
+
+    fn text_401(ep: &mut Endpoint, now: Instant) -> String {
+        send(ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "rx", 1, ""));
+        let (code, text) = only_status(ep);
+        assert_eq!(code, 401);
+        text
+    }
+
+    #[test]
+    fn unknown_user_and_someone_elses_aor_are_forbidden() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let challenge = text_401(&mut ep, now);
+        let auth = credentials(&challenge, "REGISTER", "sip:127.0.0.1", "9999", "x", false);
+        send(&mut ep, now, PHONE, &request("REGISTER", "sip:127.0.0.1", "u1", 2, &format!("Contact: <sip:9999@h>\r\n{auth}")));
+        assert_eq!(only_status(&mut ep).0, 403);
+        // right credentials of 1001 but binding 1002's address-of-record
+        let auth = credentials(&challenge, "REGISTER", "sip:127.0.0.1", "1001", "pw1001", false);
+        let text = request("REGISTER", "sip:127.0.0.1", "u2", 3, &format!("Contact: <sip:1002@h>\r\n{auth}"))
+            .replace("To: <sip:1001@", "To: <sip:1002@");
+        send(&mut ep, now, PHONE, &text);
+        assert_eq!(only_status(&mut ep).0, 403);
+    }
+
+    #[test]
+    fn stale_nonce_is_rechallenged_with_stale_true() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let auth = credentials(&text_401(&mut ep, now), "REGISTER", "sip:127.0.0.1", "1001", "pw1001", false);
+        let later = now + Duration::from_secs(3600);
+        send(&mut ep, later, PHONE, &request("REGISTER", "sip:127.0.0.1", "s1", 2, &format!("Contact: <sip:1001@h>\r\n{auth}")));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 401);
+        assert!(text.to_ascii_lowercase().contains("stale=true"), "{text}");
+    }
+
+    #[test]
+    fn standalone_invite_needs_proxy_auth_then_gets_480_retransmitted_until_ack() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:2000@127.0.0.1:5086";
+        send(&mut ep, now, PHONE, &request("INVITE", uri, "i1", 1, ""));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 407);
+        let auth = credentials(&text, "INVITE", uri, "1001", "pw1001", true);
+        let invite = request("INVITE", uri, "i2", 2, &auth);
+        send(&mut ep, now, PHONE, &invite);
+        assert_eq!(only_status(&mut ep).0, 480);
+        // Timer G: the 480 is sent again after T1, then 2*T1, until the ACK
+        ep.handle_timeout(now + Duration::from_millis(499));
+        assert!(sent(&mut ep).is_empty());
+        ep.handle_timeout(now + Duration::from_millis(500));
+        assert_eq!(only_status(&mut ep).0, 480);
+        // a retransmitted INVITE is absorbed: the 480 again, nothing new
+        send(&mut ep, now + Duration::from_millis(600), PHONE, &invite);
+        assert_eq!(only_status(&mut ep).0, 480);
+        let ack = request("ACK", uri, "i2", 2, "");
+        send(&mut ep, now + Duration::from_millis(700), PHONE, &ack);
+        assert!(sent(&mut ep).is_empty(), "ACK is never answered");
+        ep.handle_timeout(now + Duration::from_secs(2));
+        assert!(sent(&mut ep).is_empty(), "no retransmission after the ACK");
+        // Timer I ends the transaction
+        ep.handle_timeout(now + Duration::from_secs(10));
+        assert_eq!(ep.server_txs.len(), 0);
+    }
+
+    #[test]
+    fn standalone_invite_with_wrong_password_is_forbidden() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:2000@127.0.0.1:5086";
+        send(&mut ep, now, PHONE, &request("INVITE", uri, "w1", 1, ""));
+        let (_, text) = only_status(&mut ep);
+        let auth = credentials(&text, "INVITE", uri, "1001", "bad", true);
+        send(&mut ep, now, PHONE, &request("INVITE", uri, "w2", 2, &auth));
+        assert_eq!(only_status(&mut ep).0, 403);
+    }
+
+    #[test]
+    fn proxy_mode_trusts_only_sip_svr() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        sent(&mut ep); // the first REGISTER
+        let invite = request("INVITE", "sip:1000@127.0.0.1:5086", "p1", 1, "X-Number: <sip:1234@127.0.0.1>\r\n");
+        send(&mut ep, now, "127.0.0.1:6666", &invite.replace(PHONE, "127.0.0.1:6666"));
+        assert_eq!(only_status(&mut ep).0, 403, "a stranger may not call");
+        send(&mut ep, now, PBX, &invite.replace(PHONE, PBX).replace("z9hG4bKp1", "z9hG4bKp2"));
+        assert_eq!(only_status(&mut ep).0, 480, "the PBX may; no app user 1234 is logged in");
+    }
+
+    #[test]
+    fn error_answers() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:127.0.0.1:5086";
+        send(&mut ep, now, PHONE, &request("CANCEL", uri, "c1", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 481, "CANCEL of nothing");
+        send(&mut ep, now, PHONE, &request("BYE", uri, "b1", 1, "").replace("To: <sip:1001@127.0.0.1>", "To: <sip:1001@127.0.0.1>;tag=x"));
+        assert_eq!(only_status(&mut ep).0, 481, "BYE outside any dialog");
+        send(&mut ep, now, PHONE, &request("INVITE", uri, "m1", 1, "").replace("Max-Forwards: 70", "Max-Forwards: 0"));
+        assert_eq!(only_status(&mut ep).0, 483);
+        send(&mut ep, now, PHONE, &request("FOO", uri, "f1", 1, ""));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 501);
+        assert!(text.contains("Allow:"));
+        send(&mut ep, now, PHONE, &request("SUBSCRIBE", uri, "s1", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 405);
+        send(&mut ep, now, PHONE, &request("OPTIONS", uri, "q1", 1, "Require: 100rel, foo\r\n"));
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 420);
+        assert!(text.contains("Unsupported: 100rel, foo"), "{text}");
+        send(&mut ep, now, PHONE, &request("OPTIONS", "tel:+123", "t1", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 416);
+        // a request that went through srgate before (its own Via) → loop
+        let looped = request("OPTIONS", uri, "l1", 1, "Via: SIP/2.0/UDP 127.0.0.1:5086;branch=z9hG4bK-sg-abc\r\n");
+        send(&mut ep, now, PHONE, &looped);
+        assert_eq!(only_status(&mut ep).0, 482);
+    }
+
+    #[test]
+    fn cancel_after_the_final_answer_gets_200_only() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:2000@127.0.0.1:5086";
+        send(&mut ep, now, PHONE, &request("INVITE", uri, "k1", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 407);
+        send(&mut ep, now, PHONE, &request("CANCEL", uri, "k1", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 200, "the INVITE is known but already answered");
+    }
+
+    #[test]
+    fn malformed_requests_get_400_or_are_dropped_and_counted() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let no_cseq = request("OPTIONS", "sip:127.0.0.1", "x1", 1, "").replace("CSeq: 1 OPTIONS\r\n", "CSeq: one OPTIONS\r\n");
+        send(&mut ep, now, PHONE, &no_cseq);
+        let (code, _) = only_status(&mut ep);
+        assert_eq!(code, 400);
+        send(&mut ep, now, PHONE, "\x16\x03\x01garbage that is not SIP\r\n\r\n");
+        assert!(sent(&mut ep).is_empty());
+        send(&mut ep, now, PHONE, "SIP/2.0 200 OK\r\nVia: x\r\n\r\n");
+        assert!(sent(&mut ep).is_empty(), "broken responses are never answered");
+        let m: HashMap<_, _> = ep.metrics().into_iter().collect();
+        assert!(m["sip_parse_errors_total"] >= 2);
+        assert!(m["sip_dropped_total"] >= 1);
+        // and keepalives are ignored silently
+        send(&mut ep, now, PHONE, "\r\n\r\n");
+        assert!(sent(&mut ep).is_empty());
+    }
+
+    /// Plays the registrar for the proxy account's REGISTER in `t`.
+    fn registrar_answer(t: &Transmit, code: u16, extra: &str) -> String {
+        let msg = Message::parse(&t.payload).unwrap();
+        let mut out = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
+        for name in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+            out.push_str(&format!("{}: {}\r\n", name.as_str(), msg.header(name).unwrap()));
+        }
+        out.push_str(extra);
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out
+    }
+
+    #[test]
+    fn proxy_account_registers_with_digest_refreshes_backs_off_and_unregisters() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let first = sent(&mut ep);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].destination, addr(PBX));
+        assert!(!ep.is_registered());
+        let reg = Message::parse(&first[0].payload).unwrap();
+        assert_eq!(reg.method(), Some(Method::Register));
+        assert_eq!(reg.expires().unwrap(), Some(300));
+        assert!(reg.header(HeaderName::Authorization).is_none());
+
+        send(&mut ep, now, PBX, &registrar_answer(&first[0], 401, "WWW-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"n1\", qop=\"auth\", algorithm=MD5\r\n"));
+        let second = sent(&mut ep);
+        assert_eq!(second.len(), 1);
+        let reg2 = Message::parse(&second[0].payload).unwrap();
+        let creds = reg2.header(HeaderName::Authorization).expect("answers the challenge");
+        assert!(creds.contains("username=\"1000\"") && creds.contains("nonce=\"n1\""));
+        assert_eq!(reg2.call_id().unwrap(), reg.call_id().unwrap(), "same Call-ID");
+        assert_eq!(reg2.cseq().unwrap().seq, reg.cseq().unwrap().seq + 1);
+
+        send(&mut ep, now, PBX, &registrar_answer(&second[0], 200, "Contact: <sip:1000@127.0.0.1:5086>;expires=120\r\n"));
+        assert!(ep.is_registered());
+        assert_eq!(ep.poll_event(), Some(Event::Registered { expires: 120 }));
+        assert_eq!(ep.poll_timeout(), Some(now + refresh_after(120)));
+        assert_eq!(refresh_after(120), Duration::from_secs(80));
+
+        // refresh: sent with credentials already (no round trip); the registrar is gone
+        let t1 = now + Duration::from_secs(80);
+        ep.handle_timeout(t1);
+        let refresh = sent(&mut ep);
+        assert_eq!(refresh.len(), 1);
+        assert!(Message::parse(&refresh[0].payload).unwrap().header(HeaderName::Authorization).is_some());
+        // retransmissions (Timer E) then Timer F
+        let mut retransmits = 0;
+        for ms in (500..=32_000).step_by(250) {
+            ep.handle_timeout(t1 + Duration::from_millis(ms));
+            retransmits += sent(&mut ep).len();
+        }
+        assert!(retransmits >= 6, "timer E retransmitted ({retransmits})");
+        assert!(!ep.is_registered());
+        assert!(matches!(ep.poll_event(), Some(Event::RegistrationFailed { .. })));
+        // backoff 2 s, then 4 s
+        let t2 = t1 + TIMER_F;
+        assert_eq!(ep.poll_timeout().map(|t| t > t2 && t <= t2 + REGISTER_BACKOFF_FIRST), Some(true));
+
+        // shutdown while not registered: nothing to un-register
+        let mut ep2 = Endpoint::new(proxy_mode(), now);
+        ep2.shutdown(now);
+        assert!(ep2.is_shutdown_complete());
+    }
+
+    #[test]
+    fn shutdown_unregisters_with_expires_zero() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let first = sent(&mut ep);
+        send(&mut ep, now, PBX, &registrar_answer(&first[0], 200, "Expires: 300\r\n"));
+        assert!(ep.is_registered());
+        ep.shutdown(now);
+        assert!(!ep.is_shutdown_complete());
+        let unreg = sent(&mut ep);
+        assert_eq!(unreg.len(), 1);
+        let m = Message::parse(&unreg[0].payload).unwrap();
+        assert_eq!(m.expires().unwrap(), Some(0));
+        send(&mut ep, now, PBX, &registrar_answer(&unreg[0], 200, ""));
+        assert!(ep.is_shutdown_complete());
+    }
+
+    #[test]
+    fn wrong_proxy_password_gives_up_instead_of_looping() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let challenge = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\", qop=\"auth\"\r\n";
+        let mut t = sent(&mut ep);
+        send(&mut ep, now, PBX, &registrar_answer(&t[0], 401, challenge));
+        t = sent(&mut ep);
+        assert_eq!(t.len(), 1, "answered once");
+        send(&mut ep, now, PBX, &registrar_answer(&t[0], 401, challenge));
+        assert!(sent(&mut ep).is_empty(), "the same challenge again: credentials are wrong, stop");
+        assert!(matches!(ep.poll_event(), Some(Event::RegistrationFailed { .. })));
+    }
+}
