@@ -1,0 +1,760 @@
+//! srgate as a digest server (registrar / UAS, RFC 3261 §22.1, §22.4): challenges and
+//! verification with stateless nonces.
+//!
+//! # Nonces
+//!
+//! A nonce is 48 lowercase hex digits: the issue time (whole seconds since the
+//! [`NonceSecret`] was made, 4 bytes), an issue counter (4 bytes, so two challenges in the
+//! same second differ) and the first 16 bytes of
+//! `HMAC-SHA256(secret, label ‖ time ‖ counter ‖ algorithm ‖ realm)`. Nothing is stored per
+//! nonce: a nonce is ours when its tag verifies, it is bound to the algorithm and realm it
+//! was issued for, and it is fresh while its age in whole seconds is at most the lifetime
+//! ([`NONCE_LIFETIME`] by default). A new secret (restart) invalidates every older nonce;
+//! clients then get a fresh challenge ([`Verdict::Challenge`]).
+//!
+//! # Replays
+//!
+//! `nc` is not tracked (that would need state per nonce): a captured request can be
+//! replayed until its nonce expires, at most [`NONCE_LIFETIME`] after it was issued. For a
+//! REGISTER that only refreshes the same binding. Keep the lifetime short.
+//!
+//! # Verdicts and answers
+//!
+//! | [`Verdict`] | answer |
+//! |---|---|
+//! | `Ok { user, .. }` | go on with the request as `user` |
+//! | `Stale` | 401/407 with fresh challenges, `stale=true` |
+//! | `Challenge(_)` | 401/407 with fresh challenges (no credentials for our realm, or a nonce that is not ours) |
+//! | `Forbidden(_)` | 403 (unknown user or wrong password; a re-challenge is also correct, and a [`super::ClientAuth`] gives up on either) |
+//! | `BadRequest(_)` | 400 (malformed credentials, `uri` not the Request-URI, unsupported `qop`) |
+
+use super::{
+    Algorithm, Credentials, DigestError, ParamValue, Qop, ResponseInput, constant_time_eq,
+    hex_into, params::push_escaped, response,
+};
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::time::{Duration, Instant};
+
+/// How long a nonce stays fresh by default.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Longest user name [`NonceSecret::verify`] accepts (bytes, unescaped); a longer one is
+/// treated as an unknown user.
+pub const USERNAME_MAX: usize = 128;
+
+/// An authenticated user name.
+pub type UserName = heapless::String<USERNAME_MAX>;
+
+const NONCE_LEN: usize = 48;
+const TAG_LEN: usize = 16;
+const LABEL: &[u8] = b"srgate digest nonce v1\0";
+
+/// The outcome of [`NonceSecret::verify`]; see the module doc for the answer to each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Authenticated.
+    Ok {
+        /// The user name, unescaped.
+        user: UserName,
+        /// The algorithm the client used.
+        algorithm: Algorithm,
+    },
+    /// Right password on a nonce older than the lifetime: re-challenge with `stale=true`.
+    Stale,
+    /// Re-challenge (`stale=false`).
+    Challenge(Rejection),
+    /// Answer 403.
+    Forbidden(Rejection),
+    /// Answer 400.
+    BadRequest(Rejection),
+}
+
+/// Why credentials were not accepted (for logs; the answer follows the [`Verdict`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No `Digest` credentials for our realm.
+    NoCredentials,
+    /// The nonce is not ours: forged, tampered with, from an older secret, or issued for
+    /// another algorithm or realm.
+    BadNonce,
+    /// The credentials for our realm do not parse (or none parse and one is `Digest`).
+    Malformed(DigestError),
+    /// `qop` other than `auth`.
+    UnsupportedQop,
+    /// `qop=auth` without `cnonce`/`nc`, or a `-sess` algorithm without `cnonce`.
+    MissingCnonce,
+    /// `userhash=true` (not supported, never offered).
+    Userhash,
+    /// `uri` differs from the Request-URI.
+    UriMismatch,
+    /// No such user (or a user name over [`USERNAME_MAX`]).
+    UnknownUser,
+    /// The `response` does not match.
+    WrongPassword,
+}
+
+/// The registrar's nonce key and clock base: issues challenges and verifies credentials.
+pub struct NonceSecret {
+    key: [u8; 32],
+    base: Instant,
+    lifetime: Duration,
+    issued: AtomicU32,
+}
+
+impl fmt::Debug for NonceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceSecret")
+            .field("key", &"<redacted>")
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+impl NonceSecret {
+    /// A random 32-byte secret from the OS; `now` becomes the clock base.
+    pub fn new(now: Instant) -> Result<Self, getrandom::Error> {
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key)?;
+        Ok(Self::from_key(key, now))
+    }
+
+    /// A given secret (tests, or several shards sharing one secret with one base).
+    pub fn from_key(key: [u8; 32], base: Instant) -> Self {
+        NonceSecret {
+            key,
+            base,
+            lifetime: NONCE_LIFETIME,
+            issued: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets how long nonces stay fresh.
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// How long nonces stay fresh.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn seconds(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.base).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn tag(&self, secs: u32, counter: u32, algorithm: Algorithm, realm: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(LABEL);
+        mac.update(&secs.to_be_bytes());
+        mac.update(&counter.to_be_bytes());
+        mac.update(&[algorithm.id()]);
+        mac.update(realm.as_bytes());
+        mac
+    }
+
+    /// A fresh nonce for `realm` and `algorithm`.
+    pub fn nonce(
+        &self,
+        now: Instant,
+        realm: &str,
+        algorithm: Algorithm,
+    ) -> heapless::String<NONCE_LEN> {
+        let secs = self.seconds(now);
+        let counter = self.issued.fetch_add(1, Ordering::Relaxed);
+        let tag = self
+            .tag(secs, counter, algorithm, realm)
+            .finalize()
+            .into_bytes();
+        let mut raw = [0u8; 8 + TAG_LEN];
+        raw[..4].copy_from_slice(&secs.to_be_bytes());
+        raw[4..8].copy_from_slice(&counter.to_be_bytes());
+        raw[8..].copy_from_slice(&tag[..TAG_LEN]);
+        let mut hex = [0u8; NONCE_LEN];
+        hex_into(&raw, &mut hex);
+        let mut out = heapless::String::new();
+        for b in hex {
+            // 48 hex digits fill exactly the capacity.
+            let _ = out.push(char::from(b));
+        }
+        out
+    }
+
+    /// One challenge header value (`WWW-Authenticate` or `Proxy-Authenticate`):
+    /// `Digest realm="…", nonce="…", algorithm=…, qop="auth"` and `, stale=true` when asked.
+    pub fn challenge(
+        &self,
+        now: Instant,
+        realm: &str,
+        algorithm: Algorithm,
+        stale: bool,
+    ) -> String {
+        let nonce = self.nonce(now, realm, algorithm);
+        let mut out = String::with_capacity(120 + realm.len());
+        out.push_str("Digest realm=\"");
+        push_escaped(&mut out, realm);
+        out.push_str("\", nonce=\"");
+        out.push_str(&nonce);
+        out.push_str("\", algorithm=");
+        out.push_str(algorithm.name());
+        out.push_str(", qop=\"auth\"");
+        if stale {
+            out.push_str(", stale=true");
+        }
+        out
+    }
+
+    /// One challenge per algorithm, in the given order (`[sip] digest = md5,sha256`: many
+    /// phones answer only the first header, so MD5 usually goes first). Add each as its
+    /// own header, in order.
+    pub fn challenges(
+        &self,
+        now: Instant,
+        realm: &str,
+        algorithms: &[Algorithm],
+        stale: bool,
+    ) -> Vec<String> {
+        algorithms
+            .iter()
+            .map(|&a| self.challenge(now, realm, a, stale))
+            .collect()
+    }
+
+    /// Checks the credentials of a request.
+    ///
+    /// - `method`, `request_uri`: from the request line (`uri` must equal the Request-URI,
+    ///   ASCII case aside);
+    /// - `realm`: ours; the first `Digest` credentials with this realm are checked, others
+    ///   are ignored (they are for other servers);
+    /// - `credentials`: every `Authorization` (or `Proxy-Authorization`) value of the request;
+    /// - `password`: looks a user name up; `None` for an unknown user.
+    ///
+    /// The `response` comparison takes constant time; an unknown user costs the same hashing
+    /// as a known one.
+    pub fn verify<'c, P: AsRef<[u8]>>(
+        &self,
+        now: Instant,
+        method: &str,
+        request_uri: &str,
+        realm: &str,
+        credentials: impl IntoIterator<Item = &'c str>,
+        password: impl FnOnce(&str) -> Option<P>,
+    ) -> Verdict {
+        let mut malformed = None;
+        let mut chosen = None;
+        for value in credentials {
+            match Credentials::parse(value) {
+                Ok(c) if c.realm.eq_str(realm) => {
+                    chosen = Some(c);
+                    break;
+                }
+                Ok(_) | Err(DigestError::NotDigest) => {}
+                Err(e) => {
+                    malformed.get_or_insert(e);
+                }
+            }
+        }
+        let Some(creds) = chosen else {
+            return match malformed {
+                Some(e) => Verdict::BadRequest(Rejection::Malformed(e)),
+                None => Verdict::Challenge(Rejection::NoCredentials),
+            };
+        };
+
+        if creds.userhash {
+            return Verdict::BadRequest(Rejection::Userhash);
+        }
+        let qop_auth = match creds.qop {
+            None => None,
+            Some(Qop::Auth) => match (creds.nc, creds.cnonce) {
+                (Some(nc), Some(cnonce)) => Some((nc, cnonce)),
+                _ => return Verdict::BadRequest(Rejection::MissingCnonce),
+            },
+            Some(_) => return Verdict::BadRequest(Rejection::UnsupportedQop),
+        };
+        if creds.algorithm.is_sess() && creds.cnonce.is_none() {
+            return Verdict::BadRequest(Rejection::MissingCnonce);
+        }
+        if !creds.uri.eq_ignore_ascii_case(request_uri) {
+            return Verdict::BadRequest(Rejection::UriMismatch);
+        }
+        let Some(issued) = self.check_nonce(creds.nonce, creds.algorithm, realm) else {
+            return Verdict::Challenge(Rejection::BadNonce);
+        };
+
+        let mut user = UserName::new();
+        let found = if unescape_utf8(&creds.username, &mut user) {
+            password(user.as_str())
+        } else {
+            None
+        };
+        let known = found.is_some();
+        let secret: &[u8] = found.as_ref().map_or(&[], |p| p.as_ref());
+        let expected = response(&ResponseInput {
+            algorithm: creds.algorithm,
+            username: creds.username,
+            realm: creds.realm,
+            password: secret,
+            nonce: creds.nonce,
+            qop_auth,
+            cnonce: creds.cnonce,
+            method,
+            uri: creds.uri,
+        });
+        let mut given = [0u8; 64];
+        let mut len = 0;
+        let mut fits = true;
+        for b in creds.response.bytes() {
+            match given.get_mut(len) {
+                Some(slot) => *slot = b.to_ascii_lowercase(),
+                None => {
+                    fits = false;
+                    break;
+                }
+            }
+            len += 1;
+        }
+        let matches = fits && constant_time_eq(&given[..len], expected.as_bytes());
+        if !known {
+            return Verdict::Forbidden(Rejection::UnknownUser);
+        }
+        if !matches {
+            return Verdict::Forbidden(Rejection::WrongPassword);
+        }
+        let age = u64::from(self.seconds(now).saturating_sub(issued));
+        if age > self.lifetime.as_secs() {
+            return Verdict::Stale;
+        }
+        Verdict::Ok {
+            user,
+            algorithm: creds.algorithm,
+        }
+    }
+
+    /// The issue second of one of our nonces for this algorithm and realm, or `None`.
+    fn check_nonce(&self, nonce: ParamValue<'_>, algorithm: Algorithm, realm: &str) -> Option<u32> {
+        let text = nonce.as_plain()?.as_bytes();
+        if text.len() != NONCE_LEN {
+            return None;
+        }
+        let mut raw = [0u8; 8 + TAG_LEN];
+        for (out, pair) in raw.iter_mut().zip(text.chunks_exact(2)) {
+            let hi = hex_value(*pair.first()?)?;
+            let lo = hex_value(*pair.get(1)?)?;
+            *out = (hi << 4) | lo;
+        }
+        let (head, tag) = raw.split_at(8);
+        let (secs, counter) = head.split_at(4);
+        let secs = u32::from_be_bytes(secs.try_into().ok()?);
+        let counter = u32::from_be_bytes(counter.try_into().ok()?);
+        self.tag(secs, counter, algorithm, realm)
+            .verify_truncated_left(tag)
+            .ok()?;
+        Some(secs)
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Unescapes a (possibly non-ASCII) value into `out`; false when it does not fit.
+fn unescape_utf8(value: &ParamValue<'_>, out: &mut UserName) -> bool {
+    let mut buf = [0u8; USERNAME_MAX];
+    let mut len = 0;
+    for b in value.bytes() {
+        let Some(slot) = buf.get_mut(len) else {
+            return false;
+        };
+        *slot = b;
+        len += 1;
+    }
+    // Removing ASCII backslashes from valid UTF-8 leaves valid UTF-8.
+    match core::str::from_utf8(&buf[..len]) {
+        Ok(s) => out.push_str(s).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AuthKind, Challenge, ClientAuth, credentials};
+    use super::*;
+
+    const REALM: &str = "srgate.test";
+    const URI: &str = "sip:srgate.test";
+
+    #[allow(clippy::disallowed_methods)]
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    fn users(name: &str) -> Option<&'static str> {
+        match name {
+            "1001" => Some("secret1001"),
+            "al\"ice" => Some("pw"),
+            "jösé" => Some("pw2"),
+            _ => None,
+        }
+    }
+
+    fn secret(t0: Instant) -> NonceSecret {
+        NonceSecret::from_key([42; 32], t0)
+    }
+
+    fn answer(challenge: &str, user: &str, password: &str, method: &str) -> String {
+        let c = Challenge::parse(challenge).unwrap();
+        credentials(&c, method, URI, user, password, "c0ffee", 1)
+    }
+
+    fn check(s: &NonceSecret, now: Instant, creds: &str) -> Verdict {
+        s.verify(now, "REGISTER", URI, REALM, [creds], users)
+    }
+
+    #[test]
+    fn round_trip_every_algorithm() {
+        let t0 = base();
+        let s = secret(t0);
+        for alg in [
+            Algorithm::Md5,
+            Algorithm::Sha256,
+            Algorithm::Md5Sess,
+            Algorithm::Sha256Sess,
+        ] {
+            let ch = s.challenge(t0, REALM, alg, false);
+            let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+            assert_eq!(
+                check(&s, t0 + Duration::from_secs(2), &creds),
+                Verdict::Ok {
+                    user: "1001".try_into().unwrap(),
+                    algorithm: alg
+                },
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn round_trip_through_client_auth() {
+        let t0 = base();
+        let s = secret(t0);
+        let mut client = ClientAuth::with_seed("1001", "secret1001", [9; 16]);
+        let values = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false);
+        client
+            .handle_challenge(AuthKind::Www, values.iter().map(String::as_str))
+            .unwrap();
+        let headers = client.authorize("REGISTER", URI);
+        let v = s.verify(
+            t0 + Duration::from_secs(1),
+            "REGISTER",
+            URI,
+            REALM,
+            headers.iter().map(|h| h.value.as_str()),
+            users,
+        );
+        // The client picked SHA-256 although MD5 came first.
+        assert!(matches!(
+            v,
+            Verdict::Ok {
+                algorithm: Algorithm::Sha256,
+                ..
+            }
+        ));
+        // The same nonce again with nc=2 is fine within the lifetime.
+        let headers = client.authorize("REGISTER", URI);
+        assert!(headers[0].value.contains("nc=00000002"));
+        let v = s.verify(
+            t0 + Duration::from_secs(200),
+            "REGISTER",
+            URI,
+            REALM,
+            headers.iter().map(|h| h.value.as_str()),
+            users,
+        );
+        assert!(matches!(v, Verdict::Ok { .. }));
+    }
+
+    #[test]
+    fn rfc2069_credentials_without_qop_are_accepted() {
+        let t0 = base();
+        let s = secret(t0);
+        let nonce = s.nonce(t0, REALM, Algorithm::Md5);
+        let ch = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\"");
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        assert!(!creds.contains("qop"));
+        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { .. }));
+    }
+
+    #[test]
+    fn nonce_goes_stale_after_the_lifetime() {
+        let t0 = base();
+        let s = secret(t0).with_lifetime(Duration::from_secs(300));
+        let issued = t0 + Duration::from_secs(10);
+        let ch = s.challenge(issued, REALM, Algorithm::Md5, false);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        assert!(matches!(
+            check(&s, issued + Duration::from_secs(300), &creds),
+            Verdict::Ok { .. }
+        ));
+        assert_eq!(
+            check(&s, issued + Duration::from_secs(301), &creds),
+            Verdict::Stale
+        );
+        // Stale is only said for the right password.
+        let wrong = answer(&ch, "1001", "nope", "REGISTER");
+        assert_eq!(
+            check(&s, issued + Duration::from_secs(301), &wrong),
+            Verdict::Forbidden(Rejection::WrongPassword)
+        );
+        // The re-challenge carries stale=true and its answer passes.
+        let again = s.challenge(
+            issued + Duration::from_secs(301),
+            REALM,
+            Algorithm::Md5,
+            true,
+        );
+        assert!(again.ends_with(", stale=true"));
+        assert!(Challenge::parse(&again).unwrap().stale);
+        let creds = answer(&again, "1001", "secret1001", "REGISTER");
+        assert!(matches!(
+            check(&s, issued + Duration::from_secs(302), &creds),
+            Verdict::Ok { .. }
+        ));
+    }
+
+    #[test]
+    fn forged_and_tampered_nonces_are_not_ours() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let nonce = Challenge::parse(&ch).unwrap().nonce.raw().to_owned();
+        let forge = |n: &str| {
+            let fake = format!("Digest realm=\"{REALM}\", nonce=\"{n}\", qop=\"auth\"");
+            answer(&fake, "1001", "secret1001", "REGISTER")
+        };
+        // Entirely made up.
+        assert_eq!(
+            check(&s, t0, &forge(&"0".repeat(48))),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        assert_eq!(
+            check(&s, t0, &forge("abc")),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        // Issue time pushed forward to extend its life: the tag no longer matches.
+        let mut tampered = nonce.clone().into_bytes();
+        tampered[7] = if tampered[7] == b'f' { b'e' } else { b'f' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            check(&s, t0, &forge(&tampered)),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        // Uppercased hex is not what we issued.
+        assert_eq!(
+            check(&s, t0, &forge(&nonce.to_uppercase())),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        // A nonce issued for MD5 answered with SHA-256.
+        let sha =
+            format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=SHA-256, qop=\"auth\"");
+        assert_eq!(
+            check(&s, t0, &answer(&sha, "1001", "secret1001", "REGISTER")),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        // A nonce issued for another realm.
+        let other = s.challenge(t0, "elsewhere", Algorithm::Md5, false);
+        let n = Challenge::parse(&other).unwrap().nonce.raw().to_owned();
+        assert_eq!(
+            check(&s, t0, &forge(&n)),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        // Another secret (srgate restarted).
+        let restarted = NonceSecret::from_key([43; 32], t0);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        assert_eq!(
+            check(&restarted, t0, &creds),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { .. }));
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_are_forbidden() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Sha256, false);
+        assert_eq!(
+            check(&s, t0, &answer(&ch, "1001", "secret1002", "REGISTER")),
+            Verdict::Forbidden(Rejection::WrongPassword)
+        );
+        assert_eq!(
+            check(&s, t0, &answer(&ch, "9999", "secret1001", "REGISTER")),
+            Verdict::Forbidden(Rejection::UnknownUser)
+        );
+        let long = "x".repeat(USERNAME_MAX + 1);
+        assert_eq!(
+            check(&s, t0, &answer(&ch, &long, "secret1001", "REGISTER")),
+            Verdict::Forbidden(Rejection::UnknownUser)
+        );
+        // Another method than the one hashed.
+        assert_eq!(
+            check(&s, t0, &answer(&ch, "1001", "secret1001", "INVITE")),
+            Verdict::Forbidden(Rejection::WrongPassword)
+        );
+    }
+
+    #[test]
+    fn escaped_and_non_ascii_user_names() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let creds = answer(&ch, "al\"ice", "pw", "REGISTER");
+        assert!(creds.contains("username=\"al\\\"ice\""));
+        assert_eq!(
+            check(&s, t0, &creds),
+            Verdict::Ok {
+                user: "al\"ice".try_into().unwrap(),
+                algorithm: Algorithm::Md5
+            }
+        );
+        let creds = answer(&ch, "jösé", "pw2", "REGISTER");
+        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { user, .. } if user == "jösé"));
+    }
+
+    #[test]
+    fn uppercase_response_hex_is_accepted() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        let start = creds.find("response=\"").unwrap() + 10;
+        let mut up = creds.clone();
+        up.replace_range(start..start + 32, &creds[start..start + 32].to_uppercase());
+        assert_ne!(up, creds);
+        assert!(matches!(check(&s, t0, &up), Verdict::Ok { .. }));
+    }
+
+    #[test]
+    fn request_shape_errors() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        assert_eq!(
+            s.verify(
+                t0,
+                "REGISTER",
+                "sip:other.test",
+                REALM,
+                [creds.as_str()],
+                users
+            ),
+            Verdict::BadRequest(Rejection::UriMismatch)
+        );
+        assert!(matches!(
+            s.verify(
+                t0,
+                "REGISTER",
+                "SIP:SRGATE.TEST",
+                REALM,
+                [creds.as_str()],
+                users
+            ),
+            Verdict::Ok { .. }
+        ));
+        let int = creds.replace("qop=auth", "qop=auth-int");
+        assert_eq!(
+            check(&s, t0, &int),
+            Verdict::BadRequest(Rejection::UnsupportedQop)
+        );
+        let no_cnonce = creds.replace(", cnonce=\"c0ffee\"", "");
+        assert_eq!(
+            check(&s, t0, &no_cnonce),
+            Verdict::BadRequest(Rejection::MissingCnonce)
+        );
+        let hashed = format!("{creds}, userhash=true");
+        assert_eq!(
+            check(&s, t0, &hashed),
+            Verdict::BadRequest(Rejection::Userhash)
+        );
+        assert_eq!(
+            check(&s, t0, "Digest username=\"1001\", realm="),
+            Verdict::BadRequest(Rejection::Malformed(DigestError::Syntax { at: 24 }))
+        );
+        assert_eq!(
+            s.verify(t0, "REGISTER", URI, REALM, [], users),
+            Verdict::Challenge(Rejection::NoCredentials)
+        );
+        assert_eq!(
+            check(&s, t0, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            Verdict::Challenge(Rejection::NoCredentials)
+        );
+    }
+
+    #[test]
+    fn picks_the_credentials_for_our_realm() {
+        let t0 = base();
+        let s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let ours = answer(&ch, "1001", "secret1001", "REGISTER");
+        let theirs = ours.replace(REALM, "pbx.example");
+        assert_eq!(
+            check(&s, t0, &theirs),
+            Verdict::Challenge(Rejection::NoCredentials)
+        );
+        assert!(matches!(
+            s.verify(
+                t0,
+                "REGISTER",
+                URI,
+                REALM,
+                [theirs.as_str(), ours.as_str()],
+                users
+            ),
+            Verdict::Ok { .. }
+        ));
+    }
+
+    #[test]
+    fn challenges_follow_the_configured_order_and_nonces_differ() {
+        let t0 = base();
+        let s = secret(t0);
+        let list = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false);
+        assert_eq!(list.len(), 2);
+        let a = Challenge::parse(&list[0]).unwrap();
+        let b = Challenge::parse(&list[1]).unwrap();
+        assert_eq!(a.algorithm, Algorithm::Md5);
+        assert_eq!(b.algorithm, Algorithm::Sha256);
+        assert!(a.realm.eq_str(REALM));
+        assert!(a.qop.unwrap().auth && !a.qop.unwrap().auth_int);
+        assert!(!a.stale);
+        assert_eq!(a.nonce.raw().len(), 48);
+        assert_ne!(a.nonce, b.nonce);
+        let rev = s.challenges(t0, REALM, &[Algorithm::Sha256, Algorithm::Md5], true);
+        assert!(rev[0].contains("algorithm=SHA-256"));
+        assert!(rev[1].contains("algorithm=MD5"));
+        assert!(rev.iter().all(|c| c.ends_with("stale=true")));
+        // Same second, same algorithm: still different nonces.
+        assert_ne!(
+            s.nonce(t0, REALM, Algorithm::Md5),
+            s.nonce(t0, REALM, Algorithm::Md5)
+        );
+        assert!(s.challenges(t0, REALM, &[], false).is_empty());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let s = secret(base());
+        assert!(!format!("{s:?}").contains("42"));
+    }
+}
