@@ -21,7 +21,7 @@ use super::auth::{self, Algorithm};
 use super::registrar::{self, ContactUpdate, RegisterError, Registrar};
 use super::rng::Rng;
 use super::transaction::{
-    ClientEvent, ClientNonInvite, ServerInvite, ServerNonInvite, TIMER_F,
+    ClientTransaction, Event as TxEvent, ServerInviteTransaction, ServerTransaction, TIMER_F,
 };
 use crate::config::Config;
 use crate::wire::sip::{Contact, HeaderName, Message, MessageBuilder, Method, Via, reason_phrase};
@@ -195,8 +195,8 @@ struct ServerTx {
 }
 
 enum ServerMachine {
-    NonInvite(ServerNonInvite),
-    Invite(ServerInvite),
+    NonInvite(ServerTransaction),
+    Invite(ServerInviteTransaction),
 }
 
 /// The server transaction key, RFC 3261 §17.2.3: branch, sent-by and method (ACK maps
@@ -206,7 +206,7 @@ type ServerKey = (String, String, &'static str);
 type ClientKey = String;
 
 struct ClientTx {
-    machine: ClientNonInvite,
+    machine: ClientTransaction,
     destination: (Transport, SocketAddr),
 }
 
@@ -217,11 +217,9 @@ struct Registration {
     call_id: String,
     from_tag: String,
     cseq: u32,
+    /// Remembers the last challenge, so refreshes carry credentials without a round
+    /// trip, and decides when repeated challenges mean wrong credentials.
     auth: auth::ClientAuth,
-    /// Authorization header name and challenge of the last 401/407, to answer the next
-    /// request without a round trip (and to count repeated challenges).
-    challenge: Option<(bool, String)>,
-    challenges_this_attempt: u32,
     requested: u32,
     state: RegState,
     backoff: Duration,
@@ -269,15 +267,13 @@ struct RequestIds<'a> {
 impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
         let mut rng = Rng::new(cfg.seed);
-        let nonces = auth::NonceSecret::new(rng.bytes::<32>(), now);
+        let nonces = auth::NonceSecret::from_key(rng.bytes::<32>(), now);
         let registration = match (&cfg.server, &cfg.proxy) {
             (Some(server), Some(account)) => Some(Registration {
-                auth: auth::ClientAuth::new(&account.user, &account.password),
+                auth: auth::ClientAuth::with_seed(&account.user, &account.password, rng.bytes::<16>()),
                 call_id: format!("{}@srgate", rng.token(24)),
                 from_tag: rng.token(16),
                 cseq: 0,
-                challenge: None,
-                challenges_this_attempt: 0,
                 requested: account.expires,
                 state: RegState::Due(now),
                 backoff: REGISTER_BACKOFF_FIRST,
@@ -576,7 +572,7 @@ impl Endpoint {
         let machine = if ids.method == Method::Invite {
             ServerMachine::Invite(ServerInvite::new(now, transport.reliable()))
         } else {
-            ServerMachine::NonInvite(ServerNonInvite::new(now, transport.reliable()))
+            ServerMachine::NonInvite(ServerTransaction::new(now, transport.reliable()))
         };
         // A merged request (§8.2.2.2): same Call-ID, From tag and CSeq as a transaction
         // in progress but another branch — it forked and came back by another path.
@@ -708,6 +704,10 @@ impl Endpoint {
                     self.respond(now, key, 403, "Forbidden", &[]);
                     return;
                 }
+                AuthOutcome::BadRequest => {
+                    self.respond(now, key, 400, "Bad Credentials", &[]);
+                    return;
+                }
             },
         }
         // The callee: X-Number (SRProxy's FreeSWITCH dialplan) or the Request-URI user.
@@ -755,6 +755,10 @@ impl Endpoint {
             }
             AuthOutcome::Forbidden => {
                 self.respond(now, key, 403, "Forbidden", &[]);
+                return;
+            }
+            AuthOutcome::BadRequest => {
+                self.respond(now, key, 400, "Bad Credentials", &[]);
                 return;
             }
         };
@@ -850,23 +854,29 @@ impl Endpoint {
                     .collect(),
             )
         };
-        // Of several credentials, the one for our realm counts.
-        let mut saw_credentials = false;
-        for value in msg.header_all(header) {
-            saw_credentials = true;
-            let users = &self.cfg.users;
-            let verdict = self.nonces.verify(now, method, &realm, value, |u| {
-                users.iter().find(|(n, _)| n == u).map(|(_, p)| p.as_str())
-            });
-            match verdict {
-                auth::Verdict::Ok { user } => return AuthOutcome::Ok(user),
-                auth::Verdict::Stale => return challenge(self, true),
-                auth::Verdict::OtherRealm => continue,
-                _ => return AuthOutcome::Forbidden,
+        let request_uri = msg.request_uri().unwrap_or("");
+        let users = &self.cfg.users;
+        let verdict = self.nonces.verify(
+            now,
+            method,
+            request_uri,
+            &realm,
+            msg.header_all(header),
+            |u| users.iter().find(|(n, _)| n == u).map(|(_, p)| p.clone()),
+        );
+        match verdict {
+            auth::Verdict::Ok { user, .. } => AuthOutcome::Ok(user.as_str().to_string()),
+            auth::Verdict::Stale => challenge(self, true),
+            auth::Verdict::Challenge(_) => challenge(self, false),
+            auth::Verdict::BadRequest(why) => {
+                log::debug!("digest credentials malformed: {why:?}");
+                AuthOutcome::BadRequest
+            }
+            other => {
+                log::info!("digest credentials refused: {other:?}");
+                AuthOutcome::Forbidden
             }
         }
-        let _ = saw_credentials;
-        challenge(self, false)
     }
 
     /// Sends a response on server transaction `key` (built from its stored head).
@@ -881,9 +891,13 @@ impl Endpoint {
         if code >= 200 {
             tx.final_sent = true;
         }
-        match &mut tx.machine {
+        let sent = match &mut tx.machine {
             ServerMachine::NonInvite(m) => m.send_response(now, code, payload),
             ServerMachine::Invite(m) => m.send_response(now, code, payload),
+        };
+        if let Err(e) = sent {
+            // Only a logic slip of ours gets here (a second final answer): keep the first.
+            log::warn!("response {code} not sent: {e:?}");
         }
         Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
         let done = match &tx.machine {
@@ -956,16 +970,8 @@ impl Endpoint {
             .header(HeaderName::Expires, expires)
             .header(HeaderName::Allow, ALLOW)
             .header(HeaderName::UserAgent, &user_agent);
-        if let Some((proxy, challenge)) = &reg.challenge
-            && let Ok(ch) = auth::Challenge::parse(challenge)
-            && let Ok(value) = reg.auth.respond("REGISTER", &request_uri, &ch, &mut self.rng)
-        {
-            let name = if *proxy {
-                HeaderName::ProxyAuthorization
-            } else {
-                HeaderName::Authorization
-            };
-            b = b.header(name, value);
+        for h in reg.auth.authorize("REGISTER", &request_uri) {
+            b = b.header(HeaderName::parse(h.name), h.value);
         }
         let payload = b.build();
         reg.state = if self.shutting_down {
@@ -980,7 +986,7 @@ impl Endpoint {
             reg.server.addr,
             reg.cseq
         );
-        let machine = ClientNonInvite::new(now, payload, transport.reliable());
+        let machine = ClientTransaction::new(now, payload, transport.reliable());
         self.client_txs.insert(branch.clone(), ClientTx { machine, destination });
         self.after_client_input(now, &branch, None);
     }
@@ -1003,7 +1009,11 @@ impl Endpoint {
             self.metrics.dropped += 1;
             return;
         }
-        tx.machine.handle_response(now, status);
+        if let Err(e) = tx.machine.handle_response(now, status) {
+            log::debug!("response {status} does not fit its transaction: {e:?}");
+            self.metrics.dropped += 1;
+            return;
+        }
         let key = branch.to_string();
         self.after_client_input(now, &key, Some(msg));
     }
@@ -1024,9 +1034,9 @@ impl Endpoint {
         let mut outcome = None;
         while let Some(ev) = tx.machine.poll_event() {
             match ev {
-                ClientEvent::Response(code) if code >= 200 => outcome = Some(Ok(code)),
-                ClientEvent::Response(_) => {}
-                ClientEvent::Timeout => outcome = Some(Err("no answer (timer F)".to_string())),
+                TxEvent::Response(code) if code >= 200 => outcome = Some(Ok(code)),
+                TxEvent::Response(_) => {}
+                TxEvent::Timeout => outcome = Some(Err("no answer (timer F)".to_string())),
                 _ => {}
             }
         }
@@ -1073,28 +1083,18 @@ impl Endpoint {
                     .max(1);
                 reg.registered = true;
                 reg.backoff = REGISTER_BACKOFF_FIRST;
-                reg.challenges_this_attempt = 0;
+                reg.auth.handle_success();
                 reg.state = RegState::Due(now + refresh_after(granted));
                 self.events.push_back(Event::Registered { expires: granted });
             }
             401 | 407 => {
-                let (header, proxy) = if code == 401 {
-                    (HeaderName::WwwAuthenticate, false)
-                } else {
-                    (HeaderName::ProxyAuthenticate, true)
-                };
-                let chosen = auth::choose_challenge(msg.header_all(header));
-                let stale = chosen.as_ref().is_some_and(|c| c.stale);
-                reg.challenges_this_attempt += 1;
-                // A fresh challenge is answered once; a second one means the credentials
-                // are wrong (unless the nonce only went stale).
-                if chosen.is_none() || (reg.challenges_this_attempt > 1 && !stale) || reg.challenges_this_attempt > 3 {
-                    reg.challenge = None;
-                    let why = format!("{code} {}", msg.reason().unwrap_or(""));
-                    self.on_register_failure(now, key, format!("{why} (credentials refused)"));
+                let kind = if code == 401 { auth::AuthKind::Www } else { auth::AuthKind::Proxy };
+                let header = HeaderName::parse(kind.challenge_header());
+                if let Err(give_up) = reg.auth.handle_challenge(kind, msg.header_all(header)) {
+                    let why = format!("{code} {}: {give_up}", msg.reason().unwrap_or(""));
+                    self.on_register_failure(now, key, why);
                     return;
                 }
-                reg.challenge = chosen.map(|c| (proxy, c.raw().to_string()));
                 let expires = if unregistering { 0 } else { reg.requested };
                 self.send_register(now, expires);
             }
@@ -1128,7 +1128,6 @@ impl Endpoint {
             }
             RegState::InFlight(k) if k == key => {
                 reg.registered = false;
-                reg.challenges_this_attempt = 0;
                 let wait = reg.backoff;
                 reg.backoff = (reg.backoff * 2).min(REGISTER_BACKOFF_MAX);
                 reg.state = RegState::Due(now + wait);
@@ -1156,6 +1155,7 @@ enum AuthOutcome {
     Ok(String),
     Challenge(Vec<(&'static str, String)>),
     Forbidden,
+    BadRequest,
 }
 
 fn key_transport_reliable(txs: &HashMap<ServerKey, ServerTx>, key: &ServerKey) -> bool {
@@ -1450,9 +1450,7 @@ mod tests {
         let msg = Message::parse(response.as_bytes()).unwrap();
         let name = if proxy { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate };
         let challenge = auth::Challenge::parse(msg.header(name).unwrap()).unwrap();
-        let mut client = auth::ClientAuth::new(user, password);
-        let mut rng = Rng::new([9; 32]);
-        let value = client.respond(method, uri, &challenge, &mut rng).unwrap();
+        let value = auth::credentials(&challenge, method, uri, user, password, "0a4f113b", 1);
         let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
         format!("{header}: {value}\r\n")
     }
