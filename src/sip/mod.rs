@@ -2,6 +2,7 @@
 //! RFC 8760), the proxy account's registration, the built-in registrar and the endpoint
 //! that ties them together.
 pub mod auth;
+pub mod dialog;
 pub mod endpoint;
 pub mod registrar;
 pub mod rng;
