@@ -7,9 +7,11 @@
 //! accepted with a [`Warning`]. Every other unknown section or key, every bad value and every
 //! contradiction between keys is a [`ConfigError`] that names the file, the line and the key.
 //!
-//! The file syntax (comments, inline comments, quotes, duplicate keys) is described in the
-//! `lexer` module: in short, an inline comment starts at a `;` or `#` that follows a blank,
-//! and a key set twice in a section is an error.
+//! File syntax: `;` and `#` start comment lines; an inline comment starts at a `;` or `#`
+//! that follows a space or tab (SRProxy's `sip_svr=IP:5060 \t\t ## …`), so a password like
+//! `a#b;c` is read whole; a value in double quotes is taken literally (for blanks at its ends
+//! or a ` ;` inside); a key set twice in one section is an error, not last-wins; a section
+//! may be opened more than once. Section and key names are case-sensitive.
 //!
 //! Relative paths (`[tls] cert`, `[log] file`) are taken relative to the working directory,
 //! as SRProxy did. Loading resolves `sip_svr` host names (blocking DNS) and checks that the
@@ -392,7 +394,11 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "rtm2sip",
-        &[("on", "1"), ("acc_rule", "1005;10[06-19]"), ("allow_any", "0")],
+        &[
+            ("on", "1"),
+            ("acc_rule", "1005;10[06-19]"),
+            ("allow_any", "0"),
+        ],
     ),
     ("users", &[]),
     (
@@ -418,7 +424,11 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     ("api", &[("listen", "127.0.0.1:9091")]),
     (
         "log",
-        &[("level", "2"), ("file", "srgate.log"), ("max_file_size", "100")],
+        &[
+            ("level", "2"),
+            ("file", "srgate.log"),
+            ("max_file_size", "100"),
+        ],
     ),
 ];
 
@@ -501,9 +511,8 @@ impl<'d> Reader<'_, 'd> {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
         let (value, line) = self.raw(section, key);
-        parse(value).map_err(|message| {
-            self.error(section, Some(key), line, ErrorKind::BadValue, message)
-        })
+        parse(value)
+            .map_err(|message| self.error(section, Some(key), line, ErrorKind::BadValue, message))
     }
 
     /// Unknown sections and keys are errors, anyRTC's are warnings. Runs before any value
@@ -523,7 +532,10 @@ impl<'d> Reader<'_, 'd> {
             let Some(keys) = schema_keys(section.name) else {
                 let known: Vec<String> = SCHEMA.iter().map(|(s, _)| format!("[{s}]")).collect();
                 let hint = if schema_keys(&section.name.to_ascii_lowercase()).is_some() {
-                    format!("section names are lower-case: [{}]", section.name.to_ascii_lowercase())
+                    format!(
+                        "section names are lower-case: [{}]",
+                        section.name.to_ascii_lowercase()
+                    )
                 } else {
                     format!("srgate knows {}", known.join(" "))
                 };
@@ -672,8 +684,7 @@ impl Config {
                 if s.eq_ignore_ascii_case("auto") {
                     Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
                 } else {
-                    values::number(s, 1..=SHARDS_MAX)
-                        .map_err(|e| format!("{e} or `auto`"))
+                    values::number(s, 1..=SHARDS_MAX).map_err(|e| format!("{e} or `auto`"))
                 }
             })?,
         };
@@ -691,7 +702,9 @@ impl Config {
                 if s.is_empty() || values::is_sip_user(s) {
                     Ok(s.to_owned())
                 } else {
-                    Err(format!("`{s}` is not a SIP user name (1-64 letters, digits, `-_.!~*'()&=+$,?/%`)"))
+                    Err(format!(
+                        "`{s}` is not a SIP user name (1-64 letters, digits, `-_.!~*'()&=+$,?/%`)"
+                    ))
                 }
             })?,
             sip_pwd: Secret::from(r.raw("proxy", "sip_pwd").0),
@@ -699,7 +712,9 @@ impl Config {
                 if values::is_app_user(s) {
                     Ok(s.to_owned())
                 } else {
-                    Err(format!("expected an app user name (1-64 of `A-Za-z0-9_.+@-`), got `{s}`"))
+                    Err(format!(
+                        "expected an app user name (1-64 of `A-Za-z0-9_.+@-`), got `{s}`"
+                    ))
                 }
             })?,
             expires: r.get("proxy", "expires", |s| values::number(s, EXPIRES))?,
@@ -712,10 +727,18 @@ impl Config {
         let mut users = Vec::new();
         for entry in r.doc.section("users").map_or(&[][..], |s| &s.entries[..]) {
             let bad = |message: &str| {
-                r.error("users", Some(entry.key), Some(entry.line), ErrorKind::BadValue, message)
+                r.error(
+                    "users",
+                    Some(entry.key),
+                    Some(entry.line),
+                    ErrorKind::BadValue,
+                    message,
+                )
             };
             if !values::is_sip_user(entry.key) {
-                return Err(bad("not a SIP user name (1-64 letters, digits, `-_.!~*'()&=+$,?/%`)"));
+                return Err(bad(
+                    "not a SIP user name (1-64 letters, digits, `-_.!~*'()&=+$,?/%`)",
+                ));
             }
             if entry.value.is_empty() {
                 return Err(bad("empty password; every user needs one"));
@@ -787,7 +810,13 @@ impl Config {
     /// Checks across keys; adds warnings for settings that work but deserve a look.
     fn check(&self, r: &mut Reader<'_, '_>) -> Result<(), ConfigError> {
         let conflict = |r: &Reader<'_, '_>, section: &str, key: &str, message: String| {
-            r.error(section, Some(key), r.line(section, key), ErrorKind::Conflict, message)
+            r.error(
+                section,
+                Some(key),
+                r.line(section, key),
+                ErrorKind::Conflict,
+                message,
+            )
         };
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => {
@@ -799,7 +828,10 @@ impl Config {
             _ => {}
         }
         let have_tls = self.tls.cert.is_some();
-        for (section, listen) in [("sip", self.sip.tls_listen), ("webrtc", self.webrtc.tls_listen)] {
+        for (section, listen) in [
+            ("sip", self.sip.tls_listen),
+            ("webrtc", self.webrtc.tls_listen),
+        ] {
             if listen.is_some() && !have_tls {
                 return Err(conflict(
                     r,
@@ -811,7 +843,12 @@ impl Config {
         }
         if have_tls && self.sip.tls_listen.is_none() && self.webrtc.tls_listen.is_none() {
             let line = r.line("tls", "cert");
-            r.warn("tls", Some("cert"), line, "unused: no [sip] or [webrtc] tls_listen is set");
+            r.warn(
+                "tls",
+                Some("cert"),
+                line,
+                "unused: no [sip] or [webrtc] tls_listen is set",
+            );
         }
         if self.proxy.on && !self.standalone() && self.proxy.sip_account.is_empty() {
             return Err(conflict(
@@ -840,7 +877,12 @@ impl Config {
 
         if self.auth.secret.is_empty() {
             let line = r.line("auth", "secret");
-            r.warn("auth", Some("secret"), line, "empty: anyone may log in as any user (demo only)");
+            r.warn(
+                "auth",
+                Some("secret"),
+                line,
+                "empty: anyone may log in as any user (demo only)",
+            );
         } else if self.auth.secret.expose().len() < SECRET_MIN_LEN {
             let line = r.line("auth", "secret");
             let message = format!("shorter than {SECRET_MIN_LEN} characters: easy to guess");
@@ -865,7 +907,12 @@ impl Config {
         }
         if self.rtm2sip.on && !self.rtm2sip.allow_any && self.rtm2sip.acc_rule.is_empty() {
             let line = r.line("rtm2sip", "acc_rule");
-            r.warn("rtm2sip", Some("acc_rule"), line, "empty: app users may call no SIP number");
+            r.warn(
+                "rtm2sip",
+                Some("acc_rule"),
+                line,
+                "empty: app users may call no SIP number",
+            );
         }
         Ok(())
     }
@@ -878,10 +925,34 @@ impl Config {
     ) -> Result<(), ConfigError> {
         let single = |addr: SocketAddr| addr.port()..=addr.port();
         let mut listeners = vec![
-            Listener { udp: true, section: "sip", key: "listen", ip: self.sip.listen.ip(), ports: single(self.sip.listen) },
-            Listener { udp: false, section: "sip", key: "listen", ip: self.sip.listen.ip(), ports: single(self.sip.listen) },
-            Listener { udp: true, section: "webrtc", key: "udp", ip: self.webrtc.udp.ip(), ports: webrtc_udp },
-            Listener { udp: false, section: "webrtc", key: "listen", ip: self.webrtc.listen.ip(), ports: single(self.webrtc.listen) },
+            Listener {
+                udp: true,
+                section: "sip",
+                key: "listen",
+                ip: self.sip.listen.ip(),
+                ports: single(self.sip.listen),
+            },
+            Listener {
+                udp: false,
+                section: "sip",
+                key: "listen",
+                ip: self.sip.listen.ip(),
+                ports: single(self.sip.listen),
+            },
+            Listener {
+                udp: true,
+                section: "webrtc",
+                key: "udp",
+                ip: self.webrtc.udp.ip(),
+                ports: webrtc_udp,
+            },
+            Listener {
+                udp: false,
+                section: "webrtc",
+                key: "listen",
+                ip: self.webrtc.listen.ip(),
+                ports: single(self.webrtc.listen),
+            },
         ];
         for (section, key, addr) in [
             ("sip", "tls_listen", self.sip.tls_listen),
@@ -889,12 +960,20 @@ impl Config {
             ("api", "listen", self.api.listen),
         ] {
             if let Some(addr) = addr {
-                listeners.push(Listener { udp: false, section, key, ip: addr.ip(), ports: single(addr) });
+                listeners.push(Listener {
+                    udp: false,
+                    section,
+                    key,
+                    ip: addr.ip(),
+                    ports: single(addr),
+                });
             }
         }
         for (i, later) in listeners.iter().enumerate() {
             for earlier in &listeners[..i] {
-                let same_ip = earlier.ip == later.ip || earlier.ip.is_unspecified() || later.ip.is_unspecified();
+                let same_ip = earlier.ip == later.ip
+                    || earlier.ip.is_unspecified()
+                    || later.ip.is_unspecified();
                 let overlap = earlier.ports.start() <= later.ports.end()
                     && later.ports.start() <= earlier.ports.end()
                     && *later.ports.start() != 0
@@ -938,9 +1017,13 @@ impl Config {
         self.global.sip_svr.is_none()
     }
 
-    /// The ICE-lite UDP ports, one per shard: `[webrtc] udp` port + shard index.
+    /// The ICE-lite UDP ports, one per shard: `[webrtc] udp` port + shard index. Port 0
+    /// (every shard lets the system choose) gives `0..=0`.
     pub fn webrtc_udp_ports(&self) -> RangeInclusive<u16> {
         let first = self.webrtc.udp.port();
+        if first == 0 {
+            return 0..=0;
+        }
         let count = u16::try_from(self.global.shards).unwrap_or(u16::MAX);
         first..=first.saturating_add(count.saturating_sub(1))
     }
@@ -1024,6 +1107,8 @@ mod tests {
         assert_eq!(c.webrtc_udp_ports(), 20000..=20002);
         let err = load("[global]\nshards = 4\n[webrtc]\nudp = 0.0.0.0:65534\n").unwrap_err();
         assert_eq!((err.kind, err.line), (ErrorKind::Conflict, Some(4)));
+        let (c, _) = load("[global]\nshards = 4\n[webrtc]\nudp = 127.0.0.1:0\n").unwrap();
+        assert_eq!(c.webrtc_udp_ports(), 0..=0);
     }
 
     #[test]
@@ -1034,6 +1119,10 @@ mod tests {
             "t.ini:3: [sip] listen: expected ADDRESS:PORT such as 0.0.0.0:5086 or [::]:5086, got `nowhere`"
         );
         let err = load("junk\n").unwrap_err();
-        assert!(err.to_string().starts_with("t.ini:1: expected `key = value`"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.ini:1: expected `key = value`"),
+            "{err}"
+        );
     }
 }

@@ -65,7 +65,9 @@ impl AccRule {
             } => number.strip_prefix(prefix.as_str()).is_some_and(|rest| {
                 rest.len() == *width
                     && rest.bytes().all(|b| b.is_ascii_digit())
-                    && rest.parse::<u64>().is_ok_and(|n| (*low..=*high).contains(&n))
+                    && rest
+                        .parse::<u64>()
+                        .is_ok_and(|n| (*low..=*high).contains(&n))
             }),
         })
     }
@@ -81,7 +83,9 @@ fn parse_entry(entry: &str) -> Result<AccEntry, String> {
         return Err("empty (a stray `;`?)".into());
     }
     if entry.contains('*') {
-        return Err("wildcards are not supported; use `allow_any = 1` to allow every number".into());
+        return Err(
+            "wildcards are not supported; use `allow_any = 1` to allow every number".into(),
+        );
     }
     let (prefix, range) = match entry.find('[') {
         None => {

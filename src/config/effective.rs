@@ -42,7 +42,9 @@ fn addr(value: Option<SocketAddr>) -> String {
 }
 
 fn path(value: Option<&Path>) -> String {
-    value.map(|p| quoted(&p.to_string_lossy())).unwrap_or_default()
+    value
+        .map(|p| quoted(&p.to_string_lossy()))
+        .unwrap_or_default()
 }
 
 fn joined<T: std::fmt::Display>(items: &[T]) -> String {
@@ -59,17 +61,15 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
     let mut section = |name: &str, entries: &[(&str, String, Option<String>)]| {
         let _ = writeln!(out, "[{name}]");
         for (key, value, comment) in entries {
-            match comment {
-                Some(comment) if value.is_empty() => {
-                    let _ = writeln!(out, "{key} =    ; {comment}");
-                }
-                Some(comment) => {
-                    let _ = writeln!(out, "{key} = {value}    ; {comment}");
-                }
-                None => {
-                    let _ = writeln!(out, "{key} = {value}");
-                }
-            }
+            let _ = match (value.is_empty(), comment) {
+                (true, Some(comment)) => writeln!(out, "{key} =    ; {comment}"),
+                (true, None) => writeln!(out, "{key} ="),
+                (false, Some(comment)) => writeln!(out, "{key} = {value}    ; {comment}"),
+                (false, None) => writeln!(out, "{key} = {value}"),
+            };
+        }
+        if entries.is_empty() {
+            let _ = writeln!(out, "; (none)");
         }
         let _ = writeln!(out);
     };
@@ -80,7 +80,11 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
         &[
             (
                 "sip_svr",
-                c.global.sip_svr.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                c.global
+                    .sip_svr
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 Some(match &c.global.sip_svr {
                     Some(s) => format!("{} at {}", s.transport, s.addr),
                     None => "standalone mode".to_owned(),
@@ -88,7 +92,10 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ),
             (
                 "public_ip",
-                c.global.public_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                c.global
+                    .public_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
                 none(),
             ),
             ("shards", c.global.shards.to_string(), none()),
@@ -139,9 +146,16 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             (
                 "udp",
                 c.webrtc.udp.to_string(),
-                Some(format!("ports {:?}", c.webrtc_udp_ports())),
+                Some({
+                    let ports = c.webrtc_udp_ports();
+                    format!("shard ports {}-{}", ports.start(), ports.end())
+                }),
             ),
-            ("allowed_origins", c.webrtc.allowed_origins.join(","), none()),
+            (
+                "allowed_origins",
+                c.webrtc.allowed_origins.join(","),
+                none(),
+            ),
         ],
     );
     section(
@@ -153,8 +167,16 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 none(),
             ),
             ("codecs", joined(&c.media.codecs), none()),
-            ("opus_complexity", c.media.opus_complexity.to_string(), none()),
-            ("rtp_timeout", c.media.rtp_timeout.as_secs().to_string(), none()),
+            (
+                "opus_complexity",
+                c.media.opus_complexity.to_string(),
+                none(),
+            ),
+            (
+                "rtp_timeout",
+                c.media.rtp_timeout.as_secs().to_string(),
+                none(),
+            ),
         ],
     );
     section("auth", &[("secret", secret(&c.auth.secret, mask), none())]);

@@ -137,7 +137,11 @@ pub(super) fn lex(text: &str) -> Result<Document<'_>, LexError> {
         };
         let key = trimmed[..eq].trim_matches(is_blank);
         if key.is_empty() {
-            return Err(error(ErrorKind::Syntax, None, "missing key before `=`".into()));
+            return Err(error(
+                ErrorKind::Syntax,
+                None,
+                "missing key before `=`".into(),
+            ));
         }
         if key.contains(is_blank) {
             return Err(error(
@@ -146,7 +150,8 @@ pub(super) fn lex(text: &str) -> Result<Document<'_>, LexError> {
                 "a key has no blanks in it (is a `=` missing?)".into(),
             ));
         }
-        let value = value_of(&trimmed[eq + 1..]).map_err(|m| error(ErrorKind::Syntax, Some(key), m))?;
+        let value =
+            value_of(&trimmed[eq + 1..]).map_err(|m| error(ErrorKind::Syntax, Some(key), m))?;
         let Some(section) = current.and_then(|i| sections.get_mut(i)) else {
             return Err(error(
                 ErrorKind::Syntax,
@@ -201,7 +206,10 @@ mod tests {
     fn inline_comments_need_a_blank_before_them() {
         assert_eq!(value_of("IP:5060      \t\t\t ## comment"), Ok("IP:5060"));
         assert_eq!(value_of("a#b;c"), Ok("a#b;c"));
-        assert_eq!(value_of("1005;10[06-19]           ## x"), Ok("1005;10[06-19]"));
+        assert_eq!(
+            value_of("1005;10[06-19]           ## x"),
+            Ok("1005;10[06-19]")
+        );
         assert_eq!(value_of(" ; only a comment"), Ok(""));
         assert_eq!(value_of(";not a comment"), Ok(";not a comment"));
         assert_eq!(value_of("   "), Ok(""));
@@ -225,7 +233,10 @@ mod tests {
         let a = doc.section("a").unwrap();
         assert_eq!(a.line, 2);
         assert_eq!(
-            a.entries.iter().map(|e| (e.key, e.value, e.line)).collect::<Vec<_>>(),
+            a.entries
+                .iter()
+                .map(|e| (e.key, e.value, e.line))
+                .collect::<Vec<_>>(),
             [("x", "1", 3), ("z", "3", 8)]
         );
         assert_eq!(doc.entry("b", "y").unwrap().line, 6);

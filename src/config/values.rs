@@ -31,9 +31,8 @@ pub(super) fn number<T: FromStr + PartialOrd + std::fmt::Display + Copy>(
 
 /// `ADDRESS:PORT`; port 0 lets the system choose (useful in tests).
 pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
-    SocketAddr::from_str(s).map_err(|_| {
-        format!("expected ADDRESS:PORT such as 0.0.0.0:5086 or [::]:5086, got `{s}`")
-    })
+    SocketAddr::from_str(s)
+        .map_err(|_| format!("expected ADDRESS:PORT such as 0.0.0.0:5086 or [::]:5086, got `{s}`"))
 }
 
 /// Empty means off.
@@ -149,7 +148,9 @@ pub(super) fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -177,16 +178,14 @@ pub(super) fn domain(s: &str) -> Result<Option<String>, String> {
 /// letters, digits and RFC 3261's unreserved / user-unreserved marks except `;`.
 pub(super) fn is_sip_user(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,?/%".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,?/%".contains(&b))
 }
 
 /// An app user name (the browser protocol's `user`): 1-64 of `A-Za-z0-9_.+@-`.
 pub(super) fn is_app_user(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.+@-".contains(&b))
 }
 
@@ -204,10 +203,10 @@ pub(super) fn origin(s: &str) -> Result<String, String> {
         ));
     }
     let (host, port) = split_host_port(rest).map_err(|_| expected())?;
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(expected());
-        }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p != 0)
+    {
+        return Err(expected());
     }
     if host.starts_with('[') || is_hostname(host) {
         Ok(lower)
@@ -264,7 +263,10 @@ pub(super) fn sip_server(s: &str) -> Result<Option<SipServerSpec>, String> {
         None => (rest, None),
     };
     if scheme.is_none() && params.is_some() {
-        return Err("URI parameters need the SIP URI form, e.g. sip:pbx.example.com:5060;transport=tcp".into());
+        return Err(
+            "URI parameters need the SIP URI form, e.g. sip:pbx.example.com:5060;transport=tcp"
+                .into(),
+        );
     }
     if host_port.contains('@') {
         return Err("give the server, not an account: no `user@` part".into());
@@ -385,17 +387,36 @@ mod tests {
     fn port_ranges() {
         assert_eq!(port_range("16384-32768"), Ok(16384..=32768));
         assert_eq!(port_range("10000 - 10001"), Ok(10000..=10001));
-        for bad in ["16385-32768", "16384-16384", "16384", "0-10", "a-b", "20000-10000"] {
+        for bad in [
+            "16385-32768",
+            "16384-16384",
+            "16384",
+            "0-10",
+            "a-b",
+            "20000-10000",
+        ] {
             assert!(port_range(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn origins() {
-        assert_eq!(origin("HTTPS://App.Example.com"), Ok("https://app.example.com".into()));
-        assert_eq!(origin("http://localhost:8080"), Ok("http://localhost:8080".into()));
+        assert_eq!(
+            origin("HTTPS://App.Example.com"),
+            Ok("https://app.example.com".into())
+        );
+        assert_eq!(
+            origin("http://localhost:8080"),
+            Ok("http://localhost:8080".into())
+        );
         assert_eq!(origin("http://[::1]:8080"), Ok("http://[::1]:8080".into()));
-        for bad in ["app.example.com", "https://a.com/", "https://a.com:0", "ftp://a", "https://a_b"] {
+        for bad in [
+            "app.example.com",
+            "https://a.com/",
+            "https://a.com:0",
+            "ftp://a",
+            "https://a_b",
+        ] {
             assert!(origin(bad).is_err(), "{bad}");
         }
     }
