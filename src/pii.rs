@@ -1,1 +1,162 @@
+//! Keeping personal data and secrets out of logs.
+//!
+//! - [`Pii`] wraps a phone number, SIP URI, user name or address that goes into a log line.
+//!   It prints the value only when `[log] level = 0` (SENSITIVE) is on, otherwise a short
+//!   redaction: the first and last character around `***` (`1005` → `1***5`), or just `***`
+//!   for values under four characters.
+//! - [`Secret`] holds a password or key (`[proxy] sip_pwd`, `[users]` passwords,
+//!   `[auth] secret`). Its `Debug` and `Display` never print it, at any level; the only way
+//!   to the text is [`Secret::expose`], which digest and token code call.
 
+use std::fmt::{self, Write as _};
+
+/// A value that is personal data in a log line; see the module docs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Pii<T>(pub T);
+
+/// Records what a redaction needs (first and last character, length) without allocating.
+#[derive(Default)]
+struct Outline {
+    first: Option<char>,
+    last: Option<char>,
+    chars: usize,
+}
+
+impl fmt::Write for Outline {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.first.is_none() {
+                self.first = Some(c);
+            }
+            self.last = Some(c);
+            self.chars += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Values shorter than this print as `***` alone.
+const SHORTEST_OUTLINED: usize = 4;
+
+fn write_redacted(f: &mut fmt::Formatter<'_>, value: fmt::Arguments<'_>) -> fmt::Result {
+    let mut outline = Outline::default();
+    outline.write_fmt(value)?;
+    match (outline.first, outline.last) {
+        (Some(first), Some(last)) if outline.chars >= SHORTEST_OUTLINED => {
+            write!(f, "{first}***{last}")
+        }
+        _ => f.write_str("***"),
+    }
+}
+
+impl<T: fmt::Display> Pii<T> {
+    fn write_display(&self, f: &mut fmt::Formatter<'_>, reveal: bool) -> fmt::Result {
+        if reveal {
+            fmt::Display::fmt(&self.0, f)
+        } else {
+            write_redacted(f, format_args!("{}", self.0))
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Pii<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_display(f, crate::logging::sensitive_enabled())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Pii<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if crate::logging::sensitive_enabled() {
+            fmt::Debug::fmt(&self.0, f)
+        } else {
+            write_redacted(f, format_args!("{:?}", self.0))
+        }
+    }
+}
+
+/// A password or key. Never printed: `Debug` shows `Secret(***)`, `Display` shows `***`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for digest and HMAC computations. Never format it into a log line.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Secret {
+        Secret(secret)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Secret {
+        Secret(secret.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Shown<'a, T>(&'a Pii<T>, bool);
+    impl<T: fmt::Display> fmt::Display for Shown<'_, T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.write_display(f, self.1)
+        }
+    }
+
+    #[test]
+    fn pii_is_outlined_unless_revealed() {
+        let number = Pii("1005");
+        assert_eq!(Shown(&number, false).to_string(), "1***5");
+        assert_eq!(Shown(&number, true).to_string(), "1005");
+        let uri = Pii("sip:1006@10.0.0.1");
+        assert_eq!(Shown(&uri, false).to_string(), "s***1");
+        assert_eq!(Shown(&Pii(123), false).to_string(), "***");
+        assert_eq!(Shown(&Pii(""), false).to_string(), "***");
+        assert_eq!(Shown(&Pii("天津市区"), false).to_string(), "天***区");
+    }
+
+    #[test]
+    fn pii_defaults_to_redacted() {
+        // No logger is started in unit tests, so level 0 is off.
+        assert!(!crate::logging::sensitive_enabled());
+        assert_eq!(format!("{}", Pii("1234567")), "1***7");
+        assert_eq!(format!("{:?}", Pii("1234567")), "\"***\"");
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let secret = Secret::from("hunter2");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some(Secret(***))");
+        assert_eq!(secret.expose(), "hunter2");
+        assert!(!secret.is_empty());
+        assert!(Secret::default().is_empty());
+    }
+}

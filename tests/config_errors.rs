@@ -1,0 +1,378 @@
+//! Every kind of configuration mistake is reported with the file, the line and the key.
+
+use std::path::{Path, PathBuf};
+
+use srgate::config::{Config, ConfigError, ErrorKind};
+
+const FILE: &str = "conf/test.ini";
+
+fn error(text: &str) -> ConfigError {
+    match Config::from_str(text, Path::new(FILE)) {
+        Ok((c, _)) => panic!("accepted:\n{text}\n{c:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// Checks kind, line, section and key, and that Display starts with all of them.
+fn expect(
+    text: &str,
+    kind: ErrorKind,
+    line: usize,
+    section: &str,
+    key: Option<&str>,
+) -> ConfigError {
+    let err = error(text);
+    assert_eq!(err.kind, kind, "{err}");
+    assert_eq!(err.file, PathBuf::from(FILE));
+    assert_eq!(err.line, Some(line), "{err}");
+    assert_eq!(err.section.as_deref(), Some(section), "{err}");
+    assert_eq!(err.key.as_deref(), key, "{err}");
+    let prefix = match key {
+        Some(key) => format!("{FILE}:{line}: [{section}] {key}: "),
+        None => format!("{FILE}:{line}: [{section}]: "),
+    };
+    assert!(
+        err.to_string().starts_with(&prefix),
+        "`{err}` does not start with `{prefix}`"
+    );
+    err
+}
+
+#[test]
+fn unknown_key() {
+    let err = expect(
+        "[sip]\nlisten = 0.0.0.0:5086\nlisen = 0.0.0.0:5086\n",
+        ErrorKind::UnknownKey,
+        3,
+        "sip",
+        Some("lisen"),
+    );
+    assert!(
+        err.message.contains("listen, digest, tls_listen, domain"),
+        "{err}"
+    );
+    let err = expect(
+        "[global]\n\nlevel = 2\n",
+        ErrorKind::UnknownKey,
+        3,
+        "global",
+        Some("level"),
+    );
+    assert!(err.message.contains("belongs in [log]"), "{err}");
+}
+
+#[test]
+fn unknown_section() {
+    let err = expect(
+        "[global]\n[sipp]\nlisten = x\n",
+        ErrorKind::UnknownSection,
+        2,
+        "sipp",
+        None,
+    );
+    assert!(err.message.contains("[webrtc]"), "{err}");
+    let err = expect("[Global]\n", ErrorKind::UnknownSection, 1, "Global", None);
+    assert!(err.message.contains("lower-case"), "{err}");
+}
+
+#[test]
+fn duplicate_key() {
+    let err = expect(
+        "[proxy]\nsip_pwd = a\n[log]\nlevel = 2\n[proxy]\nsip_pwd = b\n",
+        ErrorKind::DuplicateKey,
+        6,
+        "proxy",
+        Some("sip_pwd"),
+    );
+    assert!(err.message.contains("line 2"), "{err}");
+    assert!(
+        !err.to_string().contains("= b"),
+        "values are not echoed: {err}"
+    );
+    expect(
+        "[users]\n1001 = a\n1001 = b\n",
+        ErrorKind::DuplicateKey,
+        3,
+        "users",
+        Some("1001"),
+    );
+}
+
+#[test]
+fn syntax_error() {
+    let err = error("[sip]\nlisten 0.0.0.0:5086\n");
+    assert_eq!((err.kind, err.line), (ErrorKind::Syntax, Some(2)));
+    assert!(
+        err.to_string()
+            .starts_with("conf/test.ini:2: [sip]: expected `key = value`"),
+        "{err}"
+    );
+    let err = error("sip_svr = 10.0.0.1\n");
+    assert_eq!((err.kind, err.line), (ErrorKind::Syntax, Some(1)));
+    assert!(err.message.contains("outside any section"), "{err}");
+}
+
+#[test]
+fn bad_ports() {
+    let err = expect(
+        "[sip]\nlisten = 0.0.0.0:70000\n",
+        ErrorKind::BadValue,
+        2,
+        "sip",
+        Some("listen"),
+    );
+    assert!(err.message.contains("ADDRESS:PORT"), "{err}");
+    let err = expect(
+        "[global]\nsip_svr = pbx.example.com:0\n",
+        ErrorKind::BadValue,
+        2,
+        "global",
+        Some("sip_svr"),
+    );
+    assert!(err.message.contains("1-65535"), "{err}");
+    expect(
+        "[webrtc]\nudp = 20000\n",
+        ErrorKind::BadValue,
+        2,
+        "webrtc",
+        Some("udp"),
+    );
+    expect(
+        "[api]\nlisten = localhost:9091\n",
+        ErrorKind::BadValue,
+        2,
+        "api",
+        Some("listen"),
+    );
+    let err = expect(
+        "[media]\nrtp_ports = 16385-32768\n",
+        ErrorKind::BadValue,
+        2,
+        "media",
+        Some("rtp_ports"),
+    );
+    assert!(err.message.contains("even"), "{err}");
+    expect(
+        "[media]\nrtp_ports = 16384-16384\n",
+        ErrorKind::BadValue,
+        2,
+        "media",
+        Some("rtp_ports"),
+    );
+}
+
+#[test]
+fn bad_level() {
+    let err = expect(
+        "[log]\nlevel = 7   ## too loud\n",
+        ErrorKind::BadValue,
+        2,
+        "log",
+        Some("level"),
+    );
+    assert!(err.message.contains("0 SENSITIVE"), "{err}");
+    assert!(err.message.contains("`7`"), "{err}");
+    expect(
+        "[log]\nmax_file_size = 0\n",
+        ErrorKind::BadValue,
+        2,
+        "log",
+        Some("max_file_size"),
+    );
+}
+
+#[test]
+fn bad_acc_rule() {
+    let err = expect(
+        "[rtm2sip]\non=1\nacc_rule=1005;10[19-06]           ## comment\n",
+        ErrorKind::BadValue,
+        3,
+        "rtm2sip",
+        Some("acc_rule"),
+    );
+    assert!(err.message.contains("entry 2"), "{err}");
+    assert!(err.message.contains("above its end"), "{err}");
+    let err = expect(
+        "[rtm2sip]\nacc_rule=1005;;1006\n",
+        ErrorKind::BadValue,
+        2,
+        "rtm2sip",
+        Some("acc_rule"),
+    );
+    assert!(err.message.contains("empty"), "{err}");
+}
+
+#[test]
+fn bad_values_of_every_type() {
+    for (text, section, key) in [
+        ("[proxy]\non = 2\n", "proxy", "on"),
+        ("[global]\nshards = 0\n", "global", "shards"),
+        ("[global]\npublic_ip = 0.0.0.0\n", "global", "public_ip"),
+        ("[global]\npublic_ip = example.com\n", "global", "public_ip"),
+        ("[sip]\ndigest = md5,md4\n", "sip", "digest"),
+        ("[sip]\ndigest = md5,md5\n", "sip", "digest"),
+        ("[sip]\ndomain = a b\n", "sip", "domain"),
+        ("[proxy]\nexpires = 5\n", "proxy", "expires"),
+        ("[proxy]\nsip_account = 10 00\n", "proxy", "sip_account"),
+        ("[proxy]\nrtm_account = \n", "proxy", "rtm_account"),
+        (
+            "[webrtc]\nallowed_origins = https://a.example/\n",
+            "webrtc",
+            "allowed_origins",
+        ),
+        ("[media]\ncodecs = opus,g729\n", "media", "codecs"),
+        ("[media]\ncodecs =\n", "media", "codecs"),
+        (
+            "[media]\nopus_complexity = 11\n",
+            "media",
+            "opus_complexity",
+        ),
+        ("[media]\nrtp_timeout = 0\n", "media", "rtp_timeout"),
+        ("[users]\nbad name = x\n", "users", "bad name"),
+    ] {
+        let err = error(text);
+        // A blank inside a key is a syntax error, every other case names the bad value.
+        if key.contains(' ') {
+            assert_eq!((err.kind, err.line), (ErrorKind::Syntax, Some(2)), "{err}");
+            continue;
+        }
+        assert_eq!(err.kind, ErrorKind::BadValue, "{text}: {err}");
+        assert_eq!(err.line, Some(2), "{text}: {err}");
+        assert_eq!(
+            (err.section.as_deref(), err.key.as_deref()),
+            (Some(section), Some(key)),
+            "{err}"
+        );
+    }
+    let err = expect(
+        "[users]\n1001 =\n",
+        ErrorKind::BadValue,
+        2,
+        "users",
+        Some("1001"),
+    );
+    assert!(err.message.contains("empty password"), "{err}");
+    let err = expect(
+        "[users]\nal:ice = x\n",
+        ErrorKind::BadValue,
+        2,
+        "users",
+        Some("al:ice"),
+    );
+    assert!(err.message.contains("SIP user"), "{err}");
+}
+
+#[test]
+fn unresolvable_sip_svr() {
+    let err = expect(
+        "[global]\nsip_svr=no-such-host.invalid:5060\n",
+        ErrorKind::BadValue,
+        2,
+        "global",
+        Some("sip_svr"),
+    );
+    assert!(err.message.contains("no-such-host.invalid"), "{err}");
+}
+
+#[test]
+fn tls_listen_without_cert() {
+    let err = expect(
+        "[sip]\ntls_listen = 0.0.0.0:5087\n",
+        ErrorKind::Conflict,
+        2,
+        "sip",
+        Some("tls_listen"),
+    );
+    assert!(err.message.contains("[tls] cert and key"), "{err}");
+    expect(
+        "[webrtc]\n\ntls_listen = 0.0.0.0:8443\n",
+        ErrorKind::Conflict,
+        3,
+        "webrtc",
+        Some("tls_listen"),
+    );
+}
+
+#[test]
+fn tls_files() {
+    let err = expect(
+        "[tls]\ncert = /nonexistent/srgate-cert.pem\n",
+        ErrorKind::BadValue,
+        2,
+        "tls",
+        Some("cert"),
+    );
+    assert!(err.message.contains("cannot read"), "{err}");
+    // Cargo.toml stands in for a PEM file: only existence is checked at load.
+    let cert = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let text = format!("[sip]\ntls_listen = 0.0.0.0:5087\n[tls]\ncert = {cert}\n");
+    let err = expect(&text, ErrorKind::Conflict, 4, "tls", Some("cert"));
+    assert!(err.message.contains("key"), "{err}");
+    let text = format!("[sip]\ntls_listen = 0.0.0.0:5087\n[tls]\ncert = {cert}\nkey = {cert}\n");
+    let (c, _) = Config::from_str(&text, Path::new(FILE)).unwrap();
+    assert_eq!(c.sip.tls_listen, Some("0.0.0.0:5087".parse().unwrap()));
+    // Files without a listener work, with a warning.
+    let (_, warnings) = Config::from_str(
+        &format!("[tls]\ncert = {cert}\nkey = {cert}\n"),
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert!(
+        warnings.iter().any(|w| w.message.contains("unused")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn proxy_account_needed_with_a_sip_server() {
+    expect(
+        "[global]\nsip_svr = 127.0.0.1\n[proxy]\non = 1\nsip_account =\n",
+        ErrorKind::Conflict,
+        5,
+        "proxy",
+        Some("sip_account"),
+    );
+    // Without proxy registration, or in standalone mode, no account is fine.
+    Config::from_str(
+        "[global]\nsip_svr = 127.0.0.1\n[proxy]\non = 0\nsip_account =\n",
+        Path::new(FILE),
+    )
+    .unwrap();
+    Config::from_str("[proxy]\nsip_account =\n", Path::new(FILE)).unwrap();
+}
+
+#[test]
+fn errors_in_the_shipped_file_name_its_lines() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/srgate.ini");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l == "level = 2")
+        .expect("shipped file sets level")
+        + 1;
+    let err = Config::from_str(&text.replace("level = 2", "level = 9"), &path).unwrap_err();
+    assert_eq!(err.line, Some(line));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:{line}: [log] level: ", path.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_files() {
+    let err = Config::load(Path::new("/nonexistent/srgate.ini")).unwrap_err();
+    assert_eq!((err.kind, err.line), (ErrorKind::Io, None));
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/srgate.ini: cannot read"),
+        "{err}"
+    );
+
+    let path =
+        std::env::temp_dir().join(format!("srgate-config-latin1-{}.ini", std::process::id()));
+    std::fs::write(&path, b"[global]\n\n; caf\xe9\n").unwrap();
+    let err = Config::load(&path).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!((err.kind, err.line), (ErrorKind::Io, Some(3)), "{err}");
+}
