@@ -44,6 +44,9 @@ pub enum Error {
     BadCSeq,
     /// The CSeq method differs from the request method (RFC 3261 §8.1.1.5).
     MethodMismatch,
+    /// The request method is not one srgate knows and the CSeq method differs from it:
+    /// answered 501 rather than 400 (RFC 4475 §3.1.2.18).
+    UnknownMethodMismatch,
     /// A From, To, Route or Contact value is not a valid name-addr / addr-spec
     /// (unterminated quotes, unquoted separators in a display name, LWS inside the URI, ...).
     BadNameAddr,
@@ -70,6 +73,7 @@ impl Error {
             Error::TooLarge => (413, "Request Entity Too Large"),
             Error::UnsupportedVersion => (505, "Version Not Supported"),
             Error::UnsupportedScheme => (416, "Unsupported URI Scheme"),
+            Error::UnknownMethodMismatch => (501, "Not Implemented"),
             _ => (400, "Bad Request"),
         }
     }
@@ -94,6 +98,9 @@ impl fmt::Display for Error {
             Error::BadVia => f.write_str("malformed Via"),
             Error::BadCSeq => f.write_str("malformed CSeq"),
             Error::MethodMismatch => f.write_str("CSeq method differs from the request method"),
+            Error::UnknownMethodMismatch => {
+                f.write_str("unknown request method and a different CSeq method")
+            }
             Error::BadNameAddr => f.write_str("malformed name-addr"),
             Error::BadContact => f.write_str("malformed Contact"),
             Error::BadMaxForwards => f.write_str("malformed Max-Forwards"),
@@ -117,6 +124,7 @@ mod tests {
         assert_eq!(Error::TooLarge.status().0, 413);
         assert_eq!(Error::UnsupportedVersion.status().0, 505);
         assert_eq!(Error::UnsupportedScheme.status().0, 416);
+        assert_eq!(Error::UnknownMethodMismatch.status().0, 501);
         assert_eq!(Error::MissingHeader("To").to_string(), "missing To header");
     }
 }

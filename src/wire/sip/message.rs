@@ -11,7 +11,7 @@ use super::header::HeaderName;
 use super::lex::{self, ListIter};
 use super::method::Method;
 use super::name_addr::{Contact, NameAddr};
-use super::uri::Uri;
+use super::uri::{Scheme, Uri};
 use super::via::Via;
 
 /// The largest message accepted (the largest UDP payload); larger is [`Error::TooLarge`].
@@ -105,7 +105,13 @@ impl<'a> Message<'a> {
             return Err(Error::TooLarge);
         }
         let buf = buf.get(leading_crlf(buf)..).unwrap_or_default();
-        let (head_end, body_start) = find_head_end(buf).ok_or(Error::Incomplete)?;
+        let (head_end, body_start) = match find_head_end(buf) {
+            Some(ends) => ends,
+            // a datagram whose last header line lacks only the blank line after it: read
+            // as a message without body (liberal, RFC 4475 §3.1.2.15's file ends so)
+            None if buf.ends_with(b"\n") => (strip_cr(buf, buf.len() - 1), buf.len()),
+            None => return Err(Error::Incomplete),
+        };
         let head = core::str::from_utf8(buf.get(..head_end).unwrap_or_default())
             .map_err(|_| Error::NotUtf8)?;
         let (start_line, header_text) = match head.find('\n') {
@@ -174,7 +180,10 @@ impl<'a> Message<'a> {
         if let StartLine::Request { method, .. } = self.start
             && method != cseq.method
         {
-            return Err(Error::MethodMismatch);
+            return Err(match method {
+                Method::Other(_) => Error::UnknownMethodMismatch,
+                _ => Error::MethodMismatch,
+            });
         }
         NameAddr::parse(to)?;
         NameAddr::parse(from)?;
@@ -217,6 +226,17 @@ impl<'a> Message<'a> {
             StartLine::Request { uri, .. } => Some(uri),
             StartLine::Response { .. } => None,
         }
+    }
+
+    /// The Request-URI of a request, parsed, when its scheme is one srgate serves (`sip`,
+    /// `sips`, `tel`); another scheme is [`Error::UnsupportedScheme`] (416, RFC 3261
+    /// §8.2.2.1). `None` for a response.
+    pub fn sip_request_uri(&self) -> Option<Result<Uri<'a>, Error>> {
+        let uri = Uri::parse(self.request_uri()?);
+        Some(uri.and_then(|u| match u.scheme {
+            Scheme::Other(_) => Err(Error::UnsupportedScheme),
+            _ => Ok(u),
+        }))
     }
 
     /// The status code of a response.
@@ -607,7 +627,8 @@ CSeq: 2\r\n OPTIONS\r\nSubject:\r\nX-Long: one\r\n\ttwo  \r\n\r\n";
     #[test]
     fn rejects() {
         let e = |b: &[u8]| Message::parse(b).unwrap_err();
-        assert_eq!(e(b"INVITE sip:a@b SIP/2.0\r\n"), Error::Incomplete);
+        assert_eq!(e(b"INVITE sip:a@b SIP/2.0\r\nVia: x"), Error::Incomplete);
+        assert_eq!(e(b"INVITE sip:a@b SIP/2.0\r\n"), Error::MissingHeader("To"));
         assert_eq!(
             e(&with_header("Max-Forwards: 256\r\n")),
             Error::BadMaxForwards

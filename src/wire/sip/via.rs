@@ -36,9 +36,11 @@ impl<'a> Via<'a> {
         self.params.get(name)
     }
 
-    /// True when the branch carries the RFC 3261 magic cookie `z9hG4bK` (§8.1.1.7).
+    /// True when the branch carries the RFC 3261 magic cookie `z9hG4bK` (§8.1.1.7) followed
+    /// by an identifier (a bare cookie is RFC 4475 §3.2.1's malformed branch).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch.is_some_and(|b| b.starts_with("z9hG4bK"))
+        self.branch
+            .is_some_and(|b| b.len() > 7 && b.starts_with("z9hG4bK"))
     }
 }
 
