@@ -92,6 +92,10 @@ mod tests {
         let post = respond(b"POST /health HTTP/1.1\r\n\r\n", &status()).unwrap();
         assert!(post.starts_with(b"HTTP/1.1 405"));
         let metrics = respond(b"GET /metrics HTTP/1.1\r\n\r\n", &status()).unwrap();
-        assert!(String::from_utf8(metrics).unwrap().contains("srgate_sip_received 3\n"));
+        assert!(
+            String::from_utf8(metrics)
+                .unwrap()
+                .contains("srgate_sip_received 3\n")
+        );
     }
 }

@@ -319,7 +319,9 @@ impl ControlShard {
         let mut buf = [0u8; 64];
         while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
         if self.shutdown_deadline.is_none() {
-            log::info!("signal received: shutting down (un-registering, at most {SHUTDOWN_GRACE:?})");
+            log::info!(
+                "signal received: shutting down (un-registering, at most {SHUTDOWN_GRACE:?})"
+            );
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
             self.endpoint.shutdown(now);
         }
@@ -337,7 +339,9 @@ impl ControlShard {
                         let Some(from) = from else { continue };
                         if truncated {
                             self.udp_truncated += 1;
-                            log::debug!("dropped a datagram from {from} larger than {UDP_SLOT} bytes");
+                            log::debug!(
+                                "dropped a datagram from {from} larger than {UDP_SLOT} bytes"
+                            );
                             continue;
                         }
                         self.endpoint
@@ -396,8 +400,11 @@ impl ControlShard {
                         Some(i) => i,
                         None => {
                             self.tcp_dropped += 1;
-                            self.endpoint
-                                .handle_transport_error(now, Transport::Tcp, t.destination);
+                            self.endpoint.handle_transport_error(
+                                now,
+                                Transport::Tcp,
+                                t.destination,
+                            );
                             return;
                         }
                     },
@@ -440,11 +447,11 @@ impl ControlShard {
             }
         };
         let token = Token(SIP_CONN_BASE + index);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             log::warn!("register: {e}");
             return None;
         }
@@ -523,7 +530,7 @@ impl ControlShard {
         let mut consumed = 0;
         let mut broken = false;
         for _ in 0..1024 {
-            match crate::wire::sip::frame_len(&conn.rbuf[consumed..]) {
+            match crate::wire::sip::frame(&conn.rbuf[consumed..]) {
                 Ok(Some(crate::wire::sip::Frame::Keepalive(n))) => consumed += n,
                 Ok(Some(crate::wire::sip::Frame::Message(n))) => {
                     self.endpoint.handle_receive(

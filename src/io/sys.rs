@@ -25,7 +25,10 @@ pub struct RecvBatch {
 
 impl RecvBatch {
     pub fn new(count: usize, slot: usize) -> Self {
-        assert!(count > 0 && slot > 0, "a receive batch needs at least one non-empty slot");
+        assert!(
+            count > 0 && slot > 0,
+            "a receive batch needs at least one non-empty slot"
+        );
         let mut batch = RecvBatch {
             slot,
             data: vec![0; count * slot],
@@ -124,8 +127,7 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: ss_family says this storage holds a sockaddr_in, which it is large
             // enough and suitably aligned for.
-            let sin: &libc::sockaddr_in =
-                unsafe { &*(sa as *const libc::sockaddr_storage).cast() };
+            let sin: &libc::sockaddr_in = unsafe { &*(sa as *const libc::sockaddr_storage).cast() };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
                 u16::from_be(sin.sin_port),
@@ -182,7 +184,11 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], (src, b"one".to_vec(), false));
         assert_eq!(got[1], (src, b"two!".to_vec(), false));
-        assert_eq!(got[2].1.len(), 16, "a datagram larger than a slot is cut to the slot");
+        assert_eq!(
+            got[2].1.len(),
+            16,
+            "a datagram larger than a slot is cut to the slot"
+        );
         assert!(got[2].2, "and flagged as truncated");
     }
 }

@@ -92,11 +92,21 @@ fn contact_uri(msg: &Message<'_>) -> Result<String, DialogError> {
 impl Dialog {
     /// The UAS side (§12.1.1): from a dialog-creating request we answer with a 2xx (or a
     /// provisional with To tag `local_tag`).
-    pub fn new_uas(request: &Message<'_>, local_tag: &str, local_seq: u32) -> Result<Dialog, DialogError> {
-        let from = request.from().map_err(|_| DialogError::BadMessage("From"))?;
+    pub fn new_uas(
+        request: &Message<'_>,
+        local_tag: &str,
+        local_seq: u32,
+    ) -> Result<Dialog, DialogError> {
+        let from = request
+            .from()
+            .map_err(|_| DialogError::BadMessage("From"))?;
         let to = request.to().map_err(|_| DialogError::BadMessage("To"))?;
-        let cseq = request.cseq().map_err(|_| DialogError::BadMessage("CSeq"))?;
-        let call_id = request.call_id().map_err(|_| DialogError::BadMessage("Call-ID"))?;
+        let cseq = request
+            .cseq()
+            .map_err(|_| DialogError::BadMessage("CSeq"))?;
+        let call_id = request
+            .call_id()
+            .map_err(|_| DialogError::BadMessage("Call-ID"))?;
         let remote_tag = from.tag.ok_or(DialogError::BadMessage("From tag"))?;
         let secure = request
             .request_uri()
@@ -129,7 +139,9 @@ impl Dialog {
         secure: bool,
     ) -> Result<Dialog, DialogError> {
         let to = response.to().map_err(|_| DialogError::BadMessage("To"))?;
-        let call_id = response.call_id().map_err(|_| DialogError::BadMessage("Call-ID"))?;
+        let call_id = response
+            .call_id()
+            .map_err(|_| DialogError::BadMessage("Call-ID"))?;
         let remote_tag = to.tag.ok_or(DialogError::BadMessage("To tag"))?;
         let mut route_set = record_routes(response);
         route_set.reverse();
@@ -156,17 +168,24 @@ impl Dialog {
     /// Whether an incoming request belongs to this dialog (§12.2.2: Call-ID, To tag =
     /// ours, From tag = theirs).
     pub fn matches_request(&self, request: &Message<'_>) -> bool {
-        let (Ok(call_id), Ok(from), Ok(to)) = (request.call_id(), request.from(), request.to()) else {
+        let (Ok(call_id), Ok(from), Ok(to)) = (request.call_id(), request.from(), request.to())
+        else {
             return false;
         };
-        call_id == self.call_id && to.tag == Some(self.local_tag.as_str()) && from.tag == Some(self.remote_tag.as_str())
+        call_id == self.call_id
+            && to.tag == Some(self.local_tag.as_str())
+            && from.tag == Some(self.remote_tag.as_str())
     }
 
     /// Checks and records an in-dialog request's CSeq (§12.2.2); a target refresh
     /// (re-INVITE, UPDATE) with a Contact updates the remote target.
     pub fn on_request(&mut self, request: &Message<'_>) -> Result<(), DialogError> {
-        let cseq = request.cseq().map_err(|_| DialogError::BadMessage("CSeq"))?;
-        let method = request.method().ok_or(DialogError::BadMessage("request line"))?;
+        let cseq = request
+            .cseq()
+            .map_err(|_| DialogError::BadMessage("CSeq"))?;
+        let method = request
+            .method()
+            .ok_or(DialogError::BadMessage("request line"))?;
         if matches!(method, Method::Ack | Method::Cancel) {
             return Ok(()); // they reuse the CSeq of the request they belong to
         }
@@ -204,11 +223,18 @@ impl Dialog {
         let strict = self.route_set.first().is_some_and(|r| {
             let inner = r.trim().trim_start_matches('<');
             let inner = inner.split('>').next().unwrap_or(inner);
-            Uri::parse(inner).map(|u| u.param("lr").is_none()).unwrap_or(false)
+            Uri::parse(inner)
+                .map(|u| u.param("lr").is_none())
+                .unwrap_or(false)
         });
         let (request_uri, routes): (String, Vec<String>) = if strict {
             let first = self.route_set[0].trim();
-            let first = first.trim_start_matches('<').split('>').next().unwrap_or(first).to_string();
+            let first = first
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or(first)
+                .to_string();
             let mut rest: Vec<String> = self.route_set[1..].to_vec();
             rest.push(format!("<{}>", self.remote_target));
             (first, rest)
@@ -219,10 +245,16 @@ impl Dialog {
         for r in &routes {
             b = b.header(HeaderName::Route, r);
         }
-        b.header(HeaderName::From, format_args!("<{}>;tag={}", self.local_uri, self.local_tag))
-            .header(HeaderName::To, format_args!("<{}>;tag={}", self.remote_uri, self.remote_tag))
-            .header(HeaderName::CallId, &self.call_id)
-            .header(HeaderName::CSeq, format_args!("{seq} {}", method.as_str()))
+        b.header(
+            HeaderName::From,
+            format_args!("<{}>;tag={}", self.local_uri, self.local_tag),
+        )
+        .header(
+            HeaderName::To,
+            format_args!("<{}>;tag={}", self.remote_uri, self.remote_tag),
+        )
+        .header(HeaderName::CallId, &self.call_id)
+        .header(HeaderName::CSeq, format_args!("{seq} {}", method.as_str()))
     }
 }
 
@@ -251,16 +283,30 @@ mod tests {
         let mut d = Dialog::new_uas(&invite, "ours1", 100).unwrap();
         assert_eq!(d.remote_tag, "caller1");
         assert_eq!(d.remote_target, "sip:1006@127.0.0.1:5062");
-        assert_eq!(d.route_set, vec!["<sip:127.0.0.1:5060;lr>", "<sip:10.0.0.9;lr>"]);
-        let bye = d.request(Method::Bye, None).header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKb").build();
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:127.0.0.1:5060;lr>", "<sip:10.0.0.9;lr>"]
+        );
+        let bye = d
+            .request(Method::Bye, None)
+            .header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKb")
+            .build();
         let bye_text = String::from_utf8(bye.clone()).unwrap();
         let bye = Message::parse(&bye).unwrap();
-        assert_eq!(bye.request_uri(), Some("sip:1006@127.0.0.1:5062"), "loose routing: R-URI = target");
+        assert_eq!(
+            bye.request_uri(),
+            Some("sip:1006@127.0.0.1:5062"),
+            "loose routing: R-URI = target"
+        );
         assert_eq!(bye.cseq().unwrap().seq, 101);
         assert_eq!(bye.from().unwrap().tag, Some("ours1"));
         assert_eq!(bye.to().unwrap().tag, Some("caller1"));
         let routes: Vec<&str> = bye.header_all(HeaderName::Route).collect();
-        assert_eq!(routes, vec!["<sip:127.0.0.1:5060;lr>", "<sip:10.0.0.9;lr>"], "{bye_text}");
+        assert_eq!(
+            routes,
+            vec!["<sip:127.0.0.1:5060;lr>", "<sip:10.0.0.9;lr>"],
+            "{bye_text}"
+        );
     }
 
     #[test]
@@ -268,9 +314,15 @@ mod tests {
         let invite = parse(INVITE);
         let mut d = Dialog::new_uas(&invite, "ours1", 1).unwrap();
         let reinvite_text = INVITE
-            .replace("To: <sip:1000@127.0.0.1>", "To: <sip:1000@127.0.0.1>;tag=ours1")
+            .replace(
+                "To: <sip:1000@127.0.0.1>",
+                "To: <sip:1000@127.0.0.1>;tag=ours1",
+            )
             .replace("CSeq: 10 INVITE", "CSeq: 11 INVITE")
-            .replace("Contact: <sip:1006@127.0.0.1:5062>", "Contact: <sip:1006@127.0.0.1:7000>");
+            .replace(
+                "Contact: <sip:1006@127.0.0.1:5062>",
+                "Contact: <sip:1006@127.0.0.1:7000>",
+            );
         let reinvite = parse(&reinvite_text);
         assert!(d.matches_request(&reinvite));
         assert!(!d.matches_request(&invite), "no To tag: not in this dialog");
@@ -291,21 +343,38 @@ mod tests {
             CSeq: 1 INVITE\r\n\
             Contact: <sip:1006@127.0.0.1:5062>\r\n\
             Content-Length: 0\r\n\r\n";
-        let mut d = Dialog::new_uac(&parse(ok), "me", 1, "sip:1000@127.0.0.1", "sip:1006@127.0.0.1", false).unwrap();
+        let mut d = Dialog::new_uac(
+            &parse(ok),
+            "me",
+            1,
+            "sip:1000@127.0.0.1",
+            "sip:1006@127.0.0.1",
+            false,
+        )
+        .unwrap();
         assert_eq!(d.state, DialogState::Confirmed);
         assert_eq!(d.route_set, vec!["<sip:b.example;lr>", "<sip:a.example>"]);
         // first route is loose: normal
-        let ack = d.request(Method::Ack, Some(1)).header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKa").build();
+        let ack = d
+            .request(Method::Ack, Some(1))
+            .header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKa")
+            .build();
         let ack = Message::parse(&ack).unwrap();
         assert_eq!(ack.cseq().unwrap().seq, 1, "ACK reuses the INVITE's CSeq");
         assert_eq!(ack.request_uri(), Some("sip:1006@127.0.0.1:5062"));
         // make the first route strict: the R-URI becomes that route, the target goes last
         d.route_set = vec!["<sip:a.example>".into(), "<sip:b.example;lr>".into()];
-        let bye = d.request(Method::Bye, None).header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKc").build();
+        let bye = d
+            .request(Method::Bye, None)
+            .header(HeaderName::Via, "SIP/2.0/UDP x;branch=z9hG4bKc")
+            .build();
         let bye = Message::parse(&bye).unwrap();
         assert_eq!(bye.request_uri(), Some("sip:a.example"));
         let routes: Vec<&str> = bye.header_all(HeaderName::Route).collect();
-        assert_eq!(routes, vec!["<sip:b.example;lr>", "<sip:1006@127.0.0.1:5062>"]);
+        assert_eq!(
+            routes,
+            vec!["<sip:b.example;lr>", "<sip:1006@127.0.0.1:5062>"]
+        );
         assert_eq!(bye.cseq().unwrap().seq, 2);
     }
 }

@@ -220,48 +220,120 @@ mod tests {
     fn bindings_are_added_refreshed_expire_and_are_removed() {
         let now = t0();
         let mut r = Registrar::new();
-        r.update(now, "1001", "cid", 1, src(), Transport::Udp, &[c("sip:1001@h:5062", 120)])
-            .unwrap();
+        r.update(
+            now,
+            "1001",
+            "cid",
+            1,
+            src(),
+            Transport::Udp,
+            &[c("sip:1001@h:5062", 120)],
+        )
+        .unwrap();
         assert!(r.is_registered(now, "1001"));
         assert!(!r.is_registered(now, "1002"));
         assert_eq!(r.bindings(now, "1001").next().unwrap().remaining(now), 120);
         // refresh with a higher CSeq; the same contact with a different host case is the same binding
-        r.update(now + Duration::from_secs(60), "1001", "cid", 2, src(), Transport::Udp, &[c("sip:1001@H:5062", 120)])
-            .unwrap();
+        r.update(
+            now + Duration::from_secs(60),
+            "1001",
+            "cid",
+            2,
+            src(),
+            Transport::Udp,
+            &[c("sip:1001@H:5062", 120)],
+        )
+        .unwrap();
         assert_eq!(r.binding_count(), 1);
         assert!(r.is_registered(now + Duration::from_secs(179), "1001"));
         assert!(!r.is_registered(now + Duration::from_secs(180), "1001"));
         assert_eq!(r.purge(now + Duration::from_secs(180)), 1);
         assert_eq!(r.binding_count(), 0);
-        r.update(now, "1001", "cid", 3, src(), Transport::Udp, &[c("sip:1001@h:5062", 120)])
-            .unwrap();
-        r.update(now, "1001", "cid", 4, src(), Transport::Udp, &[c("sip:1001@h:5062", 0)])
-            .unwrap();
-        assert!(!r.is_registered(now, "1001"), "expires 0 removes the binding");
+        r.update(
+            now,
+            "1001",
+            "cid",
+            3,
+            src(),
+            Transport::Udp,
+            &[c("sip:1001@h:5062", 120)],
+        )
+        .unwrap();
+        r.update(
+            now,
+            "1001",
+            "cid",
+            4,
+            src(),
+            Transport::Udp,
+            &[c("sip:1001@h:5062", 0)],
+        )
+        .unwrap();
+        assert!(
+            !r.is_registered(now, "1001"),
+            "expires 0 removes the binding"
+        );
     }
 
     #[test]
     fn out_of_order_too_brief_capped_and_wildcard() {
         let now = t0();
         let mut r = Registrar::new();
-        r.update(now, "u", "cid", 5, src(), Transport::Udp, &[c("sip:u@a", 7200)]).unwrap();
+        r.update(
+            now,
+            "u",
+            "cid",
+            5,
+            src(),
+            Transport::Udp,
+            &[c("sip:u@a", 7200)],
+        )
+        .unwrap();
         assert_eq!(
             r.bindings(now, "u").next().unwrap().remaining(now),
             MAX_EXPIRES,
             "capped"
         );
         assert_eq!(
-            r.update(now, "u", "cid", 5, src(), Transport::Udp, &[c("sip:u@a", 100)]),
+            r.update(
+                now,
+                "u",
+                "cid",
+                5,
+                src(),
+                Transport::Udp,
+                &[c("sip:u@a", 100)]
+            ),
             Err(RegisterError::OutOfOrder)
         );
         assert_eq!(
-            r.update(now, "u", "other", 1, src(), Transport::Udp, &[c("sip:u@b", 30)]),
+            r.update(
+                now,
+                "u",
+                "other",
+                1,
+                src(),
+                Transport::Udp,
+                &[c("sip:u@b", 30)]
+            ),
             Err(RegisterError::IntervalTooBrief)
         );
-        r.update(now, "u", "other", 1, src(), Transport::Udp, &[c("sip:u@b", 100)]).unwrap();
+        r.update(
+            now,
+            "u",
+            "other",
+            1,
+            src(),
+            Transport::Udp,
+            &[c("sip:u@b", 100)],
+        )
+        .unwrap();
         assert_eq!(r.binding_count(), 2);
         assert_eq!(r.registered_from(now, src()), Some("u"));
-        assert_eq!(r.remove_all(now, "u", "cid", 5), Err(RegisterError::OutOfOrder));
+        assert_eq!(
+            r.remove_all(now, "u", "cid", 5),
+            Err(RegisterError::OutOfOrder)
+        );
         r.remove_all(now, "u", "cid", 6).unwrap();
         assert_eq!(r.binding_count(), 0);
     }
@@ -270,9 +342,12 @@ mod tests {
     fn too_many_bindings_changes_nothing() {
         let now = t0();
         let mut r = Registrar::new();
-        let uris: Vec<String> = (0..=MAX_BINDINGS_PER_USER).map(|i| format!("sip:u@h{i}")).collect();
+        let uris: Vec<String> = (0..=MAX_BINDINGS_PER_USER)
+            .map(|i| format!("sip:u@h{i}"))
+            .collect();
         for u in &uris[..MAX_BINDINGS_PER_USER] {
-            r.update(now, "u", u, 1, src(), Transport::Udp, &[c(u, 100)]).unwrap();
+            r.update(now, "u", u, 1, src(), Transport::Udp, &[c(u, 100)])
+                .unwrap();
         }
         let last = &uris[MAX_BINDINGS_PER_USER];
         assert_eq!(
