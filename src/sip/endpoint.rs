@@ -656,8 +656,10 @@ impl Endpoint {
             self.respond(now, &key, 420, "Bad Extension", &[("Unsupported", bad)]);
             return;
         }
+        // 483 for what srgate would pass on (a call); a request that ends here (OPTIONS,
+        // REGISTER) is processed as usual, as RFC 4475 (its zeromf message) asks of an endpoint.
         match msg.max_forwards() {
-            Ok(Some(0)) if ids.method != Method::Options => {
+            Ok(Some(0)) if !matches!(ids.method, Method::Options | Method::Register) => {
                 self.respond(now, &key, 483, "Too Many Hops", &[]);
                 return;
             }
@@ -680,6 +682,22 @@ impl Endpoint {
             return;
         }
 
+        // Content processing (RFC 3261 §8.2.3): the only body srgate reads is SDP.
+        if !msg.body().is_empty()
+            && matches!(ids.method, Method::Invite | Method::Options)
+            && !msg
+                .header(HeaderName::ContentType)
+                .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/sdp"))
+        {
+            self.respond(
+                now,
+                &key,
+                415,
+                "Unsupported Media Type",
+                &[("Accept", "application/sdp".to_string())],
+            );
+            return;
+        }
         match ids.method {
             Method::Options => {
                 let extra = [
