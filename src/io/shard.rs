@@ -65,6 +65,24 @@ fn err(what: impl fmt::Display, e: io::Error) -> RunError {
 /// Binds every socket (so a port in use fails before any thread starts), starts the
 /// shards and runs the control shard on the calling thread until SIGINT/SIGTERM.
 pub fn run(config: &Config) -> Result<(), RunError> {
+    // Refuse what this build cannot do rather than fall back to something weaker: a
+    // `sips:` registrar must never get plaintext.
+    if config.sip.tls_listen.is_some() {
+        return Err(RunError(
+            "[sip] tls_listen: SIP over TLS is not available in this build yet; leave it empty"
+                .into(),
+        ));
+    }
+    if config
+        .global
+        .sip_svr
+        .as_ref()
+        .is_some_and(|s| s.transport == crate::config::Transport::Tls)
+    {
+        return Err(RunError(
+            "[global] sip_svr: sips: (SIP over TLS) is not available in this build yet; use UDP or transport=tcp".into(),
+        ));
+    }
     let sip_udp = std::net::UdpSocket::bind(config.sip.listen)
         .map_err(|e| err(format_args!("[sip] listen {} (UDP)", config.sip.listen), e))?;
     let sip_tcp = std::net::TcpListener::bind(config.sip.listen)

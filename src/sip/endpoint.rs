@@ -1951,6 +1951,52 @@ mod tests {
     }
 
     #[test]
+    fn cancel_of_a_pending_invite_gets_200_and_the_invite_487() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:2000@127.0.0.1:5086";
+        // An INVITE still waiting for its callee (the call side answers later): its server
+        // transaction exists and has no final answer yet.
+        let invite = request("INVITE", uri, "pend1", 1, "");
+        let msg = Message::parse(invite.as_bytes()).unwrap();
+        let ids = Endpoint::request_ids(&msg).unwrap();
+        let head = response_head(&msg, &ids, addr(PHONE), Some("tt1"));
+        let key: ServerKey = (ids.branch.clone(), ids.sent_by.clone(), "INVITE");
+        ep.server_txs.insert(
+            key.clone(),
+            ServerTx {
+                machine: ServerMachine::Invite(ServerInviteTransaction::new(now, false)),
+                destination: (Transport::Udp, addr(PHONE)),
+                head,
+                origin: (
+                    ids.call_id.to_string(),
+                    ids.from_tag.to_string(),
+                    ids.cseq,
+                    "INVITE",
+                ),
+                final_sent: false,
+            },
+        );
+        ep.respond(now, &key, 180, "Ringing", &[]);
+        assert_eq!(only_status(&mut ep).0, 180);
+        send(&mut ep, now, PHONE, &request("CANCEL", uri, "pend1", 1, ""));
+        let out = sent(&mut ep);
+        let codes: Vec<u16> = out.iter().map(status_of).collect();
+        assert_eq!(
+            codes,
+            vec![200, 487],
+            "200 for the CANCEL, 487 ends the INVITE"
+        );
+        let cseq_of = |t: &Transmit| Message::parse(&t.payload).unwrap().cseq().unwrap().seq;
+        assert!(String::from_utf8_lossy(&out[0].payload).contains("CSeq: 1 CANCEL"));
+        assert!(String::from_utf8_lossy(&out[1].payload).contains("CSeq: 1 INVITE"));
+        assert_eq!(cseq_of(&out[1]), 1);
+        // the 487 waits for its ACK (Timer G) like any non-2xx final answer
+        ep.handle_timeout(now + Duration::from_millis(500));
+        assert_eq!(only_status(&mut ep).0, 487);
+    }
+
+    #[test]
     fn cancel_after_the_final_answer_gets_200_only() {
         let now = t0();
         let mut ep = Endpoint::new(standalone(), now);
