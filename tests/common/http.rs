@@ -79,29 +79,3 @@ pub fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
         .unwrap_or(value.len());
     Some(&value[..end])
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_plain_and_a_chunked_response() {
-        let plain =
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}").unwrap();
-        assert_eq!(plain.status, 200);
-        assert_eq!(json_field(&plain.body, "status"), Some("ok"));
-        let chunked =
-            parse(b"HTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-                .unwrap();
-        assert_eq!(chunked.status, 503);
-        assert_eq!(chunked.body, "hello");
-    }
-
-    #[test]
-    fn reads_health_fields() {
-        let health = r#"{"status": "ok", "calls":0,"registered" : false}"#;
-        assert_eq!(json_field(health, "calls"), Some("0"));
-        assert_eq!(json_field(health, "registered"), Some("false"));
-        assert_eq!(json_field(health, "missing"), None);
-    }
-}
