@@ -231,6 +231,9 @@ struct Registration {
     state: RegState,
     backoff: Duration,
     registered: bool,
+    /// When the binding granted by the last 2xx runs out: past it srgate is no longer
+    /// registered, even while a refresh is still being retransmitted.
+    binding_expires: Option<Instant>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -289,6 +292,7 @@ impl Endpoint {
                 state: RegState::Due(now),
                 backoff: REGISTER_BACKOFF_FIRST,
                 registered: false,
+                binding_expires: None,
                 account: account.clone(),
                 server: server.clone(),
             }),
@@ -359,8 +363,13 @@ impl Endpoint {
         for tx in self.client_txs.values() {
             consider(tx.machine.poll_timeout());
         }
-        if let Some(RegState::Due(t)) = self.registration.as_ref().map(|r| &r.state) {
-            consider(Some(*t));
+        if let Some(reg) = &self.registration {
+            if let RegState::Due(t) = reg.state {
+                consider(Some(t));
+            }
+            if reg.registered {
+                consider(reg.binding_expires);
+            }
         }
         consider(self.registrar.next_expiry());
         next
@@ -422,6 +431,15 @@ impl Endpoint {
                 tx.machine.handle_timeout(now);
                 self.after_client_input(now, &key, None);
             }
+        }
+        if let Some(reg) = &mut self.registration
+            && reg.registered
+            && reg.binding_expires.is_some_and(|t| now >= t)
+        {
+            reg.registered = false;
+            let reason = "the binding expired before a refresh succeeded".to_string();
+            log::warn!("proxy account: {reason}");
+            self.events.push_back(Event::RegistrationFailed { reason });
         }
         if let Some(reg) = &self.registration
             && let RegState::Due(t) = reg.state
@@ -1216,6 +1234,7 @@ impl Endpoint {
                     .unwrap_or(reg.requested)
                     .max(1);
                 reg.registered = true;
+                reg.binding_expires = Some(now + Duration::from_secs(u64::from(granted)));
                 reg.backoff = REGISTER_BACKOFF_FIRST;
                 reg.auth.handle_success();
                 reg.state = RegState::Due(now + refresh_after(granted));
@@ -2121,6 +2140,7 @@ mod tests {
         ep.handle_timeout(t1);
         let refresh = sent(&mut ep);
         assert_eq!(refresh.len(), 1);
+
         assert!(
             Message::parse(&refresh[0].payload)
                 .unwrap()
@@ -2151,6 +2171,53 @@ mod tests {
         let mut ep2 = Endpoint::new(proxy_mode(), now);
         ep2.shutdown(now);
         assert!(ep2.is_shutdown_complete());
+    }
+
+    #[test]
+    fn registration_ends_when_the_binding_expires_unrefreshed() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let first = sent(&mut ep);
+        send(
+            &mut ep,
+            now,
+            PBX,
+            &registrar_answer(&first[0], 200, "Expires: 10\r\n"),
+        );
+        assert!(ep.is_registered());
+        assert_eq!(ep.poll_event(), Some(Event::Registered { expires: 10 }));
+        ep.handle_timeout(now + refresh_after(10));
+        assert_eq!(
+            sent(&mut ep).len(),
+            1,
+            "refresh sent at 5 s; the registrar is gone"
+        );
+        ep.handle_timeout(now + Duration::from_millis(9_999));
+        sent(&mut ep);
+        assert!(ep.is_registered());
+        assert_eq!(
+            ep.poll_timeout()
+                .map(|t| t <= now + Duration::from_secs(10)),
+            Some(true)
+        );
+        ep.handle_timeout(now + Duration::from_secs(10));
+        assert!(!ep.is_registered(), "the binding ran out at 10 s");
+        assert!(matches!(
+            ep.poll_event(),
+            Some(Event::RegistrationFailed { .. })
+        ));
+        // the refresh is still being retransmitted: a registrar back in time answers it
+        ep.handle_timeout(now + Duration::from_secs(12));
+        let again = sent(&mut ep);
+        assert_eq!(again.len(), 1, "timer E retransmission");
+        send(
+            &mut ep,
+            now + Duration::from_secs(12),
+            PBX,
+            &registrar_answer(&again[0], 200, "Expires: 10\r\n"),
+        );
+        assert!(ep.is_registered());
     }
 
     #[test]

@@ -98,6 +98,27 @@ pub enum Rejection {
     WrongPassword,
 }
 
+/// Whether the credentials' `uri` names the request's target. Equal URIs do; so does the
+/// same URI without its user part, which SIPp's `[authentication]` sends for INVITEs
+/// (`uri="sip:host:port"` for `sip:user@host:port`): liberal there, since the nonce
+/// already binds the answer to our realm and a few minutes. Another host is refused.
+fn same_target(uri: &str, request_uri: &str) -> bool {
+    fn without_user(u: &str) -> (&str, &str) {
+        let (scheme, rest) = u.split_once(':').unwrap_or(("", u));
+        let end = rest.find([';', '?']).unwrap_or(rest.len());
+        match rest[..end].rfind('@') {
+            Some(at) => (scheme, &rest[at + 1..]),
+            None => (scheme, rest),
+        }
+    }
+    if uri.eq_ignore_ascii_case(request_uri) {
+        return true;
+    }
+    let (s1, h1) = without_user(uri);
+    let (s2, h2) = without_user(request_uri);
+    !uri.contains('@') && s1.eq_ignore_ascii_case(s2) && h1.eq_ignore_ascii_case(h2)
+}
+
 /// The registrar's nonce key and clock base: issues challenges and verifies credentials.
 pub struct NonceSecret {
     key: [u8; 32],
@@ -281,7 +302,7 @@ impl NonceSecret {
         if creds.algorithm.is_sess() && creds.cnonce.is_none() {
             return Verdict::BadRequest(Rejection::MissingCnonce);
         }
-        if !creds.uri.eq_ignore_ascii_case(request_uri) {
+        if !same_target(creds.uri.raw(), request_uri) {
             return Verdict::BadRequest(Rejection::UriMismatch);
         }
         let Some(issued) = self.check_nonce(creds.nonce, creds.algorithm, realm) else {
@@ -661,6 +682,16 @@ mod tests {
             ),
             Verdict::BadRequest(Rejection::UriMismatch)
         );
+        assert!(same_target("sip:127.0.0.1:5086", "sip:2001@127.0.0.1:5086"));
+        assert!(!same_target(
+            "sip:127.0.0.1:5087",
+            "sip:2001@127.0.0.1:5086"
+        ));
+        assert!(!same_target(
+            "sip:1999@127.0.0.1:5086",
+            "sip:2001@127.0.0.1:5086"
+        ));
+        assert!(!same_target("sip:other.test", "sip:2001@127.0.0.1:5086"));
         assert!(matches!(
             s.verify(
                 t0,
