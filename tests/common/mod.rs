@@ -146,12 +146,24 @@ pub struct TestDir {
 impl TestDir {
     pub fn new(test: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "{test}-{}-{}",
-            std::process::id(),
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let pid = std::process::id();
+        // folders kept by earlier runs of this test are stale now: keep only the newest
+        let ours = format!("{test}-{pid}-");
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let earlier_run = name
+                .strip_prefix(&format!("{test}-"))
+                .is_some_and(|rest| rest.split('-').count() == 2 && !name.starts_with(&ours));
+            if earlier_run {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let path = root.join(format!(
+            "{test}-{pid}-{}",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        // a leftover from an earlier run with the same pid is stale
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("target/tmp is writable");
         TestDir { path }
