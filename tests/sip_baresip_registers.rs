@@ -11,13 +11,22 @@ use common::{BARESIP, Baresip, GatewayConfig, Srgate, TestDir, peers_available};
 /// a second to start.
 const REGISTRATION_BOUND: Duration = Duration::from_secs(10);
 
+/// Standalone srgate challenging with MD5 only. baresip 1.0 (libre) gives up on any 401
+/// that also carries a SHA-256 challenge ("Register: Function not implemented"), even when
+/// MD5 comes first, so phones built on it need `[sip] digest = md5` (see conf/srgate.ini).
+fn md5_only() -> GatewayConfig {
+    let mut config = GatewayConfig::standalone();
+    config.extra.push_str("[sip]\ndigest = md5\n");
+    config
+}
+
 #[test]
 fn baresip_registers_to_standalone_srgate() {
     if !peers_available(&[BARESIP]) {
         return;
     }
     let dir = TestDir::new("baresip-registers");
-    let srgate = Srgate::start(GatewayConfig::standalone(), dir.path());
+    let srgate = Srgate::start(md5_only(), dir.path());
     let sip = srgate.sip_addr();
 
     let mut phone = Baresip::start(
@@ -45,7 +54,7 @@ fn baresip_with_a_wrong_password_is_not_registered() {
         return;
     }
     let dir = TestDir::new("baresip-wrong-password");
-    let srgate = Srgate::start(GatewayConfig::standalone(), dir.path());
+    let srgate = Srgate::start(md5_only(), dir.path());
     let sip = srgate.sip_addr();
 
     let mut phone = Baresip::start(
