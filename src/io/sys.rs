@@ -104,7 +104,7 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 count as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
                 std::ptr::null_mut(),
             )
         };
