@@ -27,5 +27,6 @@ pub mod config;
 pub mod io;
 pub mod logging;
 pub mod pii;
+pub mod signal;
 pub mod sip;
 pub mod wire;

@@ -8,12 +8,20 @@ use srgate::config::Config;
 const USAGE: &str = "\
 usage: srgate [-c FILE]          run the gateway (default config: conf/srgate.ini)
        srgate check [-c FILE]    validate FILE and print the effective configuration
+       srgate token USER [--ttl SECONDS] [-c FILE]
+                                 print a login token for USER signed with [auth] secret
+                                 (default ttl 86400 s)
        srgate --version          print the version
 exit codes: 0 ok, 2 bad configuration, 1 other failure";
 
 enum Command {
     Run(PathBuf),
     Check(PathBuf),
+    Token {
+        config: PathBuf,
+        user: String,
+        ttl: u64,
+    },
     Version,
     Help,
 }
@@ -21,6 +29,8 @@ enum Command {
 fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut config = PathBuf::from("conf/srgate.ini");
     let mut check = false;
+    let mut token_user: Option<String> = None;
+    let mut ttl: u64 = 86_400;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -29,11 +39,31 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 config = PathBuf::from(args.get(i).ok_or("-c needs a file name")?);
             }
             "check" if i == 0 => check = true,
+            "token" if i == 0 => {
+                i += 1;
+                token_user = Some(args.get(i).ok_or("token needs a user name")?.clone());
+            }
+            "--ttl" if token_user.is_some() => {
+                i += 1;
+                ttl = args
+                    .get(i)
+                    .and_then(|t| t.parse().ok())
+                    .filter(|t| *t > 0)
+                    .ok_or("--ttl needs a number of seconds > 0")?;
+            }
             "-V" | "--version" => return Ok(Command::Version),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument '{other}'")),
         }
         i += 1;
+    }
+    if let Some(user) = token_user {
+        if !srgate::signal::protocol::valid_user(&user) {
+            return Err(format!(
+                "'{user}' is not a valid user name (1-64 of A-Z a-z 0-9 _ . + @ -)"
+            ));
+        }
+        return Ok(Command::Token { config, user, ttl });
     }
     Ok(if check {
         Command::Check(config)
@@ -83,6 +113,26 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Token { config, user, ttl } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let secret = config.auth.secret.expose();
+            if secret.is_empty() {
+                eprintln!("error: [auth] secret is empty: logins are open and need no token");
+                return ExitCode::from(2);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            println!(
+                "{}",
+                srgate::signal::token::mint(secret.as_bytes(), &user, now + ttl)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Run(path) => {
             let config = match load(&path) {
                 Ok(c) => c,

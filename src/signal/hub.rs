@@ -1,0 +1,365 @@
+//! The sessions of the browser protocol: who is logged in on which WebSocket, logins and
+//! kicks, and the 10 s in which a user whose socket closed may log in again and take its
+//! calls over. Call requests go up to the call layer as [`CallRequest`]s; the call layer's
+//! events come back through [`Hub::send_to_user`]. Sans-IO: sessions are numbers the I/O
+//! shell gives its WebSocket connections, time and the wall clock come in as arguments.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, ErrorCode, Refusal, Request};
+use super::token;
+
+/// A WebSocket connection, numbered by the I/O shell.
+pub type SessionId = u64;
+
+/// How long a user's calls survive its socket closing (a new login takes them over).
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
+
+/// What the I/O shell does for the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubOutput {
+    /// Send one text frame.
+    Send { session: SessionId, text: String },
+    /// Close the connection (after what was queued for it).
+    Close { session: SessionId },
+}
+
+/// What the call layer is asked to do, on behalf of a logged-in user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallRequest {
+    Call {
+        user: String,
+        request: Request,
+    },
+    /// The user's socket closed and no new login came within [`RECONNECT_GRACE`]: end its
+    /// calls.
+    UserGone {
+        user: String,
+    },
+}
+
+#[derive(Debug)]
+struct UserEntry {
+    session: Option<SessionId>,
+    /// Set while the user has no socket: when its calls end.
+    gone_at: Option<Instant>,
+}
+
+pub struct Hub {
+    secret: Vec<u8>,
+    sessions: HashMap<SessionId, Option<String>>,
+    users: HashMap<String, UserEntry>,
+    outputs: VecDeque<HubOutput>,
+    requests: VecDeque<CallRequest>,
+}
+
+impl Hub {
+    /// `secret`: `[auth] secret`; empty = open login (demo only).
+    pub fn new(secret: &str) -> Self {
+        Hub {
+            secret: secret.as_bytes().to_vec(),
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            outputs: VecDeque::new(),
+            requests: VecDeque::new(),
+        }
+    }
+
+    pub fn open(&mut self, session: SessionId) {
+        self.sessions.insert(session, None);
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The user logged in on `session`.
+    pub fn user_of(&self, session: SessionId) -> Option<&str> {
+        self.sessions.get(&session).and_then(|u| u.as_deref())
+    }
+
+    /// Whether `user` is logged in now (with a socket).
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.session.is_some())
+    }
+
+    fn send(&mut self, session: SessionId, text: String) {
+        self.outputs.push_back(HubOutput::Send { session, text });
+    }
+
+    /// Sends an event of the call layer to `user`'s current socket. Returns false when the
+    /// user has none right now (between a close and a new login the event is lost; the new
+    /// login sees the call's later events).
+    pub fn send_to_user(&mut self, user: &str, text: String) -> bool {
+        match self.users.get(user).and_then(|u| u.session) {
+            Some(session) => {
+                self.send(session, text);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers a request of `user` with an error (the call layer's refusals: NO_SUCH_CALL…).
+    pub fn refuse(&mut self, user: &str, refusal: Refusal) {
+        self.send_to_user(user, refusal.to_json());
+    }
+
+    /// The frame was larger than [`protocol::MAX_FRAME`]: the I/O shell did not even keep it.
+    pub fn frame_too_large(&mut self, session: SessionId) {
+        let r = Refusal::new(
+            ErrorCode::TooLarge,
+            format!("frame larger than {} bytes", protocol::MAX_FRAME),
+            None,
+        );
+        self.send(session, r.to_json());
+    }
+
+    /// One text frame from `session`. `unix_now`: the wall clock, for token expiry.
+    pub fn handle_text(&mut self, now: Instant, unix_now: u64, session: SessionId, text: &str) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let request = match protocol::parse(text) {
+            Ok(r) => r,
+            Err(refusal) => {
+                self.send(session, refusal.to_json());
+                return;
+            }
+        };
+        match request {
+            Request::Ping => self.send(session, protocol::pong()),
+            Request::Login { user, token } => self.login(now, unix_now, session, user, &token),
+            other => match self.user_of(session).map(str::to_string) {
+                Some(user) => self.requests.push_back(CallRequest::Call {
+                    user,
+                    request: other,
+                }),
+                None => {
+                    let r = Refusal::new(ErrorCode::NotLoggedIn, "log in first", other.id());
+                    self.send(session, r.to_json());
+                }
+            },
+        }
+    }
+
+    fn login(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        session: SessionId,
+        user: String,
+        token: &str,
+    ) {
+        if !self.secret.is_empty()
+            && let Err(why) = token::verify(&self.secret, &user, token, unix_now)
+        {
+            log::info!("login of {} refused: token {why:?}", crate::pii::Pii(&user));
+            let r = Refusal::new(ErrorCode::AuthFailed, "bad or expired token", None);
+            self.send(session, r.to_json());
+            return;
+        }
+        // A socket that was another user switches: the old user is gone from it.
+        if let Some(Some(previous)) = self.sessions.get(&session).cloned()
+            && previous != user
+        {
+            self.detach(now, &previous);
+        }
+        let entry = self.users.entry(user.clone()).or_insert(UserEntry {
+            session: None,
+            gone_at: None,
+        });
+        if let Some(old) = entry.session
+            && old != session
+        {
+            // A second login wins: the older socket is told and closed.
+            let r = Refusal::new(ErrorCode::Kicked, "logged in elsewhere", None);
+            self.outputs.push_back(HubOutput::Send {
+                session: old,
+                text: r.to_json(),
+            });
+            self.outputs.push_back(HubOutput::Close { session: old });
+            self.sessions.insert(old, None);
+        }
+        entry.session = Some(session);
+        entry.gone_at = None;
+        self.sessions.insert(session, Some(user.clone()));
+        log::info!("{} logged in", crate::pii::Pii(&user));
+        self.send(session, protocol::login_ok(&user));
+    }
+
+    /// The socket `session` closed. Its user's calls live on for [`RECONNECT_GRACE`].
+    pub fn close(&mut self, now: Instant, session: SessionId) {
+        if let Some(Some(user)) = self.sessions.remove(&session)
+            && self
+                .users
+                .get(&user)
+                .is_some_and(|u| u.session == Some(session))
+        {
+            self.detach(now, &user);
+        }
+    }
+
+    fn detach(&mut self, now: Instant, user: &str) {
+        if let Some(entry) = self.users.get_mut(user) {
+            entry.session = None;
+            entry.gone_at = Some(now + RECONNECT_GRACE);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.gone_at.is_some_and(|t| now >= t))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for user in gone {
+            self.users.remove(&user);
+            self.requests.push_back(CallRequest::UserGone { user });
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.users.values().filter_map(|u| u.gone_at).min()
+    }
+
+    pub fn poll_output(&mut self) -> Option<HubOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_request(&mut self) -> Option<CallRequest> {
+        self.requests.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn drain(hub: &mut Hub) -> Vec<(SessionId, Value)> {
+        let mut out = Vec::new();
+        while let Some(o) = hub.poll_output() {
+            match o {
+                HubOutput::Send { session, text } => {
+                    out.push((session, serde_json::from_str(&text).unwrap()))
+                }
+                HubOutput::Close { session } => out.push((session, Value::String("CLOSE".into()))),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn invite_before_login_is_not_loggedin_and_ping_always_works() {
+        let now = t0();
+        let mut hub = Hub::new("");
+        hub.open(1);
+        hub.handle_text(
+            now,
+            0,
+            1,
+            r#"{"type":"invite","id":"c1","callee":"echo","sdp":"v=0"}"#,
+        );
+        hub.handle_text(now, 0, 1, r#"{"type":"ping"}"#);
+        let out = drain(&mut hub);
+        assert_eq!(out[0].1["code"], "NOT_LOGGEDIN");
+        assert_eq!(out[0].1["id"], "c1");
+        assert_eq!(out[1].1["type"], "pong");
+        assert!(hub.poll_request().is_none(), "an error changes nothing");
+    }
+
+    #[test]
+    fn tokens_are_checked_when_a_secret_is_set() {
+        let now = t0();
+        let mut hub = Hub::new("s3cret");
+        hub.open(1);
+        hub.handle_text(
+            now,
+            100,
+            1,
+            r#"{"type":"login","user":"1001","token":"v1.1.00"}"#,
+        );
+        assert_eq!(drain(&mut hub)[0].1["code"], "AUTH_FAILED");
+        let expired = token::mint(b"s3cret", "1001", 100);
+        hub.handle_text(
+            now,
+            100,
+            1,
+            &format!(r#"{{"type":"login","user":"1001","token":"{expired}"}}"#),
+        );
+        assert_eq!(drain(&mut hub)[0].1["code"], "AUTH_FAILED");
+        assert!(!hub.is_online("1001"));
+        let good = token::mint(b"s3cret", "1001", 200);
+        hub.handle_text(
+            now,
+            100,
+            1,
+            &format!(r#"{{"type":"login","user":"1001","token":"{good}"}}"#),
+        );
+        assert_eq!(drain(&mut hub)[0].1["type"], "login_ok");
+        assert!(hub.is_online("1001"));
+    }
+
+    #[test]
+    fn second_login_kicks_the_first_socket() {
+        let now = t0();
+        let mut hub = Hub::new("");
+        hub.open(1);
+        hub.open(2);
+        hub.handle_text(now, 0, 1, r#"{"type":"login","user":"1001"}"#);
+        hub.handle_text(now, 0, 2, r#"{"type":"login","user":"1001"}"#);
+        let out = drain(&mut hub);
+        assert_eq!(out[1].0, 1);
+        assert_eq!(out[1].1["code"], "KICKED");
+        assert_eq!(out[2], (1, Value::String("CLOSE".into())));
+        assert_eq!(out[3].1["type"], "login_ok");
+        assert!(hub.send_to_user("1001", "{}".into()));
+        assert_eq!(drain(&mut hub)[0].0, 2, "events go to the newer socket");
+        // the kicked socket closing later does not take the user offline
+        hub.close(now, 1);
+        assert!(hub.is_online("1001"));
+    }
+
+    #[test]
+    fn calls_survive_a_closed_socket_for_the_grace_period() {
+        let now = t0();
+        let mut hub = Hub::new("");
+        hub.open(1);
+        hub.handle_text(now, 0, 1, r#"{"type":"login","user":"1001"}"#);
+        hub.handle_text(now, 0, 1, r#"{"type":"hangup","id":"c1"}"#);
+        assert!(
+            matches!(hub.poll_request(), Some(CallRequest::Call { user, request: Request::Hangup { .. } }) if user == "1001")
+        );
+        hub.close(now, 1);
+        assert_eq!(hub.poll_timeout(), Some(now + RECONNECT_GRACE));
+        // back within the grace period: nothing ends
+        hub.open(2);
+        hub.handle_text(
+            now + Duration::from_secs(9),
+            0,
+            2,
+            r#"{"type":"login","user":"1001"}"#,
+        );
+        hub.handle_timeout(now + Duration::from_secs(11));
+        assert!(hub.poll_request().is_none());
+        // gone for good
+        hub.close(now + Duration::from_secs(12), 2);
+        hub.handle_timeout(now + Duration::from_secs(21));
+        assert!(hub.poll_request().is_none());
+        hub.handle_timeout(now + Duration::from_secs(22));
+        assert_eq!(
+            hub.poll_request(),
+            Some(CallRequest::UserGone {
+                user: "1001".into()
+            })
+        );
+    }
+}
