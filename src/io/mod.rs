@@ -12,5 +12,6 @@ mod api;
 mod shard;
 pub mod sys;
 mod tcp;
+mod web;
 
 pub use shard::{RunError, SHUTDOWN_GRACE, run};

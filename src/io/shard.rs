@@ -16,7 +16,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::api;
 use super::sys::RecvBatch;
 use super::tcp::{Conn, ReadOutcome};
+use super::web::{self, WebConn};
 use crate::config::Config;
+use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
+use crate::signal::protocol::{ErrorCode, Refusal};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
@@ -26,6 +29,8 @@ const UDP: Token = Token(0);
 const SIP_TCP_LISTEN: Token = Token(1);
 const API_LISTEN: Token = Token(2);
 const SIGNALS: Token = Token(3);
+const WEB_LISTEN: Token = Token(4);
+const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
 
@@ -94,6 +99,17 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         ),
         None => None,
     };
+    if config.webrtc.tls_listen.is_some() {
+        return Err(RunError(
+            "[webrtc] tls_listen: HTTPS/WSS is not available in this build yet; leave it empty"
+                .into(),
+        ));
+    }
+    let web_listener = std::net::TcpListener::bind(config.webrtc.listen)
+        .map_err(|e| err(format_args!("[webrtc] listen {}", config.webrtc.listen), e))?;
+    web_listener
+        .set_nonblocking(true)
+        .map_err(|e| err("socket", e))?;
     for s in [sip_udp.set_nonblocking(true), sip_tcp.set_nonblocking(true)] {
         s.map_err(|e| err("socket", e))?;
     }
@@ -124,6 +140,9 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         UdpSocket::from_std(sip_udp),
         TcpListener::from_std(sip_tcp),
         api_listener.map(TcpListener::from_std),
+        TcpListener::from_std(web_listener),
+        Hub::new(config.auth.secret.expose()),
+        config.webrtc.allowed_origins.clone(),
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -137,6 +156,13 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             .map(|a| format!(", API on http://{a}"))
             .unwrap_or_default()
     );
+    log::info!(
+        "demo page and WebSocket on http://{}/ (/ws)",
+        config.webrtc.listen
+    );
+    if config.auth.secret.expose().is_empty() {
+        log::warn!("[auth] secret is empty: anyone may log in as any user (demo only)");
+    }
     let result = control.run();
     stop.store(true, Ordering::SeqCst);
     for (waker, handle) in others {
@@ -202,6 +228,12 @@ struct ControlShard {
     sip_conns: Vec<Option<Conn>>,
     sip_by_peer: HashMap<SocketAddr, usize>,
     api_conns: Vec<Option<ApiConn>>,
+    web_listener: TcpListener,
+    web_conns: Vec<Option<WebConn>>,
+    web_by_session: HashMap<SessionId, usize>,
+    next_session: SessionId,
+    allowed_origins: Vec<String>,
+    hub: Hub,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -215,6 +247,9 @@ impl ControlShard {
         mut udp: UdpSocket,
         mut sip_listener: TcpListener,
         mut api_listener: Option<TcpListener>,
+        mut web_listener: TcpListener,
+        hub: Hub,
+        allowed_origins: Vec<String>,
     ) -> Result<Self, RunError> {
         let poll = Poll::new().map_err(|e| err("poll", e))?;
         let registry = poll.registry();
@@ -229,6 +264,9 @@ impl ControlShard {
                 .register(l, API_LISTEN, Interest::READABLE)
                 .map_err(|e| err("register", e))?;
         }
+        registry
+            .register(&mut web_listener, WEB_LISTEN, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
         let (mut signals, writer) = UnixStream::pair().map_err(|e| err("signal pipe", e))?;
         let writer = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(writer));
         let mut ids = Vec::new();
@@ -254,6 +292,12 @@ impl ControlShard {
             sip_conns: Vec::new(),
             sip_by_peer: HashMap::new(),
             api_conns: Vec::new(),
+            web_listener,
+            web_conns: Vec::new(),
+            web_by_session: HashMap::new(),
+            next_session: 0,
+            allowed_origins,
+            hub,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -294,7 +338,11 @@ impl ControlShard {
                     Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
                         self.sip_conn_ready(now, t - SIP_CONN_BASE, event)
                     }
-                    Token(t) if t >= API_CONN_BASE => self.api_conn_ready(now, t - API_CONN_BASE),
+                    Token(t) if (API_CONN_BASE..WEB_CONN_BASE).contains(&t) => {
+                        self.api_conn_ready(now, t - API_CONN_BASE)
+                    }
+                    WEB_LISTEN => self.accept_web(now),
+                    Token(t) if t >= WEB_CONN_BASE => self.web_conn_ready(now, t - WEB_CONN_BASE),
                     Token(_) => {}
                 }
             }
@@ -302,6 +350,8 @@ impl ControlShard {
                 self.endpoint.handle_timeout(now);
             }
             self.drain_endpoint(now);
+            self.hub.handle_timeout(now);
+            self.drain_hub(now);
             self.expire_connections(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.endpoint.is_shutdown_complete() {
@@ -329,6 +379,12 @@ impl ControlShard {
         }
         for c in self.sip_conns.iter().flatten() {
             consider(c.last_activity + SIP_TCP_IDLE);
+        }
+        for c in self.web_conns.iter().flatten() {
+            consider(c.deadline());
+        }
+        if let Some(t) = self.hub.poll_timeout() {
+            consider(t);
         }
         next
     }
@@ -684,6 +740,15 @@ impl ControlShard {
                 self.close_api(i);
             }
         }
+        for i in 0..self.web_conns.len() {
+            if self.web_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.deadline())
+            {
+                // Service it once more: it pings, or times out and closes.
+                self.web_conn_ready(now, i);
+            }
+        }
         for i in 0..self.sip_conns.len() {
             if self.sip_conns[i]
                 .as_ref()
@@ -694,15 +759,134 @@ impl ControlShard {
         }
     }
 
+    fn accept_web(&mut self, now: Instant) {
+        for _ in 0..256 {
+            match self.web_listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let Some(index) = Self::free_slot(&mut self.web_conns, web::MAX_WEB_CONNS)
+                    else {
+                        log::warn!("web connection from {peer} refused: too many connections");
+                        continue;
+                    };
+                    let token = Token(WEB_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.web_conns[index] = Some(WebConn::new(stream, peer, now));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("web accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn web_conn_ready(&mut self, now: Instant, index: usize) {
+        let unix_now = unix_time();
+        let token = Token(WEB_CONN_BASE + index);
+        let Some(conn) = self.web_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let before = conn.session();
+        let next = conn.service(
+            now,
+            unix_now,
+            &mut self.hub,
+            &mut self.next_session,
+            &self.allowed_origins,
+            self.poll.registry(),
+            token,
+        );
+        if let (None, Some(session)) = (before, conn.session()) {
+            self.web_by_session.insert(session, index);
+        }
+        if next == web::Next::Close {
+            self.close_web(now, index);
+        }
+        self.drain_hub(now);
+    }
+
+    fn close_web(&mut self, now: Instant, index: usize) {
+        if let Some(mut conn) = self.web_conns.get_mut(index).and_then(Option::take) {
+            if let Some(session) = conn.session() {
+                self.web_by_session.remove(&session);
+                self.hub.close(now, session);
+            }
+            if !matches!(conn, WebConn::Closed) {
+                let _ = self.poll.registry().deregister(conn.stream_mut());
+            }
+        }
+    }
+
+    /// Delivers the hub's frames and closes, and hands its call requests to the call layer.
+    fn drain_hub(&mut self, now: Instant) {
+        for _ in 0..100_000 {
+            let Some(out) = self.hub.poll_output() else {
+                break;
+            };
+            match out {
+                HubOutput::Send { session, text } => {
+                    let Some(&index) = self.web_by_session.get(&session) else {
+                        continue;
+                    };
+                    let ok = self.web_conns[index]
+                        .as_mut()
+                        .is_some_and(|c| c.send_text(text));
+                    if !ok {
+                        self.close_web(now, index);
+                    }
+                }
+                HubOutput::Close { session } => {
+                    if let Some(&index) = self.web_by_session.get(&session) {
+                        if let Some(c) = self.web_conns[index].as_mut() {
+                            c.close();
+                        }
+                        self.close_web(now, index);
+                    }
+                }
+            }
+        }
+        while let Some(request) = self.hub.poll_request() {
+            match request {
+                CallRequest::Call { user, request } => {
+                    // The call layer comes with the WebRTC leg; until then no call exists.
+                    let r = Refusal::new(
+                        ErrorCode::NoSuchCall,
+                        "calls are not available yet",
+                        request.id(),
+                    );
+                    self.hub.refuse(&user, r);
+                }
+                CallRequest::UserGone { .. } => {}
+            }
+        }
+    }
+
     fn metrics(&self) -> Vec<(&'static str, u64)> {
         let mut m = self.endpoint.metrics();
         m.push(("udp_send_dropped_total", self.udp_send_dropped));
         m.push(("udp_truncated_total", self.udp_truncated));
         m.push(("tcp_send_dropped_total", self.tcp_dropped));
+        m.push(("websocket_sessions", self.hub.session_count() as u64));
         m.push((
             "sip_tcp_connections",
             self.sip_conns.iter().flatten().count() as u64,
         ));
         m
     }
+}
+
+/// Seconds since the Unix epoch (login token expiry); 0 if the clock is before 1970.
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

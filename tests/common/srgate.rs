@@ -243,6 +243,11 @@ impl Srgate {
         self.config.sip_addr()
     }
 
+    /// `[webrtc] listen`: demo page and WebSocket.
+    pub fn web_addr(&self) -> SocketAddr {
+        local(self.config.webrtc_port)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }

@@ -1,0 +1,212 @@
+//! The browser protocol over a real WebSocket (no browser): every error path, the limits,
+//! login tokens, KICKED, the Origin allow-list, and that a broken message changes nothing.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{GatewayConfig, Srgate, TestDir};
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+fn connect(srgate: &Srgate, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    let addr = srgate.web_addr();
+    let stream = TcpStream::connect(addr).expect("srgate listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+    }
+    tungstenite::client(request, stream)
+        .map(|(ws, _)| ws)
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
+        })
+}
+
+fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).unwrap();
+}
+
+/// The next JSON message (pings are skipped; the read timeout bounds the wait).
+fn recv(ws: &mut Ws) -> Value {
+    for _ in 0..16 {
+        match ws.read().expect("a message within 5 s") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(_) => return json!({"closed": true}),
+            _ => continue,
+        }
+    }
+    panic!("no text message");
+}
+
+fn ask(ws: &mut Ws, text: &str) -> Value {
+    send(ws, text);
+    recv(ws)
+}
+
+fn start(dir: &TestDir, extra: &str) -> Srgate {
+    let mut config = GatewayConfig::standalone();
+    config.extra.push_str(extra);
+    Srgate::start(config, dir.path())
+}
+
+#[test]
+fn every_error_path_answers_and_changes_nothing() {
+    let dir = TestDir::new("ws-errors");
+    let srgate = start(&dir, "");
+    let mut ws = connect(&srgate, None).unwrap();
+    assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#), json!({"type":"pong"}));
+    let e = ask(
+        &mut ws,
+        r#"{"type":"invite","id":"c1","callee":"echo","sdp":"v=0"}"#,
+    );
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("NOT_LOGGEDIN"), Some("c1"))
+    );
+    assert_eq!(ask(&mut ws, "{not json")["code"], "BAD_JSON");
+    assert_eq!(
+        ask(&mut ws, r#"{"type":"teleport","id":"x"}"#)["code"],
+        "UNKNOWN_TYPE"
+    );
+    assert_eq!(ask(&mut ws, r#"{"type":"login"}"#)["code"], "BAD_REQUEST");
+    assert_eq!(
+        ask(&mut ws, r#"{"type":"login","user":"no spaces"}"#)["code"],
+        "BAD_REQUEST"
+    );
+    let big = format!(
+        r#"{{"type":"invite","id":"c2","callee":"echo","sdp":"{}"}}"#,
+        "a".repeat(70_000)
+    );
+    assert_eq!(ask(&mut ws, &big)["code"], "TOO_LARGE");
+    ws.send(Message::Binary(vec![1, 2, 3].into())).unwrap();
+    assert_eq!(recv(&mut ws)["code"], "BAD_JSON");
+    // the socket still works after every refusal
+    assert_eq!(
+        ask(&mut ws, r#"{"type":"login","user":"1001"}"#),
+        json!({"type":"login_ok","user":"1001"})
+    );
+    let long = "x".repeat(8193);
+    let e = ask(
+        &mut ws,
+        &format!(r#"{{"type":"invite","id":"c3","callee":"1006","sdp":"v=0","content":"{long}"}}"#),
+    );
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("BAD_REQUEST"), Some("c3"))
+    );
+    let e = ask(&mut ws, r#"{"type":"hangup","id":"nope"}"#);
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("NO_SUCH_CALL"), Some("nope"))
+    );
+    let health = srgate.health().unwrap();
+    assert_eq!(health.calls, 0);
+}
+
+#[test]
+fn a_second_login_kicks_the_first_socket() {
+    let dir = TestDir::new("ws-kick");
+    let srgate = start(&dir, "");
+    let mut first = connect(&srgate, None).unwrap();
+    assert_eq!(
+        ask(&mut first, r#"{"type":"login","user":"1001"}"#)["type"],
+        "login_ok"
+    );
+    let mut second = connect(&srgate, None).unwrap();
+    assert_eq!(
+        ask(&mut second, r#"{"type":"login","user":"1001"}"#)["type"],
+        "login_ok"
+    );
+    assert_eq!(recv(&mut first)["code"], "KICKED");
+    // then the first socket is closed by srgate
+    let closed = matches!(first.read(), Ok(Message::Close(_)) | Err(_));
+    assert!(closed, "the kicked socket is closed");
+    assert_eq!(ask(&mut second, r#"{"type":"ping"}"#)["type"], "pong");
+}
+
+#[test]
+fn tokens_expired_forged_and_valid() {
+    let dir = TestDir::new("ws-tokens");
+    let secret = "0123456789abcdef0123456789abcdef";
+    let srgate = start(&dir, &format!("[auth]\nsecret = {secret}\n"));
+    let mut ws = connect(&srgate, None).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = srgate::signal::token::mint(secret.as_bytes(), "1001", now - 1);
+    let forged = srgate::signal::token::mint(b"not the secret", "1001", now + 600);
+    let good = srgate::signal::token::mint(secret.as_bytes(), "1001", now + 600);
+    for (token, want) in [
+        ("", "AUTH_FAILED"),
+        (expired.as_str(), "AUTH_FAILED"),
+        (forged.as_str(), "AUTH_FAILED"),
+    ] {
+        let e = ask(
+            &mut ws,
+            &format!(r#"{{"type":"login","user":"1001","token":"{token}"}}"#),
+        );
+        assert_eq!(e["code"], want, "{token}");
+    }
+    let e = ask(&mut ws, r#"{"type":"hangup","id":"c1"}"#);
+    assert_eq!(e["code"], "NOT_LOGGEDIN", "a refused login logs nobody in");
+    let ok = ask(
+        &mut ws,
+        &format!(r#"{{"type":"login","user":"1001","token":"{good}"}}"#),
+    );
+    assert_eq!(ok["type"], "login_ok");
+    // the token printed by the command line works too
+    let out = std::process::Command::new(Srgate::binary())
+        .args(["token", "1002", "--ttl", "60", "-c"])
+        .arg(srgate.config_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let mut ws2 = connect(&srgate, None).unwrap();
+    let ok = ask(
+        &mut ws2,
+        &format!(
+            r#"{{"type":"login","user":"1002","token":"{}"}}"#,
+            printed.trim()
+        ),
+    );
+    assert_eq!(ok["type"], "login_ok");
+}
+
+#[test]
+fn origins_outside_the_allow_list_are_refused() {
+    let dir = TestDir::new("ws-origins");
+    let srgate = start(&dir, "[webrtc]\nallowed_origins = https://app.example\n");
+    assert!(connect(&srgate, Some("https://evil.example")).is_err());
+    assert!(
+        connect(&srgate, None).is_err(),
+        "a missing Origin is refused when a list is set"
+    );
+    let mut ws = connect(&srgate, Some("https://app.example")).unwrap();
+    assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
+}
+
+#[test]
+fn the_demo_page_and_client_are_served() {
+    let dir = TestDir::new("web-page");
+    let srgate = start(&dir, "");
+    let page = common::http::get(srgate.web_addr(), "/", Duration::from_secs(2)).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("srgate"));
+    let js = common::http::get(srgate.web_addr(), "/srgate.js", Duration::from_secs(2)).unwrap();
+    assert_eq!(js.status, 200);
+    let missing = common::http::get(srgate.web_addr(), "/nope", Duration::from_secs(2)).unwrap();
+    assert_eq!(missing.status, 404);
+}

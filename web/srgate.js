@@ -1,0 +1,2 @@
+// srgate browser client (being built)
+export {};
