@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use srgate::wire::sip::{
-    CSeq, Contact, Frame, HeaderName, MAX_HEADERS, MAX_MESSAGE, Message, MessageBuilder,
-    NameAddr, Uri, Via, frame, frame_len,
+    CSeq, Contact, Frame, HeaderName, MAX_HEADERS, MAX_MESSAGE, Message, MessageBuilder, NameAddr,
+    Uri, Via, frame, frame_len,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -42,19 +42,32 @@ fn touch(m: &Message<'_>, data: &[u8]) {
     }
     assert_eq!(m.is_request(), m.method().is_some());
     assert_eq!(m.is_request(), m.request_uri().is_some());
-    assert_eq!(!m.is_request(), m.status().is_some() && m.reason().is_some());
+    assert_eq!(
+        !m.is_request(),
+        m.status().is_some() && m.reason().is_some()
+    );
     if let Some(Ok(uri)) = m.sip_request_uri() {
         let _ = uri.param("transport");
     }
     for (name, value) in m.headers() {
         let _ = (name.as_str(), name.compact(), value.len());
-        assert_eq!(m.header_all(name).next().is_some(), true);
+        assert!(m.header_all(name).next().is_some());
     }
     // parse() validated these: the accessors must agree
-    let vias: usize = m.vias().map(|v| v.expect("validated Via")).map(|v| {
-        let _ = (v.branch, v.rport, v.received, v.param("ttl"), v.has_rfc3261_branch());
-        let _ = v.host.to_string();
-    }).count();
+    let vias: usize = m
+        .vias()
+        .map(|v| v.expect("validated Via"))
+        .map(|v| {
+            let _ = (
+                v.branch,
+                v.rport,
+                v.received,
+                v.param("ttl"),
+                v.has_rfc3261_branch(),
+            );
+            let _ = v.host.to_string();
+        })
+        .count();
     assert!(vias > 0);
     assert!(m.top_via().is_ok());
     let cseq = m.cseq().expect("validated CSeq");
@@ -62,8 +75,16 @@ fn touch(m: &Message<'_>, data: &[u8]) {
         assert_eq!(method.as_str(), cseq.method.as_str());
     }
     m.call_id().expect("validated Call-ID");
-    for addr in [m.from().expect("validated From"), m.to().expect("validated To")] {
-        let _ = (addr.display, addr.tag, addr.param("x"), addr.uri.param("lr"));
+    for addr in [
+        m.from().expect("validated From"),
+        m.to().expect("validated To"),
+    ] {
+        let _ = (
+            addr.display,
+            addr.tag,
+            addr.param("x"),
+            addr.uri.param("lr"),
+        );
         let mut user: heapless::String<256> = heapless::String::new();
         let _ = addr.uri.user_unescaped(&mut user);
         let _ = addr.uri.equivalent(&addr.uri);
@@ -106,7 +127,10 @@ fn round_trip(m: &Message<'_>) {
     }
     let again = match Message::parse(&raw) {
         Ok(again) => again,
-        Err(e) => panic!("rebuilt message rejected: {e:?}\n{}", String::from_utf8_lossy(&raw)),
+        Err(e) => panic!(
+            "rebuilt message rejected: {e:?}\n{}",
+            String::from_utf8_lossy(&raw)
+        ),
     };
     assert_eq!(again.method(), m.method());
     assert_eq!(again.status(), m.status());
