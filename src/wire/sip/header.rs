@@ -5,6 +5,19 @@ use core::fmt;
 
 macro_rules! header_names {
     ($( $(#[$doc:meta])* $variant:ident = $canonical:literal $(, $compact:literal)? ;)*) => {
+        /// Dense numbers of the known names (the order of [`KNOWN`]).
+        #[repr(u8)]
+        #[derive(Clone, Copy)]
+        enum KnownIndex {
+            $( $variant, )*
+        }
+
+        /// Every known name, indexed by [`HeaderName::index`].
+        const KNOWN: &[HeaderName<'static>] = &[ $( HeaderName::$variant, )* ];
+
+        /// The canonical spellings, in the same order.
+        const SPELLINGS: &[&str] = &[ $( $canonical, )* ];
+
         /// A header field name. Parsed names are canonical: a compact form or any spelling of
         /// a known name becomes its variant; every other name is [`HeaderName::Other`] as
         /// received. Equality is case-insensitive and maps compact forms, also for `Other`.
@@ -23,8 +36,32 @@ macro_rules! header_names {
                     $( $( if c == $compact { return HeaderName::$variant; } )? )*
                     return HeaderName::Other(name);
                 }
-                $( if name.eq_ignore_ascii_case($canonical) { return HeaderName::$variant; } )*
+                // one probe of a hash table built at compile time, usually one comparison
+                let mut slot = name_hash(name.as_bytes());
+                // bounded: the table is never full, so an empty slot ends every probe run
+                for _ in 0..TABLE_SIZE {
+                    let entry = NAME_TABLE[slot];
+                    if entry == EMPTY {
+                        break;
+                    }
+                    if let (Some(known), Some(spelling)) =
+                        (KNOWN.get(usize::from(entry)), SPELLINGS.get(usize::from(entry)))
+                        && name.eq_ignore_ascii_case(spelling)
+                    {
+                        return *known;
+                    }
+                    slot = (slot + 1) % TABLE_SIZE;
+                }
                 HeaderName::Other(name)
+            }
+
+            /// A dense number for a known name, [`HeaderName::OTHER_INDEX`] for `Other`
+            /// (compact storage in [`super::Message`]).
+            pub(crate) const fn index(&self) -> u8 {
+                match self {
+                    $( HeaderName::$variant => KnownIndex::$variant as u8, )*
+                    HeaderName::Other(_) => Self::OTHER_INDEX,
+                }
             }
 
             /// The canonical spelling (`Call-ID`, `CSeq`, `WWW-Authenticate`, ...).
@@ -105,23 +142,57 @@ header_names! {
     ErrorInfo = "Error-Info";
 }
 
+const TABLE_SIZE: usize = 256;
+const EMPTY: u8 = u8::MAX;
+
+/// Case-insensitive hash of a header name over its length and three of its letters.
+const fn name_hash(name: &[u8]) -> usize {
+    let n = name.len();
+    if n == 0 {
+        return 0;
+    }
+    let first = (name[0] | 0x20) as usize;
+    let last = (name[n - 1] | 0x20) as usize;
+    let mid = (name[n / 2] | 0x20) as usize;
+    (n * 131 + first * 31 + last * 7 + mid * 3) % TABLE_SIZE
+}
+
+/// Open-addressing table from [`name_hash`] to the index of a known name.
+static NAME_TABLE: [u8; TABLE_SIZE] = {
+    let mut table = [EMPTY; TABLE_SIZE];
+    let mut i = 0;
+    while i < SPELLINGS.len() {
+        let mut slot = name_hash(SPELLINGS[i].as_bytes());
+        while table[slot] != EMPTY {
+            slot = (slot + 1) % TABLE_SIZE;
+        }
+        table[slot] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+impl HeaderName<'_> {
+    pub(crate) const OTHER_INDEX: u8 = u8::MAX;
+
+    /// The known name with this [`HeaderName::index`].
+    pub(crate) fn from_index(index: u8) -> Option<HeaderName<'static>> {
+        KNOWN.get(usize::from(index)).copied()
+    }
+
+    /// The index after mapping an `Other` spelling of a known name (`Other("v")` is Via).
+    pub(crate) fn canonical_index(&self) -> u8 {
+        match self {
+            HeaderName::Other(s) => HeaderName::new(s).index(),
+            known => known.index(),
+        }
+    }
+}
+
 impl PartialEq for HeaderName<'_> {
     fn eq(&self, other: &HeaderName<'_>) -> bool {
-        match (self, other) {
-            (HeaderName::Other(a), HeaderName::Other(b)) => {
-                match (HeaderName::new(a), HeaderName::new(b)) {
-                    (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
-                    (x, y) => core::mem::discriminant(&x) == core::mem::discriminant(&y),
-                }
-            }
-            // an Other built by hand may still name a known header
-            (HeaderName::Other(a), known) | (known, HeaderName::Other(a)) => {
-                let mapped = HeaderName::new(a);
-                !matches!(mapped, HeaderName::Other(_))
-                    && core::mem::discriminant(&mapped) == core::mem::discriminant(known)
-            }
-            _ => core::mem::discriminant(self) == core::mem::discriminant(other),
-        }
+        let (a, b) = (self.canonical_index(), other.canonical_index());
+        a == b && (a != Self::OTHER_INDEX || self.as_str().eq_ignore_ascii_case(other.as_str()))
     }
 }
 
@@ -154,5 +225,15 @@ mod tests {
         assert_eq!(HeaderName::Other("v"), HeaderName::Other("VIA"));
         assert_eq!(HeaderName::Contact.compact(), Some('m'));
         assert_eq!(HeaderName::WwwAuthenticate.to_string(), "WWW-Authenticate");
+        for (i, known) in KNOWN.iter().enumerate() {
+            assert_eq!(usize::from(known.index()), i);
+            assert_eq!(HeaderName::new(known.as_str()).index(), known.index());
+            assert_eq!(HeaderName::from_index(known.index()), Some(*known));
+        }
+        assert!(KNOWN.len() < usize::from(HeaderName::OTHER_INDEX));
+        assert_eq!(
+            HeaderName::Other("V").canonical_index(),
+            HeaderName::Via.index()
+        );
     }
 }

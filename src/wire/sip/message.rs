@@ -20,10 +20,13 @@ pub const MAX_MESSAGE: usize = 65535;
 /// The most header lines a message may have; more is [`Error::TooManyHeaders`].
 pub const MAX_HEADERS: usize = 64;
 
+/// One header line as spans of the header section: `index` is the known name's
+/// [`HeaderName::index`] (the name span is then unused) or `OTHER_INDEX`.
 #[derive(Debug, Clone, Copy)]
-struct Header<'a> {
-    name: HeaderName<'a>,
-    value: &'a str,
+struct Header {
+    index: u8,
+    name: (u16, u16),
+    value: (u16, u16),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,37 +40,49 @@ enum StartLine<'a> {
 pub struct Message<'a> {
     bytes: &'a [u8],
     start: StartLine<'a>,
-    headers: Vec<Header<'a>, MAX_HEADERS>,
+    /// The header lines (after the start line), which the spans in `headers` index.
+    head: &'a str,
+    headers: Vec<Header, MAX_HEADERS>,
     body: &'a [u8],
+    /// The headers every message has, parsed once by the validation in [`Message::parse`].
+    core: Option<Core<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Core<'a> {
+    top_via: Via<'a>,
+    cseq: CSeq<'a>,
+    call_id: &'a str,
+    from: NameAddr<'a>,
+    to: NameAddr<'a>,
 }
 
 /// The headers that may occur only once, checked for duplicates by [`Message::parse`].
-const SINGLE: [(HeaderName<'static>, &str); 8] = [
-    (HeaderName::To, "To"),
-    (HeaderName::From, "From"),
-    (HeaderName::CallId, "Call-ID"),
-    (HeaderName::CSeq, "CSeq"),
-    (HeaderName::ContentLength, "Content-Length"),
-    (HeaderName::MaxForwards, "Max-Forwards"),
-    (HeaderName::Expires, "Expires"),
-    (HeaderName::ContentType, "Content-Type"),
+const SINGLE: [(u8, &str); 8] = [
+    (HeaderName::To.index(), "To"),
+    (HeaderName::From.index(), "From"),
+    (HeaderName::CallId.index(), "Call-ID"),
+    (HeaderName::CSeq.index(), "CSeq"),
+    (HeaderName::ContentLength.index(), "Content-Length"),
+    (HeaderName::MaxForwards.index(), "Max-Forwards"),
+    (HeaderName::Expires.index(), "Expires"),
+    (HeaderName::ContentType.index(), "Content-Type"),
 ];
+
+const VIA: u8 = HeaderName::Via.index();
+
+fn span_str(text: &str, (start, end): (u16, u16)) -> &str {
+    text.get(usize::from(start)..usize::from(end)).unwrap_or("")
+}
 
 /// Where the header section of `buf` ends: `(head_end, body_start)`, where `head_end`
 /// excludes the line break before the blank line. Lines may end in CRLF or a bare LF.
 pub(crate) fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while let Some(off) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some((strip_cr(buf, nl), nl + 2)),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => {
-                return Some((strip_cr(buf, nl), nl + 3));
-            }
-            _ => i = nl + 1,
-        }
-    }
-    None
+    memchr::memchr_iter(b'\n', buf).find_map(|nl| match buf.get(nl + 1) {
+        Some(b'\n') => Some((strip_cr(buf, nl), nl + 2)),
+        Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => Some((strip_cr(buf, nl), nl + 3)),
+        _ => None,
+    })
 }
 
 fn strip_cr(buf: &[u8], nl: usize) -> usize {
@@ -114,7 +129,7 @@ impl<'a> Message<'a> {
         };
         let head = core::str::from_utf8(buf.get(..head_end).unwrap_or_default())
             .map_err(|_| Error::NotUtf8)?;
-        let (start_line, header_text) = match head.find('\n') {
+        let (start_line, header_text) = match memchr::memchr(b'\n', head.as_bytes()) {
             Some(nl) => (&head[..nl], &head[nl + 1..]),
             None => (head, ""),
         };
@@ -124,14 +139,15 @@ impl<'a> Message<'a> {
         let mut single: [Option<&'a str>; SINGLE.len()] = [None; SINGLE.len()];
         let mut has_via = false;
         for h in headers.iter() {
-            if h.name == HeaderName::Via {
+            if h.index == VIA {
                 has_via = true;
                 continue;
             }
-            if let Some(k) = SINGLE.iter().position(|(n, _)| *n == h.name) {
+            if let Some(k) = SINGLE.iter().position(|(i, _)| *i == h.index) {
+                let value = span_str(header_text, h.value);
                 match single[k] {
-                    None => single[k] = Some(h.value),
-                    Some(v) if v == h.value => {}
+                    None => single[k] = Some(value),
+                    Some(v) if v == value => {}
                     Some(_) => return Err(Error::DuplicateHeader(SINGLE[k].1)),
                 }
             }
@@ -145,13 +161,15 @@ impl<'a> Message<'a> {
             }
             None => rest,
         };
-        let msg = Message {
+        let mut msg = Message {
             bytes: buf.get(..body_start + body.len()).unwrap_or_default(),
             start,
+            head: header_text,
             headers,
             body,
+            core: None,
         };
-        msg.validate(&single, has_via)?;
+        msg.core = Some(msg.validate(&single, has_via)?);
         Ok(msg)
     }
 
@@ -160,7 +178,7 @@ impl<'a> Message<'a> {
         &self,
         single: &[Option<&'a str>; SINGLE.len()],
         has_via: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Core<'a>, Error> {
         let [to, from, call_id, cseq, _, max_forwards, expires, _] = *single;
         let to = to.ok_or(Error::MissingHeader("To"))?;
         let from = from.ok_or(Error::MissingHeader("From"))?;
@@ -185,10 +203,12 @@ impl<'a> Message<'a> {
                 _ => Error::MethodMismatch,
             });
         }
-        NameAddr::parse(to)?;
-        NameAddr::parse(from)?;
+        let to = NameAddr::parse(to)?;
+        let from = NameAddr::parse(from)?;
         check_call_id(call_id)?;
-        for via in self.vias() {
+        let mut vias = self.vias();
+        let top_via = vias.next().unwrap_or(Err(Error::MissingHeader("Via")))?;
+        for via in vias {
             via?;
         }
         for contact in self.contacts() {
@@ -203,7 +223,13 @@ impl<'a> Message<'a> {
         if let Some(date) = self.header(HeaderName::Date) {
             check_date(date)?;
         }
-        Ok(())
+        Ok(Core {
+            top_via,
+            cseq,
+            call_id,
+            from,
+            to,
+        })
     }
 
     /// True for a request, false for a response.
@@ -258,24 +284,43 @@ impl<'a> Message<'a> {
     /// Every header in arrival order: canonical name and raw value (trimmed; folded lines
     /// keep their CRLF and leading white space, which the typed parsers read as LWS).
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName<'a>, &'a str)> + '_ {
-        self.headers.iter().map(|h| (h.name, h.value))
+        let head = self.head;
+        self.headers.iter().map(move |h| {
+            let name = HeaderName::from_index(h.index)
+                .unwrap_or_else(|| HeaderName::Other(span_str(head, h.name)));
+            (name, span_str(head, h.value))
+        })
     }
 
     /// The value of the first header named `name`.
     pub fn header(&self, name: HeaderName<'_>) -> Option<&'a str> {
+        let head = self.head;
+        let index = name.canonical_index();
+        let other = name.as_str();
         self.headers
             .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.value)
+            .find(|h| {
+                h.index == index
+                    && (index != HeaderName::OTHER_INDEX
+                        || span_str(head, h.name).eq_ignore_ascii_case(other))
+            })
+            .map(|h| span_str(head, h.value))
     }
 
     /// The values of every header named `name`, in arrival order (one per header line; a
     /// line may hold several comma-separated values).
     pub fn header_all<'s>(&'s self, name: HeaderName<'s>) -> impl Iterator<Item = &'a str> + 's {
+        let head = self.head;
+        let index = name.canonical_index();
+        let other = name.as_str();
         self.headers
             .iter()
-            .filter(move |h| h.name == name)
-            .map(|h| h.value)
+            .filter(move |h| {
+                h.index == index
+                    && (index != HeaderName::OTHER_INDEX
+                        || span_str(head, h.name).eq_ignore_ascii_case(other))
+            })
+            .map(move |h| span_str(head, h.value))
     }
 
     /// Every Via value, top first, comma-separated values split.
@@ -287,19 +332,29 @@ impl<'a> Message<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'a>, Error> {
-        self.vias()
-            .next()
-            .unwrap_or(Err(Error::MissingHeader("Via")))
+        match &self.core {
+            Some(core) => Ok(core.top_via),
+            None => self
+                .vias()
+                .next()
+                .unwrap_or(Err(Error::MissingHeader("Via"))),
+        }
     }
 
     pub fn cseq(&self) -> Result<CSeq<'a>, Error> {
-        CSeq::parse(
-            self.header(HeaderName::CSeq)
-                .ok_or(Error::MissingHeader("CSeq"))?,
-        )
+        match &self.core {
+            Some(core) => Ok(core.cseq),
+            None => CSeq::parse(
+                self.header(HeaderName::CSeq)
+                    .ok_or(Error::MissingHeader("CSeq"))?,
+            ),
+        }
     }
 
     pub fn call_id(&self) -> Result<&'a str, Error> {
+        if let Some(core) = &self.core {
+            return Ok(core.call_id);
+        }
         let v = self
             .header(HeaderName::CallId)
             .ok_or(Error::MissingHeader("Call-ID"))?;
@@ -308,17 +363,23 @@ impl<'a> Message<'a> {
     }
 
     pub fn from(&self) -> Result<NameAddr<'a>, Error> {
-        NameAddr::parse(
-            self.header(HeaderName::From)
-                .ok_or(Error::MissingHeader("From"))?,
-        )
+        match &self.core {
+            Some(core) => Ok(core.from),
+            None => NameAddr::parse(
+                self.header(HeaderName::From)
+                    .ok_or(Error::MissingHeader("From"))?,
+            ),
+        }
     }
 
     pub fn to(&self) -> Result<NameAddr<'a>, Error> {
-        NameAddr::parse(
-            self.header(HeaderName::To)
-                .ok_or(Error::MissingHeader("To"))?,
-        )
+        match &self.core {
+            Some(core) => Ok(core.to),
+            None => NameAddr::parse(
+                self.header(HeaderName::To)
+                    .ok_or(Error::MissingHeader("To"))?,
+            ),
+        }
     }
 
     /// Every Contact value, comma-separated values split.
@@ -476,55 +537,68 @@ fn check_version(v: &str) -> Result<(), Error> {
 }
 
 /// Splits the header lines, joining folded continuation lines into one value span.
-fn split_headers(text: &str) -> Result<Vec<Header<'_>, MAX_HEADERS>, Error> {
-    let mut headers: Vec<Header<'_>, MAX_HEADERS> = Vec::new();
+fn split_headers(text: &str) -> Result<Vec<Header, MAX_HEADERS>, Error> {
+    let mut headers: Vec<Header, MAX_HEADERS> = Vec::new();
     if text.is_empty() {
         return Ok(headers);
     }
-    // (name, value start, value end) of the header being read
-    let mut current: Option<(HeaderName<'_>, usize, usize)> = None;
+    let b = text.as_bytes();
+    let at = |i: usize| u16::try_from(i).map_err(|_| Error::TooLarge);
+    let is_wsp = |c: u8| c == b' ' || c == b'\t';
+    let mut current: Option<Header> = None;
     let mut pos = 0;
     // each round consumes one line
-    while pos <= text.len() {
-        let line_end = text[pos..].find('\n').map_or(text.len(), |o| pos + o);
-        let line = &text[pos..line_end];
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let content_end = pos + line.trim_end_matches([' ', '\t']).len();
-        if line.starts_with([' ', '\t']) {
-            let (_, vs, ve) = current.as_mut().ok_or(Error::BadHeader)?;
-            let first = pos + (line.len() - line.trim_start_matches([' ', '\t']).len());
-            if first < content_end {
-                if *vs == *ve {
-                    *vs = first;
+    while pos <= b.len() {
+        let rest = b.get(pos..).unwrap_or_default();
+        let line_end = memchr::memchr(b'\n', rest).map_or(b.len(), |o| pos + o);
+        let mut end = line_end;
+        if end > pos && b.get(end - 1) == Some(&b'\r') {
+            end -= 1;
+        }
+        // the content ends before trailing white space
+        while end > pos && b.get(end - 1).is_some_and(|&c| is_wsp(c)) {
+            end -= 1;
+        }
+        if rest.first().is_some_and(|&c| is_wsp(c)) {
+            // a continuation line extends the current value
+            let h = current.as_mut().ok_or(Error::BadHeader)?;
+            let mut first = pos;
+            while first < end && b.get(first).is_some_and(|&c| is_wsp(c)) {
+                first += 1;
+            }
+            if first < end {
+                if h.value.0 == h.value.1 {
+                    h.value.0 = at(first)?;
                 }
-                *ve = content_end;
+                h.value.1 = at(end)?;
             }
         } else {
-            if let Some((name, vs, ve)) = current.take() {
-                headers
-                    .push(Header {
-                        name,
-                        value: &text[vs..ve],
-                    })
-                    .map_err(|_| Error::TooManyHeaders)?;
+            if let Some(h) = current.take() {
+                headers.push(h).map_err(|_| Error::TooManyHeaders)?;
             }
-            let (after, name) = lex::token(line).map_err(|_| Error::BadHeader)?;
-            let after_ws = after.trim_start_matches([' ', '\t']);
-            let value = after_ws.strip_prefix(':').ok_or(Error::BadHeader)?;
-            let lead = value.len() - value.trim_start_matches([' ', '\t']).len();
-            let vs = pos + (line.len() - value.len()) + lead;
-            // an all-blank value ends where it starts
-            current = Some((HeaderName::new(name), vs, content_end.max(vs)));
+            let line = text.get(pos..end).ok_or(Error::BadHeader)?;
+            let (_, name) = lex::token(line).map_err(|_| Error::BadHeader)?;
+            let mut colon = pos + name.len();
+            while b.get(colon).is_some_and(|&c| is_wsp(c)) {
+                colon += 1;
+            }
+            if colon >= end || b.get(colon) != Some(&b':') {
+                return Err(Error::BadHeader);
+            }
+            let mut value_start = colon + 1;
+            while value_start < end && b.get(value_start).is_some_and(|&c| is_wsp(c)) {
+                value_start += 1;
+            }
+            current = Some(Header {
+                index: HeaderName::new(name).index(),
+                name: (at(pos)?, at(pos + name.len())?),
+                value: (at(value_start)?, at(end)?),
+            });
         }
         pos = line_end + 1;
     }
-    if let Some((name, vs, ve)) = current {
-        headers
-            .push(Header {
-                name,
-                value: &text[vs..ve],
-            })
-            .map_err(|_| Error::TooManyHeaders)?;
+    if let Some(h) = current {
+        headers.push(h).map_err(|_| Error::TooManyHeaders)?;
     }
     Ok(headers)
 }

@@ -2,7 +2,7 @@
 //! (RFC 3261 §20.10, §20.20, §20.39, §25.1), and the Contact header with its `*` form.
 
 use super::Error;
-use super::lex::{self, is_lws, quoted_string, sws};
+use super::lex::{self, class, quoted_string, sws};
 use super::params::{self, Params};
 use super::uri::Uri;
 
@@ -40,12 +40,10 @@ fn name_addr(s: &str) -> Option<NameAddr<'_>> {
         }
         (Some(d), r)
     } else {
-        let end = s
-            .find(|c: char| !lex::is_token_char(c) && !is_lws(c))
-            .unwrap_or(s.len());
-        if s[end..].starts_with('<') {
-            let d = lex::trim_lws(&s[..end]);
-            (if d.is_empty() { None } else { Some(d) }, &s[end..])
+        let (rest, tokens) = lex::take_class(s, class::TOKEN | class::LWS);
+        if rest.starts_with('<') {
+            let d = lex::trim_lws(tokens);
+            (if d.is_empty() { None } else { Some(d) }, rest)
         } else {
             (None, s)
         }
@@ -58,9 +56,10 @@ fn name_addr(s: &str) -> Option<NameAddr<'_>> {
         // addr-spec: the URI ends at LWS or ';' (what follows are header parameters) and
         // may not carry '?' or ',' (RFC 3261 §20.10)
         let end = after_display
-            .find(|c: char| c == ';' || is_lws(c))
+            .bytes()
+            .position(|c| c == b';' || class::is(c, class::LWS))
             .unwrap_or(after_display.len());
-        let u = Uri::parse(&after_display[..end]).ok()?;
+        let u = Uri::parse(after_display.get(..end)?).ok()?;
         if !u.headers.is_empty() || u.as_str().contains(',') {
             return None;
         }

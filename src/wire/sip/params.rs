@@ -2,37 +2,7 @@
 //! header value (§25.1 generic-param). A [`Params`] is a borrowed view of the raw text;
 //! it is checked once by the parser that builds it and read lazily.
 
-use super::lex::{self, PResult, is_lws, quoted_string, sep, token};
-
-/// Characters of a URI parameter name or value (`paramchar` without the `%` escape, which
-/// is checked separately).
-pub(crate) fn is_uri_param_char(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            '[' | ']'
-                | '/'
-                | ':'
-                | '&'
-                | '+'
-                | '$'
-                | '-'
-                | '_'
-                | '.'
-                | '!'
-                | '~'
-                | '*'
-                | '\''
-                | '('
-                | ')'
-                | '%'
-        )
-}
-
-/// Characters of an unquoted header parameter value: `token` or `host` (IPv6 included).
-fn is_gen_value_char(c: char) -> bool {
-    lex::is_token_char(c) || matches!(c, '[' | ']' | ':')
-}
+use super::lex::{self, PResult, class, is_lws, quoted_string, sep, token};
 
 /// A borrowed parameter list. The raw text starts at the first `;` (or is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,6 +69,12 @@ impl<'a> Iterator for ParamIter<'a> {
             let bytes = s.as_bytes();
             let mut i = 0;
             let mut in_quotes = false;
+            // fast path: the next ';' comes before any quote
+            match memchr::memchr2(b';', b'"', bytes) {
+                Some(p) if bytes.get(p) == Some(&b';') => i = p,
+                None => i = bytes.len(),
+                Some(_) => {}
+            }
             while i < bytes.len() {
                 match bytes[i] {
                     b'\\' if in_quotes => i += 1,
@@ -111,7 +87,9 @@ impl<'a> Iterator for ParamIter<'a> {
             let end = i.min(s.len());
             let element = s.get(..end).unwrap_or(s);
             self.rest = s.get(end..).unwrap_or("");
-            let (name, value) = match element.split_once('=') {
+            let eq = memchr::memchr(b'=', element.as_bytes());
+            let split = eq.and_then(|p| Some((element.get(..p)?, element.get(p + 1..)?)));
+            let (name, value) = match split {
                 Some((n, v)) => {
                     let v = lex::trim_lws(v);
                     let v = match quoted_string(v) {
@@ -145,7 +123,7 @@ pub(crate) fn header_params(i: &str) -> PResult<'_, Params<'_>> {
                 if r.starts_with('"') {
                     quoted_string(r)?.0
                 } else {
-                    nom::bytes::complete::take_while1(is_gen_value_char)(r)?.0
+                    lex::take_class1(r, class::GEN_VALUE)?.0
                 }
             }
             Err(_) => r,
@@ -161,13 +139,13 @@ pub(crate) fn header_params(i: &str) -> PResult<'_, Params<'_>> {
 pub(crate) fn uri_params(i: &str) -> PResult<'_, Params<'_>> {
     let mut rest = i;
     while let Some(r) = rest.strip_prefix(';') {
-        let (r, name) = nom::bytes::complete::take_while(is_uri_param_char)(r)?;
+        let (r, name) = lex::take_class(r, class::URI_PARAM);
         if name.is_empty() || !lex::escapes_valid(name) {
             return Err(nom::Err::Error(()));
         }
         let r = match r.strip_prefix('=') {
             Some(r) => {
-                let (r, value) = nom::bytes::complete::take_while(is_uri_param_char)(r)?;
+                let (r, value) = lex::take_class(r, class::URI_PARAM);
                 if !lex::escapes_valid(value) {
                     return Err(nom::Err::Error(()));
                 }

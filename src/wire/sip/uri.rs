@@ -5,10 +5,10 @@
 use core::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use nom::bytes::complete::{take_while, take_while1};
+use nom::bytes::complete::take_while1;
 
 use super::Error;
-use super::lex::{self, PResult};
+use super::lex::{self, PResult, class};
 use super::params::{self, Params};
 
 /// A host: a domain name, an IPv4 address or an IPv6 reference (`[::1]`).
@@ -42,11 +42,6 @@ impl fmt::Display for Host<'_> {
     }
 }
 
-fn is_hostname_char(c: char) -> bool {
-    // '_' is not in the RFC 3261 grammar but appears in the wild (SRV-style names)
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')
-}
-
 /// `host`: IPv6 reference, IPv4 address or host name.
 pub(crate) fn host(i: &str) -> PResult<'_, Host<'_>> {
     if let Some(r) = i.strip_prefix('[') {
@@ -55,11 +50,13 @@ pub(crate) fn host(i: &str) -> PResult<'_, Host<'_>> {
         let addr: Ipv6Addr = addr.parse().map_err(|_| nom::Err::Error(()))?;
         return Ok((r, Host::V6(addr)));
     }
-    let (r, name) = take_while1(is_hostname_char)(i)?;
-    if name.starts_with(['.', '-']) || name.contains("..") {
+    let (r, name) = lex::take_class1(i, class::HOSTNAME)?;
+    let b = name.as_bytes();
+    if matches!(b.first(), Some(b'.' | b'-')) || b.windows(2).any(|w| w == b"..") {
         return Err(nom::Err::Error(()));
     }
-    if name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    if b.first().is_some_and(u8::is_ascii_digit)
+        && b.iter().all(|&c| c.is_ascii_digit() || c == b'.')
         && let Ok(a) = name.parse::<Ipv4Addr>()
     {
         return Ok((r, Host::V4(a)));
@@ -120,35 +117,6 @@ pub struct Uri<'a> {
     /// The `?name=value&...` headers, without the leading `?` (empty when absent).
     pub headers: &'a str,
     raw: &'a str,
-}
-
-fn is_scheme_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')
-}
-
-/// user = 1*( unreserved / escaped / user-unreserved )
-fn is_user_char(c: char) -> bool {
-    is_unreserved(c) || matches!(c, '%' | '&' | '=' | '+' | '$' | ',' | ';' | '?' | '/')
-}
-
-/// password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
-fn is_password_char(c: char) -> bool {
-    is_unreserved(c) || matches!(c, '%' | '&' | '=' | '+' | '$' | ',')
-}
-
-fn is_unreserved(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '!' | '~' | '*' | '\'' | '(' | ')')
-}
-
-/// hname / hvalue characters (RFC 3261 §25.1), `=` and `&` as separators.
-fn is_header_char(c: char) -> bool {
-    is_unreserved(c) || matches!(c, '%' | '[' | ']' | '/' | '?' | ':' | '+' | '$' | '=' | '&')
-}
-
-/// Characters allowed in an opaque absolute URI (RFC 2396 uric and a few more that appear
-/// in practice); never white space, quotes or angle brackets.
-fn is_opaque_char(c: char) -> bool {
-    c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\' | '^' | '`' | '{' | '|' | '}')
 }
 
 impl<'a> Uri<'a> {
@@ -228,9 +196,11 @@ impl<'a> Uri<'a> {
                 _ => return false,
             }
         }
-        for (name, value) in self.params.iter() {
-            if let Some(theirs) = other.params.get(name)
-                && !opt_eq(value, theirs, true)
+        // first occurrences only, so that a repeated parameter cannot make the relation
+        // asymmetric
+        for (name, _) in self.params.iter() {
+            if let (Some(ours), Some(theirs)) = (self.params.get(name), other.params.get(name))
+                && !opt_eq(ours, theirs, true)
             {
                 return false;
             }
@@ -268,7 +238,7 @@ impl fmt::Display for Uri<'_> {
 /// Parses a URI at the start of `i`; the rest is returned.
 pub(crate) fn uri(i: &str) -> PResult<'_, Uri<'_>> {
     let start = i;
-    let (r, scheme) = take_while1(is_scheme_char)(i)?;
+    let (r, scheme) = lex::take_class1(i, class::SCHEME)?;
     if !scheme.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err(nom::Err::Error(()));
     }
@@ -309,7 +279,7 @@ pub(crate) fn uri(i: &str) -> PResult<'_, Uri<'_>> {
             )
         }
         Scheme::Other(_) => {
-            let (r, opaque) = take_while1(is_opaque_char)(r)?;
+            let (r, opaque) = lex::take_class1(r, class::OPAQUE)?;
             if !lex::escapes_valid(opaque) {
                 return Err(nom::Err::Error(()));
             }
@@ -324,21 +294,28 @@ fn sip_rest<'a>(i: &'a str, empty: Uri<'a>) -> PResult<'a, Uri<'a>> {
     // '@' cannot appear unescaped anywhere but after the userinfo, and the userinfo may hold
     // ';', '?' and ':' (RFC 4475 §3.1.1.2), so it is found by the first '@' before any
     // character that can only follow the host part.
-    let host_end = i
-        .find(|c: char| !is_user_char(c) && c != ':' && c != '@')
+    let userinfo_end = i
+        .bytes()
+        .position(|c| !class::is(c, class::USER | class::PASSWORD) && c != b':' && c != b'@')
         .unwrap_or(i.len());
-    let (user, password, r) = match i[..host_end].find('@') {
+    let at = i
+        .as_bytes()
+        .get(..userinfo_end)
+        .and_then(|b| b.iter().position(|&c| c == b'@'));
+    let (user, password, r) = match at {
         Some(at) => {
             let userinfo = &i[..at];
-            let (user, password) = match userinfo.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
+            let colon = memchr::memchr(b':', userinfo.as_bytes());
+            let (user, password) = match colon {
+                Some(c) => (userinfo.get(..c).unwrap_or(""), userinfo.get(c + 1..)),
                 None => (userinfo, None),
             };
             if user.is_empty()
-                || !user.chars().all(is_user_char)
+                || lex::span(user, class::USER) != user.len()
                 || !lex::escapes_valid(user)
-                || !password
-                    .is_none_or(|p| p.chars().all(is_password_char) && lex::escapes_valid(p))
+                || !password.is_none_or(|p| {
+                    lex::span(p, class::PASSWORD) == p.len() && lex::escapes_valid(p)
+                })
             {
                 return Err(nom::Err::Error(()));
             }
@@ -350,7 +327,7 @@ fn sip_rest<'a>(i: &'a str, empty: Uri<'a>) -> PResult<'a, Uri<'a>> {
     let (r, params) = params::uri_params(r)?;
     let (r, headers) = match r.strip_prefix('?') {
         Some(h) => {
-            let (r, headers) = take_while(is_header_char)(h)?;
+            let (r, headers) = lex::take_class(h, class::URI_HEADER);
             if headers.is_empty() || !lex::escapes_valid(headers) {
                 return Err(nom::Err::Error(()));
             }
