@@ -80,6 +80,15 @@ mod tests {
     }
 
     #[test]
+    fn matches_the_documented_recipe() {
+        // Computed independently with Python's hmac module, as the README shows it.
+        assert_eq!(
+            mint(b"abcdefghijklmnopqrstuvwxyz012345", "1001", 1_795_467_410),
+            "v1.1795467410.f990d8ce67b4e3191e3be48528c5f91e65db3d136fa897e25ef7244fe4ef5ea1"
+        );
+    }
+
+    #[test]
     fn forged_and_malformed_tokens_are_refused() {
         let t = mint(b"s3cret", "1001", 1_000);
         assert_eq!(verify(b"other", "1001", &t, 0), Err(TokenError::BadMac));
