@@ -222,6 +222,8 @@ export class Call extends EventTarget {
 
   /** Microphone, RTCPeerConnection, offer. Returns the offer SDP, or null if the call ended meanwhile. */
   async _prepareOffer(opts) {
+    // Never fire events inside call(): its caller attaches listeners after it returns.
+    await Promise.resolve();
     try {
       let stream = opts.stream || null;
       if (!stream) {

@@ -50,11 +50,14 @@ export function withTimeout(promise, ms, what) {
 
 /**
  * Starts headless Chromium with `fakeAudio` as the microphone and connects playwright-core
- * to it. Returns { browser, context, pid, startMs, stop }. `stop()` is idempotent and never
+ * to it. `fakeDevice: false` leaves Chromium without any microphone; `micPrompt: 'deny'`
+ * answers the permission prompt with a refusal (default: allow). Returns { browser, context, pid, startMs, stop }. `stop()` is idempotent and never
  * throws: it closes the CDP connection, kills Chromium's process group and deletes the
  * profile.
  */
-export async function launchChromium({ fakeAudio, insecureCerts = false, verbose = false, extraArgs = [] }) {
+export async function launchChromium({
+  fakeAudio, insecureCerts = false, verbose = false, extraArgs = [], fakeDevice = true, micPrompt = 'allow',
+}) {
   const profile = mkdtempSync(join(tmpdir(), 'srgate-chromium-'));
   const args = [
     '--headless',
@@ -66,14 +69,14 @@ export async function launchChromium({ fakeAudio, insecureCerts = false, verbose
     '--disable-component-update',
     '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
+    micPrompt === 'deny' ? '--use-fake-ui-for-media-stream=deny' : '--use-fake-ui-for-media-stream',
     '--allow-loopback-in-peer-connection',
     `--user-data-dir=${profile}`,
     '--remote-debugging-address=127.0.0.1',
     '--remote-debugging-port=0',
   ];
-  if (fakeAudio) args.push(`--use-file-for-fake-audio-capture=${fakeAudio}`);
+  if (fakeDevice) args.push('--use-fake-device-for-media-stream');
+  if (fakeDevice && fakeAudio) args.push(`--use-file-for-fake-audio-capture=${fakeAudio}`);
   if (insecureCerts) args.push('--ignore-certificate-errors');
   args.push(...extraArgs, 'about:blank');
 

@@ -247,6 +247,37 @@ try {
       await chrome.stop();
     }
   }
+
+  // 4. Microphone failures explained in plain words on the demo page.
+  const micCase = async (name, launch, pageUrl, expect) => {
+    const chrome = await launchChromium(launch);
+    starts.push(chrome.startMs);
+    try {
+      const page = await chrome.context.newPage();
+      const invites = gate.log.filter((l) => l.msg.type === 'invite').length;
+      await page.goto(pageUrl);
+      await page.fill('#token', 'x');
+      await page.click('#login');
+      await page.waitForFunction(() => window.srgateDemo.client.connected, null, { timeout: 8000 });
+      await page.fill('#number', 'echo');
+      await page.click('#call');
+      await page.waitForFunction(() => !document.getElementById('mic-error').hidden, null, { timeout: 8000 });
+      const shown = await page.evaluate(() => ({
+        text: document.getElementById('mic-error').textContent,
+        ended: window.srgateDemo.call.endReason,
+        banner: document.getElementById('insecure').hidden ? null : document.getElementById('insecure').textContent,
+      }));
+      const invited = gate.log.filter((l) => l.msg.type === 'invite').length !== invites;
+      check(name, expect.test(shown.text) && shown.ended === 'SETUP_FAILED' && !invited, Object.assign({ invited }, shown));
+    } finally {
+      await chrome.stop();
+    }
+  };
+  await micCase('no microphone → NotFoundError explained', { fakeDevice: false }, gate.url, /No microphone was found/);
+  await micCase('microphone refused → NotAllowedError explained', { micPrompt: 'deny' }, gate.url, /Microphone access was denied/);
+  await micCase('insecure context (http://srgate.test) → https/localhost explained',
+    { extraArgs: [`--host-resolver-rules=MAP srgate.test 127.0.0.1`] },
+    gate.url.replace('127.0.0.1', 'srgate.test'), /secure pages: open this page over https/);
 } catch (e) {
   check('selftest ran to the end', false, { error: String(e && e.stack || e) });
 } finally {
