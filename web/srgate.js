@@ -402,6 +402,8 @@ export class SrgateClient extends EventTarget {
    * @param {RTCIceServer[]} [opts.iceServers] overrides the `iceServers` of `login_ok`.
    * @param {boolean} [opts.reconnect=true] log in again by itself after the socket drops.
    * @param {number} [opts.reconnectForMs=60000] how long to keep trying.
+   * @param {number} [opts.reconnectGraceMs=10000] how long srgate keeps the calls of a lost
+   *   socket ({@link RECONNECT_GRACE_MS}); after it this client ends them too.
    * @param {(user: string) => Promise<string>|string} [opts.refreshToken] a fresh token for
    *   reconnecting (default: the token given to login).
    * @param {typeof WebSocket} [opts.WebSocket] for tests.
@@ -415,6 +417,7 @@ export class SrgateClient extends EventTarget {
     this.iceServers = opts.iceServers || [];
     this._reconnect = opts.reconnect !== false;
     this._reconnectFor = opts.reconnectForMs === undefined ? 60000 : opts.reconnectForMs;
+    this._grace = opts.reconnectGraceMs === undefined ? RECONNECT_GRACE_MS : opts.reconnectGraceMs;
     this._refreshToken = opts.refreshToken || null;
     this._WebSocket = opts.WebSocket || globalThis.WebSocket;
     this._RTCPeerConnection = opts.RTCPeerConnection || globalThis.RTCPeerConnection;
@@ -640,7 +643,7 @@ export class SrgateClient extends EventTarget {
     fire(this, 'login', msg);
     if (wasLost) {
       // Too late: srgate has ended these calls already.
-      if (lostFor > RECONNECT_GRACE_MS) this._endAll('DISCONNECTED');
+      if (lostFor > this._grace) this._endAll('DISCONNECTED');
       const owed = this._owed;
       this._owed = [];
       for (const m of owed) this._sendRaw(m);
@@ -684,7 +687,11 @@ export class SrgateClient extends EventTarget {
     }
     if (this._lostAt === null) {
       this._lostAt = Date.now();
-      this._graceTimer = setTimeout(() => this._endAll('DISCONNECTED'), RECONNECT_GRACE_MS);
+      this._graceTimer = setTimeout(() => {
+        // srgate has ended the calls by now (SIP CANCEL/BYE): nothing is owed any more.
+        this._owed = [];
+        this._endAll('DISCONNECTED');
+      }, this._grace);
       fire(this, 'disconnected', { code: e.code, reason: e.reason });
     }
     this._scheduleRetry();
