@@ -305,7 +305,11 @@ impl WebConn {
                     *last_heard = now;
                     hub.handle_text(now, unix_now, *session, "\u{1}binary frame");
                 }
-                Ok(Message::Close(_)) => return Next::Close,
+                Ok(Message::Close(_)) => {
+                    // tungstenite queued the answering close frame: send it before we go.
+                    let _ = ws.flush();
+                    return Next::Close;
+                }
                 Ok(_) => *last_heard = now, // ping, pong, frame
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::Capacity(e)) => {
