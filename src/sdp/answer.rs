@@ -183,8 +183,7 @@ pub fn negotiate(offer: &Offer, policy: &AnswerPolicy) -> Result<Negotiated, Err
 fn is_ice_chars(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
@@ -253,7 +252,9 @@ fn telephone_event(media: &MediaSection, clock_rate: u32) -> Option<TelephoneEve
             media
                 .rtpmaps
                 .iter()
-                .find(|m| m.payload_type == pt && m.encoding.eq_ignore_ascii_case("telephone-event"))
+                .find(|m| {
+                    m.payload_type == pt && m.encoding.eq_ignore_ascii_case("telephone-event")
+                })
                 .map(|m| TelephoneEvent {
                     payload_type: pt,
                     clock_rate: m.clock_rate,
@@ -384,7 +385,11 @@ fn write_audio(
         );
     }
     if codec == Codec::Opus {
-        let _ = write!(s, "a=fmtp:{} minptime=10;useinbandfec=1\r\n", n.payload_type);
+        let _ = write!(
+            s,
+            "a=fmtp:{} minptime=10;useinbandfec=1\r\n",
+            n.payload_type
+        );
     }
     if let Some(te) = n.telephone_event {
         let _ = write!(
@@ -491,7 +496,10 @@ mod tests {
     fn refusals() {
         let p = AnswerPolicy::default();
         let cases: Vec<(String, Error)> = vec![
-            (CHROME_OFFER.replace("m=audio 9", "m=audio 0"), Error::NoAudio),
+            (
+                CHROME_OFFER.replace("m=audio 9", "m=audio 0"),
+                Error::NoAudio,
+            ),
             (CHROME_OFFER.replace("m=audio", "m=video"), Error::NoAudio),
             (
                 CHROME_OFFER.replace("UDP/TLS/RTP/SAVPF", "RTP/AVP"),
@@ -563,7 +571,10 @@ mod tests {
             pwd: "abcdefghijklmnopqrstuvwx".into(),
         };
         let fp = Fingerprint::of_certificate(HashAlgorithm::Sha256, b"cert");
-        let cands = ["192.0.2.7:20000".parse().unwrap(), "[2001:db8::7]:20000".parse().unwrap()];
+        let cands = [
+            "192.0.2.7:20000".parse().unwrap(),
+            "[2001:db8::7]:20000".parse().unwrap(),
+        ];
         let local = LocalDescription {
             ice: &ice,
             fingerprint: &fp,

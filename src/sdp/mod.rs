@@ -17,8 +17,7 @@ use core::fmt;
 
 pub use answer::{
     AnswerPolicy, Direction, IceCredentials, LocalDescription, Negotiated, OfferedSection,
-    TelephoneEvent,
-    build_answer, negotiate,
+    TelephoneEvent, build_answer, negotiate,
 };
 pub use offer::{MediaSection, Offer, RtpMap};
 
@@ -110,7 +109,7 @@ impl HashAlgorithm {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashAlgorithm::Sha256 => 32,
             HashAlgorithm::Sha384 => 48,
@@ -157,7 +156,7 @@ impl Fingerprint {
             let byte = u8::from_str_radix(pair, 16).map_err(|_| Error::BadFingerprint)?;
             bytes.push(byte).map_err(|_| Error::BadFingerprint)?;
         }
-        if bytes.len() != algorithm.len() {
+        if bytes.len() != algorithm.digest_len() {
             return Err(Error::BadFingerprint);
         }
         Ok(Fingerprint { algorithm, bytes })
@@ -304,7 +303,10 @@ mod tests {
         let f = Fingerprint::of_certificate(HashAlgorithm::Sha256, b"certificate");
         let hex = f.hex();
         assert_eq!(hex.len(), 32 * 3 - 1);
-        assert_eq!(Fingerprint::parse(HashAlgorithm::Sha256, &hex), Ok(f.clone()));
+        assert_eq!(
+            Fingerprint::parse(HashAlgorithm::Sha256, &hex),
+            Ok(f.clone())
+        );
         // Lowercase hex is accepted too.
         assert_eq!(
             Fingerprint::parse(HashAlgorithm::Sha256, &hex.to_lowercase()),
@@ -350,7 +352,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(HashAlgorithm::from_name("SHA-256"), Some(HashAlgorithm::Sha256));
+        assert_eq!(
+            HashAlgorithm::from_name("SHA-256"),
+            Some(HashAlgorithm::Sha256)
+        );
         assert_eq!(HashAlgorithm::from_name("sha-1"), None);
         assert_eq!(Setup::from_name("ACTPASS"), Some(Setup::ActPass));
         assert_eq!(Setup::from_name("x"), None);

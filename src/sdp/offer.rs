@@ -194,7 +194,10 @@ fn media_attribute(media: &mut MediaSection, name: &str, value: Option<&str>) {
             }
         }
         ("ssrc", Some(v)) => {
-            let id = v.split_ascii_whitespace().next().and_then(|s| s.parse().ok());
+            let id = v
+                .split_ascii_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok());
             if let Some(id) = id
                 && !media.ssrcs.contains(&id)
                 && media.ssrcs.len() < MAX_SSRCS
@@ -377,7 +380,8 @@ a=ssrc:1193046 cname:{f1e2d3c4-b5a6-4978-8695-a4b3c2d1e0f9}\r\n";
 
     #[test]
     fn lf_only_and_junk_lines_are_tolerated() {
-        let sdp = CHROME_OFFER.replace("\r\n", "\n") + "garbage\nx\na=\na=rtpmap:\na=rtpmap:300 x/1\na=fmtp:\na=ssrc:nope\n";
+        let sdp = CHROME_OFFER.replace("\r\n", "\n")
+            + "garbage\nx\na=\na=rtpmap:\na=rtpmap:300 x/1\na=fmtp:\na=ssrc:nope\n";
         let o = Offer::parse(&sdp).unwrap();
         assert_eq!(o.media[0].rtpmaps.len(), 8);
         assert_eq!(o.media[0].ssrcs.len(), 1);
@@ -386,7 +390,10 @@ a=ssrc:1193046 cname:{f1e2d3c4-b5a6-4978-8695-a4b3c2d1e0f9}\r\n";
     #[test]
     fn errors() {
         assert_eq!(Offer::parse(""), Err(Error::NotSdp));
-        assert_eq!(Offer::parse("o=- 1 1 IN IP4 0.0.0.0\r\n"), Err(Error::NotSdp));
+        assert_eq!(
+            Offer::parse("o=- 1 1 IN IP4 0.0.0.0\r\n"),
+            Err(Error::NotSdp)
+        );
         assert_eq!(
             Offer::parse("v=0\r\nm=audio\r\n"),
             Err(Error::BadMediaLine(2))

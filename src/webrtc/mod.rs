@@ -4,4 +4,6 @@
 
 pub mod cert;
 pub mod demux;
+pub mod dtls;
+pub mod ice;
 pub mod leg;

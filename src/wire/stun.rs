@@ -157,7 +157,10 @@ mod tests {
     fn header_errors() {
         let r = &RFC5769_REQUEST;
         assert_eq!(Message::new_checked(&r[..19]).err(), Some(Error::Truncated));
-        assert_eq!(Message::new_checked(&r[..104]).err(), Some(Error::BadLength));
+        assert_eq!(
+            Message::new_checked(&r[..104]).err(),
+            Some(Error::BadLength)
+        );
         let mut bad = *r;
         bad[0] = 0x40;
         assert_eq!(Message::new_checked(&bad[..]).err(), Some(Error::NotStun));
