@@ -516,3 +516,18 @@ fn wrong_credentials_and_foreign_interfaces_are_ignored() {
     p.connect();
     assert!(p.dtls_keys().is_some());
 }
+
+#[test]
+fn shared_port_routing_finds_the_leg() {
+    use srgate::webrtc::demux::{Route, route};
+    let mut p = Pair::new("actpass", false);
+    let req = binding_request(true);
+    // A check names the leg by its ufrag, before the leg knows the browser's address.
+    assert_eq!(route(&req), Route::LocalUfrag(p.leg.local_ufrag()));
+    assert!(!p.leg.accepts_from(addr(BROWSER)));
+    p.connect();
+    // DTLS and media then go by address.
+    assert_eq!(route(&p.browser_sent[0]), Route::FiveTuple);
+    assert!(p.leg.accepts_from(addr(BROWSER)));
+    assert_eq!(p.leg.remote(), Some(addr(BROWSER)));
+}
