@@ -27,6 +27,8 @@ pub mod config;
 pub mod io;
 pub mod logging;
 pub mod pii;
+pub mod sdp;
 pub mod signal;
 pub mod sip;
+pub mod webrtc;
 pub mod wire;
