@@ -29,4 +29,5 @@ pub mod logging;
 pub mod pii;
 pub mod signal;
 pub mod sip;
+pub mod webrtc;
 pub mod wire;
