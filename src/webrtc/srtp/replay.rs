@@ -101,6 +101,7 @@ impl ReplayWindow {
     }
 
     /// The highest accepted index.
+    #[cfg(test)]
     pub(super) fn top(&self) -> Option<u64> {
         self.top
     }
