@@ -1,1 +1,3 @@
+pub mod rtcp;
+pub mod rtp;
 pub mod sip;
