@@ -603,7 +603,11 @@ mod tests {
             ..block()
         };
         b.emit(&mut raw);
-        assert_eq!(ReportBlock::parse(&raw).cumulative_lost, 0x7f_ffff, "clamped");
+        assert_eq!(
+            ReportBlock::parse(&raw).cumulative_lost,
+            0x7f_ffff,
+            "clamped"
+        );
     }
 
     #[test]
