@@ -23,8 +23,8 @@ fn base() -> Instant {
 /// The browser's side: `frames` 20 ms Opus packets of a sine at `freq`, as RTP, starting
 /// at sequence number `first_seq`.
 fn browser_packets(freq: f64, frames: usize, first_seq: u16) -> Vec<Vec<u8>> {
-    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
-        .expect("encoder");
+    let mut enc =
+        opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).expect("encoder");
     enc.set_inband_fec(true).expect("fec");
     enc.set_packet_loss_perc(10).expect("loss");
     let mut out = Vec::new();
@@ -51,7 +51,12 @@ fn browser_packets(freq: f64, frames: usize, first_seq: u16) -> Vec<Vec<u8>> {
 }
 
 /// Runs `echo` over packets arriving at the given offsets; returns every echoed packet.
-fn run_echo(echo: &mut Echo, t0: Instant, arrivals: &[(Duration, Vec<u8>)], until: Duration) -> Vec<Vec<u8>> {
+fn run_echo(
+    echo: &mut Echo,
+    t0: Instant,
+    arrivals: &[(Duration, Vec<u8>)],
+    until: Duration,
+) -> Vec<Vec<u8>> {
     let mut sent = Vec::new();
     let mut out = [0u8; MAX_RTP_OUT];
     let mut a = 0;
@@ -69,7 +74,8 @@ fn run_echo(echo: &mut Echo, t0: Instant, arrivals: &[(Duration, Vec<u8>)], unti
             break;
         }
         if next_arrival == Some(now) {
-            echo.push_rtp(now, &arrivals[a].1).expect("browser packet accepted");
+            echo.push_rtp(now, &arrivals[a].1)
+                .expect("browser packet accepted");
             a += 1;
             continue;
         }
@@ -87,7 +93,9 @@ fn decode_all(packets: &[Vec<u8>]) -> Vec<i16> {
     let mut frame = [0i16; 5760];
     for p in packets {
         let view = rtp::Packet::new_checked(&p[..]).expect("echo sends valid RTP");
-        let n = dec.decode(view.payload(), &mut frame, false).expect("decodes");
+        let n = dec
+            .decode(view.payload(), &mut frame, false)
+            .expect("decodes");
         pcm.extend_from_slice(&frame[..n]);
     }
     pcm
@@ -159,7 +167,11 @@ fn tone_through_echo(freq: f64, pcm_rate: SampleRate) {
     let sent = run_echo(&mut echo, t0, &arrivals, Duration::from_secs(3));
 
     // 99 packets arrived, one was lost and rebuilt, a few frames concealed at the end.
-    assert!((100..=106).contains(&sent.len()), "{} packets echoed", sent.len());
+    assert!(
+        (100..=106).contains(&sent.len()),
+        "{} packets echoed",
+        sent.len()
+    );
     let stats = *echo.stats();
     assert_eq!(stats.fec_frames, 1, "{stats:?}");
     assert_eq!(stats.decode_errors + stats.encode_errors, 0, "{stats:?}");
@@ -181,7 +193,10 @@ fn tone_through_echo(freq: f64, pcm_rate: SampleRate) {
     let body = &pcm[10 * FRAME..95 * FRAME];
     let f = dominant_frequency(body, 48_000.0);
     let rms = (body.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / body.len() as f64).sqrt();
-    assert!((f - freq).abs() <= 20.0, "{pcm_rate:?}: sent {freq} Hz, echoed {f} Hz");
+    assert!(
+        (f - freq).abs() <= 20.0,
+        "{pcm_rate:?}: sent {freq} Hz, echoed {f} Hz"
+    );
     eprintln!("{pcm_rate:?}: sent {freq} Hz, echoed {f} Hz, RMS {rms:.0}, {stats:?}");
     // The tone's RMS is 7071; the echo must carry most of it.
     assert!(rms > 3_000.0, "{pcm_rate:?}: echoed RMS {rms:.0}");
@@ -229,7 +244,11 @@ fn a_pause_starts_a_new_talkspurt_with_marker_and_timestamp_jump() {
     let markers: Vec<usize> = (0..views.len()).filter(|&k| views[k].marker).collect();
     assert_eq!(markers.len(), 2, "{markers:?}");
     let k = markers[1];
-    assert!(views.windows(2).all(|w| w[1].sequence_number == w[0].sequence_number.wrapping_add(1)));
+    assert!(
+        views
+            .windows(2)
+            .all(|w| w[1].sequence_number == w[0].sequence_number.wrapping_add(1))
+    );
     let jump = views[k].timestamp.wrapping_sub(views[k - 1].timestamp);
     // The gap between the last packet before the pause and the first after it is about
     // 1.5 s - 25 * 20 ms - the concealed tail: far more than one frame.
@@ -269,7 +288,8 @@ fn other_payload_types_and_garbage_are_refused_without_harm() {
     .emit(&mut bad)
     .expect("header");
     bad[12] = 0x03; // code-3 packet with a frame count of 0: invalid
-    echo.push_rtp(t0, &bad[..14]).expect("stored; decoding happens later");
+    echo.push_rtp(t0, &bad[..14])
+        .expect("stored; decoding happens later");
     assert_eq!(echo.poll_timeout(), Some(t0 + Duration::from_millis(40)));
     let mut out = [0u8; MAX_RTP_OUT];
     let n = echo
