@@ -297,16 +297,14 @@ impl Transcoder {
         talkspurt_start: bool,
         out: &mut [u8],
     ) -> Option<usize> {
-        if talkspurt_start {
-            if let Some(last) = self.last_sent {
-                // RFC 3550 §5.1: the timestamp advances by the time that passed during
-                // the pause (in whole frames), beyond the one frame added per packet.
-                let frames = now.saturating_duration_since(last).as_nanos() / FRAME.as_nanos();
-                let skip = u32::try_from(frames.saturating_sub(1)).unwrap_or(u32::MAX);
-                self.timestamp = self
-                    .timestamp
-                    .wrapping_add(skip.wrapping_mul(self.output_ticks));
-            }
+        if let (true, Some(last)) = (talkspurt_start, self.last_sent) {
+            // RFC 3550 §5.1: the timestamp advances by the time that passed during the
+            // pause (in whole frames), beyond the one frame added per packet.
+            let frames = now.saturating_duration_since(last).as_nanos() / FRAME.as_nanos();
+            let skip = u32::try_from(frames.saturating_sub(1)).unwrap_or(u32::MAX);
+            self.timestamp = self
+                .timestamp
+                .wrapping_add(skip.wrapping_mul(self.output_ticks));
         }
         let header = rtp::Header {
             marker: talkspurt_start,
@@ -395,5 +393,139 @@ impl Transcoder {
             last_sr: 0,
             delay_since_last_sr: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::codec::{Law, g711};
+
+    #[allow(clippy::disallowed_methods)]
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    fn config(input: Codec, in_pt: u8, output: Codec, out_pt: u8) -> TranscoderConfig {
+        TranscoderConfig {
+            input,
+            input_payload_type: in_pt,
+            output,
+            output_payload_type: out_pt,
+            pcm_rate: SampleRate::Hz8000,
+            opus_complexity: 5,
+            ssrc: 0x0bad_cafe,
+            initial_sequence: 65_535,
+            initial_timestamp: 0xffff_ff00,
+            jitter: JitterConfig::new(8_000),
+        }
+    }
+
+    fn pcmu(seq: u16, ssrc: u32) -> [u8; 172] {
+        let mut p = [0u8; 172];
+        rtp::Header {
+            marker: false,
+            payload_type: 0,
+            sequence_number: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc,
+        }
+        .emit(&mut p)
+        .expect("room");
+        let mut pcm = [0i16; 160];
+        for (i, s) in pcm.iter_mut().enumerate() {
+            *s = if (i / 4) % 2 == 0 { 3000 } else { -3000 };
+        }
+        g711::encode(Law::Mu, &pcm, &mut p[12..]);
+        p
+    }
+
+    #[test]
+    fn g711_needs_8_khz() {
+        let mut c = config(Codec::Opus, 111, Codec::G711(Law::A), 8);
+        c.pcm_rate = SampleRate::Hz48000;
+        assert_eq!(Transcoder::new(c).err(), Some(CodecError::UnsupportedRate));
+    }
+
+    #[test]
+    fn pcmu_to_pcma_keeps_cadence_wraps_and_reports() {
+        let t0 = base();
+        let mut t = Transcoder::new(config(Codec::G711(Law::Mu), 0, Codec::G711(Law::A), 8))
+            .expect("set up");
+        // Packets 0..10 without 4, every 20 ms.
+        for seq in (0..10u16).filter(|&s| s != 4) {
+            let now = t0 + Duration::from_millis(u64::from(seq) * 20);
+            t.push_rtp(now, &pcmu(seq, 77)).expect("taken");
+        }
+        let mut out = [0u8; MAX_RTP_OUT];
+        let mut seen = Vec::new();
+        let mut now = t0;
+        for _ in 0..20 {
+            now += Duration::from_millis(20);
+            while let Some(n) = t.poll_rtp(now, &mut out) {
+                let p = rtp::Packet::new_checked(&out[..n]).expect("valid");
+                assert_eq!(p.payload().len(), 160);
+                assert_eq!(p.payload_type(), 8);
+                assert_eq!(p.ssrc(), 0x0bad_cafe);
+                seen.push((p.sequence_number(), p.timestamp(), p.marker()));
+            }
+        }
+        assert!(seen.len() >= 10, "{seen:?}");
+        assert_eq!(seen[0], (65_535, 0xffff_ff00, true));
+        assert_eq!(seen[1], (0, 0xffff_ffa0, false));
+        assert_eq!(seen[2], (1, 0x40, false));
+        assert_eq!(t.stats().plc_frames, 1 + (seen.len() as u64 - 10));
+        assert_eq!(t.stats().packets_sent as usize, seen.len());
+        assert_eq!(t.stats().octets_sent as usize, 160 * seen.len());
+
+        let block = t.report_block().expect("a stream came");
+        assert_eq!(block.ssrc, 77);
+        assert_eq!(block.highest_sequence, 9);
+        assert_eq!(block.cumulative_lost, 1);
+        assert_eq!(block.fraction_lost, 25, "1 of 10 = 25.6/256");
+        // The next interval has nothing new: fraction 0, cumulative kept.
+        let again = t.report_block().expect("a stream came");
+        assert_eq!((again.fraction_lost, again.cumulative_lost), (0, 1));
+
+        let last_sent = t0 + Duration::from_millis(20 * seen.len() as u64 + 20);
+        let si = t.sender_info(last_sent + Duration::from_millis(10), 42);
+        assert_eq!(si.ntp_timestamp, 42);
+        assert_eq!(si.packet_count as usize, seen.len());
+    }
+
+    #[test]
+    fn new_remote_ssrc_resets_and_counts() {
+        let t0 = base();
+        let mut t = Transcoder::new(config(Codec::G711(Law::Mu), 0, Codec::G711(Law::Mu), 0))
+            .expect("set up");
+        t.push_rtp(t0, &pcmu(100, 1)).expect("taken");
+        t.push_rtp(t0 + Duration::from_millis(20), &pcmu(5, 2))
+            .expect("a new source starts over");
+        assert_eq!(t.stats().ssrc_changes, 1);
+        assert_eq!(t.remote_ssrc(), Some(2));
+        let mut out = [0u8; MAX_RTP_OUT];
+        let n = t
+            .poll_rtp(t0 + Duration::from_millis(60), &mut out)
+            .expect("due");
+        let p = rtp::Packet::new_checked(&out[..n]).expect("valid");
+        assert!(p.marker(), "the new source starts a talkspurt");
+        assert_eq!(t.report_block().map(|b| b.highest_sequence), Some(5));
+    }
+
+    #[test]
+    fn a_small_output_buffer_drops_the_frame_without_panic() {
+        let t0 = base();
+        let mut t = Transcoder::new(config(Codec::G711(Law::Mu), 0, Codec::G711(Law::Mu), 0))
+            .expect("set up");
+        t.push_rtp(t0, &pcmu(1, 1)).expect("taken");
+        let mut small = [0u8; 100];
+        assert_eq!(t.poll_rtp(t0 + Duration::from_millis(40), &mut small), None);
+        assert_eq!(t.stats().encode_errors, 1);
+        // Two concealed frames are due at 80 ms; neither fits, both are counted.
+        let mut tiny = [0u8; 4];
+        assert_eq!(t.poll_rtp(t0 + Duration::from_millis(80), &mut tiny), None);
+        assert_eq!(t.stats().encode_errors, 3);
     }
 }

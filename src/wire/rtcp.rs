@@ -686,4 +686,32 @@ mod tests {
         assert_eq!(ntp & 0xffff_ffff, 0x8000_0000);
         assert_eq!(ntp_middle(0x1122_3344_5566_7788), 0x3344_5566);
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = [0u8; 96];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 97) as usize;
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (x >> ((i % 8) * 8)) as u8 ^ (i as u8).wrapping_mul(31);
+            }
+            if x & 1 == 0 {
+                buf[0] = (buf[0] & 0x3f) | 0x80;
+                buf[1] = 200 + (buf[1] % 2);
+                buf[2] = 0;
+                buf[3] %= 24;
+            }
+            let _ = Compound::check(&buf[..len]);
+            for p in Compound::new(&buf[..len]).flatten() {
+                assert!(p.as_bytes().len() <= len);
+                if let Ok(r) = ReportPacket::new_checked(p) {
+                    let _ = (r.ssrc(), r.sender_info(), r.report_blocks().count());
+                }
+            }
+        }
+    }
 }

@@ -479,4 +479,28 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut buf = [0u8; 64];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 65) as usize;
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (x >> ((i % 8) * 8)) as u8 ^ i as u8;
+            }
+            // Version 2 half of the time so the deeper checks run.
+            if x & 1 == 0 {
+                buf[0] = (buf[0] & 0x3f) | 0x80;
+            }
+            if let Ok(p) = Packet::new_checked(&buf[..len]) {
+                assert!(p.payload_range().end <= len);
+                assert!(p.header_len() <= p.payload_range().start);
+                let _ = (p.extension(), p.csrcs().count(), Header::parse(&p));
+            }
+        }
+    }
 }
