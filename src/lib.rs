@@ -26,6 +26,7 @@
 pub mod config;
 pub mod io;
 pub mod logging;
+pub mod media;
 pub mod pii;
 pub mod sdp;
 pub mod signal;

@@ -1,2 +1,4 @@
+pub mod rtcp;
+pub mod rtp;
 pub mod sip;
 pub mod stun;

@@ -1,0 +1,11 @@
+//! srgate's media path: codecs, the jitter buffer and the transcoding pipeline.
+//!
+//! Everything here is sans-IO and allocates at stream setup only: packets go in as byte
+//! slices with the time they arrived, packets come out into caller-owned buffers, and
+//! `poll_timeout` says when to come back. [`echo`] is the echo service; the same
+//! [`transcode::Transcoder`] carries one direction of a bridged call.
+
+pub mod codec;
+pub mod echo;
+pub mod jitter;
+pub mod transcode;
