@@ -23,6 +23,7 @@
 //! is tested with a simulated clock.
 #![deny(unsafe_code)]
 
+pub mod call;
 pub mod config;
 pub mod io;
 pub mod logging;

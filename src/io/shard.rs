@@ -17,9 +17,9 @@ use super::api;
 use super::sys::RecvBatch;
 use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
+use crate::call::{Calls, CallsConfig};
 use crate::config::Config;
-use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
-use crate::signal::protocol::{ErrorCode, Refusal};
+use crate::signal::hub::{Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
@@ -30,6 +30,10 @@ const SIP_TCP_LISTEN: Token = Token(1);
 const API_LISTEN: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const WEB_LISTEN: Token = Token(4);
+const MEDIA_UDP: Token = Token(5);
+/// Media datagrams per recvmmsg: a slot holds any RTP packet (MTU-sized, with room to spare).
+const MEDIA_BATCH: usize = 32;
+const MEDIA_SLOT: usize = 2048;
 const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
@@ -105,6 +109,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 .into(),
         ));
     }
+    let media_udp = std::net::UdpSocket::bind(config.webrtc.udp)
+        .map_err(|e| err(format_args!("[webrtc] udp {}", config.webrtc.udp), e))?;
+    media_udp
+        .set_nonblocking(true)
+        .map_err(|e| err("socket", e))?;
     let web_listener = std::net::TcpListener::bind(config.webrtc.listen)
         .map_err(|e| err(format_args!("[webrtc] listen {}", config.webrtc.listen), e))?;
     web_listener
@@ -121,6 +130,34 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
     let endpoint_config = EndpointConfig::from_config(config, advertised, seed);
+    let media_local = media_udp.local_addr().map_err(|e| err("socket", e))?;
+    let media_addr = if media_local.ip().is_unspecified() {
+        SocketAddr::new(advertised.ip(), media_local.port())
+    } else {
+        media_local
+    };
+    let certificate = crate::webrtc::cert::Certificate::generate()
+        .map_err(|e| RunError(format!("DTLS certificate: {e:?}")))?;
+    let dtls = crate::webrtc::dtls::DtlsContext::new(&certificate)
+        .map_err(|e| RunError(format!("DTLS context: {e:?}")))?;
+    let mut call_seed = [0u8; 32];
+    getrandom::getrandom(&mut call_seed).map_err(|e| RunError(format!("random seed: {e}")))?;
+    let calls = Calls::new(
+        CallsConfig {
+            media_addr,
+            codecs: config
+                .media
+                .codecs
+                .iter()
+                .filter_map(|c| {
+                    crate::sdp::Codec::from_config_name(&format!("{c:?}").to_ascii_lowercase())
+                })
+                .collect(),
+            opus_complexity: config.media.opus_complexity,
+            seed: call_seed,
+        },
+        dtls,
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut others = Vec::new();
@@ -143,6 +180,8 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         TcpListener::from_std(web_listener),
         Hub::new(config.auth.secret.expose()),
         config.webrtc.allowed_origins.clone(),
+        UdpSocket::from_std(media_udp),
+        calls,
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -234,6 +273,11 @@ struct ControlShard {
     next_session: SessionId,
     allowed_origins: Vec<String>,
     hub: Hub,
+    media_udp: UdpSocket,
+    media_batch: RecvBatch,
+    media_pending: bool,
+    media_out: Vec<u8>,
+    calls: Calls,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -242,6 +286,7 @@ struct ControlShard {
 }
 
 impl ControlShard {
+    #[allow(clippy::too_many_arguments)] // each is one socket or piece the shard owns
     fn new(
         config: EndpointConfig,
         mut udp: UdpSocket,
@@ -250,6 +295,8 @@ impl ControlShard {
         mut web_listener: TcpListener,
         hub: Hub,
         allowed_origins: Vec<String>,
+        mut media_udp: UdpSocket,
+        calls: Calls,
     ) -> Result<Self, RunError> {
         let poll = Poll::new().map_err(|e| err("poll", e))?;
         let registry = poll.registry();
@@ -266,6 +313,9 @@ impl ControlShard {
         }
         registry
             .register(&mut web_listener, WEB_LISTEN, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        registry
+            .register(&mut media_udp, MEDIA_UDP, Interest::READABLE)
             .map_err(|e| err("register", e))?;
         let (mut signals, writer) = UnixStream::pair().map_err(|e| err("signal pipe", e))?;
         let writer = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(writer));
@@ -298,6 +348,11 @@ impl ControlShard {
             next_session: 0,
             allowed_origins,
             hub,
+            media_udp,
+            media_batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
+            media_pending: false,
+            media_out: vec![0; MEDIA_SLOT],
+            calls,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -313,7 +368,7 @@ impl ControlShard {
         self.drain_endpoint(Instant::now());
         loop {
             let now = Instant::now();
-            let timeout = if self.udp_pending {
+            let timeout = if self.udp_pending || self.media_pending {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -329,9 +384,13 @@ impl ControlShard {
             if self.udp_pending {
                 self.read_udp(now);
             }
+            if self.media_pending {
+                self.read_media(now);
+            }
             for event in events.iter() {
                 match event.token() {
                     UDP => self.read_udp(now),
+                    MEDIA_UDP => self.read_media(now),
                     SIP_TCP_LISTEN => self.accept_sip(now),
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
@@ -351,7 +410,11 @@ impl ControlShard {
             }
             self.drain_endpoint(now);
             self.hub.handle_timeout(now);
+            if self.calls.poll_timeout().is_some_and(|t| t <= now) {
+                self.calls.handle_timeout(now);
+            }
             self.drain_hub(now);
+            self.drain_calls(now);
             self.expire_connections(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.endpoint.is_shutdown_complete() {
@@ -368,7 +431,8 @@ impl ControlShard {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let calls = self.calls.poll_timeout();
         let mut next = self.endpoint.poll_timeout();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(d) = self.shutdown_deadline {
@@ -384,6 +448,9 @@ impl ControlShard {
             consider(c.deadline());
         }
         if let Some(t) = self.hub.poll_timeout() {
+            consider(t);
+        }
+        if let Some(t) = calls {
             consider(t);
         }
         next
@@ -688,7 +755,7 @@ impl ControlShard {
 
     fn api_conn_ready(&mut self, now: Instant, index: usize) {
         let status = api::Status {
-            calls: 0,
+            calls: self.calls.count(),
             registered: self.endpoint.is_registered(),
             metrics: self.metrics(),
         };
@@ -853,19 +920,61 @@ impl ControlShard {
                 }
             }
         }
+        let mut any = false;
         while let Some(request) = self.hub.poll_request() {
-            match request {
-                CallRequest::Call { user, request } => {
-                    // The call layer comes with the WebRTC leg; until then no call exists.
-                    let r = Refusal::new(
-                        ErrorCode::NoSuchCall,
-                        "calls are not available yet",
-                        request.id(),
-                    );
-                    self.hub.refuse(&user, r);
+            self.calls.handle_request(now, request);
+            any = true;
+        }
+        if any {
+            self.drain_calls(now);
+        }
+    }
+
+    fn read_media(&mut self, now: Instant) {
+        self.media_pending = false;
+        for _ in 0..BATCHES_PER_WAKE {
+            match self.media_batch.recv(self.media_udp.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..self.media_batch.len() {
+                        let Some((Some(from), bytes, false)) = self.media_batch.get_mut(i) else {
+                            continue;
+                        };
+                        self.calls.handle_datagram(now, from, bytes);
+                    }
+                    self.drain_calls(now);
                 }
-                CallRequest::UserGone { .. } => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("media receive: {e}");
+                    return;
+                }
             }
+        }
+        self.media_pending = true;
+    }
+
+    /// Sends the calls' datagrams and delivers their events to users.
+    fn drain_calls(&mut self, now: Instant) {
+        for _ in 0..10_000 {
+            let Some(t) = self.calls.poll_transmit(now, &mut self.media_out) else {
+                break;
+            };
+            if let Err(e) = self
+                .media_udp
+                .send_to(&self.media_out[..t.len], t.destination)
+            {
+                self.udp_send_dropped += 1;
+                log::debug!("media send to {}: {e}", t.destination);
+            }
+        }
+        let mut sent = false;
+        while let Some((user, text)) = self.calls.poll_message() {
+            self.hub.send_to_user(&user, text);
+            sent = true;
+        }
+        if sent {
+            self.drain_hub(now);
         }
     }
 
@@ -875,6 +984,8 @@ impl ControlShard {
         m.push(("udp_truncated_total", self.udp_truncated));
         m.push(("tcp_send_dropped_total", self.tcp_dropped));
         m.push(("websocket_sessions", self.hub.session_count() as u64));
+        m.push(("calls", self.calls.count() as u64));
+        m.push(("calls_ended_total", self.calls.ended_total()));
         m.push((
             "sip_tcp_connections",
             self.sip_conns.iter().flatten().count() as u64,

@@ -86,6 +86,17 @@ impl RecvBatch {
         ))
     }
 
+    /// As [`RecvBatch::get`], with the bytes writable (SRTP is decrypted in place).
+    pub fn get_mut(&mut self, i: usize) -> Option<(Option<SocketAddr>, &mut [u8], bool)> {
+        if i >= self.filled {
+            return None;
+        }
+        let start = i * self.slot;
+        let len = self.lens[i].min(self.slot);
+        let from = sockaddr_to_std(&self.addrs[i]);
+        Some((from, &mut self.data[start..start + len], self.truncated[i]))
+    }
+
     /// Receives up to `count` datagrams without blocking. `Ok(0)` never happens: an empty
     /// socket is `Err(WouldBlock)`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
