@@ -31,6 +31,7 @@ const API_LISTEN: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const WEB_LISTEN: Token = Token(4);
 const MEDIA_UDP: Token = Token(5);
+const WEB_TLS_LISTEN: Token = Token(6);
 /// Media datagrams per recvmmsg: a slot holds any RTP packet (MTU-sized, with room to spare).
 const MEDIA_BATCH: usize = 32;
 const MEDIA_SLOT: usize = 2048;
@@ -103,12 +104,21 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         ),
         None => None,
     };
-    if config.webrtc.tls_listen.is_some() {
-        return Err(RunError(
-            "[webrtc] tls_listen: HTTPS/WSS is not available in this build yet; leave it empty"
-                .into(),
-        ));
-    }
+    let web_tls = match (config.webrtc.tls_listen, &config.tls.cert, &config.tls.key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = web::tls_config(cert, key).map_err(RunError)?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| err(format_args!("[webrtc] tls_listen {addr}"), e))?;
+            l.set_nonblocking(true).map_err(|e| err("socket", e))?;
+            Some((TcpListener::from_std(l), tls))
+        }
+        (Some(_), _, _) => {
+            return Err(RunError(
+                "[webrtc] tls_listen needs [tls] cert and key".into(),
+            ));
+        }
+        _ => None,
+    };
     let media_udp = std::net::UdpSocket::bind(config.webrtc.udp)
         .map_err(|e| err(format_args!("[webrtc] udp {}", config.webrtc.udp), e))?;
     media_udp
@@ -182,6 +192,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         config.webrtc.allowed_origins.clone(),
         UdpSocket::from_std(media_udp),
         calls,
+        web_tls,
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -268,6 +279,7 @@ struct ControlShard {
     sip_by_peer: HashMap<SocketAddr, usize>,
     api_conns: Vec<Option<ApiConn>>,
     web_listener: TcpListener,
+    web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
     web_conns: Vec<Option<WebConn>>,
     web_by_session: HashMap<SessionId, usize>,
     next_session: SessionId,
@@ -297,6 +309,7 @@ impl ControlShard {
         allowed_origins: Vec<String>,
         mut media_udp: UdpSocket,
         calls: Calls,
+        mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
     ) -> Result<Self, RunError> {
         let poll = Poll::new().map_err(|e| err("poll", e))?;
         let registry = poll.registry();
@@ -317,6 +330,11 @@ impl ControlShard {
         registry
             .register(&mut media_udp, MEDIA_UDP, Interest::READABLE)
             .map_err(|e| err("register", e))?;
+        if let Some((l, _)) = &mut web_tls {
+            registry
+                .register(l, WEB_TLS_LISTEN, Interest::READABLE)
+                .map_err(|e| err("register", e))?;
+        }
         let (mut signals, writer) = UnixStream::pair().map_err(|e| err("signal pipe", e))?;
         let writer = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(writer));
         let mut ids = Vec::new();
@@ -343,6 +361,7 @@ impl ControlShard {
             sip_by_peer: HashMap::new(),
             api_conns: Vec::new(),
             web_listener,
+            web_tls,
             web_conns: Vec::new(),
             web_by_session: HashMap::new(),
             next_session: 0,
@@ -400,7 +419,8 @@ impl ControlShard {
                     Token(t) if (API_CONN_BASE..WEB_CONN_BASE).contains(&t) => {
                         self.api_conn_ready(now, t - API_CONN_BASE)
                     }
-                    WEB_LISTEN => self.accept_web(now),
+                    WEB_LISTEN => self.accept_web(now, false),
+                    WEB_TLS_LISTEN => self.accept_web(now, true),
                     Token(t) if t >= WEB_CONN_BASE => self.web_conn_ready(now, t - WEB_CONN_BASE),
                     Token(_) => {}
                 }
@@ -826,9 +846,14 @@ impl ControlShard {
         }
     }
 
-    fn accept_web(&mut self, now: Instant) {
+    fn accept_web(&mut self, now: Instant, tls: bool) {
         for _ in 0..256 {
-            match self.web_listener.accept() {
+            let accepted = match (&self.web_tls, tls) {
+                (Some((listener, _)), true) => listener.accept(),
+                (None, true) => return,
+                (_, false) => self.web_listener.accept(),
+            };
+            match accepted {
                 Ok((mut stream, peer)) => {
                     let Some(index) = Self::free_slot(&mut self.web_conns, web::MAX_WEB_CONNS)
                     else {
@@ -842,6 +867,13 @@ impl ControlShard {
                         .register(&mut stream, token, Interest::READABLE)
                         .is_ok()
                     {
+                        let stream = match &self.web_tls {
+                            Some((_, config)) if tls => match web::Stream::tls(stream, config) {
+                                Some(s) => s,
+                                None => continue,
+                            },
+                            _ => web::Stream::Plain(stream),
+                        };
                         self.web_conns[index] = Some(WebConn::new(stream, peer, now));
                     }
                 }

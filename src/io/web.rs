@@ -1,5 +1,6 @@
-//! `[webrtc] listen`: HTTP for the demo page (`/`, `/srgate.js`) and the browser protocol's
-//! WebSocket at `/ws` (RFC 6455 via tungstenite over non-blocking mio streams). The upgrade
+//! `[webrtc] listen` (and `tls_listen`, the same over rustls): HTTP for the demo page (`/`,
+//! `/srgate.js`) and the browser protocol's WebSocket at `/ws` (RFC 6455 via tungstenite
+//! over non-blocking mio streams). The upgrade
 //! is answered here (with the `allowed_origins` check); frames go to the sans-IO
 //! [`Hub`]. Every connection is bounded: request head 8 KiB and 10 s, frames 64 KiB
 //! (larger ones get `TOO_LARGE` and are dropped, far larger ones close the socket), a send
@@ -10,8 +11,11 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -29,20 +33,131 @@ pub const MAX_WEB_CONNS: usize = 4096;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const SRGATE_JS: &str = include_str!("../../web/srgate.js");
 
+/// A client's byte stream: plain TCP or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub fn tls(tcp: TcpStream, config: &Arc<ServerConfig>) -> Option<Stream> {
+        let conn = ServerConnection::new(config.clone()).ok()?;
+        Some(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+
+    fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &mut s.sock,
+        }
+    }
+
+    /// Whether TLS records are waiting for the socket to take them.
+    fn tls_wants_write(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.conn.wants_write())
+    }
+
+    /// Pushes pending TLS records (handshake or data) out; Err when broken.
+    fn push_tls(&mut self) -> io::Result<()> {
+        if let Stream::Tls(s) = self {
+            while s.conn.wants_write() {
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => {
+                // Take in what the socket has, then hand out plaintext; answer the
+                // handshake as it goes.
+                loop {
+                    match s.conn.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                        Err(_) => {}
+                    }
+                    match s.conn.read_tls(&mut s.sock) {
+                        Ok(0) => return Ok(0),
+                        Ok(_) => {
+                            s.conn
+                                .process_new_packets()
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                            while s.conn.wants_write() {
+                                match s.conn.write_tls(&mut s.sock) {
+                                    Ok(_) => {}
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => {
+                if s.conn.is_handshaking() {
+                    // Plaintext waits in rustls until the handshake is done; bounded
+                    // by the send limits of the layer above.
+                }
+                let n = s.conn.writer().write(buf)?;
+                let _ = self.push_tls();
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(_) => {
+                self.push_tls()?;
+                if self.tls_wants_write() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
 pub enum WebConn {
     Http {
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         buf: Vec<u8>,
         out: Vec<u8>,
         since: Instant,
     },
     Ws {
-        ws: Box<WebSocket<TcpStream>>,
+        ws: Box<WebSocket<Stream>>,
         peer: SocketAddr,
         session: SessionId,
         last_heard: Instant,
         last_ping: Instant,
+        /// The socket did not take everything: wait for writability.
+        want_write: bool,
+        /// The read budget ran out with data left: service again soon.
+        more: bool,
     },
     /// Passing from one state to the other, or done.
     Closed,
@@ -56,7 +171,7 @@ pub enum Next {
 }
 
 impl WebConn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant) -> Self {
+    pub fn new(stream: Stream, peer: SocketAddr, now: Instant) -> Self {
         WebConn::Http {
             stream,
             peer,
@@ -68,8 +183,8 @@ impl WebConn {
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         match self {
-            WebConn::Http { stream, .. } => stream,
-            WebConn::Ws { ws, .. } => ws.get_mut(),
+            WebConn::Http { stream, .. } => stream.tcp(),
+            WebConn::Ws { ws, .. } => ws.get_mut().tcp(),
             WebConn::Closed => unreachable!("a closed connection is removed before any I/O"),
         }
     }
@@ -94,10 +209,12 @@ impl WebConn {
         }
     }
 
+    /// Readable always; writable only while output waits (asking for writability of a
+    /// socket that is writable wakes an edge-triggered poll at once, every time).
     pub fn interest(&self) -> Interest {
         let wants_write = match self {
-            WebConn::Http { out, .. } => !out.is_empty(),
-            WebConn::Ws { .. } => true, // tungstenite keeps its own queue; writable events are cheap
+            WebConn::Http { out, stream, .. } => !out.is_empty() || stream.tls_wants_write(),
+            WebConn::Ws { want_write, ws, .. } => *want_write || ws.get_ref().tls_wants_write(),
             WebConn::Closed => false,
         };
         if wants_write {
@@ -245,7 +362,7 @@ impl WebConn {
                 );
                 // The 101 is tiny: a fresh socket takes it whole, and if not, the peer is
                 // broken and loses the connection.
-                if stream.write_all(response.as_bytes()).is_err() {
+                if stream.write_all(response.as_bytes()).is_err() || stream.push_tls().is_err() {
                     return Next::Close;
                 }
                 let rest = buf[head_len..].to_vec();
@@ -268,6 +385,8 @@ impl WebConn {
                     session,
                     last_heard: now,
                     last_ping: now,
+                    want_write: false,
+                    more: false,
                 };
                 return Next::Keep;
             }
@@ -286,10 +405,13 @@ impl WebConn {
             session,
             last_heard,
             last_ping,
+            want_write,
+            more,
         } = self
         else {
             return Next::Close;
         };
+        *more = true;
         for _ in 0..256 {
             match ws.read() {
                 Ok(Message::Text(text)) => {
@@ -311,7 +433,10 @@ impl WebConn {
                     return Next::Close;
                 }
                 Ok(_) => *last_heard = now, // ping, pong, frame
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *more = false;
+                    break;
+                }
                 Err(tungstenite::Error::Capacity(e)) => {
                     log::info!("WebSocket {peer}: {e}; closing");
                     return Next::Close;
@@ -328,8 +453,14 @@ impl WebConn {
             let _ = ws.write(Message::Ping(Vec::new().into()));
         }
         match ws.flush() {
-            Ok(()) => Next::Keep,
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Next::Keep,
+            Ok(()) => {
+                *want_write = false;
+                Next::Keep
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                *want_write = true;
+                Next::Keep
+            }
             Err(_) => Next::Close,
         }
     }
@@ -337,7 +468,7 @@ impl WebConn {
     /// Queues a text frame (from the hub). False: the connection is broken or its queue is
     /// full (a client that does not read); the caller closes it.
     pub fn send_text(&mut self, text: String) -> bool {
-        let WebConn::Ws { ws, .. } = self else {
+        let WebConn::Ws { ws, want_write, .. } = self else {
             return false;
         };
         match ws.write(Message::Text(text.into())) {
@@ -345,7 +476,14 @@ impl WebConn {
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return false,
         }
-        !matches!(ws.flush(), Err(e) if !matches!(&e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock))
+        match ws.flush() {
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                *want_write = true;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Sends a close frame (best effort).
@@ -364,7 +502,7 @@ fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o.trim())))
 }
 
-fn flush_plain(stream: &mut TcpStream, out: &mut Vec<u8>) -> Next {
+fn flush_plain(stream: &mut Stream, out: &mut Vec<u8>) -> Next {
     while !out.is_empty() {
         match stream.write(out) {
             Ok(0) => return Next::Close,
@@ -375,6 +513,9 @@ fn flush_plain(stream: &mut TcpStream, out: &mut Vec<u8>) -> Next {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Next::Close,
         }
+    }
+    if stream.tls_wants_write() {
+        return Next::Keep; // the last TLS records are still on their way
     }
     Next::Close // one answer per connection
 }
@@ -402,4 +543,34 @@ mod tests {
         assert!(!origin_allowed(Some("https://evil.example"), &allowed));
         assert!(!origin_allowed(None, &allowed));
     }
+}
+
+/// The rustls server configuration of `[webrtc] tls_listen` from `[tls] cert` and `key`
+/// (PEM: the certificate chain, and a PKCS#8, PKCS#1 or SEC1 private key).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "[tls] cert {}: no certificate in the file",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("[tls] key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("[tls] cert/key: {e}"))?;
+    Ok(Arc::new(config))
 }
