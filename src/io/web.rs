@@ -530,21 +530,6 @@ fn reply(code: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins() {
-        assert!(origin_allowed(None, &[]));
-        assert!(origin_allowed(Some("https://evil.example"), &[]));
-        let allowed = vec!["https://app.example".to_string()];
-        assert!(origin_allowed(Some("https://app.example"), &allowed));
-        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
-        assert!(!origin_allowed(None, &allowed));
-    }
-}
-
 /// The rustls server configuration of `[webrtc] tls_listen` from `[tls] cert` and `key`
 /// (PEM: the certificate chain, and a PKCS#8, PKCS#1 or SEC1 private key).
 pub fn tls_config(
@@ -573,4 +558,19 @@ pub fn tls_config(
         .with_single_cert(chain, key)
         .map_err(|e| format!("[tls] cert/key: {e}"))?;
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(None, &[]));
+        assert!(origin_allowed(Some("https://evil.example"), &[]));
+        let allowed = vec!["https://app.example".to_string()];
+        assert!(origin_allowed(Some("https://app.example"), &allowed));
+        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
+        assert!(!origin_allowed(None, &allowed));
+    }
 }
