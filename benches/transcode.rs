@@ -7,6 +7,9 @@
 //! - `bridge_opus_pcmu`: both directions of a bridged call, Opus → PCMU and PCMU → Opus at
 //!   8 kHz. Raw: libopus decode + G.711 encode, G.711 decode + libopus encode.
 //!
+//! - `pcmu_pcm8k_pcmu`: srgate's path with G.711 on both sides: what RTP, the jitter
+//!   buffer and the cadence cost per frame around the codecs.
+//!
 //! One iteration is one 20 ms frame (per direction). After criterion, a plain timed loop
 //! prints the ratio srgate / raw in frames per second (target ≥ 0.8) and the heap
 //! allocations per frame of srgate's path.
@@ -292,6 +295,19 @@ fn bench(c: &mut Criterion) {
     group.bench_function("srgate", |b| b.iter(|| black_box(bridge.frame())));
     group.bench_function("libopus_raw", |b| b.iter(|| black_box(raw_bridge.frame())));
     group.finish();
+
+    // What the path costs around the codecs: PCMU → PCM → PCMU, where the codec work is
+    // two table lookups per sample.
+    let (_, pcmu_rtp) = streams();
+    let mut plain = Ours::new(
+        transcoder(Codec::G711(Law::Mu), 0, Codec::G711(Law::Mu), 0),
+        pcmu_rtp,
+        160,
+        t0,
+    );
+    c.bench_function("pcmu_pcm8k_pcmu/srgate", |b| {
+        b.iter(|| black_box(plain.frame()))
+    });
 
     // The ratio in one place, and allocations per frame on srgate's side.
     let (mut ours, mut raw, mut bridge, mut raw_bridge) = setups(t0);

@@ -88,7 +88,7 @@ fn keys(rng: &mut Rng, profile: SrtpProfile) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The plaintext packets in sending order: per SSRC, sequence numbers from just below the
-/// wrap, interleaved across SSRCs.
+/// wrap, interleaved across SSRCs (packet `i` belongs to SSRC `i % 3`).
 fn stream(rng: &mut Rng) -> Vec<Vec<u8>> {
     let mut next_seq = [65_535 - 50u16, 65_535 - 100, 65_535 - 5];
     (0..PACKETS)
@@ -101,13 +101,21 @@ fn stream(rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Delivery order: mostly in order, with some neighbours swapped.
+/// Delivery order: mostly in order, some packets of one SSRC swapped with the next of the
+/// same SSRC, and the third SSRC's seq 65535 (packet 17) always after its seq 0 (packet 20).
 fn delivery_order(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let stride = SSRCS.len();
     let mut order: Vec<usize> = (0..n).collect();
-    for i in 1..n {
+    for i in stride..n {
         if rng.below(8) == 0 {
-            order.swap(i - 1, i);
+            order.swap(i - stride, i);
         }
+    }
+    let at = |order: &[usize], packet| order.iter().position(|&p| p == packet);
+    if let (Some(last_before_wrap), Some(first_after_wrap)) = (at(&order, 17), at(&order, 20))
+        && last_before_wrap < first_after_wrap
+    {
+        order.swap(last_before_wrap, first_after_wrap);
     }
     order
 }

@@ -312,6 +312,10 @@ impl SrtpContext {
 
     /// Encrypts and authenticates the RTP packet in `buf[..len]` in place and appends the
     /// tag; returns the SRTP packet's length, `len + profile.rtp_overhead()`.
+    ///
+    /// An SSRC's packet index must not be protected twice (that would reuse a keystream):
+    /// a sequence number already sent (within the replay window, or older) is refused with
+    /// [`Error::Replay`], as libsrtp does unless told to allow retransmissions.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let packet = buf.get(..len).ok_or(Error::BufferTooSmall)?;
         let h = header::rtp_header(packet)?;
@@ -320,6 +324,8 @@ impl SrtpContext {
         let tail = tail.get_mut(..out_len - len).ok_or(Error::BufferTooSmall)?;
         let mut state = self.stream(h.ssrc)?;
         let index = state.rtp.estimate_srtp_index(h.seq)?;
+        // Protecting an index twice would reuse a keystream (and, for GCM, a nonce).
+        state.rtp.check(index)?;
         let roc = ReplayWindow::roc_of(index);
         let (head, payload) = body.split_at_mut(h.len);
         match &self.session {

@@ -281,6 +281,28 @@ fn rollover_counter_across_the_sequence_wrap() {
 }
 
 #[test]
+fn an_index_is_never_protected_twice() {
+    for profile in ALL {
+        let (mut tx, _) = pair(profile);
+        protect(&mut tx, &rtp(1000, 3, 0, false, 10));
+        protect(&mut tx, &rtp(1002, 3, 0, false, 10));
+        let mut buf = [0u8; 100];
+        for seq in [1000, 1002, 1002 - 128] {
+            let plain = rtp(seq, 3, 0, false, 10);
+            buf[..plain.len()].copy_from_slice(&plain);
+            assert_eq!(
+                tx.protect_rtp(&mut buf, plain.len()),
+                Err(Error::Replay),
+                "{seq}"
+            );
+            assert_eq!(buf[..plain.len()], plain[..], "left as it was");
+        }
+        // A sequence number skipped earlier may still be sent.
+        protect(&mut tx, &rtp(1001, 3, 0, false, 10));
+    }
+}
+
+#[test]
 fn the_rollover_counter_is_authenticated() {
     // A packet protected with ROC 1 does not verify if the receiver thinks ROC is 0.
     for profile in ALL {
