@@ -78,6 +78,10 @@ pub struct EchoCall {
     /// Setup traffic of the leg (STUN answers, DTLS flights) waiting to be sent.
     pending: VecDeque<Transmit>,
     counters: Counters,
+    /// DTLS connected: the call counts as answered (media can flow both ways).
+    connected: bool,
+    /// `connected` became true and the user has not been told yet.
+    newly_connected: bool,
 }
 
 impl EchoCall {
@@ -134,6 +138,8 @@ impl EchoCall {
             tx: None,
             pending: VecDeque::new(),
             counters: Counters::default(),
+            connected: false,
+            newly_connected: false,
         };
         call.collect();
         Ok((call, answer))
@@ -179,6 +185,8 @@ impl EchoCall {
                         (Ok(rx), Ok(tx)) => {
                             self.rx = Some(rx);
                             self.tx = Some(tx);
+                            self.connected = true;
+                            self.newly_connected = true;
                         }
                         _ => step = Step::Failed("ERROR"),
                     }
@@ -258,6 +266,15 @@ impl EchoCall {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// True once, when DTLS has just connected: time to say ACCEPTED_BY_REMOTE.
+    pub fn take_newly_connected(&mut self) -> bool {
+        std::mem::take(&mut self.newly_connected)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
     }
 
     pub fn close(&mut self) {

@@ -11,7 +11,10 @@
 //!
 //! Today a call is an app user calling `echo`: the browser's audio comes back to it
 //! through srgate's whole media path (ICE-lite, DTLS-SRTP, SRTP, jitter buffer, Opus decode
-//! and encode). Calls to SIP numbers come with the bridge (the SIP leg); until then they
+//! and encode). The echo answers (`ACCEPTED_BY_REMOTE`) when DTLS has connected, so the
+//! answer means the media path is up; if the browser's transport fails before that (a DTLS
+//! fingerprint that does not match, no ICE check within the consent timeout) the call ends
+//! with `FAILURE` and `error` `MEDIA_FAILED`, and everything it held is freed. Calls to SIP numbers come with the bridge (the SIP leg); until then they
 //! end with `FAILURE` `PEER_OFFLINE`.
 
 mod echo;
@@ -121,8 +124,8 @@ impl Calls {
             Request::Hangup { id } | Request::Cancel { id } => {
                 let key = (user.clone(), id.clone());
                 if self.index.contains_key(&key) {
-                    // Echo answers at once, so a cancel always meets an answered call and
-                    // ends it like a hangup (DESIGN §5: one hangup message per answered call).
+                    // Before the answer it ends as CANCELED, after it with a hangup
+                    // (DESIGN §5: hangup before the answer acts as cancel).
                     self.end(&key, Some("LOCAL"));
                 } else {
                     self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id);
@@ -197,10 +200,6 @@ impl Calls {
                     user,
                     protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
                 );
-                self.say(
-                    user,
-                    protocol::local_state(id, "ACCEPTED_BY_REMOTE", None, None, None, None),
-                );
             }
             Err(why) => {
                 log::info!(
@@ -225,6 +224,7 @@ impl Calls {
         let Some((_, mut call)) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        let answered = call.is_connected();
         call.close();
         self.by_ufrag.retain(|_, s| *s != slot);
         self.by_remote.retain(|_, s| *s != slot);
@@ -236,9 +236,28 @@ impl Calls {
             reason.unwrap_or("user gone"),
             call.summary()
         );
-        if let Some(reason) = reason {
-            let text = protocol::hangup(&key.1, reason, None);
-            self.say(&key.0, text);
+        match reason {
+            // Every answered call ends with exactly one hangup message.
+            Some(reason) if answered => {
+                let text = protocol::hangup(&key.1, reason, None);
+                self.say(&key.0, text);
+            }
+            Some("LOCAL") => {
+                let text = protocol::local_state(&key.1, "CANCELED", None, None, None, None);
+                self.say(&key.0, text);
+            }
+            Some(_) => {
+                let text = protocol::local_state(
+                    &key.1,
+                    "FAILURE",
+                    None,
+                    None,
+                    Some("MEDIA_FAILED"),
+                    None,
+                );
+                self.say(&key.0, text);
+            }
+            None => {}
         }
     }
 
@@ -271,6 +290,13 @@ impl Calls {
     }
 
     fn after(&mut self, slot: usize, step: Step) {
+        if let Some((key, call)) = self.slots.get_mut(slot).and_then(Option::as_mut)
+            && call.take_newly_connected()
+        {
+            let text = protocol::local_state(&key.1, "ACCEPTED_BY_REMOTE", None, None, None, None);
+            let user = key.0.clone();
+            self.say(&user, text);
+        }
         if let Step::Failed(reason) = step
             && let Some((key, _)) = self.slots.get(slot).and_then(Option::as_ref)
         {
