@@ -105,11 +105,31 @@ fn every_error_path_answers_and_changes_nothing() {
         (e["code"].as_str(), e["id"].as_str()),
         (Some("BAD_REQUEST"), Some("c3"))
     );
-    let e = ask(&mut ws, r#"{"type":"hangup","id":"nope"}"#);
-    assert_eq!(
-        (e["code"].as_str(), e["id"].as_str()),
-        (Some("NO_SUCH_CALL"), Some("nope"))
+    for request in [
+        r#"{"type":"hangup","id":"nope"}"#,
+        r#"{"type":"cancel","id":"nope"}"#,
+        r#"{"type":"accept","id":"nope","sdp":"v=0"}"#,
+        r#"{"type":"refuse","id":"nope"}"#,
+        r##"{"type":"dtmf","id":"nope","digits":"1#"}"##,
+    ] {
+        let e = ask(&mut ws, request);
+        let got = (e["code"].as_str(), e["id"].as_str());
+        assert_eq!(got, (Some("NO_SUCH_CALL"), Some("nope")), "{request}");
+    }
+    // a call to a number no one serves yet ends at once
+    let f = ask(
+        &mut ws,
+        r#"{"type":"invite","id":"c4","callee":"1006","sdp":"v=0"}"#,
     );
+    let got = (f["state"].as_str(), f["error"].as_str());
+    assert_eq!(got, (Some("FAILURE"), Some("PEER_OFFLINE")));
+    // an echo call with an offer that is not SDP is refused and leaves nothing
+    let e = ask(
+        &mut ws,
+        r#"{"type":"invite","id":"c5","callee":"echo","sdp":"not sdp"}"#,
+    );
+    let got = (e["code"].as_str(), e["id"].as_str());
+    assert_eq!(got, (Some("BAD_REQUEST"), Some("c5")));
     let health = srgate.health().unwrap();
     assert_eq!(health.calls, 0);
 }
