@@ -1289,7 +1289,11 @@ impl Endpoint {
                 self.events.push_back(Event::Unregistered);
             }
             RegState::InFlight(k) if k == key => {
-                reg.registered = false;
+                // Each retry starts its digest exchange afresh: the client's count of
+                // challenges in a row must not carry over and make it give up for good.
+                reg.auth.clear();
+                // Still registered while the last granted binding lasts.
+                reg.registered = reg.binding_expires.is_some_and(|t| now < t);
                 let wait = reg.backoff;
                 reg.backoff = (reg.backoff * 2).min(REGISTER_BACKOFF_MAX);
                 reg.state = RegState::Due(now + wait);
@@ -2154,7 +2158,8 @@ mod tests {
             retransmits += sent(&mut ep).len();
         }
         assert!(retransmits >= 6, "timer E retransmitted ({retransmits})");
-        assert!(!ep.is_registered());
+        // the refresh failed at 112 s, but the binding granted at 0 lasts until 120 s
+        assert!(ep.is_registered(), "still registered while the binding lasts");
         assert!(matches!(
             ep.poll_event(),
             Some(Event::RegistrationFailed { .. })
@@ -2218,6 +2223,28 @@ mod tests {
             &registrar_answer(&again[0], 200, "Expires: 10\r\n"),
         );
         assert!(ep.is_registered());
+    }
+
+    #[test]
+    fn proxy_registration_recovers_after_repeated_auth_failures() {
+        let mut now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        let mut n = 0;
+        let mut challenge = || {
+            n += 1;
+            format!("WWW-Authenticate: Digest realm=\"r\", nonce=\"n{n}\", qop=\"auth\"\r\n")
+        };
+        for _ in 0..6 {
+            ep.handle_timeout(now);
+            let t = sent(&mut ep);
+            assert_eq!(t.len(), 1, "a retry is sent");
+            send(&mut ep, now, PBX, &registrar_answer(&t[0], 401, &challenge()));
+            let answered = sent(&mut ep);
+            assert_eq!(answered.len(), 1, "every attempt answers its first 401");
+            send(&mut ep, now, PBX, &registrar_answer(&answered[0], 401, &challenge()));
+            assert!(sent(&mut ep).is_empty(), "a second 401 means wrong credentials");
+            now = ep.poll_timeout().unwrap().max(now) + Duration::from_secs(61);
+        }
     }
 
     #[test]
