@@ -199,6 +199,11 @@ struct ServerTx {
     /// (number and method).
     origin: (String, String, u32, &'static str),
     final_sent: bool,
+    /// Kept after its final answer (retransmissions absorbed, Timer G/J…) only when the
+    /// request came from sip_svr or authenticated: what strangers send creates no state
+    /// (RFC 3261 §8.2.7 stateless answers), so they can neither fill the table nor make
+    /// srgate retransmit at a forged address.
+    keep: bool,
 }
 
 enum ServerMachine {
@@ -406,24 +411,33 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let keys: Vec<ServerKey> = self.server_txs.keys().cloned().collect();
-        for key in keys {
-            if let Some(tx) = self.server_txs.get_mut(&key) {
-                let done = match &mut tx.machine {
-                    ServerMachine::NonInvite(m) => {
-                        m.handle_timeout(now);
-                        m.is_terminated()
-                    }
-                    ServerMachine::Invite(m) => {
-                        m.handle_timeout(now);
-                        m.is_terminated()
-                    }
-                };
-                Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
-                if done {
-                    self.server_txs.remove(&key);
-                }
+        // Only the terminated keys are collected (no clone of the whole table per tick).
+        let mut done: Vec<ServerKey> = Vec::new();
+        for (key, tx) in self.server_txs.iter_mut() {
+            let due = match &tx.machine {
+                ServerMachine::NonInvite(m) => m.poll_timeout(),
+                ServerMachine::Invite(m) => m.poll_timeout(),
+            };
+            if due.is_none_or(|t| t > now) {
+                continue;
             }
+            let terminated = match &mut tx.machine {
+                ServerMachine::NonInvite(m) => {
+                    m.handle_timeout(now);
+                    m.is_terminated()
+                }
+                ServerMachine::Invite(m) => {
+                    m.handle_timeout(now);
+                    m.is_terminated()
+                }
+            };
+            Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+            if terminated {
+                done.push(key.clone());
+            }
+        }
+        for key in done {
+            self.server_txs.remove(&key);
         }
         let keys: Vec<ClientKey> = self.client_txs.keys().cloned().collect();
         for key in keys {
@@ -610,9 +624,12 @@ impl Endpoint {
             Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
             return;
         }
+        // The To tag is derived from the request, so a request answered statelessly and
+        // sent again gets the very same answer (RFC 3261 §8.2.7).
+        let to_tag = ids.to_tag.is_none().then(|| self.derived_tag(&ids));
         if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
             // Overload: answer statelessly and keep nothing.
-            let head = response_head(msg, &ids, source, None);
+            let head = response_head(msg, &ids, source, to_tag.as_deref());
             self.transmits.push_back(Transmit {
                 transport: destination.0,
                 destination: destination.1,
@@ -626,11 +643,6 @@ impl Endpoint {
             return;
         }
 
-        let to_tag = if ids.to_tag.is_none() {
-            Some(self.rng.token(16))
-        } else {
-            None
-        };
         let head = response_head(msg, &ids, source, to_tag.as_deref());
         let machine = if ids.method == Method::Invite {
             ServerMachine::Invite(ServerInviteTransaction::new(now, transport.reliable()))
@@ -659,6 +671,7 @@ impl Endpoint {
                     method_key,
                 ),
                 final_sent: false,
+                keep: false,
             },
         );
 
@@ -815,6 +828,7 @@ impl Endpoint {
                 }
             },
         }
+        self.keep(key);
         // The callee: X-Number (SRProxy's FreeSWITCH dialplan) or the Request-URI user.
         let callee = msg
             .header(HeaderName::Other("X-Number"))
@@ -867,7 +881,10 @@ impl Endpoint {
             return;
         }
         let user = match self.authenticate(now, msg, false) {
-            AuthOutcome::Ok(user) => user,
+            AuthOutcome::Ok(user) => {
+                self.keep(key);
+                user
+            }
             AuthOutcome::Challenge(headers) => {
                 self.respond(now, key, 401, "Unauthorized", &headers);
                 return;
@@ -1015,6 +1032,27 @@ impl Endpoint {
         }
     }
 
+    /// Marks transaction `key` as worth keeping (trusted or authenticated request).
+    fn keep(&mut self, key: &ServerKey) {
+        if let Some(tx) = self.server_txs.get_mut(key) {
+            tx.keep = true;
+        }
+    }
+
+    /// A To tag for the answers to a request: the same for every copy of it.
+    fn derived_tag(&self, ids: &RequestIds<'_>) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.cfg.seed);
+        for part in [ids.call_id, ids.from_tag, ids.branch.as_str()] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(ids.cseq.to_be_bytes());
+        let digest = h.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Sends a response on server transaction `key` (built from its stored head).
     fn respond(
         &mut self,
@@ -1047,7 +1085,7 @@ impl Endpoint {
             ServerMachine::NonInvite(m) => m.is_terminated(),
             ServerMachine::Invite(m) => m.is_terminated(),
         };
-        if done {
+        if done || (code >= 200 && !tx.keep) {
             self.server_txs.remove(key);
         }
     }
@@ -1959,18 +1997,50 @@ mod tests {
     #[test]
     fn a_merged_request_is_a_loop() {
         let now = t0();
-        let mut ep = Endpoint::new(standalone(), now);
-        let first = request("OPTIONS", "sip:127.0.0.1:5086", "g1", 1, "");
-        send(&mut ep, now, PHONE, &first);
-        assert_eq!(only_status(&mut ep).0, 200);
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        sent(&mut ep);
+        // a call from the PBX (trusted: its transaction is kept)
+        let first = request("INVITE", "sip:1000@127.0.0.1:5086", "g1", 1, "").replace(PHONE, PBX);
+        send(&mut ep, now, PBX, &first);
+        assert_eq!(only_status(&mut ep).0, 480);
         // the same request (Call-ID, From tag, CSeq) by another path: another branch
-        send(
-            &mut ep,
-            now,
-            PHONE,
-            &first.replace("z9hG4bKg1", "z9hG4bKg2"),
-        );
+        send(&mut ep, now, PBX, &first.replace("z9hG4bKg1", "z9hG4bKg2"));
         assert_eq!(only_status(&mut ep).0, 482);
+    }
+
+    #[test]
+    fn strangers_and_challenges_leave_no_state_and_get_the_same_answer_again() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let uri = "sip:2000@127.0.0.1:5086";
+        let invite = request("INVITE", uri, "st1", 1, "");
+        send(&mut ep, now, PHONE, &invite);
+        let (code, first) = only_status(&mut ep);
+        assert_eq!(code, 407);
+        assert!(ep.server_txs.is_empty(), "a challenge keeps nothing");
+        ep.handle_timeout(now + Duration::from_millis(500));
+        assert!(
+            sent(&mut ep).is_empty(),
+            "and is never retransmitted (no reflection)"
+        );
+        send(&mut ep, now, PHONE, &invite);
+        let (_, again) = only_status(&mut ep);
+        let tag = |t: &str| {
+            Message::parse(t.as_bytes())
+                .unwrap()
+                .to()
+                .unwrap()
+                .tag
+                .map(str::to_string)
+        };
+        assert_eq!(
+            tag(&first),
+            tag(&again),
+            "the retransmitted request gets the same To tag"
+        );
+        send(&mut ep, now, PHONE, &request("OPTIONS", uri, "st2", 1, ""));
+        assert_eq!(only_status(&mut ep).0, 200);
+        assert!(ep.server_txs.is_empty(), "OPTIONS keeps nothing");
     }
 
     #[test]
@@ -1998,6 +2068,7 @@ mod tests {
                     "INVITE",
                 ),
                 final_sent: false,
+                keep: true,
             },
         );
         ep.respond(now, &key, 180, "Ringing", &[]);
@@ -2022,11 +2093,22 @@ mod tests {
     #[test]
     fn cancel_after_the_final_answer_gets_200_only() {
         let now = t0();
-        let mut ep = Endpoint::new(standalone(), now);
-        let uri = "sip:2000@127.0.0.1:5086";
-        send(&mut ep, now, PHONE, &request("INVITE", uri, "k1", 1, ""));
-        assert_eq!(only_status(&mut ep).0, 407);
-        send(&mut ep, now, PHONE, &request("CANCEL", uri, "k1", 1, ""));
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        sent(&mut ep);
+        let uri = "sip:1000@127.0.0.1:5086";
+        send(
+            &mut ep,
+            now,
+            PBX,
+            &request("INVITE", uri, "k1", 1, "").replace(PHONE, PBX),
+        );
+        assert_eq!(only_status(&mut ep).0, 480);
+        send(
+            &mut ep,
+            now,
+            PBX,
+            &request("CANCEL", uri, "k1", 1, "").replace(PHONE, PBX),
+        );
         assert_eq!(
             only_status(&mut ep).0,
             200,
@@ -2159,7 +2241,10 @@ mod tests {
         }
         assert!(retransmits >= 6, "timer E retransmitted ({retransmits})");
         // the refresh failed at 112 s, but the binding granted at 0 lasts until 120 s
-        assert!(ep.is_registered(), "still registered while the binding lasts");
+        assert!(
+            ep.is_registered(),
+            "still registered while the binding lasts"
+        );
         assert!(matches!(
             ep.poll_event(),
             Some(Event::RegistrationFailed { .. })
@@ -2238,11 +2323,24 @@ mod tests {
             ep.handle_timeout(now);
             let t = sent(&mut ep);
             assert_eq!(t.len(), 1, "a retry is sent");
-            send(&mut ep, now, PBX, &registrar_answer(&t[0], 401, &challenge()));
+            send(
+                &mut ep,
+                now,
+                PBX,
+                &registrar_answer(&t[0], 401, &challenge()),
+            );
             let answered = sent(&mut ep);
             assert_eq!(answered.len(), 1, "every attempt answers its first 401");
-            send(&mut ep, now, PBX, &registrar_answer(&answered[0], 401, &challenge()));
-            assert!(sent(&mut ep).is_empty(), "a second 401 means wrong credentials");
+            send(
+                &mut ep,
+                now,
+                PBX,
+                &registrar_answer(&answered[0], 401, &challenge()),
+            );
+            assert!(
+                sent(&mut ep).is_empty(),
+                "a second 401 means wrong credentials"
+            );
             now = ep.poll_timeout().unwrap().max(now) + Duration::from_secs(61);
         }
     }
