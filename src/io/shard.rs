@@ -49,6 +49,8 @@ const UDP_SLOT: usize = 65_536;
 const SIP_TCP_READ_MAX: usize = 256 * 1024;
 const SIP_TCP_WRITE_MAX: usize = 1024 * 1024;
 const SIP_TCP_MAX_CONNS: usize = 4096;
+/// Bytes read from one SIP TCP connection before its messages are framed and handled.
+const SIP_TCP_CHUNK: usize = 64 * 1024;
 /// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
 /// a phone's connection busy well within it).
 const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
@@ -264,6 +266,8 @@ fn media_shard(mut poll: Poll, stop: Arc<AtomicBool>) {
 struct ApiConn {
     conn: Conn,
     answered: bool,
+    /// From accept: a client trickling bytes cannot keep its slot (slowloris).
+    since: Instant,
 }
 
 struct ControlShard {
@@ -459,7 +463,7 @@ impl ControlShard {
             consider(d);
         }
         for c in self.api_conns.iter().flatten() {
-            consider(c.conn.last_activity + API_TIMEOUT);
+            consider(c.since + API_TIMEOUT);
         }
         for c in self.sip_conns.iter().flatten() {
             consider(c.last_activity + SIP_TCP_IDLE);
@@ -681,38 +685,57 @@ impl ControlShard {
             self.close_sip(index);
             return;
         }
-        let outcome = if event.is_readable() {
-            conn.read_available(now)
-        } else {
-            ReadOutcome::Open
-        };
-        // Hand every complete message to the endpoint (RFC 3261 §18.3 framing).
+        // Read a share, hand every complete message to the endpoint (RFC 3261 §18.3
+        // framing), and again, until the socket is empty: a burst larger than the buffer
+        // is taken message by message instead of overflowing it.
         let peer = conn.peer;
-        let mut consumed = 0;
+        let mut outcome = ReadOutcome::Open;
         let mut broken = false;
-        for _ in 0..1024 {
-            match crate::wire::sip::frame(&conn.rbuf[consumed..]) {
-                Ok(Some(crate::wire::sip::Frame::Keepalive(n))) => consumed += n,
-                Ok(Some(crate::wire::sip::Frame::Message(n))) => {
-                    self.endpoint.handle_receive(
-                        now,
-                        Transport::Tcp,
-                        peer,
-                        &conn.rbuf[consumed..consumed + n],
-                    );
-                    consumed += n;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    log::debug!("SIP TCP from {peer}: unframeable stream ({e:?}); closing");
-                    broken = true;
-                    break;
+        for _ in 0..100_000 {
+            outcome = if event.is_readable() {
+                conn.read_available(now, SIP_TCP_CHUNK)
+            } else {
+                ReadOutcome::Open
+            };
+            let mut consumed = 0;
+            loop {
+                match crate::wire::sip::frame(&conn.rbuf[consumed..]) {
+                    Ok(Some(crate::wire::sip::Frame::Keepalive(n))) => {
+                        // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
+                        if n >= 4 && !conn.queue(b"\r\n") {
+                            broken = true;
+                        }
+                        consumed += n;
+                    }
+                    Ok(Some(crate::wire::sip::Frame::Message(n))) => {
+                        self.endpoint.handle_receive(
+                            now,
+                            Transport::Tcp,
+                            peer,
+                            &conn.rbuf[consumed..consumed + n],
+                        );
+                        consumed += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("SIP TCP from {peer}: unframeable stream ({e:?}); closing");
+                        broken = true;
+                        break;
+                    }
                 }
             }
+            conn.rbuf.drain(..consumed);
+            if broken || outcome != ReadOutcome::More {
+                break;
+            }
         }
-        conn.rbuf.drain(..consumed);
+        if !broken && !conn.connecting && conn.flush(now).is_err() {
+            broken = true;
+        }
         if broken || outcome != ReadOutcome::Open {
             self.close_sip(index);
+            self.endpoint
+                .handle_transport_error(now, Transport::Tcp, peer);
         } else {
             self.reregister_sip(index);
         }
@@ -763,6 +786,7 @@ impl ControlShard {
                         self.api_conns[index] = Some(ApiConn {
                             conn: Conn::new(stream, peer, now, api::MAX_REQUEST + 1, 1 << 20),
                             answered: false,
+                            since: now,
                         });
                     }
                 }
@@ -785,7 +809,7 @@ impl ControlShard {
         let conn = &mut api_conn.conn;
         let mut close = false;
         if !api_conn.answered {
-            let outcome = conn.read_available(now);
+            let outcome = conn.read_available(now, usize::MAX);
             match api::respond(&conn.rbuf, &status) {
                 Some(answer) => {
                     conn.queue(&answer);
@@ -822,7 +846,7 @@ impl ControlShard {
         for i in 0..self.api_conns.len() {
             if self.api_conns[i]
                 .as_ref()
-                .is_some_and(|c| now >= c.conn.last_activity + API_TIMEOUT)
+                .is_some_and(|c| now >= c.since + API_TIMEOUT)
             {
                 self.close_api(i);
             }

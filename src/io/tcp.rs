@@ -16,6 +16,8 @@ pub enum ReadOutcome {
     Closed,
     /// The receive buffer is at its limit: the peer sends more than we accept.
     Overflow,
+    /// This call's share is read; more may be waiting.
+    More,
 }
 
 /// One non-blocking stream with a bounded receive buffer and an unbounded-but-capped
@@ -52,18 +54,25 @@ impl Conn {
         }
     }
 
-    /// Reads until the socket would block, the peer closes, or the buffer is full.
-    pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
+    /// Reads until the socket would block, the peer closes, the buffer is full, or
+    /// `chunk_limit` bytes came in this call ([`ReadOutcome::More`]: frame what is there,
+    /// then call again).
+    pub fn read_available(&mut self, now: Instant, chunk_limit: usize) -> ReadOutcome {
         let mut chunk = [0u8; 8192];
+        let mut got = 0;
         loop {
             if self.rbuf.len() >= self.max_read {
                 return ReadOutcome::Overflow;
+            }
+            if got >= chunk_limit {
+                return ReadOutcome::More;
             }
             let room = (self.max_read - self.rbuf.len()).min(chunk.len());
             match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => return ReadOutcome::Closed,
                 Ok(n) => {
                     self.last_activity = now;
+                    got += n;
                     self.rbuf.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
