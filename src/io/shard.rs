@@ -49,6 +49,10 @@ const UDP_SLOT: usize = 65_536;
 const SIP_TCP_READ_MAX: usize = 256 * 1024;
 const SIP_TCP_WRITE_MAX: usize = 1024 * 1024;
 const SIP_TCP_MAX_CONNS: usize = 4096;
+/// SIP TCP connections one address may hold (sip_svr's is exempt), and the slots kept for
+/// srgate's own connection to sip_svr: one host cannot take them all.
+const SIP_TCP_PER_IP: usize = 32;
+const SIP_TCP_RESERVED: usize = 16;
 /// Bytes read from one SIP TCP connection before its messages are framed and handled.
 const SIP_TCP_CHUNK: usize = 64 * 1024;
 /// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
@@ -281,6 +285,8 @@ struct ControlShard {
     batch: RecvBatch,
     sip_conns: Vec<Option<Conn>>,
     sip_by_peer: HashMap<SocketAddr, usize>,
+    /// sip_svr's address: exempt from the per-address connection cap.
+    trusted_ip: Option<std::net::IpAddr>,
     api_conns: Vec<Option<ApiConn>>,
     web_listener: TcpListener,
     web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
@@ -353,6 +359,7 @@ impl ControlShard {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| err("register", e))?;
         Ok(ControlShard {
+            trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
             endpoint: Endpoint::new(config, Instant::now()),
             poll,
             udp,
@@ -631,7 +638,20 @@ impl ControlShard {
         for _ in 0..256 {
             match self.sip_listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let Some(index) = Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)
+                    let from_same = self
+                        .sip_conns
+                        .iter()
+                        .flatten()
+                        .filter(|c| c.peer.ip() == peer.ip())
+                        .count();
+                    if Some(peer.ip()) != self.trusted_ip && from_same >= SIP_TCP_PER_IP {
+                        log::info!(
+                            "SIP TCP connection from {peer} refused: {from_same} already open from it"
+                        );
+                        continue;
+                    }
+                    let Some(index) =
+                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED)
                     else {
                         log::warn!("SIP TCP connection from {peer} refused: too many connections");
                         continue;
