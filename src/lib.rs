@@ -7,6 +7,12 @@
 //! - [`sip`]: the SIP behaviour of the gateway: RFC 3261 transactions, digest
 //!   authentication, the proxy account's registration and the built-in registrar, wrapped
 //!   in one sans-IO [`sip::endpoint::Endpoint`].
+//! - [`sdp`], [`webrtc`]: the browser's media transport: SDP offer/answer, ICE-lite, DTLS,
+//!   SRTP/SRTCP in place.
+//! - [`media`]: RTP streams, jitter buffer, codecs (Opus, G.711) and transcoding.
+//! - [`signal`]: the browser JSON protocol: messages, login tokens, sessions.
+//! - [`call`]: what requests become: calls and their media (the run-loop contract is
+//!   written down there).
 //! - [`config`]: the INI file (`conf/srgate.ini`, SRProxy's `rtx.conf` keys) into a typed
 //!   [`config::Config`], with errors that name file, line and key.
 //! - [`io`]: the only place with sockets, syscalls, threads and clocks: one mio reactor per
