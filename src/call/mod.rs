@@ -55,6 +55,11 @@ pub struct MediaTransmit {
 
 type CallKey = (String, String); // (user, call id)
 
+/// Calls one user may have at once, and calls per shard: a logged-in client cannot make
+/// srgate allocate codec state without end.
+pub const MAX_CALLS_PER_USER: usize = 8;
+pub const MAX_CALLS: usize = 4096;
+
 /// Space a packet needs behind its payload for the SRTP tag (and the SRTCP index).
 pub const SRTP_TAIL: usize = 32;
 
@@ -159,6 +164,11 @@ impl Calls {
                 "a call with this id is in progress",
                 id,
             );
+            return;
+        }
+        let of_user = self.index.keys().filter(|k| k.0 == user).count();
+        if of_user >= MAX_CALLS_PER_USER || self.index.len() >= MAX_CALLS {
+            self.refuse(user, ErrorCode::BadRequest, "too many calls", id);
             return;
         }
         if callee != ECHO {
