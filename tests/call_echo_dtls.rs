@@ -221,3 +221,61 @@ fn a_dtls_fingerprint_mismatch_fails_the_call_cleanly() {
     assert_eq!(r.calls_left, 0, "nothing of the call is left");
     assert_eq!(r.sent_after_end, 0, "and nothing more is sent");
 }
+
+#[test]
+fn one_user_cannot_open_calls_without_end() {
+    #[allow(clippy::disallowed_methods)] // the simulated clock's origin
+    let now = Instant::now();
+    let cert = Certificate::generate().unwrap();
+    let mut calls = Calls::new(
+        CallsConfig {
+            media_addr: addr(SRGATE),
+            codecs: vec![Codec::Opus],
+            opus_complexity: 5,
+            seed: [2; 32],
+        },
+        DtlsContext::new(&cert).unwrap(),
+    );
+    let fp = Certificate::generate().unwrap().fingerprint().clone();
+    for i in 0..=srgate::call::MAX_CALLS_PER_USER {
+        let invite = Request::Invite {
+            id: format!("c{i}"),
+            callee: "echo".into(),
+            sdp: offer(&fp),
+            content: None,
+            channel_id: None,
+        };
+        calls.handle_request(
+            now,
+            CallRequest::Call {
+                user: "1001".into(),
+                request: invite,
+            },
+        );
+    }
+    let last: Vec<Value> = std::iter::from_fn(|| calls.poll_message())
+        .map(|(_, t)| serde_json::from_str(&t).unwrap())
+        .collect();
+    assert_eq!(calls.count(), srgate::call::MAX_CALLS_PER_USER);
+    let refused = last.last().unwrap();
+    assert_eq!(
+        (refused["code"].as_str(), refused["id"].as_str()),
+        (Some("BAD_REQUEST"), Some("c8"))
+    );
+    // another user is not affected
+    let invite = Request::Invite {
+        id: "x".into(),
+        callee: "echo".into(),
+        sdp: offer(&fp),
+        content: None,
+        channel_id: None,
+    };
+    calls.handle_request(
+        now,
+        CallRequest::Call {
+            user: "1002".into(),
+            request: invite,
+        },
+    );
+    assert_eq!(calls.count(), srgate::call::MAX_CALLS_PER_USER + 1);
+}
