@@ -114,10 +114,6 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => {
-                if s.conn.is_handshaking() {
-                    // Plaintext waits in rustls until the handshake is done; bounded
-                    // by the send limits of the layer above.
-                }
                 let n = s.conn.writer().write(buf)?;
                 let _ = self.push_tls();
                 Ok(n)
