@@ -179,6 +179,10 @@ pub const REGISTER_BACKOFF_FIRST: Duration = Duration::from_secs(2);
 pub const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Server transactions kept at once; more requests get a stateless 503.
 const MAX_SERVER_TRANSACTIONS: usize = 16_384;
+/// Bytes of Via, From, To, Call-ID and CSeq a request may bring: a server transaction
+/// stores them (and its answer repeats them), so this bounds its memory. RFC 4475's
+/// long-but-valid request (`longreq`) has 2.6 KB.
+const MAX_RESPONSE_HEAD: usize = 4096;
 
 /// Counters for `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -627,23 +631,30 @@ impl Endpoint {
         // The To tag is derived from the request, so a request answered statelessly and
         // sent again gets the very same answer (RFC 3261 §8.2.7).
         let to_tag = ids.to_tag.is_none().then(|| self.derived_tag(&ids));
-        if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
-            // Overload: answer statelessly and keep nothing.
-            let head = response_head(msg, &ids, source, to_tag.as_deref());
+        let head = response_head(msg, &ids, source, to_tag.as_deref());
+        let head_len: usize = head.iter().map(|(_, v)| v.len()).sum();
+        let refusal = if head_len > MAX_RESPONSE_HEAD {
+            // A transaction keeps this copy for 32 s: its size is bounded.
+            Some((400, "Header Fields Too Large", None))
+        } else if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
+            Some((
+                503,
+                "Service Unavailable",
+                Some(("Retry-After", "5".into())),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason, extra)) = refusal {
+            // Answered statelessly: nothing is kept.
             self.transmits.push_back(Transmit {
                 transport: destination.0,
                 destination: destination.1,
-                payload: build_response(
-                    &head,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", "5".into())],
-                ),
+                payload: build_response(&head, code, reason, extra.as_slice()),
             });
             return;
         }
 
-        let head = response_head(msg, &ids, source, to_tag.as_deref());
         let machine = if ids.method == Method::Invite {
             ServerMachine::Invite(ServerInviteTransaction::new(now, transport.reliable()))
         } else {
@@ -2113,6 +2124,75 @@ mod tests {
             only_status(&mut ep).0,
             200,
             "the INVITE is known but already answered"
+        );
+    }
+
+    #[test]
+    fn oversized_via_from_to_are_refused_statelessly_even_from_sip_svr() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        sent(&mut ep);
+        let uri = "sip:1000@127.0.0.1:5086";
+        // 20 proxies on the way, each with a 200-character branch: 5 KB to copy
+        let pad = "x".repeat(200);
+        let vias: String = (0..20)
+            .map(|i| format!("Via: SIP/2.0/UDP 10.0.0.{i}:5060;branch=z9hG4bK{i}{pad}\r\n"))
+            .collect();
+        let big = request("INVITE", uri, "big1", 1, "")
+            .replace(PHONE, PBX)
+            .replacen("Max-Forwards", &format!("{vias}Max-Forwards"), 1);
+        assert!(big.len() > MAX_RESPONSE_HEAD + 100);
+        send(&mut ep, now, PBX, &big);
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 400, "{text}");
+        assert!(ep.server_txs.is_empty(), "nothing of it is kept");
+        // below the bound the same call is served (and kept, as it comes from sip_svr)
+        let small = request("INVITE", uri, "big2", 1, "").replace(PHONE, PBX);
+        send(&mut ep, now, PBX, &small);
+        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(ep.server_txs.len(), 1);
+    }
+
+    #[test]
+    fn overload_503_is_stateless_and_has_a_to_tag() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let filler = request("INVITE", "sip:2000@127.0.0.1", "fill", 1, "");
+        let msg = Message::parse(filler.as_bytes()).unwrap();
+        let ids = Endpoint::request_ids(&msg).unwrap();
+        for i in 0..MAX_SERVER_TRANSACTIONS {
+            ep.server_txs.insert(
+                (format!("z9hG4bKfill{i}"), "127.0.0.1:5062".into(), "INVITE"),
+                ServerTx {
+                    machine: ServerMachine::Invite(ServerInviteTransaction::new(now, false)),
+                    destination: (Transport::Udp, addr(PHONE)),
+                    head: Vec::new(),
+                    origin: (ids.call_id.to_string(), format!("f{i}"), 1, "INVITE"),
+                    final_sent: false,
+                    keep: true,
+                },
+            );
+        }
+        let options = request("OPTIONS", "sip:127.0.0.1:5086", "ov1", 1, "");
+        send(&mut ep, now, PHONE, &options);
+        let (code, first) = only_status(&mut ep);
+        assert_eq!(code, 503);
+        assert_eq!(ep.server_txs.len(), MAX_SERVER_TRANSACTIONS);
+        let tag = |t: &str| {
+            Message::parse(t.as_bytes())
+                .unwrap()
+                .to()
+                .unwrap()
+                .tag
+                .map(str::to_string)
+        };
+        assert!(tag(&first).is_some(), "{first}");
+        send(&mut ep, now, PHONE, &options);
+        let (_, again) = only_status(&mut ep);
+        assert_eq!(
+            tag(&first),
+            tag(&again),
+            "the same answer to the same request"
         );
     }
 
