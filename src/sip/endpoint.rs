@@ -797,11 +797,27 @@ impl Endpoint {
 
     fn on_cancel(&mut self, now: Instant, key: &ServerKey, ids: &RequestIds<'_>) {
         let invite_key = (ids.branch.clone(), ids.sent_by.clone(), "INVITE");
-        let Some(invite) = self.server_txs.get_mut(&invite_key) else {
+        let Some(invite) = self.server_txs.get(&invite_key) else {
             self.respond(now, key, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         let pending = !invite.final_sent;
+        // The 200 carries the To tag of the INVITE's answers (§9.2).
+        let invite_to = invite
+            .head
+            .iter()
+            .find(|(name, _)| *name == HeaderName::To)
+            .map(|(_, v)| v.clone());
+        if let Some(tx) = self.server_txs.get_mut(key) {
+            if let (Some(to), Some(slot)) = (
+                invite_to,
+                tx.head.iter_mut().find(|(name, _)| *name == HeaderName::To),
+            ) {
+                slot.1 = to;
+            }
+            // It cancels a transaction we keep: this one is kept too.
+            tx.keep = true;
+        }
         self.respond(now, key, 200, "OK", &[]);
         if pending {
             // The INVITE had no final answer yet: it ends with 487 (§9.2).
@@ -2096,6 +2112,27 @@ mod tests {
         assert!(String::from_utf8_lossy(&out[0].payload).contains("CSeq: 1 CANCEL"));
         assert!(String::from_utf8_lossy(&out[1].payload).contains("CSeq: 1 INVITE"));
         assert_eq!(cseq_of(&out[1]), 1);
+        let to_tag = |t: &Transmit| {
+            Message::parse(&t.payload)
+                .unwrap()
+                .to()
+                .unwrap()
+                .tag
+                .map(str::to_string)
+        };
+        assert_eq!(
+            to_tag(&out[0]).as_deref(),
+            Some("tt1"),
+            "the CANCEL's 200 has the INVITE's To tag (RFC 3261 §9.2)"
+        );
+        assert_eq!(to_tag(&out[1]).as_deref(), Some("tt1"));
+        // the CANCEL of a kept INVITE is a real transaction: a copy of it is absorbed
+        let absorbed = ep.metrics.retransmissions_absorbed;
+        send(&mut ep, now, PHONE, &request("CANCEL", uri, "pend1", 1, ""));
+        let (code, again) = only_status(&mut ep);
+        assert_eq!(code, 200);
+        assert!(again.contains("CSeq: 1 CANCEL") && again.contains("tag=tt1"));
+        assert_eq!(ep.metrics.retransmissions_absorbed, absorbed + 1);
         // the 487 waits for its ACK (Timer G) like any non-2xx final answer
         ep.handle_timeout(now + Duration::from_millis(500));
         assert_eq!(only_status(&mut ep).0, 487);
