@@ -1287,12 +1287,12 @@ impl Endpoint {
             }
             200..=299 => {
                 // Granted expiry: our Contact's expires parameter, else Expires, else ours.
-                let ours = format!("{}@{}", reg.account.user, local);
+                let user = reg.account.user.as_str();
                 let granted = msg
                     .contacts()
                     .flatten()
                     .find_map(|c| match &c {
-                        Contact::Addr(na) if na.uri.as_str().contains(&ours) => c.expires(),
+                        Contact::Addr(na) if is_our_contact(&na.uri, user, local) => c.expires(),
                         _ => None,
                     })
                     .or_else(|| msg.expires().ok().flatten())
@@ -1387,6 +1387,19 @@ enum AuthOutcome {
     Challenge(Vec<(&'static str, String)>),
     Forbidden,
     BadRequest,
+}
+
+/// Whether a Contact URI in a registrar's 2xx is the one srgate registered: same user,
+/// same address, same port (compared as values, not as text: `21000@…` or port 50860 is
+/// someone else's binding).
+fn is_our_contact(uri: &crate::wire::sip::Uri<'_>, user: &str, local: SocketAddr) -> bool {
+    use crate::wire::sip::Host;
+    let host_ok = match uri.host {
+        Host::V4(ip) => std::net::IpAddr::V4(ip) == local.ip(),
+        Host::V6(ip) => std::net::IpAddr::V6(ip) == local.ip(),
+        Host::Name(_) => false,
+    };
+    uri.user == Some(user) && host_ok && uri.port.unwrap_or(5060) == local.port()
 }
 
 fn key_transport_reliable(txs: &HashMap<ServerKey, ServerTx>, key: &ServerKey) -> bool {
@@ -2425,6 +2438,26 @@ mod tests {
             &registrar_answer(&again[0], 200, "Expires: 10\r\n"),
         );
         assert!(ep.is_registered());
+    }
+
+    #[test]
+    fn granted_expiry_is_read_from_our_own_contact_only() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let first = sent(&mut ep);
+        // other bindings whose text contains "1000@127.0.0.1:5086" come first
+        let contacts = "Contact: <sip:21000@127.0.0.1:5086>;expires=30\r\n\
+                        Contact: <sip:1000@127.0.0.1:50860>;expires=40\r\n\
+                        Contact: <sip:1000@127.0.0.1:5086;transport=udp>;expires=90\r\n\
+                        Expires: 300\r\n";
+        send(
+            &mut ep,
+            now,
+            PBX,
+            &registrar_answer(&first[0], 200, contacts),
+        );
+        assert_eq!(ep.poll_event(), Some(Event::Registered { expires: 90 }));
     }
 
     #[test]
