@@ -638,21 +638,27 @@ impl ControlShard {
         for _ in 0..256 {
             match self.sip_listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let from_same = self
+                    let (open, from_same) = self
                         .sip_conns
                         .iter()
                         .flatten()
-                        .filter(|c| c.peer.ip() == peer.ip())
-                        .count();
+                        .fold((0, 0), |(open, same), c| {
+                            (open + 1, same + usize::from(c.peer.ip() == peer.ip()))
+                        });
                     if Some(peer.ip()) != self.trusted_ip && from_same >= SIP_TCP_PER_IP {
                         log::info!(
                             "SIP TCP connection from {peer} refused: {from_same} already open from it"
                         );
                         continue;
                     }
-                    let Some(index) =
-                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED)
-                    else {
+                    // Counted, not sized by the vector: a slot freed by srgate's own
+                    // connection must not let accepted ones eat the reserve.
+                    let index = if open < SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED {
+                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)
+                    } else {
+                        None
+                    };
+                    let Some(index) = index else {
                         log::warn!("SIP TCP connection from {peer} refused: too many connections");
                         continue;
                     };
