@@ -7,6 +7,9 @@
 //! mode (§10.3, digest as server), and the answers of a B2BUA that has no call side yet:
 //! OPTIONS 200, INVITE for an app user → 480, strangers → 403, CANCEL → 200 + 487, no
 //! dialog → 481, Max-Forwards 0 → 483, loops → 482, unknown methods → 501.
+//! Whatever is decided before trust (OPTIONS, challenges, 403, early errors) is answered
+//! statelessly (RFC 3261 §8.2.7, To tag derived from the request); only sip_svr's and
+//! authenticated requests keep a transaction.
 //!
 //! Responses go where RFC 3261 §18.2.2 and RFC 3581 say: over TCP back on the connection
 //! (the I/O shell keys connections by peer address), over UDP to the source address and
