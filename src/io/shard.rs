@@ -53,8 +53,10 @@ const SIP_TCP_MAX_CONNS: usize = 4096;
 /// srgate's own connection to sip_svr: one host cannot take them all.
 const SIP_TCP_PER_IP: usize = 32;
 const SIP_TCP_RESERVED: usize = 16;
-/// Bytes read from one SIP TCP connection before its messages are framed and handled.
+/// Bytes read from one SIP TCP connection before its messages are framed and handled,
+/// and chunks per wake-up: a peer that keeps sending cannot starve timers and others.
 const SIP_TCP_CHUNK: usize = 64 * 1024;
+const SIP_TCP_CHUNKS_PER_WAKE: usize = 4;
 /// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
 /// a phone's connection busy well within it).
 const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
@@ -586,11 +588,11 @@ impl ControlShard {
                 };
                 if !conn.queue(&t.payload) {
                     log::warn!("SIP TCP peer {} does not read; closing", conn.peer);
-                    self.close_sip(index);
+                    self.close_sip(now, index);
                     return;
                 }
                 if !conn.connecting && conn.flush(now).is_err() {
-                    self.close_sip(index);
+                    self.close_sip(now, index);
                     return;
                 }
                 self.reregister_sip(index);
@@ -638,21 +640,27 @@ impl ControlShard {
         for _ in 0..256 {
             match self.sip_listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let from_same = self
+                    let (open, from_same) = self
                         .sip_conns
                         .iter()
                         .flatten()
-                        .filter(|c| c.peer.ip() == peer.ip())
-                        .count();
+                        .fold((0, 0), |(open, same), c| {
+                            (open + 1, same + usize::from(c.peer.ip() == peer.ip()))
+                        });
                     if Some(peer.ip()) != self.trusted_ip && from_same >= SIP_TCP_PER_IP {
                         log::info!(
                             "SIP TCP connection from {peer} refused: {from_same} already open from it"
                         );
                         continue;
                     }
-                    let Some(index) =
-                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED)
-                    else {
+                    // Counted, not sized by the vector: a slot freed by srgate's own
+                    // connection must not let accepted ones eat the reserve.
+                    let index = if open < SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED {
+                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)
+                    } else {
+                        None
+                    };
+                    let Some(index) = index else {
                         log::warn!("SIP TCP connection from {peer} refused: too many connections");
                         continue;
                     };
@@ -692,26 +700,25 @@ impl ControlShard {
             match conn.stream.take_error() {
                 Ok(None) if conn.stream.peer_addr().is_ok() => conn.connecting = false,
                 _ => {
-                    let peer = conn.peer;
-                    log::warn!("SIP TCP connect to {peer} failed");
-                    self.close_sip(index);
-                    self.endpoint
-                        .handle_transport_error(now, Transport::Tcp, peer);
+                    log::warn!("SIP TCP connect to {} failed", conn.peer);
+                    self.close_sip(now, index);
                     return;
                 }
             }
         }
         if !conn.connecting && conn.flush(now).is_err() {
-            self.close_sip(index);
+            self.close_sip(now, index);
             return;
         }
         // Read a share, hand every complete message to the endpoint (RFC 3261 §18.3
         // framing), and again, until the socket is empty: a burst larger than the buffer
-        // is taken message by message instead of overflowing it.
+        // is taken message by message instead of overflowing it. When this wake-up's
+        // budget is spent, re-registering below re-arms the edge-triggered readiness, so
+        // the rest comes with the next poll.
         let peer = conn.peer;
         let mut outcome = ReadOutcome::Open;
         let mut broken = false;
-        for _ in 0..100_000 {
+        for _ in 0..SIP_TCP_CHUNKS_PER_WAKE {
             outcome = if event.is_readable() {
                 conn.read_available(now, SIP_TCP_CHUNK)
             } else {
@@ -752,10 +759,8 @@ impl ControlShard {
         if !broken && !conn.connecting && conn.flush(now).is_err() {
             broken = true;
         }
-        if broken || outcome != ReadOutcome::Open {
-            self.close_sip(index);
-            self.endpoint
-                .handle_transport_error(now, Transport::Tcp, peer);
+        if broken || !matches!(outcome, ReadOutcome::Open | ReadOutcome::More) {
+            self.close_sip(now, index);
         } else {
             self.reregister_sip(index);
         }
@@ -777,12 +782,16 @@ impl ControlShard {
         }
     }
 
-    fn close_sip(&mut self, index: usize) {
+    /// Closes SIP TCP connection `index`; what srgate sent on it and still waits an answer
+    /// for (a REGISTER to sip_svr) fails now instead of at Timer F.
+    fn close_sip(&mut self, now: Instant, index: usize) {
         if let Some(mut conn) = self.sip_conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if self.sip_by_peer.get(&conn.peer) == Some(&index) {
                 self.sip_by_peer.remove(&conn.peer);
             }
+            self.endpoint
+                .handle_transport_error(now, Transport::Tcp, conn.peer);
         }
     }
 
@@ -885,7 +894,7 @@ impl ControlShard {
                 .as_ref()
                 .is_some_and(|c| now >= c.last_activity + SIP_TCP_IDLE)
             {
-                self.close_sip(i);
+                self.close_sip(now, i);
             }
         }
     }

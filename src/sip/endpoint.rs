@@ -7,6 +7,9 @@
 //! mode (§10.3, digest as server), and the answers of a B2BUA that has no call side yet:
 //! OPTIONS 200, INVITE for an app user → 480, strangers → 403, CANCEL → 200 + 487, no
 //! dialog → 481, Max-Forwards 0 → 483, loops → 482, unknown methods → 501.
+//! Whatever is decided before trust (OPTIONS, challenges, 403, early errors) is answered
+//! statelessly (RFC 3261 §8.2.7, To tag derived from the request); only sip_svr's and
+//! authenticated requests keep a transaction.
 //!
 //! Responses go where RFC 3261 §18.2.2 and RFC 3581 say: over TCP back on the connection
 //! (the I/O shell keys connections by peer address), over UDP to the source address and
@@ -179,6 +182,10 @@ pub const REGISTER_BACKOFF_FIRST: Duration = Duration::from_secs(2);
 pub const REGISTER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Server transactions kept at once; more requests get a stateless 503.
 const MAX_SERVER_TRANSACTIONS: usize = 16_384;
+/// Bytes of Via, From, To, Call-ID and CSeq a request may bring: a server transaction
+/// stores them (and its answer repeats them), so this bounds its memory. RFC 4475's
+/// long-but-valid request (`longreq`) has 2.6 KB.
+const MAX_RESPONSE_HEAD: usize = 4096;
 
 /// Counters for `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -627,23 +634,30 @@ impl Endpoint {
         // The To tag is derived from the request, so a request answered statelessly and
         // sent again gets the very same answer (RFC 3261 §8.2.7).
         let to_tag = ids.to_tag.is_none().then(|| self.derived_tag(&ids));
-        if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
-            // Overload: answer statelessly and keep nothing.
-            let head = response_head(msg, &ids, source, to_tag.as_deref());
+        let head = response_head(msg, &ids, source, to_tag.as_deref());
+        let head_len: usize = head.iter().map(|(_, v)| v.len()).sum();
+        let refusal = if head_len > MAX_RESPONSE_HEAD {
+            // A transaction keeps this copy for 32 s: its size is bounded.
+            Some((400, "Header Fields Too Large", None))
+        } else if self.server_txs.len() >= MAX_SERVER_TRANSACTIONS {
+            Some((
+                503,
+                "Service Unavailable",
+                Some(("Retry-After", "5".into())),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason, extra)) = refusal {
+            // Answered statelessly: nothing is kept.
             self.transmits.push_back(Transmit {
                 transport: destination.0,
                 destination: destination.1,
-                payload: build_response(
-                    &head,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", "5".into())],
-                ),
+                payload: build_response(&head, code, reason, extra.as_slice()),
             });
             return;
         }
 
-        let head = response_head(msg, &ids, source, to_tag.as_deref());
         let machine = if ids.method == Method::Invite {
             ServerMachine::Invite(ServerInviteTransaction::new(now, transport.reliable()))
         } else {
@@ -786,11 +800,27 @@ impl Endpoint {
 
     fn on_cancel(&mut self, now: Instant, key: &ServerKey, ids: &RequestIds<'_>) {
         let invite_key = (ids.branch.clone(), ids.sent_by.clone(), "INVITE");
-        let Some(invite) = self.server_txs.get_mut(&invite_key) else {
+        let Some(invite) = self.server_txs.get(&invite_key) else {
             self.respond(now, key, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         let pending = !invite.final_sent;
+        // The 200 carries the To tag of the INVITE's answers (§9.2).
+        let invite_to = invite
+            .head
+            .iter()
+            .find(|(name, _)| *name == HeaderName::To)
+            .map(|(_, v)| v.clone());
+        if let Some(tx) = self.server_txs.get_mut(key) {
+            if let (Some(to), Some(slot)) = (
+                invite_to,
+                tx.head.iter_mut().find(|(name, _)| *name == HeaderName::To),
+            ) {
+                slot.1 = to;
+            }
+            // It cancels a transaction we keep: this one is kept too.
+            tx.keep = true;
+        }
         self.respond(now, key, 200, "OK", &[]);
         if pending {
             // The INVITE had no final answer yet: it ends with 487 (§9.2).
@@ -1260,12 +1290,12 @@ impl Endpoint {
             }
             200..=299 => {
                 // Granted expiry: our Contact's expires parameter, else Expires, else ours.
-                let ours = format!("{}@{}", reg.account.user, local);
+                let user = reg.account.user.as_str();
                 let granted = msg
                     .contacts()
                     .flatten()
                     .find_map(|c| match &c {
-                        Contact::Addr(na) if na.uri.as_str().contains(&ours) => c.expires(),
+                        Contact::Addr(na) if is_our_contact(&na.uri, user, local) => c.expires(),
                         _ => None,
                     })
                     .or_else(|| msg.expires().ok().flatten())
@@ -1360,6 +1390,19 @@ enum AuthOutcome {
     Challenge(Vec<(&'static str, String)>),
     Forbidden,
     BadRequest,
+}
+
+/// Whether a Contact URI in a registrar's 2xx is the one srgate registered: same user,
+/// same address, same port (compared as values, not as text: `21000@…` or port 50860 is
+/// someone else's binding).
+fn is_our_contact(uri: &crate::wire::sip::Uri<'_>, user: &str, local: SocketAddr) -> bool {
+    use crate::wire::sip::Host;
+    let host_ok = match uri.host {
+        Host::V4(ip) => std::net::IpAddr::V4(ip) == local.ip(),
+        Host::V6(ip) => std::net::IpAddr::V6(ip) == local.ip(),
+        Host::Name(_) => false,
+    };
+    uri.user == Some(user) && host_ok && uri.port.unwrap_or(5060) == local.port()
 }
 
 fn key_transport_reliable(txs: &HashMap<ServerKey, ServerTx>, key: &ServerKey) -> bool {
@@ -2085,6 +2128,27 @@ mod tests {
         assert!(String::from_utf8_lossy(&out[0].payload).contains("CSeq: 1 CANCEL"));
         assert!(String::from_utf8_lossy(&out[1].payload).contains("CSeq: 1 INVITE"));
         assert_eq!(cseq_of(&out[1]), 1);
+        let to_tag = |t: &Transmit| {
+            Message::parse(&t.payload)
+                .unwrap()
+                .to()
+                .unwrap()
+                .tag
+                .map(str::to_string)
+        };
+        assert_eq!(
+            to_tag(&out[0]).as_deref(),
+            Some("tt1"),
+            "the CANCEL's 200 has the INVITE's To tag (RFC 3261 §9.2)"
+        );
+        assert_eq!(to_tag(&out[1]).as_deref(), Some("tt1"));
+        // the CANCEL of a kept INVITE is a real transaction: a copy of it is absorbed
+        let absorbed = ep.metrics.retransmissions_absorbed;
+        send(&mut ep, now, PHONE, &request("CANCEL", uri, "pend1", 1, ""));
+        let (code, again) = only_status(&mut ep);
+        assert_eq!(code, 200);
+        assert!(again.contains("CSeq: 1 CANCEL") && again.contains("tag=tt1"));
+        assert_eq!(ep.metrics.retransmissions_absorbed, absorbed + 1);
         // the 487 waits for its ACK (Timer G) like any non-2xx final answer
         ep.handle_timeout(now + Duration::from_millis(500));
         assert_eq!(only_status(&mut ep).0, 487);
@@ -2113,6 +2177,75 @@ mod tests {
             only_status(&mut ep).0,
             200,
             "the INVITE is known but already answered"
+        );
+    }
+
+    #[test]
+    fn oversized_via_from_to_are_refused_statelessly_even_from_sip_svr() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        sent(&mut ep);
+        let uri = "sip:1000@127.0.0.1:5086";
+        // 20 proxies on the way, each with a 200-character branch: 5 KB to copy
+        let pad = "x".repeat(200);
+        let vias: String = (0..20)
+            .map(|i| format!("Via: SIP/2.0/UDP 10.0.0.{i}:5060;branch=z9hG4bK{i}{pad}\r\n"))
+            .collect();
+        let big = request("INVITE", uri, "big1", 1, "")
+            .replace(PHONE, PBX)
+            .replacen("Max-Forwards", &format!("{vias}Max-Forwards"), 1);
+        assert!(big.len() > MAX_RESPONSE_HEAD + 100);
+        send(&mut ep, now, PBX, &big);
+        let (code, text) = only_status(&mut ep);
+        assert_eq!(code, 400, "{text}");
+        assert!(ep.server_txs.is_empty(), "nothing of it is kept");
+        // below the bound the same call is served (and kept, as it comes from sip_svr)
+        let small = request("INVITE", uri, "big2", 1, "").replace(PHONE, PBX);
+        send(&mut ep, now, PBX, &small);
+        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(ep.server_txs.len(), 1);
+    }
+
+    #[test]
+    fn overload_503_is_stateless_and_has_a_to_tag() {
+        let now = t0();
+        let mut ep = Endpoint::new(standalone(), now);
+        let filler = request("INVITE", "sip:2000@127.0.0.1", "fill", 1, "");
+        let msg = Message::parse(filler.as_bytes()).unwrap();
+        let ids = Endpoint::request_ids(&msg).unwrap();
+        for i in 0..MAX_SERVER_TRANSACTIONS {
+            ep.server_txs.insert(
+                (format!("z9hG4bKfill{i}"), "127.0.0.1:5062".into(), "INVITE"),
+                ServerTx {
+                    machine: ServerMachine::Invite(ServerInviteTransaction::new(now, false)),
+                    destination: (Transport::Udp, addr(PHONE)),
+                    head: Vec::new(),
+                    origin: (ids.call_id.to_string(), format!("f{i}"), 1, "INVITE"),
+                    final_sent: false,
+                    keep: true,
+                },
+            );
+        }
+        let options = request("OPTIONS", "sip:127.0.0.1:5086", "ov1", 1, "");
+        send(&mut ep, now, PHONE, &options);
+        let (code, first) = only_status(&mut ep);
+        assert_eq!(code, 503);
+        assert_eq!(ep.server_txs.len(), MAX_SERVER_TRANSACTIONS);
+        let tag = |t: &str| {
+            Message::parse(t.as_bytes())
+                .unwrap()
+                .to()
+                .unwrap()
+                .tag
+                .map(str::to_string)
+        };
+        assert!(tag(&first).is_some(), "{first}");
+        send(&mut ep, now, PHONE, &options);
+        let (_, again) = only_status(&mut ep);
+        assert_eq!(
+            tag(&first),
+            tag(&again),
+            "the same answer to the same request"
         );
     }
 
@@ -2308,6 +2441,26 @@ mod tests {
             &registrar_answer(&again[0], 200, "Expires: 10\r\n"),
         );
         assert!(ep.is_registered());
+    }
+
+    #[test]
+    fn granted_expiry_is_read_from_our_own_contact_only() {
+        let now = t0();
+        let mut ep = Endpoint::new(proxy_mode(), now);
+        ep.handle_timeout(now);
+        let first = sent(&mut ep);
+        // other bindings whose text contains "1000@127.0.0.1:5086" come first
+        let contacts = "Contact: <sip:21000@127.0.0.1:5086>;expires=30\r\n\
+                        Contact: <sip:1000@127.0.0.1:50860>;expires=40\r\n\
+                        Contact: <sip:1000@127.0.0.1:5086;transport=udp>;expires=90\r\n\
+                        Expires: 300\r\n";
+        send(
+            &mut ep,
+            now,
+            PBX,
+            &registrar_answer(&first[0], 200, contacts),
+        );
+        assert_eq!(ep.poll_event(), Some(Event::Registered { expires: 90 }));
     }
 
     #[test]
