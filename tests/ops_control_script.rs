@@ -93,7 +93,12 @@ fn start_status_stop_exit_codes_and_process_gone() {
     let setup = Setup::new(dir.path());
 
     let status = setup.run("status");
-    assert_eq!(code(&status), Some(3), "not started yet: {}", describe(&status));
+    assert_eq!(
+        code(&status),
+        Some(3),
+        "not started yet: {}",
+        describe(&status)
+    );
 
     let start = setup.run("start");
     assert_eq!(code(&start), Some(0), "start: {}", describe(&start));
@@ -104,7 +109,12 @@ fn start_status_stop_exit_codes_and_process_gone() {
     assert!(setup.healthy(), "start reports only once /health answers");
 
     let again = setup.run("start");
-    assert_eq!(code(&again), Some(1), "second start refuses: {}", describe(&again));
+    assert_eq!(
+        code(&again),
+        Some(1),
+        "second start refuses: {}",
+        describe(&again)
+    );
     assert_eq!(setup.pid(), Some(pid), "a refused start keeps the pid file");
 
     let status = setup.run("status");
@@ -120,7 +130,12 @@ fn start_status_stop_exit_codes_and_process_gone() {
     let status = setup.run("status");
     assert_eq!(code(&status), Some(3), "stopped: {}", describe(&status));
     let stop = setup.run("stop");
-    assert_eq!(code(&stop), Some(0), "stop when stopped: {}", describe(&stop));
+    assert_eq!(
+        code(&stop),
+        Some(0),
+        "stop when stopped: {}",
+        describe(&stop)
+    );
 
     // a pid file naming a process that is not srgate (this test) means "dead"
     std::fs::create_dir_all(&setup.run_dir).expect("run dir");
@@ -130,9 +145,19 @@ fn start_status_stop_exit_codes_and_process_gone() {
     )
     .expect("pid file");
     let status = setup.run("status");
-    assert_eq!(code(&status), Some(1), "stale pid file: {}", describe(&status));
+    assert_eq!(
+        code(&status),
+        Some(1),
+        "stale pid file: {}",
+        describe(&status)
+    );
     let stop = setup.run("stop");
-    assert_eq!(code(&stop), Some(0), "stop clears a stale pid file: {}", describe(&stop));
+    assert_eq!(
+        code(&stop),
+        Some(0),
+        "stop clears a stale pid file: {}",
+        describe(&stop)
+    );
     assert!(setup.pid().is_none());
 }
 
@@ -155,7 +180,10 @@ fn watchdog_restarts_a_killed_gateway() {
     let Some(first) = first else {
         watchdog.terminate(Duration::from_secs(2));
         let _ = setup.run("stop");
-        panic!("the watchdog did not start the gateway\n{}", watchdog.output());
+        panic!(
+            "the watchdog did not start the gateway\n{}",
+            watchdog.output()
+        );
     };
 
     send_sigkill(first);
@@ -172,8 +200,16 @@ fn watchdog_restarts_a_killed_gateway() {
         panic!("the watchdog did not bring the gateway back\n{watchdog_output}")
     });
     assert!(!alive(first), "the killed gateway {first} stays dead");
-    assert!(in_time, "the watchdog ends on SIGTERM\n{}", watchdog.output());
-    assert!(exit.success(), "watchdog exit {exit:?}\n{}", watchdog.output());
+    assert!(
+        in_time,
+        "the watchdog ends on SIGTERM\n{}",
+        watchdog.output()
+    );
+    assert!(
+        exit.success(),
+        "watchdog exit {exit:?}\n{}",
+        watchdog.output()
+    );
     assert!(
         watchdog_output.contains("starting it"),
         "the watchdog logs what it does\n{watchdog_output}"
