@@ -12,7 +12,7 @@ use is::stun::{StunMessage, TransId};
 
 use srgate::sdp::{self, AnswerPolicy, IceCredentials, Offer, Setup};
 use srgate::webrtc::cert::Certificate;
-use srgate::webrtc::dtls::{DtlsContext, DtlsRole, SrtpKeys, SrtpProfile};
+use srgate::webrtc::dtls::{DtlsContext, DtlsRole, SrtpKeys, SrtpProfile, profile_from_dimpl};
 use srgate::webrtc::ice::CONSENT_TIMEOUT;
 use srgate::webrtc::leg::{FailReason, LegEvent, WebRtcLeg};
 
@@ -226,7 +226,7 @@ impl Pair {
 fn assert_same_keys(pair: &Pair, role: DtlsRole) {
     let leg_keys = pair.dtls_keys().expect("srgate exported keys");
     let (profile, material) = pair.browser_keys.clone().expect("browser exported keys");
-    let profile = SrtpProfile::from_dimpl(profile).expect("known profile");
+    let profile = profile_from_dimpl(profile).expect("known profile");
     assert_eq!(profile, leg_keys.profile);
     let browser_role = match role {
         DtlsRole::Server => DtlsRole::Client,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{MediaTransmit, SRTP_TAIL, srtp_profile};
+use super::{MediaTransmit, SRTP_TAIL};
 use crate::media::codec::SampleRate;
 use crate::media::echo::{Echo, EchoConfig};
 use crate::sdp::Codec;
@@ -178,7 +178,7 @@ impl EchoCall {
             match event {
                 LegEvent::IceConnected { .. } => {}
                 LegEvent::DtlsConnected(keys) => {
-                    let profile = srtp_profile(keys.profile);
+                    let profile = keys.profile;
                     let rx = SrtpContext::new(profile, keys.remote.key(), keys.remote.salt());
                     let tx = SrtpContext::new(profile, keys.local.key(), keys.local.salt());
                     match (rx, tx) {

@@ -27,8 +27,8 @@ use crate::sdp::Codec;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Refusal, Request};
 use crate::sip::rng::Rng;
+use crate::webrtc::demux;
 use crate::webrtc::dtls::DtlsContext;
-use crate::webrtc::{demux, srtp};
 
 use echo::{EchoCall, Step};
 
@@ -349,15 +349,5 @@ impl Calls {
             .flatten()
             .filter_map(|(_, c)| c.poll_timeout())
             .min()
-    }
-}
-
-/// The SRTP profile of the protection module for the one DTLS negotiated.
-fn srtp_profile(p: crate::webrtc::dtls::SrtpProfile) -> srtp::SrtpProfile {
-    use crate::webrtc::dtls::SrtpProfile as D;
-    match p {
-        D::Aes128CmHmacSha1_80 => srtp::SrtpProfile::Aes128CmHmacSha1_80,
-        D::AeadAes128Gcm => srtp::SrtpProfile::AeadAes128Gcm,
-        D::AeadAes256Gcm => srtp::SrtpProfile::AeadAes256Gcm,
     }
 }

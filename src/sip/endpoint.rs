@@ -438,7 +438,7 @@ impl Endpoint {
                     m.is_terminated()
                 }
             };
-            Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+            Self::drain_server(&mut self.transmits, tx);
             if terminated {
                 done.push(key.clone());
             }
@@ -613,7 +613,7 @@ impl Endpoint {
                 if let ServerMachine::Invite(m) = &mut tx.machine {
                     m.handle_ack(now);
                 }
-                Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+                Self::drain_server(&mut self.transmits, tx);
             } else {
                 // An ACK for a 2xx or for nothing we know: srgate has no dialogs yet.
                 log::debug!("stray ACK from {source} dropped");
@@ -628,7 +628,7 @@ impl Endpoint {
                 ServerMachine::NonInvite(m) => m.handle_request_retransmission(now),
                 ServerMachine::Invite(m) => m.handle_request_retransmission(now),
             }
-            Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+            Self::drain_server(&mut self.transmits, tx);
             return;
         }
         // The To tag is derived from the request, so a request answered statelessly and
@@ -1110,7 +1110,7 @@ impl Endpoint {
             // Only a logic slip of ours gets here (a second final answer): keep the first.
             log::warn!("response {code} not sent: {e:?}");
         }
-        Self::drain_server(&mut self.transmits, &mut self.metrics, tx);
+        Self::drain_server(&mut self.transmits, tx);
         let done = match &tx.machine {
             ServerMachine::NonInvite(m) => m.is_terminated(),
             ServerMachine::Invite(m) => m.is_terminated(),
@@ -1120,7 +1120,7 @@ impl Endpoint {
         }
     }
 
-    fn drain_server(transmits: &mut VecDeque<Transmit>, _metrics: &mut Metrics, tx: &mut ServerTx) {
+    fn drain_server(transmits: &mut VecDeque<Transmit>, tx: &mut ServerTx) {
         let (transport, destination) = tx.destination;
         loop {
             let next = match &mut tx.machine {

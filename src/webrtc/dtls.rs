@@ -79,43 +79,16 @@ pub enum DtlsRole {
     Client,
 }
 
-/// The SRTP protection profiles `dimpl` negotiates (RFC 5764 §4.1.2, RFC 7714 §14.2).
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SrtpProfile {
-    /// SRTP_AES128_CM_HMAC_SHA1_80.
-    Aes128CmHmacSha1_80,
-    /// SRTP_AEAD_AES_128_GCM.
-    AeadAes128Gcm,
-    /// SRTP_AEAD_AES_256_GCM.
-    AeadAes256Gcm,
-}
+/// The SRTP protection profiles (one type for the DTLS side and the protection itself).
+pub use super::srtp::SrtpProfile;
 
-impl SrtpProfile {
-    /// Master key length in bytes.
-    pub fn master_key_len(self) -> usize {
-        match self {
-            SrtpProfile::Aes128CmHmacSha1_80 | SrtpProfile::AeadAes128Gcm => 16,
-            SrtpProfile::AeadAes256Gcm => 32,
-        }
-    }
-
-    /// Master salt length in bytes.
-    pub fn master_salt_len(self) -> usize {
-        match self {
-            SrtpProfile::Aes128CmHmacSha1_80 => 14,
-            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => 12,
-        }
-    }
-
-    /// The profile `dimpl` reports, if srgate knows it.
-    pub fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
-        match p {
-            dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmHmacSha1_80),
-            dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
-            dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
-            _ => None,
-        }
+/// The profile `dimpl` negotiated, if srgate implements it.
+pub fn profile_from_dimpl(p: dimpl::SrtpProfile) -> Option<SrtpProfile> {
+    match p {
+        dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmHmacSha1_80),
+        dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
+        dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
+        _ => None,
     }
 }
 
@@ -335,7 +308,7 @@ impl DtlsTransport {
                     if !self.peer_verified {
                         return self.fail(DtlsFailure::NoPeerCertificate);
                     }
-                    let keys = SrtpProfile::from_dimpl(profile)
+                    let keys = profile_from_dimpl(profile)
                         .and_then(|p| SrtpKeys::split(p, &material, self.role));
                     match keys {
                         Some(keys) => {
