@@ -47,6 +47,7 @@ pub struct Config {
     pub users: Vec<(String, Secret)>,
     pub webrtc: WebRtc,
     pub media: Media,
+    pub calls: CallsSection,
     pub auth: Auth,
     pub tls: Tls,
     pub api: Api,
@@ -204,7 +205,16 @@ impl fmt::Display for Codec {
     }
 }
 
+/// `[calls]`: how calls are timed and recorded.
 #[derive(Debug, Clone, PartialEq)]
+pub struct CallsSection {
+    /// Seconds an invitation rings before it expires (both directions).
+    pub invitation_timeout: Duration,
+    /// One JSON line per ended call (CDR); `None`: no records.
+    pub cdr_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Auth {
     /// HMAC key for login tokens; empty = open login.
     pub secret: Secret,
@@ -419,6 +429,10 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("rtp_timeout", "30"),
         ],
     ),
+    (
+        "calls",
+        &[("invitation_timeout", "60"), ("cdr_file", "srgate-cdr.jsonl")],
+    ),
     ("auth", &[("secret", "")]),
     ("tls", &[("cert", ""), ("key", "")]),
     ("api", &[("listen", "127.0.0.1:9091")]),
@@ -438,6 +452,7 @@ const ANYRTC_KEYS: &[(&str, &str)] = &[("global", "appid")];
 const SHARDS_MAX: usize = 1024;
 const EXPIRES: RangeInclusive<u32> = 10..=86_400;
 const RTP_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
+const INVITATION_TIMEOUT_SECS: RangeInclusive<u64> = 1..=600;
 const MAX_FILE_SIZE_MB: RangeInclusive<u64> = 1..=1_048_576;
 /// Below this an `[auth] secret` is easy to guess.
 const SECRET_MIN_LEN: usize = 16;
@@ -771,6 +786,15 @@ impl Config {
                 values::number(s, RTP_TIMEOUT_SECS).map(Duration::from_secs)
             })?,
         };
+        let calls = CallsSection {
+            invitation_timeout: r.get("calls", "invitation_timeout", |s| {
+                values::number(s, INVITATION_TIMEOUT_SECS).map(Duration::from_secs)
+            })?,
+            cdr_file: r.get("calls", "cdr_file", |s| match optional_path(s) {
+                Some(p) if p.is_dir() => Err(format!("`{s}` is a directory; give a file name")),
+                other => Ok(other),
+            })?,
+        };
         let auth = Auth {
             secret: Secret::from(r.raw("auth", "secret").0),
         };
@@ -800,6 +824,7 @@ impl Config {
             users,
             webrtc,
             media,
+            calls,
             auth,
             tls,
             api,

@@ -179,6 +179,17 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ),
         ],
     );
+    section(
+        "calls",
+        &[
+            (
+                "invitation_timeout",
+                c.calls.invitation_timeout.as_secs().to_string(),
+                none(),
+            ),
+            ("cdr_file", path(c.calls.cdr_file.as_deref()), none()),
+        ],
+    );
     section("auth", &[("secret", secret(&c.auth.secret, mask), none())]);
     section(
         "tls",

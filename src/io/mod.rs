@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)] // the clock is read here, and only here
 
 mod api;
+mod rtp;
 mod shard;
 pub mod sys;
 mod tcp;

@@ -17,7 +17,8 @@ use super::api;
 use super::sys::RecvBatch;
 use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
-use crate::call::{Calls, CallsConfig};
+use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
+use crate::call::{Calls, CallsConfig, Ctx, MediaSocket, Rtm2SipRule};
 use crate::config::Config;
 use crate::signal::hub::{Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
@@ -63,6 +64,18 @@ const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
 const API_MAX_CONNS: usize = 64;
 /// An API client has this long to send its request and read the answer.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The call layer's view of the shard: the SIP endpoint, the RTP sockets and who is
+/// logged in (disjoint borrows of the shard's fields).
+macro_rules! ctx {
+    ($s:ident) => {
+        &mut Ctx {
+            sip: &mut $s.endpoint,
+            ports: &mut $s.rtp,
+            online: &|user: &str| $s.hub.is_online(user),
+        }
+    };
+}
 
 /// Why srgate could not run.
 #[derive(Debug)]
@@ -172,10 +185,35 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 })
                 .collect(),
             opus_complexity: config.media.opus_complexity,
+            rtp_ip: advertised.ip(),
+            rtp_timeout: config.media.rtp_timeout,
+            invitation_timeout: config.calls.invitation_timeout,
+            rtm2sip: (config.rtm2sip.on && !config.standalone()).then(|| Rtm2SipRule {
+                acc_rule: config.rtm2sip.acc_rule.clone(),
+                allow_any: config.rtm2sip.allow_any,
+            }),
+            standalone: config.standalone(),
+            anonymous_caller: config.proxy.rtm_account.clone(),
             seed: call_seed,
+            clock_anchor: (Instant::now(), unix_time_ms()),
         },
         dtls,
     );
+    let cdr = match &config.calls.cdr_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| err(format_args!("[calls] cdr_file {}", path.display()), e))?,
+        ),
+        None => None,
+    };
+    let rtp_bind_ip = if config.sip.listen.ip().is_unspecified() {
+        config.sip.listen.ip()
+    } else {
+        advertised.ip()
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut others = Vec::new();
@@ -201,6 +239,8 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         UdpSocket::from_std(media_udp),
         calls,
         web_tls,
+        (rtp_bind_ip, config.media.rtp_ports.clone()),
+        cdr,
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -302,6 +342,10 @@ struct ControlShard {
     media_pending: bool,
     media_out: Vec<u8>,
     calls: Calls,
+    rtp: RtpSockets,
+    rtp_in: Vec<u8>,
+    cdr: Option<std::fs::File>,
+    cdr_errors: u64,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -322,6 +366,8 @@ impl ControlShard {
         mut media_udp: UdpSocket,
         calls: Calls,
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+        rtp: (IpAddr, std::ops::RangeInclusive<u16>),
+        cdr: Option<std::fs::File>,
     ) -> Result<Self, RunError> {
         let poll = Poll::new().map_err(|e| err("poll", e))?;
         let registry = poll.registry();
@@ -360,6 +406,11 @@ impl ControlShard {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| err("register", e))?;
+        let rtp = RtpSockets::new(
+            registry.try_clone().map_err(|e| err("poll", e))?,
+            rtp.0,
+            rtp.1,
+        );
         Ok(ControlShard {
             trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
             endpoint: Endpoint::new(config, Instant::now()),
@@ -385,6 +436,10 @@ impl ControlShard {
             media_pending: false,
             media_out: vec![0; MEDIA_SLOT],
             calls,
+            rtp,
+            rtp_in: vec![0; MEDIA_SLOT],
+            cdr,
+            cdr_errors: 0,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -434,6 +489,7 @@ impl ControlShard {
                     }
                     WEB_LISTEN => self.accept_web(now, false),
                     WEB_TLS_LISTEN => self.accept_web(now, true),
+                    Token(t) if t >= RTP_TOKEN_BASE => self.read_rtp(now, t - RTP_TOKEN_BASE),
                     Token(t) if t >= WEB_CONN_BASE => self.web_conn_ready(now, t - WEB_CONN_BASE),
                     Token(_) => {}
                 }
@@ -444,7 +500,8 @@ impl ControlShard {
             self.drain_endpoint(now);
             self.hub.handle_timeout(now);
             if self.calls.poll_timeout().is_some_and(|t| t <= now) {
-                self.calls.handle_timeout(now);
+                self.calls.handle_timeout(now, ctx!(self));
+                self.drain_endpoint(now);
             }
             self.drain_hub(now);
             self.drain_calls(now);
@@ -544,7 +601,12 @@ impl ControlShard {
             };
             self.send(now, t);
         }
-        while let Some(event) = self.endpoint.poll_event() {
+        let mut any_call_event = false;
+        // Bounded like the transmits above.
+        for _ in 0..100_000 {
+            let Some(event) = self.endpoint.poll_event() else {
+                break;
+            };
             match event {
                 Event::Registered { expires } => {
                     log::info!("proxy account registered (expires {expires} s)")
@@ -553,7 +615,21 @@ impl ControlShard {
                     log::warn!("proxy account registration failed: {reason}")
                 }
                 Event::Unregistered => log::info!("proxy account un-registered"),
+                event => {
+                    self.calls.handle_sip_event(now, event, ctx!(self));
+                    // What the call layer asked of the endpoint goes out at once.
+                    for _ in 0..10_000 {
+                        let Some(t) = self.endpoint.poll_transmit() else {
+                            break;
+                        };
+                        self.send(now, t);
+                    }
+                    any_call_event = true;
+                }
             }
+        }
+        if any_call_event {
+            self.drain_calls(now);
         }
     }
 
@@ -1007,12 +1083,41 @@ impl ControlShard {
         }
         let mut any = false;
         while let Some(request) = self.hub.poll_request() {
-            self.calls.handle_request(now, request);
+            self.calls.handle_request(now, request, ctx!(self));
             any = true;
         }
         if any {
+            self.drain_endpoint(now);
             self.drain_calls(now);
         }
+    }
+
+    /// Datagrams on a SIP leg's RTP or RTCP socket.
+    fn read_rtp(&mut self, now: Instant, port: usize) {
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
+        // Bounded per wake: edge-triggered, so what is left is read on the next wake-up
+        // only if more arrives; 64 datagrams is more than one call sends in a tick.
+        for _ in 0..64 {
+            let Some(socket) = self.rtp.socket(port) else {
+                return;
+            };
+            match socket.recv_from(&mut self.rtp_in) {
+                Ok((n, from)) => {
+                    let data = &self.rtp_in[..n];
+                    self.calls.handle_rtp(now, port, from, data, ctx!(self));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("RTP receive on {port}: {e}");
+                    break;
+                }
+            }
+        }
+        self.drain_endpoint(now);
+        self.drain_calls(now);
     }
 
     fn read_media(&mut self, now: Instant) {
@@ -1024,8 +1129,9 @@ impl ControlShard {
                         let Some((Some(from), bytes, false)) = self.media_batch.get_mut(i) else {
                             continue;
                         };
-                        self.calls.handle_datagram(now, from, bytes);
+                        self.calls.handle_datagram(now, from, bytes, ctx!(self));
                     }
+                    self.drain_endpoint(now);
                     self.drain_calls(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1045,12 +1151,27 @@ impl ControlShard {
             let Some(t) = self.calls.poll_transmit(now, &mut self.media_out) else {
                 break;
             };
-            if let Err(e) = self
-                .media_udp
-                .send_to(&self.media_out[..t.len], t.destination)
-            {
+            let socket = match t.socket {
+                MediaSocket::WebRtc => Some(&self.media_udp),
+                MediaSocket::Rtp(port) => self.rtp.socket(port),
+            };
+            let Some(socket) = socket else {
+                continue;
+            };
+            if let Err(e) = socket.send_to(&self.media_out[..t.len], t.destination) {
                 self.udp_send_dropped += 1;
                 log::debug!("media send to {}: {e}", t.destination);
+            }
+        }
+        while let Some(cdr) = self.calls.poll_cdr() {
+            if let Some(file) = self.cdr.as_mut() {
+                use std::io::Write;
+                let mut line = cdr.to_line();
+                line.push('\n');
+                if let Err(e) = file.write_all(line.as_bytes()) {
+                    self.cdr_errors += 1;
+                    log::warn!("[calls] cdr_file: {e}");
+                }
             }
         }
         let mut sent = false;
@@ -1071,12 +1192,28 @@ impl ControlShard {
         m.push(("websocket_sessions", self.hub.session_count() as u64));
         m.push(("calls", self.calls.count() as u64));
         m.push(("calls_ended_total", self.calls.ended_total()));
+        let c = self.calls.metrics();
+        m.push(("calls_relayed_total", c.relayed));
+        m.push(("calls_transcoded_total", c.transcoded));
+        m.push(("sip_invites_sent_total", c.sip_invites_out));
+        m.push(("sip_invites_received_total", c.sip_invites_in));
+        m.push(("rtp_ports_in_use", self.rtp.in_use() as u64));
+        m.push(("rtp_ports_exhausted_total", c.rtp_ports_exhausted));
+        m.push(("cdr_write_errors_total", self.cdr_errors));
         m.push((
             "sip_tcp_connections",
             self.sip_conns.iter().flatten().count() as u64,
         ));
         m
     }
+}
+
+/// Milliseconds since the Unix epoch (CDR times, RTCP); 0 if the clock is before 1970.
+fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch (login token expiry); 0 if the clock is before 1970.

@@ -1,0 +1,476 @@
+//! One bridged call (B2BUA): the browser's side ([`BrowserSide`]) and a SIP leg (a dialog
+//! driven through the SIP endpoint, plain RTP on a port of `[media] rtp_ports`), with the
+//! media [`Bridge`] between them: relayed when both sides use the same codec, otherwise
+//! transcoded Opus ⇄ G.711.
+//!
+//! The SIP side's RTP is symmetric (RFC 4961 practice): srgate sends to the address the
+//! SDP names until packets arrive, then to the source they actually come from (phones
+//! behind NAT). A call whose SIP side sends nothing for `[media] rtp_timeout` ends, except
+//! while the SIP side holds it (its SDP says sendonly or inactive).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::browser::BrowserSide;
+use super::{MediaSocket, MediaTransmit, Step};
+use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat};
+use crate::media::codec::{Codec as MediaCodec, g711::Law};
+use crate::media::jitter::JitterConfig;
+use crate::sdp::Codec;
+use crate::sdp::answer::Direction;
+use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp};
+use crate::sip::endpoint::SipCallId;
+
+/// The payload type srgate uses for telephone-event/8000 in its own SIP offers.
+pub const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// Who called whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// An app user called a SIP number.
+    AppToSip,
+    /// A SIP caller called an app user.
+    SipToApp,
+}
+
+impl Way {
+    pub fn name(self) -> &'static str {
+        match self {
+            Way::AppToSip => "app_to_sip",
+            Way::SipToApp => "sip_to_app",
+        }
+    }
+}
+
+/// Where the call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// App → SIP: the INVITE is out, nothing heard yet.
+    Calling,
+    /// App → SIP: 180/183 came.
+    Early,
+    /// SIP → app: the app user was invited and has not answered.
+    Offered,
+    /// SIP → app: the app user accepted; the 200 goes out once the browser's DTLS is up.
+    Accepting,
+    /// Both sides talk.
+    Answered,
+}
+
+/// The media codec of an SDP codec, if the bridge can code it.
+pub fn media_codec(codec: Codec) -> Option<MediaCodec> {
+    match codec {
+        Codec::Opus => Some(MediaCodec::Opus),
+        Codec::Pcmu => Some(MediaCodec::G711(Law::Mu)),
+        Codec::Pcma => Some(MediaCodec::G711(Law::A)),
+        _ => None,
+    }
+}
+
+/// The codecs srgate offers or accepts on SIP: G.711 (G.722 is not built: no crate
+/// matched ffmpeg's codec, see the README), in the configured order.
+pub fn sip_codecs(configured: &[Codec]) -> Vec<Codec> {
+    configured
+        .iter()
+        .copied()
+        .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        .collect()
+}
+
+/// Random values of one call's outgoing streams.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamIds {
+    pub ssrc_webrtc: u32,
+    pub ssrc_sip: u32,
+    pub seq_webrtc: u16,
+    pub seq_sip: u16,
+    pub ts_webrtc: u32,
+    pub ts_sip: u32,
+}
+
+/// Packet counters of the SIP leg.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SipCounters {
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub rtcp_in: u64,
+    pub rtcp_out: u64,
+    /// Datagrams that the bridge refused (malformed, wrong payload type, late).
+    pub refused: u64,
+}
+
+pub struct BridgeCall {
+    pub way: Way,
+    pub sip: SipCallId,
+    /// The SIP party: the number called, or the caller.
+    pub peer: String,
+    pub phase: Phase,
+    pub browser: Option<BrowserSide>,
+    media: Option<Bridge>,
+    ids: StreamIds,
+    /// The SIP leg's RTP port (RTCP: port + 1).
+    pub port: u16,
+    rtp_ip: IpAddr,
+    /// srgate's SDP toward SIP (offer or answer).
+    pub local_sdp: String,
+    /// The SIP side's media, from its SDP.
+    remote: Option<RemoteRtp>,
+    sip_format: Option<(u8, Codec)>,
+    /// The source RTP actually comes from (symmetric RTP).
+    latched: Option<SocketAddr>,
+    last_sip_rtp: Instant,
+    /// Invitation timeout (Calling, Early, Offered) or the accept's DTLS wait (Accepting).
+    pub deadline: Option<Instant>,
+    pub started: Instant,
+    pub answered: Option<Instant>,
+    /// The SIP leg still exists at the endpoint (a hangup must reach it).
+    pub sip_alive: bool,
+    pub sip_counters: SipCounters,
+    pub opus_complexity: u8,
+    /// `[media] rtp_timeout`.
+    pub rtp_timeout: Duration,
+}
+
+impl BridgeCall {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        now: Instant,
+        way: Way,
+        sip: SipCallId,
+        peer: String,
+        phase: Phase,
+        ids: StreamIds,
+        port: u16,
+        rtp_ip: IpAddr,
+        opus_complexity: u8,
+    ) -> Self {
+        BridgeCall {
+            way,
+            sip,
+            peer,
+            phase,
+            browser: None,
+            media: None,
+            ids,
+            port,
+            rtp_ip,
+            local_sdp: String::new(),
+            remote: None,
+            sip_format: None,
+            latched: None,
+            last_sip_rtp: now,
+            deadline: None,
+            started: now,
+            answered: None,
+            sip_alive: true,
+            sip_counters: SipCounters::default(),
+            opus_complexity,
+            rtp_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// srgate's SSRC toward the browser.
+    pub fn ids_ssrc_webrtc(&self) -> u32 {
+        self.ids.ssrc_webrtc
+    }
+
+    /// The SIP side's telephone-event payload type, if its SDP had one.
+    pub fn remote_telephone_event(&self) -> Option<u8> {
+        self.remote.as_ref().and_then(|r| r.telephone_event)
+    }
+
+    /// srgate's SIP address for media.
+    pub fn rtp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.rtp_ip, self.port)
+    }
+
+    /// srgate's SDP toward SIP with `codecs` (payload type, codec) and `direction`.
+    pub fn build_sip_sdp(
+        &self,
+        codecs: &[(u8, Codec)],
+        telephone_event: Option<u8>,
+        direction: Direction,
+        session_id: u64,
+    ) -> String {
+        build_rtp_sdp(&RtpDescription {
+            addr: self.rtp_addr(),
+            codecs,
+            telephone_event,
+            direction,
+            session_id,
+            version: 1,
+            ptime: 20,
+        })
+    }
+
+    /// The SIP side's SDP (answer, early media, offer or re-offer): where to send, in
+    /// which format. Builds the media bridge once both sides' formats are known.
+    pub fn apply_remote(&mut self, remote: RemoteRtp) -> Result<(), &'static str> {
+        let format = match self.sip_format {
+            // A re-offer keeps the format (srgate's answer repeats its previous one).
+            Some(f) if remote.codecs.contains(&f) => Some(f),
+            Some(f) => Some(f),
+            None => remote
+                .codecs
+                .iter()
+                .copied()
+                .find(|(_, c)| media_codec(*c).is_some() && *c != Codec::Opus),
+        };
+        let Some(format) = format else {
+            return Err("no common codec with the SIP side");
+        };
+        if self.remote.as_ref().map(|r| r.addr) != Some(remote.addr) {
+            self.latched = None;
+        }
+        self.sip_format = Some(format);
+        self.remote = Some(remote);
+        self.ensure_media()
+    }
+
+    /// The browser side, once it answered.
+    pub fn set_browser(&mut self, browser: BrowserSide) -> Result<(), &'static str> {
+        self.browser = Some(browser);
+        self.ensure_media()
+    }
+
+    fn ensure_media(&mut self) -> Result<(), &'static str> {
+        if self.media.is_some() {
+            return Ok(());
+        }
+        let (Some(browser), Some((sip_pt, sip_codec)), Some(remote)) =
+            (self.browser.as_ref(), self.sip_format, self.remote.as_ref())
+        else {
+            return Ok(());
+        };
+        let n = browser.negotiated();
+        let (Some(webrtc_codec), Some(sip_media)) = (media_codec(n.codec), media_codec(sip_codec))
+        else {
+            return Err("codec not supported by the bridge");
+        };
+        let config = BridgeConfig {
+            webrtc: LegFormat {
+                codec: webrtc_codec,
+                payload_type: n.payload_type,
+                dtmf_payload_type: n.telephone_event.map(|t| t.payload_type),
+                dtmf_clock: n.telephone_event.map_or(8000, |t| t.clock_rate),
+                ssrc: self.ids.ssrc_webrtc,
+                initial_sequence: self.ids.seq_webrtc,
+                initial_timestamp: self.ids.ts_webrtc,
+            },
+            sip: LegFormat {
+                codec: sip_media,
+                payload_type: sip_pt,
+                dtmf_payload_type: remote.telephone_event,
+                dtmf_clock: 8000,
+                ssrc: self.ids.ssrc_sip,
+                initial_sequence: self.ids.seq_sip,
+                initial_timestamp: self.ids.ts_sip,
+            },
+            opus_complexity: self.opus_complexity,
+            jitter: JitterConfig::new(webrtc_codec.clock_rate()),
+        };
+        match Bridge::new(config) {
+            Ok(bridge) => {
+                self.media = Some(bridge);
+                Ok(())
+            }
+            Err(_) => Err("codec setup failed"),
+        }
+    }
+
+    pub fn mode(&self) -> Option<BridgeMode> {
+        self.media.as_ref().map(Bridge::mode)
+    }
+
+    pub fn media(&self) -> Option<&Bridge> {
+        self.media.as_ref()
+    }
+
+    pub fn sip_format(&self) -> Option<(u8, Codec)> {
+        self.sip_format
+    }
+
+    /// Whether the SIP side is expected to send (its SDP is sendrecv or sendonly toward
+    /// srgate). On hold (inactive, or it only receives) silence is normal.
+    fn remote_sends(&self) -> bool {
+        self.remote.as_ref().is_some_and(|r| {
+            !matches!(r.direction, Direction::RecvOnly | Direction::Inactive)
+                && !r.addr.ip().is_unspecified()
+        })
+    }
+
+    /// Where srgate sends RTP to the SIP side.
+    fn sip_destination(&self) -> Option<SocketAddr> {
+        if let Some(addr) = self.latched {
+            return Some(addr);
+        }
+        let remote = self.remote.as_ref()?;
+        if remote.addr.ip().is_unspecified() || remote.addr.port() == 0 {
+            return None;
+        }
+        Some(remote.addr)
+    }
+
+    fn sip_rtcp_destination(&self) -> Option<SocketAddr> {
+        let rtp = self.sip_destination()?;
+        Some(SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)))
+    }
+
+    /// May srgate send toward the SIP side (not while the SIP side holds the call with
+    /// `sendonly`/`inactive` toward us... RFC 3264 §5.1: our answer then says recvonly or
+    /// inactive, so we must not send).
+    fn may_send_sip(&self) -> bool {
+        self.remote.as_ref().is_some_and(|r| {
+            !matches!(r.direction, Direction::SendOnly | Direction::Inactive)
+        })
+    }
+
+    /// A datagram from the browser.
+    pub fn handle_browser(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: SocketAddr,
+        data: &mut [u8],
+    ) -> Step {
+        let Some(browser) = self.browser.as_mut() else {
+            return Step::Continue;
+        };
+        let media = &mut self.media;
+        browser.handle_datagram(now, from, local, data, &mut |now, packet, rtcp| {
+            if let Some(media) = media.as_mut() {
+                if rtcp {
+                    media.handle_rtcp_webrtc(now, packet);
+                } else {
+                    let _ = media.push_webrtc(now, packet);
+                }
+            }
+        })
+    }
+
+    /// A datagram on the SIP leg's RTP (`rtcp == false`) or RTCP port.
+    pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8], rtcp: bool) {
+        if rtcp {
+            self.sip_counters.rtcp_in += 1;
+            if let Some(media) = self.media.as_mut() {
+                media.handle_rtcp_sip(now, data);
+            }
+            return;
+        }
+        let Some(media) = self.media.as_mut() else {
+            return;
+        };
+        match media.push_sip(now, data) {
+            Ok(()) => {
+                self.sip_counters.rtp_in += 1;
+                self.last_sip_rtp = now;
+                // Symmetric RTP: answer where the media really comes from.
+                if self.latched != Some(from) {
+                    self.latched = Some(from);
+                }
+            }
+            Err(_) => self.sip_counters.refused += 1,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Step {
+        match self.browser.as_mut() {
+            Some(browser) => browser.handle_timeout(now),
+            None => Step::Continue,
+        }
+    }
+
+    /// Whether the SIP side has been silent too long (only while it should be sending).
+    pub fn rtp_timed_out(&self, now: Instant, timeout: Duration) -> bool {
+        self.phase == Phase::Answered
+            && self.remote_sends()
+            && now.saturating_duration_since(self.last_sip_rtp) >= timeout
+    }
+
+    /// Restarts the silence clock (after the answer or a re-offer).
+    pub fn touch_rtp(&mut self, now: Instant) {
+        self.last_sip_rtp = now;
+    }
+
+    pub fn send_dtmf(&mut self, now: Instant, digits: &str) -> bool {
+        match self.media.as_mut() {
+            Some(media) => media.send_dtmf(now, digits).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn poll_dtmf(&mut self) -> Option<char> {
+        self.media.as_mut()?.poll_dtmf()
+    }
+
+    /// The next datagram of the call: setup traffic, then media both ways, then RTCP.
+    pub fn poll_transmit(&mut self, now: Instant, ntp: u64, buf: &mut [u8]) -> Option<MediaTransmit> {
+        let browser = self.browser.as_mut()?;
+        if let Some(t) = browser.poll_setup(buf) {
+            return Some(t);
+        }
+        let room = BrowserSide::room(buf.len())?;
+        let media = self.media.as_mut()?;
+        if browser.can_send() {
+            // Bounded: the bridge yields only what is due at `now`.
+            for _ in 0..16 {
+                let Some(n) = media.poll_webrtc(now, &mut buf[..room]) else {
+                    break;
+                };
+                if let Some(t) = browser.protect(buf, n, false) {
+                    return Some(t);
+                }
+            }
+            if let Some(n) = media.poll_rtcp_webrtc(now, ntp, &mut buf[..room])
+                && let Some(t) = browser.protect(buf, n, true)
+            {
+                return Some(t);
+            }
+        }
+        let destination = self.sip_destination();
+        let may_send = self.may_send_sip();
+        let media = self.media.as_mut()?;
+        for _ in 0..16 {
+            let Some(n) = media.poll_sip(now, buf) else {
+                break;
+            };
+            if let (Some(destination), true) = (destination, may_send) {
+                self.sip_counters.rtp_out += 1;
+                return Some(MediaTransmit {
+                    socket: MediaSocket::Rtp(self.port),
+                    destination,
+                    len: n,
+                });
+            }
+            // Nowhere to send (hold, or no address yet): the packet is dropped, the
+            // stream's clock keeps running.
+        }
+        if let (Some(n), Some(destination)) = (
+            media.poll_rtcp_sip(now, ntp, buf),
+            self.sip_rtcp_destination(),
+        ) {
+            self.sip_counters.rtcp_out += 1;
+            return Some(MediaTransmit {
+                socket: MediaSocket::Rtp(self.port.wrapping_add(1)),
+                destination,
+                len: n,
+            });
+        }
+        None
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let browser = self.browser.as_mut().and_then(BrowserSide::poll_timeout);
+        let media = self.media.as_ref().and_then(Bridge::poll_timeout);
+        let silence = (self.phase == Phase::Answered && self.remote_sends())
+            .then(|| self.last_sip_rtp + self.rtp_timeout);
+        let own = super::earliest(self.deadline, silence);
+        super::earliest(super::earliest(browser, media), own)
+    }
+
+    pub fn close(&mut self) {
+        if let Some(browser) = self.browser.as_mut() {
+            browser.close();
+        }
+    }
+}

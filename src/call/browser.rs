@@ -1,0 +1,302 @@
+//! The browser's side of a call: the WebRTC leg (ICE-lite, DTLS) and the SRTP contexts
+//! it keys. Shared by the echo service and bridged calls: each hands the decrypted media
+//! to its own pipeline and gives back plain RTP/RTCP to protect and send.
+//!
+//! Decrypts in place in the receive buffer and encrypts in place in the caller's send
+//! buffer: no allocation per packet.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{MediaSocket, MediaTransmit, SRTP_TAIL, Step};
+use crate::sdp::Codec;
+use crate::sdp::answer::{
+    AnswerPolicy, IceCredentials, LocalDescription, Negotiated, build_answer, negotiate,
+};
+use crate::sdp::offer::Offer;
+use crate::webrtc::dtls::DtlsContext;
+use crate::webrtc::ice::Transmit;
+use crate::webrtc::leg::{FailReason, LegEvent, WebRtcLeg};
+use crate::webrtc::srtp::SrtpContext;
+
+/// What the browser side needs to answer an offer.
+pub struct BrowserSetup<'a> {
+    pub now: Instant,
+    pub offer: &'a str,
+    /// Codecs srgate may answer with, most preferred first.
+    pub codecs: &'a [Codec],
+    pub dtls: &'a DtlsContext,
+    pub media_addr: SocketAddr,
+    pub ufrag: &'a str,
+    pub pwd: &'a str,
+    /// srgate's SSRC toward the browser (announced in the answer).
+    pub ssrc: u32,
+    pub session_id: u64,
+}
+
+/// Why the browser's offer could not be answered.
+#[derive(Debug)]
+pub enum SetupError {
+    Sdp(crate::sdp::Error),
+    /// None of the codecs srgate may use here is in the offer.
+    NoCodec,
+    Leg(crate::webrtc::leg::LegError),
+    Codec(crate::media::codec::CodecError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Sdp(e) => write!(f, "{e:?}"),
+            SetupError::NoCodec => f.write_str("no usable codec in the offer"),
+            SetupError::Leg(e) => write!(f, "{e:?}"),
+            SetupError::Codec(e) => write!(f, "{e:?}"),
+        }
+    }
+}
+
+/// Packet counters of the browser leg (the CDR and the end-of-call log line).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct BrowserCounters {
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub rtcp_in: u64,
+    pub rtcp_out: u64,
+    pub srtp_errors: u64,
+}
+
+pub struct BrowserSide {
+    leg: WebRtcLeg,
+    negotiated: Negotiated,
+    /// Unprotects what the browser sends / protects what srgate sends (after DTLS).
+    rx: Option<SrtpContext>,
+    tx: Option<SrtpContext>,
+    /// Setup traffic of the leg (STUN answers, DTLS flights) waiting to be sent.
+    pending: VecDeque<Transmit>,
+    counters: BrowserCounters,
+    connected: bool,
+    newly_connected: bool,
+}
+
+impl BrowserSide {
+    /// Negotiates the offer and builds the leg; returns srgate's SDP answer too.
+    pub fn new(s: BrowserSetup<'_>) -> Result<(BrowserSide, String), SetupError> {
+        let offer = Offer::parse(s.offer).map_err(SetupError::Sdp)?;
+        if s.codecs.is_empty() {
+            return Err(SetupError::NoCodec);
+        }
+        let policy = AnswerPolicy {
+            codecs: s.codecs.to_vec(),
+        };
+        let negotiated = negotiate(&offer, &policy).map_err(|e| match e {
+            crate::sdp::Error::NoCommonCodec => SetupError::NoCodec,
+            e => SetupError::Sdp(e),
+        })?;
+        let ice = IceCredentials {
+            ufrag: s.ufrag.to_string(),
+            pwd: s.pwd.to_string(),
+        };
+        let candidates = [s.media_addr];
+        let leg = WebRtcLeg::new(s.now, s.dtls, &ice, &candidates, &negotiated)
+            .map_err(SetupError::Leg)?;
+        let answer = build_answer(
+            &negotiated,
+            &LocalDescription {
+                ice: &ice,
+                fingerprint: s.dtls.fingerprint(),
+                candidates: &candidates,
+                ssrc: s.ssrc,
+                cname: "srgate",
+                session_id: s.session_id,
+            },
+        );
+        let mut side = BrowserSide {
+            leg,
+            negotiated,
+            rx: None,
+            tx: None,
+            pending: VecDeque::new(),
+            counters: BrowserCounters::default(),
+            connected: false,
+            newly_connected: false,
+        };
+        side.collect();
+        Ok((side, answer))
+    }
+
+    /// Codec, payload types and telephone-event chosen for this browser.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// Moves the leg's setup datagrams to our queue.
+    fn collect(&mut self) {
+        while let Some(t) = self.leg.poll_transmit() {
+            self.pending.push_back(t);
+        }
+    }
+
+    /// One datagram from the browser; decrypted media goes to `media(now, packet, rtcp)`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: SocketAddr,
+        data: &mut [u8],
+        media: &mut dyn FnMut(Instant, &[u8], bool),
+    ) -> Step {
+        self.leg.handle_receive(now, from, local, data);
+        let step = self.drain_events(now, Some(data), media);
+        self.collect();
+        step
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Step {
+        self.leg.handle_timeout(now);
+        let step = self.drain_events(now, None, &mut |_, _, _| {});
+        self.collect();
+        step
+    }
+
+    fn drain_events(
+        &mut self,
+        now: Instant,
+        mut data: Option<&mut [u8]>,
+        media: &mut dyn FnMut(Instant, &[u8], bool),
+    ) -> Step {
+        let mut step = Step::Continue;
+        while let Some(event) = self.leg.poll_event() {
+            match event {
+                LegEvent::IceConnected { .. } => {}
+                LegEvent::DtlsConnected(keys) => {
+                    let profile = keys.profile;
+                    let rx = SrtpContext::new(profile, keys.remote.key(), keys.remote.salt());
+                    let tx = SrtpContext::new(profile, keys.local.key(), keys.local.salt());
+                    match (rx, tx) {
+                        (Ok(rx), Ok(tx)) => {
+                            self.rx = Some(rx);
+                            self.tx = Some(tx);
+                            self.connected = true;
+                            self.newly_connected = true;
+                        }
+                        _ => step = Step::Failed("ERROR"),
+                    }
+                }
+                LegEvent::RtpReceived { range, rtcp } => {
+                    let (Some(data), Some(rx)) = (data.as_deref_mut(), self.rx.as_mut()) else {
+                        continue;
+                    };
+                    let Some(packet) = data.get_mut(range) else {
+                        continue;
+                    };
+                    let result = if rtcp {
+                        rx.unprotect_rtcp(packet)
+                    } else {
+                        rx.unprotect_rtp(packet)
+                    };
+                    match result {
+                        Ok(len) => {
+                            if rtcp {
+                                self.counters.rtcp_in += 1;
+                            } else {
+                                self.counters.rtp_in += 1;
+                            }
+                            if let Some(plain) = packet.get(..len) {
+                                media(now, plain, rtcp);
+                            }
+                        }
+                        Err(_) => self.counters.srtp_errors += 1,
+                    }
+                }
+                LegEvent::Failed { reason } => {
+                    log::info!("WebRTC leg failed: {reason:?}");
+                    step = Step::Failed(match reason {
+                        FailReason::ConsentExpired | FailReason::NoConnectivity => "TIMEOUT",
+                        _ => "ERROR",
+                    });
+                }
+                LegEvent::Closed => step = Step::Failed("REMOTE"),
+            }
+        }
+        step
+    }
+
+    /// The next setup datagram (STUN, DTLS), copied into `buf`.
+    pub fn poll_setup(&mut self, buf: &mut [u8]) -> Option<MediaTransmit> {
+        let t = self.pending.pop_front()?;
+        let len = t.contents.len().min(buf.len());
+        buf[..len].copy_from_slice(&t.contents[..len]);
+        Some(MediaTransmit {
+            socket: MediaSocket::WebRtc,
+            destination: t.destination,
+            len,
+        })
+    }
+
+    /// Where media goes, once DTLS is up and the browser's address is known.
+    pub fn can_send(&self) -> bool {
+        self.tx.is_some() && self.leg.remote().is_some()
+    }
+
+    /// Protects the plain RTP (`rtcp == false`) or RTCP packet `buf[..len]` in place
+    /// (`buf` has [`SRTP_TAIL`] bytes of room behind it) and says where it goes.
+    pub fn protect(&mut self, buf: &mut [u8], len: usize, rtcp: bool) -> Option<MediaTransmit> {
+        let destination = self.leg.remote()?;
+        let tx = self.tx.as_mut()?;
+        let result = if rtcp {
+            tx.protect_rtcp(buf, len)
+        } else {
+            tx.protect_rtp(buf, len)
+        };
+        match result {
+            Ok(len) => {
+                if rtcp {
+                    self.counters.rtcp_out += 1;
+                } else {
+                    self.counters.rtp_out += 1;
+                }
+                Some(MediaTransmit {
+                    socket: MediaSocket::WebRtc,
+                    destination,
+                    len,
+                })
+            }
+            Err(_) => {
+                self.counters.srtp_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Room a plain packet may take in a buffer of `len` bytes.
+    pub fn room(len: usize) -> Option<usize> {
+        len.checked_sub(SRTP_TAIL)
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.leg.poll_timeout()
+    }
+
+    /// True once, when DTLS has just connected.
+    pub fn take_newly_connected(&mut self) -> bool {
+        std::mem::take(&mut self.newly_connected)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn counters(&self) -> &BrowserCounters {
+        &self.counters
+    }
+
+    pub fn local_ufrag(&self) -> &str {
+        self.leg.local_ufrag()
+    }
+
+    pub fn close(&mut self) {
+        self.leg.close();
+    }
+}

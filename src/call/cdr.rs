@@ -1,0 +1,113 @@
+//! Call detail records: one JSON object per ended call, written as one line to the
+//! `[calls] cdr_file` by the I/O shell.
+//!
+//! Fields: `call` (the browser protocol's call id), `user` (the app user), `peer` (the SIP
+//! number called or calling; `echo`), `direction` (`app_to_sip`, `sip_to_app`, `echo`),
+//! `start`, `answer` (null when never answered), `end` (Unix milliseconds),
+//! `duration_ms` (answer to end), `sip_code` (the final SIP code when one was sent or
+//! received), `reason` (how it ended), `codec_webrtc`, `codec_sip`, `mode` (`relay`,
+//! `transcode`, or null when media never flowed), and per leg the packets in and out
+//! and the packets lost (RFC 3550 A.3, as srgate received them).
+
+use serde_json::{Value, json};
+
+use super::bridge::BridgeCall;
+use super::echo::EchoCall;
+use crate::media::bridge::BridgeMode;
+
+/// One call's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cdr {
+    value: Value,
+}
+
+impl Cdr {
+    pub(super) fn echo(user: &str, id: &str, end_ms: u64, reason: &str, call: &mut EchoCall) -> Cdr {
+        let c = *call.browser().counters();
+        Cdr {
+            value: json!({
+                "call": id,
+                "user": user,
+                "peer": "echo",
+                "direction": "echo",
+                "end": end_ms,
+                "reason": reason,
+                "codec_webrtc": "opus",
+                "webrtc": {"rtp_in": c.rtp_in, "rtp_out": c.rtp_out, "srtp_errors": c.srtp_errors},
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bridged(
+        user: &str,
+        id: &str,
+        call: &BridgeCall,
+        start_ms: u64,
+        answer_ms: Option<u64>,
+        end_ms: u64,
+        sip_code: Option<u16>,
+        reason: &str,
+    ) -> Cdr {
+        let browser = call.browser.as_ref().map(|b| *b.counters()).unwrap_or_default();
+        let codec_webrtc = call
+            .browser
+            .as_ref()
+            .map(|b| b.negotiated().codec.encoding_name());
+        let codec_sip = call.sip_format().map(|(_, c)| c.encoding_name());
+        let mode = call.mode().map(|m| match m {
+            BridgeMode::Relay => "relay",
+            BridgeMode::Transcode => "transcode",
+        });
+        let (lost_webrtc, lost_sip) = call
+            .media()
+            .map(|m| {
+                let s = m.stats();
+                (s.webrtc.lost, s.sip.lost)
+            })
+            .unwrap_or((0, 0));
+        let sip = call.sip_counters;
+        let duration = answer_ms.map(|a| end_ms.saturating_sub(a));
+        Cdr {
+            value: json!({
+                "call": id,
+                "user": user,
+                "peer": call.peer,
+                "direction": call.way.name(),
+                "start": start_ms,
+                "answer": answer_ms,
+                "end": end_ms,
+                "duration_ms": duration,
+                "sip_code": sip_code,
+                "reason": reason,
+                "codec_webrtc": codec_webrtc,
+                "codec_sip": codec_sip,
+                "mode": mode,
+                "webrtc": {"rtp_in": browser.rtp_in, "rtp_out": browser.rtp_out,
+                           "lost": lost_webrtc, "srtp_errors": browser.srtp_errors},
+                "sip": {"rtp_in": sip.rtp_in, "rtp_out": sip.rtp_out, "lost": lost_sip,
+                        "refused": sip.refused, "rtp_port": call.port},
+            }),
+        }
+    }
+
+    /// The record as one line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        self.value.to_string()
+    }
+
+    /// A short summary for the log.
+    pub fn summary(&self) -> String {
+        let v = &self.value;
+        format!(
+            "mode {} codecs {}/{}, browser RTP in {} out {}, SIP RTP in {} out {}",
+            v["mode"], v["codec_webrtc"], v["codec_sip"], v["webrtc"]["rtp_in"],
+            v["webrtc"]["rtp_out"], v["sip"]["rtp_in"], v["sip"]["rtp_out"]
+        )
+    }
+
+    /// A field, for tests and the API.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.value.get(key)
+    }
+}

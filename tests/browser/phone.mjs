@@ -1,0 +1,175 @@
+#!/usr/bin/env node
+// A scripted softphone for srgate's bridge tests: headless Chromium opens the demo page
+// (web/index.html) and this process obeys one JSON command per stdin line, answering each
+// with exactly one JSON line on stdout ({"ok":true,…} or {"ok":false,"error":"…"}). The Rust
+// tests drive it step by step between their SIP peers (tests/common/phone.rs).
+//
+//   node tests/browser/phone.mjs --url http://127.0.0.1:PORT/ --tone FILE.wav [--verbose]
+//
+// Commands (every wait bounded by its own `timeout` in seconds, default 20):
+//   {"cmd":"login","user":"1001","token":""}
+//   {"cmd":"only_codecs","mime":["audio/PCMU"]}   offers of later calls carry only these
+//   {"cmd":"call","callee":"1006"}
+//   {"cmd":"wait_state","states":["ACCEPTED_BY_REMOTE"]}   → {"state":…} or the end
+//   {"cmd":"wait_invite"}                               → {"peer","callerName","content"}
+//   {"cmd":"accept"}  {"cmd":"refuse","response":"…"}  {"cmd":"hangup"}
+//   {"cmd":"dtmf","digits":"123#"}
+//   {"cmd":"measure","seconds":4}                       → {"dominant_hz","rms",…}
+//   {"cmd":"wait_end"}                                  → {"reason","error","sip"}
+//   {"cmd":"wait_dtmf","count":4}                       → {"digits":"…"}
+//   {"cmd":"messages"}                                  → every protocol message seen
+//   {"cmd":"quit"}
+// The whole run is bounded by --timeout (default 300 s).
+
+import { createInterface } from 'node:readline';
+import { launchChromium, measureInPage, parseArgs } from './lib.mjs';
+
+let args;
+try {
+  args = parseArgs(process.argv.slice(2), {
+    url: 'string', tone: 'string', timeout: 'number', verbose: 'bool',
+  });
+  for (const k of ['url', 'tone']) if (args[k] === undefined) throw new Error(`--${k} is required`);
+} catch (e) {
+  process.stderr.write(`${e.message}\nusage: phone.mjs --url URL --tone FILE.wav [--timeout S] [--verbose]\n`);
+  process.exit(2);
+}
+
+let chrome = null;
+const reply = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+const quit = async (code) => {
+  if (chrome) await chrome.stop();
+  process.exit(code);
+};
+setTimeout(() => { reply({ ok: false, error: 'phone.mjs overall timeout' }); quit(1); }, (args.timeout ?? 300) * 1000);
+
+chrome = await launchChromium({ fakeAudio: args.tone, verbose: !!args.verbose });
+const page = await chrome.context.newPage();
+if (args.verbose) page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(e.message));
+await page.goto(args.url, { timeout: 15000 });
+await page.waitForFunction(() => !!window.srgateDemo, null, { timeout: 10000 });
+// A steady test tone must reach srgate as it is: no noise suppression, gain control or AEC.
+await page.evaluate(() => {
+  window.srgateDemo.audio = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+});
+
+async function waitFor(fn, arg, timeoutS) {
+  return page.waitForFunction(fn, arg, { timeout: (timeoutS ?? 20) * 1000, polling: 50 })
+    .then(() => true).catch(() => false);
+}
+
+const callInfo = () => page.evaluate(() => {
+  const c = window.srgateDemo.call;
+  if (!c) return null;
+  return { id: c.id, state: c.state, ended: c.ended, endReason: c.endReason, direction: c.direction };
+});
+
+const handlers = {
+  async login(c) {
+    await page.fill('#user', c.user);
+    await page.fill('#token', c.token ?? '');
+    await page.click('#login');
+    const ok = await waitFor(() => window.srgateDemo.client.connected, null, c.timeout ?? 12);
+    return ok ? { ok: true } : { ok: false, error: 'login did not complete' };
+  },
+  async only_codecs(c) {
+    await page.evaluate((mimes) => {
+      const wanted = new Set(mimes.map((m) => m.toLowerCase()));
+      const orig = RTCPeerConnection.prototype.createOffer;
+      RTCPeerConnection.prototype.createOffer = function (...a) {
+        const caps = RTCRtpSender.getCapabilities('audio').codecs
+          .filter((k) => wanted.has(k.mimeType.toLowerCase()));
+        for (const t of this.getTransceivers()) t.setCodecPreferences(caps);
+        return orig.apply(this, a);
+      };
+    }, c.mime);
+    return { ok: true };
+  },
+  async call(c) {
+    await page.fill('#number', c.callee);
+    await page.click('#call');
+    return { ok: true };
+  },
+  async wait_state(c) {
+    const ok = await waitFor((states) => {
+      const cl = window.srgateDemo.call;
+      return cl && (cl.ended || states.includes(cl.state));
+    }, c.states, c.timeout);
+    const info = await callInfo();
+    if (!ok || !info) return { ok: false, error: 'timeout waiting for ' + c.states.join('|'), call: info };
+    return { ok: !info.ended && c.states.includes(info.state), state: info.state, call: info };
+  },
+  async wait_invite(c) {
+    const ok = await waitFor(() => {
+      const cl = window.srgateDemo.call;
+      return cl && cl.direction === 'incoming' && !cl.ended && cl.state === 'INVITED';
+    }, null, c.timeout);
+    if (!ok) return { ok: false, error: 'no invitation', call: await callInfo() };
+    return page.evaluate(() => {
+      const cl = window.srgateDemo.call;
+      return { ok: true, id: cl.id, peer: cl.peer, callerName: cl.callerName ?? null, content: cl.content ?? null };
+    });
+  },
+  async accept() {
+    await page.click('#accept');
+    return { ok: true };
+  },
+  async refuse(c) {
+    await page.evaluate((response) => window.srgateDemo.call.refuse(response ? { response } : {}), c.response ?? null);
+    return { ok: true };
+  },
+  async hangup() {
+    await page.evaluate(() => window.srgateDemo.call && window.srgateDemo.call.hangup());
+    return { ok: true };
+  },
+  async dtmf(c) {
+    await page.evaluate((d) => window.srgateDemo.call.dtmf(d), c.digits);
+    return { ok: true };
+  },
+  async measure(c) {
+    const has = await waitFor(() => !!(window.srgateDemo.call && window.srgateDemo.call.remoteStream), null, 5);
+    if (!has) return { ok: false, error: 'no remote audio track' };
+    const m = await page.evaluate(measureInPage, { streamGlobal: 'srgateDemo.call.remoteStream', seconds: c.seconds ?? 4 });
+    return { ok: true, ...m };
+  },
+  async wait_end(c) {
+    const ok = await waitFor(() => window.srgateDemo.call && window.srgateDemo.call.ended, null, c.timeout);
+    if (!ok) return { ok: false, error: 'call did not end', call: await callInfo() };
+    return page.evaluate(() => {
+      const ends = window.srgateDemo.events.filter((e) => e.kind === 'end');
+      const e = ends[ends.length - 1] || {};
+      return { ok: true, reason: e.reason ?? null, error: e.error ?? null, sip: e.sip ?? null };
+    });
+  },
+  async wait_dtmf(c) {
+    const count = c.count ?? 1;
+    const digits = () => window.srgateDemo.events
+      .filter((e) => e.kind === 'message' && e.msg.type === 'dtmf').map((e) => e.msg.digits).join('');
+    await waitFor((n) => window.srgateDemo.events
+      .filter((e) => e.kind === 'message' && e.msg.type === 'dtmf').length >= n, count, c.timeout);
+    const got = await page.evaluate(digits);
+    return { ok: got.length >= count, digits: got };
+  },
+  async messages() {
+    const msgs = await page.evaluate(() => window.srgateDemo.events.filter((e) => e.kind === 'message').map((e) => e.msg));
+    return { ok: true, messages: msgs, page_errors: pageErrors };
+  },
+  async quit() {
+    reply({ ok: true });
+    await quit(0);
+  },
+};
+
+reply({ ok: true, ready: true, chromium_start_ms: chrome.startMs });
+const rl = createInterface({ input: process.stdin });
+for await (const line of rl) {
+  if (!line.trim()) continue;
+  let c;
+  try { c = JSON.parse(line); } catch (e) { reply({ ok: false, error: 'bad JSON: ' + e.message }); continue; }
+  const h = handlers[c.cmd];
+  if (!h) { reply({ ok: false, error: 'unknown command ' + c.cmd }); continue; }
+  try { reply(await h(c)); } catch (e) { reply({ ok: false, error: String(e && e.message || e) }); }
+}
+await quit(0);
