@@ -214,7 +214,7 @@ pub struct CallsSection {
     pub cdr_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     /// HMAC key for login tokens; empty = open login.
     pub secret: Secret,
@@ -431,7 +431,10 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "calls",
-        &[("invitation_timeout", "60"), ("cdr_file", "srgate-cdr.jsonl")],
+        &[
+            ("invitation_timeout", "60"),
+            ("cdr_file", "srgate-cdr.jsonl"),
+        ],
     ),
     ("auth", &[("secret", "")]),
     ("tls", &[("cert", ""), ("key", "")]),

@@ -13,10 +13,11 @@ use is::Sha1HmacProvider as _;
 use is::stun::{StunMessage, TransId};
 use serde_json::Value;
 
-use srgate::call::{Calls, CallsConfig};
+use srgate::call::{Calls, CallsConfig, Ctx, RtpPorts};
 use srgate::sdp::Codec;
 use srgate::signal::hub::CallRequest;
 use srgate::signal::protocol::Request;
+use srgate::sip::endpoint::{Endpoint, EndpointConfig};
 use srgate::webrtc::cert::Certificate;
 use srgate::webrtc::dtls::DtlsContext;
 
@@ -27,6 +28,59 @@ const BROWSER_PWD: &str = "browserpassword0123456789";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
+}
+
+/// Echo calls need no RTP port: any request for one is a failure.
+struct NoPorts;
+
+impl RtpPorts for NoPorts {
+    fn open(&mut self) -> Option<u16> {
+        panic!("an echo call asked for an RTP port")
+    }
+    fn close(&mut self, _port: u16) {}
+}
+
+fn calls_config(seed: u8, now: Instant) -> CallsConfig {
+    CallsConfig {
+        media_addr: addr(SRGATE),
+        rtp_ip: addr(SRGATE).ip(),
+        codecs: vec![Codec::Opus],
+        opus_complexity: 5,
+        rtp_timeout: Duration::from_secs(30),
+        invitation_timeout: Duration::from_secs(60),
+        rtm2sip: None,
+        standalone: true,
+        anonymous_caller: "1086".into(),
+        seed: [seed; 32],
+        clock_anchor: (now, 1_700_000_000_000),
+    }
+}
+
+fn endpoint(now: Instant) -> Endpoint {
+    Endpoint::new(
+        EndpointConfig {
+            local: addr("127.0.0.1:5086"),
+            domain: "127.0.0.1".into(),
+            server: None,
+            proxy: None,
+            users: Vec::new(),
+            digest: vec![srgate::sip::auth::Algorithm::Md5],
+            seed: [9; 32],
+            user_agent: "srgate-test".into(),
+        },
+        now,
+    )
+}
+
+/// Runs `f` with a call-layer context over `sip`.
+macro_rules! ctx {
+    ($sip:expr) => {
+        &mut Ctx {
+            sip: &mut $sip,
+            ports: &mut NoPorts,
+            online: &|_: &str| true,
+        }
+    };
 }
 
 fn offer(fingerprint: &srgate::sdp::Fingerprint) -> String {
@@ -77,13 +131,9 @@ fn run(lie_about_fingerprint: bool) -> Run {
     #[allow(clippy::disallowed_methods)] // the simulated clock's origin
     let mut now = Instant::now();
     let srgate_cert = Certificate::generate().unwrap();
+    let mut sip = endpoint(now);
     let mut calls = Calls::new(
-        CallsConfig {
-            media_addr: addr(SRGATE),
-            codecs: vec![Codec::Opus],
-            opus_complexity: 5,
-            seed: [1; 32],
-        },
+        calls_config(1, now),
         DtlsContext::new(&srgate_cert).unwrap(),
     );
     let browser_cert = Certificate::generate().unwrap();
@@ -105,6 +155,7 @@ fn run(lie_about_fingerprint: bool) -> Run {
             user: "1001".into(),
             request: invite,
         },
+        ctx!(sip),
     );
     let mut states = Vec::new();
     let mut other = Vec::new();
@@ -145,7 +196,7 @@ fn run(lie_about_fingerprint: bool) -> Run {
     browser.set_active(true); // srgate answers passive
     browser.handle_timeout(now).unwrap();
     let mut check = binding_request(&ufrag, &pwd);
-    calls.handle_datagram(now, addr(BROWSER), &mut check);
+    calls.handle_datagram(now, addr(BROWSER), &mut check, ctx!(sip));
     let mut buf = vec![0u8; 2048];
     let mut sent_after_end = 0;
     for _ in 0..300 {
@@ -154,7 +205,7 @@ fn run(lie_about_fingerprint: bool) -> Run {
             match browser.poll_output(&mut buf) {
                 Output::Packet(p) => {
                     let mut p = p.to_vec();
-                    calls.handle_datagram(now, addr(BROWSER), &mut p);
+                    calls.handle_datagram(now, addr(BROWSER), &mut p, ctx!(sip));
                 }
                 Output::Timeout(_) => break,
                 Output::BufferTooSmall { needed } => buf.resize(needed, 0),
@@ -177,12 +228,12 @@ fn run(lie_about_fingerprint: bool) -> Run {
             break;
         }
         now += Duration::from_millis(10);
-        calls.handle_timeout(now);
+        calls.handle_timeout(now, ctx!(sip));
         let _ = browser.handle_timeout(now);
     }
     // A browser that vanishes (no more ICE checks) loses its call within 30 s (RFC 7675).
     now += Duration::from_secs(31);
-    calls.handle_timeout(now);
+    calls.handle_timeout(now, ctx!(sip));
     let mut out = vec![0u8; 2048];
     if calls.count() == 0 {
         while calls.poll_transmit(now, &mut out).is_some() {
@@ -227,15 +278,8 @@ fn one_user_cannot_open_calls_without_end() {
     #[allow(clippy::disallowed_methods)] // the simulated clock's origin
     let now = Instant::now();
     let cert = Certificate::generate().unwrap();
-    let mut calls = Calls::new(
-        CallsConfig {
-            media_addr: addr(SRGATE),
-            codecs: vec![Codec::Opus],
-            opus_complexity: 5,
-            seed: [2; 32],
-        },
-        DtlsContext::new(&cert).unwrap(),
-    );
+    let mut sip = endpoint(now);
+    let mut calls = Calls::new(calls_config(2, now), DtlsContext::new(&cert).unwrap());
     let fp = Certificate::generate().unwrap().fingerprint().clone();
     for i in 0..=srgate::call::MAX_CALLS_PER_USER {
         let invite = Request::Invite {
@@ -251,6 +295,7 @@ fn one_user_cannot_open_calls_without_end() {
                 user: "1001".into(),
                 request: invite,
             },
+            ctx!(sip),
         );
     }
     let last: Vec<Value> = std::iter::from_fn(|| calls.poll_message())
@@ -276,6 +321,7 @@ fn one_user_cannot_open_calls_without_end() {
             user: "1002".into(),
             request: invite,
         },
+        ctx!(sip),
     );
     assert_eq!(calls.count(), srgate::call::MAX_CALLS_PER_USER + 1);
 }

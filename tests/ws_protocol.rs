@@ -116,13 +116,13 @@ fn every_error_path_answers_and_changes_nothing() {
         let got = (e["code"].as_str(), e["id"].as_str());
         assert_eq!(got, (Some("NO_SUCH_CALL"), Some("nope")), "{request}");
     }
-    // a call to a number no one serves yet ends at once
-    let f = ask(
+    // a SIP call with an offer that is not usable SDP is refused and leaves nothing
+    let e = ask(
         &mut ws,
         r#"{"type":"invite","id":"c4","callee":"1006","sdp":"v=0"}"#,
     );
-    let got = (f["state"].as_str(), f["error"].as_str());
-    assert_eq!(got, (Some("FAILURE"), Some("PEER_OFFLINE")));
+    let got = (e["code"].as_str(), e["id"].as_str());
+    assert_eq!(got, (Some("BAD_REQUEST"), Some("c4")));
     // an echo call with an offer that is not SDP is refused and leaves nothing
     let e = ask(
         &mut ws,

@@ -320,9 +320,9 @@ impl BridgeCall {
     /// `sendonly`/`inactive` toward us... RFC 3264 §5.1: our answer then says recvonly or
     /// inactive, so we must not send).
     fn may_send_sip(&self) -> bool {
-        self.remote.as_ref().is_some_and(|r| {
-            !matches!(r.direction, Direction::SendOnly | Direction::Inactive)
-        })
+        self.remote
+            .as_ref()
+            .is_some_and(|r| !matches!(r.direction, Direction::SendOnly | Direction::Inactive))
     }
 
     /// A datagram from the browser.
@@ -404,7 +404,12 @@ impl BridgeCall {
     }
 
     /// The next datagram of the call: setup traffic, then media both ways, then RTCP.
-    pub fn poll_transmit(&mut self, now: Instant, ntp: u64, buf: &mut [u8]) -> Option<MediaTransmit> {
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        ntp: u64,
+        buf: &mut [u8],
+    ) -> Option<MediaTransmit> {
         let browser = self.browser.as_mut()?;
         if let Some(t) = browser.poll_setup(buf) {
             return Some(t);

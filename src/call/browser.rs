@@ -292,10 +292,6 @@ impl BrowserSide {
         &self.counters
     }
 
-    pub fn local_ufrag(&self) -> &str {
-        self.leg.local_ufrag()
-    }
-
     pub fn close(&mut self) {
         self.leg.close();
     }

@@ -22,7 +22,13 @@ pub struct Cdr {
 }
 
 impl Cdr {
-    pub(super) fn echo(user: &str, id: &str, end_ms: u64, reason: &str, call: &mut EchoCall) -> Cdr {
+    pub(super) fn echo(
+        user: &str,
+        id: &str,
+        end_ms: u64,
+        reason: &str,
+        call: &mut EchoCall,
+    ) -> Cdr {
         let c = *call.browser().counters();
         Cdr {
             value: json!({
@@ -49,7 +55,11 @@ impl Cdr {
         sip_code: Option<u16>,
         reason: &str,
     ) -> Cdr {
-        let browser = call.browser.as_ref().map(|b| *b.counters()).unwrap_or_default();
+        let browser = call
+            .browser
+            .as_ref()
+            .map(|b| *b.counters())
+            .unwrap_or_default();
         let codec_webrtc = call
             .browser
             .as_ref()
@@ -101,8 +111,13 @@ impl Cdr {
         let v = &self.value;
         format!(
             "mode {} codecs {}/{}, browser RTP in {} out {}, SIP RTP in {} out {}",
-            v["mode"], v["codec_webrtc"], v["codec_sip"], v["webrtc"]["rtp_in"],
-            v["webrtc"]["rtp_out"], v["sip"]["rtp_in"], v["sip"]["rtp_out"]
+            v["mode"],
+            v["codec_webrtc"],
+            v["codec_sip"],
+            v["webrtc"]["rtp_in"],
+            v["webrtc"]["rtp_out"],
+            v["sip"]["rtp_in"],
+            v["sip"]["rtp_out"]
         )
     }
 

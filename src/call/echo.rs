@@ -26,7 +26,7 @@ pub struct EchoCall {
 impl EchoCall {
     /// Negotiates the offer (Opus only: the echo runs Opus → PCM → Opus) and builds the
     /// leg and pipeline; returns the SDP answer too.
-    pub fn new(mut s: EchoSetup<'_>) -> Result<(EchoCall, String), SetupError> {
+    pub fn new(s: EchoSetup<'_>) -> Result<(EchoCall, String), SetupError> {
         let ssrc = s.browser.ssrc;
         let opus_only: Vec<Codec> = s
             .browser
@@ -35,8 +35,10 @@ impl EchoCall {
             .copied()
             .filter(|c| *c == Codec::Opus)
             .collect();
-        s.browser.codecs = &opus_only;
-        let (browser, answer) = BrowserSide::new(s.browser)?;
+        let (browser, answer) = BrowserSide::new(BrowserSetup {
+            codecs: &opus_only,
+            ..s.browser
+        })?;
         let echo = Echo::new(EchoConfig {
             payload_type: browser.negotiated().payload_type,
             pcm_rate: SampleRate::Hz48000,

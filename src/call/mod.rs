@@ -53,8 +53,8 @@ use crate::sip::rng::Rng;
 use crate::webrtc::demux;
 use crate::webrtc::dtls::DtlsContext;
 
-pub use bridge::{Phase, TELEPHONE_EVENT_PT, Way};
 use bridge::{BridgeCall, StreamIds, media_codec, sip_codecs};
+pub use bridge::{Phase, TELEPHONE_EVENT_PT, Way};
 use browser::{BrowserSetup, BrowserSide};
 pub use cdr::Cdr;
 use echo::{EchoCall, EchoSetup};
@@ -157,7 +157,7 @@ pub const SRTP_TAIL: usize = 32;
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(20);
 
 enum Call {
-    Echo(EchoCall),
+    Echo(Box<EchoCall>),
     Bridge(Box<BridgeCall>),
 }
 
@@ -384,13 +384,21 @@ impl Calls {
                 None => self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id),
             },
             Request::Accept { id, sdp, .. } => match slot {
-                Some(slot) if self.bridge_mut(slot).is_some_and(|b| b.phase == Phase::Offered) => {
-                    self.accept(now, slot, &sdp, ctx)
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Offered) =>
+                {
+                    self.accept(now, slot, &sdp)
                 }
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
             },
             Request::Refuse { id, response } => match slot {
-                Some(slot) if self.bridge_mut(slot).is_some_and(|b| b.phase == Phase::Offered) => {
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Offered) =>
+                {
                     let decline = response
                         .as_deref()
                         .is_some_and(|r| r.to_ascii_lowercase().contains("decline"));
@@ -457,7 +465,7 @@ impl Calls {
                 let slot = self.free_slot();
                 self.by_ufrag.insert(ufrag, slot);
                 self.index.insert(key.clone(), slot);
-                self.slots[slot] = Some((key, Call::Echo(call)));
+                self.slots[slot] = Some((key, Call::Echo(Box::new(call))));
                 self.say(
                     user,
                     protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -600,8 +608,12 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
-        call.local_sdp =
-            call.build_sip_sdp(&formats, Some(TELEPHONE_EVENT_PT), Direction::SendRecv, session_id);
+        call.local_sdp = call.build_sip_sdp(
+            &formats,
+            Some(TELEPHONE_EVENT_PT),
+            Direction::SendRecv,
+            session_id,
+        );
         let (display, user_data) = content_fields(content);
         let mut headers = Vec::new();
         if let Some(data) = user_data {
@@ -658,7 +670,7 @@ impl Calls {
         );
     }
 
-    fn accept(&mut self, now: Instant, slot: usize, offer: &str, ctx: &mut Ctx<'_>) {
+    fn accept(&mut self, now: Instant, slot: usize, offer: &str) {
         let Some(key) = self.key_of(slot) else {
             return;
         };
@@ -779,7 +791,14 @@ impl Calls {
     }
 
     /// Frees everything a call holds and writes its record. The user has been told.
-    fn remove(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>, code: Option<u16>, reason: &str) {
+    fn remove(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        ctx: &mut Ctx<'_>,
+        code: Option<u16>,
+        reason: &str,
+    ) {
         let Some((key, call)) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
@@ -840,7 +859,16 @@ impl Calls {
                 caller_name,
                 cus_data,
                 sdp,
-            } => self.incoming(now, id, &app_user, &caller, caller_name, cus_data, &sdp, ctx),
+            } => self.incoming(
+                now,
+                id,
+                &app_user,
+                &caller,
+                caller_name,
+                cus_data,
+                &sdp,
+                ctx,
+            ),
             SipEvent::CallProgress { id, code, sdp } => {
                 let Some(&slot) = self.by_sip.get(&id) else {
                     return;
@@ -916,7 +944,8 @@ impl Calls {
                     Err(why) => {
                         log::info!("call {}: SIP answer unusable: {why}", key.1);
                         let sip = sip_status(488, "Not Acceptable Here");
-                        let text = protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip));
+                        let text =
+                            protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip));
                         self.say(&key.0, text);
                         self.remove(now, slot, ctx, Some(488), "ERROR");
                     }
@@ -1056,7 +1085,10 @@ impl Calls {
         let remote = match parse_rtp_sdp(sdp) {
             Ok(r) => r,
             Err(e) => {
-                log::info!("SIP call for {}: SDP offer unusable ({e}) → 488", crate::pii::Pii(app_user));
+                log::info!(
+                    "SIP call for {}: SDP offer unusable ({e}) → 488",
+                    crate::pii::Pii(app_user)
+                );
                 ctx.sip.reject(now, sip, 488);
                 return;
             }
@@ -1124,7 +1156,13 @@ impl Calls {
 
     /// One datagram that arrived on the WebRTC media socket from `from`. Decrypted in
     /// place: `data` is the receive buffer.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8], ctx: &mut Ctx<'_>) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) {
         let slot = match demux::route(data) {
             demux::Route::LocalUfrag(ufrag) => {
                 let Some(&slot) = self.by_ufrag.get(ufrag) else {
@@ -1152,7 +1190,14 @@ impl Calls {
     }
 
     /// One datagram on a SIP leg's socket `port` (RTP, or RTCP on RTP port + 1).
-    pub fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, data: &[u8], ctx: &mut Ctx<'_>) {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        port: u16,
+        from: SocketAddr,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) {
         let Some(&slot) = self.by_port.get(&port) else {
             return;
         };
@@ -1256,7 +1301,10 @@ impl Calls {
         // RTP inactivity is checked on every tick (media ticks come every 20 ms).
         let timeout = self.cfg.rtp_timeout;
         for slot in 0..self.slots.len() {
-            if self.bridge_mut(slot).is_some_and(|b| b.rtp_timed_out(now, timeout)) {
+            if self
+                .bridge_mut(slot)
+                .is_some_and(|b| b.rtp_timed_out(now, timeout))
+            {
                 log::info!("call in slot {slot}: no RTP from the SIP side for {timeout:?}");
                 self.fail(now, slot, "TIMEOUT", ctx);
             }

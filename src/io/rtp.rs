@@ -50,7 +50,7 @@ impl RtpSockets {
 
     /// The socket for `port` (the RTP port, or the RTCP port next to it).
     pub fn socket(&self, port: u16) -> Option<&UdpSocket> {
-        if port % 2 == 0 {
+        if port.is_multiple_of(2) {
             self.open.get(&port).map(|(rtp, _)| rtp)
         } else {
             self.open.get(&port.wrapping_sub(1)).map(|(_, rtcp)| rtcp)

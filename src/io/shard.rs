@@ -14,10 +14,10 @@ use mio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::api;
+use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::sys::RecvBatch;
 use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
-use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use crate::call::{Calls, CallsConfig, Ctx, MediaSocket, Rtm2SipRule};
 use crate::config::Config;
 use crate::signal::hub::{Hub, HubOutput, SessionId};

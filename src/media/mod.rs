@@ -5,6 +5,7 @@
 //! `poll_timeout` says when to come back. [`echo`] is the echo service; the same
 //! [`transcode::Transcoder`] carries one direction of a bridged call.
 
+pub mod bridge;
 pub mod codec;
 pub mod echo;
 pub mod jitter;

@@ -12,6 +12,7 @@
 
 pub mod answer;
 pub mod offer;
+pub mod sip;
 
 use core::fmt;
 

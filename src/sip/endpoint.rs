@@ -65,11 +65,87 @@ pub struct Transmit {
 #[non_exhaustive]
 pub enum Event {
     /// The proxy account is registered at `sip_svr` for `expires` seconds.
-    Registered { expires: u32 },
+    Registered {
+        expires: u32,
+    },
     /// A registration attempt failed; srgate retries with backoff.
-    RegistrationFailed { reason: String },
+    RegistrationFailed {
+        reason: String,
+    },
     /// The un-REGISTER at shutdown finished (or failed: it is over either way).
     Unregistered,
+    IncomingCall {
+        id: SipCallId,
+        app_user: String,
+        caller: String,
+        caller_name: Option<String>,
+        cus_data: Option<String>,
+        sdp: String,
+    },
+    CallProgress {
+        id: SipCallId,
+        code: u16,
+        sdp: Option<String>,
+    },
+    CallAnswered {
+        id: SipCallId,
+        sdp: String,
+    },
+    CallFailed {
+        id: SipCallId,
+        code: u16,
+        reason: String,
+    },
+    CallCanceled {
+        id: SipCallId,
+    },
+    CallEnded {
+        id: SipCallId,
+        code: Option<u16>,
+    },
+    CallUpdated {
+        id: SipCallId,
+        sdp: String,
+    },
+    Dtmf {
+        id: SipCallId,
+        digit: char,
+        duration_ms: u32,
+    },
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SipCallId(pub u64);
+pub struct OutgoingCall {
+    pub id: SipCallId,
+    pub callee: String,
+    pub caller: String,
+    pub display_name: Option<String>,
+    pub sdp: String,
+    pub headers: Vec<(String, String)>,
+}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    NoRoute,
+    Duplicate,
+    TooMany,
+    BadHeader,
+}
+impl Endpoint {
+    pub fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
+        todo!()
+    }
+    pub fn ring(&mut self, now: Instant, id: SipCallId) {
+        todo!()
+    }
+    pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        todo!()
+    }
+    pub fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        todo!()
+    }
+    pub fn hangup(&mut self, now: Instant, id: SipCallId) {
+        todo!()
+    }
 }
 
 /// The SIP server srgate registers at and trusts (`[global] sip_svr`).
