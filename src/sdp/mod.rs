@@ -55,6 +55,8 @@ pub enum Error {
     BadSetup,
     /// No offered codec is enabled in the policy.
     NoCommonCodec,
+    /// A plain-RTP description (SIP side) has no usable `c=` address.
+    NoConnection,
 }
 
 impl fmt::Display for Error {
@@ -73,6 +75,7 @@ impl fmt::Display for Error {
             Error::BadFingerprint => f.write_str("malformed a=fingerprint"),
             Error::BadSetup => f.write_str("unusable a=setup"),
             Error::NoCommonCodec => f.write_str("no common audio codec"),
+            Error::NoConnection => f.write_str("no usable c= connection address"),
         }
     }
 }

@@ -1,26 +1,323 @@
-#![allow(missing_docs, unused)]
+//! Session descriptions of the SIP side: plain RTP (`RTP/AVP`, RFC 3551), the way phones
+//! and PBXs offer and answer (RFC 3264). srgate builds its offers and answers with
+//! [`build_rtp_sdp`] and reads the other side's with [`parse_rtp_sdp`].
+//!
+//! What is read: the first audio section with a non-zero port, its `c=` (media level,
+//! else session level; `0.0.0.0` is the RFC 2543 hold), its formats (static payload types
+//! 0 PCMU, 8 PCMA, 9 G722 understood without `a=rtpmap`, dynamic ones through it),
+//! `telephone-event/8000`, the direction and `a=ptime`. Codecs srgate does not know are
+//! skipped.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
 use super::answer::Direction;
-use std::net::SocketAddr;
+use super::offer::Offer;
+use super::{Codec, Error};
+
+/// srgate's side of a plain-RTP session.
+#[derive(Debug, Clone)]
 pub struct RtpDescription<'a> {
+    /// The RTP address (`c=` and the `m=` port).
     pub addr: SocketAddr,
-    pub codecs: &'a [(u8, crate::sdp::Codec)],
+    /// Formats, most preferred first: (payload type, codec).
+    pub codecs: &'a [(u8, Codec)],
+    /// The payload type of `telephone-event/8000`, if offered.
     pub telephone_event: Option<u8>,
     pub direction: Direction,
     pub session_id: u64,
     pub version: u64,
+    /// Packet time in milliseconds.
     pub ptime: u8,
 }
+
+/// Writes a description (offer or answer alike).
 pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
-    todo!()
+    let (family, ip) = match d.addr.ip() {
+        IpAddr::V4(ip) => ("IP4", ip.to_string()),
+        IpAddr::V6(ip) => ("IP6", ip.to_string()),
+    };
+    let mut sdp = String::with_capacity(320);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        sdp,
+        "v=0\r\no=srgate {} {} IN {family} {ip}\r\ns=srgate\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP",
+        d.session_id,
+        d.version,
+        d.addr.port()
+    );
+    for (pt, _) in d.codecs {
+        let _ = write!(sdp, " {pt}");
+    }
+    if let Some(te) = d.telephone_event {
+        let _ = write!(sdp, " {te}");
+    }
+    sdp.push_str("\r\n");
+    for (pt, codec) in d.codecs {
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{pt} {}/{}",
+            codec.encoding_name(),
+            codec.clock_rate()
+        );
+        if codec.channels() > 1 {
+            let _ = write!(sdp, "/{}", codec.channels());
+        }
+        sdp.push_str("\r\n");
+    }
+    if let Some(te) = d.telephone_event {
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        );
+    }
+    let _ = write!(sdp, "a=ptime:{}\r\na={}\r\n", d.ptime, d.direction.name());
+    sdp
 }
-#[derive(Debug, Clone)]
+
+/// The other side's plain-RTP session.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteRtp {
+    /// Where its RTP goes (`0.0.0.0`: on hold, RFC 2543 style).
     pub addr: SocketAddr,
-    pub codecs: Vec<(u8, crate::sdp::Codec)>,
+    /// Known codecs in its order of preference.
+    pub codecs: Vec<(u8, Codec)>,
+    /// Its `telephone-event/8000` payload type.
     pub telephone_event: Option<u8>,
+    /// Its direction (`sendrecv` when not stated).
     pub direction: Direction,
     pub ptime: Option<u8>,
 }
-pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, crate::sdp::Error> {
-    todo!()
+
+fn direction(name: Option<&str>) -> Direction {
+    match name {
+        Some("sendonly") => Direction::SendOnly,
+        Some("recvonly") => Direction::RecvOnly,
+        Some("inactive") => Direction::Inactive,
+        _ => Direction::SendRecv,
+    }
+}
+
+/// The address of a `c=IN IP4 <addr>` value.
+fn connection(value: &str) -> Option<IpAddr> {
+    let mut parts = value.split_whitespace();
+    if parts.next()? != "IN" {
+        return None;
+    }
+    let family = parts.next()?;
+    // A multicast TTL suffix (`/127`) is not for unicast RTP; take the address part.
+    let addr = parts.next()?.split('/').next()?;
+    let ip: IpAddr = addr.parse().ok()?;
+    match (family, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Some(ip),
+        _ => None,
+    }
+}
+
+/// Reads the other side's description (see the module doc).
+pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
+    let offer = Offer::parse(sdp)?;
+    let index = offer
+        .media
+        .iter()
+        .position(|m| m.kind == "audio" && m.port != 0)
+        .ok_or(Error::NoAudio)?;
+    let media = &offer.media[index];
+    // c= lines: the Offer reader skips them, so find the session one (before the first
+    // m=) and the one of our section.
+    let mut session_c = None;
+    let mut media_c = None;
+    let mut ptime = None;
+    let mut section: Option<usize> = None;
+    for line in sdp.split('\n').map(|l| l.trim_end_matches('\r').trim()) {
+        if line.starts_with("m=") {
+            section = Some(section.map_or(0, |s| s + 1));
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("c=") {
+            match section {
+                None => session_c = connection(value),
+                Some(s) if s == index => media_c = connection(value),
+                _ => {}
+            }
+        } else if let Some(value) = line.strip_prefix("a=ptime:")
+            && section == Some(index)
+        {
+            ptime = value.trim().parse::<u8>().ok();
+        }
+    }
+    let ip = media_c.or(session_c).ok_or(Error::NoConnection)?;
+    let mut codecs = Vec::new();
+    let mut telephone_event = None;
+    for pt in media.payload_types() {
+        let map = media.rtpmaps.iter().find(|m| m.payload_type == pt);
+        let codec = match map {
+            Some(m) if m.encoding.eq_ignore_ascii_case("telephone-event") => {
+                if m.clock_rate == 8000 && telephone_event.is_none() {
+                    telephone_event = Some(pt);
+                }
+                continue;
+            }
+            Some(m) => [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus]
+                .into_iter()
+                .find(|c| {
+                    c.encoding_name().eq_ignore_ascii_case(&m.encoding)
+                        && c.clock_rate() == m.clock_rate
+                }),
+            // RFC 3551 static payload types need no rtpmap.
+            None => [Codec::Pcmu, Codec::Pcma, Codec::G722]
+                .into_iter()
+                .find(|c| c.static_payload_type() == Some(pt)),
+        };
+        if let Some(codec) = codec {
+            codecs.push((pt, codec));
+        }
+    }
+    if codecs.is_empty() {
+        return Err(Error::NoCommonCodec);
+    }
+    Ok(RemoteRtp {
+        addr: SocketAddr::new(ip, media.port),
+        codecs,
+        telephone_event,
+        direction: direction(media.direction.as_deref()),
+        ptime,
+    })
+}
+
+/// The direction srgate answers to an offered one (RFC 3264 §6.1).
+pub fn mirror(d: Direction) -> Direction {
+    match d {
+        Direction::SendOnly => Direction::RecvOnly,
+        Direction::RecvOnly => Direction::SendOnly,
+        Direction::Inactive => Direction::Inactive,
+        Direction::SendRecv => Direction::SendRecv,
+    }
+}
+
+/// srgate's answer to a re-offer in a dialog: its previous description with the version
+/// one higher and the direction mirrored from the re-offer (a hold is accepted). `None`
+/// when the previous description cannot be read.
+pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
+    let ours = parse_rtp_sdp(previous).ok()?;
+    let mut version = 1;
+    let mut session_id = 1;
+    for line in previous.lines() {
+        if let Some(o) = line.trim().strip_prefix("o=") {
+            let mut parts = o.split_whitespace().skip(1);
+            session_id = parts.next()?.parse().ok()?;
+            version = parts.next()?.parse::<u64>().ok()?.saturating_add(1);
+        }
+    }
+    // Keep the codec already in use when the re-offer still has it.
+    let codecs: Vec<(u8, Codec)> = ours
+        .codecs
+        .iter()
+        .copied()
+        .filter(|(_, c)| offer.codecs.iter().any(|(_, o)| o == c))
+        .take(1)
+        .map(|(_, c)| {
+            offer
+                .codecs
+                .iter()
+                .copied()
+                .find(|(_, o)| *o == c)
+                .unwrap_or((0, c))
+        })
+        .collect();
+    let codecs = if codecs.is_empty() {
+        ours.codecs.into_iter().take(1).collect()
+    } else {
+        codecs
+    };
+    Some(build_rtp_sdp(&RtpDescription {
+        addr: ours.addr,
+        codecs: &codecs,
+        telephone_event: ours.telephone_event.and(offer.telephone_event),
+        direction: mirror(offer.direction),
+        session_id,
+        version,
+        ptime: ours.ptime.unwrap_or(20),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARESIP_OFFER: &str = "v=0\r\no=- 123 456 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+        t=0 0\r\nm=audio 10000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\n\
+        a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n";
+
+    #[test]
+    fn reads_a_phone_offer() {
+        let r = parse_rtp_sdp(BARESIP_OFFER).unwrap();
+        assert_eq!(r.addr, "127.0.0.1:10000".parse().unwrap());
+        assert_eq!(
+            r.codecs,
+            vec![(9, Codec::G722), (0, Codec::Pcmu), (8, Codec::Pcma)]
+        );
+        assert_eq!(r.telephone_event, Some(101));
+        assert_eq!(r.direction, Direction::SendRecv);
+        assert_eq!(r.ptime, Some(20));
+    }
+
+    #[test]
+    fn media_level_connection_wins_and_hold_is_understood() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\n";
+        let r = parse_rtp_sdp(sdp).unwrap();
+        assert!(r.addr.ip().is_unspecified());
+        assert_eq!(r.direction, Direction::SendOnly);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use() {
+        assert_eq!(parse_rtp_sdp("hello"), Err(Error::NotSdp));
+        let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(parse_rtp_sdp(no_c), Err(Error::NoConnection));
+        let video = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 4000 RTP/AVP 96\r\n";
+        assert_eq!(parse_rtp_sdp(video), Err(Error::NoAudio));
+        let unknown = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 3\r\n";
+        assert_eq!(parse_rtp_sdp(unknown), Err(Error::NoCommonCodec));
+    }
+
+    #[test]
+    fn builds_what_it_reads() {
+        let codecs = [(0, Codec::Pcmu), (8, Codec::Pcma)];
+        let sdp = build_rtp_sdp(&RtpDescription {
+            addr: "192.0.2.7:16384".parse().unwrap(),
+            codecs: &codecs,
+            telephone_event: Some(101),
+            direction: Direction::SendRecv,
+            session_id: 42,
+            version: 1,
+            ptime: 20,
+        });
+        let r = parse_rtp_sdp(&sdp).unwrap();
+        assert_eq!(r.addr, "192.0.2.7:16384".parse().unwrap());
+        assert_eq!(r.codecs, codecs.to_vec());
+        assert_eq!(r.telephone_event, Some(101));
+        assert!(sdp.contains("m=audio 16384 RTP/AVP 0 8 101\r\n"), "{sdp}");
+    }
+
+    #[test]
+    fn a_hold_reoffer_gets_recvonly_and_a_new_version() {
+        let codecs = [(0, Codec::Pcmu)];
+        let ours = build_rtp_sdp(&RtpDescription {
+            addr: "127.0.0.1:16384".parse().unwrap(),
+            codecs: &codecs,
+            telephone_event: Some(101),
+            direction: Direction::SendRecv,
+            session_id: 7,
+            version: 1,
+            ptime: 20,
+        });
+        let hold = parse_rtp_sdp(&BARESIP_OFFER.replace("sendrecv", "sendonly")).unwrap();
+        let answer = reanswer(&ours, &hold).unwrap();
+        assert!(answer.contains("o=srgate 7 2 IN IP4"), "{answer}");
+        assert!(answer.contains("a=recvonly"), "{answer}");
+        assert!(answer.contains("m=audio 16384 RTP/AVP 0 101"), "{answer}");
+    }
 }
