@@ -10,3 +10,4 @@ pub mod codec;
 pub mod echo;
 pub mod jitter;
 pub mod transcode;
+pub mod dtmf;
