@@ -1,80 +1,843 @@
-#![allow(missing_docs, unused)]
-use super::codec::{Codec, CodecError};
+//! The media between the two legs of a bridged call, sans-IO: decrypted RTP from the
+//! browser in, plain RTP toward SIP out, and back.
+//!
+//! - **Relay** when both legs use the same codec: the payload is copied as is and only the
+//!   header is rewritten: the other leg's payload type, srgate's SSRC, and a sequence
+//!   number and timestamp that stay continuous when the incoming SSRC changes (a phone's
+//!   re-INVITE, a browser's renegotiation): the outgoing stream is one stream (RFC 3550
+//!   §5.1). No jitter buffer: a relayed packet leaves in the same wake-up it came in.
+//! - **Transcode** otherwise: one [`Transcoder`] per direction (jitter buffer, Opus PLC
+//!   and FEC, G.711 at 8 kHz PCM).
+//!
+//! DTMF: digits from the app go out toward SIP as RFC 4733 events ([`DtmfSender`]) in
+//! the SIP stream's own SSRC and sequence space; audio toward SIP is held back while an
+//! event plays. Events from SIP (and from a browser that sends telephone-event) are
+//! reported once each ([`DtmfReceiver`]) and never reach a decoder. Every packet toward
+//! SIP passes one final stage that owns the sequence numbers, so audio and events never
+//! collide.
+//!
+//! RTCP: a sender report with one report block and an SDES CNAME on each leg about every
+//! 5 s (RFC 3550 §6.2; a fixed interval is fine for one stream per leg); reports received
+//! give the loss the other side sees.
+//!
+//! Everything is allocated in [`Bridge::new`]; the packet path allocates nothing.
+
+use std::time::{Duration, Instant};
+
+use heapless::Deque;
+
+use super::codec::{Codec, CodecError, SampleRate};
+use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender};
 use super::jitter::JitterConfig;
-use std::time::Instant;
+use super::transcode::{
+    MAX_RTP_OUT, PushError as TranscodePushError, Transcoder, TranscoderConfig,
+};
+use crate::wire::rtcp::{self, ReportBlock, SenderInfo};
+use crate::wire::rtp;
+
+/// How often each leg gets a sender report.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Relayed packets waiting per direction (they leave in the same wake-up).
+const RELAY_QUEUE: usize = 4;
+/// The largest relayed packet.
+const RELAY_MAX: usize = 1400;
+
+/// One leg's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegFormat {
     pub codec: Codec,
     pub payload_type: u8,
+    /// telephone-event's payload type on this leg, if negotiated.
     pub dtmf_payload_type: Option<u8>,
+    /// telephone-event's clock (8000, or 48000 for browsers that offer that).
     pub dtmf_clock: u32,
+    /// srgate's SSRC, first sequence number and timestamp toward this leg.
     pub ssrc: u32,
     pub initial_sequence: u16,
     pub initial_timestamp: u32,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeConfig {
     pub webrtc: LegFormat,
     pub sip: LegFormat,
     pub opus_complexity: u8,
     pub jitter: JitterConfig,
 }
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeMode {
     Relay,
     Transcode,
 }
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LegStats {
-    pub lost: u64,
+
+/// Why an incoming packet was not taken (each reason is counted too).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    Malformed(rtp::Error),
+    /// Neither the leg's codec nor its telephone-event.
+    PayloadType(u8),
+    /// Refused by the transcoder (jitter buffer: late, duplicate, too large).
+    Transcoder(TranscodePushError),
+    /// Larger than a relayed packet may be.
+    TooLarge,
 }
-#[derive(Debug, Default, Clone, Copy)]
+
+/// Counters of one leg (what srgate received from it and sent to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegStats {
+    pub packets_in: u64,
+    pub octets_in: u64,
+    pub packets_out: u64,
+    pub octets_out: u64,
+    /// Packets lost on the way to srgate (RFC 3550 A.3, cumulative).
+    pub lost: i64,
+    /// Loss the other side reported in its last RTCP receiver block about our stream.
+    pub remote_lost: i64,
+    pub refused: u64,
+    pub dtmf_in: u64,
+    pub dtmf_out: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgeStats {
     pub webrtc: LegStats,
     pub sip: LegStats,
+    /// Frames concealed (PLC) and rebuilt from FEC, both directions.
+    pub plc_frames: u64,
+    pub fec_frames: u64,
 }
-pub struct Bridge;
+
+/// RFC 3550 A.1/A.3 receive statistics of one incoming stream (relay mode; the
+/// transcoder keeps its own).
+#[derive(Debug, Clone, Copy, Default)]
+struct Received {
+    ssrc: Option<u32>,
+    base_seq: u16,
+    max_seq: u16,
+    cycles: u32,
+    count: u32,
+    expected_prior: u32,
+    received_prior: u32,
+}
+
+impl Received {
+    fn update(&mut self, ssrc: u32, seq: u16) {
+        if self.ssrc != Some(ssrc) {
+            *self = Received {
+                ssrc: Some(ssrc),
+                base_seq: seq,
+                max_seq: seq,
+                ..Received::default()
+            };
+        }
+        let delta = seq.wrapping_sub(self.max_seq);
+        if delta != 0 && delta < 0x8000 {
+            if seq < self.max_seq {
+                self.cycles = self.cycles.wrapping_add(1 << 16);
+            }
+            self.max_seq = seq;
+        }
+        self.count = self.count.wrapping_add(1);
+    }
+
+    fn expected(&self) -> u32 {
+        (self.cycles | u32::from(self.max_seq))
+            .wrapping_sub(u32::from(self.base_seq))
+            .wrapping_add(1)
+    }
+
+    fn lost(&self) -> i64 {
+        if self.ssrc.is_none() {
+            return 0;
+        }
+        i64::from(self.expected()) - i64::from(self.count)
+    }
+
+    fn block(&mut self) -> Option<ReportBlock> {
+        let ssrc = self.ssrc?;
+        let expected = self.expected();
+        let expected_interval = expected.wrapping_sub(self.expected_prior);
+        let received_interval = self.count.wrapping_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.count;
+        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
+        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
+        };
+        Some(ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: self.lost().clamp(-0x80_0000, 0x7f_ffff) as i32,
+            highest_sequence: self.cycles | u32::from(self.max_seq),
+            jitter: 0,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        })
+    }
+}
+
+/// Header rewriting of one relayed direction: srgate's SSRC, continuous numbers.
 #[derive(Debug)]
-pub struct PushError;
+struct Relay {
+    out_pt: u8,
+    in_pt: u8,
+    ssrc: u32,
+    /// The incoming SSRC the offsets are for.
+    source: Option<u32>,
+    seq_offset: u16,
+    ts_offset: u32,
+    last_seq: u16,
+    last_ts: u32,
+    started: bool,
+    queue: Deque<([u8; RELAY_MAX], usize), RELAY_QUEUE>,
+}
+
+impl Relay {
+    fn new(in_pt: u8, out_pt: u8, ssrc: u32, seq: u16, ts: u32) -> Relay {
+        Relay {
+            out_pt,
+            in_pt,
+            ssrc,
+            source: None,
+            seq_offset: 0,
+            ts_offset: 0,
+            last_seq: seq.wrapping_sub(1),
+            last_ts: ts,
+            started: false,
+            queue: Deque::new(),
+        }
+    }
+
+    fn push(&mut self, packet: &rtp::Packet<&[u8]>, frame_ticks: u32) -> Result<(), PushError> {
+        let bytes = packet.as_bytes();
+        if bytes.len() > RELAY_MAX {
+            return Err(PushError::TooLarge);
+        }
+        let (seq, ts) = (packet.sequence_number(), packet.timestamp());
+        let mut marker = packet.marker();
+        if self.source != Some(packet.ssrc()) {
+            // A new incoming stream continues ours: next number, one frame later.
+            self.source = Some(packet.ssrc());
+            self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(seq);
+            let next_ts = if self.started {
+                self.last_ts.wrapping_add(frame_ticks)
+            } else {
+                self.last_ts
+            };
+            self.ts_offset = next_ts.wrapping_sub(ts);
+            marker = true;
+            self.started = true;
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        // Only later packets move the stream's end (a late one keeps its own numbers).
+        if out_seq.wrapping_sub(self.last_seq) < 0x8000 {
+            self.last_seq = out_seq;
+            self.last_ts = out_ts;
+        }
+        if self.queue.is_full() {
+            let _ = self.queue.pop_front();
+        }
+        let mut buf = [0u8; RELAY_MAX];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        let mut out = rtp::Packet::new_unchecked(&mut buf[..bytes.len()]);
+        out.set_payload_type(self.out_pt);
+        out.set_marker(marker);
+        out.set_sequence_number(out_seq);
+        out.set_timestamp(out_ts);
+        out.set_ssrc(self.ssrc);
+        let _ = self.queue.push_back((buf, bytes.len()));
+        let _ = self.in_pt;
+        Ok(())
+    }
+
+    fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (buf, len) = self.queue.pop_front()?;
+        let dst = out.get_mut(..len)?;
+        dst.copy_from_slice(&buf[..len]);
+        Some(len)
+    }
+}
+
+enum Direction {
+    Relay(Relay),
+    Transcode(Box<Transcoder>),
+}
+
+impl Direction {
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Direction::Relay(r) => r.pop(out),
+            Direction::Transcode(t) => t.poll_rtp(now, out),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Direction::Relay(_) => None,
+            Direction::Transcode(t) => t.poll_timeout(),
+        }
+    }
+}
+
+/// The final stage toward one leg: its sequence numbers, packet counts, timestamps seen.
+#[derive(Debug)]
+struct Outgoing {
+    ssrc: u32,
+    seq: u16,
+    last_ts: u32,
+    last_sent: Option<Instant>,
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
+    next_report: Option<Instant>,
+    /// Received-side stats used for report blocks in relay mode.
+    received: Received,
+    /// Middle bits of the last SR received and when.
+    last_sr: Option<(u32, Instant)>,
+}
+
+impl Outgoing {
+    fn new(format: &LegFormat) -> Outgoing {
+        Outgoing {
+            ssrc: format.ssrc,
+            seq: format.initial_sequence,
+            last_ts: format.initial_timestamp,
+            last_sent: None,
+            clock_rate: format.codec.clock_rate(),
+            packets: 0,
+            octets: 0,
+            next_report: None,
+            received: Received::default(),
+            last_sr: None,
+        }
+    }
+
+    /// Stamps `out[..len]` with the next sequence number and counts it.
+    fn stamp(&mut self, now: Instant, out: &mut [u8], len: usize) {
+        let Some(packet) = out.get_mut(..len) else {
+            return;
+        };
+        let mut p = rtp::Packet::new_unchecked(packet);
+        p.set_sequence_number(self.seq);
+        self.seq = self.seq.wrapping_add(1);
+        self.last_ts = p.timestamp();
+        self.last_sent = Some(now);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self
+            .octets
+            .wrapping_add(len.saturating_sub(rtp::HEADER_LEN) as u32);
+        if self.next_report.is_none() {
+            self.next_report = Some(now + RTCP_INTERVAL);
+        }
+    }
+
+    fn sender_info(&self, now: Instant, ntp: u64) -> SenderInfo {
+        let since = self
+            .last_sent
+            .map_or(0, |t| now.saturating_duration_since(t).as_micros());
+        let extra = (since * u128::from(self.clock_rate) / 1_000_000) as u32;
+        SenderInfo {
+            ntp_timestamp: ntp,
+            rtp_timestamp: self.last_ts.wrapping_add(extra),
+            packet_count: self.packets,
+            octet_count: self.octets,
+        }
+    }
+}
+
+pub struct Bridge {
+    config: BridgeConfig,
+    mode: BridgeMode,
+    /// Browser → SIP and SIP → browser.
+    to_sip: Direction,
+    to_webrtc: Direction,
+    out_sip: Outgoing,
+    out_webrtc: Outgoing,
+    dtmf_out: Option<DtmfSender>,
+    /// Timestamp of the event being sent toward SIP.
+    dtmf_ts: u32,
+    dtmf_in: DtmfReceiver,
+    stats: BridgeStats,
+}
+
 impl Bridge {
-    pub fn new(cfg: BridgeConfig) -> Result<Bridge, CodecError> {
-        todo!()
+    /// Sets up both directions (the only allocations of the call's media).
+    pub fn new(config: BridgeConfig) -> Result<Bridge, CodecError> {
+        let relay = config.webrtc.codec == config.sip.codec;
+        let (to_sip, to_webrtc, mode) = if relay {
+            (
+                Direction::Relay(Relay::new(
+                    config.webrtc.payload_type,
+                    config.sip.payload_type,
+                    config.sip.ssrc,
+                    config.sip.initial_sequence,
+                    config.sip.initial_timestamp,
+                )),
+                Direction::Relay(Relay::new(
+                    config.sip.payload_type,
+                    config.webrtc.payload_type,
+                    config.webrtc.ssrc,
+                    config.webrtc.initial_sequence,
+                    config.webrtc.initial_timestamp,
+                )),
+                BridgeMode::Relay,
+            )
+        } else {
+            let transcoder = |from: &LegFormat, to: &LegFormat| {
+                Transcoder::new(TranscoderConfig {
+                    input: from.codec,
+                    input_payload_type: from.payload_type,
+                    output: to.codec,
+                    output_payload_type: to.payload_type,
+                    pcm_rate: SampleRate::Hz8000,
+                    opus_complexity: config.opus_complexity,
+                    ssrc: to.ssrc,
+                    initial_sequence: to.initial_sequence,
+                    initial_timestamp: to.initial_timestamp,
+                    jitter: config.jitter,
+                })
+                .map(Box::new)
+            };
+            (
+                Direction::Transcode(transcoder(&config.webrtc, &config.sip)?),
+                Direction::Transcode(transcoder(&config.sip, &config.webrtc)?),
+                BridgeMode::Transcode,
+            )
+        };
+        Ok(Bridge {
+            out_sip: Outgoing::new(&config.sip),
+            out_webrtc: Outgoing::new(&config.webrtc),
+            dtmf_out: config.sip.dtmf_payload_type.map(|_| DtmfSender::new(8000)),
+            dtmf_ts: 0,
+            dtmf_in: DtmfReceiver::default(),
+            config,
+            mode,
+            to_sip,
+            to_webrtc,
+            stats: BridgeStats::default(),
+        })
     }
+
     pub fn mode(&self) -> BridgeMode {
-        todo!()
+        self.mode
     }
+
+    fn push(&mut self, now: Instant, data: &[u8], from_webrtc: bool) -> Result<(), PushError> {
+        let (from, stats) = if from_webrtc {
+            (self.config.webrtc, &mut self.stats.webrtc)
+        } else {
+            (self.config.sip, &mut self.stats.sip)
+        };
+        let packet = match rtp::Packet::new_checked(data) {
+            Ok(p) => p,
+            Err(e) => {
+                stats.refused += 1;
+                return Err(PushError::Malformed(e));
+            }
+        };
+        stats.packets_in += 1;
+        stats.octets_in += packet.payload().len() as u64;
+        let pt = packet.payload_type();
+        if Some(pt) == from.dtmf_payload_type {
+            stats.dtmf_in += 1;
+            self.dtmf_in
+                .push(packet.ssrc(), packet.timestamp(), packet.payload());
+            return Ok(());
+        }
+        if pt != from.payload_type {
+            stats.refused += 1;
+            return Err(PushError::PayloadType(pt));
+        }
+        let (direction, outgoing) = if from_webrtc {
+            (&mut self.to_sip, &mut self.out_webrtc)
+        } else {
+            (&mut self.to_webrtc, &mut self.out_sip)
+        };
+        // Receive statistics live with the leg they came from (its report blocks).
+        outgoing
+            .received
+            .update(packet.ssrc(), packet.sequence_number());
+        let result = match direction {
+            Direction::Relay(r) => r.push(&packet, from.codec.frame_ticks()),
+            Direction::Transcode(t) => t.push_rtp(now, data).map_err(PushError::Transcoder),
+        };
+        if result.is_err() {
+            stats.refused += 1;
+        }
+        result
+    }
+
+    /// A decrypted RTP packet from the browser.
     pub fn push_webrtc(&mut self, now: Instant, rtp: &[u8]) -> Result<(), PushError> {
-        todo!()
+        self.push(now, rtp, true)
     }
+
+    /// An RTP packet from the SIP side.
     pub fn push_sip(&mut self, now: Instant, rtp: &[u8]) -> Result<(), PushError> {
-        todo!()
+        self.push(now, rtp, false)
     }
+
+    /// The next plain RTP packet toward SIP, written into `out`.
     pub fn poll_sip(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
-        todo!()
+        // DTMF first: while an event plays, the audio due meanwhile is dropped.
+        if let (Some(dtmf), Some(pt)) = (self.dtmf_out.as_mut(), self.config.sip.dtmf_payload_type)
+        {
+            let starting = !dtmf.is_active();
+            if let Some(event) = dtmf.poll(now) {
+                if starting {
+                    // The event starts one frame after the last audio packet.
+                    self.dtmf_ts = self
+                        .out_sip
+                        .last_ts
+                        .wrapping_add(self.config.sip.codec.frame_ticks());
+                }
+                let header = rtp::Header {
+                    marker: event.marker,
+                    payload_type: pt,
+                    sequence_number: 0,
+                    timestamp: self.dtmf_ts,
+                    ssrc: self.config.sip.ssrc,
+                };
+                let len = rtp::HEADER_LEN + event.payload.len();
+                let dst = out.get_mut(..len)?;
+                header.emit(dst).ok()?;
+                dst[rtp::HEADER_LEN..].copy_from_slice(&event.payload);
+                self.out_sip.stamp(now, out, len);
+                // The audio clock continues past the event.
+                self.out_sip.last_ts = self.dtmf_ts;
+                self.stats.sip.dtmf_out += 1;
+                self.stats.sip.packets_out += 1;
+                return Some(len);
+            }
+            if dtmf.is_active() {
+                // Hold the audio back (bounded: what is due now).
+                let mut scratch = [0u8; MAX_RTP_OUT];
+                for _ in 0..8 {
+                    if self.to_sip.poll(now, &mut scratch).is_none() {
+                        break;
+                    }
+                }
+                return None;
+            }
+        }
+        let len = self.to_sip.poll(now, out)?;
+        self.out_sip.stamp(now, out, len);
+        self.stats.sip.packets_out += 1;
+        self.stats.sip.octets_out += len.saturating_sub(rtp::HEADER_LEN) as u64;
+        Some(len)
     }
+
+    /// The next RTP packet toward the browser (the caller protects it).
     pub fn poll_webrtc(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
-        todo!()
+        let len = self.to_webrtc.poll(now, out)?;
+        self.out_webrtc.stamp(now, out, len);
+        self.stats.webrtc.packets_out += 1;
+        self.stats.webrtc.octets_out += len.saturating_sub(rtp::HEADER_LEN) as u64;
+        Some(len)
     }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let mut next = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        consider(self.to_sip.poll_timeout());
+        consider(self.to_webrtc.poll_timeout());
+        consider(self.dtmf_out.as_ref().and_then(DtmfSender::poll_timeout));
+        consider(self.out_sip.next_report);
+        consider(self.out_webrtc.next_report);
+        next
     }
-    pub fn send_dtmf(&mut self, now: Instant, digits: &str) -> Result<(), PushError> {
-        todo!()
+
+    /// Queues digits for the SIP side as RFC 4733 events.
+    pub fn send_dtmf(&mut self, now: Instant, digits: &str) -> Result<(), DtmfError> {
+        match self.dtmf_out.as_mut() {
+            Some(d) => d.queue(now, digits),
+            None => Err(DtmfError::NotNegotiated),
+        }
     }
+
+    /// A digit received as RFC 4733 (from SIP, or from a browser that sends events).
     pub fn poll_dtmf(&mut self) -> Option<char> {
-        todo!()
+        self.dtmf_in.poll()
     }
+
     pub fn stats(&self) -> BridgeStats {
-        todo!()
+        let mut s = self.stats;
+        for d in [&self.to_sip, &self.to_webrtc] {
+            if let Direction::Transcode(t) = d {
+                s.plc_frames += t.stats().plc_frames;
+                s.fec_frames += t.stats().fec_frames;
+            }
+        }
+        s.webrtc.lost = self.out_webrtc.received.lost();
+        s.sip.lost = self.out_sip.received.lost();
+        s
     }
+
+    fn report(out_leg: &mut Outgoing, now: Instant, ntp: u64, out: &mut [u8]) -> Option<usize> {
+        let due = out_leg.next_report?;
+        if due > now {
+            return None;
+        }
+        out_leg.next_report = Some(now + RTCP_INTERVAL);
+        let mut block = out_leg.received.block();
+        if let (Some(b), Some((lsr, at))) = (block.as_mut(), out_leg.last_sr) {
+            b.last_sr = lsr;
+            let delay = now.saturating_duration_since(at);
+            b.delay_since_last_sr =
+                (delay.as_micros() * 65_536 / 1_000_000).min(u128::from(u32::MAX)) as u32;
+        }
+        let blocks: &[ReportBlock] = match &block {
+            Some(b) => core::slice::from_ref(b),
+            None => &[],
+        };
+        let report = rtcp::Report {
+            ssrc: out_leg.ssrc,
+            sender_info: Some(out_leg.sender_info(now, ntp)),
+            blocks,
+        };
+        let n = report.emit(out).ok()?;
+        // SDES with CNAME "srgate" (RFC 3550 §6.5): 4 header + 4 SSRC + 2 + 6 + 1 end,
+        // padded to 20 bytes.
+        let sdes = out.get_mut(n..n + 20)?;
+        sdes.fill(0);
+        sdes[0] = 0x81;
+        sdes[1] = 202;
+        sdes[2..4].copy_from_slice(&4u16.to_be_bytes());
+        sdes[4..8].copy_from_slice(&out_leg.ssrc.to_be_bytes());
+        sdes[8] = 1;
+        sdes[9] = 6;
+        sdes[10..16].copy_from_slice(b"srgate");
+        Some(n + 20)
+    }
+
+    /// The SIP leg's next RTCP compound (SR + SDES), when due.
     pub fn poll_rtcp_sip(&mut self, now: Instant, ntp: u64, out: &mut [u8]) -> Option<usize> {
-        todo!()
+        Self::report(&mut self.out_sip, now, ntp, out)
     }
+
+    /// The browser leg's next RTCP compound, when due (the caller protects it).
     pub fn poll_rtcp_webrtc(&mut self, now: Instant, ntp: u64, out: &mut [u8]) -> Option<usize> {
-        todo!()
+        Self::report(&mut self.out_webrtc, now, ntp, out)
     }
-    pub fn handle_rtcp_sip(&mut self, now: Instant, rtcp: &[u8]) {
-        todo!()
+
+    fn handle_rtcp(out_leg: &mut Outgoing, stats: &mut LegStats, now: Instant, data: &[u8]) {
+        if rtcp::Compound::check(data).is_err() {
+            return;
+        }
+        for packet in rtcp::Compound::new(data).flatten() {
+            let Ok(report) = rtcp::ReportPacket::new_checked(packet) else {
+                continue;
+            };
+            if let Some(info) = report.sender_info() {
+                out_leg.last_sr = Some((rtcp::ntp_middle(info.ntp_timestamp), now));
+            }
+            for block in report.report_blocks() {
+                if block.ssrc == out_leg.ssrc {
+                    stats.remote_lost = i64::from(block.cumulative_lost);
+                }
+            }
+        }
     }
-    pub fn handle_rtcp_webrtc(&mut self, now: Instant, rtcp: &[u8]) {
-        todo!()
+
+    /// RTCP from the SIP side.
+    pub fn handle_rtcp_sip(&mut self, now: Instant, data: &[u8]) {
+        Self::handle_rtcp(&mut self.out_sip, &mut self.stats.sip, now, data);
+    }
+
+    /// Decrypted RTCP from the browser.
+    pub fn handle_rtcp_webrtc(&mut self, now: Instant, data: &[u8]) {
+        Self::handle_rtcp(&mut self.out_webrtc, &mut self.stats.webrtc, now, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Law;
+    use crate::media::codec::g711;
+
+    #[allow(clippy::disallowed_methods)]
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    fn leg(codec: Codec, pt: u8, dtmf: Option<u8>, ssrc: u32) -> LegFormat {
+        LegFormat {
+            codec,
+            payload_type: pt,
+            dtmf_payload_type: dtmf,
+            dtmf_clock: 8000,
+            ssrc,
+            initial_sequence: 1000,
+            initial_timestamp: 50_000,
+        }
+    }
+
+    fn config(webrtc: Codec, webrtc_pt: u8) -> BridgeConfig {
+        BridgeConfig {
+            webrtc: leg(webrtc, webrtc_pt, Some(126), 0xaaaa),
+            sip: leg(Codec::G711(Law::Mu), 0, Some(101), 0xbbbb),
+            opus_complexity: 5,
+            jitter: JitterConfig::new(webrtc.clock_rate()),
+        }
+    }
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; rtp::HEADER_LEN + payload.len()];
+        rtp::Header {
+            marker: false,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+        }
+        .emit(&mut p)
+        .unwrap();
+        p[rtp::HEADER_LEN..].copy_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn relay_keeps_one_continuous_stream_over_an_ssrc_change() {
+        let now = base();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        assert_eq!(b.mode(), BridgeMode::Relay);
+        let payload = [0x55u8; 160];
+        let mut out = [0u8; 1500];
+        let mut seen = Vec::new();
+        for i in 0..3u16 {
+            b.push_webrtc(
+                now,
+                &packet(0, 7000 + i, 90_000 + 160 * u32::from(i), 1, &payload),
+            )
+            .unwrap();
+            let n = b.poll_sip(now, &mut out).unwrap();
+            seen.push(rtp::Header::parse(
+                &rtp::Packet::new_checked(&out[..n]).unwrap(),
+            ));
+            assert_eq!(&out[rtp::HEADER_LEN..n], &payload);
+        }
+        // the browser restarts its stream: new SSRC, numbers anywhere
+        for i in 0..2u16 {
+            b.push_webrtc(
+                now,
+                &packet(0, 100 + i, 5 + 160 * u32::from(i), 2, &payload),
+            )
+            .unwrap();
+            let n = b.poll_sip(now, &mut out).unwrap();
+            seen.push(rtp::Header::parse(
+                &rtp::Packet::new_checked(&out[..n]).unwrap(),
+            ));
+        }
+        let seqs: Vec<u16> = seen.iter().map(|h| h.sequence_number).collect();
+        let tss: Vec<u32> = seen.iter().map(|h| h.timestamp).collect();
+        assert_eq!(seqs, vec![1000, 1001, 1002, 1003, 1004]);
+        for w in tss.windows(2) {
+            assert_eq!(w[1].wrapping_sub(w[0]), 160, "{tss:?}");
+        }
+        assert!(seen.iter().all(|h| h.ssrc == 0xbbbb && h.payload_type == 0));
+        assert!(seen[0].marker && seen[3].marker && !seen[4].marker);
+    }
+
+    #[test]
+    fn dtmf_toward_sip_shares_the_sequence_space_and_holds_audio_back() {
+        let t0 = base();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        let payload = [0x55u8; 160];
+        let mut out = [0u8; 1500];
+        let mut sent: Vec<(u8, u16, u32)> = Vec::new();
+        b.send_dtmf(t0, "1#").unwrap();
+        assert_eq!(b.send_dtmf(t0, "x"), Err(DtmfError::BadDigit('x')));
+        let mut now = t0;
+        for i in 0..40u16 {
+            b.push_webrtc(now, &packet(0, i, 160 * u32::from(i), 9, &payload))
+                .unwrap();
+            while let Some(n) = b.poll_sip(now, &mut out) {
+                let p = rtp::Packet::new_checked(&out[..n]).unwrap();
+                sent.push((p.payload_type(), p.sequence_number(), p.timestamp()));
+            }
+            now += Duration::from_millis(20);
+        }
+        let seqs: Vec<u16> = sent.iter().map(|s| s.1).collect();
+        for w in seqs.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "{sent:?}");
+        }
+        let events: Vec<&(u8, u16, u32)> = sent.iter().filter(|s| s.0 == 101).collect();
+        assert_eq!(events.len(), 14, "two digits of 7 packets: {sent:?}");
+        let starts: std::collections::BTreeSet<u32> = events.iter().map(|e| e.2).collect();
+        assert_eq!(starts.len(), 2);
+        // audio after the events carries later timestamps than the events
+        let last_event = events.last().unwrap();
+        let after = sent
+            .iter()
+            .skip_while(|s| s.1 != last_event.1)
+            .nth(1)
+            .unwrap();
+        assert_eq!(after.0, 0);
+        assert!(after.2.wrapping_sub(last_event.2) < 0x8000_0000);
+        assert_eq!(b.stats().sip.dtmf_out, 14);
+    }
+
+    #[test]
+    fn events_from_sip_become_digits_and_never_reach_the_decoder() {
+        let now = base();
+        let mut b = Bridge::new(config(Codec::Opus, 111)).unwrap();
+        assert_eq!(b.mode(), BridgeMode::Transcode);
+        for _ in 0..3 {
+            b.push_sip(now, &packet(101, 1, 800, 5, &[5, 0x8a, 3, 32]))
+                .unwrap();
+        }
+        b.push_sip(now, &packet(101, 2, 1600, 5, &[11, 0x0a, 0, 160]))
+            .unwrap();
+        assert_eq!(b.poll_dtmf(), Some('5'));
+        assert_eq!(b.poll_dtmf(), Some('#'));
+        assert_eq!(b.poll_dtmf(), None);
+        assert_eq!(
+            b.push_sip(now, &packet(96, 3, 2400, 5, &[0; 20])),
+            Err(PushError::PayloadType(96))
+        );
+    }
+
+    #[test]
+    fn transcodes_a_tone_from_sip_to_opus_and_reports_rtcp() {
+        let t0 = base();
+        let mut b = Bridge::new(config(Codec::Opus, 111)).unwrap();
+        let mut out = [0u8; 1500];
+        let mut now = t0;
+        let mut to_browser = 0;
+        let mut rtcp_sent = 0;
+        for i in 0..400u32 {
+            let frame: Vec<u8> = (0..160)
+                .map(|n| {
+                    let t = f64::from(i * 160 + n) / 8000.0;
+                    let s = (t * 440.0 * std::f64::consts::TAU).sin() * 8000.0;
+                    g711::ulaw_encode(s as i16)
+                })
+                .collect();
+            b.push_sip(now, &packet(0, i as u16, i * 160, 77, &frame))
+                .unwrap();
+            while let Some(n) = b.poll_webrtc(now, &mut out) {
+                let p = rtp::Packet::new_checked(&out[..n]).unwrap();
+                assert_eq!((p.payload_type(), p.ssrc()), (111, 0xaaaa));
+                to_browser += 1;
+            }
+            if let Some(n) = b.poll_rtcp_webrtc(now, 1 << 40, &mut out) {
+                assert!(rtcp::Compound::check(&out[..n]).is_ok());
+                rtcp_sent += 1;
+            }
+            now += Duration::from_millis(20);
+        }
+        assert!(to_browser > 380, "{to_browser}");
+        assert!(rtcp_sent >= 1, "an SR every 5 s");
+        assert_eq!(b.stats().sip.lost, 0);
     }
 }

@@ -155,7 +155,8 @@ impl DtmfSender {
             }
         };
         let tone_ticks = self.ticks(TONE);
-        let elapsed = self.ticks(now.saturating_duration_since(playing.started)) + self.ticks(INTERVAL);
+        let elapsed =
+            self.ticks(now.saturating_duration_since(playing.started)) + self.ticks(INTERVAL);
         let end = elapsed >= tone_ticks;
         let duration = if end { tone_ticks } else { elapsed };
         let marker = playing.sent == 0;
@@ -174,7 +175,11 @@ impl DtmfSender {
             self.sent_digits += 1;
             let quiet = now + PAUSE;
             self.quiet_until = Some(quiet);
-            self.next_at = if self.queue.is_empty() { None } else { Some(quiet) };
+            self.next_at = if self.queue.is_empty() {
+                None
+            } else {
+                Some(quiet)
+            };
         } else {
             self.playing = Some(playing);
             self.next_at = Some(now + INTERVAL);

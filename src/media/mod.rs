@@ -7,7 +7,7 @@
 
 pub mod bridge;
 pub mod codec;
+pub mod dtmf;
 pub mod echo;
 pub mod jitter;
 pub mod transcode;
-pub mod dtmf;
