@@ -264,7 +264,7 @@ impl Relay {
 }
 
 enum Direction {
-    Relay(Relay),
+    Relay(Box<Relay>),
     Transcode(Box<Transcoder>),
 }
 
@@ -371,20 +371,20 @@ impl Bridge {
         let relay = config.webrtc.codec == config.sip.codec;
         let (to_sip, to_webrtc, mode) = if relay {
             (
-                Direction::Relay(Relay::new(
+                Direction::Relay(Box::new(Relay::new(
                     config.webrtc.payload_type,
                     config.sip.payload_type,
                     config.sip.ssrc,
                     config.sip.initial_sequence,
                     config.sip.initial_timestamp,
-                )),
-                Direction::Relay(Relay::new(
+                ))),
+                Direction::Relay(Box::new(Relay::new(
                     config.sip.payload_type,
                     config.webrtc.payload_type,
                     config.webrtc.ssrc,
                     config.webrtc.initial_sequence,
                     config.webrtc.initial_timestamp,
-                )),
+                ))),
                 BridgeMode::Relay,
             )
         } else {

@@ -52,6 +52,10 @@ impl Transport {
     }
 }
 
+#[path = "endpoint_calls.rs"]
+mod calls;
+pub use calls::{CallError, MAX_SIP_CALLS, OutgoingCall, SipCallId};
+
 /// Bytes for the I/O shell to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -65,15 +69,13 @@ pub struct Transmit {
 #[non_exhaustive]
 pub enum Event {
     /// The proxy account is registered at `sip_svr` for `expires` seconds.
-    Registered {
-        expires: u32,
-    },
+    Registered { expires: u32 },
     /// A registration attempt failed; srgate retries with backoff.
-    RegistrationFailed {
-        reason: String,
-    },
+    RegistrationFailed { reason: String },
     /// The un-REGISTER at shutdown finished (or failed: it is over either way).
     Unregistered,
+    /// An INVITE for app user `app_user` (X-Number, else the Request-URI user) passed the
+    /// checks; 100 was sent. The call layer answers with ring/answer/reject.
     IncomingCall {
         id: SipCallId,
         app_user: String,
@@ -82,70 +84,32 @@ pub enum Event {
         cus_data: Option<String>,
         sdp: String,
     },
+    /// An outgoing call got 180 or 183 (with early-media SDP when present).
     CallProgress {
         id: SipCallId,
         code: u16,
         sdp: Option<String>,
     },
-    CallAnswered {
-        id: SipCallId,
-        sdp: String,
-    },
+    /// An outgoing call got its 2xx (ACKed).
+    CallAnswered { id: SipCallId, sdp: String },
+    /// An outgoing call ended without an answer (final non-2xx, 408 timeout, 503 transport).
     CallFailed {
         id: SipCallId,
         code: u16,
         reason: String,
     },
-    CallCanceled {
-        id: SipCallId,
-    },
-    CallEnded {
-        id: SipCallId,
-        code: Option<u16>,
-    },
-    CallUpdated {
-        id: SipCallId,
-        sdp: String,
-    },
+    /// An incoming call was cancelled by its caller before the answer.
+    CallCanceled { id: SipCallId },
+    /// An answered call ended from the SIP side: BYE (`None`), or no ACK came (408).
+    CallEnded { id: SipCallId, code: Option<u16> },
+    /// A re-INVITE brought a new SDP (answered by the endpoint with srgate's previous one).
+    CallUpdated { id: SipCallId, sdp: String },
+    /// A digit from SIP INFO.
     Dtmf {
         id: SipCallId,
         digit: char,
         duration_ms: u32,
     },
-}
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SipCallId(pub u64);
-pub struct OutgoingCall {
-    pub id: SipCallId,
-    pub callee: String,
-    pub caller: String,
-    pub display_name: Option<String>,
-    pub sdp: String,
-    pub headers: Vec<(String, String)>,
-}
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    NoRoute,
-    Duplicate,
-    TooMany,
-    BadHeader,
-}
-impl Endpoint {
-    pub fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
-        todo!()
-    }
-    pub fn ring(&mut self, now: Instant, id: SipCallId) {
-        todo!()
-    }
-    pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
-        todo!()
-    }
-    pub fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
-        todo!()
-    }
-    pub fn hangup(&mut self, now: Instant, id: SipCallId) {
-        todo!()
-    }
 }
 
 /// The SIP server srgate registers at and trusts (`[global] sip_svr`).
@@ -346,6 +310,7 @@ pub struct Endpoint {
     registration: Option<Registration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    calls: calls::CallTable,
     shutting_down: bool,
     metrics: Metrics,
 }
@@ -396,6 +361,7 @@ impl Endpoint {
             registration,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            calls: calls::CallTable::default(),
             shutting_down: false,
             metrics: Metrics::default(),
         }
@@ -460,6 +426,7 @@ impl Endpoint {
             }
         }
         consider(self.registrar.next_expiry());
+        consider(self.calls_timeout());
         next
     }
 
@@ -547,6 +514,7 @@ impl Endpoint {
             self.send_register(now, expires);
         }
         self.registrar.purge(now);
+        self.calls_handle_timeout(now);
     }
 
     /// A transport could not reach `destination` (TCP connect refused, …): client
@@ -690,8 +658,7 @@ impl Endpoint {
                     m.handle_ack(now);
                 }
                 Self::drain_server(&mut self.transmits, tx);
-            } else {
-                // An ACK for a 2xx or for nothing we know: srgate has no dialogs yet.
+            } else if !self.call_ack(msg) {
                 log::debug!("stray ACK from {source} dropped");
             }
             return;
@@ -832,8 +799,9 @@ impl Endpoint {
             Method::Register => self.on_register(now, &key, transport, source, msg, &ids),
             Method::Invite if ids.to_tag.is_none() => self.on_invite(now, &key, source, msg),
             Method::Invite | Method::Bye | Method::Info => {
-                // srgate has no dialogs yet: every in-dialog request is for an unknown one.
-                self.respond(now, &key, 481, "Call/Transaction Does Not Exist", &[]);
+                if !self.call_in_dialog(now, &key, msg, &ids.method) {
+                    self.respond(now, &key, 481, "Call/Transaction Does Not Exist", &[]);
+                }
             }
             Method::Other(name)
                 if !KNOWN_NOT_ALLOWED.contains(&name.to_ascii_uppercase().as_str()) =>
@@ -901,6 +869,7 @@ impl Endpoint {
         if pending {
             // The INVITE had no final answer yet: it ends with 487 (§9.2).
             self.respond(now, &invite_key, 487, "Request Terminated", &[]);
+            self.call_cancelled(&invite_key);
         }
     }
 
@@ -957,13 +926,8 @@ impl Endpoint {
             self.respond(now, key, 404, "Not Found", &[]);
             return;
         };
-        // No app user can be logged in yet (the browser side comes later): every callee is
-        // an app user nobody is logged in as.
-        log::info!(
-            "INVITE for {}: no app user logged in → 480",
-            crate::pii::Pii(callee)
-        );
-        self.respond(now, key, 480, "Temporarily Unavailable", &[]);
+        let callee = callee.to_string();
+        self.incoming_call(now, key, msg, &callee);
     }
 
     fn on_register(
@@ -1296,6 +1260,9 @@ impl Endpoint {
             self.metrics.dropped += 1;
             return;
         };
+        if self.call_response(now, branch, msg) {
+            return;
+        }
         let Some(tx) = self.client_txs.get_mut(branch) else {
             log::debug!("response {status} for no transaction of ours: dropped");
             self.metrics.dropped += 1;
@@ -1984,7 +1951,7 @@ mod tests {
     }
 
     #[test]
-    fn standalone_invite_needs_proxy_auth_then_gets_480_retransmitted_until_ack() {
+    fn standalone_invite_needs_proxy_auth_then_an_offerless_one_gets_488_retransmitted_until_ack() {
         let now = t0();
         let mut ep = Endpoint::new(standalone(), now);
         let uri = "sip:2000@127.0.0.1:5086";
@@ -1995,15 +1962,15 @@ mod tests {
         let auth = credentials(&text, "INVITE", uri, "1001", "pw1001", true);
         let invite = request("INVITE", uri, "i2", 2, &auth);
         send(&mut ep, now, PHONE, &invite);
-        assert_eq!(only_status(&mut ep).0, 480);
-        // Timer G: the 480 is sent again after T1, then 2*T1, until the ACK
+        assert_eq!(only_status(&mut ep).0, 488);
+        // Timer G: the 488 is sent again after T1, then 2*T1, until the ACK
         ep.handle_timeout(now + Duration::from_millis(499));
         assert!(sent(&mut ep).is_empty());
         ep.handle_timeout(now + Duration::from_millis(500));
-        assert_eq!(only_status(&mut ep).0, 480);
-        // a retransmitted INVITE is absorbed: the 480 again, nothing new
+        assert_eq!(only_status(&mut ep).0, 488);
+        // a retransmitted INVITE is absorbed: the 488 again, nothing new
         send(&mut ep, now + Duration::from_millis(600), PHONE, &invite);
-        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(only_status(&mut ep).0, 488);
         let ack = request("ACK", uri, "i2", 2, "");
         send(&mut ep, now + Duration::from_millis(700), PHONE, &ack);
         assert!(sent(&mut ep).is_empty(), "ACK is never answered");
@@ -2052,8 +2019,8 @@ mod tests {
         send(&mut ep, now, PBX, &from_pbx);
         assert_eq!(
             only_status(&mut ep).0,
-            480,
-            "the PBX may; no app user 1234 is logged in"
+            488,
+            "the PBX may; an INVITE without an SDP offer gets 488"
         );
     }
 
@@ -2121,7 +2088,7 @@ mod tests {
         // a call from the PBX (trusted: its transaction is kept)
         let first = request("INVITE", "sip:1000@127.0.0.1:5086", "g1", 1, "").replace(PHONE, PBX);
         send(&mut ep, now, PBX, &first);
-        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(only_status(&mut ep).0, 488);
         // the same request (Call-ID, From tag, CSeq) by another path: another branch
         send(&mut ep, now, PBX, &first.replace("z9hG4bKg1", "z9hG4bKg2"));
         assert_eq!(only_status(&mut ep).0, 482);
@@ -2242,7 +2209,7 @@ mod tests {
             PBX,
             &request("INVITE", uri, "k1", 1, "").replace(PHONE, PBX),
         );
-        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(only_status(&mut ep).0, 488);
         send(
             &mut ep,
             now,
@@ -2278,7 +2245,7 @@ mod tests {
         // below the bound the same call is served (and kept, as it comes from sip_svr)
         let small = request("INVITE", uri, "big2", 1, "").replace(PHONE, PBX);
         send(&mut ep, now, PBX, &small);
-        assert_eq!(only_status(&mut ep).0, 480);
+        assert_eq!(only_status(&mut ep).0, 488);
         assert_eq!(ep.server_txs.len(), 1);
     }
 
