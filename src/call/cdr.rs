@@ -78,6 +78,8 @@ impl Cdr {
             .unwrap_or((0, 0));
         let sip = call.sip_counters;
         let duration = answer_ms.map(|a| end_ms.saturating_sub(a));
+        // An answered call's INVITE got (or was answered with) a 200.
+        let sip_code = sip_code.or(answer_ms.map(|_| 200));
         Cdr {
             value: json!({
                 "call": id,
@@ -97,6 +99,36 @@ impl Cdr {
                            "lost": lost_webrtc, "srtp_errors": browser.srtp_errors},
                 "sip": {"rtp_in": sip.rtp_in, "rtp_out": sip.rtp_out, "lost": lost_sip,
                         "refused": sip.refused, "rtp_port": call.port},
+            }),
+        }
+    }
+
+    /// A call that never got a media path: refused or failed before it was set up.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attempt(
+        user: &str,
+        id: &str,
+        peer: &str,
+        direction: &str,
+        at_ms: u64,
+        sip_code: Option<u16>,
+        reason: &str,
+    ) -> Cdr {
+        Cdr {
+            value: json!({
+                "call": id,
+                "user": user,
+                "peer": peer,
+                "direction": direction,
+                "start": at_ms,
+                "answer": null,
+                "end": at_ms,
+                "duration_ms": null,
+                "sip_code": sip_code,
+                "reason": reason,
+                "codec_webrtc": null,
+                "codec_sip": null,
+                "mode": null,
             }),
         }
     }

@@ -541,6 +541,7 @@ impl Calls {
             let sip = sip_status(403, "Forbidden");
             let text = protocol::local_state(id, "FAILURE", None, None, None, Some(&sip));
             self.say(user, text);
+            self.record_attempt(now, user, callee, "app_to_sip", Some(403), "NOT_ALLOWED");
             return;
         }
         let Some(port) = ctx.ports.open() else {
@@ -644,6 +645,7 @@ impl Calls {
                 }
             };
             self.say(user, text);
+            self.record_attempt(now, user, callee, "app_to_sip", None, "PEER_OFFLINE");
             return;
         }
         self.metrics.sip_invites_out += 1;
@@ -1048,6 +1050,21 @@ impl Calls {
         }
     }
 
+    /// The record of a call refused before it had any media (one CDR line per call).
+    fn record_attempt(
+        &mut self,
+        now: Instant,
+        user: &str,
+        peer: &str,
+        direction: &str,
+        code: Option<u16>,
+        reason: &str,
+    ) {
+        let id = format!("x{}", self.rng.token(12));
+        let cdr = Cdr::attempt(user, &id, peer, direction, self.unix_ms(now), code, reason);
+        self.cdrs.push_back(cdr);
+    }
+
     fn count_mode(&mut self, mode: Option<crate::media::bridge::BridgeMode>) {
         match mode {
             Some(crate::media::bridge::BridgeMode::Relay) => self.metrics.relayed += 1,
@@ -1075,11 +1092,27 @@ impl Calls {
                 crate::pii::Pii(app_user)
             );
             ctx.sip.reject(now, sip, 480);
+            self.record_attempt(
+                now,
+                app_user,
+                caller,
+                "sip_to_app",
+                Some(480),
+                "NOT_LOGGEDIN",
+            );
             return;
         }
         let of_user = self.index.keys().filter(|k| k.0 == app_user).count();
         if of_user >= MAX_CALLS_PER_USER || self.index.len() >= MAX_CALLS {
             ctx.sip.reject(now, sip, 486);
+            self.record_attempt(
+                now,
+                app_user,
+                caller,
+                "sip_to_app",
+                Some(486),
+                "TOO_MANY_CALLS",
+            );
             return;
         }
         let remote = match parse_rtp_sdp(sdp) {
@@ -1090,6 +1123,7 @@ impl Calls {
                     crate::pii::Pii(app_user)
                 );
                 ctx.sip.reject(now, sip, 488);
+                self.record_attempt(now, app_user, caller, "sip_to_app", Some(488), "BAD_SDP");
                 return;
             }
         };

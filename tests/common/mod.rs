@@ -12,11 +12,15 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this harness
 #![allow(clippy::disallowed_methods)] // real processes on a real clock: Instant::now belongs here
 
+pub mod audio;
 pub mod baresip;
 pub mod http;
 pub mod kamailio;
 pub mod net;
+pub mod netns;
+pub mod phone;
 pub mod process;
+pub mod sip_phone;
 pub mod sipp;
 pub mod srgate;
 

@@ -43,7 +43,9 @@ pub fn enter(test: &str, bound: Duration) -> bool {
 
 /// Whether the tools for namespace tests exist (`unshare`, `ip`); CI must have them.
 pub fn available() -> bool {
-    let ok = ["unshare", "ip"].iter().all(|t| super::find_binary(t).is_some());
+    let ok = ["unshare", "ip"]
+        .iter()
+        .all(|t| super::find_binary(t).is_some());
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),

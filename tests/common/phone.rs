@@ -98,7 +98,8 @@ impl Phone {
     pub fn must(&mut self, command: Value) -> Value {
         let answer = self.cmd(command.clone());
         assert_eq!(
-            answer["ok"], true,
+            answer["ok"],
+            true,
             "phone command {command} failed: {answer}\ntranscript:\n{}",
             self.transcript.join("\n")
         );

@@ -1,0 +1,138 @@
+//! baresip as a SIP phone with audio: it plays a WAV file as its microphone (aufile),
+//! records what it hears (sndfile: `dump-*-dec.wav` in its folder), answers incoming calls
+//! by itself (`answermode=auto`, unless told otherwise) and obeys commands sent to its
+//! `cons` module over UDP (`/dial URI`, `/hangup`, digits as DTMF key presses).
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::net::{free_ports, local};
+use super::process::Process;
+use super::{find_binary, wait_for};
+
+pub struct SipPhone {
+    process: Process,
+    dir: PathBuf,
+    pub sip_port: u16,
+    cons_port: u16,
+}
+
+impl SipPhone {
+    /// `account`: baresip's account line, e.g.
+    /// `<sip:1006@127.0.0.1:5060>;auth_pass=1006pw;regint=60;answermode=auto`.
+    pub fn start(dir: &Path, name: &str, account: &str, tone: &Path) -> SipPhone {
+        let [sip_port, cons_port] = free_ports::<2>();
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).expect("the test dir is writable");
+        let config = format!(
+            "poll_method\t\tepoll\n\
+             sip_listen\t\t127.0.0.1:{sip_port}\n\
+             net_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\n\
+             audio_source\t\taufile,{tone}\n\
+             audio_alert\t\talsa,null\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n\
+             module\t\t\taufile.so\n\
+             module\t\t\tsndfile.so\n\
+             module\t\t\tcons.so\n\
+             module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n\
+             cons_listen\t\t127.0.0.1:{cons_port}\n\
+             snd_path\t\t{dir}\n",
+            tone = tone.display(),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("config"), config).expect("the test dir is writable");
+        std::fs::write(dir.join("accounts"), format!("{account}\n")).expect("writable");
+        std::fs::write(dir.join("contacts"), "").expect("writable");
+        let binary = find_binary("baresip").unwrap_or_else(|| PathBuf::from("baresip"));
+        // Line-buffered stdout (coreutils' stdbuf): its events are read as they happen.
+        let process = Process::spawn(
+            name,
+            Command::new("stdbuf")
+                .arg("-oL")
+                .arg(binary)
+                .arg("-f")
+                .arg(&dir)
+                .args(["-t", "600"])
+                .current_dir(&dir),
+            &dir,
+        )
+        .expect("baresip starts");
+        SipPhone {
+            process,
+            dir,
+            sip_port,
+            cons_port,
+        }
+    }
+
+    /// What baresip printed on stdout so far (its events; the status line goes to
+    /// stderr, so offsets into this text stay valid).
+    pub fn output(&self) -> String {
+        self.process.stdout_text()
+    }
+
+    /// Waits until the output has a line holding every needle, counted from `after`
+    /// bytes of output on; returns the line.
+    pub fn wait_for_line(
+        &self,
+        after: usize,
+        needles: &[&str],
+        within: Duration,
+    ) -> Option<String> {
+        wait_for(within, Duration::from_millis(100), || {
+            let out = self.output();
+            out.get(after.min(out.len())..)?
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+                .map(str::to_owned)
+        })
+    }
+
+    /// Output length so far (a mark for [`SipPhone::wait_for_line`]).
+    pub fn mark(&self) -> usize {
+        self.output().len()
+    }
+
+    /// Sends `text` to the cons module (a newline ends a command).
+    pub fn send(&self, text: &str) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        socket
+            .send_to(text.as_bytes(), local(self.cons_port))
+            .expect("cons is reachable");
+    }
+
+    pub fn dial(&self, uri: &str) {
+        self.send(&format!("/dial {uri}\n"));
+    }
+
+    pub fn hangup(&self) {
+        self.send("/hangup\n");
+    }
+
+    /// The newest recording of received audio.
+    pub fn last_recording(&self) -> Option<PathBuf> {
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("-dec.wav"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        files.pop().map(|(_, p)| p)
+    }
+
+    pub fn stop(&mut self) {
+        self.process.terminate(super::process::TERM_GRACE);
+    }
+}
+
+impl Drop for SipPhone {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
