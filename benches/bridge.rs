@@ -221,6 +221,10 @@ fn bench(c: &mut Criterion) {
             "{name}: {} heap allocations over {packets} packets in steady state",
             s.allocations
         );
+        assert_eq!(
+            s.allocations, 0,
+            "{name}: the packet path must not allocate"
+        );
     }
 
     // --- memory per call (RSS slope)
