@@ -140,7 +140,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
 
     // 50 calls in a row leave nothing behind (after one to warm up)
     let pid = srgate.pid().expect("srgate runs");
-    let mut one_call = |app: &mut Phone| {
+    let one_call = |app: &mut Phone| {
         app.must(json!({"cmd": "call", "callee": "1006"}));
         app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
         app.must(json!({"cmd": "hangup"}));
