@@ -136,6 +136,11 @@ pub enum Step {
     Failed(&'static str),
 }
 
+/// Runs one call's own work, catching a panic in it (see [`Calls`]' fault isolation).
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -170,6 +175,8 @@ pub struct CallMetrics {
     pub sip_invites_out: u64,
     pub sip_invites_in: u64,
     pub rtp_ports_exhausted: u64,
+    /// Calls ended because their own code panicked.
+    pub panicked: u64,
 }
 
 pub struct Calls {
@@ -187,6 +194,8 @@ pub struct Calls {
     cdrs: VecDeque<Cdr>,
     metrics: CallMetrics,
     next_sip: u64,
+    /// Calls whose code panicked where no context was at hand, to end at the next tick.
+    poison: Vec<(usize, Instant)>,
 }
 
 /// The SRProxy-style `content` of a remote invitation (../srproxy conventions).
@@ -240,6 +249,7 @@ impl Calls {
             cdrs: VecDeque::new(),
             metrics: CallMetrics::default(),
             next_sip: 1,
+            poison: Vec::new(),
         }
     }
 
@@ -1216,11 +1226,16 @@ impl Calls {
         };
         let local = self.cfg.media_addr;
         let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Echo(call))) => call.handle_datagram(now, from, local, data),
-            Some((_, Call::Bridge(call))) => call.handle_browser(now, from, local, data),
+            Some((_, Call::Echo(call))) => guarded(|| call.handle_datagram(now, from, local, data)),
+            Some((_, Call::Bridge(call))) => {
+                guarded(|| call.handle_browser(now, from, local, data))
+            }
             None => return,
         };
-        self.after(now, slot, step, ctx);
+        match step {
+            Some(step) => self.after(now, slot, step, ctx),
+            None => self.poisoned(now, slot, ctx),
+        }
     }
 
     /// One datagram on a SIP leg's socket `port` (RTP, or RTCP on RTP port + 1).
@@ -1237,7 +1252,10 @@ impl Calls {
         };
         if let Some(b) = self.bridge_mut(slot) {
             let rtcp = port != b.port;
-            b.handle_sip(now, from, data, rtcp);
+            if guarded(|| b.handle_sip(now, from, data, rtcp)).is_none() {
+                self.poisoned(now, slot, ctx);
+                return;
+            }
         }
         self.after(now, slot, Step::Continue, ctx);
     }
@@ -1322,14 +1340,19 @@ impl Calls {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        for (slot, _) in std::mem::take(&mut self.poison) {
+            self.poisoned(now, slot, ctx);
+        }
         for slot in 0..self.slots.len() {
             let due = match self.slots[slot].as_mut() {
-                Some((_, Call::Echo(c))) => c.poll_timeout().is_some_and(|t| t <= now),
-                Some((_, Call::Bridge(c))) => c.poll_timeout().is_some_and(|t| t <= now),
+                Some((_, Call::Echo(c))) => guarded(|| c.poll_timeout()),
+                Some((_, Call::Bridge(c))) => guarded(|| c.poll_timeout()),
                 None => continue,
             };
-            if due {
-                self.timeout_of(now, slot, ctx);
+            match due {
+                Some(due) if due.is_some_and(|t| t <= now) => self.timeout_of(now, slot, ctx),
+                Some(_) => {}
+                None => self.poisoned(now, slot, ctx),
             }
         }
         // RTP inactivity is checked on every tick (media ticks come every 20 ms).
@@ -1350,7 +1373,10 @@ impl Calls {
             return;
         };
         let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Echo(c))) => c.handle_timeout(now),
+            Some((_, Call::Echo(c))) => match guarded(|| c.handle_timeout(now)) {
+                Some(step) => step,
+                None => return self.poisoned(now, slot, ctx),
+            },
             Some((_, Call::Bridge(b))) => {
                 if b.deadline.is_some_and(|d| d <= now) {
                     b.deadline = None;
@@ -1388,7 +1414,10 @@ impl Calls {
                     self.remove(now, slot, ctx, Some(code), "INVITATION_EXPIRE");
                     return;
                 }
-                b.handle_timeout(now)
+                match guarded(|| b.handle_timeout(now)) {
+                    Some(step) => step,
+                    None => return self.poisoned(now, slot, ctx),
+                }
             }
             None => return,
         };
@@ -1398,13 +1427,21 @@ impl Calls {
     /// Writes the next datagram to send into `buf` (at least 1500 bytes).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<MediaTransmit> {
         let ntp = self.ntp(now);
-        for (_, call) in self.slots.iter_mut().flatten() {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some((_, call)) = entry else { continue };
+            if self.poison.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
             let t = match call {
-                Call::Echo(c) => c.poll_transmit(now, buf),
-                Call::Bridge(c) => c.poll_transmit(now, ntp, buf),
+                Call::Echo(c) => guarded(|| c.poll_transmit(now, buf)),
+                Call::Bridge(c) => guarded(|| c.poll_transmit(now, ntp, buf)),
             };
-            if t.is_some() {
-                return t;
+            match t {
+                Some(Some(t)) => return Some(t),
+                Some(None) => {}
+                // Ended at the next handle_timeout (it needs the context), which
+                // poll_timeout makes due at once.
+                None => self.poison.push((slot, now)),
             }
         }
         None
@@ -1421,15 +1458,77 @@ impl Calls {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let mut next = None;
-        for (_, call) in self.slots.iter_mut().flatten() {
+        let mut next = self.poison.iter().map(|(_, at)| *at).min();
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some((_, call)) = entry else { continue };
             let t = match call {
-                Call::Echo(c) => c.poll_timeout(),
-                Call::Bridge(c) => c.poll_timeout(),
+                Call::Echo(c) => guarded(|| c.poll_timeout()),
+                Call::Bridge(c) => guarded(|| c.poll_timeout()),
             };
-            next = earliest(next, t);
+            match t {
+                Some(t) => next = earliest(next, t),
+                None => {
+                    // No clock here: due at once (any instant already passed will do).
+                    let at = next.unwrap_or(self.cfg.clock_anchor.0);
+                    self.poison.push((slot, at));
+                    next = Some(at);
+                }
+            }
         }
         next
+    }
+
+    /// A call whose own code panicked (a bug some input reached): it ends with an error,
+    /// its resources are freed, and every other call goes on.
+    fn poisoned(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>) {
+        self.poison.retain(|(s, _)| *s != slot);
+        let Some(key) = self.key_of(slot) else {
+            return;
+        };
+        self.metrics.panicked += 1;
+        log::error!(
+            "call {} of {}: internal error (a panic in its media or signalling state); the call ends, others go on",
+            key.1,
+            crate::pii::Pii(&key.0)
+        );
+        let answered = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) => {
+                if b.sip_alive {
+                    b.sip_alive = false;
+                    match b.phase {
+                        Phase::Offered | Phase::Accepting => ctx.sip.reject(now, b.sip, 500),
+                        _ => ctx.sip.hangup(now, b.sip),
+                    }
+                }
+                b.phase == Phase::Answered
+            }
+            Some((_, Call::Echo(_))) => true,
+            None => false,
+        };
+        let text = if answered {
+            protocol::hangup(&key.1, "ERROR", None)
+        } else {
+            protocol::local_state(&key.1, "FAILURE", None, None, Some("MEDIA_FAILED"), None)
+        };
+        self.say(&key.0, text);
+        // Freeing may touch the broken state again: guarded too, and if that fails the
+        // slot is simply dropped with its index entries.
+        let mut this = std::panic::AssertUnwindSafe(&mut *self);
+        let mut ctx = std::panic::AssertUnwindSafe(ctx);
+        let ok = std::panic::catch_unwind(move || {
+            this.remove(now, slot, &mut ctx, Some(500), "ERROR");
+        })
+        .is_ok();
+        if !ok {
+            self.index.remove(&key);
+            self.by_ufrag.retain(|_, s| *s != slot);
+            self.by_remote.retain(|_, s| *s != slot);
+            self.by_sip.retain(|_, s| *s != slot);
+            self.by_port.retain(|_, s| *s != slot);
+            if let Some(entry) = self.slots.get_mut(slot) {
+                *entry = None;
+            }
+        }
     }
 }
 

@@ -1199,6 +1199,7 @@ impl ControlShard {
         m.push(("sip_invites_received_total", c.sip_invites_in));
         m.push(("rtp_ports_in_use", self.rtp.in_use() as u64));
         m.push(("rtp_ports_exhausted_total", c.rtp_ports_exhausted));
+        m.push(("calls_panicked_total", c.panicked));
         m.push(("cdr_write_errors_total", self.cdr_errors));
         m.push((
             "sip_tcp_connections",
