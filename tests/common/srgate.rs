@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub log_level: u8,
     /// Extra INI text appended as is (for keys a single test needs).
     pub extra: String,
+    /// Run another build of srgate through an emulator: (`qemu-aarch64-static`, binary).
+    pub emulated: Option<(PathBuf, PathBuf)>,
 }
 
 impl GatewayConfig {
@@ -58,6 +60,7 @@ impl GatewayConfig {
             ],
             log_level: 1,
             extra: String::new(),
+            emulated: None,
         }
     }
 
@@ -181,12 +184,17 @@ impl Srgate {
         let config_file = dir.join(format!("{name}.ini"));
         let log_file = dir.join(format!("{name}.log"));
         std::fs::write(&config_file, config.ini(&log_file)).expect("the test dir is writable");
+        let mut command = match &config.emulated {
+            Some((emulator, binary)) => {
+                let mut c = Command::new(emulator);
+                c.arg(binary);
+                c
+            }
+            None => Command::new(Srgate::binary()),
+        };
         let process = Process::spawn(
             &name,
-            Command::new(Srgate::binary())
-                .arg("-c")
-                .arg(&config_file)
-                .current_dir(dir),
+            command.arg("-c").arg(&config_file).current_dir(dir),
             dir,
         )
         .unwrap_or_else(|err| panic!("cannot start {}: {err}", Srgate::binary().display()));
