@@ -60,7 +60,8 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         ("1007".into(), "1007pw".into()),
     ];
     // baresip 1.0 gives up on any 401 that offers SHA-256 (FINDINGS): MD5 only.
-    config.extra = "[media]\nrtp_ports = 32000-32999\n[sip]\ndigest = md5\n".into();
+    config.extra =
+        "[media]\nrtp_ports = 32000-32999\nrtp_timeout = 3\n[sip]\ndigest = md5\n".into();
     let srgate = Srgate::start(config, dir.path());
     let gw = srgate.sip_addr();
     let sip = SipPhone::start(
@@ -137,6 +138,32 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     assert_eq!(end["reason"], "REMOTE", "{end}");
     sipp.wait(Duration::from_secs(20))
         .assert_success("SIP INFO DTMF scenario");
+
+    // A hold (re-INVITE a=inactive) longer than rtp_timeout keeps the call; after it,
+    // a SIP side that sends no RTP gets a BYE after rtp_timeout and the app a TIMEOUT.
+    let sipp = Sipp::spawn(
+        "uac_hold_then_silence.xml",
+        &[
+            "-s",
+            APP,
+            "-key",
+            "caller",
+            "1007",
+            "-au",
+            "1007",
+            "-ap",
+            "1007pw",
+            &gw.to_string(),
+        ],
+        dir.path(),
+    );
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 25}));
+    assert_eq!(end["reason"], "TIMEOUT", "{end}");
+    sipp.wait(Duration::from_secs(30))
+        .assert_success("hold answered inactive and kept, then BYE after rtp_timeout");
 
     // 50 calls in a row leave nothing behind (after one to warm up)
     let pid = srgate.pid().expect("srgate runs");
