@@ -19,18 +19,9 @@ use serde_json::{Value, json};
 use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
-use common::{GatewayConfig, Kamailio, Srgate, TestDir, free_ports, http};
+use common::{GatewayConfig, Kamailio, Srgate, TestDir, free_ports};
 
 const APP: &str = "1001";
-
-fn metric(srgate: &Srgate, name: &str) -> u64 {
-    let r = http::get(srgate.config.api_addr(), "/metrics", Duration::from_secs(3)).unwrap();
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("srgate_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} in {}", r.body))
-}
 
 /// What baresip heard in its last call: its dominant frequency.
 fn baresip_heard(phone: &SipPhone) -> f64 {
@@ -145,7 +136,7 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
         close_to(phone_hz, 440.0),
         "baresip heard the browser's 440 Hz, got {phone_hz}"
     );
-    assert!(metric(&srgate, "calls_transcoded_total") >= 1);
+    assert!(srgate.metric("calls_transcoded_total") >= 1);
 
     // 2. app → SIP phone, the phone hangs up: the browser sees REMOTE.
     app.must(json!({"cmd": "call", "callee": "1006"}));
@@ -227,7 +218,7 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
     );
 
     // 7. a browser that offers PCMU only is relayed, not transcoded.
-    let relayed = metric(&srgate, "calls_relayed_total");
+    let relayed = srgate.metric("calls_relayed_total");
     app.must(json!({"cmd": "only_codecs", "mime": ["audio/PCMU", "audio/telephone-event"]}));
     app.must(json!({"cmd": "call", "callee": "1006"}));
     app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
@@ -236,7 +227,7 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
     assert!(close_to(hz, 1000.0), "relayed audio: {heard}");
     app.must(json!({"cmd": "hangup"}));
     app.must(json!({"cmd": "wait_end"}));
-    assert_eq!(metric(&srgate, "calls_relayed_total"), relayed + 1);
+    assert_eq!(srgate.metric("calls_relayed_total"), relayed + 1);
 
     // 8. the app user is gone → the phone gets 480.
     drop(app);
@@ -253,7 +244,7 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
     // Nothing is left; every call has its record.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(srgate.health().unwrap().calls, 0);
-    assert_eq!(metric(&srgate, "rtp_ports_in_use"), 0);
+    assert_eq!(srgate.metric("rtp_ports_in_use"), 0);
     let cdr = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).unwrap_or_default();
     let records: Vec<Value> = cdr
         .lines()

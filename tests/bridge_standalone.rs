@@ -13,18 +13,9 @@ use serde_json::json;
 use common::audio::{dominant_frequency, read_wav, write_tone};
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
-use common::{GatewayConfig, Sipp, Srgate, TestDir, http};
+use common::{GatewayConfig, Sipp, Srgate, TestDir};
 
 const APP: &str = "1001";
-
-fn metric(srgate: &Srgate, name: &str) -> u64 {
-    let r = http::get(srgate.config.api_addr(), "/metrics", Duration::from_secs(3)).unwrap();
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("srgate_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} in {}", r.body))
-}
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -176,14 +167,14 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     one_call(&mut app);
     std::thread::sleep(Duration::from_millis(300));
     let fds_before = open_fds(pid);
-    let ended_before = metric(&srgate, "calls_ended_total");
+    let ended_before = srgate.metric("calls_ended_total");
     for _ in 0..50 {
         one_call(&mut app);
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(metric(&srgate, "calls_ended_total"), ended_before + 50);
+    assert_eq!(srgate.metric("calls_ended_total"), ended_before + 50);
     assert_eq!(srgate.health().unwrap().calls, 0);
-    assert_eq!(metric(&srgate, "rtp_ports_in_use"), 0);
+    assert_eq!(srgate.metric("rtp_ports_in_use"), 0);
     assert_eq!(
         open_fds(pid),
         fds_before,

@@ -29,6 +29,7 @@ use heapless::Deque;
 use super::codec::{Codec, CodecError, SampleRate};
 use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender};
 use super::jitter::JitterConfig;
+use super::stats::ReceiveStats;
 use super::transcode::{
     MAX_RTP_OUT, PushError as TranscodePushError, Transcoder, TranscoderConfig,
 };
@@ -107,77 +108,6 @@ pub struct BridgeStats {
     /// Frames concealed (PLC) and rebuilt from FEC, both directions.
     pub plc_frames: u64,
     pub fec_frames: u64,
-}
-
-/// RFC 3550 A.1/A.3 receive statistics of one incoming stream (relay mode; the
-/// transcoder keeps its own).
-#[derive(Debug, Clone, Copy, Default)]
-struct Received {
-    ssrc: Option<u32>,
-    base_seq: u16,
-    max_seq: u16,
-    cycles: u32,
-    count: u32,
-    expected_prior: u32,
-    received_prior: u32,
-}
-
-impl Received {
-    fn update(&mut self, ssrc: u32, seq: u16) {
-        if self.ssrc != Some(ssrc) {
-            *self = Received {
-                ssrc: Some(ssrc),
-                base_seq: seq,
-                max_seq: seq,
-                ..Received::default()
-            };
-        }
-        let delta = seq.wrapping_sub(self.max_seq);
-        if delta != 0 && delta < 0x8000 {
-            if seq < self.max_seq {
-                self.cycles = self.cycles.wrapping_add(1 << 16);
-            }
-            self.max_seq = seq;
-        }
-        self.count = self.count.wrapping_add(1);
-    }
-
-    fn expected(&self) -> u32 {
-        (self.cycles | u32::from(self.max_seq))
-            .wrapping_sub(u32::from(self.base_seq))
-            .wrapping_add(1)
-    }
-
-    fn lost(&self) -> i64 {
-        if self.ssrc.is_none() {
-            return 0;
-        }
-        i64::from(self.expected()) - i64::from(self.count)
-    }
-
-    fn block(&mut self) -> Option<ReportBlock> {
-        let ssrc = self.ssrc?;
-        let expected = self.expected();
-        let expected_interval = expected.wrapping_sub(self.expected_prior);
-        let received_interval = self.count.wrapping_sub(self.received_prior);
-        self.expected_prior = expected;
-        self.received_prior = self.count;
-        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
-        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
-            0
-        } else {
-            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
-        };
-        Some(ReportBlock {
-            ssrc,
-            fraction_lost,
-            cumulative_lost: self.lost().clamp(-0x80_0000, 0x7f_ffff) as i32,
-            highest_sequence: self.cycles | u32::from(self.max_seq),
-            jitter: 0,
-            last_sr: 0,
-            delay_since_last_sr: 0,
-        })
-    }
 }
 
 /// Header rewriting of one relayed direction: srgate's SSRC, continuous numbers.
@@ -296,7 +226,7 @@ struct Outgoing {
     octets: u32,
     next_report: Option<Instant>,
     /// Received-side stats used for report blocks in relay mode.
-    received: Received,
+    received: ReceiveStats,
     /// Middle bits of the last SR received and when.
     last_sr: Option<(u32, Instant)>,
 }
@@ -312,7 +242,7 @@ impl Outgoing {
             packets: 0,
             octets: 0,
             next_report: None,
-            received: Received::default(),
+            received: ReceiveStats::default(),
             last_sr: None,
         }
     }
@@ -588,7 +518,7 @@ impl Bridge {
             return None;
         }
         out_leg.next_report = Some(now + RTCP_INTERVAL);
-        let mut block = out_leg.received.block();
+        let mut block = out_leg.received.report_block(0);
         if let (Some(b), Some((lsr, at))) = (block.as_mut(), out_leg.last_sr) {
             b.last_sr = lsr;
             let delay = now.saturating_duration_since(at);

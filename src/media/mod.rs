@@ -10,4 +10,5 @@ pub mod codec;
 pub mod dtmf;
 pub mod echo;
 pub mod jitter;
+pub mod stats;
 pub mod transcode;

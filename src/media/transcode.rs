@@ -20,6 +20,7 @@ use super::codec::{
     Codec, CodecError, Decoder, Encoder, FRAME, MAX_FRAME_SAMPLES, PcmFrame, SampleRate,
 };
 use super::jitter::{JitterBuffer, JitterConfig, JitterError, JitterStats, Pop};
+use super::stats::ReceiveStats;
 use crate::wire::rtcp::{ReportBlock, SenderInfo};
 use crate::wire::rtp;
 
@@ -92,43 +93,6 @@ pub struct TranscodeStats {
     /// Packets sent and their payload bytes (the SR sender information).
     pub packets_sent: u32,
     pub octets_sent: u32,
-}
-
-/// RFC 3550 A.1 / A.3 receive statistics for report blocks.
-#[derive(Debug, Clone, Copy, Default)]
-struct ReceiveStats {
-    started: bool,
-    base_seq: u16,
-    max_seq: u16,
-    cycles: u32,
-    received: u32,
-    expected_prior: u32,
-    received_prior: u32,
-}
-
-impl ReceiveStats {
-    fn update(&mut self, seq: u16) {
-        if !self.started {
-            *self = ReceiveStats {
-                started: true,
-                base_seq: seq,
-                max_seq: seq,
-                ..ReceiveStats::default()
-            };
-        }
-        let delta = seq.wrapping_sub(self.max_seq);
-        if delta != 0 && delta < 0x8000 {
-            if seq < self.max_seq {
-                self.cycles = self.cycles.wrapping_add(1 << 16);
-            }
-            self.max_seq = seq;
-        }
-        self.received = self.received.wrapping_add(1);
-    }
-
-    fn extended_max(&self) -> u32 {
-        self.cycles | u32::from(self.max_seq)
-    }
 }
 
 /// One direction of a transcoded stream.
@@ -219,11 +183,10 @@ impl Transcoder {
                 self.stats.ssrc_changes += 1;
                 self.jitter.reset();
                 self.decoder.reset();
-                self.received = ReceiveStats::default();
             }
             self.remote_ssrc = Some(ssrc);
         }
-        self.received.update(packet.sequence_number());
+        self.received.update(ssrc, packet.sequence_number());
         self.jitter
             .push(
                 now,
@@ -366,33 +329,7 @@ impl Transcoder {
     /// once per report sent. LSR/DLSR are left 0: the caller fills them from the SRs it
     /// received.
     pub fn report_block(&mut self) -> Option<ReportBlock> {
-        let ssrc = self.remote_ssrc?;
-        let r = &mut self.received;
-        let expected = r
-            .extended_max()
-            .wrapping_sub(u32::from(r.base_seq))
-            .wrapping_add(1);
-        let lost = i64::from(expected) - i64::from(r.received);
-        let expected_interval = expected.wrapping_sub(r.expected_prior);
-        let received_interval = r.received.wrapping_sub(r.received_prior);
-        r.expected_prior = expected;
-        r.received_prior = r.received;
-        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
-        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
-            0
-        } else {
-            // lost_interval <= expected_interval, so the quotient fits in 8 bits.
-            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
-        };
-        Some(ReportBlock {
-            ssrc,
-            fraction_lost,
-            cumulative_lost: lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
-            highest_sequence: r.extended_max(),
-            jitter: self.jitter.jitter(),
-            last_sr: 0,
-            delay_since_last_sr: 0,
-        })
+        self.received.report_block(self.jitter.jitter())
     }
 }
 

@@ -229,6 +229,17 @@ impl Srgate {
         }
     }
 
+    /// A counter or gauge of `GET /metrics` (`srgate_NAME`); panics when it is missing.
+    pub fn metric(&self, name: &str) -> u64 {
+        let r = http::get(self.config.api_addr(), "/metrics", Duration::from_secs(3))
+            .expect("/metrics answers");
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("srgate_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} in {}", r.body))
+    }
+
     /// `GET /health`, or `None` when it does not answer a well-formed 200.
     pub fn health(&self) -> Option<Health> {
         let response = http::get(self.config.api_addr(), "/health", Duration::from_secs(1)).ok()?;
