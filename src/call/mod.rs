@@ -1311,6 +1311,16 @@ impl Calls {
         }
     }
 
+    /// Ends every call (srgate is shutting down): BYE or CANCEL toward SIP, `hangup`
+    /// `ERROR` (or `FAILURE`) to each user, and every resource freed.
+    pub fn end_all(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                self.fail(now, slot, "ERROR", ctx);
+            }
+        }
+    }
+
     /// The browser's transport failed, or media stopped: end the call, telling both.
     fn fail(&mut self, now: Instant, slot: usize, reason: &'static str, ctx: &mut Ctx<'_>) {
         let Some(key) = self.key_of(slot) else {

@@ -554,6 +554,15 @@ impl ControlShard {
                 "signal received: shutting down (un-registering, at most {SHUTDOWN_GRACE:?})"
             );
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            // Calls end first: their BYEs and CANCELs leave before the un-REGISTER, and
+            // every user is told.
+            let ended = self.calls.count();
+            self.calls.end_all(now, ctx!(self));
+            if ended > 0 {
+                log::info!("shutdown: {ended} call(s) ended");
+            }
+            self.drain_endpoint(now);
+            self.drain_calls(now);
             self.endpoint.shutdown(now);
         }
     }
