@@ -5,7 +5,7 @@
 //!
 //! The SIP side's RTP is symmetric (RFC 4961 practice): srgate sends to the address the
 //! SDP names until packets arrive, then to the source they actually come from (phones
-//! behind NAT). A call whose SIP side sends nothing for `[media] rtp_timeout` ends, except
+//! behind NAT), and takes RTP only from that source until a re-offer changes the address. A call whose SIP side sends nothing for `[media] rtp_timeout` ends, except
 //! while the SIP side holds it (its SDP says sendonly or inactive).
 
 use std::net::{IpAddr, SocketAddr};
@@ -208,7 +208,6 @@ impl BridgeCall {
     pub fn apply_remote(&mut self, remote: RemoteRtp) -> Result<(), &'static str> {
         let format = match self.sip_format {
             // A re-offer keeps the format (srgate's answer repeats its previous one).
-            Some(f) if remote.codecs.contains(&f) => Some(f),
             Some(f) => Some(f),
             None => remote
                 .codecs
@@ -360,14 +359,18 @@ impl BridgeCall {
         let Some(media) = self.media.as_mut() else {
             return;
         };
+        // Symmetric RTP: srgate answers where the media really comes from, latched on the
+        // first packet; later packets from another source are refused (no hijacking of a
+        // running call by whoever guesses the port) until a re-offer names a new address.
+        if self.latched.is_some_and(|l| l != from) {
+            self.sip_counters.refused += 1;
+            return;
+        }
         match media.push_sip(now, data) {
             Ok(()) => {
                 self.sip_counters.rtp_in += 1;
                 self.last_sip_rtp = now;
-                // Symmetric RTP: answer where the media really comes from.
-                if self.latched != Some(from) {
-                    self.latched = Some(from);
-                }
+                self.latched = Some(from);
             }
             Err(_) => self.sip_counters.refused += 1,
         }

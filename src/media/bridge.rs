@@ -114,7 +114,6 @@ pub struct BridgeStats {
 #[derive(Debug)]
 struct Relay {
     out_pt: u8,
-    in_pt: u8,
     ssrc: u32,
     /// The incoming SSRC the offsets are for.
     source: Option<u32>,
@@ -127,10 +126,9 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(in_pt: u8, out_pt: u8, ssrc: u32, seq: u16, ts: u32) -> Relay {
+    fn new(out_pt: u8, ssrc: u32, seq: u16, ts: u32) -> Relay {
         Relay {
             out_pt,
-            in_pt,
             ssrc,
             source: None,
             seq_offset: 0,
@@ -181,7 +179,6 @@ impl Relay {
         out.set_timestamp(out_ts);
         out.set_ssrc(self.ssrc);
         let _ = self.queue.push_back((buf, bytes.len()));
-        let _ = self.in_pt;
         Ok(())
     }
 
@@ -302,14 +299,12 @@ impl Bridge {
         let (to_sip, to_webrtc, mode) = if relay {
             (
                 Direction::Relay(Box::new(Relay::new(
-                    config.webrtc.payload_type,
                     config.sip.payload_type,
                     config.sip.ssrc,
                     config.sip.initial_sequence,
                     config.sip.initial_timestamp,
                 ))),
                 Direction::Relay(Box::new(Relay::new(
-                    config.sip.payload_type,
                     config.webrtc.payload_type,
                     config.webrtc.ssrc,
                     config.webrtc.initial_sequence,
