@@ -130,6 +130,34 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     sipp.wait(Duration::from_secs(20))
         .assert_success("SIP INFO DTMF scenario");
 
+    // RFC 4733 events from a SIP caller (SIPp playing its own captures of 5 and #)
+    let sipp = Sipp::spawn(
+        "uac_rfc4733_dtmf.xml",
+        &[
+            "-s",
+            APP,
+            "-key",
+            "caller",
+            "1007",
+            "-au",
+            "1007",
+            "-ap",
+            "1007pw",
+            &gw.to_string(),
+        ],
+        dir.path(),
+    );
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    let dtmf = app.must(json!({"cmd": "wait_dtmf", "count": 4, "timeout": 15}));
+    assert_eq!(
+        dtmf["digits"], "795#",
+        "after the INFO digits 7 and 9: {dtmf}"
+    );
+    app.must(json!({"cmd": "wait_end", "timeout": 10}));
+    sipp.wait(Duration::from_secs(20))
+        .assert_success("RFC 4733 DTMF scenario");
+
     // A hold (re-INVITE a=inactive) longer than rtp_timeout keeps the call; after it,
     // a SIP side that sends no RTP gets a BYE after rtp_timeout and the app a TIMEOUT.
     let sipp = Sipp::spawn(
