@@ -8,7 +8,8 @@
 //! Checked: both directions with audio by frequency both ways, hangup from each side,
 //! refuse → 486, caller cancels → CANCELED, no answer → INVITATION_EXPIRE and 480, app
 //! user not logged in → 480, DTMF from the browser reaches baresip, a PCMU-only browser
-//! is relayed without transcoding, every call leaves a CDR line, and nothing is left.
+//! is relayed without transcoding, 183 early media is heard before the answer, every call
+//! leaves a CDR line, and nothing is left.
 
 mod common;
 
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
-use common::{GatewayConfig, Kamailio, Srgate, TestDir, free_ports};
+use common::{GatewayConfig, Kamailio, Sipp, Srgate, TestDir, free_ports};
 
 const APP: &str = "1001";
 
@@ -217,7 +218,56 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
         &sip.output()[mark..]
     );
 
-    // 7. a browser that offers PCMU only is relayed, not transcoded.
+    // 7. early media: phone 1009 (SIPp) answers 183 with SDP and plays a 700 Hz tone (PCMA,
+    // 20 ms packets) for 4 s before its 200: the browser hears it while the call is
+    // RECEIVED_BY_REMOTE.
+    let status = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-e", "a-law"])
+        .arg(dir.join("early.wav"))
+        .args(["synth", "10", "sine", "700"])
+        .status()
+        .expect("sox runs");
+    assert!(status.success(), "sox wrote the A-law tone");
+    let early_phone = Sipp::spawn("uas_early_media.xml", &[], dir.path());
+    assert!(early_phone.wait_listening(Duration::from_secs(5)));
+    let contact_port = early_phone.local_addr().port().to_string();
+    Sipp::call(
+        "register_contact.xml",
+        kamailio.addr(),
+        &[
+            "-s",
+            "1009",
+            "-au",
+            "1009",
+            "-ap",
+            "1009pw",
+            "-key",
+            "contact_port",
+            &contact_port,
+        ],
+        dir.path(),
+        Duration::from_secs(15),
+    )
+    .assert_success("phone 1009 registers at Kamailio");
+    app.must(json!({"cmd": "call", "callee": "1009"}));
+    app.must(json!({"cmd": "wait_state", "states": ["RECEIVED_BY_REMOTE"], "timeout": 10}));
+    std::thread::sleep(Duration::from_millis(800));
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    let hz = heard["dominant_hz"].as_f64().unwrap_or(0.0);
+    let still_early =
+        app.must(json!({"cmd": "wait_state", "states": ["RECEIVED_BY_REMOTE"], "timeout": 1}));
+    assert!(
+        close_to(hz, 700.0) && still_early["state"] == "RECEIVED_BY_REMOTE",
+        "the phone's 700 Hz early media is heard before the answer: {heard} {still_early}"
+    );
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 10}));
+    app.must(json!({"cmd": "hangup"}));
+    app.must(json!({"cmd": "wait_end"}));
+    early_phone
+        .wait(Duration::from_secs(20))
+        .assert_success("the early-media phone got ACK and BYE");
+
+    // 8. a browser that offers PCMU only is relayed, not transcoded.
     let relayed = srgate.metric("calls_relayed_total");
     app.must(json!({"cmd": "only_codecs", "mime": ["audio/PCMU", "audio/telephone-event"]}));
     app.must(json!({"cmd": "call", "callee": "1006"}));
@@ -229,7 +279,7 @@ fn app_and_sip_phone_call_each_other_through_kamailio() {
     app.must(json!({"cmd": "wait_end"}));
     assert_eq!(srgate.metric("calls_relayed_total"), relayed + 1);
 
-    // 8. the app user is gone → the phone gets 480.
+    // 9. the app user is gone → the phone gets 480.
     drop(app);
     std::thread::sleep(Duration::from_secs(11)); // the reconnection grace
     let mark = sip.mark();

@@ -766,3 +766,63 @@ mod tests {
         assert_eq!(b.stats().sip.lost, 0);
     }
 }
+
+#[cfg(test)]
+mod g711_tests {
+    use super::*;
+    use crate::media::codec::{Law, g711};
+
+    #[test]
+    fn pcma_from_sip_reaches_a_pcmu_browser_with_its_energy() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let leg = |codec, payload_type, ssrc| LegFormat {
+            codec,
+            payload_type,
+            dtmf_payload_type: None,
+            dtmf_clock: 8000,
+            ssrc,
+            initial_sequence: 1,
+            initial_timestamp: 1,
+        };
+        let mut b = Bridge::new(BridgeConfig {
+            webrtc: leg(Codec::G711(Law::Mu), 0, 1),
+            sip: leg(Codec::G711(Law::A), 8, 2),
+            opus_complexity: 5,
+            jitter: JitterConfig::new(8000),
+        })
+        .unwrap();
+        assert_eq!(b.mode(), BridgeMode::Transcode);
+        let mut out = [0u8; 1500];
+        let mut energy = 0f64;
+        let mut packets = 0;
+        let mut now = t0;
+        for i in 0..100u32 {
+            let mut p = vec![0u8; rtp::HEADER_LEN + 160];
+            rtp::Header {
+                marker: i == 0,
+                payload_type: 8,
+                sequence_number: i as u16,
+                timestamp: 1000 + i * 160,
+                ssrc: 99,
+            }
+            .emit(&mut p)
+            .unwrap();
+            for n in 0..160 {
+                let t = f64::from(i * 160 + n) / 8000.0;
+                p[rtp::HEADER_LEN + n as usize] =
+                    g711::alaw_encode(((t * 700.0 * std::f64::consts::TAU).sin() * 6000.0) as i16);
+            }
+            b.push_sip(now, &p).unwrap();
+            while let Some(n) = b.poll_webrtc(now, &mut out) {
+                packets += 1;
+                for &c in &out[rtp::HEADER_LEN..n] {
+                    energy += f64::from(g711::ulaw_decode(c)).abs();
+                }
+            }
+            now += Duration::from_millis(20);
+        }
+        assert!(packets > 80, "{packets}");
+        assert!(energy / f64::from(packets * 160) > 1000.0, "{energy}");
+    }
+}

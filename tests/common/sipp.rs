@@ -136,6 +136,12 @@ impl Sipp {
         Sipp::run(scenario, &all, dir, within)
     }
 
+    /// The folder SIPp runs in (its working directory: relative file names in a
+    /// scenario, e.g. an `rtp_stream` file, are found here).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         super::net::local(self.local_port)
     }
