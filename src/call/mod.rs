@@ -906,7 +906,7 @@ impl Calls {
                     log::info!("call {}: early media unusable: {why}", key.1);
                 }
                 if tell {
-                    let _ = code;
+                    log::info!("call {}: SIP {code}: ringing", key.1);
                     let text =
                         protocol::local_state(&key.1, "RECEIVED_BY_REMOTE", None, None, None, None);
                     self.say(&key.0, text);
@@ -1168,7 +1168,8 @@ impl Calls {
             return;
         }
         let (pt, codec) = call.sip_format().unwrap_or((0, Codec::Pcmu));
-        let te = call_te(&call);
+        // telephone-event in the answer only when the caller offered it.
+        let te = call.remote_telephone_event();
         call.local_sdp = call.build_sip_sdp(&[(pt, codec)], te, Direction::SendRecv, session_id);
         call.deadline = Some(now + self.cfg.invitation_timeout);
         let id = format!("s{}", self.rng.token(12));
@@ -1540,9 +1541,4 @@ impl Calls {
             }
         }
     }
-}
-
-/// The telephone-event payload type srgate answers a SIP offer with.
-fn call_te(call: &BridgeCall) -> Option<u8> {
-    call.remote_telephone_event()
 }
