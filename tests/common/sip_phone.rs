@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::net::{free_ports, local};
+use super::net::{free_ports, local, port_bound};
 use super::process::Process;
 use super::{find_binary, wait_for};
 
@@ -23,7 +23,17 @@ impl SipPhone {
     /// `account`: baresip's account line, e.g.
     /// `<sip:1006@127.0.0.1:5060>;auth_pass=1006pw;regint=60;answermode=auto`.
     pub fn start(dir: &Path, name: &str, account: &str, tone: &Path) -> SipPhone {
-        let [sip_port, cons_port] = free_ports::<2>();
+        // baresip also listens for SIP over TLS on the SIP port + 1 and will not start
+        // when that one is taken: pick a port whose neighbour is free too (bounded).
+        let mut sip_port = free_ports::<1>()[0];
+        for _ in 0..50 {
+            let next = sip_port.wrapping_add(1);
+            if next > 1024 && !port_bound(next, false) && !port_bound(next, true) {
+                break;
+            }
+            sip_port = free_ports::<1>()[0];
+        }
+        let [cons_port] = free_ports::<1>();
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("the test dir is writable");
         let config = format!(
