@@ -164,6 +164,9 @@ pub struct Rtm2Sip {
     pub on: bool,
     pub acc_rule: AccRule,
     pub allow_any: bool,
+    /// The app's `content.SipData` may set the From display name (SRProxy's behaviour);
+    /// off: the display name is the logged-in app user.
+    pub app_display_name: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,8 +176,11 @@ pub struct WebRtc {
     pub tls_listen: Option<SocketAddr>,
     /// ICE-lite media port of shard 0; shard i uses port + i.
     pub udp: SocketAddr,
-    /// Lower-case `scheme://host[:port]`; empty admits any Origin.
+    /// Lower-case `scheme://host[:port]`; empty: only the page's own origin (the Origin
+    /// names the Host the request was sent to); `["*"]`: any origin.
     pub allowed_origins: Vec<String>,
+    /// Web connections (HTTP and WebSocket) one address (an IPv6 /64) may hold at once.
+    pub max_conns_per_ip: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,8 +222,19 @@ pub struct CallsSection {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
-    /// HMAC key for login tokens; empty = open login.
+    /// HMAC key for login tokens; empty = open login (allowed only on loopback listeners
+    /// unless `open` says otherwise).
     pub secret: Secret,
+    /// `[auth] open = 1`: the operator accepts open login on a listener that other hosts
+    /// reach.
+    pub open: bool,
+}
+
+impl Auth {
+    /// Whether anyone may log in as anyone (no secret).
+    pub fn open_login(&self) -> bool {
+        self.secret.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -408,16 +425,18 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("on", "1"),
             ("acc_rule", "1005;10[06-19]"),
             ("allow_any", "0"),
+            ("app_display_name", "0"),
         ],
     ),
     ("users", &[]),
     (
         "webrtc",
         &[
-            ("listen", "0.0.0.0:8080"),
+            ("listen", "127.0.0.1:8080"),
             ("tls_listen", ""),
             ("udp", "0.0.0.0:20000"),
             ("allowed_origins", ""),
+            ("max_conns_per_ip", "64"),
         ],
     ),
     (
@@ -436,7 +455,7 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("cdr_file", "srgate-cdr.jsonl"),
         ],
     ),
-    ("auth", &[("secret", "")]),
+    ("auth", &[("secret", ""), ("open", "0")]),
     ("tls", &[("cert", ""), ("key", "")]),
     ("api", &[("listen", "127.0.0.1:9091")]),
     (
@@ -741,6 +760,7 @@ impl Config {
             on: r.get("rtm2sip", "on", values::boolean)?,
             acc_rule: r.get("rtm2sip", "acc_rule", AccRule::parse)?,
             allow_any: r.get("rtm2sip", "allow_any", values::boolean)?,
+            app_display_name: r.get("rtm2sip", "app_display_name", values::boolean)?,
         };
         let mut users = Vec::new();
         for entry in r.doc.section("users").map_or(&[][..], |s| &s.entries[..]) {
@@ -770,9 +790,14 @@ impl Config {
             allowed_origins: r.get("webrtc", "allowed_origins", |s| {
                 if s.is_empty() {
                     Ok(Vec::new())
+                } else if s.trim() == "*" {
+                    Ok(vec!["*".to_owned()])
                 } else {
                     values::list(s, "origins", values::origin)
                 }
+            })?,
+            max_conns_per_ip: r.get("webrtc", "max_conns_per_ip", |s| {
+                values::number(s, 1..=4096)
             })?,
         };
         let media = Media {
@@ -800,6 +825,7 @@ impl Config {
         };
         let auth = Auth {
             secret: Secret::from(r.raw("auth", "secret").0),
+            open: r.get("auth", "open", values::boolean)?,
         };
         let tls = Tls {
             cert: r.get("tls", "cert", readable_file)?,
@@ -833,6 +859,21 @@ impl Config {
             api,
             log,
         })
+    }
+
+    /// The web listeners (`[webrtc] listen`, `tls_listen`) that other hosts may reach.
+    pub fn exposed_web_listeners(&self) -> Vec<SocketAddr> {
+        [Some(self.webrtc.listen), self.webrtc.tls_listen]
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.ip().is_loopback())
+            .collect()
+    }
+
+    /// Whether logins are open (no secret) on a listener other hosts reach, without the
+    /// operator's `[auth] open = 1`: srgate refuses to run so.
+    pub fn open_login_exposed(&self) -> bool {
+        self.auth.open_login() && !self.auth.open && !self.exposed_web_listeners().is_empty()
     }
 
     /// Checks across keys; adds warnings for settings that work but deserve a look.
@@ -904,17 +945,46 @@ impl Config {
         self.check_listeners(r, udp_ports)?;
 
         if self.auth.secret.is_empty() {
+            let exposed: Vec<String> = self
+                .exposed_web_listeners()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
             let line = r.line("auth", "secret");
-            r.warn(
-                "auth",
-                Some("secret"),
-                line,
-                "empty: anyone may log in as any user (demo only)",
-            );
+            if !exposed.is_empty() && !self.auth.open {
+                let (section, key) = if line.is_some() {
+                    ("auth", "secret")
+                } else {
+                    ("webrtc", "listen")
+                };
+                return Err(conflict(
+                    r,
+                    section,
+                    key,
+                    format!(
+                        "[auth] secret is empty, so anyone who reaches the web listener {} may \
+                         log in as any user and place calls. Set [auth] secret to 16 or more \
+                         random characters (`srgate token USER` then mints logins), or listen \
+                         on 127.0.0.1 only, or accept open login with [auth] open = 1",
+                        exposed.join(", ")
+                    ),
+                ));
+            }
+            let message = if exposed.is_empty() {
+                "empty: anyone on this machine may log in as any user (demo only)"
+            } else {
+                "empty and [auth] open = 1: anyone who reaches the web listener may log in as \
+                 any user"
+            };
+            r.warn("auth", Some("secret"), line, message);
         } else if self.auth.secret.expose().len() < SECRET_MIN_LEN {
             let line = r.line("auth", "secret");
             let message = format!("shorter than {SECRET_MIN_LEN} characters: easy to guess");
             r.warn("auth", Some("secret"), line, &message);
+        }
+        if self.auth.open && !self.auth.secret.is_empty() {
+            let line = r.line("auth", "open");
+            r.warn("auth", Some("open"), line, "ignored: [auth] secret is set");
         }
         let users_line = r.doc.section("users").map(|s| s.line);
         if self.standalone() && self.users.is_empty() {
@@ -1121,7 +1191,7 @@ mod tests {
         assert_eq!(err.section.as_deref(), Some("api"));
         assert!(err.message.contains("[webrtc] listen"), "{err}");
         // The same port on UDP and TCP is fine, and so are different addresses.
-        load("[webrtc]\nlisten = 0.0.0.0:20000\n").unwrap();
+        load("[webrtc]\nlisten = 127.0.0.1:20000\n").unwrap();
         load("[sip]\nlisten = 127.0.0.1:9091\n[api]\nlisten = 127.0.0.2:9091\n").unwrap();
         // The shards' UDP ports count as a range.
         let err = load("[global]\nshards = 4\n[sip]\nlisten = 0.0.0.0:20003\n").unwrap_err();

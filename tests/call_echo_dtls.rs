@@ -51,6 +51,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         rtm2sip: None,
         standalone: true,
         anonymous_caller: "1086".into(),
+        app_display_name: false,
         seed: [seed; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

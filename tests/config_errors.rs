@@ -376,3 +376,44 @@ fn unreadable_files() {
     std::fs::remove_file(&path).unwrap();
     assert_eq!((err.kind, err.line), (ErrorKind::Io, Some(3)), "{err}");
 }
+
+#[test]
+fn open_login_on_a_listener_other_hosts_reach() {
+    // the secret is not written: the listener's line is named
+    let err = expect(
+        "[webrtc]\nlisten = 0.0.0.0:8080\n",
+        ErrorKind::Conflict,
+        2,
+        "webrtc",
+        Some("listen"),
+    );
+    assert!(err.message.contains("0.0.0.0:8080"), "{err}");
+    assert!(err.message.contains("[auth] open = 1"), "{err}");
+    // written empty: its line is named; TLS listeners count too
+    let text = "[webrtc]\nlisten = 127.0.0.1:8080\ntls_listen = 192.0.2.1:8443\n\
+                [tls]\ncert = Cargo.toml\nkey = Cargo.toml\n[auth]\nsecret =\n";
+    let err = expect(text, ErrorKind::Conflict, 8, "auth", Some("secret"));
+    assert!(err.message.contains("192.0.2.1:8443"), "{err}");
+
+    // what makes it acceptable: a secret, loopback only, or the operator's explicit choice
+    let ok = |text: &str| {
+        Config::from_str(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let (c, _) = ok("[webrtc]\nlisten = 0.0.0.0:8080\n[auth]\nsecret = 0123456789abcdef0123\n");
+    assert!(!c.open_login_exposed());
+    let (c, warnings) = ok("[webrtc]\nlisten = [::1]:8080\n");
+    assert!(c.auth.open_login() && !c.open_login_exposed());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.to_string().contains("anyone on this machine"))
+    );
+    let (c, warnings) = ok("[webrtc]\nlisten = 0.0.0.0:8080\n[auth]\nopen = 1\n");
+    assert!(c.auth.open && !c.open_login_exposed());
+    assert!(
+        warnings.iter().any(|w| w
+            .to_string()
+            .contains("anyone who reaches the web listener")),
+        "{warnings:#?}"
+    );
+}

@@ -46,10 +46,14 @@ fn shipped_config_loads_with_design_defaults() {
     );
     assert!(!c.rtm2sip.allow_any);
     assert!(c.users.is_empty());
-    assert_eq!(c.webrtc.listen, addr("0.0.0.0:8080"));
+    assert_eq!(c.webrtc.listen, addr("127.0.0.1:8080"));
     assert_eq!(c.webrtc.tls_listen, None);
     assert_eq!(c.webrtc.udp, addr("0.0.0.0:20000"));
     assert!(c.webrtc.allowed_origins.is_empty());
+    assert_eq!(c.webrtc.max_conns_per_ip, 64);
+    assert!(!c.rtm2sip.app_display_name);
+    assert!(!c.auth.open);
+    assert!(!c.open_login_exposed());
     assert_eq!(c.media.rtp_ports, 16384..=32768);
     assert_eq!(
         c.media.codecs,

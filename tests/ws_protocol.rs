@@ -14,6 +14,15 @@ use tungstenite::{Message, WebSocket};
 type Ws = WebSocket<TcpStream>;
 
 fn connect(srgate: &Srgate, origin: Option<&str>) -> Result<Ws, Box<tungstenite::Error>> {
+    connect_host(srgate, origin, None)
+}
+
+/// `host`: a Host header other than the address connected to (as after DNS rebinding).
+fn connect_host(
+    srgate: &Srgate,
+    origin: Option<&str>,
+    host: Option<&str>,
+) -> Result<Ws, Box<tungstenite::Error>> {
     let addr = srgate.web_addr();
     let stream = TcpStream::connect(addr).expect("srgate listens");
     stream
@@ -24,6 +33,9 @@ fn connect(srgate: &Srgate, origin: Option<&str>) -> Result<Ws, Box<tungstenite:
         request
             .headers_mut()
             .insert("Origin", origin.parse().unwrap());
+    }
+    if let Some(host) = host {
+        request.headers_mut().insert("Host", host.parse().unwrap());
     }
     tungstenite::client(request, stream)
         .map(|(ws, _)| ws)
@@ -216,6 +228,59 @@ fn origins_outside_the_allow_list_are_refused() {
         "a missing Origin is refused when a list is set"
     );
     let mut ws = connect(&srgate, Some("https://app.example")).unwrap();
+    assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
+}
+
+#[test]
+fn by_default_only_the_pages_own_origin_may_open_the_websocket() {
+    let dir = TestDir::new("ws-same-origin");
+    let srgate = start(&dir, "");
+    let own = format!("http://{}", srgate.web_addr());
+    // cross-site WebSocket hijacking: a page elsewhere, in a visitor's browser
+    for foreign in [
+        "https://evil.example",
+        "http://127.0.0.1:1",
+        &own.replace("http:", "https:"),
+        "null",
+    ] {
+        assert!(
+            connect(&srgate, Some(foreign)).is_err(),
+            "Origin {foreign} is refused"
+        );
+    }
+    let mut ws = connect(&srgate, Some(&own)).unwrap();
+    assert_eq!(
+        ask(&mut ws, r#"{"type":"login","user":"1001"}"#)["type"],
+        "login_ok"
+    );
+    // native clients send no Origin
+    let mut ws = connect(&srgate, None).unwrap();
+    assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
+    // the page's own origin under the name localhost
+    let port = srgate.web_addr().port();
+    let local = format!("localhost:{port}");
+    let mut ws = connect_host(&srgate, Some(&format!("http://{local}")), Some(&local)).unwrap();
+    assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
+    // DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1 is
+    // same-origin with itself, but open login (no secret) wants a loopback Host
+    let rebound = format!("evil.example:{port}");
+    assert!(
+        connect_host(&srgate, Some(&format!("http://{rebound}")), Some(&rebound)).is_err(),
+        "open login refuses a foreign Host"
+    );
+    assert!(connect_host(&srgate, None, Some(&rebound)).is_err());
+}
+
+#[test]
+fn allowed_origins_star_admits_any_origin_and_a_secret_any_host() {
+    let dir = TestDir::new("ws-any-origin");
+    let srgate = start(
+        &dir,
+        "[webrtc]\nallowed_origins = *\n[auth]\nsecret = 0123456789abcdef0123456789abcdef\n",
+    );
+    let port = srgate.web_addr().port();
+    let host = format!("gw.example:{port}");
+    let mut ws = connect_host(&srgate, Some("https://app.example"), Some(&host)).unwrap();
     assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
 }
 

@@ -83,6 +83,9 @@ pub struct CallsConfig {
     pub standalone: bool,
     /// `[proxy] rtm_account`: the caller shown for anonymous SIP callers.
     pub anonymous_caller: String,
+    /// `[rtm2sip] app_display_name`: the app's `content.SipData` sets the From display
+    /// name; otherwise the display name is the logged-in app user.
+    pub app_display_name: bool,
     pub seed: [u8; 32],
     /// A wall-clock reading at one instant: CDR times and RTCP NTP timestamps.
     pub clock_anchor: (Instant, u64),
@@ -626,6 +629,9 @@ impl Calls {
             session_id,
         );
         let (display, user_data) = content_fields(content);
+        // The app chooses what the callee sees only when the operator allows it: by default
+        // the From display name is the authenticated app user.
+        let display = display.filter(|_| self.cfg.app_display_name);
         let mut headers = Vec::new();
         if let Some(data) = user_data {
             headers.push(("X-ArInfo".to_string(), data));

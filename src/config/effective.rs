@@ -130,6 +130,11 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ("on", flag(c.rtm2sip.on).to_owned(), none()),
             ("acc_rule", c.rtm2sip.acc_rule.to_string(), none()),
             ("allow_any", flag(c.rtm2sip.allow_any).to_owned(), none()),
+            (
+                "app_display_name",
+                flag(c.rtm2sip.app_display_name).to_owned(),
+                none(),
+            ),
         ],
     );
     let users: Vec<(&str, String, Option<String>)> = c
@@ -154,6 +159,14 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             (
                 "allowed_origins",
                 c.webrtc.allowed_origins.join(","),
+                c.webrtc
+                    .allowed_origins
+                    .is_empty()
+                    .then(|| "only the page's own origin".to_owned()),
+            ),
+            (
+                "max_conns_per_ip",
+                c.webrtc.max_conns_per_ip.to_string(),
                 none(),
             ),
         ],
@@ -190,7 +203,13 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ("cdr_file", path(c.calls.cdr_file.as_deref()), none()),
         ],
     );
-    section("auth", &[("secret", secret(&c.auth.secret, mask), none())]);
+    section(
+        "auth",
+        &[
+            ("secret", secret(&c.auth.secret, mask), none()),
+            ("open", flag(c.auth.open).to_owned(), none()),
+        ],
+    );
     section(
         "tls",
         &[

@@ -114,6 +114,13 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             "[global] sip_svr: sips: (SIP over TLS) is not available in this build yet; use UDP or transport=tcp".into(),
         ));
     }
+    if config.open_login_exposed() {
+        return Err(RunError(
+            "[auth] secret is empty on a web listener other hosts reach: set a secret, listen \
+             on 127.0.0.1, or set [auth] open = 1"
+                .into(),
+        ));
+    }
     let sip_udp = std::net::UdpSocket::bind(config.sip.listen)
         .map_err(|e| err(format_args!("[sip] listen {} (UDP)", config.sip.listen), e))?;
     let sip_tcp = std::net::TcpListener::bind(config.sip.listen)
@@ -194,6 +201,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             }),
             standalone: config.standalone(),
             anonymous_caller: config.proxy.rtm_account.clone(),
+            app_display_name: config.rtm2sip.app_display_name,
             seed: call_seed,
             clock_anchor: (Instant::now(), unix_time_ms()),
         },
@@ -235,7 +243,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         api_listener.map(TcpListener::from_std),
         TcpListener::from_std(web_listener),
         Hub::new(config.auth.secret.expose()),
-        config.webrtc.allowed_origins.clone(),
+        web::WebPolicy {
+            allowed_origins: config.webrtc.allowed_origins.clone(),
+            // open login accepted because every web listener is on loopback
+            loopback_host_only: config.auth.open_login() && !config.auth.open,
+        },
+        config.webrtc.max_conns_per_ip,
         UdpSocket::from_std(media_udp),
         calls,
         web_tls,
@@ -258,8 +271,16 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         "demo page and WebSocket on http://{}/ (/ws)",
         config.webrtc.listen
     );
-    if config.auth.secret.expose().is_empty() {
-        log::warn!("[auth] secret is empty: anyone may log in as any user (demo only)");
+    if config.auth.open_login() {
+        if config.auth.open {
+            log::warn!(
+                "[auth] secret is empty and [auth] open = 1: anyone who reaches the web listener may log in as any user"
+            );
+        } else {
+            log::warn!(
+                "[auth] secret is empty: anyone on this machine may log in as any user (demo only; the web listener is on loopback)"
+            );
+        }
     }
     let result = control.run();
     stop.store(true, Ordering::SeqCst);
@@ -335,7 +356,15 @@ struct ControlShard {
     web_conns: Vec<Option<WebConn>>,
     web_by_session: HashMap<SessionId, usize>,
     next_session: SessionId,
-    allowed_origins: Vec<String>,
+    web_policy: web::WebPolicy,
+    /// The source key ([`web::source_key`]) of each web connection slot.
+    web_sources: Vec<Option<IpAddr>>,
+    /// Open web connections per source key.
+    web_per_source: HashMap<IpAddr, u32>,
+    /// `[webrtc] max_conns_per_ip`.
+    web_per_source_max: u32,
+    /// Web connections refused at accept (per-source or global cap).
+    web_refused: u64,
     hub: Hub,
     media_udp: UdpSocket,
     media_batch: RecvBatch,
@@ -362,7 +391,8 @@ impl ControlShard {
         mut api_listener: Option<TcpListener>,
         mut web_listener: TcpListener,
         hub: Hub,
-        allowed_origins: Vec<String>,
+        web_policy: web::WebPolicy,
+        web_per_source_max: u32,
         mut media_udp: UdpSocket,
         calls: Calls,
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
@@ -429,7 +459,11 @@ impl ControlShard {
             web_conns: Vec::new(),
             web_by_session: HashMap::new(),
             next_session: 0,
-            allowed_origins,
+            web_policy,
+            web_sources: Vec::new(),
+            web_per_source: HashMap::new(),
+            web_per_source_max,
+            web_refused: 0,
             hub,
             media_udp,
             media_batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
@@ -993,8 +1027,20 @@ impl ControlShard {
             };
             match accepted {
                 Ok((mut stream, peer)) => {
+                    let source = web::source_key(peer.ip());
+                    let from_source = self.web_per_source.get(&source).copied().unwrap_or(0);
+                    if from_source >= self.web_per_source_max {
+                        // Closed at once (dropping the stream): one host cannot take the
+                        // slots of everybody else.
+                        self.web_refused += 1;
+                        log::debug!(
+                            "web connection from {peer} refused: {from_source} already open from it"
+                        );
+                        continue;
+                    }
                     let Some(index) = Self::free_slot(&mut self.web_conns, web::MAX_WEB_CONNS)
                     else {
+                        self.web_refused += 1;
                         log::warn!("web connection from {peer} refused: too many connections");
                         continue;
                     };
@@ -1013,6 +1059,11 @@ impl ControlShard {
                             _ => web::Stream::Plain(stream),
                         };
                         self.web_conns[index] = Some(WebConn::new(stream, peer, now));
+                        if self.web_sources.len() <= index {
+                            self.web_sources.resize(index + 1, None);
+                        }
+                        self.web_sources[index] = Some(source);
+                        *self.web_per_source.entry(source).or_insert(0) += 1;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1037,7 +1088,7 @@ impl ControlShard {
             unix_now,
             &mut self.hub,
             &mut self.next_session,
-            &self.allowed_origins,
+            &self.web_policy,
             self.poll.registry(),
             token,
         );
@@ -1051,6 +1102,15 @@ impl ControlShard {
     }
 
     fn close_web(&mut self, now: Instant, index: usize) {
+        if let Some(source) = self.web_sources.get_mut(index).and_then(Option::take)
+            && let std::collections::hash_map::Entry::Occupied(mut open) =
+                self.web_per_source.entry(source)
+        {
+            *open.get_mut() -= 1;
+            if *open.get() == 0 {
+                open.remove();
+            }
+        }
         if let Some(mut conn) = self.web_conns.get_mut(index).and_then(Option::take) {
             if let Some(session) = conn.session() {
                 self.web_by_session.remove(&session);
@@ -1199,6 +1259,12 @@ impl ControlShard {
         m.push(("udp_truncated_total", self.udp_truncated));
         m.push(("tcp_send_dropped_total", self.tcp_dropped));
         m.push(("websocket_sessions", self.hub.session_count() as u64));
+        m.push((
+            "web_connections",
+            self.web_conns.iter().flatten().count() as u64,
+        ));
+        m.push(("web_connections_refused_total", self.web_refused));
+        m.push(("websocket_login_timeouts_total", self.hub.login_timeouts));
         m.push(("calls", self.calls.count() as u64));
         m.push(("calls_ended_total", self.calls.ended_total()));
         let c = self.calls.metrics();

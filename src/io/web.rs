@@ -1,11 +1,13 @@
 //! `[webrtc] listen` (and `tls_listen`, the same over rustls): HTTP for the demo page (`/`,
 //! `/srgate.js`) and the browser protocol's WebSocket at `/ws` (RFC 6455 via tungstenite
 //! over non-blocking mio streams). The upgrade
-//! is answered here (with the `allowed_origins` check); frames go to the sans-IO
+//! is answered here (with the Origin check of [`WebPolicy`]); frames go to the sans-IO
 //! [`Hub`]. Every connection is bounded: request head 8 KiB and 10 s, frames 64 KiB
 //! (larger ones get `TOO_LARGE` and are dropped, far larger ones close the socket), a send
-//! queue of 1 MiB, and a WebSocket that says nothing for 90 s (our pings every 30 s
-//! included) is closed.
+//! queue of 1 MiB, buffers that start at 4 KiB and grow only for what a peer really sends,
+//! a login within 5 s (the hub's deadline), and a WebSocket that says nothing for 90 s (our
+//! pings every 30 s included) is closed. How many connections one address may hold is the
+//! shard's business (`[webrtc] max_conns_per_ip`).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -29,6 +31,36 @@ const WS_IDLE: Duration = Duration::from_secs(90);
 /// tungstenite refuses frames above this; between MAX_FRAME and it we answer TOO_LARGE.
 const WS_HARD_LIMIT: usize = 4 * MAX_FRAME;
 pub const MAX_WEB_CONNS: usize = 4096;
+/// The WebSocket read buffer's starting size (tungstenite's default is 128 KiB, which a
+/// flood of idle sockets turns into hundreds of MB). It grows for a large frame.
+const WS_READ_BUFFER: usize = 4096;
+
+/// The key under which connections of one source are counted: the IPv4 address (also
+/// when it arrives IPv4-mapped on a dual-stack socket) or the IPv6 /64, which one host
+/// usually holds whole.
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// Who may open the browser WebSocket.
+#[derive(Clone, Debug, Default)]
+pub struct WebPolicy {
+    /// `[webrtc] allowed_origins`: empty = only the page's own origin; `*` = any.
+    pub allowed_origins: Vec<String>,
+    /// Open login on a loopback listener: the request must also name a loopback host, so a
+    /// web page whose name resolves to 127.0.0.1 (DNS rebinding) cannot log in either.
+    pub loopback_host_only: bool,
+}
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const SRGATE_JS: &str = include_str!("../../web/srgate.js");
@@ -229,12 +261,12 @@ impl WebConn {
         unix_now: u64,
         hub: &mut Hub,
         next_session: &mut SessionId,
-        allowed_origins: &[String],
+        policy: &WebPolicy,
         registry: &Registry,
         token: Token,
     ) -> Next {
         let next = match self {
-            WebConn::Http { .. } => self.service_http(now, hub, next_session, allowed_origins),
+            WebConn::Http { .. } => self.service_http(now, hub, next_session, policy),
             WebConn::Ws { .. } => self.service_ws(now, unix_now, hub),
             WebConn::Closed => Next::Close,
         };
@@ -250,7 +282,7 @@ impl WebConn {
         now: Instant,
         hub: &mut Hub,
         next_session: &mut SessionId,
-        allowed: &[String],
+        policy: &WebPolicy,
     ) -> Next {
         let WebConn::Http {
             stream,
@@ -344,12 +376,27 @@ impl WebConn {
                     );
                     return flush_plain(stream, out);
                 };
-                if !origin_allowed(header("Origin"), allowed) {
+                let tls = matches!(stream, Stream::Tls(_));
+                if !origin_allowed(
+                    header("Origin"),
+                    header("Host"),
+                    tls,
+                    &policy.allowed_origins,
+                ) {
                     log::info!(
-                        "WebSocket from {peer} refused: Origin {:?} not allowed",
-                        header("Origin")
+                        "WebSocket from {peer} refused: Origin {:?} not allowed (Host {:?})",
+                        header("Origin"),
+                        header("Host")
                     );
                     *out = reply(403, "Forbidden", "text/plain", b"origin not allowed\n");
+                    return flush_plain(stream, out);
+                }
+                if policy.loopback_host_only && !header("Host").is_some_and(host_is_loopback) {
+                    log::info!(
+                        "WebSocket from {peer} refused: open login needs a loopback Host, got {:?}",
+                        header("Host")
+                    );
+                    *out = reply(403, "Forbidden", "text/plain", b"host not allowed\n");
                     return flush_plain(stream, out);
                 }
                 let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
@@ -363,6 +410,8 @@ impl WebConn {
                 }
                 let rest = buf[head_len..].to_vec();
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(WS_READ_BUFFER)
+                    .write_buffer_size(0)
                     .max_message_size(Some(WS_HARD_LIMIT))
                     .max_frame_size(Some(WS_HARD_LIMIT))
                     .max_write_buffer_size(1 << 20);
@@ -373,7 +422,7 @@ impl WebConn {
                 let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
                 *next_session += 1;
                 let session = *next_session;
-                hub.open(session);
+                hub.open(now, session);
                 log::debug!("WebSocket session {session} from {peer}");
                 *self = WebConn::Ws {
                     ws: Box::new(ws),
@@ -491,11 +540,68 @@ impl WebConn {
     }
 }
 
-fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true; // DESIGN §5: an empty list admits any Origin, and a missing one
+/// The Origin check of a WebSocket upgrade. `allowed`: `["*"]` admits any origin; a list
+/// admits those origins only (a missing Origin is refused); an empty list admits the page's
+/// own origin: `http(s)://` + the Host the request was sent to. A request without Origin
+/// passes then, since browsers always send one and other clients cannot be held to it.
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, tls: bool, allowed: &[String]) -> bool {
+    let origin = origin.map(str::trim);
+    if allowed.iter().any(|a| a == "*") {
+        return true;
     }
-    origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o.trim())))
+    if !allowed.is_empty() {
+        return origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+    }
+    let Some(origin) = origin else {
+        return true;
+    };
+    let (scheme, default_port) = if tls {
+        ("https://", ":443")
+    } else {
+        ("http://", ":80")
+    };
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    let Some(origin_host) = origin
+        .get(..scheme.len())
+        .filter(|s| s.eq_ignore_ascii_case(scheme))
+        .map(|_| &origin[scheme.len()..])
+    else {
+        return false;
+    };
+    let strip = |h: &str| -> String {
+        let h = h.to_ascii_lowercase();
+        match h.strip_suffix(default_port) {
+            Some(bare) => bare.to_owned(),
+            None => h,
+        }
+    };
+    !origin_host.contains('/') && strip(origin_host) == strip(host)
+}
+
+/// Whether a Host header names this machine: `localhost` (or a name under it), an IPv4
+/// address in 127.0.0.0/8 or `[::1]`, with or without a port.
+fn host_is_loopback(host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, _)) => {
+                return v6
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_loopback());
+            }
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name)
+    };
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 fn flush_plain(stream: &mut Stream, out: &mut Vec<u8>) -> Next {
@@ -562,11 +668,104 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert!(origin_allowed(None, &[]));
-        assert!(origin_allowed(Some("https://evil.example"), &[]));
-        let allowed = vec!["https://app.example".to_string()];
-        assert!(origin_allowed(Some("https://app.example"), &allowed));
-        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
-        assert!(!origin_allowed(None, &allowed));
+        let list = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // an explicit list
+        let allowed = list(&["https://app.example"]);
+        assert!(origin_allowed(
+            Some("https://app.example"),
+            None,
+            true,
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example"),
+            None,
+            true,
+            &allowed
+        ));
+        assert!(!origin_allowed(None, None, true, &allowed));
+        // `*`
+        assert!(origin_allowed(
+            Some("https://evil.example"),
+            Some("gw"),
+            false,
+            &list(&["*"])
+        ));
+        // the default: the page's own origin only
+        let own = |o, h, tls| origin_allowed(o, h, tls, &[]);
+        assert!(own(
+            Some("http://127.0.0.1:8080"),
+            Some("127.0.0.1:8080"),
+            false
+        ));
+        assert!(own(
+            Some("http://LOCALHOST:8080"),
+            Some("localhost:8080"),
+            false
+        ));
+        assert!(own(
+            Some("https://gw.example"),
+            Some("gw.example:443"),
+            true
+        ));
+        assert!(own(Some("http://gw.example:80"), Some("gw.example"), false));
+        assert!(
+            own(None, Some("gw.example"), false),
+            "non-browser clients send no Origin"
+        );
+        assert!(!own(
+            Some("https://evil.example"),
+            Some("127.0.0.1:8080"),
+            false
+        ));
+        assert!(!own(
+            Some("http://127.0.0.1:8081"),
+            Some("127.0.0.1:8080"),
+            false
+        ));
+        assert!(
+            !own(
+                Some("https://127.0.0.1:8080"),
+                Some("127.0.0.1:8080"),
+                false
+            ),
+            "scheme"
+        );
+        assert!(!own(Some("http://127.0.0.1:8080"), None, false));
+        assert!(!own(Some("null"), Some("127.0.0.1:8080"), false));
+    }
+
+    #[test]
+    fn sources_are_counted_by_ipv4_address_or_ipv6_64() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LocalHost:80",
+            "[::1]:8080",
+            "127.9.9.9",
+            "a.localhost:1",
+        ] {
+            assert!(host_is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+            "",
+            "[::1",
+        ] {
+            assert!(!host_is_loopback(no), "{no}");
+        }
     }
 }

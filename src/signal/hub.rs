@@ -16,6 +16,10 @@ pub type SessionId = u64;
 /// How long a user's calls survive its socket closing (a new login takes them over).
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a new WebSocket may stay without a login: then it gets `NOT_LOGGEDIN` and is
+/// closed, so idle sockets cannot hold connection slots.
+pub const LOGIN_DEADLINE: Duration = Duration::from_secs(5);
+
 /// What the I/O shell does for the hub.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubOutput {
@@ -52,6 +56,11 @@ pub struct Hub {
     users: HashMap<String, UserEntry>,
     outputs: VecDeque<HubOutput>,
     requests: VecDeque<CallRequest>,
+    /// Sessions in the order they opened, with their login deadline (all deadlines are
+    /// `open + LOGIN_DEADLINE`, so the queue is sorted).
+    login_deadlines: VecDeque<(Instant, SessionId)>,
+    /// Sessions closed for not logging in in time.
+    pub login_timeouts: u64,
 }
 
 impl Hub {
@@ -63,11 +72,16 @@ impl Hub {
             users: HashMap::new(),
             outputs: VecDeque::new(),
             requests: VecDeque::new(),
+            login_deadlines: VecDeque::new(),
+            login_timeouts: 0,
         }
     }
 
-    pub fn open(&mut self, session: SessionId) {
+    /// A new WebSocket: it must log in within [`LOGIN_DEADLINE`].
+    pub fn open(&mut self, now: Instant, session: SessionId) {
         self.sessions.insert(session, None);
+        self.login_deadlines
+            .push_back((now + LOGIN_DEADLINE, session));
     }
 
     pub fn session_count(&self) -> usize {
@@ -185,8 +199,19 @@ impl Hub {
         entry.session = Some(session);
         entry.gone_at = None;
         self.sessions.insert(session, Some(user.clone()));
+        self.trim_login_deadlines();
         log::info!("{} logged in", crate::pii::Pii(&user));
         self.send(session, protocol::login_ok(&user));
+    }
+
+    /// Drops the deadlines at the front of the queue whose sessions logged in or closed.
+    fn trim_login_deadlines(&mut self) {
+        while let Some(&(_, session)) = self.login_deadlines.front() {
+            if matches!(self.sessions.get(&session), Some(None)) {
+                break;
+            }
+            self.login_deadlines.pop_front();
+        }
     }
 
     /// The socket `session` closed. Its user's calls live on for [`RECONNECT_GRACE`].
@@ -199,6 +224,7 @@ impl Hub {
         {
             self.detach(now, &user);
         }
+        self.trim_login_deadlines();
     }
 
     fn detach(&mut self, now: Instant, user: &str) {
@@ -209,6 +235,22 @@ impl Hub {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, session)) = self.login_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.login_deadlines.pop_front();
+            if matches!(self.sessions.get(&session), Some(None)) {
+                self.login_timeouts += 1;
+                let r = Refusal::new(
+                    ErrorCode::NotLoggedIn,
+                    format!("no login within {} s", LOGIN_DEADLINE.as_secs()),
+                    None,
+                );
+                self.send(session, r.to_json());
+                self.outputs.push_back(HubOutput::Close { session });
+            }
+        }
         let gone: Vec<String> = self
             .users
             .iter()
@@ -222,7 +264,12 @@ impl Hub {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.users.values().filter_map(|u| u.gone_at).min()
+        let login = self.login_deadlines.front().map(|&(t, _)| t);
+        self.users
+            .values()
+            .filter_map(|u| u.gone_at)
+            .chain(login)
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<HubOutput> {
@@ -261,7 +308,7 @@ mod tests {
     fn invite_before_login_is_not_loggedin_and_ping_always_works() {
         let now = t0();
         let mut hub = Hub::new("");
-        hub.open(1);
+        hub.open(now, 1);
         hub.handle_text(
             now,
             0,
@@ -280,7 +327,7 @@ mod tests {
     fn tokens_are_checked_when_a_secret_is_set() {
         let now = t0();
         let mut hub = Hub::new("s3cret");
-        hub.open(1);
+        hub.open(now, 1);
         hub.handle_text(
             now,
             100,
@@ -312,8 +359,8 @@ mod tests {
     fn second_login_kicks_the_first_socket() {
         let now = t0();
         let mut hub = Hub::new("");
-        hub.open(1);
-        hub.open(2);
+        hub.open(now, 1);
+        hub.open(now, 2);
         hub.handle_text(now, 0, 1, r#"{"type":"login","user":"1001"}"#);
         hub.handle_text(now, 0, 2, r#"{"type":"login","user":"1001"}"#);
         let out = drain(&mut hub);
@@ -332,7 +379,7 @@ mod tests {
     fn calls_survive_a_closed_socket_for_the_grace_period() {
         let now = t0();
         let mut hub = Hub::new("");
-        hub.open(1);
+        hub.open(now, 1);
         hub.handle_text(now, 0, 1, r#"{"type":"login","user":"1001"}"#);
         hub.handle_text(now, 0, 1, r#"{"type":"hangup","id":"c1"}"#);
         assert!(
@@ -341,7 +388,7 @@ mod tests {
         hub.close(now, 1);
         assert_eq!(hub.poll_timeout(), Some(now + RECONNECT_GRACE));
         // back within the grace period: nothing ends
-        hub.open(2);
+        hub.open(now, 2);
         hub.handle_text(
             now + Duration::from_secs(9),
             0,
@@ -361,5 +408,33 @@ mod tests {
                 user: "1001".into()
             })
         );
+    }
+
+    #[test]
+    fn a_socket_without_login_is_closed_at_the_deadline() {
+        let now = t0();
+        let mut hub = Hub::new("");
+        hub.open(now, 1);
+        hub.open(now + Duration::from_secs(1), 2);
+        hub.open(now + Duration::from_secs(2), 3);
+        assert_eq!(hub.poll_timeout(), Some(now + LOGIN_DEADLINE));
+        hub.handle_text(now, 0, 2, r#"{"type":"login","user":"1001"}"#);
+        hub.close(now, 3);
+        drain(&mut hub);
+        hub.handle_timeout(now + LOGIN_DEADLINE - Duration::from_millis(1));
+        assert!(drain(&mut hub).is_empty(), "not before the deadline");
+        hub.handle_timeout(now + LOGIN_DEADLINE + Duration::from_secs(3));
+        let out = drain(&mut hub);
+        assert_eq!(
+            out.len(),
+            2,
+            "only the session that never logged in: {out:?}"
+        );
+        assert_eq!(out[0].0, 1);
+        assert_eq!(out[0].1["code"], "NOT_LOGGEDIN");
+        assert_eq!(out[1], (1, Value::String("CLOSE".into())));
+        assert_eq!(hub.login_timeouts, 1);
+        assert_eq!(hub.poll_timeout(), None, "nothing left to wait for");
+        assert!(hub.is_online("1001"));
     }
 }

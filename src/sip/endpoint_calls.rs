@@ -176,7 +176,7 @@ fn header_ok(name: &str, value: &str) -> bool {
 fn quote(display: &str) -> String {
     let clean: String = display
         .chars()
-        .filter(|c| !matches!(c, '"' | '\\' | '\r' | '\n'))
+        .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
         .take(64)
         .collect();
     format!("\"{clean}\"")
