@@ -15,12 +15,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::api;
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
-use super::sys::RecvBatch;
+use super::sys::{self, RecvBatch};
 use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
 use crate::call::{Calls, CallsConfig, Ctx, MediaSocket, Rtm2SipRule};
 use crate::config::Config;
-use crate::signal::hub::{Hub, HubOutput, SessionId};
+use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
@@ -64,6 +64,11 @@ const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
 const API_MAX_CONNS: usize = 64;
 /// An API client has this long to send its request and read the answer.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this many closed web connections (a flood that went away) the tables they grew
+/// are shrunk and the freed heap goes back to the kernel, once no connection has closed
+/// for [`RECLAIM_QUIET`] (the burst is over).
+const RECLAIM_AFTER_CLOSES: u32 = 256;
+const RECLAIM_QUIET: Duration = Duration::from_secs(1);
 
 /// The call layer's view of the shard: the SIP endpoint, the RTP sockets and who is
 /// logged in (disjoint borrows of the shard's fields).
@@ -365,6 +370,10 @@ struct ControlShard {
     web_per_source_max: u32,
     /// Web connections refused at accept (per-source or global cap).
     web_refused: u64,
+    /// Web connections closed (and users gone after their grace) since memory was last
+    /// reclaimed, and when the last of them went.
+    web_closed_since_reclaim: u32,
+    last_web_close: Instant,
     hub: Hub,
     media_udp: UdpSocket,
     media_batch: RecvBatch,
@@ -464,6 +473,8 @@ impl ControlShard {
             web_per_source: HashMap::new(),
             web_per_source_max,
             web_refused: 0,
+            web_closed_since_reclaim: 0,
+            last_web_close: Instant::now(),
             hub,
             media_udp,
             media_batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
@@ -540,6 +551,7 @@ impl ControlShard {
             self.drain_hub(now);
             self.drain_calls(now);
             self.expire_connections(now);
+            self.reclaim_memory(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.endpoint.is_shutdown_complete() {
                     log::info!("shutdown complete");
@@ -573,6 +585,9 @@ impl ControlShard {
         }
         if let Some(t) = self.hub.poll_timeout() {
             consider(t);
+        }
+        if self.web_closed_since_reclaim >= RECLAIM_AFTER_CLOSES {
+            consider(self.last_web_close + RECLAIM_QUIET);
         }
         if let Some(t) = calls {
             consider(t);
@@ -1101,7 +1116,37 @@ impl ControlShard {
         self.drain_hub(now);
     }
 
+    /// After a burst of closed web connections: shrinks the tables they grew and returns
+    /// the freed heap to the kernel, so a flood that went away leaves no memory behind.
+    fn reclaim_memory(&mut self, now: Instant) {
+        if self.web_closed_since_reclaim < RECLAIM_AFTER_CLOSES
+            || now < self.last_web_close + RECLAIM_QUIET
+        {
+            return;
+        }
+        log::debug!(
+            "{} web connections or users gone: shrinking tables, returning free memory",
+            self.web_closed_since_reclaim
+        );
+        self.web_closed_since_reclaim = 0;
+        // trailing free slots hold no socket (tokens are slot indexes: only the tail goes)
+        while self.web_conns.last().is_some_and(Option::is_none) {
+            self.web_conns.pop();
+        }
+        self.web_sources.truncate(self.web_conns.len());
+        if self.web_conns.len() * 4 < self.web_conns.capacity() {
+            self.web_conns.shrink_to_fit();
+            self.web_sources.shrink_to_fit();
+        }
+        self.web_per_source.shrink_to_fit();
+        self.web_by_session.shrink_to_fit();
+        self.hub.shrink();
+        sys::release_free_memory();
+    }
+
     fn close_web(&mut self, now: Instant, index: usize) {
+        self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
+        self.last_web_close = now;
         if let Some(source) = self.web_sources.get_mut(index).and_then(Option::take)
             && let std::collections::hash_map::Entry::Occupied(mut open) =
                 self.web_per_source.entry(source)
@@ -1152,6 +1197,11 @@ impl ControlShard {
         }
         let mut any = false;
         while let Some(request) = self.hub.poll_request() {
+            if matches!(request, CallRequest::UserGone { .. }) {
+                // the end of a user's grace frees its session memory: count it like a close
+                self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
+                self.last_web_close = now;
+            }
             self.calls.handle_request(now, request, ctx!(self));
             any = true;
         }

@@ -1,5 +1,6 @@
 //! The few raw syscalls srgate needs that std and mio do not offer: batched UDP receive
-//! (`recvmmsg`). This is the only file allowed to use `unsafe`.
+//! (`recvmmsg`), and handing freed heap memory back to the kernel. This is the only file
+//! allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -156,6 +157,19 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
+    }
+}
+
+/// Returns the free memory of the C allocator's heaps to the kernel (glibc's
+/// `malloc_trim`: it also releases free pages in the middle of a heap, which a burst of
+/// closed connections leaves behind). musl's allocator returns memory by itself: nothing to
+/// do there.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists under its lock; it
+    // takes no pointer from us and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

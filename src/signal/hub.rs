@@ -272,6 +272,15 @@ impl Hub {
             .min()
     }
 
+    /// Gives back the memory of tables a burst of sessions grew.
+    pub fn shrink(&mut self) {
+        self.sessions.shrink_to_fit();
+        self.users.shrink_to_fit();
+        self.login_deadlines.shrink_to_fit();
+        self.outputs.shrink_to_fit();
+        self.requests.shrink_to_fit();
+    }
+
     pub fn poll_output(&mut self) -> Option<HubOutput> {
         self.outputs.pop_front()
     }
