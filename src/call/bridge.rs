@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::browser::BrowserSide;
+use super::latch::RtpSource;
 use super::{MediaSocket, MediaTransmit, Step};
 use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat};
 use crate::media::codec::{Codec as MediaCodec, g711::Law};
@@ -116,8 +117,8 @@ pub struct BridgeCall {
     /// The SIP side's media, from its SDP.
     remote: Option<RemoteRtp>,
     sip_format: Option<(u8, Codec)>,
-    /// The source RTP actually comes from (symmetric RTP).
-    latched: Option<SocketAddr>,
+    /// Which source RTP is taken from and sent back to (symmetric RTP, guarded).
+    source: RtpSource,
     last_sip_rtp: Instant,
     /// Invitation timeout (Calling, Early, Offered) or the accept's DTLS wait (Accepting).
     pub deadline: Option<Instant>,
@@ -157,7 +158,7 @@ impl BridgeCall {
             local_sdp: String::new(),
             remote: None,
             sip_format: None,
-            latched: None,
+            source: RtpSource::default(),
             last_sip_rtp: now,
             deadline: None,
             started: now,
@@ -218,9 +219,7 @@ impl BridgeCall {
         let Some(format) = format else {
             return Err("no common codec with the SIP side");
         };
-        if self.remote.as_ref().map(|r| r.addr) != Some(remote.addr) {
-            self.latched = None;
-        }
+        self.source.set_expected(remote.addr);
         self.sip_format = Some(format);
         self.remote = Some(remote);
         self.ensure_media()
@@ -300,7 +299,7 @@ impl BridgeCall {
 
     /// Where srgate sends RTP to the SIP side.
     fn sip_destination(&self) -> Option<SocketAddr> {
-        if let Some(addr) = self.latched {
+        if let Some(addr) = self.source.latched() {
             return Some(addr);
         }
         let remote = self.remote.as_ref()?;
@@ -350,6 +349,10 @@ impl BridgeCall {
     /// A datagram on the SIP leg's RTP (`rtcp == false`) or RTCP port.
     pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8], rtcp: bool) {
         if rtcp {
+            if !self.source.admits_rtcp(from) {
+                self.sip_counters.refused += 1;
+                return;
+            }
             self.sip_counters.rtcp_in += 1;
             if let Some(media) = self.media.as_mut() {
                 media.handle_rtcp_sip(now, data);
@@ -359,10 +362,10 @@ impl BridgeCall {
         let Some(media) = self.media.as_mut() else {
             return;
         };
-        // Symmetric RTP: srgate answers where the media really comes from, latched on the
-        // first packet; later packets from another source are refused (no hijacking of a
-        // running call by whoever guesses the port) until a re-offer names a new address.
-        if self.latched.is_some_and(|l| l != from) {
+        // Symmetric RTP, guarded (see `latch`): the SDP's address always, another source
+        // only where the SDP's address cannot be the real one (NAT), never a stranger
+        // over the phone.
+        if !self.source.admits(from) {
             self.sip_counters.refused += 1;
             return;
         }
@@ -370,7 +373,7 @@ impl BridgeCall {
             Ok(()) => {
                 self.sip_counters.rtp_in += 1;
                 self.last_sip_rtp = now;
-                self.latched = Some(from);
+                self.source.latch(from);
             }
             Err(_) => self.sip_counters.refused += 1,
         }

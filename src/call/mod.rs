@@ -37,6 +37,7 @@ mod bridge;
 mod browser;
 mod cdr;
 mod echo;
+pub mod latch;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};

@@ -445,10 +445,13 @@ impl ControlShard {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| err("register", e))?;
+        let mut port_seed = [0u8; 32];
+        getrandom::getrandom(&mut port_seed).map_err(|e| RunError(format!("random seed: {e}")))?;
         let rtp = RtpSockets::new(
             registry.try_clone().map_err(|e| err("poll", e))?,
             rtp.0,
             rtp.1,
+            port_seed,
         );
         Ok(ControlShard {
             trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
