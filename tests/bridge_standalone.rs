@@ -1,11 +1,16 @@
 //! The bridge on a door-intercom board: srgate in standalone mode is the registrar itself.
 //! baresip registers at srgate as SIP user 1006 (1000 Hz tone, records, answers by itself);
 //! headless Chromium is app user 1001 (440 Hz). Both directions with audio checked by
-//! frequency, DTMF as SIP INFO from SIPp to the app, and 50 calls in a row that leave the
-//! process with the file descriptors it had. In a private network namespace.
+//! frequency, DTMF as SIP INFO from SIPp to the app, a stranger spraying RTP at srgate's
+//! port who is never heard, and 50 calls in a row that leave the process with the file
+//! descriptors it had. In a private network namespace.
 
 mod common;
 
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::json;
@@ -21,6 +26,54 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// The UDP ports bound in `range` in this network namespace (srgate's RTP and RTCP ports:
+/// nothing else here binds there), from /proc/net/udp.
+fn udp_ports_in(range: std::ops::RangeInclusive<u16>) -> Vec<u16> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let mut ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.rsplit(':').next())
+        .filter_map(|hex| u16::from_str_radix(hex, 16).ok())
+        .filter(|p| range.contains(p))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// An attacker at 127.0.0.2 sending well-formed PCMU RTP of a `hz` tone to every even
+/// `port` (20 ms packets) until `stop`.
+fn spray_rtp(ports: Vec<u16>, hz: f64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2 is on loopback");
+        let mut sent = 0u64;
+        let mut packet = [0u8; 12 + 160];
+        for n in 0..3000u32 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            packet[0] = 0x80;
+            packet[1] = 0; // PCMU
+            packet[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            packet[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+            packet[8..12].copy_from_slice(&0x5eed_0bad_u32.to_be_bytes());
+            for (i, b) in packet[12..].iter_mut().enumerate() {
+                let t = f64::from(n * 160 + i as u32) / 8000.0;
+                let sample = (12_000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+                *b = srgate::media::codec::g711::ulaw_encode(sample);
+            }
+            for &port in ports.iter().filter(|p| p.is_multiple_of(2)) {
+                if socket.send_to(&packet, ("127.0.0.1", port)).is_ok() {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sent
+    })
 }
 
 fn ready() -> bool {
@@ -103,6 +156,44 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     sip.hangup();
     let end = app.must(json!({"cmd": "wait_end", "timeout": 10}));
     assert_eq!(end["reason"], "REMOTE", "{end}");
+
+    // A stranger who knows srgate's RTP port for the call (here: reads it off the
+    // namespace's socket table) and sprays a 3000 Hz tone at it from before the phone's
+    // first packet to the end of the call is never heard: the phone's SDP names 127.0.0.1.
+    sip.dial(&format!("sip:{APP}@{gw}"));
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    let ports = common::wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        Some(udp_ports_in(32000..=32999)).filter(|p| !p.is_empty())
+    })
+    .expect("srgate bound the call's RTP port");
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = spray_rtp(ports, 3000.0, stop.clone());
+    std::thread::sleep(Duration::from_millis(300)); // a dozen packets before the answer
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    stop.store(true, Ordering::SeqCst);
+    let sent = attacker.join().expect("the attacker thread ends");
+    assert!(sent >= 60, "the attacker sent {sent} packets");
+    let hz = heard["dominant_hz"].as_f64().unwrap_or(0.0);
+    assert!(
+        (hz - 1000.0).abs() <= 25.0,
+        "the browser hears the phone's 1000 Hz, not the stranger's 3000 Hz: {heard}"
+    );
+    sip.hangup();
+    app.must(json!({"cmd": "wait_end", "timeout": 10}));
+    // the stranger's packets did arrive, and were refused (the call's CDR line)
+    let cdr = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let text = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).ok()?;
+        let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+        (last["sip"]["refused"].as_u64()? > 0).then_some(last)
+    })
+    .expect("a CDR line for the call");
+    let refused = cdr["sip"]["refused"].as_u64().unwrap_or(0);
+    assert!(
+        refused >= 50,
+        "srgate refused {refused} of the stranger's packets: {cdr}"
+    );
 
     // SIP INFO DTMF from a SIP caller (SIPp as user 1007) reaches the app
     let sipp = Sipp::spawn(

@@ -186,7 +186,10 @@ mod tests {
         let mut sequence = Vec::new();
         for _ in 0..200 {
             let port = picker.candidates(1, |p| open.contains(&p))[0];
-            assert!((16384..=32766).contains(&port) && port.is_multiple_of(2), "{port}");
+            assert!(
+                (16384..=32766).contains(&port) && port.is_multiple_of(2),
+                "{port}"
+            );
             assert!(open.insert(port), "{port} handed out twice");
             sequence.push(port);
         }
