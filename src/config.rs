@@ -1,4 +1,4 @@
-//! The configuration file (`conf/srgate.ini`, DESIGN §6) read into a typed [`Config`].
+//! The configuration file (`conf/srgate.ini`, where every key is documented) read into a typed [`Config`].
 //!
 //! SRProxy's `rtx.conf` keys keep their meaning (`[global] sip_svr`, `[rtm2sip] on, acc_rule`,
 //! `[proxy] on, sip_account, sip_pwd, rtm_account`, `[log] level, file, max_file_size`), and
@@ -393,7 +393,7 @@ impl fmt::Display for Warning {
     }
 }
 
-/// Every section and key with its default, exactly as DESIGN §6. `[users]` takes any key
+/// Every section and key with its default, as `conf/srgate.ini` documents them. `[users]` takes any key
 /// (user names); `[rtc]`, `[rtm]` and `[global] appid` are anyRTC's and only warned about.
 const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     (

@@ -103,7 +103,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         ("1006".into(), "1006pw".into()),
         ("1007".into(), "1007pw".into()),
     ];
-    // baresip 1.0 gives up on any 401 that offers SHA-256 (FINDINGS): MD5 only.
+    // baresip 1.0 gives up on any 401 that offers SHA-256 ("Function not implemented"): MD5 only.
     config.extra =
         "[media]\nrtp_ports = 32000-32999\nrtp_timeout = 3\n[sip]\ndigest = md5\n".into();
     let srgate = Srgate::start(config, dir.path());

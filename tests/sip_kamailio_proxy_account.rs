@@ -27,7 +27,7 @@ const FIRST_REGISTRATION_BOUND: Duration = Duration::from_secs(8);
 /// poll interval and a loaded machine.
 const NOTICE_BOUND: Duration = Duration::from_secs(EXPIRES_S as u64 + 3);
 
-/// Re-registration bound after the registrar is back, from DESIGN.md: failed attempts are
+/// Re-registration bound after the registrar is back, as srgate documents it: failed attempts are
 /// retried after 2, 4, 8 ... 60 s. Kamailio is down for at most NOTICE_BOUND (13 s) here,
 /// so at most three waits (2 + 4 + 8 = 14 s) can have started and the current wait is at
 /// most 8 s; a REGISTER still in flight when Kamailio returns is retransmitted at least every

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{GatewayConfig, SIPP, Sipp, Srgate, Stopwatch, TestDir, peers_available};
 
-/// DESIGN.md: "finish un-registering (bounded to 2 s), then exit 0"; 1 s of slack for
+/// srgate finishes un-registering (bounded to 2 s), then exits 0; 1 s of slack for
 /// process teardown on a loaded machine.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(3);
 

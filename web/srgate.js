@@ -27,7 +27,7 @@
  * @module srgate
  */
 
-/** How long srgate keeps the calls of a user whose socket closed (DESIGN §5). */
+/** How long srgate keeps the calls of a user whose socket closed (docs/protocol.md). */
 export const RECONNECT_GRACE_MS = 10000;
 
 const DTMF_DIGITS = /^[0-9*#A-D]{1,32}$/;

@@ -4,7 +4,7 @@
 //! # The run-loop contract
 //!
 //! Every state machine of srgate's core, [`Calls`] included, is sans-IO and has the same
-//! verbs (STYLE.md §1): `handle_*(now, …)` feeds it input (a request, a datagram, a fired
+//! verbs: `handle_*(now, …)` feeds it input (a request, a datagram, a fired
 //! timer, a SIP event); the caller then drains `poll_transmit` (datagrams to send, written
 //! into the caller's buffer so the media path allocates nothing), `poll_message` (events
 //! for users), `poll_cdr` (call records) and asks `poll_timeout` when to call
@@ -18,7 +18,7 @@
 //! - `echo`: the browser's audio comes back to it through srgate's whole media path
 //!   (ICE-lite, DTLS-SRTP, SRTP, jitter buffer, Opus decode and encode). It answers
 //!   (`ACCEPTED_BY_REMOTE`) when DTLS has connected.
-//! - App → SIP (DESIGN §4): numbers allowed by `[rtm2sip]` (proxy mode) or registered SIP
+//! - App → SIP: numbers allowed by `[rtm2sip]` (proxy mode) or registered SIP
 //!   users (standalone). srgate answers the browser at once (`SENT_TO_REMOTE` with its SDP
 //!   answer), sends the INVITE, and maps 18x → `RECEIVED_BY_REMOTE` (183 early media is
 //!   played), 200 → `ACCEPTED_BY_REMOTE`, 486/600/603 → `REFUSED_BY_REMOTE`, 404/480 →
@@ -39,7 +39,8 @@ mod cdr;
 mod echo;
 pub mod latch;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -183,12 +184,37 @@ pub struct CallMetrics {
     pub panicked: u64,
 }
 
+/// The scheduling state of one slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotMeta {
+    /// Bumped whenever the slot's timer is asked again (or the call ends): heap entries
+    /// with an older generation are stale.
+    generation: u32,
+    /// In `dirty`: its timer must be asked again.
+    dirty: bool,
+    /// In `ready`: it may have datagrams to send.
+    ready: bool,
+}
+
 pub struct Calls {
     cfg: CallsConfig,
     rng: Rng,
     dtls: DtlsContext,
     /// Calls in slots, so the media path finds one by index without allocating.
     slots: Vec<Option<(CallKey, Call)>>,
+    /// Per slot, next to `slots`.
+    meta: Vec<SlotMeta>,
+    /// Empty slots below `slots.len()`.
+    free: Vec<usize>,
+    /// Slots touched by input since they last had nothing to send, in order: the media
+    /// path visits only these, never every call.
+    ready: VecDeque<usize>,
+    /// Slots whose timer must be asked again before the next `poll_timeout`.
+    dirty: Vec<usize>,
+    /// Every call's next deadline: (when, slot, generation), earliest first.
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Slots due in `handle_timeout` (kept to reuse its memory).
+    due: Vec<usize>,
     index: HashMap<CallKey, usize>,
     by_ufrag: HashMap<String, usize>,
     by_remote: HashMap<SocketAddr, usize>,
@@ -202,7 +228,24 @@ pub struct Calls {
     poison: Vec<(usize, Instant)>,
 }
 
-/// The SRProxy-style `content` of a remote invitation (../srproxy conventions).
+/// Milliseconds since the Unix epoch at `at`, given an anchor `(instant, unix ms)`.
+fn unix_ms_at((base, base_ms): (Instant, u64), at: Instant) -> u64 {
+    if at >= base {
+        base_ms.saturating_add(at.duration_since(base).as_millis() as u64)
+    } else {
+        base_ms.saturating_sub(base.duration_since(at).as_millis() as u64)
+    }
+}
+
+/// RFC 3550 §4 NTP timestamp at `at`.
+fn ntp_at(anchor: (Instant, u64), at: Instant) -> u64 {
+    let ms = unix_ms_at(anchor, at);
+    let secs = ms / 1000 + 2_208_988_800;
+    let frac = ((ms % 1000) << 32) / 1000;
+    (secs << 32) | frac
+}
+
+/// The SRProxy-style `content` of a remote invitation (SRProxy's conventions).
 fn invitation_content(id: &str, caller: &str, cus_data: Option<&str>) -> String {
     serde_json::json!({
         "Mode": 1,
@@ -244,6 +287,12 @@ impl Calls {
             cfg,
             dtls,
             slots: Vec::new(),
+            meta: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
             index: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_remote: HashMap::new(),
@@ -286,20 +335,7 @@ impl Calls {
 
     /// Milliseconds since the Unix epoch at `at`.
     fn unix_ms(&self, at: Instant) -> u64 {
-        let (base, base_ms) = self.cfg.clock_anchor;
-        if at >= base {
-            base_ms.saturating_add(at.duration_since(base).as_millis() as u64)
-        } else {
-            base_ms.saturating_sub(base.duration_since(at).as_millis() as u64)
-        }
-    }
-
-    /// RFC 3550 §4 NTP timestamp at `at`.
-    fn ntp(&self, at: Instant) -> u64 {
-        let ms = self.unix_ms(at);
-        let secs = ms / 1000 + 2_208_988_800;
-        let frac = ((ms % 1000) << 32) / 1000;
-        (secs << 32) | frac
+        unix_ms_at(self.cfg.clock_anchor, at)
     }
 
     fn stream_ids(&mut self) -> StreamIds {
@@ -318,13 +354,82 @@ impl Calls {
     }
 
     fn free_slot(&mut self) -> usize {
-        match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
+        while let Some(i) = self.free.pop() {
+            if self.slots.get(i).is_some_and(Option::is_none) {
+                return i;
             }
         }
+        self.slots.push(None);
+        self.meta.push(SlotMeta::default());
+        self.slots.len() - 1
+    }
+
+    /// The slot's call got input (or was created, or answered): it may send, and its
+    /// timer may have moved.
+    fn touch(&mut self, slot: usize) {
+        let Some(meta) = self.meta.get_mut(slot) else {
+            return;
+        };
+        if !meta.dirty {
+            meta.dirty = true;
+            self.dirty.push(slot);
+        }
+        if !meta.ready {
+            meta.ready = true;
+            self.ready.push_back(slot);
+        }
+    }
+
+    /// The slot's call is gone: its timer entries are stale, the slot can be reused.
+    fn vacate(&mut self, slot: usize) {
+        if let Some(meta) = self.meta.get_mut(slot) {
+            meta.generation = meta.generation.wrapping_add(1);
+        }
+        self.free.push(slot);
+    }
+
+    /// Asks the touched calls for their next deadline and files it in the heap.
+    fn refresh_timers(&mut self) {
+        while let Some(slot) = self.dirty.pop() {
+            let Some(meta) = self.meta.get_mut(slot) else {
+                continue;
+            };
+            meta.dirty = false;
+            meta.generation = meta.generation.wrapping_add(1);
+            let generation = meta.generation;
+            let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+                Some((_, Call::Echo(c))) => guarded(|| c.poll_timeout()),
+                Some((_, Call::Bridge(c))) => guarded(|| c.poll_timeout()),
+                None => continue,
+            };
+            match t {
+                Some(Some(at)) => self.timers.push(Reverse((at, slot, generation))),
+                Some(None) => {}
+                None => {
+                    // No clock here: due at once (any instant already passed will do).
+                    let at = self
+                        .timers
+                        .peek()
+                        .map_or(self.cfg.clock_anchor.0, |Reverse((t, _, _))| *t);
+                    self.poison.push((slot, at));
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline in the heap that is still current (stale entries dropped).
+    fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if self
+                .meta
+                .get(slot)
+                .is_some_and(|m| m.generation == generation)
+            {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     fn bridge_mut(&mut self, slot: usize) -> Option<&mut BridgeCall> {
@@ -343,6 +448,19 @@ impl Calls {
 
     /// A request of a logged-in user, or the news that a user is gone for good.
     pub fn handle_request(&mut self, now: Instant, request: CallRequest, ctx: &mut Ctx<'_>) {
+        let key = match &request {
+            CallRequest::Call { user, request } => {
+                request.id().map(|id| (user.clone(), id.to_owned()))
+            }
+            CallRequest::UserGone { .. } => None,
+        };
+        self.request(now, request, ctx);
+        if let Some(&slot) = key.and_then(|k| self.index.get(&k)) {
+            self.touch(slot);
+        }
+    }
+
+    fn request(&mut self, now: Instant, request: CallRequest, ctx: &mut Ctx<'_>) {
         let (user, request) = match request {
             CallRequest::Call { user, request } => (user, request),
             CallRequest::UserGone { user } => {
@@ -480,6 +598,7 @@ impl Calls {
                 self.by_ufrag.insert(ufrag, slot);
                 self.index.insert(key.clone(), slot);
                 self.slots[slot] = Some((key, Call::Echo(Box::new(call))));
+                self.touch(slot);
                 self.say(
                     user,
                     protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -683,6 +802,7 @@ impl Calls {
         self.by_port.insert(port.wrapping_add(1), slot);
         self.index.insert(key.clone(), slot);
         self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
+        self.touch(slot);
         self.say(
             user,
             protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -821,6 +941,7 @@ impl Calls {
         let Some((key, call)) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        self.vacate(slot);
         self.index.remove(&key);
         self.by_ufrag.retain(|_, s| *s != slot);
         self.by_remote.retain(|_, s| *s != slot);
@@ -870,6 +991,24 @@ impl Calls {
 
     /// A call event of the SIP endpoint (other events are ignored here).
     pub fn handle_sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
+        let id = match &event {
+            SipEvent::IncomingCall { id, .. }
+            | SipEvent::CallProgress { id, .. }
+            | SipEvent::CallAnswered { id, .. }
+            | SipEvent::CallFailed { id, .. }
+            | SipEvent::CallCanceled { id }
+            | SipEvent::CallEnded { id, .. }
+            | SipEvent::CallUpdated { id, .. }
+            | SipEvent::Dtmf { id, .. } => Some(*id),
+            _ => None,
+        };
+        self.sip_event(now, event, ctx);
+        if let Some(&slot) = id.and_then(|id| self.by_sip.get(&id)) {
+            self.touch(slot);
+        }
+    }
+
+    fn sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
         match event {
             SipEvent::IncomingCall {
                 id,
@@ -1188,6 +1327,7 @@ impl Calls {
         self.by_port.insert(port.wrapping_add(1), slot);
         self.index.insert(key.clone(), slot);
         self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
+        self.touch(slot);
         log::info!(
             "SIP call from {} for {}: invitation {id}, RTP port {port}",
             crate::pii::Pii(&caller_shown),
@@ -1233,6 +1373,7 @@ impl Calls {
             },
         };
         let local = self.cfg.media_addr;
+        self.touch(slot);
         let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((_, Call::Echo(call))) => guarded(|| call.handle_datagram(now, from, local, data)),
             Some((_, Call::Bridge(call))) => {
@@ -1258,6 +1399,7 @@ impl Calls {
         let Some(&slot) = self.by_port.get(&port) else {
             return;
         };
+        self.touch(slot);
         if let Some(b) = self.bridge_mut(slot) {
             let rtcp = port != b.port;
             if guarded(|| b.handle_sip(now, from, data, rtcp)).is_none() {
@@ -1270,25 +1412,17 @@ impl Calls {
 
     /// What follows a call's input: DTLS news, digits from SIP, failures.
     fn after(&mut self, now: Instant, slot: usize, step: Step, ctx: &mut Ctx<'_>) {
-        let Some(key) = self.key_of(slot) else {
-            return;
-        };
-        let mut texts: Vec<String> = Vec::new();
+        let messages = &mut self.messages;
         let mut mode = None;
         match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Echo(echo))) => {
+            Some((key, Call::Echo(echo))) => {
                 if echo.browser().take_newly_connected() {
-                    texts.push(protocol::local_state(
-                        &key.1,
-                        "ACCEPTED_BY_REMOTE",
-                        None,
-                        None,
-                        None,
-                        None,
-                    ));
+                    let text =
+                        protocol::local_state(&key.1, "ACCEPTED_BY_REMOTE", None, None, None, None);
+                    messages.push_back((key.0.clone(), text));
                 }
             }
-            Some((_, Call::Bridge(b))) => {
+            Some((key, Call::Bridge(b))) => {
                 let connected = b
                     .browser
                     .as_mut()
@@ -1303,16 +1437,14 @@ impl Calls {
                     mode = Some(b.mode());
                 }
                 while let Some(digit) = b.poll_dtmf() {
-                    texts.push(protocol::dtmf(&key.1, digit));
+                    messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));
                 }
             }
             None => return,
         }
         if let Some(mode) = mode {
             self.count_mode(mode);
-        }
-        for text in texts {
-            self.say(&key.0, text);
+            self.touch(slot);
         }
         if let Step::Failed(reason) = step {
             self.fail(now, slot, reason, ctx);
@@ -1361,42 +1493,52 @@ impl Calls {
         for (slot, _) in std::mem::take(&mut self.poison) {
             self.poisoned(now, slot, ctx);
         }
-        for slot in 0..self.slots.len() {
-            let due = match self.slots[slot].as_mut() {
-                Some((_, Call::Echo(c))) => guarded(|| c.poll_timeout()),
-                Some((_, Call::Bridge(c))) => guarded(|| c.poll_timeout()),
-                None => continue,
-            };
-            match due {
-                Some(due) if due.is_some_and(|t| t <= now) => self.timeout_of(now, slot, ctx),
-                Some(_) => {}
-                None => self.poisoned(now, slot, ctx),
+        // Only the calls whose deadline passed: the heap knows which.
+        self.refresh_timers();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(meta) = self.meta.get_mut(slot)
+                && meta.generation == generation
+            {
+                // consumed: the next poll asks the call again
+                meta.generation = meta.generation.wrapping_add(1);
+                due.push(slot);
             }
         }
-        // RTP inactivity is checked on every tick (media ticks come every 20 ms).
         let timeout = self.cfg.rtp_timeout;
-        for slot in 0..self.slots.len() {
+        for &slot in &due {
+            if self.slots.get(slot).is_none_or(Option::is_none) {
+                continue;
+            }
+            self.touch(slot);
+            // RTP inactivity: the call's deadline includes its silence limit.
             if self
                 .bridge_mut(slot)
                 .is_some_and(|b| b.rtp_timed_out(now, timeout))
             {
                 log::info!("call in slot {slot}: no RTP from the SIP side for {timeout:?}");
                 self.fail(now, slot, "TIMEOUT", ctx);
+                continue;
             }
+            self.timeout_of(now, slot, ctx);
         }
+        self.due = due;
     }
 
     fn timeout_of(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>) {
-        let Some(key) = self.key_of(slot) else {
-            return;
-        };
         let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((_, Call::Echo(c))) => match guarded(|| c.handle_timeout(now)) {
                 Some(step) => step,
                 None => return self.poisoned(now, slot, ctx),
             },
-            Some((_, Call::Bridge(b))) => {
+            Some((key, Call::Bridge(b))) => {
                 if b.deadline.is_some_and(|d| d <= now) {
+                    let key = key.clone();
                     b.deadline = None;
                     b.sip_alive = false;
                     let (text, code) = match b.phase {
@@ -1442,17 +1584,17 @@ impl Calls {
         self.after(now, slot, step, ctx);
     }
 
-    /// Writes the next datagram to send into `buf` (at least 1500 bytes).
+    /// Writes the next datagram to send into `buf` (at least 1500 bytes). Visits only the
+    /// calls that got input since they last had nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<MediaTransmit> {
-        let ntp = self.ntp(now);
-        for (slot, entry) in self.slots.iter_mut().enumerate() {
-            let Some((_, call)) = entry else { continue };
-            if self.poison.iter().any(|(s, _)| *s == slot) {
-                continue;
-            }
-            let t = match call {
-                Call::Echo(c) => guarded(|| c.poll_transmit(now, buf)),
-                Call::Bridge(c) => guarded(|| c.poll_transmit(now, ntp, buf)),
+        while let Some(&slot) = self.ready.front() {
+            let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+                Some((_, Call::Echo(c))) => guarded(|| c.poll_transmit(now, buf)),
+                Some((_, Call::Bridge(c))) => {
+                    let ntp = ntp_at(self.cfg.clock_anchor, now);
+                    guarded(|| c.poll_transmit(now, ntp, buf))
+                }
+                None => Some(None),
             };
             match t {
                 Some(Some(t)) => return Some(t),
@@ -1460,6 +1602,15 @@ impl Calls {
                 // Ended at the next handle_timeout (it needs the context), which
                 // poll_timeout makes due at once.
                 None => self.poison.push((slot, now)),
+            }
+            self.ready.pop_front();
+            if let Some(meta) = self.meta.get_mut(slot) {
+                meta.ready = false;
+                // sending moves timers (retransmissions, RTCP): ask again
+                if !meta.dirty {
+                    meta.dirty = true;
+                    self.dirty.push(slot);
+                }
             }
         }
         None
@@ -1476,24 +1627,9 @@ impl Calls {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let mut next = self.poison.iter().map(|(_, at)| *at).min();
-        for (slot, entry) in self.slots.iter_mut().enumerate() {
-            let Some((_, call)) = entry else { continue };
-            let t = match call {
-                Call::Echo(c) => guarded(|| c.poll_timeout()),
-                Call::Bridge(c) => guarded(|| c.poll_timeout()),
-            };
-            match t {
-                Some(t) => next = earliest(next, t),
-                None => {
-                    // No clock here: due at once (any instant already passed will do).
-                    let at = next.unwrap_or(self.cfg.clock_anchor.0);
-                    self.poison.push((slot, at));
-                    next = Some(at);
-                }
-            }
-        }
-        next
+        self.refresh_timers();
+        let poison = self.poison.iter().map(|(_, at)| *at).min();
+        earliest(poison, self.next_timer())
     }
 
     /// A call whose own code panicked (a bug some input reached): it ends with an error,
@@ -1546,6 +1682,7 @@ impl Calls {
             if let Some(entry) = self.slots.get_mut(slot) {
                 *entry = None;
             }
+            self.vacate(slot);
         }
     }
 }

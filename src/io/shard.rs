@@ -382,6 +382,8 @@ struct ControlShard {
     calls: Calls,
     rtp: RtpSockets,
     rtp_in: Vec<u8>,
+    /// RTP sockets with datagrams left after their read budget: read again at once.
+    rtp_pending: Vec<u16>,
     cdr: Option<std::fs::File>,
     cdr_errors: u64,
     udp_pending: bool,
@@ -486,6 +488,7 @@ impl ControlShard {
             calls,
             rtp,
             rtp_in: vec![0; MEDIA_SLOT],
+            rtp_pending: Vec::new(),
             cdr,
             cdr_errors: 0,
             udp_pending: false,
@@ -503,7 +506,8 @@ impl ControlShard {
         self.drain_endpoint(Instant::now());
         loop {
             let now = Instant::now();
-            let timeout = if self.udp_pending || self.media_pending {
+            let timeout = if self.udp_pending || self.media_pending || !self.rtp_pending.is_empty()
+            {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -521,6 +525,9 @@ impl ControlShard {
             }
             if self.media_pending {
                 self.read_media(now);
+            }
+            for port in std::mem::take(&mut self.rtp_pending) {
+                self.read_rtp(now, usize::from(port));
             }
             for event in events.iter() {
                 match event.token() {
@@ -1219,8 +1226,10 @@ impl ControlShard {
         let Ok(port) = u16::try_from(port) else {
             return;
         };
-        // Bounded per wake: edge-triggered, so what is left is read on the next wake-up
-        // only if more arrives; 64 datagrams is more than one call sends in a tick.
+        // Bounded per wake so one socket cannot starve the others; edge-triggered, so a
+        // socket with datagrams left is noted and read again on the next turn of the loop
+        // (which then does not sleep).
+        let mut drained = false;
         for _ in 0..64 {
             let Some(socket) = self.rtp.socket(port) else {
                 return;
@@ -1230,13 +1239,20 @@ impl ControlShard {
                     let data = &self.rtp_in[..n];
                     self.calls.handle_rtp(now, port, from, data, ctx!(self));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("RTP receive on {port}: {e}");
+                    drained = true;
                     break;
                 }
             }
+        }
+        if !drained && !self.rtp_pending.contains(&port) {
+            self.rtp_pending.push(port);
         }
         self.drain_endpoint(now);
         self.drain_calls(now);

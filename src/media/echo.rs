@@ -1,4 +1,4 @@
-//! The echo service (the callee `echo`, DESIGN §5): what a browser sends comes back to it
+//! The echo service (the callee `echo`, docs/protocol.md): what a browser sends comes back to it
 //! through srgate's whole media path, the same jitter buffer, Opus decoding with PLC/FEC,
 //! PCM transcoding point and encoder that a SIP call uses (a [`Transcoder`] from Opus to
 //! Opus), so one browser alone can test everything on its side of the gateway.

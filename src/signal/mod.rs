@@ -1,4 +1,4 @@
-//! The browser protocol (DESIGN §5): JSON call invitations over WebSocket, sans-IO.
+//! The browser protocol (docs/protocol.md): JSON call invitations over WebSocket, sans-IO.
 //! [`protocol`] parses and builds the messages, [`token`] mints and checks login tokens,
 //! [`hub`] keeps the sessions (logins, kicks, reconnection) and hands call requests up.
 pub mod hub;

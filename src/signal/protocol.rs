@@ -1,4 +1,4 @@
-//! The browser protocol's messages (DESIGN §5): JSON text frames, client → gateway parsed
+//! The browser protocol's messages (docs/protocol.md): JSON text frames, client → gateway parsed
 //! and validated here (every limit, every field), gateway → client built here. A request
 //! that fails validation gets an `error` and changes nothing.
 

@@ -1,5 +1,5 @@
 // A stand-in for srgate, for testing the browser side alone: it serves web/index.html and
-// web/srgate.js, speaks the JSON protocol of DESIGN §5 over a minimal WebSocket server of
+// web/srgate.js, speaks the JSON protocol of docs/protocol.md over a minimal WebSocket server of
 // its own (RFC 6455 text frames), and answers calls to `echo` by handing the offer to an
 // "echo peer" page (a second tab with an RTCPeerConnection that sends back what it receives).
 // It is a test double, not a reference: srgate's behaviour is whatever srgate does.

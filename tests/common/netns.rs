@@ -1,5 +1,5 @@
 //! Tests that need headless Chromium run in a private network namespace with loopback
-//! only (DESIGN §7): the test re-executes its own binary, filtered to itself, inside
+//! only: the test re-executes its own binary, filtered to itself, inside
 //! `unshare -n`, and every peer it starts there (srgate, Kamailio, baresip, SIPp,
 //! Chromium) lives and dies in that namespace.
 

@@ -21,7 +21,7 @@ pub const STARTUP_BOUND: Duration = Duration::from_secs(10);
 /// plus scheduling slack on a loaded 2-core machine.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
 
-/// An srgate configuration for one test (DESIGN.md section 6 keys), with free loopback
+/// An srgate configuration for one test (conf/srgate.ini keys), with free loopback
 /// ports already chosen.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
