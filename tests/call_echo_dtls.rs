@@ -52,6 +52,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         standalone: true,
         anonymous_caller: "1086".into(),
         app_display_name: false,
+        shard: 0,
         seed: [seed; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

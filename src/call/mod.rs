@@ -38,6 +38,7 @@ mod browser;
 mod cdr;
 mod echo;
 pub mod latch;
+pub mod link;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -50,7 +51,7 @@ use crate::sdp::answer::Direction;
 use crate::sdp::sip::parse_rtp_sdp;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Refusal, Request, SipStatus};
-use crate::sip::endpoint::{CallError, Endpoint, Event as SipEvent, OutgoingCall, SipCallId};
+use crate::sip::endpoint::{CallError, Event as SipEvent, OutgoingCall, SipCallId};
 use crate::sip::rng::Rng;
 use crate::webrtc::demux;
 use crate::webrtc::dtls::DtlsContext;
@@ -88,6 +89,9 @@ pub struct CallsConfig {
     /// `[rtm2sip] app_display_name`: the app's `content.SipData` sets the From display
     /// name; otherwise the display name is the logged-in app user.
     pub app_display_name: bool,
+    /// This shard's number: it keeps the ids of the SIP calls it starts apart from other
+    /// shards'.
+    pub shard: u16,
     pub seed: [u8; 32],
     /// A wall-clock reading at one instant: CDR times and RTCP NTP timestamps.
     pub clock_anchor: (Instant, u64),
@@ -128,7 +132,8 @@ pub trait RtpPorts {
 
 /// What the call layer works with besides itself.
 pub struct Ctx<'a> {
-    pub sip: &'a mut Endpoint,
+    /// The SIP endpoint (on the shard that has it) or the queue toward it.
+    pub sip: &'a mut dyn link::SipLink,
     pub ports: &'a mut dyn RtpPorts,
     /// Whether an app user is logged in (or within its reconnection grace).
     pub online: &'a dyn Fn(&str) -> bool,
@@ -153,7 +158,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
-type CallKey = (String, String); // (user, call id)
+pub type CallKey = (String, String); // (user, call id)
 
 /// Calls one user may have at once, and calls per shard: a logged-in client cannot make
 /// srgate allocate codec state without end.
@@ -215,6 +220,8 @@ pub struct Calls {
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Slots due in `handle_timeout` (kept to reuse its memory).
     due: Vec<usize>,
+    /// Calls that came and went, for the shard that routes requests and SIP events.
+    routes: VecDeque<link::RouteChange>,
     index: HashMap<CallKey, usize>,
     by_ufrag: HashMap<String, usize>,
     by_remote: HashMap<SocketAddr, usize>,
@@ -282,6 +289,7 @@ fn sip_status(code: u16, reason: &str) -> SipStatus {
 
 impl Calls {
     pub fn new(cfg: CallsConfig, dtls: DtlsContext) -> Self {
+        let next_sip = (u64::from(cfg.shard) << 48) | 1;
         Calls {
             rng: Rng::new(cfg.seed),
             cfg,
@@ -293,6 +301,7 @@ impl Calls {
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),
+            routes: VecDeque::new(),
             index: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_remote: HashMap::new(),
@@ -301,7 +310,7 @@ impl Calls {
             messages: VecDeque::new(),
             cdrs: VecDeque::new(),
             metrics: CallMetrics::default(),
-            next_sip: 1,
+            next_sip,
             poison: Vec::new(),
         }
     }
@@ -380,6 +389,26 @@ impl Calls {
         }
     }
 
+    fn route_added(&mut self, slot: usize) {
+        let change = match self.slots.get(slot).and_then(Option::as_ref) {
+            Some((key, Call::Echo(_))) => link::RouteChange::Added {
+                key: key.clone(),
+                sip: None,
+            },
+            Some((key, Call::Bridge(b))) => link::RouteChange::Added {
+                key: key.clone(),
+                sip: Some(b.sip),
+            },
+            None => return,
+        };
+        self.routes.push_back(change);
+    }
+
+    /// Which calls came and went here (for the shard that routes to this one).
+    pub fn poll_route(&mut self) -> Option<link::RouteChange> {
+        self.routes.pop_front()
+    }
+
     /// The slot's call is gone: its timer entries are stale, the slot can be reused.
     fn vacate(&mut self, slot: usize) {
         if let Some(meta) = self.meta.get_mut(slot) {
@@ -454,9 +483,24 @@ impl Calls {
             }
             CallRequest::UserGone { .. } => None,
         };
+        let invite = matches!(
+            &request,
+            CallRequest::Call {
+                request: Request::Invite { .. },
+                ..
+            }
+        );
         self.request(now, request, ctx);
-        if let Some(&slot) = key.and_then(|k| self.index.get(&k)) {
-            self.touch(slot);
+        if let Some(key) = key {
+            match self.index.get(&key) {
+                Some(&slot) => self.touch(slot),
+                // an invite that did not become a call: its route goes
+                None if invite => self.routes.push_back(link::RouteChange::Removed {
+                    key: Some(key),
+                    sip: None,
+                }),
+                None => {}
+            }
         }
     }
 
@@ -599,6 +643,7 @@ impl Calls {
                 self.index.insert(key.clone(), slot);
                 self.slots[slot] = Some((key, Call::Echo(Box::new(call))));
                 self.touch(slot);
+                self.route_added(slot);
                 self.say(
                     user,
                     protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -803,6 +848,7 @@ impl Calls {
         self.index.insert(key.clone(), slot);
         self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
         self.touch(slot);
+        self.route_added(slot);
         self.say(
             user,
             protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -942,6 +988,13 @@ impl Calls {
             return;
         };
         self.vacate(slot);
+        self.routes.push_back(link::RouteChange::Removed {
+            key: Some(key.clone()),
+            sip: match &call {
+                Call::Bridge(b) => Some(b.sip),
+                Call::Echo(_) => None,
+            },
+        });
         self.index.remove(&key);
         self.by_ufrag.retain(|_, s| *s != slot);
         self.by_remote.retain(|_, s| *s != slot);
@@ -991,20 +1044,19 @@ impl Calls {
 
     /// A call event of the SIP endpoint (other events are ignored here).
     pub fn handle_sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
-        let id = match &event {
-            SipEvent::IncomingCall { id, .. }
-            | SipEvent::CallProgress { id, .. }
-            | SipEvent::CallAnswered { id, .. }
-            | SipEvent::CallFailed { id, .. }
-            | SipEvent::CallCanceled { id }
-            | SipEvent::CallEnded { id, .. }
-            | SipEvent::CallUpdated { id, .. }
-            | SipEvent::Dtmf { id, .. } => Some(*id),
-            _ => None,
-        };
+        let id = event.call_id();
+        let incoming = matches!(event, SipEvent::IncomingCall { .. });
         self.sip_event(now, event, ctx);
-        if let Some(&slot) = id.and_then(|id| self.by_sip.get(&id)) {
-            self.touch(slot);
+        if let Some(id) = id {
+            match self.by_sip.get(&id) {
+                Some(&slot) => self.touch(slot),
+                // an incoming call refused at once: its route goes
+                None if incoming => self.routes.push_back(link::RouteChange::Removed {
+                    key: None,
+                    sip: Some(id),
+                }),
+                None => {}
+            }
         }
     }
 
@@ -1328,6 +1380,7 @@ impl Calls {
         self.index.insert(key.clone(), slot);
         self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
         self.touch(slot);
+        self.route_added(slot);
         log::info!(
             "SIP call from {} for {}: invitation {id}, RTP port {port}",
             crate::pii::Pii(&caller_shown),
@@ -1679,10 +1732,15 @@ impl Calls {
             self.by_remote.retain(|_, s| *s != slot);
             self.by_sip.retain(|_, s| *s != slot);
             self.by_port.retain(|_, s| *s != slot);
-            if let Some(entry) = self.slots.get_mut(slot) {
-                *entry = None;
-            }
+            let sip = match self.slots.get_mut(slot).and_then(Option::take) {
+                Some((_, Call::Bridge(b))) => Some(b.sip),
+                _ => None,
+            };
             self.vacate(slot);
+            self.routes.push_back(link::RouteChange::Removed {
+                key: Some(key.clone()),
+                sip,
+            });
         }
     }
 }

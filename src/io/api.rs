@@ -6,6 +6,8 @@ pub struct Status {
     pub calls: usize,
     pub registered: bool,
     pub metrics: Vec<(&'static str, u64)>,
+    /// Per shard (index = shard number): written `srgate_NAME{shard="i"}`.
+    pub per_shard: Vec<(&'static str, Vec<u64>)>,
 }
 
 /// Largest request head accepted; more is answered with 431 and closed.
@@ -40,6 +42,11 @@ pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
                     for (name, value) in &status.metrics {
                         body.push_str(&format!("srgate_{name} {value}\n"));
                     }
+                    for (name, values) in &status.per_shard {
+                        for (shard, value) in values.iter().enumerate() {
+                            body.push_str(&format!("srgate_{name}{{shard=\"{shard}\"}} {value}\n"));
+                        }
+                    }
                     reply(200, "OK", "text/plain; version=0.0.4", &body)
                 }
                 (Some("GET"), _) => reply(404, "Not Found", "text/plain", "not found\n"),
@@ -71,6 +78,7 @@ mod tests {
             calls: 0,
             registered: true,
             metrics: vec![("sip_received", 3)],
+            per_shard: vec![("shard_calls", vec![2, 5])],
         }
     }
 

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,18 @@ use mio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::api;
+use super::media::{MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::sys::{self, RecvBatch};
 use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
-use crate::call::{Calls, CallsConfig, Ctx, MediaSocket, Rtm2SipRule};
+use super::worker::{self, ToControl, ToWorker, Worker, WorkerHandle};
+use crate::call::link::{RouteChange, refusal_of};
+use crate::call::{CallKey, Calls, CallsConfig, Cdr, Rtm2SipRule};
 use crate::config::Config;
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
-use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, Transmit, Transport};
+use crate::signal::protocol::Request;
+use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, SipCallId, Transmit, Transport};
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -33,9 +37,11 @@ const SIGNALS: Token = Token(3);
 const WEB_LISTEN: Token = Token(4);
 const MEDIA_UDP: Token = Token(5);
 const WEB_TLS_LISTEN: Token = Token(6);
-/// Media datagrams per recvmmsg: a slot holds any RTP packet (MTU-sized, with room to spare).
-const MEDIA_BATCH: usize = 32;
-const MEDIA_SLOT: usize = 2048;
+/// The other shards have news (their channel to shard 0).
+const WORKERS: Token = Token(7);
+/// How long shard 0 waits for the other shards to end their calls at shutdown before the
+/// proxy account un-registers anyway.
+const WORKERS_STOP_WAIT: Duration = Duration::from_secs(1);
 const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
@@ -70,15 +76,15 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 const RECLAIM_AFTER_CLOSES: u32 = 256;
 const RECLAIM_QUIET: Duration = Duration::from_secs(1);
 
-/// The call layer's view of the shard: the SIP endpoint, the RTP sockets and who is
-/// logged in (disjoint borrows of the shard's fields).
-macro_rules! ctx {
-    ($s:ident) => {
-        &mut Ctx {
-            sip: &mut $s.endpoint,
-            ports: &mut $s.rtp,
-            online: &|user: &str| $s.hub.is_online(user),
-        }
+/// Runs `f` on shard 0's calls with their context: the SIP endpoint, the RTP sockets
+/// and who is logged in (disjoint borrows of the shard's fields).
+macro_rules! with_calls {
+    ($s:ident, |$c:ident, $ctx:ident| $body:expr) => {
+        $s.media.with_calls(
+            &mut $s.endpoint,
+            &|user: &str| $s.hub.is_online(user),
+            |$c, $ctx| $body,
+        )
     };
 }
 
@@ -173,20 +179,39 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
     let endpoint_config = EndpointConfig::from_config(config, advertised, seed);
-    let media_local = media_udp.local_addr().map_err(|e| err("socket", e))?;
-    let media_addr = if media_local.ip().is_unspecified() {
-        SocketAddr::new(advertised.ip(), media_local.port())
-    } else {
-        media_local
+    let shards = config.global.shards.max(1);
+    // The other shards' WebRTC sockets (port + shard number), bound before any thread starts.
+    let mut worker_sockets = Vec::new();
+    for index in 1..shards {
+        let base = config.webrtc.udp;
+        let port = if base.port() == 0 {
+            0
+        } else {
+            base.port().saturating_add(index as u16)
+        };
+        let addr = SocketAddr::new(base.ip(), port);
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|e| err(format_args!("[webrtc] udp {addr} (shard {index})"), e))?;
+        socket.set_nonblocking(true).map_err(|e| err("socket", e))?;
+        worker_sockets.push(socket);
+    }
+    let advertise = |socket: &std::net::UdpSocket| -> Result<SocketAddr, RunError> {
+        let local = socket.local_addr().map_err(|e| err("socket", e))?;
+        Ok(if local.ip().is_unspecified() {
+            SocketAddr::new(advertised.ip(), local.port())
+        } else {
+            local
+        })
     };
     let certificate = crate::webrtc::cert::Certificate::generate()
         .map_err(|e| RunError(format!("DTLS certificate: {e:?}")))?;
     let dtls = crate::webrtc::dtls::DtlsContext::new(&certificate)
         .map_err(|e| RunError(format!("DTLS context: {e:?}")))?;
-    let mut call_seed = [0u8; 32];
-    getrandom::getrandom(&mut call_seed).map_err(|e| RunError(format!("random seed: {e}")))?;
-    let calls = Calls::new(
-        CallsConfig {
+    let clock_anchor = (Instant::now(), unix_time_ms());
+    let calls_config = |shard: usize, media_addr: SocketAddr| -> Result<CallsConfig, RunError> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
+        Ok(CallsConfig {
             media_addr,
             codecs: config
                 .media
@@ -207,11 +232,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             standalone: config.standalone(),
             anonymous_caller: config.proxy.rtm_account.clone(),
             app_display_name: config.rtm2sip.app_display_name,
-            seed: call_seed,
-            clock_anchor: (Instant::now(), unix_time_ms()),
-        },
-        dtls,
-    );
+            shard: shard as u16,
+            seed,
+            clock_anchor,
+        })
+    };
+    let calls = Calls::new(calls_config(0, advertise(&media_udp)?)?, dtls.clone());
     let cdr = match &config.calls.cdr_file {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -228,20 +254,73 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         advertised.ip()
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut others = Vec::new();
-    for index in 1..config.global.shards.max(1) {
-        let poll = Poll::new().map_err(|e| err("poll", e))?;
-        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).map_err(|e| err("waker", e))?);
-        let stop = stop.clone();
-        let handle = thread::Builder::new()
+    let poll = Poll::new().map_err(|e| err("poll", e))?;
+    let control_waker =
+        Arc::new(Waker::new(poll.registry(), WORKERS).map_err(|e| err("waker", e))?);
+    let (to_control, from_workers) = sync_channel(worker::CHANNEL);
+    let mut workers = Vec::new();
+    for (i, socket) in worker_sockets.into_iter().enumerate() {
+        let index = i + 1;
+        let cfg = calls_config(index, advertise(&socket)?)?;
+        let dtls = dtls.clone();
+        let worker_poll = Poll::new().map_err(|e| err("poll", e))?;
+        let waker = Arc::new(
+            Waker::new(worker_poll.registry(), worker::WAKER).map_err(|e| err("waker", e))?,
+        );
+        let stats = Arc::new(ShardStats::default());
+        let (tx, inbox) = sync_channel(worker::CHANNEL);
+        let registry = worker_poll
+            .registry()
+            .try_clone()
+            .map_err(|e| err("poll", e))?;
+        let mut port_seed = [0u8; 32];
+        getrandom::getrandom(&mut port_seed).map_err(|e| RunError(format!("random seed: {e}")))?;
+        let ports = rtp_share(&config.media.rtp_ports, shards, index);
+        let outbox = to_control.clone();
+        let control = control_waker.clone();
+        let shard_stats = stats.clone();
+        let thread = thread::Builder::new()
             .name(format!("shard-{index}"))
-            .spawn(move || media_shard(poll, stop))
+            .spawn(move || {
+                let rtp = RtpSockets::new(registry, rtp_bind_ip, ports, port_seed);
+                let calls = Calls::new(cfg, dtls);
+                let media = match MediaPlane::new(
+                    calls,
+                    UdpSocket::from_std(socket),
+                    rtp,
+                    worker_poll.registry(),
+                    worker::MEDIA_UDP,
+                    shard_stats,
+                ) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        log::error!("shard {index}: {e}");
+                        let _ = outbox.send(ToControl::Stopped(index));
+                        return;
+                    }
+                };
+                Worker {
+                    index,
+                    poll: worker_poll,
+                    media,
+                    inbox,
+                    outbox,
+                    control,
+                }
+                .run();
+            })
             .map_err(|e| err("thread", e))?;
-        others.push((waker, handle));
+        workers.push(WorkerHandle {
+            tx,
+            waker,
+            stats,
+            thread,
+        });
     }
+    drop(to_control);
 
     let mut control = ControlShard::new(
+        poll,
         endpoint_config,
         UdpSocket::from_std(sip_udp),
         TcpListener::from_std(sip_tcp),
@@ -254,11 +333,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             loopback_host_only: config.auth.open_login() && !config.auth.open,
         },
         config.webrtc.max_conns_per_ip,
-        UdpSocket::from_std(media_udp),
-        calls,
+        (UdpSocket::from_std(media_udp), calls),
         web_tls,
-        (rtp_bind_ip, config.media.rtp_ports.clone()),
+        (rtp_bind_ip, rtp_share(&config.media.rtp_ports, shards, 0)),
         cdr,
+        (workers, from_workers),
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -288,12 +367,39 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
     }
     let result = control.run();
-    stop.store(true, Ordering::SeqCst);
-    for (waker, handle) in others {
-        let _ = waker.wake();
-        let _ = handle.join();
+    // Shards still running (an error, or a shutdown that ran out of time) stop now.
+    for w in std::mem::take(&mut control.workers) {
+        w.send(ToWorker::Shutdown);
+        let _ = w.thread.join();
     }
     result
+}
+
+/// Shard `index`'s slice of the RTP port range: contiguous even-aligned pairs, the slices
+/// of all shards disjoint and covering the range.
+fn rtp_share(
+    range: &std::ops::RangeInclusive<u16>,
+    shards: usize,
+    index: usize,
+) -> std::ops::RangeInclusive<u16> {
+    let first = u32::from(*range.start()) + u32::from(*range.start()) % 2;
+    let end = u32::from(*range.end());
+    let pairs = if end > first {
+        (end - first).div_ceil(2)
+    } else {
+        0
+    };
+    let shards = shards.max(1) as u32;
+    let index = index as u32;
+    let (per, extra) = (pairs / shards, pairs % shards);
+    let begin = index * per + index.min(extra);
+    let count = per + u32::from(index < extra);
+    if count == 0 {
+        return 0..=0; // no pair at all
+    }
+    let lo = first + 2 * begin;
+    let hi = (lo + 2 * count - 1).min(65_535);
+    (lo as u16)..=(hi as u16)
 }
 
 /// The address srgate puts in Via and Contact: `public_ip`, else the listen address,
@@ -320,19 +426,6 @@ fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
         probe.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         local.port(),
     )
-}
-
-/// A shard without control-plane duties: today it only waits to be told to stop.
-fn media_shard(mut poll: Poll, stop: Arc<AtomicBool>) {
-    let mut events = Events::with_capacity(8);
-    while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
-            && e.kind() != io::ErrorKind::Interrupted
-        {
-            log::error!("shard poll failed: {e}");
-            return;
-        }
-    }
 }
 
 struct ApiConn {
@@ -375,15 +468,19 @@ struct ControlShard {
     web_closed_since_reclaim: u32,
     last_web_close: Instant,
     hub: Hub,
-    media_udp: UdpSocket,
-    media_batch: RecvBatch,
-    media_pending: bool,
-    media_out: Vec<u8>,
-    calls: Calls,
-    rtp: RtpSockets,
-    rtp_in: Vec<u8>,
-    /// RTP sockets with datagrams left after their read budget: read again at once.
-    rtp_pending: Vec<u16>,
+    /// Shard 0's own calls and media.
+    media: MediaPlane,
+    /// Shards 1…N−1, and what they send back.
+    workers: Vec<WorkerHandle>,
+    from_workers: Receiver<ToControl>,
+    /// Which shard holds a call, by (user, call id) and by SIP call (absent: shard 0).
+    app_routes: HashMap<CallKey, usize>,
+    sip_routes: HashMap<SipCallId, usize>,
+    /// Calls routed to each worker shard and not yet gone (index: shard − 1).
+    worker_load: Vec<u64>,
+    /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
+    workers_running: usize,
+    workers_wait_until: Option<Instant>,
     cdr: Option<std::fs::File>,
     cdr_errors: u64,
     udp_pending: bool,
@@ -396,6 +493,7 @@ struct ControlShard {
 impl ControlShard {
     #[allow(clippy::too_many_arguments)] // each is one socket or piece the shard owns
     fn new(
+        poll: Poll,
         config: EndpointConfig,
         mut udp: UdpSocket,
         mut sip_listener: TcpListener,
@@ -404,13 +502,12 @@ impl ControlShard {
         hub: Hub,
         web_policy: web::WebPolicy,
         web_per_source_max: u32,
-        mut media_udp: UdpSocket,
-        calls: Calls,
+        (media_udp, calls): (UdpSocket, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
         cdr: Option<std::fs::File>,
+        (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
     ) -> Result<Self, RunError> {
-        let poll = Poll::new().map_err(|e| err("poll", e))?;
         let registry = poll.registry();
         registry
             .register(&mut udp, UDP, Interest::READABLE)
@@ -425,9 +522,6 @@ impl ControlShard {
         }
         registry
             .register(&mut web_listener, WEB_LISTEN, Interest::READABLE)
-            .map_err(|e| err("register", e))?;
-        registry
-            .register(&mut media_udp, MEDIA_UDP, Interest::READABLE)
             .map_err(|e| err("register", e))?;
         if let Some((l, _)) = &mut web_tls {
             registry
@@ -455,6 +549,16 @@ impl ControlShard {
             rtp.1,
             port_seed,
         );
+        let media = MediaPlane::new(
+            calls,
+            media_udp,
+            rtp,
+            registry,
+            MEDIA_UDP,
+            Arc::new(ShardStats::default()),
+        )
+        .map_err(|e| err("register", e))?;
+        let worker_count = workers.len();
         Ok(ControlShard {
             trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
             endpoint: Endpoint::new(config, Instant::now()),
@@ -481,14 +585,14 @@ impl ControlShard {
             web_closed_since_reclaim: 0,
             last_web_close: Instant::now(),
             hub,
-            media_udp,
-            media_batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
-            media_pending: false,
-            media_out: vec![0; MEDIA_SLOT],
-            calls,
-            rtp,
-            rtp_in: vec![0; MEDIA_SLOT],
-            rtp_pending: Vec::new(),
+            media,
+            workers,
+            from_workers,
+            app_routes: HashMap::new(),
+            sip_routes: HashMap::new(),
+            worker_load: vec![0; worker_count],
+            workers_running: worker_count,
+            workers_wait_until: None,
             cdr,
             cdr_errors: 0,
             udp_pending: false,
@@ -506,8 +610,7 @@ impl ControlShard {
         self.drain_endpoint(Instant::now());
         loop {
             let now = Instant::now();
-            let timeout = if self.udp_pending || self.media_pending || !self.rtp_pending.is_empty()
-            {
+            let timeout = if self.udp_pending || self.media.has_backlog() {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -523,11 +626,10 @@ impl ControlShard {
             if self.udp_pending {
                 self.read_udp(now);
             }
-            if self.media_pending {
-                self.read_media(now);
-            }
-            for port in std::mem::take(&mut self.rtp_pending) {
-                self.read_rtp(now, usize::from(port));
+            if self.media.has_backlog() {
+                self.media
+                    .read_backlog(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
+                self.after_media(now);
             }
             for event in events.iter() {
                 match event.token() {
@@ -536,6 +638,7 @@ impl ControlShard {
                     SIP_TCP_LISTEN => self.accept_sip(now),
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
+                    WORKERS => {}
                     Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
                         self.sip_conn_ready(now, t - SIP_CONN_BASE, event)
                     }
@@ -553,17 +656,27 @@ impl ControlShard {
                 self.endpoint.handle_timeout(now);
             }
             self.drain_endpoint(now);
+            self.drain_workers(now);
             self.hub.handle_timeout(now);
-            if self.calls.poll_timeout().is_some_and(|t| t <= now) {
-                self.calls.handle_timeout(now, ctx!(self));
+            if self.media.calls.poll_timeout().is_some_and(|t| t <= now) {
+                with_calls!(self, |c, ctx| c.handle_timeout(now, ctx));
                 self.drain_endpoint(now);
             }
             self.drain_hub(now);
             self.drain_calls(now);
             self.expire_connections(now);
             self.reclaim_memory(now);
+            self.media.publish();
             if let Some(deadline) = self.shutdown_deadline {
-                if self.endpoint.is_shutdown_complete() {
+                // The other shards' BYEs and CANCELs leave before the un-REGISTER.
+                if let Some(until) = self.workers_wait_until
+                    && (self.workers_running == 0 || now >= until)
+                {
+                    self.workers_wait_until = None;
+                    self.endpoint.shutdown(now);
+                    self.drain_endpoint(now);
+                }
+                if self.workers_wait_until.is_none() && self.endpoint.is_shutdown_complete() {
                     log::info!("shutdown complete");
                     return Ok(());
                 }
@@ -578,10 +691,13 @@ impl ControlShard {
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        let calls = self.calls.poll_timeout();
+        let calls = self.media.calls.poll_timeout();
         let mut next = self.endpoint.poll_timeout();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(d) = self.shutdown_deadline {
+            consider(d);
+        }
+        if let Some(d) = self.workers_wait_until {
             consider(d);
         }
         for c in self.api_conns.iter().flatten() {
@@ -614,15 +730,22 @@ impl ControlShard {
             );
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
             // Calls end first: their BYEs and CANCELs leave before the un-REGISTER, and
-            // every user is told.
-            let ended = self.calls.count();
-            self.calls.end_all(now, ctx!(self));
+            // every user is told. The other shards end theirs and say so.
+            let ended = self.media.calls.count();
+            with_calls!(self, |c, ctx| c.end_all(now, ctx));
             if ended > 0 {
                 log::info!("shutdown: {ended} call(s) ended");
             }
+            for w in &self.workers {
+                w.send(ToWorker::Shutdown);
+            }
             self.drain_endpoint(now);
             self.drain_calls(now);
-            self.endpoint.shutdown(now);
+            if self.workers.is_empty() {
+                self.endpoint.shutdown(now);
+            } else {
+                self.workers_wait_until = Some(now + WORKERS_STOP_WAIT);
+            }
         }
     }
 
@@ -684,7 +807,7 @@ impl ControlShard {
                 }
                 Event::Unregistered => log::info!("proxy account un-registered"),
                 event => {
-                    self.calls.handle_sip_event(now, event, ctx!(self));
+                    self.route_sip_event(now, event);
                     // What the call layer asked of the endpoint goes out at once.
                     for _ in 0..10_000 {
                         let Some(t) = self.endpoint.poll_transmit() else {
@@ -972,9 +1095,10 @@ impl ControlShard {
 
     fn api_conn_ready(&mut self, now: Instant, index: usize) {
         let status = api::Status {
-            calls: self.calls.count(),
+            calls: self.total_calls(),
             registered: self.endpoint.is_registered(),
             metrics: self.metrics(),
+            per_shard: self.shard_metrics(),
         };
         let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
             return;
@@ -1212,7 +1336,7 @@ impl ControlShard {
                 self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
                 self.last_web_close = now;
             }
-            self.calls.handle_request(now, request, ctx!(self));
+            self.route_request(now, request);
             any = true;
         }
         if any {
@@ -1221,105 +1345,231 @@ impl ControlShard {
         }
     }
 
-    /// Datagrams on a SIP leg's RTP or RTCP socket.
+    /// Datagrams on one of shard 0's RTP or RTCP sockets.
     fn read_rtp(&mut self, now: Instant, port: usize) {
         let Ok(port) = u16::try_from(port) else {
             return;
         };
-        // Bounded per wake so one socket cannot starve the others; edge-triggered, so a
-        // socket with datagrams left is noted and read again on the next turn of the loop
-        // (which then does not sleep).
-        let mut drained = false;
-        for _ in 0..64 {
-            let Some(socket) = self.rtp.socket(port) else {
-                return;
-            };
-            match socket.recv_from(&mut self.rtp_in) {
-                Ok((n, from)) => {
-                    let data = &self.rtp_in[..n];
-                    self.calls.handle_rtp(now, port, from, data, ctx!(self));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("RTP receive on {port}: {e}");
-                    drained = true;
-                    break;
-                }
-            }
-        }
-        if !drained && !self.rtp_pending.contains(&port) {
-            self.rtp_pending.push(port);
-        }
+        self.media
+            .read_rtp(now, port, &mut self.endpoint, &|u: &str| {
+                self.hub.is_online(u)
+            });
+        self.after_media(now);
+    }
+
+    /// Datagrams on shard 0's WebRTC socket.
+    fn read_media(&mut self, now: Instant) {
+        self.media
+            .read_webrtc(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
+        self.after_media(now);
+    }
+
+    /// What media input made the endpoint and the calls want to send.
+    fn after_media(&mut self, now: Instant) {
         self.drain_endpoint(now);
         self.drain_calls(now);
     }
 
-    fn read_media(&mut self, now: Instant) {
-        self.media_pending = false;
-        for _ in 0..BATCHES_PER_WAKE {
-            match self.media_batch.recv(self.media_udp.as_raw_fd()) {
-                Ok(_) => {
-                    for i in 0..self.media_batch.len() {
-                        let Some((Some(from), bytes, false)) = self.media_batch.get_mut(i) else {
-                            continue;
-                        };
-                        self.calls.handle_datagram(now, from, bytes, ctx!(self));
-                    }
-                    self.drain_endpoint(now);
-                    self.drain_calls(now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("media receive: {e}");
-                    return;
-                }
-            }
-        }
-        self.media_pending = true;
-    }
-
-    /// Sends the calls' datagrams and delivers their events to users.
+    /// Sends shard 0's calls' datagrams and delivers their records and events.
     fn drain_calls(&mut self, now: Instant) {
-        for _ in 0..10_000 {
-            let Some(t) = self.calls.poll_transmit(now, &mut self.media_out) else {
-                break;
-            };
-            let socket = match t.socket {
-                MediaSocket::WebRtc => Some(&self.media_udp),
-                MediaSocket::Rtp(port) => self.rtp.socket(port),
-            };
-            let Some(socket) = socket else {
-                continue;
-            };
-            if let Err(e) = socket.send_to(&self.media_out[..t.len], t.destination) {
-                self.udp_send_dropped += 1;
-                log::debug!("media send to {}: {e}", t.destination);
-            }
+        self.media.transmit(now);
+        while let Some(cdr) = self.media.calls.poll_cdr() {
+            self.write_cdr(&cdr);
         }
-        while let Some(cdr) = self.calls.poll_cdr() {
-            if let Some(file) = self.cdr.as_mut() {
-                use std::io::Write;
-                let mut line = cdr.to_line();
-                line.push('\n');
-                if let Err(e) = file.write_all(line.as_bytes()) {
-                    self.cdr_errors += 1;
-                    log::warn!("[calls] cdr_file: {e}");
-                }
-            }
-        }
+        // shard 0's own calls need no routes
+        while self.media.calls.poll_route().is_some() {}
         let mut sent = false;
-        while let Some((user, text)) = self.calls.poll_message() {
+        while let Some((user, text)) = self.media.calls.poll_message() {
             self.hub.send_to_user(&user, text);
             sent = true;
         }
         if sent {
             self.drain_hub(now);
         }
+    }
+
+    fn write_cdr(&mut self, cdr: &Cdr) {
+        if let Some(file) = self.cdr.as_mut() {
+            use std::io::Write;
+            let mut line = cdr.to_line();
+            line.push('\n');
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                self.cdr_errors += 1;
+                log::warn!("[calls] cdr_file: {e}");
+            }
+        }
+    }
+
+    /// The shard for a new call: the one with the fewest calls (a worker shard on a tie:
+    /// shard 0 also carries the signalling).
+    fn pick_shard(&self) -> usize {
+        let mut best = (self.media.calls.count() as u64, 0);
+        for (i, &load) in self.worker_load.iter().enumerate() {
+            if load <= best.0 {
+                best = (load, i + 1);
+            }
+        }
+        best.1
+    }
+
+    /// Hands a user's request to the shard that holds (or gets) the call.
+    fn route_request(&mut self, now: Instant, request: CallRequest) {
+        let shard = match &request {
+            CallRequest::UserGone { user } => {
+                for w in &self.workers {
+                    w.send(ToWorker::Request(CallRequest::UserGone {
+                        user: user.clone(),
+                    }));
+                }
+                0
+            }
+            CallRequest::Call { user, request } => match request.id() {
+                Some(id) => {
+                    let key = (user.clone(), id.to_owned());
+                    match self.app_routes.get(&key) {
+                        Some(&shard) => shard,
+                        None if matches!(request, Request::Invite { .. }) => {
+                            let shard = self.pick_shard();
+                            if shard != 0 {
+                                self.app_routes.insert(key, shard);
+                                self.worker_load[shard - 1] += 1;
+                            }
+                            shard
+                        }
+                        None => 0,
+                    }
+                }
+                None => 0,
+            },
+        };
+        if shard != 0
+            && let Some(w) = self.workers.get(shard - 1)
+        {
+            if !w.send(ToWorker::Request(request)) {
+                log::warn!("shard {shard} did not take a request");
+            }
+            return;
+        }
+        with_calls!(self, |c, ctx| c.handle_request(now, request, ctx));
+        self.drain_endpoint(now);
+    }
+
+    /// Hands an endpoint event about a call to the shard that holds (or gets) the call.
+    fn route_sip_event(&mut self, now: Instant, event: Event) {
+        let shard = match (&event, event.call_id()) {
+            // a new call goes to a shard only when someone can take it
+            (Event::IncomingCall { app_user, .. }, Some(id)) if self.hub.is_online(app_user) => {
+                let shard = self.pick_shard();
+                if shard != 0 {
+                    self.sip_routes.insert(id, shard);
+                    self.worker_load[shard - 1] += 1;
+                }
+                shard
+            }
+            (_, Some(id)) => self.sip_routes.get(&id).copied().unwrap_or(0),
+            (_, None) => 0,
+        };
+        if shard != 0
+            && let Some(w) = self.workers.get(shard - 1)
+        {
+            if !w.send(ToWorker::Sip(event)) {
+                log::warn!("shard {shard} did not take a SIP event");
+            }
+            return;
+        }
+        with_calls!(self, |c, ctx| c.handle_sip_event(now, event, ctx));
+    }
+
+    /// What the worker shards sent: their calls' SIP verbs, messages, records and routes.
+    fn drain_workers(&mut self, now: Instant) {
+        let mut any_sip = false;
+        let mut any_message = false;
+        while let Ok(message) = self.from_workers.try_recv() {
+            match message {
+                ToControl::Sip(shard, command) => {
+                    if let crate::call::link::SipCommand::Start(call) = &command {
+                        self.sip_routes.insert(call.id, shard);
+                    }
+                    if let Err((id, e)) = command.apply(now, &mut self.endpoint) {
+                        // the shard learns it as the call's failure
+                        let (code, reason) = refusal_of(&e);
+                        log::info!("shard {shard}: SIP call not started ({e:?})");
+                        if let Some(w) = self.workers.get(shard.wrapping_sub(1)) {
+                            w.send(ToWorker::Sip(Event::CallFailed {
+                                id,
+                                code,
+                                reason: reason.to_owned(),
+                            }));
+                        }
+                    }
+                    any_sip = true;
+                }
+                ToControl::Message(user, text) => {
+                    self.hub.send_to_user(&user, text);
+                    any_message = true;
+                }
+                ToControl::Cdr(cdr) => self.write_cdr(&cdr),
+                ToControl::Route(shard, RouteChange::Added { key, sip }) => {
+                    self.app_routes.insert(key, shard);
+                    if let Some(sip) = sip {
+                        self.sip_routes.insert(sip, shard);
+                    }
+                }
+                ToControl::Route(shard, RouteChange::Removed { key, sip }) => {
+                    if let Some(key) = key
+                        && self.app_routes.get(&key) == Some(&shard)
+                    {
+                        self.app_routes.remove(&key);
+                    }
+                    if let Some(sip) = sip
+                        && self.sip_routes.get(&sip) == Some(&shard)
+                    {
+                        self.sip_routes.remove(&sip);
+                    }
+                    if let Some(load) = self.worker_load.get_mut(shard.wrapping_sub(1)) {
+                        *load = load.saturating_sub(1);
+                    }
+                }
+                ToControl::Stopped(shard) => {
+                    log::debug!("shard {shard} stopped");
+                    self.workers_running = self.workers_running.saturating_sub(1);
+                }
+            }
+        }
+        if any_sip {
+            self.drain_endpoint(now);
+        }
+        if any_message {
+            self.drain_hub(now);
+        }
+    }
+
+    /// Calls in progress on every shard.
+    fn total_calls(&self) -> usize {
+        self.media.calls.count()
+            + self
+                .workers
+                .iter()
+                .map(|w| ShardStats::get(&w.stats.calls) as usize)
+                .sum::<usize>()
+    }
+
+    /// Per shard, in shard order: calls, and media packets in and out.
+    fn shard_metrics(&self) -> Vec<(&'static str, Vec<u64>)> {
+        let shards: Vec<&ShardStats> = std::iter::once(&*self.media.stats)
+            .chain(self.workers.iter().map(|w| &*w.stats))
+            .collect();
+        let column = |f: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
+            shards
+                .iter()
+                .map(|s| ShardStats::get(f(s)))
+                .collect::<Vec<u64>>()
+        };
+        vec![
+            ("shard_calls", column(|s| &s.calls)),
+            ("shard_packets_received_total", column(|s| &s.packets_in)),
+            ("shard_packets_sent_total", column(|s| &s.packets_out)),
+        ]
     }
 
     fn metrics(&self) -> Vec<(&'static str, u64)> {
@@ -1334,16 +1584,24 @@ impl ControlShard {
         ));
         m.push(("web_connections_refused_total", self.web_refused));
         m.push(("websocket_login_timeouts_total", self.hub.login_timeouts));
-        m.push(("calls", self.calls.count() as u64));
-        m.push(("calls_ended_total", self.calls.ended_total()));
-        let c = self.calls.metrics();
-        m.push(("calls_relayed_total", c.relayed));
-        m.push(("calls_transcoded_total", c.transcoded));
-        m.push(("sip_invites_sent_total", c.sip_invites_out));
-        m.push(("sip_invites_received_total", c.sip_invites_in));
-        m.push(("rtp_ports_in_use", self.rtp.in_use() as u64));
-        m.push(("rtp_ports_exhausted_total", c.rtp_ports_exhausted));
-        m.push(("calls_panicked_total", c.panicked));
+        self.media.publish();
+        let shards: Vec<&ShardStats> = std::iter::once(&*self.media.stats)
+            .chain(self.workers.iter().map(|w| &*w.stats))
+            .collect();
+        let sum = |f: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
+            shards.iter().map(|s| ShardStats::get(f(s))).sum::<u64>()
+        };
+        m.push(("calls", sum(|s| &s.calls)));
+        m.push(("calls_ended_total", sum(|s| &s.ended)));
+        m.push(("calls_relayed_total", sum(|s| &s.relayed)));
+        m.push(("calls_transcoded_total", sum(|s| &s.transcoded)));
+        m.push(("sip_invites_sent_total", sum(|s| &s.invites_out)));
+        m.push(("sip_invites_received_total", sum(|s| &s.invites_in)));
+        m.push(("rtp_ports_in_use", sum(|s| &s.ports_in_use)));
+        m.push(("rtp_ports_exhausted_total", sum(|s| &s.ports_exhausted)));
+        m.push(("calls_panicked_total", sum(|s| &s.panicked)));
+        m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
+        m.push(("shards", shards.len() as u64));
         m.push(("cdr_write_errors_total", self.cdr_errors));
         m.push((
             "sip_tcp_connections",
@@ -1367,4 +1625,43 @@ fn unix_time() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtp_share;
+
+    #[test]
+    fn rtp_shares_are_disjoint_even_pairs_covering_the_range() {
+        for (range, shards) in [
+            (16384..=32768u16, 2usize),
+            (16385..=16400, 3),
+            (30000..=30003, 4),
+        ] {
+            let mut ports = Vec::new();
+            for i in 0..shards {
+                let share = rtp_share(&range, shards, i);
+                if share.end() <= share.start() {
+                    continue; // no pair for this shard
+                }
+                assert!(share.start().is_multiple_of(2), "{share:?}");
+                assert!(
+                    range.contains(share.start()) && range.contains(share.end()),
+                    "{share:?}"
+                );
+                ports.extend(share);
+            }
+            let mut sorted = ports.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                ports.len(),
+                "shares overlap: {range:?} / {shards}"
+            );
+            let first = range.start() + range.start() % 2;
+            let pairs = (range.end() - first).div_ceil(2) as usize;
+            assert_eq!(ports.len(), 2 * pairs, "{range:?} / {shards}");
+        }
+    }
 }

@@ -112,6 +112,25 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The call an event is about, if it is about one.
+    pub fn call_id(&self) -> Option<SipCallId> {
+        match self {
+            Event::IncomingCall { id, .. }
+            | Event::CallProgress { id, .. }
+            | Event::CallAnswered { id, .. }
+            | Event::CallFailed { id, .. }
+            | Event::CallCanceled { id }
+            | Event::CallEnded { id, .. }
+            | Event::CallUpdated { id, .. }
+            | Event::Dtmf { id, .. } => Some(*id),
+            Event::Registered { .. } | Event::RegistrationFailed { .. } | Event::Unregistered => {
+                None
+            }
+        }
+    }
+}
+
 /// The SIP server srgate registers at and trusts (`[global] sip_svr`).
 #[derive(Clone, Debug)]
 pub struct Server {

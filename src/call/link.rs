@@ -1,0 +1,130 @@
+//! How the call layer reaches the SIP endpoint, and how the shards' call layers stay in
+//! touch with the one shard that speaks SIP and WebSocket.
+//!
+//! On shard 0 the calls drive the [`Endpoint`] directly. A call on another shard queues
+//! [`SipCommand`]s in a [`SipOutbox`] that the I/O shell carries to shard 0, which applies
+//! them to the endpoint and sends the endpoint's events for that call back (a refused
+//! `start_call` comes back as `CallFailed`). [`RouteChange`]s tell shard 0 which shard
+//! holds which call, so the requests and SIP events of a call reach the shard that owns
+//! it.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::CallKey;
+use crate::sip::endpoint::{CallError, Endpoint, OutgoingCall, SipCallId};
+
+/// The verbs the call layer uses on the SIP side.
+pub trait SipLink {
+    fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError>;
+    fn ring(&mut self, now: Instant, id: SipCallId);
+    fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str);
+    fn reject(&mut self, now: Instant, id: SipCallId, code: u16);
+    fn hangup(&mut self, now: Instant, id: SipCallId);
+}
+
+impl SipLink for Endpoint {
+    fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
+        Endpoint::start_call(self, now, call)
+    }
+    fn ring(&mut self, now: Instant, id: SipCallId) {
+        Endpoint::ring(self, now, id)
+    }
+    fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        Endpoint::answer(self, now, id, sdp)
+    }
+    fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        Endpoint::reject(self, now, id, code)
+    }
+    fn hangup(&mut self, now: Instant, id: SipCallId) {
+        Endpoint::hangup(self, now, id)
+    }
+}
+
+/// A [`SipLink`] verb on its way to the shard with the endpoint.
+#[derive(Clone, Debug)]
+pub enum SipCommand {
+    Start(OutgoingCall),
+    Ring(SipCallId),
+    Answer(SipCallId, String),
+    Reject(SipCallId, u16),
+    Hangup(SipCallId),
+}
+
+impl SipCommand {
+    /// Applies the command to the endpoint; a call it cannot start is the error.
+    pub fn apply(
+        self,
+        now: Instant,
+        endpoint: &mut Endpoint,
+    ) -> Result<(), (SipCallId, CallError)> {
+        match self {
+            SipCommand::Start(call) => {
+                let id = call.id;
+                return endpoint.start_call(now, call).map_err(|e| (id, e));
+            }
+            SipCommand::Ring(id) => endpoint.ring(now, id),
+            SipCommand::Answer(id, sdp) => endpoint.answer(now, id, &sdp),
+            SipCommand::Reject(id, code) => endpoint.reject(now, id, code),
+            SipCommand::Hangup(id) => endpoint.hangup(now, id),
+        }
+        Ok(())
+    }
+}
+
+/// The commands of a shard without the endpoint, in order.
+#[derive(Debug, Default)]
+pub struct SipOutbox {
+    commands: VecDeque<SipCommand>,
+}
+
+impl SipOutbox {
+    pub fn pop(&mut self) -> Option<SipCommand> {
+        self.commands.pop_front()
+    }
+}
+
+impl SipLink for SipOutbox {
+    fn start_call(&mut self, _now: Instant, call: OutgoingCall) -> Result<(), CallError> {
+        // Refusals come back later, as the call's `CallFailed` event.
+        self.commands.push_back(SipCommand::Start(call));
+        Ok(())
+    }
+    fn ring(&mut self, _now: Instant, id: SipCallId) {
+        self.commands.push_back(SipCommand::Ring(id));
+    }
+    fn answer(&mut self, _now: Instant, id: SipCallId, sdp: &str) {
+        self.commands
+            .push_back(SipCommand::Answer(id, sdp.to_owned()));
+    }
+    fn reject(&mut self, _now: Instant, id: SipCallId, code: u16) {
+        self.commands.push_back(SipCommand::Reject(id, code));
+    }
+    fn hangup(&mut self, _now: Instant, id: SipCallId) {
+        self.commands.push_back(SipCommand::Hangup(id));
+    }
+}
+
+/// What the shard with the signalling needs to know to route a call's requests and SIP
+/// events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteChange {
+    /// A call exists here under `key` (user, call id), with its SIP leg if it has one.
+    Added {
+        key: CallKey,
+        sip: Option<SipCallId>,
+    },
+    /// A call is gone from here (or a request or SIP call never became one).
+    Removed {
+        key: Option<CallKey>,
+        sip: Option<SipCallId>,
+    },
+}
+
+/// The SIP answer that stands for a call the endpoint refused to start.
+pub fn refusal_of(error: &CallError) -> (u16, &'static str) {
+    match error {
+        CallError::NoRoute => (404, "Not Found"),
+        _ => (503, "Service Unavailable"),
+    }
+}

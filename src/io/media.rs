@@ -1,0 +1,248 @@
+//! One shard's media: its calls (the sans-IO [`Calls`]), its WebRTC UDP socket and the RTP
+//! sockets of its SIP legs. Every shard has one; packets of a call are read, handled and
+//! sent by the one thread that owns the call.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use super::rtp::RtpSockets;
+use super::sys::RecvBatch;
+use crate::call::link::SipLink;
+use crate::call::{Calls, Ctx, MediaSocket};
+
+/// Media datagrams per recvmmsg: a slot holds any RTP packet (MTU-sized, with room to spare).
+const MEDIA_BATCH: usize = 32;
+const MEDIA_SLOT: usize = 2048;
+/// Batches per wake-up: a flood cannot starve timers (a later wake-up continues).
+const BATCHES_PER_WAKE: usize = 8;
+/// Datagrams read from one RTP socket per wake-up.
+const RTP_PER_WAKE: usize = 64;
+
+/// What a shard publishes for `/health` and `/metrics` (written by its thread, read by
+/// shard 0's API).
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub calls: AtomicU64,
+    pub ended: AtomicU64,
+    pub relayed: AtomicU64,
+    pub transcoded: AtomicU64,
+    pub invites_out: AtomicU64,
+    pub invites_in: AtomicU64,
+    pub ports_in_use: AtomicU64,
+    pub ports_exhausted: AtomicU64,
+    pub panicked: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub send_dropped: AtomicU64,
+}
+
+impl ShardStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub struct MediaPlane {
+    pub calls: Calls,
+    udp: UdpSocket,
+    batch: RecvBatch,
+    /// The WebRTC socket's read budget ran out with datagrams left.
+    pub pending: bool,
+    out: Vec<u8>,
+    pub rtp: RtpSockets,
+    rtp_in: Vec<u8>,
+    /// RTP sockets with datagrams left after their read budget: read again at once.
+    rtp_pending: Vec<u16>,
+    packets_in: u64,
+    packets_out: u64,
+    send_dropped: u64,
+    pub stats: Arc<ShardStats>,
+}
+
+impl MediaPlane {
+    /// `token`: the WebRTC socket's token in `registry`.
+    pub fn new(
+        calls: Calls,
+        mut udp: UdpSocket,
+        rtp: RtpSockets,
+        registry: &Registry,
+        token: Token,
+        stats: Arc<ShardStats>,
+    ) -> io::Result<Self> {
+        registry.register(&mut udp, token, Interest::READABLE)?;
+        Ok(MediaPlane {
+            calls,
+            udp,
+            batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
+            pending: false,
+            out: vec![0; MEDIA_SLOT],
+            rtp,
+            rtp_in: vec![0; MEDIA_SLOT],
+            rtp_pending: Vec::new(),
+            packets_in: 0,
+            packets_out: 0,
+            send_dropped: 0,
+            stats,
+        })
+    }
+
+    /// Whether datagrams wait that the last wake-up left (the loop must not sleep).
+    pub fn has_backlog(&self) -> bool {
+        self.pending || !self.rtp_pending.is_empty()
+    }
+
+    /// Runs `f` on the calls with their context: `sip` (the endpoint, or the queue toward
+    /// it), this shard's RTP sockets, and who is logged in.
+    pub fn with_calls<R>(
+        &mut self,
+        sip: &mut dyn SipLink,
+        online: &dyn Fn(&str) -> bool,
+        f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R,
+    ) -> R {
+        let mut ctx = Ctx {
+            sip,
+            ports: &mut self.rtp,
+            online,
+        };
+        f(&mut self.calls, &mut ctx)
+    }
+
+    /// Reads the WebRTC socket (up to its budget) and hands each datagram to the calls.
+    pub fn read_webrtc(
+        &mut self,
+        now: Instant,
+        sip: &mut dyn SipLink,
+        online: &dyn Fn(&str) -> bool,
+    ) {
+        let ctx = &mut Ctx {
+            sip,
+            ports: &mut self.rtp,
+            online,
+        };
+        self.pending = false;
+        for _ in 0..BATCHES_PER_WAKE {
+            match self.batch.recv(self.udp.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..self.batch.len() {
+                        let Some((Some(from), bytes, false)) = self.batch.get_mut(i) else {
+                            continue;
+                        };
+                        self.packets_in += 1;
+                        self.calls.handle_datagram(now, from, bytes, ctx);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("media receive: {e}");
+                    return;
+                }
+            }
+        }
+        self.pending = true;
+    }
+
+    /// Datagrams on a SIP leg's RTP or RTCP socket `port`.
+    pub fn read_rtp(
+        &mut self,
+        now: Instant,
+        port: u16,
+        sip: &mut dyn SipLink,
+        online: &dyn Fn(&str) -> bool,
+    ) {
+        // Bounded per wake so one socket cannot starve the others; edge-triggered, so a
+        // socket with datagrams left is noted and read again on the next turn of the loop
+        // (which then does not sleep).
+        let mut drained = false;
+        for _ in 0..RTP_PER_WAKE {
+            let Some(socket) = self.rtp.socket(port) else {
+                return;
+            };
+            match socket.recv_from(&mut self.rtp_in) {
+                Ok((n, from)) => {
+                    self.packets_in += 1;
+                    let data = &self.rtp_in[..n];
+                    let ctx = &mut Ctx {
+                        sip: &mut *sip,
+                        ports: &mut self.rtp,
+                        online,
+                    };
+                    self.calls.handle_rtp(now, port, from, data, ctx);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("RTP receive on {port}: {e}");
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        if !drained && !self.rtp_pending.contains(&port) {
+            self.rtp_pending.push(port);
+        }
+    }
+
+    /// What the last wake-up left unread.
+    pub fn read_backlog(
+        &mut self,
+        now: Instant,
+        sip: &mut dyn SipLink,
+        online: &dyn Fn(&str) -> bool,
+    ) {
+        if self.pending {
+            self.read_webrtc(now, sip, online);
+        }
+        for port in std::mem::take(&mut self.rtp_pending) {
+            self.read_rtp(now, port, sip, online);
+        }
+    }
+
+    /// Sends what the calls have to send.
+    pub fn transmit(&mut self, now: Instant) {
+        while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
+            let socket = match t.socket {
+                MediaSocket::WebRtc => Some(&self.udp),
+                MediaSocket::Rtp(port) => self.rtp.socket(port),
+            };
+            let Some(socket) = socket else {
+                continue;
+            };
+            match socket.send_to(&self.out[..t.len], t.destination) {
+                Ok(_) => self.packets_out += 1,
+                Err(e) => {
+                    self.send_dropped += 1;
+                    log::debug!("media send to {}: {e}", t.destination);
+                }
+            }
+        }
+    }
+
+    /// Copies the counters into [`ShardStats`].
+    pub fn publish(&self) {
+        let s = &self.stats;
+        let m = self.calls.metrics();
+        let set = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
+        set(&s.calls, self.calls.count() as u64);
+        set(&s.ended, m.ended);
+        set(&s.relayed, m.relayed);
+        set(&s.transcoded, m.transcoded);
+        set(&s.invites_out, m.sip_invites_out);
+        set(&s.invites_in, m.sip_invites_in);
+        set(&s.ports_in_use, self.rtp.in_use() as u64);
+        set(&s.ports_exhausted, m.rtp_ports_exhausted);
+        set(&s.panicked, m.panicked);
+        set(&s.packets_in, self.packets_in);
+        set(&s.packets_out, self.packets_out);
+        set(&s.send_dropped, self.send_dropped);
+    }
+}
