@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     pub extra: String,
     /// Run another build of srgate through an emulator: (`qemu-aarch64-static`, binary).
     pub emulated: Option<(PathBuf, PathBuf)>,
+    /// `[global] shards` (the WebRTC UDP port of shard i is `webrtc_udp_port + i`).
+    pub shards: usize,
 }
 
 impl GatewayConfig {
@@ -61,6 +63,7 @@ impl GatewayConfig {
             log_level: 1,
             extra: String::new(),
             emulated: None,
+            shards: 1,
         }
     }
 
@@ -90,7 +93,7 @@ impl GatewayConfig {
             "; written by srgate's integration tests\n\
              [global]\n\
              sip_svr = {sip_svr}\n\
-             shards = 1\n\
+             shards = {shards}\n\
              \n\
              [sip]\n\
              listen = 127.0.0.1:{sip_port}\n\
@@ -104,6 +107,7 @@ impl GatewayConfig {
              \n\
              [users]\n",
             sip_svr = self.sip_svr,
+            shards = self.shards,
             sip_port = self.sip_port,
             expires = self.expires,
         );
