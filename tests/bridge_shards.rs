@@ -45,9 +45,10 @@ fn shard_metric(srgate: &Srgate, name: &str, shard: usize) -> u64 {
 
 #[test]
 fn calls_spread_over_two_shards_with_audio_on_each() {
-    if !(common::netns::available()
+    let ready = common::netns::available()
         && common::phone::available()
-        && common::peers_available(&[common::BARESIP]))
+        && common::peers_available(&[common::BARESIP]);
+    if !ready
         || !common::netns::enter(
             "calls_spread_over_two_shards_with_audio_on_each",
             Duration::from_secs(300),
