@@ -199,6 +199,8 @@ struct SlotMeta {
     dirty: bool,
     /// In `ready`: it may have datagrams to send.
     ready: bool,
+    /// The deadline its current heap entry holds.
+    scheduled: Option<Instant>,
 }
 
 pub struct Calls {
@@ -413,6 +415,7 @@ impl Calls {
     fn vacate(&mut self, slot: usize) {
         if let Some(meta) = self.meta.get_mut(slot) {
             meta.generation = meta.generation.wrapping_add(1);
+            meta.scheduled = None;
         }
         self.free.push(slot);
     }
@@ -424,13 +427,23 @@ impl Calls {
                 continue;
             };
             meta.dirty = false;
-            meta.generation = meta.generation.wrapping_add(1);
-            let generation = meta.generation;
             let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
                 Some((_, Call::Echo(c))) => guarded(|| c.poll_timeout()),
                 Some((_, Call::Bridge(c))) => guarded(|| c.poll_timeout()),
                 None => continue,
             };
+            let Some(meta) = self.meta.get_mut(slot) else {
+                continue;
+            };
+            if let Some(t) = t
+                && t == meta.scheduled
+            {
+                continue; // the heap already holds this deadline
+            }
+            // a new deadline: the old entry goes stale
+            meta.generation = meta.generation.wrapping_add(1);
+            meta.scheduled = t.flatten();
+            let generation = meta.generation;
             match t {
                 Some(Some(at)) => self.timers.push(Reverse((at, slot, generation))),
                 Some(None) => {}
@@ -448,6 +461,14 @@ impl Calls {
 
     /// The earliest deadline in the heap that is still current (stale entries dropped).
     fn next_timer(&mut self) -> Option<Instant> {
+        // Stale entries far in the future wait for their time; when they pile up, the
+        // heap is rebuilt from the current ones (amortised: it at least halves).
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let meta = &self.meta;
+            self.timers.retain(|Reverse((_, slot, g))| {
+                meta.get(*slot).is_some_and(|m| m.generation == *g)
+            });
+        }
         while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
             if self
                 .meta
@@ -1560,6 +1581,7 @@ impl Calls {
             {
                 // consumed: the next poll asks the call again
                 meta.generation = meta.generation.wrapping_add(1);
+                meta.scheduled = None;
                 due.push(slot);
             }
         }

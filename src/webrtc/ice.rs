@@ -60,7 +60,13 @@ pub struct IceLite {
     created: Instant,
     connected_reported: bool,
     pending_event: Option<IceEvent>,
+    /// The agent's local candidates' addresses (the agent hands them out only through an
+    /// allocating iterator; the media path asks on every packet).
+    locals: heapless::Vec<SocketAddr, MAX_LOCALS>,
 }
+
+/// Host candidates of one agent: one per address family is what srgate offers.
+const MAX_LOCALS: usize = 4;
 
 impl core::fmt::Debug for IceLite {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -83,6 +89,7 @@ impl IceLite {
         if candidates.is_empty() {
             return Err(IceSetupError::NoCandidates);
         }
+        let mut locals = heapless::Vec::new();
         let mut agent = IceAgent::new(IceCreds {
             ufrag: local.ufrag.clone(),
             pass: local.pwd.clone(),
@@ -95,7 +102,7 @@ impl IceLite {
         });
         for &addr in candidates {
             let c = Candidate::host(addr, "udp").map_err(|_| IceSetupError::BadCandidate(addr))?;
-            if agent.add_local_candidate(c).is_none() {
+            if agent.add_local_candidate(c).is_none() || locals.push(addr).is_err() {
                 return Err(IceSetupError::BadCandidate(addr));
             }
         }
@@ -109,6 +116,7 @@ impl IceLite {
             created: now,
             connected_reported: false,
             pending_event: None,
+            locals,
         })
     }
 
@@ -197,9 +205,9 @@ impl IceLite {
 
     /// The local candidate that pairs with `remote` (same address family).
     pub fn local_for(&self, remote: SocketAddr) -> Option<SocketAddr> {
-        self.agent
-            .local_candidates()
-            .map(|c| c.addr())
+        self.locals
+            .iter()
+            .copied()
             .find(|a| a.is_ipv4() == remote.is_ipv4())
     }
 

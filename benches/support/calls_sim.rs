@@ -1,0 +1,365 @@
+//! A shard's call layer driven without sockets: N relayed app → SIP calls (PCMU on both
+//! legs: SRTP ⇄ RTP) set up through the real path — the browser's offer, an ICE check, a
+//! DTLS handshake with srgate's own DTLS code as the browser, the SIP side's answer as an
+//! endpoint event — then fed RTP both ways on a simulated clock, with the browser's ICE
+//! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
+//! test; both count heap allocations with `stats_alloc` as their global allocator
+//! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
+//! counted apart (the STUN agent, a dependency, allocates a few per check).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use is::Sha1HmacProvider as _;
+use is::stun::{StunMessage, TransId};
+use serde_json::Value;
+
+use srgate::call::link::{SipCommand, SipOutbox};
+use srgate::call::{Calls, CallsConfig, Ctx, Rtm2SipRule, RtpPorts};
+use srgate::config::AccRule;
+use srgate::sdp::{Codec, Fingerprint, HashAlgorithm};
+use srgate::signal::hub::CallRequest;
+use srgate::signal::protocol::Request;
+use srgate::sip::endpoint::{Event, SipCallId};
+use srgate::webrtc::cert::Certificate;
+use srgate::webrtc::dtls::{DtlsContext, DtlsEvent, DtlsRole, DtlsTransport};
+use srgate::webrtc::srtp::SrtpContext;
+use srgate::wire::rtp;
+
+const SRGATE_MEDIA: &str = "127.0.0.1:20000";
+const BROWSER_PWD: &str = "browserpassword0123456789";
+const PAYLOAD: usize = 160; // 20 ms of PCMU
+const CONSENT_EVERY: Duration = Duration::from_secs(2);
+
+/// RTP ports handed out in turn; none is ever bound.
+#[derive(Default)]
+pub struct Ports {
+    next: u16,
+    pub opened: Vec<u16>,
+}
+
+impl RtpPorts for Ports {
+    fn open(&mut self) -> Option<u16> {
+        let port = 20_002 + 2 * self.next;
+        self.next += 1;
+        self.opened.push(port);
+        Some(port)
+    }
+    fn close(&mut self, _port: u16) {}
+}
+
+struct Leg {
+    /// ICE consent checks (RFC 7675) the browser sends every 2 s, made up front.
+    checks: Vec<Vec<u8>>,
+    next_check: Instant,
+    browser: SocketAddr,
+    phone: SocketAddr,
+    port: u16,
+    tx: SrtpContext,
+    seq: u16,
+    ts: u32,
+    phone_seq: u16,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub calls: Calls,
+    sip: SipOutbox,
+    ports: Ports,
+    legs: Vec<Leg>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    /// Datagrams srgate sent during [`Sim::packets`], and of them to browsers.
+    pub sent: u64,
+    pub sent_to_browsers: u64,
+    /// ICE consent checks sent, and heap allocations while srgate answered them.
+    pub checks_sent: u64,
+    pub check_allocations: u64,
+}
+
+macro_rules! ctx {
+    ($s:ident) => {
+        &mut Ctx {
+            sip: &mut $s.sip,
+            ports: &mut $s.ports,
+            online: &|_: &str| true,
+        }
+    };
+}
+
+fn offer(i: usize, fingerprint: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:b{i:05}\r\na=ice-pwd:{BROWSER_PWD}\r\n\
+         a=fingerprint:{fingerprint}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\n\
+         a=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+}
+
+fn phone_answer(phone: SocketAddr) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        ip = phone.ip(),
+        port = phone.port()
+    )
+}
+
+fn attribute(sdp: &str, name: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
+        .unwrap_or_else(|| panic!("a={name}: in {sdp}"))
+        .trim()
+        .to_owned()
+}
+
+fn binding_request(i: usize, ufrag: &str, pwd: &str) -> Vec<u8> {
+    let username = format!("{ufrag}:b{i:05}");
+    let msg = StunMessage::binding_request(
+        &username,
+        TransId::new(),
+        true,
+        0x0123_4567_89ab_cdef,
+        1_845_501_695,
+        true,
+    );
+    let mut buf = vec![0u8; 512];
+    let n = msg
+        .to_bytes(Some(pwd.as_bytes()), &mut buf, |k, p| {
+            is::DefaultSha1HmacProvider.sha1_hmac(k, p)
+        })
+        .expect("STUN request fits");
+    buf.truncate(n);
+    buf
+}
+
+impl Sim {
+    /// `calls` relayed calls, answered and with DTLS up.
+    pub fn new(calls: usize) -> Sim {
+        #[allow(clippy::disallowed_methods)] // the simulated clock's origin
+        let now = Instant::now();
+        let srgate_cert = Certificate::generate().expect("certificate");
+        let config = CallsConfig {
+            media_addr: SRGATE_MEDIA.parse().unwrap(),
+            rtp_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            codecs: vec![Codec::Opus, Codec::Pcmu],
+            opus_complexity: 5,
+            rtp_timeout: Duration::from_secs(30),
+            invitation_timeout: Duration::from_secs(60),
+            rtm2sip: Some(Rtm2SipRule {
+                acc_rule: AccRule::parse("").expect("empty rule"),
+                allow_any: true,
+            }),
+            standalone: false,
+            anonymous_caller: "1086".into(),
+            app_display_name: false,
+            shard: 0,
+            seed: [5; 32],
+            clock_anchor: (now, 1_700_000_000_000),
+        };
+        let mut sim = Sim {
+            now,
+            calls: Calls::new(config, DtlsContext::new(&srgate_cert).expect("dtls")),
+            sip: SipOutbox::default(),
+            ports: Ports::default(),
+            legs: Vec::with_capacity(calls),
+            buf: vec![0; 2048],
+            out: vec![0; 2048],
+            sent: 0,
+            sent_to_browsers: 0,
+            checks_sent: 0,
+            check_allocations: 0,
+        };
+        let browser_cert = Certificate::generate().expect("certificate");
+        let browser_ctx = DtlsContext::new(&browser_cert).expect("dtls");
+        let fingerprint = browser_cert.fingerprint().to_string();
+        for i in 0..calls {
+            sim.add_call(i, &browser_ctx, &fingerprint);
+        }
+        assert_eq!(sim.calls.count(), calls);
+        sim
+    }
+
+    fn add_call(&mut self, i: usize, browser_ctx: &DtlsContext, fingerprint: &str) {
+        let browser = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)),
+            50_000,
+        );
+        let phone = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8)),
+            40_000,
+        );
+        let invite = Request::Invite {
+            id: format!("c{i}"),
+            callee: "1006".into(),
+            sdp: offer(i, fingerprint),
+            content: None,
+            channel_id: None,
+        };
+        let request = CallRequest::Call {
+            user: format!("u{i}"),
+            request: invite,
+        };
+        let now = self.now;
+        self.calls.handle_request(now, request, ctx!(self));
+        let mut answer = None;
+        while let Some((_, text)) = self.calls.poll_message() {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["state"] == "SENT_TO_REMOTE" {
+                answer = v["sdp"].as_str().map(str::to_owned);
+            }
+        }
+        let answer = answer.expect("srgate answers the browser");
+        let port = *self.ports.opened.last().expect("an RTP port");
+        let sip_id: SipCallId = match self.sip.pop() {
+            Some(SipCommand::Start(call)) => call.id,
+            other => panic!("the call starts toward SIP: {other:?}"),
+        };
+        let (ufrag, pwd) = (
+            attribute(&answer, "ice-ufrag"),
+            attribute(&answer, "ice-pwd"),
+        );
+        let fp = attribute(&answer, "fingerprint");
+        let hex = fp.strip_prefix("sha-256 ").expect("a SHA-256 fingerprint");
+        let srgate_fp =
+            Fingerprint::parse(HashAlgorithm::Sha256, hex).expect("srgate's fingerprint");
+        let mut check = binding_request(i, &ufrag, &pwd);
+        self.calls
+            .handle_datagram(now, browser, &mut check, ctx!(self));
+        let mut dtls = DtlsTransport::new(now, browser_ctx, DtlsRole::Client, srgate_fp);
+        let mut keys = None;
+        for _ in 0..200 {
+            dtls.poll_output();
+            while let Some(mut p) = dtls.poll_transmit() {
+                let now = self.now;
+                self.calls.handle_datagram(now, browser, &mut p, ctx!(self));
+            }
+            while let Some(t) = self.calls.poll_transmit(self.now, &mut self.out) {
+                if t.destination == browser && (20..=63).contains(&self.out[0]) {
+                    dtls.handle_packet(self.now, &self.out[..t.len]);
+                }
+            }
+            dtls.poll_output();
+            while let Some(e) = dtls.poll_event() {
+                if let DtlsEvent::Connected(k) = e {
+                    keys = Some(k);
+                }
+            }
+            if keys.is_some() {
+                break;
+            }
+            self.now += Duration::from_millis(1);
+            dtls.handle_timeout(self.now);
+            self.tick();
+        }
+        let keys = keys.expect("DTLS connects");
+        let tx = SrtpContext::new(keys.profile, keys.local.key(), keys.local.salt()).unwrap();
+        let answered = Event::CallAnswered {
+            id: sip_id,
+            sdp: phone_answer(phone),
+        };
+        let now = self.now;
+        self.calls.handle_sip_event(now, answered, ctx!(self));
+        while self.calls.poll_message().is_some() {}
+        while self.calls.poll_transmit(self.now, &mut self.out).is_some() {}
+        let checks = (0..16).map(|_| binding_request(i, &ufrag, &pwd)).collect();
+        self.legs.push(Leg {
+            checks,
+            next_check: self.now + CONSENT_EVERY,
+            browser,
+            phone,
+            port,
+            tx,
+            seq: 1,
+            ts: 0,
+            phone_seq: 1,
+        });
+    }
+
+    /// Fires the call layer's timers that are due.
+    fn tick(&mut self) {
+        if self.calls.poll_timeout().is_some_and(|t| t <= self.now) {
+            let now = self.now;
+            self.calls.handle_timeout(now, ctx!(self));
+        }
+    }
+
+    /// `pairs` rounds of one RTP packet each way through call `k % N` (every call sends
+    /// every 20 ms of simulated time), with srgate's output drained and timers fired as a
+    /// shard would.
+    pub fn packets(&mut self, pairs: usize) {
+        let n = self.legs.len();
+        let step = Duration::from_micros(20_000 / n as u64);
+        for k in 0..pairs {
+            let leg = &mut self.legs[k % n];
+            if self.now >= leg.next_check {
+                // the browser's consent check, as Chrome sends them
+                leg.next_check = self.now + CONSENT_EVERY;
+                let check = &leg.checks[(k / n) % leg.checks.len()];
+                let len = check.len();
+                self.buf[..len].copy_from_slice(check);
+                let browser = leg.browser;
+                let now = self.now;
+                let region = stats_alloc::Region::new(crate::GLOBAL);
+                self.calls
+                    .handle_datagram(now, browser, &mut self.buf[..len], ctx!(self));
+                while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
+                    self.sent += 1;
+                    self.sent_to_browsers += u64::from(t.destination == browser);
+                }
+                let change = region.change();
+                self.check_allocations += (change.allocations + change.reallocations) as u64;
+                self.checks_sent += 1;
+            }
+            let leg = &mut self.legs[k % n];
+            // browser → SIP: SRTP
+            let header = rtp::Header {
+                marker: false,
+                payload_type: 0,
+                sequence_number: leg.seq,
+                timestamp: leg.ts,
+                ssrc: 0x1000 + (k % n) as u32,
+            };
+            header.emit(&mut self.buf).expect("room");
+            self.buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(0x55);
+            let len = leg
+                .tx
+                .protect_rtp(&mut self.buf, rtp::HEADER_LEN + PAYLOAD)
+                .expect("protect");
+            let (browser, phone, port) = (leg.browser, leg.phone, leg.port);
+            let now = self.now;
+            self.calls
+                .handle_datagram(now, browser, &mut self.buf[..len], ctx!(self));
+            // SIP → browser: RTP
+            let leg = &mut self.legs[k % n];
+            let header = rtp::Header {
+                marker: false,
+                payload_type: 0,
+                sequence_number: leg.phone_seq,
+                timestamp: leg.ts,
+                ssrc: 0x2000 + (k % n) as u32,
+            };
+            leg.seq = leg.seq.wrapping_add(1);
+            leg.phone_seq = leg.phone_seq.wrapping_add(1);
+            leg.ts = leg.ts.wrapping_add(PAYLOAD as u32);
+            header.emit(&mut self.buf).expect("room");
+            self.buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(0x2a);
+            self.calls.handle_rtp(
+                now,
+                port,
+                phone,
+                &self.buf[..rtp::HEADER_LEN + PAYLOAD],
+                ctx!(self),
+            );
+            while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
+                self.sent += 1;
+                if t.destination == browser {
+                    self.sent_to_browsers += 1;
+                }
+            }
+            self.now += step;
+            self.tick();
+        }
+    }
+}
