@@ -27,7 +27,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn per_packet(calls: usize, pairs: usize) -> (f64, u64) {
     let mut sim = calls_sim::Sim::new(calls);
     // warm up: every call's buffers, queues and timers reach their steady size
-    sim.packets(calls * 60);
+    // (6 s of simulated time: the first RTCP reports and consent checks are behind us)
+    sim.packets(calls * 300);
     sim.sent = 0;
     sim.check_allocations = 0;
     #[allow(clippy::disallowed_methods)] // a benchmark reads the real clock
