@@ -114,8 +114,16 @@ pub enum RouteChange {
         key: CallKey,
         sip: Option<SipCallId>,
     },
-    /// A call is gone from here (or a request or SIP call never became one).
+    /// A call is gone from here.
     Removed {
+        key: CallKey,
+        sip: Option<SipCallId>,
+    },
+    /// A routed invite or incoming SIP call of `user` did not become a new call here;
+    /// `key` and `sip` name the routes to forget (none when the invite named a call that
+    /// exists).
+    Dropped {
+        user: String,
         key: Option<CallKey>,
         sip: Option<SipCallId>,
     },

@@ -511,16 +511,20 @@ impl Calls {
                 ..
             }
         );
+        let existed = key.as_ref().is_some_and(|k| self.index.contains_key(k));
         self.request(now, request, ctx);
         if let Some(key) = key {
-            match self.index.get(&key) {
-                Some(&slot) => self.touch(slot),
-                // an invite that did not become a call: its route goes
-                None if invite => self.routes.push_back(link::RouteChange::Removed {
-                    key: Some(key),
+            let slot = self.index.get(&key).copied();
+            if let Some(slot) = slot {
+                self.touch(slot);
+            }
+            // an invite that did not become a new call
+            if invite && (existed || slot.is_none()) {
+                self.routes.push_back(link::RouteChange::Dropped {
+                    user: key.0.clone(),
+                    key: (!existed).then_some(key),
                     sip: None,
-                }),
-                None => {}
+                });
             }
         }
     }
@@ -1010,7 +1014,7 @@ impl Calls {
         };
         self.vacate(slot);
         self.routes.push_back(link::RouteChange::Removed {
-            key: Some(key.clone()),
+            key: key.clone(),
             sip: match &call {
                 Call::Bridge(b) => Some(b.sip),
                 Call::Echo(_) => None,
@@ -1066,17 +1070,24 @@ impl Calls {
     /// A call event of the SIP endpoint (other events are ignored here).
     pub fn handle_sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
         let id = event.call_id();
-        let incoming = matches!(event, SipEvent::IncomingCall { .. });
+        let incoming_for = match &event {
+            SipEvent::IncomingCall { app_user, .. } => Some(app_user.clone()),
+            _ => None,
+        };
         self.sip_event(now, event, ctx);
         if let Some(id) = id {
             match self.by_sip.get(&id) {
                 Some(&slot) => self.touch(slot),
                 // an incoming call refused at once: its route goes
-                None if incoming => self.routes.push_back(link::RouteChange::Removed {
-                    key: None,
-                    sip: Some(id),
-                }),
-                None => {}
+                None => {
+                    if let Some(user) = incoming_for {
+                        self.routes.push_back(link::RouteChange::Dropped {
+                            user,
+                            key: None,
+                            sip: Some(id),
+                        });
+                    }
+                }
             }
         }
     }
@@ -1760,7 +1771,7 @@ impl Calls {
             };
             self.vacate(slot);
             self.routes.push_back(link::RouteChange::Removed {
-                key: Some(key.clone()),
+                key: key.clone(),
                 sip,
             });
         }

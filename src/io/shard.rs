@@ -428,6 +428,14 @@ fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
     )
 }
 
+/// Where a user's calls are, and how many: routed and not yet set up (`pending`), and up
+/// (`live`).
+struct UserCalls {
+    shard: usize,
+    live: u32,
+    pending: u32,
+}
+
 struct ApiConn {
     conn: Conn,
     answered: bool,
@@ -476,8 +484,10 @@ struct ControlShard {
     /// Which shard holds a call, by (user, call id) and by SIP call (absent: shard 0).
     app_routes: HashMap<CallKey, usize>,
     sip_routes: HashMap<SipCallId, usize>,
-    /// Calls routed to each worker shard and not yet gone (index: shard − 1).
-    worker_load: Vec<u64>,
+    /// Each user's calls live on one shard, so that per-user limits hold across shards.
+    users_on: HashMap<String, UserCalls>,
+    /// Calls on each shard, counting those on their way there (index: shard).
+    shard_load: Vec<u64>,
     /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
     workers_running: usize,
     workers_wait_until: Option<Instant>,
@@ -590,7 +600,8 @@ impl ControlShard {
             from_workers,
             app_routes: HashMap::new(),
             sip_routes: HashMap::new(),
-            worker_load: vec![0; worker_count],
+            users_on: HashMap::new(),
+            shard_load: vec![0; worker_count + 1],
             workers_running: worker_count,
             workers_wait_until: None,
             cdr,
@@ -1376,8 +1387,9 @@ impl ControlShard {
         while let Some(cdr) = self.media.calls.poll_cdr() {
             self.write_cdr(&cdr);
         }
-        // shard 0's own calls need no routes
-        while self.media.calls.poll_route().is_some() {}
+        while let Some(change) = self.media.calls.poll_route() {
+            self.apply_route(0, change);
+        }
         let mut sent = false;
         while let Some((user, text)) = self.media.calls.poll_message() {
             self.hub.send_to_user(&user, text);
@@ -1400,16 +1412,80 @@ impl ControlShard {
         }
     }
 
-    /// The shard for a new call: the one with the fewest calls (a worker shard on a tie:
-    /// shard 0 also carries the signalling).
-    fn pick_shard(&self) -> usize {
-        let mut best = (self.media.calls.count() as u64, 0);
-        for (i, &load) in self.worker_load.iter().enumerate() {
-            if load <= best.0 {
-                best = (load, i + 1);
+    /// The shard for a new call of `user`: where the user's other calls are, else the one
+    /// with the fewest calls (another than shard 0 on a tie: shard 0 also signals). The
+    /// call counts there from now on.
+    fn place_call(&mut self, user: &str) -> usize {
+        let shard = match self.users_on.get(user) {
+            Some(u) => u.shard,
+            None => {
+                let mut best = 0;
+                for (i, &load) in self.shard_load.iter().enumerate().skip(1) {
+                    if load <= self.shard_load[best] {
+                        best = i;
+                    }
+                }
+                best
             }
+        };
+        let entry = self.users_on.entry(user.to_owned()).or_insert(UserCalls {
+            shard,
+            live: 0,
+            pending: 0,
+        });
+        entry.pending += 1;
+        if let Some(load) = self.shard_load.get_mut(shard) {
+            *load += 1;
         }
-        best.1
+        shard
+    }
+
+    /// What a shard says about its calls: the routes and counts follow.
+    fn apply_route(&mut self, shard: usize, change: RouteChange) {
+        let (user, pending, live, gone) = match change {
+            RouteChange::Added { key, sip } => {
+                if shard != 0 {
+                    if let Some(sip) = sip {
+                        self.sip_routes.insert(sip, shard);
+                    }
+                    self.app_routes.insert(key.clone(), shard);
+                }
+                (key.0, -1, 1, false)
+            }
+            RouteChange::Removed { key, sip } => {
+                self.forget_routes(shard, Some(&key), sip);
+                (key.0, 0, -1, true)
+            }
+            RouteChange::Dropped { user, key, sip } => {
+                self.forget_routes(shard, key.as_ref(), sip);
+                (user, -1, 0, true)
+            }
+        };
+        // counted where the user's calls are (an offline user's refused call is not)
+        let Some(u) = self.users_on.get_mut(&user).filter(|u| u.shard == shard) else {
+            return;
+        };
+        u.pending = u.pending.saturating_add_signed(pending);
+        u.live = u.live.saturating_add_signed(live);
+        if u.pending == 0 && u.live == 0 {
+            self.users_on.remove(&user);
+        }
+        if gone && let Some(load) = self.shard_load.get_mut(shard) {
+            *load = load.saturating_sub(1);
+        }
+    }
+
+    fn forget_routes(&mut self, shard: usize, key: Option<&CallKey>, sip: Option<SipCallId>) {
+        if let Some(key) = key
+            && self.app_routes.get(key) == Some(&shard)
+        {
+            self.app_routes.remove(key);
+        }
+        if let Some(sip) = sip
+            && self.sip_routes.get(&sip) == Some(&shard)
+        {
+            self.sip_routes.remove(&sip);
+        }
     }
 
     /// Hands a user's request to the shard that holds (or gets) the call.
@@ -1426,17 +1502,15 @@ impl ControlShard {
             CallRequest::Call { user, request } => match request.id() {
                 Some(id) => {
                     let key = (user.clone(), id.to_owned());
-                    match self.app_routes.get(&key) {
-                        Some(&shard) => shard,
-                        None if matches!(request, Request::Invite { .. }) => {
-                            let shard = self.pick_shard();
-                            if shard != 0 {
-                                self.app_routes.insert(key, shard);
-                                self.worker_load[shard - 1] += 1;
-                            }
-                            shard
+                    if matches!(request, Request::Invite { .. }) {
+                        // every routed invite comes back as Added or Dropped
+                        let shard = self.place_call(user);
+                        if shard != 0 {
+                            self.app_routes.entry(key).or_insert(shard);
                         }
-                        None => 0,
+                        shard
+                    } else {
+                        self.app_routes.get(&key).copied().unwrap_or(0)
                     }
                 }
                 None => 0,
@@ -1457,12 +1531,28 @@ impl ControlShard {
     /// Hands an endpoint event about a call to the shard that holds (or gets) the call.
     fn route_sip_event(&mut self, now: Instant, event: Event) {
         let shard = match (&event, event.call_id()) {
-            // a new call goes to a shard only when someone can take it
-            (Event::IncomingCall { app_user, .. }, Some(id)) if self.hub.is_online(app_user) => {
-                let shard = self.pick_shard();
+            // every routed incoming call comes back as Added or Dropped; one for a user
+            // who is not logged in is refused on shard 0
+            (Event::IncomingCall { app_user, .. }, Some(id)) => {
+                let app_user = app_user.clone();
+                let shard = if self.hub.is_online(&app_user) {
+                    self.place_call(&app_user)
+                } else {
+                    // refused on shard 0 (480); counted there unless the user's calls
+                    // are elsewhere
+                    if self.users_on.get(&app_user).is_none_or(|u| u.shard == 0) {
+                        let u = self.users_on.entry(app_user).or_insert(UserCalls {
+                            shard: 0,
+                            live: 0,
+                            pending: 0,
+                        });
+                        u.pending += 1;
+                        self.shard_load[0] += 1;
+                    }
+                    0
+                };
                 if shard != 0 {
                     self.sip_routes.insert(id, shard);
-                    self.worker_load[shard - 1] += 1;
                 }
                 shard
             }
@@ -1509,27 +1599,7 @@ impl ControlShard {
                     any_message = true;
                 }
                 ToControl::Cdr(cdr) => self.write_cdr(&cdr),
-                ToControl::Route(shard, RouteChange::Added { key, sip }) => {
-                    self.app_routes.insert(key, shard);
-                    if let Some(sip) = sip {
-                        self.sip_routes.insert(sip, shard);
-                    }
-                }
-                ToControl::Route(shard, RouteChange::Removed { key, sip }) => {
-                    if let Some(key) = key
-                        && self.app_routes.get(&key) == Some(&shard)
-                    {
-                        self.app_routes.remove(&key);
-                    }
-                    if let Some(sip) = sip
-                        && self.sip_routes.get(&sip) == Some(&shard)
-                    {
-                        self.sip_routes.remove(&sip);
-                    }
-                    if let Some(load) = self.worker_load.get_mut(shard.wrapping_sub(1)) {
-                        *load = load.saturating_sub(1);
-                    }
-                }
+                ToControl::Route(shard, change) => self.apply_route(shard, change),
                 ToControl::Stopped(shard) => {
                     log::debug!("shard {shard} stopped");
                     self.workers_running = self.workers_running.saturating_sub(1);
