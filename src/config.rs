@@ -218,6 +218,8 @@ pub struct CallsSection {
     pub invitation_timeout: Duration,
     /// One JSON line per ended call (CDR); `None`: no records.
     pub cdr_file: Option<PathBuf>,
+    /// Calls in progress at once on all shards; more are refused (SIP 503, `OVERLOADED`).
+    pub max_calls: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -453,6 +455,7 @@ const SCHEMA: &[(&str, &[(&str, &str)])] = &[
         &[
             ("invitation_timeout", "60"),
             ("cdr_file", "srgate-cdr.jsonl"),
+            ("max_calls", "4096"),
         ],
     ),
     ("auth", &[("secret", ""), ("open", "0")]),
@@ -818,6 +821,7 @@ impl Config {
             invitation_timeout: r.get("calls", "invitation_timeout", |s| {
                 values::number(s, INVITATION_TIMEOUT_SECS).map(Duration::from_secs)
             })?,
+            max_calls: r.get("calls", "max_calls", |s| values::number(s, 1..=1_000_000))?,
             cdr_file: r.get("calls", "cdr_file", |s| match optional_path(s) {
                 Some(p) if p.is_dir() => Err(format!("`{s}` is a directory; give a file name")),
                 other => Ok(other),

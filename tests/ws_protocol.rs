@@ -284,6 +284,54 @@ fn allowed_origins_star_admits_any_origin_and_a_secret_any_host() {
     assert_eq!(ask(&mut ws, r#"{"type":"ping"}"#)["type"], "pong");
 }
 
+/// A browser offer good enough for srgate to answer (no media will flow).
+const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
+a=ice-pwd:browserpassword0123456789\r\na=fingerprint:sha-256 \
+AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+
+#[test]
+fn at_max_calls_new_calls_are_refused_overloaded_and_the_call_up_goes_on() {
+    let dir = TestDir::new("ws-overload");
+    let srgate = start(&dir, "[calls]\nmax_calls = 1\n");
+    let invite =
+        |id: &str| json!({"type": "invite", "id": id, "callee": "echo", "sdp": OFFER}).to_string();
+    let mut anna = connect(&srgate, None).unwrap();
+    assert_eq!(
+        ask(&mut anna, r#"{"type":"login","user":"anna"}"#)["type"],
+        "login_ok"
+    );
+    let first = ask(&mut anna, &invite("a1"));
+    assert_eq!(first["state"], "SENT_TO_REMOTE", "{first}");
+    let mut ben = connect(&srgate, None).unwrap();
+    assert_eq!(
+        ask(&mut ben, r#"{"type":"login","user":"ben"}"#)["type"],
+        "login_ok"
+    );
+    let refused = ask(&mut ben, &invite("b1"));
+    assert_eq!(
+        (
+            refused["type"].as_str(),
+            refused["code"].as_str(),
+            refused["id"].as_str()
+        ),
+        (Some("error"), Some("OVERLOADED"), Some("b1")),
+        "{refused}"
+    );
+    assert_eq!(srgate.metric("calls_refused_overload_total"), 1);
+    assert_eq!(srgate.health().unwrap().calls, 1, "the call up goes on");
+    // once the first call ends, the next one is taken
+    // (never answered: a hangup before the answer cancels it)
+    let ended = ask(&mut anna, r#"{"type":"hangup","id":"a1"}"#);
+    assert_eq!(ended["state"], "CANCELED", "{ended}");
+    let again = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let v = ask(&mut ben, &invite("b2"));
+        (v["state"] == "SENT_TO_REMOTE").then_some(v)
+    });
+    assert!(again.is_some(), "a call is taken again below the limit");
+}
+
 #[test]
 fn the_demo_page_and_client_are_served() {
     let dir = TestDir::new("web-page");

@@ -155,6 +155,7 @@ impl Sim {
             anonymous_caller: "1086".into(),
             app_display_name: false,
             shard: 0,
+            max_calls: 100_000,
             seed: [5; 32],
             clock_anchor: (now, 1_700_000_000_000),
         };

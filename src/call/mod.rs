@@ -92,6 +92,8 @@ pub struct CallsConfig {
     /// This shard's number: it keeps the ids of the SIP calls it starts apart from other
     /// shards'.
     pub shard: u16,
+    /// `[calls] max_calls`: this shard never holds more (shard 0 counts all shards).
+    pub max_calls: usize,
     pub seed: [u8; 32],
     /// A wall-clock reading at one instant: CDR times and RTCP NTP timestamps.
     pub clock_anchor: (Instant, u64),
@@ -160,10 +162,9 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 
 pub type CallKey = (String, String); // (user, call id)
 
-/// Calls one user may have at once, and calls per shard: a logged-in client cannot make
-/// srgate allocate codec state without end.
+/// Calls one user may have at once: a logged-in client cannot make srgate allocate codec
+/// state without end. (All of a user's calls are on one shard, so this holds in all.)
 pub const MAX_CALLS_PER_USER: usize = 8;
-pub const MAX_CALLS: usize = 4096;
 
 /// Space a packet needs behind its payload for the SRTP tag (and the SRTCP index).
 pub const SRTP_TAIL: usize = 32;
@@ -565,8 +566,17 @@ impl Calls {
                     );
                     return;
                 }
+                if self.index.len() >= self.cfg.max_calls {
+                    self.refuse(
+                        &user,
+                        ErrorCode::Overloaded,
+                        "srgate is at its call limit",
+                        &id,
+                    );
+                    return;
+                }
                 let of_user = self.index.keys().filter(|k| k.0 == user).count();
-                if of_user >= MAX_CALLS_PER_USER || self.index.len() >= MAX_CALLS {
+                if of_user >= MAX_CALLS_PER_USER {
                     self.refuse(&user, ErrorCode::BadRequest, "too many calls", &id);
                     return;
                 }
@@ -1342,8 +1352,13 @@ impl Calls {
             );
             return;
         }
+        if self.index.len() >= self.cfg.max_calls {
+            ctx.sip.reject(now, sip, 503);
+            self.record_attempt(now, app_user, caller, "sip_to_app", Some(503), "OVERLOADED");
+            return;
+        }
         let of_user = self.index.keys().filter(|k| k.0 == app_user).count();
-        if of_user >= MAX_CALLS_PER_USER || self.index.len() >= MAX_CALLS {
+        if of_user >= MAX_CALLS_PER_USER {
             ctx.sip.reject(now, sip, 486);
             self.record_attempt(
                 now,

@@ -201,6 +201,7 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 none(),
             ),
             ("cdr_file", path(c.calls.cdr_file.as_deref()), none()),
+            ("max_calls", c.calls.max_calls.to_string(), none()),
         ],
     );
     section(

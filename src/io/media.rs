@@ -5,8 +5,8 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
@@ -23,6 +23,10 @@ const MEDIA_SLOT: usize = 2048;
 const BATCHES_PER_WAKE: usize = 8;
 /// Datagrams read from one RTP socket per wake-up.
 const RTP_PER_WAKE: usize = 64;
+/// A shard whose timers fire this late is falling behind: it takes no new calls until
+/// they fire within [`CAUGHT_UP`] again.
+const FALLING_BEHIND: Duration = Duration::from_millis(100);
+const CAUGHT_UP: Duration = Duration::from_millis(20);
 
 /// What a shard publishes for `/health` and `/metrics` (written by its thread, read by
 /// shard 0's API).
@@ -40,6 +44,10 @@ pub struct ShardStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub send_dropped: AtomicU64,
+    /// The shard's loop runs its timers late (see [`MediaPlane::timers_due`]).
+    pub lagging: AtomicBool,
+    /// Times the shard started lagging.
+    pub lag_episodes: AtomicU64,
 }
 
 impl ShardStats {
@@ -62,6 +70,8 @@ pub struct MediaPlane {
     packets_in: u64,
     packets_out: u64,
     send_dropped: u64,
+    lagging: bool,
+    lag_episodes: u64,
     pub stats: Arc<ShardStats>,
 }
 
@@ -88,8 +98,31 @@ impl MediaPlane {
             packets_in: 0,
             packets_out: 0,
             send_dropped: 0,
+            lagging: false,
+            lag_episodes: 0,
             stats,
         })
+    }
+
+    /// Whether the calls' timers are due at `now`; notes how late they fire, which tells
+    /// whether this shard keeps up.
+    pub fn timers_due(&mut self, now: Instant) -> bool {
+        let Some(due) = self.calls.poll_timeout() else {
+            return false;
+        };
+        if due > now {
+            return false;
+        }
+        let late = now.duration_since(due);
+        if !self.lagging && late >= FALLING_BEHIND {
+            self.lagging = true;
+            self.lag_episodes += 1;
+            log::warn!("a shard runs its timers {late:?} late: it takes no new calls for now");
+        } else if self.lagging && late <= CAUGHT_UP {
+            self.lagging = false;
+            log::info!("the shard caught up: it takes new calls again");
+        }
+        true
     }
 
     /// Whether datagrams wait that the last wake-up left (the loop must not sleep).
@@ -244,5 +277,7 @@ impl MediaPlane {
         set(&s.packets_in, self.packets_in);
         set(&s.packets_out, self.packets_out);
         set(&s.send_dropped, self.send_dropped);
+        set(&s.lag_episodes, self.lag_episodes);
+        s.lagging.store(self.lagging, Ordering::Relaxed);
     }
 }

@@ -24,7 +24,7 @@ use crate::call::link::{RouteChange, refusal_of};
 use crate::call::{CallKey, Calls, CallsConfig, Cdr, Rtm2SipRule};
 use crate::config::Config;
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
-use crate::signal::protocol::Request;
+use crate::signal::protocol::{ErrorCode, Refusal, Request};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, SipCallId, Transmit, Transport};
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
@@ -233,6 +233,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             anonymous_caller: config.proxy.rtm_account.clone(),
             app_display_name: config.rtm2sip.app_display_name,
             shard: shard as u16,
+            max_calls: config.calls.max_calls as usize,
             seed,
             clock_anchor,
         })
@@ -338,6 +339,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         (rtp_bind_ip, rtp_share(&config.media.rtp_ports, shards, 0)),
         cdr,
         (workers, from_workers),
+        config.calls.max_calls,
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -488,6 +490,9 @@ struct ControlShard {
     users_on: HashMap<String, UserCalls>,
     /// Calls on each shard, counting those on their way there (index: shard).
     shard_load: Vec<u64>,
+    /// `[calls] max_calls`, and the calls refused for it or for a shard falling behind.
+    max_calls: u64,
+    refused_overload: u64,
     /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
     workers_running: usize,
     workers_wait_until: Option<Instant>,
@@ -517,6 +522,7 @@ impl ControlShard {
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
         cdr: Option<std::fs::File>,
         (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
+        max_calls: u32,
     ) -> Result<Self, RunError> {
         let registry = poll.registry();
         registry
@@ -602,6 +608,8 @@ impl ControlShard {
             sip_routes: HashMap::new(),
             users_on: HashMap::new(),
             shard_load: vec![0; worker_count + 1],
+            max_calls: u64::from(max_calls),
+            refused_overload: 0,
             workers_running: worker_count,
             workers_wait_until: None,
             cdr,
@@ -669,7 +677,7 @@ impl ControlShard {
             self.drain_endpoint(now);
             self.drain_workers(now);
             self.hub.handle_timeout(now);
-            if self.media.calls.poll_timeout().is_some_and(|t| t <= now) {
+            if self.media.timers_due(now) {
                 with_calls!(self, |c, ctx| c.handle_timeout(now, ctx));
                 self.drain_endpoint(now);
             }
@@ -1412,10 +1420,21 @@ impl ControlShard {
         }
     }
 
+    /// Whether shard `shard` runs its timers late (it takes no new calls then).
+    fn lagging(&self, shard: usize) -> bool {
+        let stats = if shard == 0 {
+            Some(&self.media.stats)
+        } else {
+            self.workers.get(shard - 1).map(|w| &w.stats)
+        };
+        stats.is_some_and(|s| s.lagging.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// The shard for a new call of `user`: where the user's other calls are, else the one
     /// with the fewest calls (another than shard 0 on a tie: shard 0 also signals). The
-    /// call counts there from now on.
-    fn place_call(&mut self, user: &str) -> usize {
+    /// call counts there from now on. `None`: srgate is at `[calls] max_calls`, or that
+    /// shard is falling behind; the call is refused and the calls up keep their media.
+    fn place_call(&mut self, user: &str) -> Option<usize> {
         let shard = match self.users_on.get(user) {
             Some(u) => u.shard,
             None => {
@@ -1428,6 +1447,19 @@ impl ControlShard {
                 best
             }
         };
+        if self.shard_load.iter().sum::<u64>() >= self.max_calls || self.lagging(shard) {
+            self.refused_overload += 1;
+            log::warn!(
+                "new call of {} refused: {}",
+                crate::pii::Pii(user),
+                if self.lagging(shard) {
+                    "its shard is falling behind"
+                } else {
+                    "[calls] max_calls reached"
+                }
+            );
+            return None;
+        }
         let entry = self.users_on.entry(user.to_owned()).or_insert(UserCalls {
             shard,
             live: 0,
@@ -1437,7 +1469,7 @@ impl ControlShard {
         if let Some(load) = self.shard_load.get_mut(shard) {
             *load += 1;
         }
-        shard
+        Some(shard)
     }
 
     /// What a shard says about its calls: the routes and counts follow.
@@ -1504,7 +1536,17 @@ impl ControlShard {
                     let key = (user.clone(), id.to_owned());
                     if matches!(request, Request::Invite { .. }) {
                         // every routed invite comes back as Added or Dropped
-                        let shard = self.place_call(user);
+                        let Some(shard) = self.place_call(user) else {
+                            let refusal = Refusal::new(
+                                ErrorCode::Overloaded,
+                                "srgate cannot take more calls now; try again later",
+                                Some(id),
+                            );
+                            let user = user.clone();
+                            self.hub.refuse(&user, refusal);
+                            self.drain_hub(now);
+                            return;
+                        };
                         if shard != 0 {
                             self.app_routes.entry(key).or_insert(shard);
                         }
@@ -1536,7 +1578,12 @@ impl ControlShard {
             (Event::IncomingCall { app_user, .. }, Some(id)) => {
                 let app_user = app_user.clone();
                 let shard = if self.hub.is_online(&app_user) {
-                    self.place_call(&app_user)
+                    let Some(shard) = self.place_call(&app_user) else {
+                        // 503 with Retry-After: the caller may try again soon
+                        self.endpoint.reject(now, id, 503);
+                        return;
+                    };
+                    shard
                 } else {
                     // refused on shard 0 (480); counted there unless the user's calls
                     // are elsewhere
@@ -1672,6 +1719,8 @@ impl ControlShard {
         m.push(("calls_panicked_total", sum(|s| &s.panicked)));
         m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
         m.push(("shards", shards.len() as u64));
+        m.push(("calls_refused_overload_total", self.refused_overload));
+        m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
         m.push(("cdr_write_errors_total", self.cdr_errors));
         m.push((
             "sip_tcp_connections",

@@ -140,7 +140,7 @@ impl Worker {
                     }
                 }
             }
-            if self.media.calls.poll_timeout().is_some_and(|t| t <= now) {
+            if self.media.timers_due(now) {
                 self.media
                     .with_calls(&mut sip, &always, |c, ctx| c.handle_timeout(now, ctx));
             }

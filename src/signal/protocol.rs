@@ -24,6 +24,8 @@ pub enum ErrorCode {
     AuthFailed,
     Kicked,
     NoSuchCall,
+    /// srgate is at `[calls] max_calls`, or the shard for the call cannot keep up.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::AuthFailed => "AUTH_FAILED",
             ErrorCode::Kicked => "KICKED",
             ErrorCode::NoSuchCall => "NO_SUCH_CALL",
+            ErrorCode::Overloaded => "OVERLOADED",
         }
     }
 }

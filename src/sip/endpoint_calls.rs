@@ -843,7 +843,13 @@ impl Endpoint {
             } else {
                 480
             };
-            self.respond(now, &key, code, reason_phrase(code), &[]);
+            // an overloaded gateway says when to come back (RFC 3261 §21.5.4)
+            let retry: &[(&str, String)] = if code == 503 {
+                &[("Retry-After", "5".into())]
+            } else {
+                &[]
+            };
+            self.respond(now, &key, code, reason_phrase(code), retry);
         }
         self.forget(id);
     }
@@ -1370,6 +1376,32 @@ mod tests {
             .trim()
             .to_string();
         (ep, id, tag)
+    }
+
+    #[test]
+    fn an_incoming_call_refused_for_overload_gets_503_with_retry_after() {
+        let now = t0();
+        let mut ep = ep(now);
+        send(&mut ep, now, &invite("o1", 1, "", OFFER));
+        assert_eq!(responses(&mut ep), [100]);
+        let Some(Event::IncomingCall { id, .. }) = events(&mut ep).first().cloned() else {
+            panic!("an incoming call");
+        };
+        ep.reject(now, id, 503);
+        let out = sent(&mut ep);
+        assert_eq!(status(&out[0]), 503, "{out:?}");
+        assert!(out[0].contains("\r\nRetry-After: 5\r\n"), "{}", out[0]);
+        // other refusals say nothing of coming back
+        let mut ep2 = super::tests::ep(now);
+        send(&mut ep2, now, &invite("o2", 1, "", OFFER));
+        let _ = responses(&mut ep2);
+        let Some(Event::IncomingCall { id, .. }) = events(&mut ep2).first().cloned() else {
+            panic!("an incoming call");
+        };
+        ep2.reject(now, id, 486);
+        let out = sent(&mut ep2);
+        assert_eq!(status(&out[0]), 486);
+        assert!(!out[0].contains("Retry-After"), "{}", out[0]);
     }
 
     #[test]
