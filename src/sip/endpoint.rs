@@ -159,7 +159,7 @@ impl fmt::Debug for ProxyAccount {
 }
 
 /// Everything the endpoint needs to know, taken from [`Config`] by the I/O shell.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EndpointConfig {
     /// The address in our Via and Contact headers.
     pub local: SocketAddr,
@@ -176,6 +176,22 @@ pub struct EndpointConfig {
     /// Seeds tags, branches, Call-IDs and the nonce key.
     pub seed: [u8; 32],
     pub user_agent: String,
+}
+
+/// Passwords and the seed never show (the proxy account masks its own).
+impl fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<&str> = self.users.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("EndpointConfig")
+            .field("local", &self.local)
+            .field("domain", &self.domain)
+            .field("server", &self.server)
+            .field("proxy", &self.proxy)
+            .field("users", &users)
+            .field("digest", &self.digest)
+            .field("user_agent", &self.user_agent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EndpointConfig {
@@ -1695,6 +1711,13 @@ mod tests {
             users: vec![],
             ..standalone()
         }
+    }
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        let text = format!("{:?} {:?}", standalone(), proxy_mode());
+        assert!(text.contains("1001") && text.contains("1000"), "{text}");
+        assert!(!text.contains("pw1001") && !text.contains("1234"), "{text}");
     }
 
     /// A request from the phone; `extra` goes before Content-Length.
