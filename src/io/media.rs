@@ -12,7 +12,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use super::rtp::RtpSockets;
-use super::sys::RecvBatch;
+use super::sys::{RecvBatch, SendBatch};
 use crate::call::link::SipLink;
 use crate::call::{Calls, Ctx, MediaSocket};
 
@@ -21,8 +21,11 @@ const MEDIA_BATCH: usize = 32;
 const MEDIA_SLOT: usize = 2048;
 /// Batches per wake-up: a flood cannot starve timers (a later wake-up continues).
 const BATCHES_PER_WAKE: usize = 8;
-/// Datagrams read from one RTP socket per wake-up.
-const RTP_PER_WAKE: usize = 64;
+/// Datagrams per recvmmsg on an RTP socket, and batches per socket per wake-up.
+const RTP_BATCH: usize = 16;
+const RTP_BATCHES_PER_WAKE: usize = 4;
+/// Datagrams per sendmmsg on the WebRTC socket.
+const SEND_BATCH: usize = 32;
 /// A shard whose timers fire this late is falling behind: it takes no new calls until
 /// they fire within [`CAUGHT_UP`] again.
 const FALLING_BEHIND: Duration = Duration::from_millis(100);
@@ -62,9 +65,12 @@ pub struct MediaPlane {
     batch: RecvBatch,
     /// The WebRTC socket's read budget ran out with datagrams left.
     pub pending: bool,
-    out: Vec<u8>,
+    /// What leaves by the WebRTC socket, sent in batches; datagrams for RTP sockets are
+    /// written into its free slot and sent from there one by one.
+    out: SendBatch,
     pub rtp: RtpSockets,
-    rtp_in: Vec<u8>,
+    /// One receive batch for whichever RTP socket is being read.
+    rtp_in: RecvBatch,
     /// RTP sockets with datagrams left after their read budget: read again at once.
     rtp_pending: Vec<u16>,
     packets_in: u64,
@@ -91,9 +97,9 @@ impl MediaPlane {
             udp,
             batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
             pending: false,
-            out: vec![0; MEDIA_SLOT],
+            out: SendBatch::new(SEND_BATCH, MEDIA_SLOT),
             rtp,
-            rtp_in: vec![0; MEDIA_SLOT],
+            rtp_in: RecvBatch::new(RTP_BATCH, MEDIA_SLOT),
             rtp_pending: Vec::new(),
             packets_in: 0,
             packets_out: 0,
@@ -193,20 +199,24 @@ impl MediaPlane {
         // socket with datagrams left is noted and read again on the next turn of the loop
         // (which then does not sleep).
         let mut drained = false;
-        for _ in 0..RTP_PER_WAKE {
+        for _ in 0..RTP_BATCHES_PER_WAKE {
             let Some(socket) = self.rtp.socket(port) else {
                 return;
             };
-            match socket.recv_from(&mut self.rtp_in) {
-                Ok((n, from)) => {
-                    self.packets_in += 1;
-                    let data = &self.rtp_in[..n];
-                    let ctx = &mut Ctx {
-                        sip: &mut *sip,
-                        ports: &mut self.rtp,
-                        online,
-                    };
-                    self.calls.handle_rtp(now, port, from, data, ctx);
+            match self.rtp_in.recv(socket.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..self.rtp_in.len() {
+                        let Some((Some(from), data, false)) = self.rtp_in.get(i) else {
+                            continue;
+                        };
+                        self.packets_in += 1;
+                        let ctx = &mut Ctx {
+                            sip: &mut *sip,
+                            ports: &mut self.rtp,
+                            online,
+                        };
+                        self.calls.handle_rtp(now, port, from, data, ctx);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
@@ -240,24 +250,41 @@ impl MediaPlane {
         }
     }
 
-    /// Sends what the calls have to send.
+    /// Sends what the calls have to send: toward browsers in `sendmmsg` batches.
     pub fn transmit(&mut self, now: Instant) {
-        while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
-            let socket = match t.socket {
-                MediaSocket::WebRtc => Some(&self.udp),
-                MediaSocket::Rtp(port) => self.rtp.socket(port),
+        loop {
+            if self.out.is_full() {
+                self.flush_batch();
+            }
+            let Some(t) = self.calls.poll_transmit(now, self.out.slot()) else {
+                break;
             };
-            let Some(socket) = socket else {
-                continue;
-            };
-            match socket.send_to(&self.out[..t.len], t.destination) {
-                Ok(_) => self.packets_out += 1,
-                Err(e) => {
-                    self.send_dropped += 1;
-                    log::debug!("media send to {}: {e}", t.destination);
+            match t.socket {
+                MediaSocket::WebRtc => self.out.commit(t.destination, t.len),
+                MediaSocket::Rtp(port) => {
+                    let Some(socket) = self.rtp.socket(port) else {
+                        continue;
+                    };
+                    match socket.send_to(&self.out.slot()[..t.len], t.destination) {
+                        Ok(_) => self.packets_out += 1,
+                        Err(e) => {
+                            self.send_dropped += 1;
+                            log::debug!("RTP send to {}: {e}", t.destination);
+                        }
+                    }
                 }
             }
         }
+        self.flush_batch();
+    }
+
+    fn flush_batch(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let (sent, dropped) = self.out.flush(self.udp.as_raw_fd());
+        self.packets_out += sent as u64;
+        self.send_dropped += dropped as u64;
     }
 
     /// Copies the counters into [`ShardStats`].

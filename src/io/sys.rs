@@ -1,6 +1,6 @@
 //! The few raw syscalls srgate needs that std and mio do not offer: batched UDP receive
-//! (`recvmmsg`), and handing freed heap memory back to the kernel. This is the only file
-//! allowed to use `unsafe`.
+//! and send (`recvmmsg`, `sendmmsg`), and handing freed heap memory back to the kernel.
+//! This is the only file allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -134,6 +134,162 @@ impl RecvBatch {
     }
 }
 
+/// Fixed send buffers for one `sendmmsg` call: datagrams are written straight into the
+/// next free slot ([`SendBatch::slot`]), committed with their destination, and sent
+/// together by [`SendBatch::flush`]. Allocated once; a batch costs no allocation.
+pub struct SendBatch {
+    slot: usize,
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    filled: usize,
+}
+
+impl SendBatch {
+    pub fn new(count: usize, slot: usize) -> Self {
+        assert!(
+            count > 0 && slot > 0,
+            "a send batch needs at least one non-empty slot"
+        );
+        let mut batch = SendBatch {
+            slot,
+            data: vec![0; count * slot],
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+            addrs: vec![unsafe { mem::zeroed() }; count],
+            iovs: Vec::with_capacity(count),
+            hdrs: Vec::with_capacity(count),
+            filled: 0,
+        };
+        let base = batch.data.as_mut_ptr();
+        for i in 0..count {
+            batch.iovs.push(libc::iovec {
+                // SAFETY: i * slot < data.len() by construction (data holds count * slot bytes).
+                iov_base: unsafe { base.add(i * slot) }.cast(),
+                iov_len: 0,
+            });
+        }
+        for i in 0..count {
+            // SAFETY: msghdr is plain old data; zero is a valid starting value for every field.
+            let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+            msg.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_storage).cast();
+            msg.msg_iov = &mut batch.iovs[i];
+            msg.msg_iovlen = 1;
+            batch.hdrs.push(libc::mmsghdr {
+                msg_hdr: msg,
+                msg_len: 0,
+            });
+        }
+        batch
+    }
+
+    /// Datagrams waiting for [`SendBatch::flush`].
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.filled == self.hdrs.len()
+    }
+
+    /// The next free slot, to write a datagram into (check [`SendBatch::is_full`] first:
+    /// a full batch hands out its last slot again).
+    pub fn slot(&mut self) -> &mut [u8] {
+        let i = self.filled.min(self.hdrs.len() - 1);
+        &mut self.data[i * self.slot..(i + 1) * self.slot]
+    }
+
+    /// Keeps the first `len` bytes written into [`SendBatch::slot`], for `to`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        if self.is_full() {
+            return;
+        }
+        let i = self.filled;
+        let namelen = std_to_sockaddr(to, &mut self.addrs[i]);
+        self.iovs[i].iov_len = len.min(self.slot);
+        self.hdrs[i].msg_hdr.msg_namelen = namelen;
+        self.filled += 1;
+    }
+
+    /// Sends what was committed, on `fd`, and empties the batch. Returns how many
+    /// datagrams left and how many were dropped (a full socket buffer, an unreachable
+    /// destination): UDP media is not retransmitted.
+    pub fn flush(&mut self, fd: RawFd) -> (usize, usize) {
+        let (mut sent, mut dropped, mut at) = (0, 0, 0);
+        // bounded: every turn sends at least one datagram or drops one
+        while at < self.filled {
+            let count = self.filled - at;
+            // SAFETY: hdrs[at..filled] are initialised mmsghdr whose name and iov pointers
+            // point into the heap storage of `self.addrs`, `self.iovs` and `self.data`,
+            // which live as long as `self` and are not otherwise borrowed during this
+            // call; the kernel only reads msg_namelen bytes of each address and iov_len
+            // bytes of each slot.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[at..].as_mut_ptr(),
+                    count as libc::c_uint,
+                    libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
+                )
+            };
+            if n > 0 {
+                sent += n as usize;
+                at += n as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if n == 0 || e.kind() == io::ErrorKind::WouldBlock {
+                dropped += count;
+                break;
+            }
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // this datagram cannot go (its destination): skip it, send the rest
+            dropped += 1;
+            at += 1;
+        }
+        self.filled = 0;
+        (sent, dropped)
+    }
+}
+
+/// Writes `addr` into `storage`; returns the length the kernel is to read.
+fn std_to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for a
+            // sockaddr_in; every field is written below.
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(storage as *mut libc::sockaddr_storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            sin.sin_zero = [0; 8];
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(storage as *mut libc::sockaddr_storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match sa.ss_family as libc::c_int {
         libc::AF_INET => {
@@ -177,6 +333,58 @@ pub fn release_free_memory() {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_send_batch_reaches_several_destinations_v4_and_v6() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = std::net::UdpSocket::bind("[::1]:0").ok();
+        let tx = std::net::UdpSocket::bind("[::]:0")
+            .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+            .unwrap();
+        let mut batch = SendBatch::new(4, 64);
+        let mut put = |to: SocketAddr, bytes: &[u8]| {
+            assert!(!batch.is_full());
+            batch.slot()[..bytes.len()].copy_from_slice(bytes);
+            batch.commit(to, bytes.len());
+        };
+        let v4 = |s: &std::net::UdpSocket| {
+            let p = s.local_addr().unwrap().port();
+            // through a dual-stack socket when there is one
+            if tx.local_addr().unwrap().is_ipv6() {
+                format!("[::ffff:127.0.0.1]:{p}").parse().unwrap()
+            } else {
+                s.local_addr().unwrap()
+            }
+        };
+        put(v4(&a), b"to a");
+        put(v4(&b), b"to b, longer");
+        put(v4(&a), b"again a");
+        if let (Some(c), true) = (&c, tx.local_addr().unwrap().is_ipv6()) {
+            put(c.local_addr().unwrap(), b"six");
+        }
+        let queued = batch.len();
+        let (sent, dropped) = batch.flush(tx.as_raw_fd());
+        assert_eq!((sent, dropped), (queued, 0));
+        assert!(batch.is_empty());
+        let mut buf = [0u8; 64];
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+        }
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to a");
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"again a");
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to b, longer");
+        if let (Some(c), 4) = (&c, queued) {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let n = c.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"six");
+        }
+    }
 
     #[test]
     fn batch_receives_several_datagrams_with_sources() {
