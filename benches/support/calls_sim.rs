@@ -72,6 +72,8 @@ pub struct Sim {
     /// Datagrams srgate sent during [`Sim::packets`], and of them to browsers.
     pub sent: u64,
     pub sent_to_browsers: u64,
+    /// Real time spent in srgate's code during [`Sim::packets`].
+    pub srgate_time: Duration,
     /// ICE consent checks sent, and heap allocations while srgate answered them.
     pub checks_sent: u64,
     pub check_allocations: u64,
@@ -171,6 +173,7 @@ impl Sim {
             sent_to_browsers: 0,
             checks_sent: 0,
             check_allocations: 0,
+            srgate_time: Duration::ZERO,
         };
         let browser_cert = Certificate::generate().expect("certificate");
         let browser_ctx = DtlsContext::new(&browser_cert).expect("dtls");
@@ -288,7 +291,9 @@ impl Sim {
 
     /// `pairs` rounds of one RTP packet each way through call `k % N` (every call sends
     /// every 20 ms of simulated time), with srgate's output drained and timers fired as a
-    /// shard would.
+    /// shard would. The real time spent in srgate's code (not in the simulated browsers
+    /// and phones) adds up in [`Sim::srgate_time`].
+    #[allow(clippy::disallowed_methods)] // measures srgate's share of the real time
     pub fn packets(&mut self, pairs: usize) {
         let n = self.legs.len();
         let step = Duration::from_micros(20_000 / n as u64);
@@ -330,8 +335,10 @@ impl Sim {
                 .expect("protect");
             let (browser, phone, port) = (leg.browser, leg.phone, leg.port);
             let now = self.now;
+            let started = Instant::now();
             self.calls
                 .handle_datagram(now, browser, &mut self.buf[..len], ctx!(self));
+            self.srgate_time += started.elapsed();
             // SIP → browser: RTP
             let leg = &mut self.legs[k % n];
             let header = rtp::Header {
@@ -346,6 +353,7 @@ impl Sim {
             leg.ts = leg.ts.wrapping_add(PAYLOAD as u32);
             header.emit(&mut self.buf).expect("room");
             self.buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(0x2a);
+            let started = Instant::now();
             self.calls.handle_rtp(
                 now,
                 port,
@@ -361,6 +369,7 @@ impl Sim {
             }
             self.now += step;
             self.tick();
+            self.srgate_time += started.elapsed();
         }
     }
 }

@@ -24,8 +24,6 @@
 
 use std::time::{Duration, Instant};
 
-use heapless::Deque;
-
 use super::codec::{Codec, CodecError, SampleRate};
 use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender};
 use super::jitter::JitterConfig;
@@ -122,7 +120,12 @@ struct Relay {
     last_seq: u16,
     last_ts: u32,
     started: bool,
-    queue: Deque<([u8; RELAY_MAX], usize), RELAY_QUEUE>,
+    /// A ring of packets waiting to leave: written in place, copied out once (no 1400-byte
+    /// moves per packet, only the packet's own bytes).
+    slots: [[u8; RELAY_MAX]; RELAY_QUEUE],
+    lens: [usize; RELAY_QUEUE],
+    head: usize,
+    queued: usize,
 }
 
 impl Relay {
@@ -136,7 +139,10 @@ impl Relay {
             last_seq: seq.wrapping_sub(1),
             last_ts: ts,
             started: false,
-            queue: Deque::new(),
+            slots: [[0; RELAY_MAX]; RELAY_QUEUE],
+            lens: [0; RELAY_QUEUE],
+            head: 0,
+            queued: 0,
         }
     }
 
@@ -167,25 +173,35 @@ impl Relay {
             self.last_seq = out_seq;
             self.last_ts = out_ts;
         }
-        if self.queue.is_full() {
-            let _ = self.queue.pop_front();
+        if self.queued == RELAY_QUEUE {
+            // the oldest is dropped
+            self.head = (self.head + 1) % RELAY_QUEUE;
+            self.queued -= 1;
         }
-        let mut buf = [0u8; RELAY_MAX];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        let mut out = rtp::Packet::new_unchecked(&mut buf[..bytes.len()]);
+        let at = (self.head + self.queued) % RELAY_QUEUE;
+        let slot = &mut self.slots[at][..bytes.len()];
+        slot.copy_from_slice(bytes);
+        let mut out = rtp::Packet::new_unchecked(slot);
         out.set_payload_type(self.out_pt);
         out.set_marker(marker);
         out.set_sequence_number(out_seq);
         out.set_timestamp(out_ts);
         out.set_ssrc(self.ssrc);
-        let _ = self.queue.push_back((buf, bytes.len()));
+        self.lens[at] = bytes.len();
+        self.queued += 1;
         Ok(())
     }
 
     fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
-        let (buf, len) = self.queue.pop_front()?;
+        if self.queued == 0 {
+            return None;
+        }
+        let at = self.head;
+        self.head = (self.head + 1) % RELAY_QUEUE;
+        self.queued -= 1;
+        let len = self.lens[at];
         let dst = out.get_mut(..len)?;
-        dst.copy_from_slice(&buf[..len]);
+        dst.copy_from_slice(&self.slots[at][..len]);
         Some(len)
     }
 }
