@@ -1525,9 +1525,9 @@ impl ControlShard {
         let shard = match &request {
             CallRequest::UserGone { user } => {
                 for w in &self.workers {
-                    w.send(ToWorker::Request(CallRequest::UserGone {
+                    w.send(ToWorker::Request(Box::new(CallRequest::UserGone {
                         user: user.clone(),
-                    }));
+                    })));
                 }
                 0
             }
@@ -1561,7 +1561,7 @@ impl ControlShard {
         if shard != 0
             && let Some(w) = self.workers.get(shard - 1)
         {
-            if !w.send(ToWorker::Request(request)) {
+            if !w.send(ToWorker::Request(Box::new(request))) {
                 log::warn!("shard {shard} did not take a request");
             }
             return;
@@ -1609,7 +1609,7 @@ impl ControlShard {
         if shard != 0
             && let Some(w) = self.workers.get(shard - 1)
         {
-            if !w.send(ToWorker::Sip(event)) {
+            if !w.send(ToWorker::Sip(Box::new(event))) {
                 log::warn!("shard {shard} did not take a SIP event");
             }
             return;
@@ -1624,6 +1624,7 @@ impl ControlShard {
         while let Ok(message) = self.from_workers.try_recv() {
             match message {
                 ToControl::Sip(shard, command) => {
+                    let command = *command;
                     if let crate::call::link::SipCommand::Start(call) = &command {
                         self.sip_routes.insert(call.id, shard);
                     }
@@ -1632,21 +1633,22 @@ impl ControlShard {
                         let (code, reason) = refusal_of(&e);
                         log::info!("shard {shard}: SIP call not started ({e:?})");
                         if let Some(w) = self.workers.get(shard.wrapping_sub(1)) {
-                            w.send(ToWorker::Sip(Event::CallFailed {
+                            w.send(ToWorker::Sip(Box::new(Event::CallFailed {
                                 id,
                                 code,
                                 reason: reason.to_owned(),
-                            }));
+                            })));
                         }
                     }
                     any_sip = true;
                 }
-                ToControl::Message(user, text) => {
+                ToControl::Message(message) => {
+                    let (user, text) = *message;
                     self.hub.send_to_user(&user, text);
                     any_message = true;
                 }
                 ToControl::Cdr(cdr) => self.write_cdr(&cdr),
-                ToControl::Route(shard, change) => self.apply_route(shard, change),
+                ToControl::Route(shard, change) => self.apply_route(shard, *change),
                 ToControl::Stopped(shard) => {
                     log::debug!("shard {shard} stopped");
                     self.workers_running = self.workers_running.saturating_sub(1);

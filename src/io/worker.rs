@@ -21,16 +21,18 @@ use crate::sip::endpoint::Event;
 pub const WAKER: Token = Token(0);
 pub const MEDIA_UDP: Token = Token(1);
 
-/// Messages a channel holds; a full channel is a shard that cannot keep up (logged).
-pub const CHANNEL: usize = 16_384;
+/// Messages a channel holds; a full channel is a shard that cannot keep up (logged). The
+/// channel's slots are allocated and touched up front, so messages are small (payloads
+/// boxed): 4 096 slots cost ~100 KB per channel.
+pub const CHANNEL: usize = 4096;
 
 /// From shard 0 to a worker shard.
 #[derive(Debug)]
 pub enum ToWorker {
     /// A request of a logged-in user about a call of this shard (or a new one).
-    Request(CallRequest),
+    Request(Box<CallRequest>),
     /// A SIP event of one of this shard's calls.
-    Sip(Event),
+    Sip(Box<Event>),
     /// srgate is stopping: end every call, report [`ToControl::Stopped`], exit.
     Shutdown,
 }
@@ -38,11 +40,11 @@ pub enum ToWorker {
 /// From a worker shard to shard 0.
 #[derive(Debug)]
 pub enum ToControl {
-    Sip(usize, SipCommand),
-    /// A message for a user's WebSocket.
-    Message(String, String),
+    Sip(usize, Box<SipCommand>),
+    /// A message for a user's WebSocket: (user, text).
+    Message(Box<(String, String)>),
     Cdr(Box<Cdr>),
-    Route(usize, RouteChange),
+    Route(usize, Box<RouteChange>),
     /// The shard ended its calls and stopped.
     Stopped(usize),
 }
@@ -121,11 +123,11 @@ impl Worker {
                 match self.inbox.try_recv() {
                     Ok(ToWorker::Request(r)) => {
                         self.media
-                            .with_calls(&mut sip, &always, |c, ctx| c.handle_request(now, r, ctx))
+                            .with_calls(&mut sip, &always, |c, ctx| c.handle_request(now, *r, ctx))
                     }
                     Ok(ToWorker::Sip(e)) => self
                         .media
-                        .with_calls(&mut sip, &always, |c, ctx| c.handle_sip_event(now, e, ctx)),
+                        .with_calls(&mut sip, &always, |c, ctx| c.handle_sip_event(now, *e, ctx)),
                     Ok(ToWorker::Shutdown) => {
                         self.media
                             .with_calls(&mut sip, &always, |c, ctx| c.end_all(now, ctx));
@@ -162,13 +164,22 @@ impl Worker {
         // Blocking sends: these must not be lost (a lost BYE leaves a call up), and shard
         // 0 drains its inbox on every turn of its loop.
         while let Some(command) = sip.pop() {
-            any |= self.outbox.send(ToControl::Sip(index, command)).is_ok();
+            any |= self
+                .outbox
+                .send(ToControl::Sip(index, Box::new(command)))
+                .is_ok();
         }
         while let Some(change) = self.media.calls.poll_route() {
-            any |= self.outbox.send(ToControl::Route(index, change)).is_ok();
+            any |= self
+                .outbox
+                .send(ToControl::Route(index, Box::new(change)))
+                .is_ok();
         }
         while let Some((user, text)) = self.media.calls.poll_message() {
-            any |= self.outbox.send(ToControl::Message(user, text)).is_ok();
+            any |= self
+                .outbox
+                .send(ToControl::Message(Box::new((user, text))))
+                .is_ok();
         }
         while let Some(cdr) = self.media.calls.poll_cdr() {
             any |= self.outbox.send(ToControl::Cdr(Box::new(cdr))).is_ok();
