@@ -418,6 +418,8 @@ impl Calls {
             meta.generation = meta.generation.wrapping_add(1);
             meta.scheduled = None;
         }
+        // a panic noted for the call that was here is not the next call's
+        self.poison.retain(|(s, _)| *s != slot);
         self.free.push(slot);
     }
 
@@ -1727,6 +1729,12 @@ impl Calls {
         self.cdrs.pop_front()
     }
 
+    /// The calls' earliest own deadline (not the "at once" of a call that panicked).
+    pub fn next_call_timer(&mut self) -> Option<Instant> {
+        self.refresh_timers();
+        self.next_timer()
+    }
+
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.refresh_timers();
         let poison = self.poison.iter().map(|(_, at)| *at).min();
@@ -1780,15 +1788,18 @@ impl Calls {
             self.by_remote.retain(|_, s| *s != slot);
             self.by_sip.retain(|_, s| *s != slot);
             self.by_port.retain(|_, s| *s != slot);
-            let sip = match self.slots.get_mut(slot).and_then(Option::take) {
-                Some((_, Call::Bridge(b))) => Some(b.sip),
-                _ => None,
-            };
-            self.vacate(slot);
-            self.routes.push_back(link::RouteChange::Removed {
-                key: key.clone(),
-                sip,
-            });
+            // remove() may have taken the slot (and reported it) before it panicked
+            if let Some((_, call)) = self.slots.get_mut(slot).and_then(Option::take) {
+                let sip = match call {
+                    Call::Bridge(b) => Some(b.sip),
+                    Call::Echo(_) => None,
+                };
+                self.vacate(slot);
+                self.routes.push_back(link::RouteChange::Removed {
+                    key: key.clone(),
+                    sip,
+                });
+            }
         }
     }
 }

@@ -113,13 +113,13 @@ impl MediaPlane {
     /// Whether the calls' timers are due at `now`; notes how late they fire, which tells
     /// whether this shard keeps up.
     pub fn timers_due(&mut self, now: Instant) -> bool {
-        let Some(due) = self.calls.poll_timeout() else {
-            return false;
+        let due = self.calls.poll_timeout().is_some_and(|t| t <= now);
+        // how late the calls' own timers fire (a panicked call's "at once" is not late)
+        let late = match self.calls.next_call_timer() {
+            Some(t) if t <= now => now.duration_since(t),
+            // nothing overdue: the shard keeps up
+            _ => Duration::ZERO,
         };
-        if due > now {
-            return false;
-        }
-        let late = now.duration_since(due);
         if !self.lagging && late >= FALLING_BEHIND {
             self.lagging = true;
             self.lag_episodes += 1;
@@ -128,7 +128,7 @@ impl MediaPlane {
             self.lagging = false;
             log::info!("the shard caught up: it takes new calls again");
         }
-        true
+        due
     }
 
     /// Whether datagrams wait that the last wake-up left (the loop must not sleep).

@@ -21,7 +21,7 @@ use super::tcp::{Conn, ReadOutcome};
 use super::web::{self, WebConn};
 use super::worker::{self, ToControl, ToWorker, Worker, WorkerHandle};
 use crate::call::link::{RouteChange, refusal_of};
-use crate::call::{CallKey, Calls, CallsConfig, Cdr, Rtm2SipRule};
+use crate::call::{CallKey, Calls, CallsConfig, Cdr, MAX_CALLS_PER_USER, Rtm2SipRule};
 use crate::config::Config;
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::{ErrorCode, Refusal, Request};
@@ -369,10 +369,19 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
     }
     let result = control.run();
-    // Shards still running (an error, or a shutdown that ran out of time) stop now.
-    for w in std::mem::take(&mut control.workers) {
-        w.send(ToWorker::Shutdown);
-        let _ = w.thread.join();
+    // Shards still running (an error, or a shutdown that ran out of time) stop now: with
+    // shard 0's end of their channels gone, a shard blocked on sending or waiting for
+    // messages sees the disconnection and ends.
+    let workers = std::mem::take(&mut control.workers);
+    drop(control);
+    for WorkerHandle {
+        tx, waker, thread, ..
+    } in workers
+    {
+        let _ = tx.try_send(ToWorker::Shutdown);
+        drop(tx);
+        let _ = waker.wake();
+        let _ = thread.join();
     }
     result
 }
@@ -428,6 +437,35 @@ fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
         probe.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         local.port(),
     )
+}
+
+/// Why a new call is not placed.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    /// `[calls] max_calls`, or the shard for the call cannot take it.
+    Overloaded,
+    /// The user has `MAX_CALLS_PER_USER` calls (some perhaps still being set up).
+    UserLimit,
+}
+
+impl Refused {
+    fn refusal(self, id: &str) -> Refusal {
+        match self {
+            Refused::Overloaded => Refusal::new(
+                ErrorCode::Overloaded,
+                "srgate cannot take more calls now; try again later",
+                Some(id),
+            ),
+            Refused::UserLimit => Refusal::new(ErrorCode::BadRequest, "too many calls", Some(id)),
+        }
+    }
+
+    fn sip_code(self) -> u16 {
+        match self {
+            Refused::Overloaded => 503,
+            Refused::UserLimit => 486,
+        }
+    }
 }
 
 /// Where a user's calls are, and how many: routed and not yet set up (`pending`), and up
@@ -495,6 +533,8 @@ struct ControlShard {
     refused_overload: u64,
     /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
     workers_running: usize,
+    /// Per worker shard: still running (one that stopped takes no calls).
+    workers_up: Vec<bool>,
     workers_wait_until: Option<Instant>,
     cdr: Option<std::fs::File>,
     cdr_errors: u64,
@@ -611,6 +651,7 @@ impl ControlShard {
             max_calls: u64::from(max_calls),
             refused_overload: 0,
             workers_running: worker_count,
+            workers_up: vec![true; worker_count],
             workers_wait_until: None,
             cdr,
             cdr_errors: 0,
@@ -1434,19 +1475,26 @@ impl ControlShard {
     /// with the fewest calls (another than shard 0 on a tie: shard 0 also signals). The
     /// call counts there from now on. `None`: srgate is at `[calls] max_calls`, or that
     /// shard is falling behind; the call is refused and the calls up keep their media.
-    fn place_call(&mut self, user: &str) -> Option<usize> {
+    fn place_call(&mut self, user: &str) -> Result<usize, Refused> {
         let shard = match self.users_on.get(user) {
+            Some(u) if u.live + u.pending >= MAX_CALLS_PER_USER as u32 => {
+                return Err(Refused::UserLimit);
+            }
             Some(u) => u.shard,
             None => {
                 let mut best = 0;
                 for (i, &load) in self.shard_load.iter().enumerate().skip(1) {
-                    if load <= self.shard_load[best] {
+                    if load <= self.shard_load[best] && self.shard_up(i) {
                         best = i;
                     }
                 }
                 best
             }
         };
+        if !self.shard_up(shard) {
+            self.refused_overload += 1;
+            return Err(Refused::Overloaded);
+        }
         if self.shard_load.iter().sum::<u64>() >= self.max_calls || self.lagging(shard) {
             self.refused_overload += 1;
             log::warn!(
@@ -1458,7 +1506,7 @@ impl ControlShard {
                     "[calls] max_calls reached"
                 }
             );
-            return None;
+            return Err(Refused::Overloaded);
         }
         let entry = self.users_on.entry(user.to_owned()).or_insert(UserCalls {
             shard,
@@ -1469,7 +1517,31 @@ impl ControlShard {
         if let Some(load) = self.shard_load.get_mut(shard) {
             *load += 1;
         }
-        Some(shard)
+        Ok(shard)
+    }
+
+    /// Whether shard `shard` runs (a worker that stopped takes no calls).
+    fn shard_up(&self, shard: usize) -> bool {
+        shard == 0 || self.workers_up.get(shard - 1).copied().unwrap_or(false)
+    }
+
+    /// Hands a message to worker `shard`; when it cannot take it (its inbox is full, or it
+    /// stopped), the call placed there is taken back as if the shard had dropped it, and
+    /// false is returned so the caller refuses it.
+    fn send_to_worker(
+        &mut self,
+        shard: usize,
+        message: ToWorker,
+        placed: Option<RouteChange>,
+    ) -> bool {
+        let ok = self.workers.get(shard - 1).is_some_and(|w| w.send(message));
+        if !ok {
+            log::warn!("shard {shard} did not take a message");
+            if let Some(change) = placed {
+                self.apply_route(shard, change);
+            }
+        }
+        ok
     }
 
     /// What a shard says about its calls: the routes and counts follow.
@@ -1536,33 +1608,51 @@ impl ControlShard {
                     let key = (user.clone(), id.to_owned());
                     if matches!(request, Request::Invite { .. }) {
                         // every routed invite comes back as Added or Dropped
-                        let Some(shard) = self.place_call(user) else {
-                            let refusal = Refusal::new(
-                                ErrorCode::Overloaded,
-                                "srgate cannot take more calls now; try again later",
-                                Some(id),
-                            );
-                            let user = user.clone();
-                            self.hub.refuse(&user, refusal);
-                            self.drain_hub(now);
-                            return;
+                        let shard = match self.place_call(user) {
+                            Ok(shard) => shard,
+                            Err(why) => {
+                                let refusal = why.refusal(id);
+                                let user = user.clone();
+                                self.hub.refuse(&user, refusal);
+                                self.drain_hub(now);
+                                return;
+                            }
                         };
                         if shard != 0 {
-                            self.app_routes.entry(key).or_insert(shard);
+                            self.app_routes.insert(key, shard);
                         }
                         shard
                     } else {
-                        self.app_routes.get(&key).copied().unwrap_or(0)
+                        // all of a user's calls are on one shard: while a route is being
+                        // replaced (a call id used again), the user's shard is the answer
+                        self.app_routes
+                            .get(&key)
+                            .or_else(|| self.users_on.get(user).map(|u| &u.shard))
+                            .copied()
+                            .unwrap_or(0)
                     }
                 }
                 None => 0,
             },
         };
-        if shard != 0
-            && let Some(w) = self.workers.get(shard - 1)
-        {
-            if !w.send(ToWorker::Request(Box::new(request))) {
-                log::warn!("shard {shard} did not take a request");
+        if shard != 0 {
+            let placed = match &request {
+                CallRequest::Call {
+                    user,
+                    request: Request::Invite { id, .. },
+                } => Some((user.clone(), id.clone())),
+                _ => None,
+            };
+            let dropped = placed.clone().map(|key| RouteChange::Dropped {
+                user: key.0.clone(),
+                key: Some(key),
+                sip: None,
+            });
+            if !self.send_to_worker(shard, ToWorker::Request(Box::new(request)), dropped)
+                && let Some((user, id)) = placed
+            {
+                self.hub.refuse(&user, Refused::Overloaded.refusal(&id));
+                self.drain_hub(now);
             }
             return;
         }
@@ -1578,12 +1668,14 @@ impl ControlShard {
             (Event::IncomingCall { app_user, .. }, Some(id)) => {
                 let app_user = app_user.clone();
                 let shard = if self.hub.is_online(&app_user) {
-                    let Some(shard) = self.place_call(&app_user) else {
-                        // 503 with Retry-After: the caller may try again soon
-                        self.endpoint.reject(now, id, 503);
-                        return;
-                    };
-                    shard
+                    match self.place_call(&app_user) {
+                        Ok(shard) => shard,
+                        Err(why) => {
+                            // 503 with Retry-After: the caller may try again soon
+                            self.endpoint.reject(now, id, why.sip_code());
+                            return;
+                        }
+                    }
                 } else {
                     // refused on shard 0 (480); counted there unless the user's calls
                     // are elsewhere
@@ -1606,11 +1698,20 @@ impl ControlShard {
             (_, Some(id)) => self.sip_routes.get(&id).copied().unwrap_or(0),
             (_, None) => 0,
         };
-        if shard != 0
-            && let Some(w) = self.workers.get(shard - 1)
-        {
-            if !w.send(ToWorker::Sip(Box::new(event))) {
-                log::warn!("shard {shard} did not take a SIP event");
+        if shard != 0 {
+            let incoming = match &event {
+                Event::IncomingCall { id, app_user, .. } => Some((*id, app_user.clone())),
+                _ => None,
+            };
+            let dropped = incoming.clone().map(|(id, user)| RouteChange::Dropped {
+                user,
+                key: None,
+                sip: Some(id),
+            });
+            if !self.send_to_worker(shard, ToWorker::Sip(Box::new(event)), dropped)
+                && let Some((id, _)) = incoming
+            {
+                self.endpoint.reject(now, id, 503);
             }
             return;
         }
@@ -1651,6 +1752,9 @@ impl ControlShard {
                 ToControl::Route(shard, change) => self.apply_route(shard, *change),
                 ToControl::Stopped(shard) => {
                     log::debug!("shard {shard} stopped");
+                    if let Some(up) = self.workers_up.get_mut(shard.wrapping_sub(1)) {
+                        *up = false;
+                    }
                     self.workers_running = self.workers_running.saturating_sub(1);
                 }
             }

@@ -101,7 +101,13 @@ impl Worker {
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
-                log::error!("shard {} poll failed: {e}", self.index);
+                log::error!("shard {} poll failed: {e}; its calls end", self.index);
+                let now = Instant::now();
+                self.media
+                    .with_calls(&mut sip, &always, |c, ctx| c.end_all(now, ctx));
+                self.flush(&mut sip);
+                let _ = self.outbox.send(ToControl::Stopped(self.index));
+                let _ = self.control.wake();
                 return;
             }
             let now = Instant::now();
