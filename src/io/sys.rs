@@ -41,25 +41,14 @@ impl RecvBatch {
             iovs: Vec::with_capacity(count),
             hdrs: Vec::with_capacity(count),
         };
-        let base = batch.data.as_mut_ptr();
-        for i in 0..count {
-            batch.iovs.push(libc::iovec {
-                // SAFETY: i * slot < data.len() by construction (data holds count * slot bytes).
-                iov_base: unsafe { base.add(i * slot) }.cast(),
-                iov_len: slot,
-            });
-        }
-        for i in 0..count {
-            // SAFETY: msghdr is plain old data; zero is a valid starting value for every field.
-            let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-            msg.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_storage).cast();
-            msg.msg_iov = &mut batch.iovs[i];
-            msg.msg_iovlen = 1;
-            batch.hdrs.push(libc::mmsghdr {
-                msg_hdr: msg,
-                msg_len: 0,
-            });
-        }
+        link_headers(
+            &mut batch.data,
+            slot,
+            slot,
+            &mut batch.addrs,
+            &mut batch.iovs,
+            &mut batch.hdrs,
+        );
         batch
     }
 
@@ -134,6 +123,44 @@ impl RecvBatch {
     }
 }
 
+/// Fills `iovs` and `hdrs` (empty, with capacity for one entry per address) with one
+/// message header per slot of `data`: slot `i` is `data[i * slot..]` (`iov_len` bytes) and
+/// its address `addrs[i]`. The headers point into the three buffers, whose heap storage
+/// must then neither move nor grow while the headers are used.
+fn link_headers(
+    data: &mut [u8],
+    slot: usize,
+    iov_len: usize,
+    addrs: &mut [libc::sockaddr_storage],
+    iovs: &mut Vec<libc::iovec>,
+    hdrs: &mut Vec<libc::mmsghdr>,
+) {
+    let count = addrs.len();
+    assert!(
+        data.len() >= count * slot && iovs.capacity() >= count && hdrs.capacity() >= count,
+        "room for every slot's header"
+    );
+    let base = data.as_mut_ptr();
+    for i in 0..count {
+        iovs.push(libc::iovec {
+            // SAFETY: i * slot < data.len() (asserted above: data holds count * slot bytes).
+            iov_base: unsafe { base.add(i * slot) }.cast(),
+            iov_len,
+        });
+    }
+    for (i, addr) in addrs.iter_mut().enumerate() {
+        // SAFETY: msghdr is plain old data; zero is a valid starting value for every field.
+        let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        msg.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_iov = &mut iovs[i];
+        msg.msg_iovlen = 1;
+        hdrs.push(libc::mmsghdr {
+            msg_hdr: msg,
+            msg_len: 0,
+        });
+    }
+}
+
 /// Fixed send buffers for one `sendmmsg` call: datagrams are written straight into the
 /// next free slot ([`SendBatch::slot`]), committed with their destination, and sent
 /// together by [`SendBatch::flush`]. Allocated once; a batch costs no allocation.
@@ -161,25 +188,14 @@ impl SendBatch {
             hdrs: Vec::with_capacity(count),
             filled: 0,
         };
-        let base = batch.data.as_mut_ptr();
-        for i in 0..count {
-            batch.iovs.push(libc::iovec {
-                // SAFETY: i * slot < data.len() by construction (data holds count * slot bytes).
-                iov_base: unsafe { base.add(i * slot) }.cast(),
-                iov_len: 0,
-            });
-        }
-        for i in 0..count {
-            // SAFETY: msghdr is plain old data; zero is a valid starting value for every field.
-            let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-            msg.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_storage).cast();
-            msg.msg_iov = &mut batch.iovs[i];
-            msg.msg_iovlen = 1;
-            batch.hdrs.push(libc::mmsghdr {
-                msg_hdr: msg,
-                msg_len: 0,
-            });
-        }
+        link_headers(
+            &mut batch.data,
+            slot,
+            0,
+            &mut batch.addrs,
+            &mut batch.iovs,
+            &mut batch.hdrs,
+        );
         batch
     }
 
