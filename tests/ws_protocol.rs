@@ -344,3 +344,17 @@ fn the_demo_page_and_client_are_served() {
     let missing = common::http::get(srgate.web_addr(), "/nope", Duration::from_secs(2)).unwrap();
     assert_eq!(missing.status, 404);
 }
+
+/// The test harness itself: a port taken between picking and binding (by another test
+/// process) makes srgate stop at startup; the harness picks again and srgate runs.
+#[test]
+fn the_harness_starts_srgate_again_when_its_api_port_was_taken() {
+    let dir = TestDir::new("ws-port-taken");
+    let config = GatewayConfig::standalone();
+    let squatter = std::net::TcpListener::bind(config.api_addr()).expect("the port is free");
+    let taken = config.api_port;
+    let srgate = Srgate::start(config, dir.path());
+    assert_ne!(srgate.api_port(), taken);
+    assert_eq!(srgate.health().expect("srgate runs").status, "ok");
+    drop(squatter);
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use super::net::{free_ports, local};
+use super::net::{free_ports, local, port_bound};
 use super::process::Process;
 use super::{Deadline, http, wait_for};
 
@@ -182,7 +182,50 @@ impl Srgate {
 
     /// Writes `config` into `dir`, starts `srgate -c FILE` and waits (bounded) until
     /// `/health` answers `"status":"ok"`. Panics with srgate's output if it does not.
-    pub fn start(config: GatewayConfig, dir: &Path) -> Srgate {
+    ///
+    /// Ports are picked free before srgate binds them, and another test process may take
+    /// one in between: when srgate stops at startup because its API, web or WebRTC port is
+    /// in use, those are picked again and srgate started again (three tries). The SIP port
+    /// is never changed (peers may have been told it).
+    pub fn start(mut config: GatewayConfig, dir: &Path) -> Srgate {
+        for attempt in 0..3 {
+            let mut srgate = Srgate::spawn(config.clone(), dir);
+            match srgate.wait_healthy(STARTUP_BOUND) {
+                Ok(()) => return srgate,
+                Err(why) => {
+                    let output = srgate.process.output();
+                    let taken = output.contains("Address already in use")
+                        && ["[api] listen", "[webrtc] listen", "[webrtc] udp"]
+                            .iter()
+                            .any(|key| output.contains(key));
+                    if !taken || attempt == 2 {
+                        // Drop prints srgate's output, log and configuration
+                        panic!("{why}");
+                    }
+                    eprintln!("srgate's port was taken by another test; starting it again");
+                    drop(srgate);
+                    let mut udp = free_ports::<1>()[0];
+                    // shard i uses the WebRTC port + i: keep the neighbours free too
+                    for _ in 0..50 {
+                        if (1..config.shards as u16).all(|i| {
+                            let p = udp.wrapping_add(i);
+                            p > 1024 && !port_bound(p, true)
+                        }) {
+                            break;
+                        }
+                        udp = free_ports::<1>()[0];
+                    }
+                    let [web, api] = free_ports::<2>();
+                    config.webrtc_port = web;
+                    config.api_port = api;
+                    config.webrtc_udp_port = udp;
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn(config: GatewayConfig, dir: &Path) -> Srgate {
         // named by SIP port, so that two srgates in one test keep separate files
         let name = format!("srgate-{}", config.sip_port);
         let config_file = dir.join(format!("{name}.ini"));
@@ -202,32 +245,29 @@ impl Srgate {
             dir,
         )
         .unwrap_or_else(|err| panic!("cannot start {}: {err}", Srgate::binary().display()));
-        let mut srgate = Srgate {
+        Srgate {
             config,
             process,
             config_file,
             log_file,
-        };
-        srgate.wait_healthy(STARTUP_BOUND);
-        srgate
+        }
     }
 
-    fn wait_healthy(&mut self, within: Duration) {
+    fn wait_healthy(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Deadline::after(within);
         loop {
             if let Some(status) = self.process.try_status() {
-                // Drop prints srgate's output, log and configuration
-                panic!("srgate exited during startup with {status}");
+                return Err(format!("srgate exited during startup with {status}"));
             }
             if let Some(health) = self.health() {
                 assert_eq!(health.status, "ok", "srgate /health: {health:?}");
-                return;
+                return Ok(());
             }
             if deadline.passed() {
-                panic!(
+                return Err(format!(
                     "srgate's /health on {} did not answer within {within:?}",
                     self.config.api_addr()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -269,6 +309,11 @@ impl Srgate {
     /// `[webrtc] listen`: demo page and WebSocket.
     pub fn web_addr(&self) -> SocketAddr {
         local(self.config.webrtc_port)
+    }
+
+    /// `[api] listen`'s port (the harness may have picked it again at start).
+    pub fn api_port(&self) -> u16 {
+        self.config.api_port
     }
 
     pub fn pid(&self) -> Option<u32> {
