@@ -57,6 +57,9 @@ pub enum Error {
     NoCommonCodec,
     /// A plain-RTP description (SIP side) has no usable `c=` address.
     NoConnection,
+    /// The SIP side's audio asks for SRTP (`RTP/SAVP`, `RTP/SAVPF`) or another profile than
+    /// plain RTP: refused, never answered in the clear.
+    NotPlainRtp,
 }
 
 impl fmt::Display for Error {
@@ -68,6 +71,9 @@ impl fmt::Display for Error {
             Error::BadMediaLine(n) => write!(f, "malformed m= line at line {n}"),
             Error::NoAudio => f.write_str("no audio media section"),
             Error::NotDtlsSrtp => f.write_str("audio is not UDP/TLS/RTP/SAVPF"),
+            Error::NotPlainRtp => {
+                f.write_str("audio is not plain RTP/AVP (SRTP toward SIP is not supported)")
+            }
             Error::NoRtcpMux => f.write_str("a=rtcp-mux is required"),
             Error::BadIceCredentials => f.write_str("missing or malformed ICE credentials"),
             Error::NoFingerprint => f.write_str("no a=fingerprint"),

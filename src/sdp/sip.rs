@@ -118,11 +118,20 @@ fn connection(value: &str) -> Option<IpAddr> {
 /// Reads the other side's description (see the module doc).
 pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     let offer = Offer::parse(sdp)?;
-    let index = offer
+    let audio = |m: &&crate::sdp::MediaSection| m.kind == "audio" && m.port != 0;
+    // Plain RTP only: a peer that asks for SRTP must not get an answer in the clear.
+    let plain = |proto: &str| {
+        proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+    };
+    let index = match offer
         .media
         .iter()
-        .position(|m| m.kind == "audio" && m.port != 0)
-        .ok_or(Error::NoAudio)?;
+        .position(|m| audio(&m) && plain(&m.proto))
+    {
+        Some(i) => i,
+        None if offer.media.iter().any(|m| audio(&m)) => return Err(Error::NotPlainRtp),
+        None => return Err(Error::NoAudio),
+    };
     let media = &offer.media[index];
     // c= lines: the Offer reader skips them, so find the session one (before the first
     // m=) and the one of our section.
@@ -261,6 +270,28 @@ mod tests {
         assert_eq!(r.telephone_event, Some(101));
         assert_eq!(r.direction, Direction::SendRecv);
         assert_eq!(r.ptime, Some(20));
+    }
+
+    #[test]
+    fn an_srtp_offer_is_refused_not_answered_in_the_clear() {
+        for proto in ["RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP"] {
+            let sdp = BARESIP_OFFER.replace("RTP/AVP", proto).replace(
+                "a=sendrecv",
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv",
+            );
+            assert_eq!(
+                parse_rtp_sdp(&sdp).unwrap_err(),
+                Error::NotPlainRtp,
+                "{proto}"
+            );
+        }
+        // a plain section next to an SRTP one is taken
+        let both = BARESIP_OFFER.replace(
+            "m=audio 10000 RTP/AVP",
+            "m=audio 10002 RTP/SAVP 0\r\nm=audio 10000 RTP/AVP",
+        );
+        assert_eq!(parse_rtp_sdp(&both).unwrap().addr.port(), 10000);
+        assert!(parse_rtp_sdp(&BARESIP_OFFER.replace("RTP/AVP", "RTP/AVPF")).is_ok());
     }
 
     #[test]
