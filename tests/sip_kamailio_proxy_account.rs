@@ -32,7 +32,7 @@ const NOTICE_BOUND: Duration = Duration::from_secs(EXPIRES_S as u64 + 3);
 /// so at most three waits (2 + 4 + 8 = 14 s) can have started and the current wait is at
 /// most 8 s; a REGISTER still in flight when Kamailio returns is retransmitted at least every
 /// T2 = 4 s and answered at once. Either way srgate is registered within one retry interval
-/// (8 s); the design promises two: 2 x 8 s.
+/// (8 s); the bound allows two: 2 x 8 s.
 const REREGISTER_BOUND: Duration = Duration::from_secs(2 * 8);
 
 fn start_kamailio_and_srgate(dir: &TestDir) -> (Kamailio, Srgate) {

@@ -1,5 +1,5 @@
 //! On SIGTERM srgate un-registers its proxy account (Expires: 0) before it exits, within the
-//! design's 2 s bound, and exits 0.
+//! 2 s bound the README gives (SIP behaviour), and exits 0.
 
 mod common;
 

@@ -1,4 +1,4 @@
-// Shared pieces of srgate's browser harness: starting and stopping headless Chromium,
+// The common pieces of srgate's browser harness (see docs/architecture.md for what it tests): starting and stopping headless Chromium,
 // argument parsing, and the in-page audio measurement (WebAudio).
 //
 // Chromium is started by us (child_process.spawn with the flags of PEERS.md and a fresh

@@ -17,7 +17,7 @@ pub const PROXY_PASSWORD: &str = "1234";
 /// How long srgate may take from spawn to a healthy `/health`.
 pub const STARTUP_BOUND: Duration = Duration::from_secs(10);
 
-/// Bound for srgate to exit after SIGTERM: the 2 s un-registering bound of the design
+/// Bound for srgate to exit after SIGTERM: the 2 s un-registering bound (README, SIP behaviour)
 /// plus scheduling slack on a loaded 2-core machine.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
 
