@@ -15,10 +15,12 @@
 
 use std::alloc::System;
 
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[path = "support/calls_sim.rs"]
 mod calls_sim;
+#[path = "support/stun.rs"]
+mod stun;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -30,29 +32,6 @@ fn warmed(calls: usize) -> calls_sim::Sim {
     // (6 s of simulated time: the first RTCP reports and consent checks are behind us)
     sim.packets(calls * 300);
     sim
-}
-
-/// Nanoseconds per relayed packet (both directions counted, srgate's code only) and heap
-/// allocations of the media path over `pairs` packet pairs.
-fn measure(sim: &mut calls_sim::Sim, pairs: usize) -> (f64, u64) {
-    sim.sent = 0;
-    sim.check_allocations = 0;
-    sim.srgate_time = std::time::Duration::ZERO;
-    let region = Region::new(GLOBAL);
-    sim.packets(pairs);
-    let stats = region.change();
-    assert!(
-        sim.sent >= 2 * pairs as u64,
-        "srgate relays: {} of {}",
-        sim.sent,
-        2 * pairs
-    );
-    // the STUN agent's allocations for consent checks are not the media path's
-    let media = (stats.allocations + stats.reallocations) as u64 - sim.check_allocations;
-    (
-        sim.srgate_time.as_nanos() as f64 / (2 * pairs) as f64,
-        media,
-    )
 }
 
 fn main() {
@@ -67,11 +46,13 @@ fn main() {
     let mut sims: Vec<calls_sim::Sim> = counts.iter().map(|&n| warmed(n)).collect();
     let mut times = vec![Vec::new(); counts.len()];
     let mut allocations = vec![0u64; counts.len()];
+    let mut measured = vec![0u64; counts.len()];
     for _ in 0..rounds {
         for (i, sim) in sims.iter_mut().enumerate() {
-            let (ns, allocs) = measure(sim, pairs);
-            times[i].push(ns);
-            allocations[i] += allocs;
+            let m = sim.measure(pairs);
+            times[i].push(m.ns_per_packet);
+            allocations[i] += m.media_allocations;
+            measured[i] += m.packets;
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -83,15 +64,16 @@ fn main() {
         "relayed calls through the shard core (Calls): median of {rounds} rounds of {pairs} packet pairs"
     );
     println!(
-        "{:>7} {:>12} {:>9} {:>14}",
-        "calls", "ns/packet", "vs 10", "allocations"
+        "{:>7} {:>12} {:>9} {:>14} {:>12}",
+        "calls", "ns/packet", "vs 10", "allocations", "packets"
     );
     for (i, calls) in counts.iter().enumerate() {
         println!(
-            "{calls:>7} {:>12.0} {:>9.2} {:>14}",
+            "{calls:>7} {:>12.0} {:>9.2} {:>14} {:>12}",
             medians[i],
             medians[i] / medians[0],
-            allocations[i]
+            allocations[i],
+            measured[i]
         );
     }
     for (calls, allocs) in counts.iter().zip(&allocations) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
+use common::audio::{close_to, dominant_frequency, read_wav, rms_dbfs, write_tone};
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
 use common::{GatewayConfig, Kamailio, Sipp, Srgate, TestDir, free_ports};
@@ -38,10 +38,6 @@ fn baresip_heard(phone: &SipPhone) -> f64 {
         pcm.len()
     );
     dominant_frequency(pcm, rate)
-}
-
-fn close_to(got: f64, want: f64) -> bool {
-    (got - want).abs() <= 25.0
 }
 
 fn ready() -> bool {

@@ -11,14 +11,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::audio::{dominant_frequency, read_wav, write_tone};
+use common::audio::{close_to, dominant_frequency, read_wav, write_tone};
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
 use common::{GatewayConfig, Srgate, TestDir};
-
-fn close_to(got: f64, want: f64) -> bool {
-    (got - want).abs() <= 25.0
-}
 
 /// CPU time (ns) each thread of `pid` has run, by thread name (`srgate` is shard 0,
 /// `shard-N` the others), from /proc/PID/task/*/schedstat.
@@ -71,17 +67,13 @@ fn calls_spread_over_two_shards_with_audio_on_each() {
     let mut srgate = Srgate::start(config, dir.path());
     assert_eq!(srgate.metric("shards"), 2);
     let gw = srgate.sip_addr();
-    let sip = SipPhone::start(
+    let sip = SipPhone::registered(
         dir.path(),
-        "baresip-1006",
-        &format!("<sip:1006@{gw};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"),
+        gw,
+        "1006",
+        "1006pw",
         &tone1000,
-    );
-    assert!(
-        sip.wait_for_line(0, &["1006@", "200 OK"], Duration::from_secs(10))
-            .is_some(),
-        "baresip registers at srgate:\n{}",
-        sip.output()
+        Duration::from_secs(10),
     );
     let url = format!("http://{}/", srgate.web_addr());
     let mut anna = Phone::start(&url, &tone440);

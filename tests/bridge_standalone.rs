@@ -28,22 +28,6 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// The UDP ports bound in `range` in this network namespace (srgate's RTP and RTCP ports:
-/// nothing else here binds there), from /proc/net/udp.
-fn udp_ports_in(range: std::ops::RangeInclusive<u16>) -> Vec<u16> {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    let mut ports: Vec<u16> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1)?.rsplit(':').next())
-        .filter_map(|hex| u16::from_str_radix(hex, 16).ok())
-        .filter(|p| range.contains(p))
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 /// An attacker at 127.0.0.2 sending well-formed PCMU RTP of a `hz` tone to every even
 /// `port` (20 ms packets) until `stop`.
 fn spray_rtp(ports: Vec<u16>, hz: f64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
@@ -108,17 +92,13 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         "[media]\nrtp_ports = 32000-32999\nrtp_timeout = 3\n[sip]\ndigest = md5\n".into();
     let srgate = Srgate::start(config, dir.path());
     let gw = srgate.sip_addr();
-    let sip = SipPhone::start(
+    let sip = SipPhone::registered(
         dir.path(),
-        "baresip-1006",
-        &format!("<sip:1006@{gw};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"),
+        gw,
+        "1006",
+        "1006pw",
         &phone_tone,
-    );
-    assert!(
-        sip.wait_for_line(0, &["1006@", "200 OK"], Duration::from_secs(10))
-            .is_some(),
-        "baresip registers at srgate:\n{}",
-        sip.output()
+        Duration::from_secs(10),
     );
     let url = format!("http://{}/", srgate.web_addr());
     let mut app = Phone::start(&url, &browser_tone);
@@ -163,7 +143,12 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     sip.dial(&format!("sip:{APP}@{gw}"));
     app.must(json!({"cmd": "wait_invite", "timeout": 15}));
     let ports = common::wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-        Some(udp_ports_in(32000..=32999)).filter(|p| !p.is_empty())
+        // srgate's RTP and RTCP ports: nothing else in this namespace binds there
+        let ports: Vec<u16> = common::net::bound_ports(true)
+            .into_iter()
+            .filter(|p| (32000..=32999).contains(p))
+            .collect();
+        Some(ports).filter(|p| !p.is_empty())
     })
     .expect("srgate bound the call's RTP port");
     let stop = Arc::new(AtomicBool::new(false));

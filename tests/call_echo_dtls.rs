@@ -4,13 +4,14 @@
 //! cleanly (`FAILURE` `MEDIA_FAILED`, no hangup, nothing left: no call, nothing more sent);
 //! a browser that vanishes loses its answered call within 30 s (ICE consent, RFC 7675).
 
+#[path = "../benches/support/stun.rs"]
+mod stun;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dimpl::{Dtls, Output};
-use is::Sha1HmacProvider as _;
-use is::stun::{StunMessage, TransId};
 use serde_json::Value;
 
 use srgate::call::{Calls, CallsConfig, Ctx, RtpPorts};
@@ -103,26 +104,6 @@ fn attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
         .trim()
 }
 
-fn binding_request(srgate_ufrag: &str, srgate_pwd: &str) -> Vec<u8> {
-    let username = format!("{srgate_ufrag}:{BROWSER_UFRAG}");
-    let msg = StunMessage::binding_request(
-        &username,
-        TransId::new(),
-        true,
-        0x0123_4567_89ab_cdef,
-        1_845_501_695,
-        true,
-    );
-    let mut buf = vec![0u8; 512];
-    let n = msg
-        .to_bytes(Some(srgate_pwd.as_bytes()), &mut buf, |k, p| {
-            is::DefaultSha1HmacProvider.sha1_hmac(k, p)
-        })
-        .expect("STUN request fits");
-    buf.truncate(n);
-    buf
-}
-
 struct Run {
     states: Vec<String>,
     other: Vec<Value>,
@@ -198,7 +179,7 @@ fn run(lie_about_fingerprint: bool) -> Run {
     );
     browser.set_active(true); // srgate answers passive
     browser.handle_timeout(now).unwrap();
-    let mut check = binding_request(&ufrag, &pwd);
+    let mut check = stun::binding_request(&format!("{ufrag}:{BROWSER_UFRAG}"), &pwd, true);
     calls.handle_datagram(now, addr(BROWSER), &mut check, ctx!(sip));
     let mut buf = vec![0u8; 2048];
     let mut sent_after_end = 0;

@@ -5,10 +5,12 @@
 
 use std::alloc::System;
 
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[path = "../benches/support/calls_sim.rs"]
 mod calls_sim;
+#[path = "../benches/support/stun.rs"]
+mod stun;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -18,30 +20,14 @@ fn relayed_packets_through_calls_allocate_nothing() {
     let calls = 50;
     let mut sim = calls_sim::Sim::new(calls);
     sim.packets(calls * 300); // 6 s: buffers, queues and heaps at their steady size
-    sim.sent = 0;
-    sim.sent_to_browsers = 0;
-    sim.checks_sent = 0;
-    sim.check_allocations = 0;
     let pairs = calls * 1500; // 30 s of every call sending every 20 ms
-    let region = Region::new(GLOBAL);
-    sim.packets(pairs);
-    let stats = region.change();
-    assert!(
-        sim.sent >= 2 * pairs as u64,
-        "srgate relays both ways: {} datagrams ({} to browsers) for {} packets",
-        sim.sent,
-        sim.sent_to_browsers,
-        2 * pairs
-    );
+    let m = sim.measure(pairs);
     assert_eq!(sim.calls.count(), calls, "every call is still up");
-    let media = (stats.allocations + stats.reallocations) as u64 - sim.check_allocations;
     eprintln!(
-        "{} media packets: {media} allocations; {} consent checks: {} allocations",
-        2 * pairs,
-        sim.checks_sent,
-        sim.check_allocations
+        "{} media packets: {} allocations ({:.0} ns each, unoptimised); {} consent checks: {} allocations",
+        m.packets, m.media_allocations, m.ns_per_packet, sim.checks_sent, sim.check_allocations
     );
-    assert_eq!(media, 0, "{stats:?} over {} packets", 2 * pairs);
+    assert_eq!(m.media_allocations, 0, "over {} packets", m.packets);
     assert!(
         sim.checks_sent >= (calls * 14) as u64,
         "consent checks were answered"

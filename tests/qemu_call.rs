@@ -77,17 +77,13 @@ fn an_emulated_arm_build_registers_sip_users_and_bridges_a_call() {
     )
     .assert_success("SIPp registers with digest to the emulated srgate");
 
-    let sip = SipPhone::start(
+    let sip = SipPhone::registered(
         dir.path(),
-        "baresip-1006",
-        &format!("<sip:1006@{gw};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"),
+        gw,
+        "1006",
+        "1006pw",
         &phone_tone,
-    );
-    assert!(
-        sip.wait_for_line(0, &["1006@", "200 OK"], Duration::from_secs(15))
-            .is_some(),
-        "baresip registers at the emulated srgate:\n{}",
-        sip.output()
+        Duration::from_secs(15),
     );
     let mut app = Phone::start(&format!("http://{}/", srgate.web_addr()), &browser_tone);
     app.must(json!({"cmd": "login", "user": "1001"}));

@@ -2,6 +2,9 @@
 //! side is hand-made STUN Binding requests (as a controlling full agent sends them), its
 //! DTLS side a `dimpl` endpoint with its own certificate.
 
+#[path = "../benches/support/stun.rs"]
+mod stun;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,23 +49,11 @@ fn offer(fingerprint: &sdp::Fingerprint, setup: &str) -> String {
 /// A Binding request as the controlling browser sends it (USERNAME `srgate:browser`,
 /// signed with srgate's password).
 fn binding_request(use_candidate: bool) -> Vec<u8> {
-    let username = format!("{SRGATE_UFRAG}:{BROWSER_UFRAG}");
-    let msg = StunMessage::binding_request(
-        &username,
-        TransId::new(),
-        true,
-        0x0123_4567_89ab_cdef,
-        1_845_501_695,
+    stun::binding_request(
+        &format!("{SRGATE_UFRAG}:{BROWSER_UFRAG}"),
+        SRGATE_PWD,
         use_candidate,
-    );
-    let mut buf = vec![0u8; 512];
-    let n = msg
-        .to_bytes(Some(SRGATE_PWD.as_bytes()), &mut buf, |k, p| {
-            is::DefaultSha1HmacProvider.sha1_hmac(k, p)
-        })
-        .expect("STUN request fits");
-    buf.truncate(n);
-    buf
+    )
 }
 
 struct Pair {

@@ -5,13 +5,12 @@
 //! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
 //! test; both count heap allocations with `stats_alloc` as their global allocator
 //! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
-//! counted apart (the STUN agent, a dependency, allocates a few per check).
+//! counted apart (the STUN agent, a dependency, allocates a few per check). Its users
+//! also include `support/stun.rs` as `crate::stun`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use is::Sha1HmacProvider as _;
-use is::stun::{StunMessage, TransId};
 use serde_json::Value;
 
 use srgate::call::link::{SipCommand, SipOutbox};
@@ -61,6 +60,14 @@ struct Leg {
     phone_seq: u16,
 }
 
+/// What [`Sim::measure`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub ns_per_packet: f64,
+    pub media_allocations: u64,
+    pub packets: u64,
+}
+
 pub struct Sim {
     pub now: Instant,
     pub calls: Calls,
@@ -99,6 +106,21 @@ fn offer(i: usize, fingerprint: &str) -> String {
     )
 }
 
+/// A 20 ms PCMU packet (payload bytes all `fill`) written into `buf`; its length.
+fn pcmu_packet(buf: &mut [u8], seq: u16, ts: u32, ssrc: u32, fill: u8) -> usize {
+    rtp::Header {
+        marker: false,
+        payload_type: 0,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .emit(buf)
+    .expect("room");
+    buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(fill);
+    rtp::HEADER_LEN + PAYLOAD
+}
+
 fn phone_answer(phone: SocketAddr) -> String {
     format!(
         "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
@@ -117,23 +139,7 @@ fn attribute(sdp: &str, name: &str) -> String {
 }
 
 fn binding_request(i: usize, ufrag: &str, pwd: &str) -> Vec<u8> {
-    let username = format!("{ufrag}:b{i:05}");
-    let msg = StunMessage::binding_request(
-        &username,
-        TransId::new(),
-        true,
-        0x0123_4567_89ab_cdef,
-        1_845_501_695,
-        true,
-    );
-    let mut buf = vec![0u8; 512];
-    let n = msg
-        .to_bytes(Some(pwd.as_bytes()), &mut buf, |k, p| {
-            is::DefaultSha1HmacProvider.sha1_hmac(k, p)
-        })
-        .expect("STUN request fits");
-    buf.truncate(n);
-    buf
+    crate::stun::binding_request(&format!("{ufrag}:b{i:05}"), pwd, true)
 }
 
 impl Sim {
@@ -281,6 +287,33 @@ impl Sim {
         });
     }
 
+    /// Runs `pairs` packet pairs from fresh counters and says what they cost: srgate's
+    /// time per packet and the heap allocations of the media path (the consent checks'
+    /// left out). Panics unless every packet was relayed.
+    pub fn measure(&mut self, pairs: usize) -> Measured {
+        self.sent = 0;
+        self.sent_to_browsers = 0;
+        self.checks_sent = 0;
+        self.check_allocations = 0;
+        self.srgate_time = Duration::ZERO;
+        let region = stats_alloc::Region::new(crate::GLOBAL);
+        self.packets(pairs);
+        let stats = region.change();
+        let packets = 2 * pairs as u64;
+        assert!(
+            self.sent >= packets,
+            "srgate relays both ways: {} datagrams ({} to browsers) for {packets} packets",
+            self.sent,
+            self.sent_to_browsers
+        );
+        Measured {
+            ns_per_packet: self.srgate_time.as_nanos() as f64 / packets as f64,
+            media_allocations: (stats.allocations + stats.reallocations) as u64
+                - self.check_allocations,
+            packets,
+        }
+    }
+
     /// Fires the call layer's timers that are due.
     fn tick(&mut self) {
         if self.calls.poll_timeout().is_some_and(|t| t <= self.now) {
@@ -320,19 +353,14 @@ impl Sim {
             }
             let leg = &mut self.legs[k % n];
             // browser → SIP: SRTP
-            let header = rtp::Header {
-                marker: false,
-                payload_type: 0,
-                sequence_number: leg.seq,
-                timestamp: leg.ts,
-                ssrc: 0x1000 + (k % n) as u32,
-            };
-            header.emit(&mut self.buf).expect("room");
-            self.buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(0x55);
-            let len = leg
-                .tx
-                .protect_rtp(&mut self.buf, rtp::HEADER_LEN + PAYLOAD)
-                .expect("protect");
+            let plain = pcmu_packet(
+                &mut self.buf,
+                leg.seq,
+                leg.ts,
+                0x1000 + (k % n) as u32,
+                0x55,
+            );
+            let len = leg.tx.protect_rtp(&mut self.buf, plain).expect("protect");
             let (browser, phone, port) = (leg.browser, leg.phone, leg.port);
             let now = self.now;
             let started = Instant::now();
@@ -341,26 +369,19 @@ impl Sim {
             self.srgate_time += started.elapsed();
             // SIP → browser: RTP
             let leg = &mut self.legs[k % n];
-            let header = rtp::Header {
-                marker: false,
-                payload_type: 0,
-                sequence_number: leg.phone_seq,
-                timestamp: leg.ts,
-                ssrc: 0x2000 + (k % n) as u32,
-            };
+            let len = pcmu_packet(
+                &mut self.buf,
+                leg.phone_seq,
+                leg.ts,
+                0x2000 + (k % n) as u32,
+                0x2a,
+            );
             leg.seq = leg.seq.wrapping_add(1);
             leg.phone_seq = leg.phone_seq.wrapping_add(1);
             leg.ts = leg.ts.wrapping_add(PAYLOAD as u32);
-            header.emit(&mut self.buf).expect("room");
-            self.buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(0x2a);
             let started = Instant::now();
-            self.calls.handle_rtp(
-                now,
-                port,
-                phone,
-                &self.buf[..rtp::HEADER_LEN + PAYLOAD],
-                ctx!(self),
-            );
+            self.calls
+                .handle_rtp(now, port, phone, &self.buf[..len], ctx!(self));
             while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
                 self.sent += 1;
                 if t.destination == browser {

@@ -11,45 +11,61 @@ use std::os::fd::RawFd;
 /// Fixed receive buffers for one `recvmmsg` call: `count` slots of `slot` bytes each,
 /// allocated once when the socket is opened and reused for every batch.
 pub struct RecvBatch {
-    slot: usize,
-    data: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
+    m: Slots,
     lens: Vec<usize>,
     truncated: Vec<bool>,
     filled: usize,
-    // Headers and iovecs point into `data` and `addrs`, whose heap storage never moves;
-    // set up once so a batch costs no allocation. (Raw pointers make this !Send: a batch
-    // lives on the shard thread that created it.)
+}
+
+/// What a receive and a send batch share: `count` slots of `slot` bytes, an address per
+/// slot, and the message headers that point into them. Headers and iovecs point into
+/// `data` and `addrs`, whose heap storage never moves; set up once so a batch costs no
+/// allocation. (Raw pointers make this !Send: a batch lives on the shard thread that
+/// created it.)
+struct Slots {
+    slot: usize,
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
-impl RecvBatch {
-    pub fn new(count: usize, slot: usize) -> Self {
+impl Slots {
+    /// `iov_len`: what each slot's iovec says at first (the whole slot to receive into,
+    /// nothing yet to send).
+    fn new(count: usize, slot: usize, iov_len: usize) -> Self {
         assert!(
             count > 0 && slot > 0,
-            "a receive batch needs at least one non-empty slot"
+            "a batch needs at least one non-empty slot"
         );
-        let mut batch = RecvBatch {
+        let mut m = Slots {
             slot,
             data: vec![0; count * slot],
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
             addrs: vec![unsafe { mem::zeroed() }; count],
-            lens: vec![0; count],
-            truncated: vec![false; count],
-            filled: 0,
             iovs: Vec::with_capacity(count),
             hdrs: Vec::with_capacity(count),
         };
         link_headers(
-            &mut batch.data,
+            &mut m.data,
             slot,
-            slot,
-            &mut batch.addrs,
-            &mut batch.iovs,
-            &mut batch.hdrs,
+            iov_len,
+            &mut m.addrs,
+            &mut m.iovs,
+            &mut m.hdrs,
         );
-        batch
+        m
+    }
+}
+
+impl RecvBatch {
+    pub fn new(count: usize, slot: usize) -> Self {
+        RecvBatch {
+            m: Slots::new(count, slot, slot),
+            lens: vec![0; count],
+            truncated: vec![false; count],
+            filled: 0,
+        }
     }
 
     /// The number of datagrams the last `recv` filled.
@@ -67,11 +83,11 @@ impl RecvBatch {
         if i >= self.filled {
             return None;
         }
-        let start = i * self.slot;
-        let len = self.lens[i].min(self.slot);
+        let start = i * self.m.slot;
+        let len = self.lens[i].min(self.m.slot);
         Some((
-            sockaddr_to_std(&self.addrs[i]),
-            &self.data[start..start + len],
+            sockaddr_to_std(&self.m.addrs[i]),
+            &self.m.data[start..start + len],
             self.truncated[i],
         ))
     }
@@ -81,29 +97,33 @@ impl RecvBatch {
         if i >= self.filled {
             return None;
         }
-        let start = i * self.slot;
-        let len = self.lens[i].min(self.slot);
-        let from = sockaddr_to_std(&self.addrs[i]);
-        Some((from, &mut self.data[start..start + len], self.truncated[i]))
+        let start = i * self.m.slot;
+        let len = self.lens[i].min(self.m.slot);
+        let from = sockaddr_to_std(&self.m.addrs[i]);
+        Some((
+            from,
+            &mut self.m.data[start..start + len],
+            self.truncated[i],
+        ))
     }
 
     /// Receives up to `count` datagrams without blocking. `Ok(0)` never happens: an empty
     /// socket is `Err(WouldBlock)`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let count = self.hdrs.len();
-        for hdr in &mut self.hdrs {
+        let count = self.m.hdrs.len();
+        for hdr in &mut self.m.hdrs {
             hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
         // SAFETY: `hdrs` holds `count` initialised mmsghdr whose name and iov pointers point
-        // into the heap storage of `self.addrs`, `self.iovs` and `self.data`, which live as
+        // into the heap storage of `self.m.addrs`, `self.m.iovs` and `self.m.data`, which live as
         // long as `self` and are not otherwise borrowed during this call; the kernel writes
         // at most iov_len bytes per slot and at most msg_namelen bytes per address.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                self.hdrs.as_mut_ptr(),
+                self.m.hdrs.as_mut_ptr(),
                 count as libc::c_uint,
                 libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
                 std::ptr::null_mut(),
@@ -114,7 +134,7 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for (i, hdr) in self.hdrs.iter().take(n).enumerate() {
+        for (i, hdr) in self.m.hdrs.iter().take(n).enumerate() {
             self.lens[i] = hdr.msg_len as usize;
             self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         }
@@ -165,38 +185,16 @@ fn link_headers(
 /// next free slot ([`SendBatch::slot`]), committed with their destination, and sent
 /// together by [`SendBatch::flush`]. Allocated once; a batch costs no allocation.
 pub struct SendBatch {
-    slot: usize,
-    data: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    m: Slots,
     filled: usize,
 }
 
 impl SendBatch {
     pub fn new(count: usize, slot: usize) -> Self {
-        assert!(
-            count > 0 && slot > 0,
-            "a send batch needs at least one non-empty slot"
-        );
-        let mut batch = SendBatch {
-            slot,
-            data: vec![0; count * slot],
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
-            addrs: vec![unsafe { mem::zeroed() }; count],
-            iovs: Vec::with_capacity(count),
-            hdrs: Vec::with_capacity(count),
+        SendBatch {
+            m: Slots::new(count, slot, 0),
             filled: 0,
-        };
-        link_headers(
-            &mut batch.data,
-            slot,
-            0,
-            &mut batch.addrs,
-            &mut batch.iovs,
-            &mut batch.hdrs,
-        );
-        batch
+        }
     }
 
     /// Datagrams waiting for [`SendBatch::flush`].
@@ -209,14 +207,14 @@ impl SendBatch {
     }
 
     pub fn is_full(&self) -> bool {
-        self.filled == self.hdrs.len()
+        self.filled == self.m.hdrs.len()
     }
 
     /// The next free slot, to write a datagram into (check [`SendBatch::is_full`] first:
     /// a full batch hands out its last slot again).
     pub fn slot(&mut self) -> &mut [u8] {
-        let i = self.filled.min(self.hdrs.len() - 1);
-        &mut self.data[i * self.slot..(i + 1) * self.slot]
+        let i = self.filled.min(self.m.hdrs.len() - 1);
+        &mut self.m.data[i * self.m.slot..(i + 1) * self.m.slot]
     }
 
     /// Keeps the first `len` bytes written into [`SendBatch::slot`], for `to`.
@@ -225,9 +223,9 @@ impl SendBatch {
             return;
         }
         let i = self.filled;
-        let namelen = std_to_sockaddr(to, &mut self.addrs[i]);
-        self.iovs[i].iov_len = len.min(self.slot);
-        self.hdrs[i].msg_hdr.msg_namelen = namelen;
+        let namelen = std_to_sockaddr(to, &mut self.m.addrs[i]);
+        self.m.iovs[i].iov_len = len.min(self.m.slot);
+        self.m.hdrs[i].msg_hdr.msg_namelen = namelen;
         self.filled += 1;
     }
 
@@ -240,14 +238,14 @@ impl SendBatch {
         while at < self.filled {
             let count = self.filled - at;
             // SAFETY: hdrs[at..filled] are initialised mmsghdr whose name and iov pointers
-            // point into the heap storage of `self.addrs`, `self.iovs` and `self.data`,
+            // point into the heap storage of `self.m.addrs`, `self.m.iovs` and `self.m.data`,
             // which live as long as `self` and are not otherwise borrowed during this
             // call; the kernel only reads msg_namelen bytes of each address and iov_len
             // bytes of each slot.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[at..].as_mut_ptr(),
+                    self.m.hdrs[at..].as_mut_ptr(),
                     count as libc::c_uint,
                     libc::MSG_DONTWAIT as _, // c_int on glibc, c_uint on musl
                 )

@@ -98,3 +98,9 @@ pub fn rms_dbfs(pcm: &[i16]) -> f64 {
     let rms = (sum / pcm.len() as f64).sqrt() / 32768.0;
     20.0 * rms.max(1e-6).log10()
 }
+
+/// Whether a measured frequency is the expected tone's (± 25 Hz: the FFT bins, jitter
+/// buffer resampling and codec shifts the tests have seen stay well inside).
+pub fn close_to(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 25.0
+}

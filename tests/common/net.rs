@@ -58,27 +58,41 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
 /// Whether something has bound `port` on UDP (`udp = true`) or listens on it on TCP, read
 /// from /proc/net/{udp,tcp} so that checking never takes the port away from the peer.
 pub fn port_bound(port: u16, udp: bool) -> bool {
+    bound_ports(udp).contains(&port)
+}
+
+/// The ports bound (UDP) or listening (TCP) in this network namespace, from
+/// /proc/net/{udp,tcp}{,6}, sorted, each once.
+pub fn bound_ports(udp: bool) -> Vec<u16> {
     let tables: &[&str] = if udp {
         &["/proc/net/udp", "/proc/net/udp6"]
     } else {
         &["/proc/net/tcp", "/proc/net/tcp6"]
     };
-    tables.iter().any(|table| {
+    let mut ports = Vec::new();
+    for table in tables {
         let Ok(text) = std::fs::read_to_string(table) else {
-            return false;
+            continue;
         };
-        text.lines().skip(1).any(|line| {
+        for line in text.lines().skip(1) {
             let mut fields = line.split_whitespace();
             let local = fields.nth(1).unwrap_or_default();
             let state = fields.nth(1).unwrap_or_default();
-            let bound_port = local
+            let port = local
                 .rsplit(':')
                 .next()
                 .and_then(|hex| u16::from_str_radix(hex, 16).ok());
             // TCP: 0A = LISTEN; UDP sockets show 07 (unconnected)
-            bound_port == Some(port) && (udp || state == "0A")
-        })
-    })
+            if let Some(port) = port
+                && (udp || state == "0A")
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Waits until `port` is bound (UDP) or listening (TCP), up to `within`.

@@ -82,6 +82,35 @@ impl SipPhone {
 
     /// What baresip printed on stdout so far (its events; the status line goes to
     /// stderr, so offsets into this text stay valid).
+    /// baresip as SIP user `user` registered at srgate's `gateway` (digest `password`,
+    /// answering by itself), playing `tone`; panics with its output if the REGISTER does
+    /// not succeed `within`.
+    pub fn registered(
+        dir: &Path,
+        gateway: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        tone: &Path,
+        within: Duration,
+    ) -> SipPhone {
+        let phone = SipPhone::start(
+            dir,
+            &format!("baresip-{user}"),
+            &format!(
+                "<sip:{user}@{gateway};transport=udp>;auth_pass={password};regint=60;answermode=auto"
+            ),
+            tone,
+        );
+        assert!(
+            phone
+                .wait_for_line(0, &[&format!("{user}@"), "200 OK"], within)
+                .is_some(),
+            "baresip {user} registers at srgate:\n{}",
+            phone.output()
+        );
+        phone
+    }
+
     pub fn output(&self) -> String {
         self.process.stdout_text()
     }
