@@ -1,0 +1,595 @@
+//! The standard comparison: for each call count, a relay run through srgate and the same
+//! load through the reflector, one after the other in one invocation, so their ratio is
+//! measured on the same machine in the same minute.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::browser::Browsers;
+use crate::phone::{Account, Phone};
+use crate::plain::PlainBrowsers;
+use crate::procfs::{self, CpuSnapshot};
+use crate::report::{self, RelayRow, Results, SideFigures};
+use crate::stats::Totals;
+
+const PHONE_USER: &str = "phone";
+const PHONE_PASSWORD: &str = "load-phone-pw";
+
+pub struct Options {
+    pub srgate: PathBuf,
+    pub calls: Vec<usize>,
+    pub seconds: u64,
+    pub shards: usize,
+    pub out: PathBuf,
+    /// A few calls, only to check the harness works (CI): fails unless every call came up
+    /// and the tone came back.
+    pub smoke: bool,
+    /// New calls started per second during the ramp.
+    pub rate: usize,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            srgate: crate::sibling_srgate(),
+            calls: vec![250, 500, 1000],
+            seconds: 20,
+            shards: 2,
+            out: PathBuf::from("target/bench"),
+            smoke: false,
+            rate: 200,
+        };
+        let mut i = 0;
+        while i < args.len() {
+            let value = |i: usize| -> Result<&String, String> {
+                args.get(i + 1)
+                    .ok_or_else(|| format!("{} needs a value", args[i]))
+            };
+            match args[i].as_str() {
+                "--srgate" => {
+                    o.srgate = PathBuf::from(value(i)?);
+                    i += 1;
+                }
+                "--calls" => {
+                    o.calls = value(i)?
+                        .split(',')
+                        .map(|s| s.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| "--calls takes numbers separated by commas".to_string())?;
+                    if o.calls.is_empty()
+                        || o.calls.contains(&0)
+                        || o.calls.iter().any(|c| *c > 5000)
+                    {
+                        return Err("--calls: each count 1..=5000".into());
+                    }
+                    i += 1;
+                }
+                "--seconds" => {
+                    o.seconds = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=86_400).contains(s))
+                        .ok_or("--seconds takes 1..=86400")?;
+                    i += 1;
+                }
+                "--shards" => {
+                    o.shards = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=64).contains(s))
+                        .ok_or("--shards takes 1..=64")?;
+                    i += 1;
+                }
+                "--rate" => {
+                    o.rate = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=10_000).contains(s))
+                        .ok_or("--rate takes 1..=10000 calls per second")?;
+                    i += 1;
+                }
+                "--out" => {
+                    o.out = PathBuf::from(value(i)?);
+                    i += 1;
+                }
+                "--quick" => {
+                    o.calls = vec![50, 250, 500];
+                    o.seconds = 10;
+                }
+                "--smoke" => {
+                    o.calls = vec![4];
+                    o.seconds = 3;
+                    o.smoke = true;
+                }
+                other => return Err(format!("unknown option '{other}'")),
+            }
+            i += 1;
+        }
+        Ok(o)
+    }
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    if !o.srgate.is_file() {
+        return Err(format!(
+            "no srgate binary at {} (build it: cargo build --release, or give --srgate)",
+            o.srgate.display()
+        ));
+    }
+    fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
+    let mut results = Results::new(o.shards, o.seconds);
+    for &calls in &o.calls {
+        eprintln!("== {calls} calls: through srgate ({} shards)", o.shards);
+        let srgate = relay_srgate(o, calls)?;
+        eprintln!(
+            "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
+            srgate.calls_up,
+            srgate.loss * 100.0,
+            srgate.p99_ms,
+            srgate.cpu_us_per_pkt
+        );
+        if o.smoke {
+            check_smoke(&srgate, calls)?;
+        }
+        eprintln!("== {calls} calls: through the reflector");
+        let reflector = relay_reflector(o, calls)?;
+        eprintln!(
+            "   loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
+            reflector.loss * 100.0,
+            reflector.p99_ms,
+            reflector.cpu_us_per_pkt
+        );
+        results.relay.push(RelayRow::new(calls, srgate, reflector));
+    }
+    report::write(&results, &o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
+    eprintln!(
+        "wrote {} and {}",
+        o.out.join("results.json").display(),
+        o.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn check_smoke(s: &SideFigures, calls: usize) -> Result<(), String> {
+    if s.calls_up != calls {
+        return Err(format!(
+            "smoke: {} of {calls} calls came up: {:?}",
+            s.calls_up, s.failures
+        ));
+    }
+    if s.received == 0 || s.loss > 0.01 || s.damaged > 0 {
+        return Err(format!(
+            "smoke: frames sent {}, back {}, damaged {} (loss {:.2} %)",
+            s.sent,
+            s.received,
+            s.damaged,
+            s.loss * 100.0
+        ));
+    }
+    match s.heard_hz {
+        Some(hz) if (hz - 1000.0).abs() <= 50.0 => Ok(()),
+        other => Err(format!(
+            "smoke: the echo is not the 1 kHz tone sent: {other:?} Hz"
+        )),
+    }
+}
+
+/// Free loopback UDP and TCP port numbers, `n` in a row from the first.
+fn free_port_run(n: u16) -> Result<u16, String> {
+    // bounded: 200 tries of an ephemeral base
+    for _ in 0..200 {
+        let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let base = probe.local_addr().map_err(|e| e.to_string())?.port();
+        drop(probe);
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .map(|p| {
+                (
+                    UdpSocket::bind(("127.0.0.1", p)),
+                    std::net::TcpListener::bind(("127.0.0.1", p)),
+                )
+            })
+            .collect();
+        if held.iter().all(|(u, t)| u.is_ok() && t.is_ok()) {
+            return Ok(base);
+        }
+    }
+    Err("no free loopback ports".into())
+}
+
+struct Gateway {
+    child: Child,
+    sip: SocketAddr,
+    web: SocketAddr,
+    api: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    fn start(o: &Options, calls: usize) -> Result<Gateway, String> {
+        let dir = o.out.join(format!("srgate-{calls}"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let sip = free_port_run(1)?;
+        let web = free_port_run(1)?;
+        let api = free_port_run(1)?;
+        let udp = free_port_run(o.shards as u16)?;
+        let ini = format!(
+            "; written by srgate-load\n\
+             [global]\nsip_svr =\nshards = {shards}\n\n\
+             [sip]\nlisten = 127.0.0.1:{sip}\ndomain = 127.0.0.1\ndigest = md5\n\n\
+             [users]\n{PHONE_USER} = {PHONE_PASSWORD}\n\n\
+             [webrtc]\nlisten = 127.0.0.1:{web}\nudp = 127.0.0.1:{udp}\nmax_conns_per_ip = 4096\n\n\
+             [media]\ncodecs = pcmu\nrtp_timeout = 30\n\n\
+             [calls]\nmax_calls = {max_calls}\ncdr_file = {cdr}\n\n\
+             [api]\nlisten = 127.0.0.1:{api}\n\n\
+             [log]\nlevel = 3\nfile = {log}\n",
+            shards = o.shards,
+            max_calls = (calls * 2).max(16),
+            cdr = dir.join("cdr.jsonl").display(),
+            log = dir.join("srgate.log").display(),
+        );
+        let config = dir.join("srgate.ini");
+        fs::write(&config, ini).map_err(|e| format!("{}: {e}", config.display()))?;
+        let child = Command::new(&o.srgate)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("stderr.txt")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", o.srgate.display()))?;
+        let gw = Gateway {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], sip)),
+            web: SocketAddr::from(([127, 0, 0, 1], web)),
+            api: SocketAddr::from(([127, 0, 0, 1], api)),
+            dir,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        // bounded: 10 s
+        while Instant::now() < end {
+            if gw.health().is_some_and(|h| h.contains("\"status\":\"ok\"")) {
+                return Ok(gw);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "srgate did not become healthy within 10 s; see {}",
+            gw.dir.join("stderr.txt").display()
+        ))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn health(&self) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    /// SIGTERM by PID, then SIGKILL after 5 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        // bounded: 5 s
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Turns `s` until `done` or `within` passes; true when done.
+fn drive_until<S>(
+    s: &mut S,
+    within: Duration,
+    mut turn: impl FnMut(&mut S) -> Result<(), String>,
+    mut done: impl FnMut(&S) -> bool,
+) -> Result<bool, String> {
+    let end = Instant::now() + within;
+    // bounded by `within`
+    while Instant::now() < end {
+        turn(s)?;
+        if done(s) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
+    let gw = Gateway::start(o, calls)?;
+    let phone = Phone::start(
+        Some(Account {
+            gateway: gw.sip,
+            user: PHONE_USER.into(),
+            password: PHONE_PASSWORD.into(),
+        }),
+        0,
+    )
+    .map_err(|e| format!("phone: {e}"))?;
+    if !phone.wait_registered(Duration::from_secs(5)) {
+        return Err("the phone did not register at srgate within 5 s".into());
+    }
+    let idle_rss = procfs::rss_kb(gw.pid());
+    let mut b = Browsers::new(gw.web, PHONE_USER).map_err(|e| e.to_string())?;
+    let tick = Duration::from_millis(1);
+    let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
+
+    // the ramp: `rate` new calls a second, at most 64 being set up at once
+    let ramp_start = Instant::now();
+    let ramp_bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
+    // bounded by ramp_bound
+    while Instant::now() < ramp_start + ramp_bound {
+        let (setting_up, up, ended, failed) = b.census();
+        if up + ended + failed >= calls {
+            break;
+        }
+        let due = (ramp_start.elapsed().as_secs_f64() * o.rate as f64) as usize + 1;
+        if b.len() < calls && b.len() < due && setting_up < 64 {
+            b.start_call()
+                .map_err(|e| format!("starting call {}: {e}", b.len()))?;
+        }
+        turn(&mut b)?;
+    }
+    let ramp = ramp_start.elapsed();
+    let (_, calls_up, _, _) = b.census();
+    let failures = b.failures();
+    if calls_up == 0 {
+        return Err(format!("no call came up through srgate: {failures:?}"));
+    }
+
+    // warm up, then the window
+    drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+    let me = procfs::thread_id();
+    let (cpu0, gen0, phone0) = (
+        CpuSnapshot::of(gw.pid()),
+        procfs::thread_cpu_ns(me),
+        phone
+            .counters
+            .cpu_ns
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let (t0, echoed0) = (
+        b.totals(),
+        phone
+            .counters
+            .rtp_echoed
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let _ = b.take_rtt();
+    let late0 = b.late_sends;
+    let start = Instant::now();
+    drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
+    let wall = start.elapsed();
+    let cpu1 = CpuSnapshot::of(gw.pid());
+    let gen_ns = procfs::thread_cpu_ns(me) - gen0;
+    let phone_ns = phone
+        .counters
+        .cpu_ns
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - phone0;
+    let t = b.totals().minus(&t0);
+    let echoed = phone
+        .counters
+        .rtp_echoed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - echoed0;
+    let rtt = b.take_rtt();
+    let rss = procfs::rss_kb(gw.pid());
+    let fds = procfs::open_fds(gw.pid());
+    let late = b.late_sends - late0;
+    let heard_hz = b.heard_hz();
+    let mut setups: Vec<f64> = b
+        .setup_times()
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    setups.sort_by(f64::total_cmp);
+
+    // the end: every call hung up from the browser, then srgate stopped
+    b.hang_up_all();
+    drive_until(&mut b, Duration::from_secs(10), turn, |b| b.census().0 == 0)?;
+    let ended_clean = b.census().2;
+    drive_until(&mut b, Duration::from_millis(500), turn, |_| false)?;
+    let after_rss = procfs::rss_kb(gw.pid());
+    let health_after = gw.health().unwrap_or_default();
+    drop(b);
+    let _ = phone.stop();
+    gw.stop();
+
+    // srgate relays every frame twice: browser → phone (the phone echoed it) and back
+    // (the browser received it)
+    let relayed = echoed + t.received;
+    let threads = cpu1.since(&cpu0);
+    let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
+    Ok(SideFigures {
+        calls_up,
+        failures,
+        ramp_s: ramp.as_secs_f64(),
+        window_s: wall.as_secs_f64(),
+        sent: t.sent,
+        received: t.received,
+        damaged: t.damaged,
+        reordered: t.reordered,
+        loss: loss(&t),
+        relayed,
+        p50_ms: rtt.quantile_ms(0.5),
+        p99_ms: rtt.quantile_ms(0.99),
+        cpu_us_per_pkt: per_packet(cpu_ns, relayed),
+        threads: threads
+            .into_iter()
+            .map(|(_, name, ns)| (name, ns))
+            .collect(),
+        rss_kb: rss,
+        idle_rss_kb: idle_rss,
+        after_rss_kb: after_rss,
+        open_fds: fds,
+        generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
+        phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
+        late_sends: late,
+        heard_hz,
+        setup_p50_ms: quantile(&setups, 0.5),
+        setup_p99_ms: quantile(&setups, 0.99),
+        ended_clean,
+        calls_after: health_calls(&health_after),
+    })
+}
+
+fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
+    let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
+    let mut b = PlainBrowsers::new(calls).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("reflector")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("reflector: {e}"))?;
+    let result = (|| {
+        let mut stdin = child.stdin.take().ok_or("reflector stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("reflector stdout")?);
+        let mut line = String::new();
+        let mut read_port = |prefix: &str| -> Result<u16, String> {
+            line.clear();
+            stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+            line.trim()
+                .strip_prefix(prefix)
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| format!("reflector said '{}'", line.trim()))
+        };
+        let a = read_port("A")?;
+        for (browser, phone) in b
+            .addrs()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .zip(&phone.echo_addrs)
+        {
+            writeln!(stdin, "call {browser} {phone}").map_err(|e| e.to_string())?;
+            read_port("B")?;
+        }
+        writeln!(stdin, "go").map_err(|e| e.to_string())?;
+        drop(stdin);
+        let pid = child.id();
+        b.start(SocketAddr::from(([127, 0, 0, 1], a)));
+        let turn =
+            |b: &mut PlainBrowsers| b.turn(Duration::from_millis(1)).map_err(|e| e.to_string());
+        drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+        let me = procfs::thread_id();
+        let cpu0 = CpuSnapshot::of(pid);
+        let gen0 = procfs::thread_cpu_ns(me);
+        let phone0 = phone
+            .counters
+            .cpu_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let echoed0 = phone
+            .counters
+            .rtp_echoed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = b.totals();
+        let late0 = b.late_sends;
+        let _ = b.take_rtt();
+        let start = Instant::now();
+        drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
+        let wall = start.elapsed();
+        let threads = CpuSnapshot::of(pid).since(&cpu0);
+        let gen_ns = procfs::thread_cpu_ns(me) - gen0;
+        let phone_ns = phone
+            .counters
+            .cpu_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - phone0;
+        let t = b.totals().minus(&t0);
+        let echoed = phone
+            .counters
+            .rtp_echoed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - echoed0;
+        let rtt = b.take_rtt();
+        let relayed = echoed + t.received;
+        let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
+        Ok(SideFigures {
+            calls_up: calls,
+            window_s: wall.as_secs_f64(),
+            sent: t.sent,
+            received: t.received,
+            damaged: t.damaged,
+            reordered: t.reordered,
+            loss: loss(&t),
+            relayed,
+            p50_ms: rtt.quantile_ms(0.5),
+            p99_ms: rtt.quantile_ms(0.99),
+            cpu_us_per_pkt: per_packet(cpu_ns, relayed),
+            threads: threads
+                .into_iter()
+                .map(|(_, name, ns)| (name, ns))
+                .collect(),
+            rss_kb: procfs::rss_kb(pid),
+            generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
+            phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
+            late_sends: b.late_sends - late0,
+            ..SideFigures::default()
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = phone.stop();
+    result
+}
+
+fn loss(t: &Totals) -> f64 {
+    if t.sent == 0 {
+        return 1.0;
+    }
+    (1.0 - t.received as f64 / t.sent as f64).max(0.0)
+}
+
+fn per_packet(cpu_ns: u64, packets: u64) -> f64 {
+    if packets == 0 {
+        return 0.0;
+    }
+    cpu_ns as f64 / packets as f64 / 1000.0
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// `calls` of a `/health` answer.
+fn health_calls(text: &str) -> Option<u64> {
+    let body = text.split("\r\n\r\n").nth(1)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["calls"].as_u64()
+}

@@ -1,0 +1,511 @@
+//! The browser side: many WebRTC peers on one thread, each a str0m `Rtc` (ICE, DTLS, SRTP
+//! of a stack independent of srgate's) with its own UDP socket, and a WebSocket that
+//! speaks srgate's browser protocol (login, invite, hangup). Each peer sends one marked
+//! PCMU frame every 20 ms once the call is answered and reads its frames coming back.
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use serde_json::{Value, json};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tungstenite::handshake::MidHandshake;
+use tungstenite::handshake::client::ClientHandshake;
+use tungstenite::{HandshakeError, Message, WebSocket};
+
+use crate::payload::{self, FRAME, Mark};
+use crate::stats::{Echo, Rtt, Totals};
+
+/// Where a call stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stage {
+    Handshaking,
+    LoggingIn,
+    Inviting,
+    Ringing,
+    Up,
+    Ending,
+    Ended,
+    Failed(String),
+}
+
+type Handshake = MidHandshake<ClientHandshake<TcpStream>>;
+
+struct Call {
+    idx: u32,
+    id: String,
+    stage: Stage,
+    ws: Option<WebSocket<TcpStream>>,
+    handshake: Option<Handshake>,
+    udp: UdpSocket,
+    local: SocketAddr,
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    mid: Option<Mid>,
+    connected: bool,
+    next_timeout: Instant,
+    next_send: Option<Instant>,
+    seq: u32,
+    echo: Echo,
+    started: Instant,
+    /// Login to the first frame heard back.
+    setup: Option<Duration>,
+    /// Tone bytes of the echoed frames, for the frequency check (the first few only).
+    heard: Vec<u8>,
+}
+
+/// The peers and the loop that drives them.
+pub struct Browsers {
+    poll: Poll,
+    events: Events,
+    calls: Vec<Call>,
+    web: SocketAddr,
+    callee: String,
+    tone: [u8; FRAME],
+    epoch: Instant,
+    rtt: Rtt,
+    buf: Vec<u8>,
+    /// Frames whose send time came later than 10 ms after it was due (the generator fell
+    /// behind).
+    pub late_sends: u64,
+}
+
+fn udp_token(idx: usize) -> Token {
+    Token(idx * 2)
+}
+
+fn ws_token(idx: usize) -> Token {
+    Token(idx * 2 + 1)
+}
+
+impl Browsers {
+    pub fn new(web: SocketAddr, callee: &str) -> io::Result<Browsers> {
+        Ok(Browsers {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            calls: Vec::new(),
+            web,
+            callee: callee.to_string(),
+            tone: payload::tone_frame(),
+            epoch: Instant::now(),
+            rtt: Rtt::default(),
+            buf: vec![0u8; 4096],
+            late_sends: 0,
+        })
+    }
+
+    /// Starts one more call: connects its WebSocket (its login and invite follow as the
+    /// loop turns).
+    pub fn start_call(&mut self) -> io::Result<()> {
+        let idx = self.calls.len();
+        let now = Instant::now();
+        let mut udp = UdpSocket::bind(SocketAddr::new(self.web.ip(), 0))?;
+        let local = udp.local_addr()?;
+        self.poll
+            .registry()
+            .register(&mut udp, udp_token(idx), Interest::READABLE)?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .set_rtp_mode(false)
+            .build(now);
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| io::Error::other(format!("candidate {local}: {e}")))?;
+        rtc.add_local_candidate(candidate);
+
+        let stream = StdTcpStream::connect(self.web)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        self.poll.registry().register(
+            &mut stream,
+            ws_token(idx),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut call = Call {
+            idx: idx as u32,
+            id: format!("load{idx}"),
+            stage: Stage::Handshaking,
+            ws: None,
+            handshake: None,
+            udp,
+            local,
+            rtc,
+            pending: None,
+            mid: None,
+            connected: false,
+            next_timeout: now,
+            next_send: None,
+            seq: 0,
+            echo: Echo::default(),
+            started: now,
+            setup: None,
+            heard: Vec::new(),
+        };
+        let url = format!("ws://{}/ws", self.web);
+        match tungstenite::client(url.as_str(), stream) {
+            Ok((ws, _)) => {
+                call.ws = Some(ws);
+                login(&mut call);
+            }
+            Err(HandshakeError::Interrupted(mid)) => call.handshake = Some(mid),
+            Err(HandshakeError::Failure(e)) => {
+                call.stage = Stage::Failed(format!("websocket: {e}"))
+            }
+        }
+        self.calls.push(call);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls in each stage: (setting up, up, ended, failed).
+    pub fn census(&self) -> (usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for call in &self.calls {
+            match call.stage {
+                Stage::Up if call.setup.is_some() => c.1 += 1,
+                Stage::Ended => c.2 += 1,
+                Stage::Failed(_) => c.3 += 1,
+                _ => c.0 += 1,
+            }
+        }
+        c
+    }
+
+    /// The first few failures, for the report.
+    pub fn failures(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter_map(|c| match &c.stage {
+                Stage::Failed(why) => Some(format!("call {}: {why}", c.idx)),
+                _ => None,
+            })
+            .take(5)
+            .collect()
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for c in &self.calls {
+            t.add(&c.echo);
+        }
+        t
+    }
+
+    /// The round-trip times so far (taken: the next call starts a new histogram).
+    pub fn take_rtt(&mut self) -> Rtt {
+        std::mem::take(&mut self.rtt)
+    }
+
+    /// Setup times (login to the first frame heard back) of the calls that got one.
+    pub fn setup_times(&self) -> Vec<Duration> {
+        self.calls.iter().filter_map(|c| c.setup).collect()
+    }
+
+    /// The dominant frequency of what the first call heard back (the tone's content check).
+    pub fn heard_hz(&self) -> Option<f64> {
+        let c = self.calls.iter().find(|c| c.heard.len() >= 800)?;
+        Some(payload::dominant_hz(&c.heard, FRAME - payload::MARK))
+    }
+
+    /// Asks srgate to end every call that is up or being set up.
+    pub fn hang_up_all(&mut self) {
+        for c in &mut self.calls {
+            if matches!(c.stage, Stage::Ringing | Stage::Up | Stage::Inviting) {
+                send(c, json!({"type": "hangup", "id": c.id}));
+                c.stage = Stage::Ending;
+                c.next_send = None;
+            }
+        }
+    }
+
+    /// One turn of the loop: waits up to `wait` for sockets, handles what came, fires due
+    /// timers and sends due frames.
+    pub fn turn(&mut self, wait: Duration) -> io::Result<()> {
+        self.poll.poll(&mut self.events, Some(wait))?;
+        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in ready {
+            let idx = token.0 / 2;
+            if idx >= self.calls.len() {
+                continue;
+            }
+            if token.0 % 2 == 0 {
+                self.read_udp(idx);
+            } else {
+                self.read_ws(idx);
+            }
+        }
+        let now = Instant::now();
+        let epoch = self.epoch;
+        for i in 0..self.calls.len() {
+            let c = &mut self.calls[i];
+            if matches!(c.stage, Stage::Ended | Stage::Failed(_)) {
+                continue;
+            }
+            if now >= c.next_timeout {
+                if c.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    c.stage = Stage::Failed("str0m timeout handling failed".into());
+                    continue;
+                }
+                self.drain(i);
+            }
+            let c = &mut self.calls[i];
+            if let (Some(due), Some(mid)) = (c.next_send, c.mid)
+                && now >= due
+            {
+                if now > due + Duration::from_millis(10) {
+                    self.late_sends += 1;
+                }
+                // keep the 20 ms grid; after a long stall start again from now
+                let next = due + Duration::from_millis(20);
+                c.next_send = Some(if next + Duration::from_millis(100) < now {
+                    now
+                } else {
+                    next
+                });
+                let mut frame = [0u8; FRAME];
+                payload::fill(
+                    &mut frame,
+                    &self.tone,
+                    Mark {
+                        call: c.idx,
+                        seq: c.seq,
+                        sent_us: now.duration_since(epoch).as_micros() as u64,
+                    },
+                );
+                let Some(writer) = c.rtc.writer(mid) else {
+                    continue;
+                };
+                let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
+                    continue;
+                };
+                let time = MediaTime::new(c.seq as u64 * FRAME as u64, Frequency::EIGHT_KHZ);
+                if writer.write(pt, now, time, frame.to_vec()).is_ok() {
+                    c.seq += 1;
+                    c.echo.sent += 1;
+                }
+                self.drain(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_udp(&mut self, idx: usize) {
+        // bounded: at most 1 000 datagrams per wake of one socket
+        for _ in 0..1000 {
+            let c = &mut self.calls[idx];
+            let (n, source) = match c.udp.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let Ok(contents) = self.buf[..n].try_into() else {
+                continue;
+            };
+            let input = Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: c.local,
+                    contents,
+                },
+            );
+            if c.rtc.accepts(&input) {
+                let _ = c.rtc.handle_input(input);
+                self.drain(idx);
+            }
+        }
+    }
+
+    /// Polls `Rtc` until its next timeout: sends what it transmits, takes its events.
+    fn drain(&mut self, idx: usize) {
+        let epoch = self.epoch;
+        let tone = self.tone;
+        let c = &mut self.calls[idx];
+        // bounded: str0m's output for one input is finite; 10 000 outputs is far beyond it
+        for _ in 0..10_000 {
+            match c.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    c.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = c.udp.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => {
+                        c.connected = true;
+                        if c.stage == Stage::Up && c.next_send.is_none() {
+                            c.next_send = Some(Instant::now());
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                        if !matches!(c.stage, Stage::Ending | Stage::Ended) =>
+                    {
+                        c.stage = Stage::Failed("ICE disconnected".into());
+                    }
+                    Event::MediaData(d) => {
+                        let Some((mark, intact)) = payload::read(&d.data, &tone) else {
+                            continue;
+                        };
+                        if mark.call != c.idx {
+                            c.echo.damaged += 1;
+                            continue;
+                        }
+                        c.echo.on_receive(mark.seq);
+                        if !intact {
+                            c.echo.damaged += 1;
+                        }
+                        let now_us = d.network_time.duration_since(epoch).as_micros() as u64;
+                        self.rtt.add(now_us.saturating_sub(mark.sent_us));
+                        if c.setup.is_none() {
+                            c.setup = Some(d.network_time.duration_since(c.started));
+                        }
+                        if c.heard.len() < 1600 {
+                            c.heard.extend_from_slice(&d.data[payload::MARK..]);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    c.stage = Stage::Failed(format!("str0m: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_ws(&mut self, idx: usize) {
+        let c = &mut self.calls[idx];
+        if let Some(mid) = c.handshake.take() {
+            match mid.handshake() {
+                Ok((ws, _)) => {
+                    c.ws = Some(ws);
+                    login(c);
+                }
+                Err(HandshakeError::Interrupted(mid)) => {
+                    c.handshake = Some(mid);
+                    return;
+                }
+                Err(HandshakeError::Failure(e)) => {
+                    c.stage = Stage::Failed(format!("websocket handshake: {e}"));
+                    return;
+                }
+            }
+        }
+        // bounded: at most 100 messages per wake
+        for _ in 0..100 {
+            let c = &mut self.calls[idx];
+            let Some(ws) = c.ws.as_mut() else { return };
+            let msg = match ws.read() {
+                Ok(Message::Text(t)) => t.to_string(),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    let _ = ws.flush();
+                    return;
+                }
+                Err(e) => {
+                    if !matches!(c.stage, Stage::Ended) {
+                        c.stage = Stage::Failed(format!("websocket: {e}"));
+                    }
+                    c.ws = None;
+                    return;
+                }
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&msg) else {
+                continue;
+            };
+            self.on_message(idx, &v);
+        }
+    }
+
+    fn on_message(&mut self, idx: usize, v: &Value) {
+        let c = &mut self.calls[idx];
+        let kind = v["type"].as_str().unwrap_or("");
+        match (kind, v["state"].as_str()) {
+            ("login_ok", _) => {
+                let mut api = c.rtc.sdp_api();
+                let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+                let Some((offer, pending)) = api.apply() else {
+                    c.stage = Stage::Failed("str0m made no offer".into());
+                    return;
+                };
+                c.mid = Some(mid);
+                c.pending = Some(pending);
+                let (id, sdp) = (c.id.clone(), offer.to_sdp_string());
+                let callee = self.callee.clone();
+                let c = &mut self.calls[idx];
+                send(
+                    c,
+                    json!({"type": "invite", "id": id, "callee": callee, "sdp": sdp}),
+                );
+                c.stage = Stage::Inviting;
+                self.drain(idx);
+            }
+            ("local_state", Some("SENT_TO_REMOTE")) => {
+                let sdp = v["sdp"].as_str().unwrap_or("");
+                let Some(pending) = c.pending.take() else {
+                    return;
+                };
+                match SdpAnswer::from_sdp_string(sdp) {
+                    Ok(answer) => {
+                        if let Err(e) = c.rtc.sdp_api().accept_answer(pending, answer) {
+                            c.stage = Stage::Failed(format!("answer refused by str0m: {e}"));
+                            return;
+                        }
+                        c.stage = Stage::Ringing;
+                        self.drain(idx);
+                    }
+                    Err(e) => c.stage = Stage::Failed(format!("answer SDP: {e}")),
+                }
+            }
+            ("local_state", Some("ACCEPTED_BY_REMOTE")) => {
+                c.stage = Stage::Up;
+                if c.connected && c.next_send.is_none() {
+                    c.next_send = Some(Instant::now());
+                }
+            }
+            ("local_state", Some("RECEIVED_BY_REMOTE")) => {}
+            ("local_state", Some(state)) => {
+                c.stage = Stage::Failed(format!("call ended in {state}: {v}"));
+            }
+            ("hangup", _) => {
+                if c.stage == Stage::Ending {
+                    c.stage = Stage::Ended;
+                } else {
+                    c.stage = Stage::Failed(format!("srgate hung up: {v}"));
+                }
+                c.next_send = None;
+                c.rtc.disconnect();
+            }
+            ("error", _) => {
+                c.stage = Stage::Failed(format!("srgate error: {v}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn login(c: &mut Call) {
+    let user = format!("load{}", c.idx);
+    send(c, json!({"type": "login", "user": user}));
+    c.stage = Stage::LoggingIn;
+}
+
+fn send(c: &mut Call, v: Value) {
+    if let Some(ws) = c.ws.as_mut() {
+        match ws.send(Message::text(v.to_string())) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => c.stage = Stage::Failed(format!("websocket send: {e}")),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! srgate-load: srgate's load harness. It puts many WebRTC⇄SIP calls through srgate (str0m
+//! browsers on one side, an echoing SIP phone on the other) and the same packets through a
+//! bare UDP reflector, measures both from `/proc`, and writes `results.json` and
+//! `report.md`. `scripts/bench` builds it and runs the standard comparison; see
+//! docs/benchmarks.md.
+//!
+//! ```text
+//! srgate-load bench [--srgate PATH] [--calls 250,500,1000] [--seconds 20] [--shards 2]
+//!                   [--out target/bench] [--quick | --smoke]
+//! srgate-load reflector      (started by `bench`; set up over stdin)
+//! ```
+#![deny(unsafe_code)]
+// A load generator is I/O through and through: it reads the clock (clippy.toml forbids that
+// in srgate's sans-IO core only).
+#![allow(clippy::disallowed_methods)]
+
+mod bench;
+mod browser;
+mod payload;
+mod phone;
+mod plain;
+mod procfs;
+mod reflector;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("reflector") => reflector::run().map_err(|e| e.to_string()),
+        Some("bench") => bench::Options::parse(&args[1..]).and_then(|o| bench::run(&o)),
+        Some("-h" | "--help") | None => {
+            println!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n{}", usage())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("srgate-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> &'static str {
+    "usage: srgate-load bench [--srgate PATH] [--calls N,N,...] [--seconds S] [--shards N]\n\
+     \x20                        [--out DIR] [--quick | --smoke]\n\
+     \x20      srgate-load reflector   (run by bench)"
+}
+
+/// The srgate binary next to this one (target/release/srgate when both were built there).
+fn sibling_srgate() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("srgate")))
+        .unwrap_or_else(|| PathBuf::from("srgate"))
+}

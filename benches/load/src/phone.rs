@@ -1,0 +1,501 @@
+//! The SIP side: one user agent that registers at srgate (digest, as a `[users]` phone
+//! does), answers every INVITE with PCMU, and echoes each RTP packet back to where it came
+//! from. It runs on its own thread with a mio loop over its SIP socket and one RTP socket
+//! per call. Without a gateway it only echoes (the reflector run).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use md5::{Digest as _, Md5};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+const SIP: Token = Token(usize::MAX - 1);
+
+/// Counters the phone thread publishes.
+#[derive(Default)]
+pub struct PhoneCounters {
+    pub registered: AtomicBool,
+    pub calls_answered: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub rtp_echoed: AtomicU64,
+    pub cpu_ns: AtomicU64,
+}
+
+pub struct Phone {
+    pub counters: Arc<PhoneCounters>,
+    /// Echo sockets made up front (reflector runs), in order.
+    pub echo_addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// A registration: srgate's SIP address, the user and its password.
+#[derive(Clone)]
+pub struct Account {
+    pub gateway: SocketAddr,
+    pub user: String,
+    pub password: String,
+}
+
+impl Phone {
+    /// Starts the phone: registered at `account` when given, with `echoes` echo sockets
+    /// bound at once.
+    pub fn start(account: Option<Account>, echoes: usize) -> io::Result<Phone> {
+        let counters = Arc::new(PhoneCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut ua = Ua::new(account, counters.clone())?;
+        let mut echo_addrs = Vec::with_capacity(echoes);
+        for _ in 0..echoes {
+            echo_addrs.push(ua.open_rtp()?.1);
+        }
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("load-phone".into())
+            .spawn(move || ua.run(&thread_stop))?;
+        Ok(Phone {
+            counters,
+            echo_addrs,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits up to `within` for the registration's 200.
+    pub fn wait_registered(&self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.counters.registered.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the phone thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Dialog {
+    token: Token,
+    /// The 200 OK, sent again when the INVITE is.
+    answer: String,
+}
+
+struct Ua {
+    poll: Poll,
+    sip: Option<UdpSocket>,
+    account: Option<Account>,
+    counters: Arc<PhoneCounters>,
+    rtp: Vec<Option<UdpSocket>>,
+    free: Vec<usize>,
+    dialogs: HashMap<String, Dialog>,
+    cseq: u32,
+    call_id: String,
+    tag: u32,
+}
+
+impl Ua {
+    fn new(account: Option<Account>, counters: Arc<PhoneCounters>) -> io::Result<Ua> {
+        let poll = Poll::new()?;
+        let sip = match &account {
+            Some(a) => {
+                let bind: SocketAddr = if a.gateway.is_ipv4() {
+                    "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())
+                } else {
+                    "[::1]:0".parse().unwrap_or_else(|_| unreachable!())
+                };
+                let mut s = UdpSocket::bind(bind)?;
+                poll.registry().register(&mut s, SIP, Interest::READABLE)?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Ua {
+            poll,
+            sip,
+            account,
+            counters,
+            rtp: Vec::new(),
+            free: Vec::new(),
+            dialogs: HashMap::new(),
+            cseq: 0,
+            call_id: format!("load-reg-{}", std::process::id()),
+            tag: 1,
+        })
+    }
+
+    fn open_rtp(&mut self) -> io::Result<(Token, SocketAddr)> {
+        let mut s = UdpSocket::bind("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))?;
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.rtp.push(None);
+                self.rtp.len() - 1
+            }
+        };
+        let token = Token(slot);
+        self.poll
+            .registry()
+            .register(&mut s, token, Interest::READABLE)?;
+        let addr = s.local_addr()?;
+        self.rtp[slot] = Some(s);
+        Ok((token, addr))
+    }
+
+    fn close_rtp(&mut self, token: Token) {
+        if let Some(mut s) = self.rtp.get_mut(token.0).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.free.push(token.0);
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let tid = crate::procfs::thread_id();
+        if self.account.is_some() {
+            self.register(None)?;
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 65_536];
+        let mut last_register = Instant::now();
+        // bounded by the stop flag, checked at least every 50 ms
+        while !stop.load(Ordering::Relaxed) {
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(50)))?;
+            for event in &events {
+                if event.token() == SIP {
+                    self.read_sip(&mut buf)?;
+                } else {
+                    self.echo(event.token(), &mut buf);
+                }
+            }
+            if self.account.is_some()
+                && !self.counters.registered.load(Ordering::Relaxed)
+                && last_register.elapsed() > Duration::from_secs(2)
+            {
+                last_register = Instant::now();
+                self.register(None)?;
+            }
+            self.counters
+                .cpu_ns
+                .store(crate::procfs::thread_cpu_ns(tid), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn echo(&mut self, token: Token, buf: &mut [u8]) {
+        let Some(Some(s)) = self.rtp.get(token.0) else {
+            return;
+        };
+        let mut echoed = 0;
+        // bounded: a socket's receive queue, at most 10 000 datagrams per wake
+        for _ in 0..10_000 {
+            match s.recv_from(buf) {
+                Ok((n, from)) => {
+                    if s.send_to(&buf[..n], from).is_ok() {
+                        echoed += 1;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.counters
+            .rtp_echoed
+            .fetch_add(echoed, Ordering::Relaxed);
+    }
+
+    fn send_sip(&self, text: &str, to: SocketAddr) -> io::Result<()> {
+        if let Some(s) = &self.sip {
+            match s.send_to(text.as_bytes(), to) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.sip
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// REGISTER, with an Authorization answering `challenge` when given.
+    fn register(&mut self, challenge: Option<&str>) -> io::Result<()> {
+        let Some(a) = self.account.clone() else {
+            return Ok(());
+        };
+        self.cseq += 1;
+        let local = self.local();
+        let uri = format!("sip:{}", a.gateway);
+        let mut auth = String::new();
+        if let Some(c) = challenge {
+            auth = authorization(c, &a.user, &a.password, "REGISTER", &uri);
+        }
+        let text = format!(
+            "REGISTER {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bKreg{cseq}x{pid};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@{gw}>;tag=reg{pid}\r\n\
+             To: <sip:{user}@{gw}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:{user}@{local}>\r\n\
+             Expires: 3600\r\n\
+             {auth}\
+             User-Agent: srgate-load\r\n\
+             Content-Length: 0\r\n\r\n",
+            cseq = self.cseq,
+            pid = std::process::id(),
+            user = a.user,
+            gw = a.gateway,
+            call_id = self.call_id,
+        );
+        self.send_sip(&text, a.gateway)
+    }
+
+    fn read_sip(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        // bounded: at most 10 000 datagrams per wake
+        for _ in 0..10_000 {
+            let Some(s) = &self.sip else { return Ok(()) };
+            let (n, from) = match s.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let Ok(text) = std::str::from_utf8(&buf[..n]) else {
+                continue;
+            };
+            let text = text.to_string();
+            self.on_sip(&text, from)?;
+        }
+        Ok(())
+    }
+
+    fn on_sip(&mut self, text: &str, from: SocketAddr) -> io::Result<()> {
+        let Some(first) = text.lines().next() else {
+            return Ok(());
+        };
+        if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
+            // a response: only our REGISTERs are ours to take
+            let code: u16 = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if !header(text, "CSeq").is_some_and(|c| c.ends_with("REGISTER")) {
+                return Ok(());
+            }
+            match code {
+                200 => self.counters.registered.store(true, Ordering::Relaxed),
+                401 | 407 => {
+                    let name = if code == 401 {
+                        "WWW-Authenticate"
+                    } else {
+                        "Proxy-Authenticate"
+                    };
+                    if let Some(c) = header(text, name) {
+                        let c = c.to_string();
+                        self.register(Some(&c))?;
+                    }
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        let method = first.split(' ').next().unwrap_or("");
+        let call_id = header(text, "Call-ID").unwrap_or("").to_string();
+        match method {
+            "INVITE" => {
+                if let Some(d) = self.dialogs.get(&call_id) {
+                    let again = d.answer.clone();
+                    return self.send_sip(&again, from);
+                }
+                let (token, rtp) = self.open_rtp()?;
+                self.tag += 1;
+                let sdp = format!(
+                    "v=0\r\no=- {t} {t} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+                     m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+                    t = self.tag,
+                    ip = rtp.ip(),
+                    port = rtp.port(),
+                );
+                let mut answer = response(text, "200 OK", Some(self.tag));
+                let _ = write!(
+                    answer,
+                    "Contact: <sip:load@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+                    local = self.local(),
+                    len = sdp.len()
+                );
+                self.send_sip(&answer, from)?;
+                self.dialogs.insert(call_id, Dialog { token, answer });
+                self.counters.calls_answered.fetch_add(1, Ordering::Relaxed);
+            }
+            "BYE" | "CANCEL" => {
+                let mut ok = response(text, "200 OK", None);
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                self.send_sip(&ok, from)?;
+                if let Some(d) = self.dialogs.remove(&call_id) {
+                    self.close_rtp(d.token);
+                    self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            "ACK" => {}
+            "" => {}
+            _ => {
+                let mut ok = response(text, "200 OK", None);
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                self.send_sip(&ok, from)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value of the first header `name` (case-insensitive; compact forms of the few
+/// headers the phone reads included).
+fn header<'a>(text: &'a str, name: &'a str) -> Option<&'a str> {
+    let compact = match name {
+        "Call-ID" => Some("i"),
+        "Via" => Some("v"),
+        "From" => Some("f"),
+        "To" => Some("t"),
+        _ => None,
+    };
+    headers(text, name, compact).next()
+}
+
+fn headers<'a>(
+    text: &'a str,
+    name: &'a str,
+    compact: Option<&'a str>,
+) -> impl Iterator<Item = &'a str> + 'a {
+    text.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(move |l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
+                .then(|| v.trim())
+        })
+}
+
+/// The start of a response to `request`: status line, its Vias, From, To (with `tag`
+/// added when given), Call-ID and CSeq.
+fn response(request: &str, status: &str, tag: Option<u32>) -> String {
+    let mut r = format!("SIP/2.0 {status}\r\n");
+    for v in headers(request, "Via", Some("v")) {
+        let _ = write!(r, "Via: {v}\r\n");
+    }
+    let _ = write!(r, "From: {}\r\n", header(request, "From").unwrap_or(""));
+    let to = header(request, "To").unwrap_or("");
+    match tag {
+        Some(t) if !to.contains(";tag=") => {
+            let _ = write!(r, "To: {to};tag=load{t}\r\n");
+        }
+        _ => {
+            let _ = write!(r, "To: {to}\r\n");
+        }
+    }
+    let _ = write!(
+        r,
+        "Call-ID: {}\r\nCSeq: {}\r\n",
+        header(request, "Call-ID").unwrap_or(""),
+        header(request, "CSeq").unwrap_or("")
+    );
+    r
+}
+
+/// An `Authorization` header answering a digest `challenge` (RFC 2617 / 7616, MD5, with
+/// `qop=auth` when offered).
+fn authorization(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let param = |key: &str| -> Option<String> {
+        let at = challenge.find(&format!("{key}="))?;
+        let rest = &challenge[at + key.len() + 1..];
+        Some(if let Some(q) = rest.strip_prefix('"') {
+            q.split('"').next()?.to_string()
+        } else {
+            rest.split(',').next()?.trim().to_string()
+        })
+    };
+    let realm = param("realm").unwrap_or_default();
+    let nonce = param("nonce").unwrap_or_default();
+    let qop = param("qop").filter(|q| q.split(',').any(|x| x.trim() == "auth"));
+    let md5 = |s: String| {
+        Md5::digest(s.as_bytes())
+            .iter()
+            .fold(String::new(), |mut out, b| {
+                let _ = write!(out, "{b:02x}");
+                out
+            })
+    };
+    let ha1 = md5(format!("{user}:{realm}:{password}"));
+    let ha2 = md5(format!("{method}:{uri}"));
+    match qop {
+        Some(_) => {
+            let cnonce = "0a4f113b";
+            let nc = "00000001";
+            let response = md5(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+            format!(
+                "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\"\r\n"
+            )
+        }
+        None => {
+            let response = md5(format!("{ha1}:{nonce}:{ha2}"));
+            format!(
+                "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\n"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_matches_rfc_2617_example() {
+        // RFC 2617 §3.5: Mufasa, "Circle Of Life", GET /dir/index.html, cnonce 0a4f113b
+        let c = r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+        let h = authorization(c, "Mufasa", "Circle Of Life", "GET", "/dir/index.html");
+        assert!(
+            h.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn a_response_copies_vias_and_tags_the_to() {
+        let req = "INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=1\r\nv: SIP/2.0/UDP b;branch=2\r\nFrom: <sip:a>;tag=9\r\nTo: <sip:b>\r\ni: abc\r\nCSeq: 1 INVITE\r\n\r\n";
+        let r = response(req, "200 OK", Some(5));
+        assert!(
+            r.contains("Via: SIP/2.0/UDP a;branch=1\r\nVia: SIP/2.0/UDP b;branch=2\r\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("To: <sip:b>;tag=load5\r\n") && r.contains("Call-ID: abc\r\n"),
+            "{r}"
+        );
+    }
+}

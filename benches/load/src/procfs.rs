@@ -1,0 +1,92 @@
+//! What the kernel says about a process: CPU time per thread (`/proc/PID/task/*/schedstat`,
+//! nanoseconds on the CPU) and resident memory (`VmRSS`). The harness reads these for
+//! srgate, the reflector and itself, before and after a measurement window.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+/// CPU nanoseconds per thread of one process, keyed by thread id, with the thread's name.
+#[derive(Clone, Debug, Default)]
+pub struct CpuSnapshot {
+    pub threads: BTreeMap<u32, (String, u64)>,
+}
+
+impl CpuSnapshot {
+    /// Reads every thread of `pid`; a thread that ends while being read is left out.
+    pub fn of(pid: u32) -> CpuSnapshot {
+        let mut threads = BTreeMap::new();
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return CpuSnapshot { threads };
+        };
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let Some(ns) = fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let name = fs::read_to_string(path.join("comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            threads.insert(tid, (name, ns));
+        }
+        CpuSnapshot { threads }
+    }
+
+    /// CPU nanoseconds each thread spent since `before` (threads new since then count from 0),
+    /// by thread id.
+    pub fn since(&self, before: &CpuSnapshot) -> Vec<(u32, String, u64)> {
+        self.threads
+            .iter()
+            .map(|(tid, (name, ns))| {
+                let was = before.threads.get(tid).map_or(0, |(_, ns)| *ns);
+                (*tid, name.clone(), ns.saturating_sub(was))
+            })
+            .collect()
+    }
+}
+
+/// `VmRSS` of `pid` in KiB (0 when the process is gone).
+pub fn rss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The calling thread's id (for reading its own schedstat).
+pub fn thread_id() -> u32 {
+    // gettid has no std wrapper; the syscall cannot fail.
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU nanoseconds of one thread of this process.
+pub fn thread_cpu_ns(tid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}

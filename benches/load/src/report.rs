@@ -1,0 +1,307 @@
+//! The outputs: `results.json` (the figures, for tools) and `report.md` (the tables and
+//! ratios, for people).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// What one side (srgate or the reflector) did in one run.
+#[derive(Clone, Debug, Default)]
+pub struct SideFigures {
+    pub calls_up: usize,
+    pub failures: Vec<String>,
+    pub ramp_s: f64,
+    pub window_s: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub damaged: u64,
+    pub reordered: u64,
+    pub loss: f64,
+    /// Packets the relay forwarded in the window (both directions).
+    pub relayed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_us_per_pkt: f64,
+    /// CPU nanoseconds per thread in the window.
+    pub threads: Vec<(String, u64)>,
+    pub rss_kb: u64,
+    pub idle_rss_kb: u64,
+    pub after_rss_kb: u64,
+    pub open_fds: usize,
+    pub generator_cpu_share: f64,
+    pub phone_cpu_share: f64,
+    pub late_sends: u64,
+    pub heard_hz: Option<f64>,
+    pub setup_p50_ms: f64,
+    pub setup_p99_ms: f64,
+    pub ended_clean: usize,
+    pub calls_after: Option<u64>,
+}
+
+impl SideFigures {
+    /// Each thread's share of the process's CPU time in the window (threads that used
+    /// under 1 % of it left out).
+    pub fn thread_shares(&self) -> Vec<(String, f64)> {
+        let total: u64 = self.threads.iter().map(|t| t.1).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        self.threads
+            .iter()
+            .map(|(name, ns)| (name.clone(), *ns as f64 / total as f64))
+            .filter(|(_, share)| *share >= 0.01)
+            .collect()
+    }
+
+    /// The generator was busy over 90 % of the window on one of its threads: the run
+    /// measured the generator, not the relay.
+    pub fn generator_saturated(&self) -> bool {
+        self.generator_cpu_share > 0.9 || self.phone_cpu_share > 0.9
+    }
+
+    pub fn pps(&self) -> f64 {
+        if self.window_s == 0.0 {
+            return 0.0;
+        }
+        self.relayed as f64 / self.window_s
+    }
+}
+
+pub struct RelayRow {
+    pub calls: usize,
+    pub srgate: SideFigures,
+    pub reflector: SideFigures,
+}
+
+impl RelayRow {
+    pub fn new(calls: usize, srgate: SideFigures, reflector: SideFigures) -> RelayRow {
+        RelayRow {
+            calls,
+            srgate,
+            reflector,
+        }
+    }
+
+    pub fn ratio(&self) -> f64 {
+        if self.reflector.cpu_us_per_pkt == 0.0 {
+            return 0.0;
+        }
+        self.srgate.cpu_us_per_pkt / self.reflector.cpu_us_per_pkt
+    }
+}
+
+pub struct Results {
+    pub shards: usize,
+    pub seconds: u64,
+    pub relay: Vec<RelayRow>,
+}
+
+impl Results {
+    pub fn new(shards: usize, seconds: u64) -> Results {
+        Results {
+            shards,
+            seconds,
+            relay: Vec::new(),
+        }
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn machine() -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    json!({"cpu": cpu, "cores": cores, "kernel": kernel, "arch": std::env::consts::ARCH})
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Relayed KB of srgate RSS per call: the slope between the smallest and the largest run.
+fn relay_kb_per_call(rows: &[RelayRow]) -> Option<f64> {
+    let first = rows.iter().min_by_key(|r| r.srgate.calls_up)?;
+    let last = rows.iter().max_by_key(|r| r.srgate.calls_up)?;
+    let dc = last.srgate.calls_up as f64 - first.srgate.calls_up as f64;
+    if dc <= 0.0 {
+        // one run: against idle
+        let r = first;
+        if r.srgate.calls_up == 0 {
+            return None;
+        }
+        return Some(
+            (r.srgate.rss_kb as f64 - r.srgate.idle_rss_kb as f64) / r.srgate.calls_up as f64,
+        );
+    }
+    Some((last.srgate.rss_kb as f64 - first.srgate.rss_kb as f64) / dc)
+}
+
+pub fn to_json(r: &Results) -> Value {
+    let relay: Vec<Value> = r
+        .relay
+        .iter()
+        .map(|row| {
+            let s = &row.srgate;
+            let f = &row.reflector;
+            json!({
+                "calls": row.calls,
+                "calls_up": s.calls_up,
+                "pps": round(s.pps(), 0),
+                "loss": s.loss,
+                "reordered": s.reordered,
+                "damaged": s.damaged,
+                "p50_ms": s.p50_ms,
+                "p99_ms": s.p99_ms,
+                "srgate_cpu_us_per_pkt": round(s.cpu_us_per_pkt, 3),
+                "reflector_cpu_us_per_pkt": round(f.cpu_us_per_pkt, 3),
+                "rtpengine_cpu_us_per_pkt": Value::Null,
+                "srgate_over_reflector": round(row.ratio(), 3),
+                "shard_cpu_share": s.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
+                "srgate_rss_kb": s.rss_kb,
+                "srgate_idle_rss_kb": s.idle_rss_kb,
+                "srgate_rss_after_kb": s.after_rss_kb,
+                "srgate_open_fds": s.open_fds,
+                "setup_p50_ms": s.setup_p50_ms,
+                "setup_p99_ms": s.setup_p99_ms,
+                "ramp_s": round(s.ramp_s, 2),
+                "calls_ended_clean": s.ended_clean,
+                "calls_after": s.calls_after,
+                "heard_hz": s.heard_hz,
+                "failures": s.failures,
+                "reflector_loss": f.loss,
+                "reflector_p50_ms": f.p50_ms,
+                "reflector_p99_ms": f.p99_ms,
+                "generator": {
+                    "browsers_cpu_share": round(s.generator_cpu_share, 3),
+                    "phone_cpu_share": round(s.phone_cpu_share, 3),
+                    "late_sends": s.late_sends,
+                    "saturated": s.generator_saturated() || f.generator_saturated(),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "machine": machine(),
+        "git": git_commit(),
+        "shards": r.shards,
+        "window_s": r.seconds,
+        "relay": relay,
+        "transcode": [],
+        "setup": Value::Null,
+        "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": Value::Null},
+        "overload": Value::Null,
+    })
+}
+
+pub fn to_markdown(r: &Results) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# srgate load report\n");
+    let _ = writeln!(
+        m,
+        "commit `{}`, {}, srgate with {} shards, {} s windows. Reproduce: `scripts/bench` \
+         (or `scripts/bench --quick`).\n",
+        git_commit(),
+        machine()["cpu"].as_str().unwrap_or("?"),
+        r.shards,
+        r.seconds
+    );
+    let _ = writeln!(
+        m,
+        "## Relay: PCMU both sides, SRTP (str0m browsers) ⇄ RTP (echoing phone)\n"
+    );
+    let _ = writeln!(
+        m,
+        "CPU per packet = the process's CPU time (`/proc/PID/task/*/schedstat`) over the packets it \
+         forwarded in the window (each frame is forwarded twice: to the phone and back). The \
+         reflector is a bare `recvmmsg`/`sendmmsg` relay: the floor of a userspace relay here.\n"
+    );
+    let _ = writeln!(
+        m,
+        "| calls | up | pps | srgate µs/pkt | reflector µs/pkt | ratio | loss | p50 / p99 RTT ms | reflector p99 ms | shard CPU share | RSS MB | setup p99 ms | generator |"
+    );
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in &r.relay {
+        let s = &row.srgate;
+        let f = &row.reflector;
+        let shares = s
+            .thread_shares()
+            .iter()
+            .map(|(n, x)| format!("{n} {:.0} %", x * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let generator = if s.generator_saturated() || f.generator_saturated() {
+            "**saturated: does not count**".to_string()
+        } else {
+            format!(
+                "{:.0} % / {:.0} %",
+                s.generator_cpu_share * 100.0,
+                s.phone_cpu_share * 100.0
+            )
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {:.2} / {:.2} | {:.2} | {} | {:.1} | {:.0} | {} |",
+            row.calls,
+            s.calls_up,
+            s.pps(),
+            s.cpu_us_per_pkt,
+            f.cpu_us_per_pkt,
+            row.ratio(),
+            s.loss * 100.0,
+            s.p50_ms,
+            s.p99_ms,
+            f.p99_ms,
+            shares,
+            s.rss_kb as f64 / 1024.0,
+            s.setup_p99_ms,
+            generator
+        );
+    }
+    if let Some(kb) = relay_kb_per_call(&r.relay) {
+        let _ = writeln!(
+            m,
+            "\nsrgate RSS per relayed call (slope over the runs): {kb:.1} KB."
+        );
+    }
+    let _ = writeln!(
+        m,
+        "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
+         window. Not measured yet by this harness: rtpengine, transcoding, setup rate, \
+         overload, soak (docs/benchmarks.md)."
+    );
+    for row in &r.relay {
+        for f in &row.srgate.failures {
+            let _ = writeln!(m, "- {} calls: {f}", row.calls);
+        }
+    }
+    m
+}
+
+pub fn write(r: &Results, dir: &Path) -> io::Result<()> {
+    let json = serde_json::to_string_pretty(&to_json(r)).map_err(io::Error::other)?;
+    fs::write(dir.join("results.json"), json + "\n")?;
+    fs::write(dir.join("report.md"), to_markdown(r))
+}
