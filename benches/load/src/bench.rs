@@ -30,6 +30,8 @@ pub struct Options {
     pub smoke: bool,
     /// New calls started per second during the ramp.
     pub rate: usize,
+    /// Also measure rtpengine (when installed).
+    pub rtpengine: bool,
 }
 
 impl Options {
@@ -42,6 +44,7 @@ impl Options {
             out: PathBuf::from("target/bench"),
             smoke: false,
             rate: 200,
+            rtpengine: true,
         };
         let mut i = 0;
         while i < args.len() {
@@ -100,6 +103,7 @@ impl Options {
                     o.calls = vec![50, 250, 500];
                     o.seconds = 10;
                 }
+                "--no-rtpengine" => o.rtpengine = false,
                 "--smoke" => {
                     o.calls = vec![4];
                     o.seconds = 3;
@@ -135,6 +139,28 @@ pub fn run(o: &Options) -> Result<(), String> {
         if o.smoke {
             check_smoke(&srgate, calls)?;
         }
+        let rtpengine = if !o.rtpengine {
+            None
+        } else if std::path::Path::new(RTPENGINE).is_file() {
+            eprintln!("== {calls} calls: through rtpengine ({} threads)", o.shards);
+            let r = relay_rtpengine(o, calls)?;
+            eprintln!(
+                "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
+                r.calls_up,
+                r.loss * 100.0,
+                r.p99_ms,
+                r.cpu_us_per_pkt
+            );
+            if o.smoke {
+                check_smoke(&r, calls)?;
+            }
+            Some(r)
+        } else {
+            eprintln!(
+                "   rtpengine is not installed ({RTPENGINE}): skipped (apt-get install rtpengine-daemon)"
+            );
+            None
+        };
         eprintln!("== {calls} calls: through the reflector");
         let reflector = relay_reflector(o, calls)?;
         eprintln!(
@@ -143,7 +169,9 @@ pub fn run(o: &Options) -> Result<(), String> {
             reflector.p99_ms,
             reflector.cpu_us_per_pkt
         );
-        results.relay.push(RelayRow::new(calls, srgate, reflector));
+        results
+            .relay
+            .push(RelayRow::new(calls, srgate, rtpengine, reflector));
     }
     report::write(&results, &o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     eprintln!(
@@ -592,4 +620,299 @@ fn health_calls(text: &str) -> Option<u64> {
     let body = text.split("\r\n\r\n").nth(1)?;
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     v["calls"].as_u64()
+}
+
+/// rtpengine (Debian's `rtpengine-daemon`, userspace only: `--table=-1`), doing srgate's
+/// job as closely as it can: DTLS-SRTP with ICE toward the browser, plain RTP toward the
+/// phone, PCMU on both sides, with as many threads as srgate has shards.
+struct Rtpengine {
+    child: Child,
+    ng: crate::ng::Ng,
+}
+
+/// Where Debian installs rtpengine.
+const RTPENGINE: &str = "/usr/bin/rtpengine";
+
+impl Rtpengine {
+    fn start(o: &Options, calls: usize) -> Result<Rtpengine, String> {
+        let dir = o.out.join(format!("rtpengine-{calls}"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let ng_port = free_port_run(1)?;
+        let child = Command::new(RTPENGINE)
+            .args([
+                "--table=-1",
+                "--interface=127.0.0.1",
+                &format!("--listen-ng=127.0.0.1:{ng_port}"),
+                "--foreground",
+                "--log-stderr",
+                // SRGATE_LOAD_RTPENGINE_LOG=7 for a debug log under DIR/rtpengine-N/
+                &format!(
+                    "--log-level={}",
+                    std::env::var("SRGATE_LOAD_RTPENGINE_LOG").unwrap_or_else(|_| "4".into())
+                ),
+                "--port-min=22000",
+                "--port-max=29999",
+                &format!("--num-threads={}", o.shards),
+                "--delete-delay=0",
+                "--no-fallback",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("stderr.txt")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("{RTPENGINE}: {e}"))?;
+        let ng = crate::ng::Ng::new(SocketAddr::from(([127, 0, 0, 1], ng_port)))
+            .map_err(|e| e.to_string())?;
+        // a ping sent before rtpengine listens is lost: ask often until one is answered
+        ng.set_timeout(Duration::from_millis(200))
+            .map_err(|e| e.to_string())?;
+        let mut r = Rtpengine { child, ng };
+        let end = Instant::now() + Duration::from_secs(10);
+        // bounded: 10 s
+        while Instant::now() < end {
+            use crate::ng::B;
+            if r.ng.call(vec![("command".into(), B::s("ping"))]).is_ok() {
+                r.ng.set_timeout(Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                return Ok(r);
+            }
+            if let Ok(Some(status)) = r.child.try_wait() {
+                return Err(format!(
+                    "rtpengine exited ({status}); see {}",
+                    dir.join("stderr.txt").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("rtpengine did not answer ng ping within 10 s".into())
+    }
+
+    /// The browser's offer through rtpengine to the phone at `phone`, and the phone's
+    /// answer back: rtpengine's SDP for the browser.
+    fn connect(&mut self, id: &str, offer: &str, phone: SocketAddr) -> Result<String, String> {
+        use crate::ng::B;
+        let common = |command: &str, sdp: &str| -> Vec<(String, B)> {
+            vec![
+                ("command".into(), B::s(command)),
+                ("call-id".into(), B::s(id)),
+                ("from-tag".into(), B::s(&format!("b{id}"))),
+                ("sdp".into(), B::s(sdp)),
+                ("flags".into(), B::list(&["trust-address"])),
+                ("replace".into(), B::list(&["origin", "session-connection"])),
+            ]
+        };
+        let mut req = common("offer", offer);
+        req.push(("ICE".into(), B::s("remove")));
+        req.push(("DTLS".into(), B::s("off")));
+        req.push(("SDES".into(), B::list(&["off"])));
+        req.push(("transport-protocol".into(), B::s("RTP/AVP")));
+        req.push(("rtcp-mux".into(), B::list(&["demux"])));
+        self.ng.call(req)?;
+        let phone_sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+            ip = phone.ip(),
+            port = phone.port()
+        );
+        let mut req = common("answer", &phone_sdp);
+        req.push(("to-tag".into(), B::s(&format!("p{id}"))));
+        req.push(("ICE".into(), B::s("force")));
+        req.push(("DTLS".into(), B::s("passive")));
+        req.push(("transport-protocol".into(), B::s("UDP/TLS/RTP/SAVPF")));
+        req.push(("rtcp-mux".into(), B::list(&["accept"])));
+        let reply = self.ng.call(req)?;
+        let sdp = reply
+            .get("sdp")
+            .and_then(B::text)
+            .ok_or_else(|| "rtpengine's answer has no SDP".to_string())?;
+        Ok(for_str0m(&sdp, offer))
+    }
+
+    fn delete(&mut self, id: &str) {
+        use crate::ng::B;
+        let _ = self.ng.call(vec![
+            ("command".into(), B::s("delete")),
+            ("call-id".into(), B::s(id)),
+            ("from-tag".into(), B::s(&format!("b{id}"))),
+        ]);
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        // bounded: 5 s
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Rtpengine {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What str0m needs of an answer that rtpengine leaves out: rtpengine answers a
+/// one-section BUNDLE offer without `a=group:BUNDLE` (and may leave out `a=mid`), and it
+/// passes the phone's SSRC through unsignalled, which str0m does not map to the section
+/// (a browser would). Both are added: the group from the offer's mid, and the SSRC the
+/// harness's phone sends with (the browser's, its top byte XOR 0x5a: `phone.rs`).
+fn for_str0m(answer: &str, offer: &str) -> String {
+    let phone_ssrc = offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ssrc:"))
+        .and_then(|l| l.split(' ').next()?.parse::<u32>().ok())
+        .map(|ssrc| ssrc ^ 0x5a00_0000);
+    let answer = match phone_ssrc {
+        Some(ssrc) if !answer.contains("a=ssrc:") => {
+            format!(
+                "{}a=ssrc:{ssrc} cname:load-phone\r\n",
+                answer.trim_end_matches("\r\n").to_string() + "\r\n"
+            )
+        }
+        _ => answer.to_string(),
+    };
+    if answer.contains("a=group:BUNDLE") {
+        return answer;
+    }
+    let Some(mid) = offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .map(str::to_string)
+    else {
+        return answer.to_string();
+    };
+    let mut out = String::with_capacity(answer.len() + 64);
+    let mut in_media = false;
+    for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            if !in_media {
+                out.push_str(&format!("a=group:BUNDLE {mid}\r\n"));
+            }
+            in_media = true;
+            out.push_str(line);
+            out.push_str("\r\n");
+            if !answer.contains("a=mid:") {
+                out.push_str(&format!("a=mid:{mid}\r\n"));
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
+    let mut engine = Rtpengine::start(o, calls)?;
+    let pid = engine.child.id();
+    let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
+    let mut b =
+        Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "").map_err(|e| e.to_string())?;
+    let turn = |b: &mut Browsers| {
+        b.turn(Duration::from_millis(1))
+            .map_err(|e| format!("browsers: {e}"))
+    };
+    let ramp_start = Instant::now();
+    let ramp_bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
+    // bounded by ramp_bound
+    while Instant::now() < ramp_start + ramp_bound {
+        let (setting_up, up, ended, failed) = b.census();
+        if up + ended + failed >= calls {
+            break;
+        }
+        let due = (ramp_start.elapsed().as_secs_f64() * o.rate as f64) as usize + 1;
+        if b.len() < calls && b.len() < due && setting_up < 64 {
+            let phone_addr = phone.echo_addrs[b.len()];
+            b.start_direct_call(|id, offer| engine.connect(id, offer, phone_addr))
+                .map_err(|e| e.to_string())?;
+        }
+        turn(&mut b)?;
+    }
+    let ramp = ramp_start.elapsed();
+    let (_, calls_up, _, _) = b.census();
+    let failures = b.failures();
+    if calls_up == 0 {
+        return Err(format!("no call came up through rtpengine: {failures:?}"));
+    }
+    drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+    let me = procfs::thread_id();
+    let cpu0 = CpuSnapshot::of(pid);
+    let gen0 = procfs::thread_cpu_ns(me);
+    let phone0 = phone
+        .counters
+        .cpu_ns
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let echoed0 = phone
+        .counters
+        .rtp_echoed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let t0 = b.totals();
+    let late0 = b.late_sends;
+    let _ = b.take_rtt();
+    let start = Instant::now();
+    drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
+    let wall = start.elapsed();
+    let threads = CpuSnapshot::of(pid).since(&cpu0);
+    let gen_ns = procfs::thread_cpu_ns(me) - gen0;
+    let phone_ns = phone
+        .counters
+        .cpu_ns
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - phone0;
+    let t = b.totals().minus(&t0);
+    let echoed = phone
+        .counters
+        .rtp_echoed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - echoed0;
+    let rtt = b.take_rtt();
+    let rss = procfs::rss_kb(pid);
+    let heard_hz = b.heard_hz();
+    let late = b.late_sends - late0;
+    for id in b.end_direct_calls() {
+        engine.delete(&id);
+    }
+    drop(b);
+    let _ = phone.stop();
+    engine.stop();
+    let relayed = echoed + t.received;
+    let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
+    Ok(SideFigures {
+        calls_up,
+        failures,
+        ramp_s: ramp.as_secs_f64(),
+        window_s: wall.as_secs_f64(),
+        sent: t.sent,
+        received: t.received,
+        damaged: t.damaged,
+        reordered: t.reordered,
+        loss: loss(&t),
+        relayed,
+        p50_ms: rtt.quantile_ms(0.5),
+        p99_ms: rtt.quantile_ms(0.99),
+        cpu_us_per_pkt: per_packet(cpu_ns, relayed),
+        threads: threads
+            .into_iter()
+            .map(|(_, name, ns)| (name, ns))
+            .collect(),
+        rss_kb: rss,
+        generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
+        phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
+        late_sends: late,
+        heard_hz,
+        ..SideFigures::default()
+    })
 }

@@ -99,9 +99,8 @@ impl Browsers {
         })
     }
 
-    /// Starts one more call: connects its WebSocket (its login and invite follow as the
-    /// loop turns).
-    pub fn start_call(&mut self) -> io::Result<()> {
+    /// A new call's UDP socket and `Rtc` (PCMU only, one host candidate), not yet signalled.
+    fn new_call(&mut self) -> io::Result<Call> {
         let idx = self.calls.len();
         let now = Instant::now();
         let mut udp = UdpSocket::bind(SocketAddr::new(self.web.ip(), 0))?;
@@ -117,17 +116,7 @@ impl Browsers {
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| io::Error::other(format!("candidate {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
-
-        let stream = StdTcpStream::connect(self.web)?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(stream);
-        self.poll.registry().register(
-            &mut stream,
-            ws_token(idx),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let mut call = Call {
+        Ok(Call {
             idx: idx as u32,
             id: format!("load{idx}"),
             stage: Stage::Handshaking,
@@ -146,7 +135,23 @@ impl Browsers {
             started: now,
             setup: None,
             heard: Vec::new(),
-        };
+        })
+    }
+
+    /// Starts one more call through srgate: connects its WebSocket (its login and invite
+    /// follow as the loop turns).
+    pub fn start_call(&mut self) -> io::Result<()> {
+        let mut call = self.new_call()?;
+        let idx = call.idx as usize;
+        let stream = StdTcpStream::connect(self.web)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        self.poll.registry().register(
+            &mut stream,
+            ws_token(idx),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let url = format!("ws://{}/ws", self.web);
         match tungstenite::client(url.as_str(), stream) {
             Ok((ws, _)) => {
@@ -160,6 +165,50 @@ impl Browsers {
         }
         self.calls.push(call);
         Ok(())
+    }
+
+    /// Starts one more call whose offer is answered by `answer` (another relay driven by
+    /// its own control protocol): the call counts as answered at once and sends as soon as
+    /// DTLS is up.
+    pub fn start_direct_call(
+        &mut self,
+        answer: impl FnOnce(&str, &str) -> Result<String, String>,
+    ) -> io::Result<()> {
+        let mut call = self.new_call()?;
+        let mut api = call.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let result = match api.apply() {
+            Some((offer, pending)) => answer(&call.id, &offer.to_sdp_string()).and_then(|sdp| {
+                let a = SdpAnswer::from_sdp_string(&sdp).map_err(|e| format!("answer SDP: {e}"))?;
+                call.rtc
+                    .sdp_api()
+                    .accept_answer(pending, a)
+                    .map_err(|e| format!("answer refused by str0m: {e}"))
+            }),
+            None => Err("str0m made no offer".into()),
+        };
+        call.mid = Some(mid);
+        call.stage = match result {
+            Ok(()) => Stage::Up,
+            Err(e) => Stage::Failed(e),
+        };
+        self.calls.push(call);
+        self.drain(self.calls.len() - 1);
+        Ok(())
+    }
+
+    /// Marks every direct call ended (its relay was told separately).
+    pub fn end_direct_calls(&mut self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for c in &mut self.calls {
+            if c.stage == Stage::Up {
+                c.stage = Stage::Ended;
+                c.next_send = None;
+                c.rtc.disconnect();
+                ids.push(c.id.clone());
+            }
+        }
+        ids
     }
 
     pub fn len(&self) -> usize {

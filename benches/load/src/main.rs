@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! srgate-load bench [--srgate PATH] [--calls 250,500,1000] [--seconds 20] [--shards 2]
-//!                   [--out target/bench] [--quick | --smoke]
+//!                   [--out target/bench] [--quick | --smoke] [--no-rtpengine]
 //! srgate-load reflector      (started by `bench`; set up over stdin)
 //! ```
 #![deny(unsafe_code)]
@@ -16,6 +16,7 @@
 
 mod bench;
 mod browser;
+mod ng;
 mod payload;
 mod phone;
 mod plain;
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
 
 fn usage() -> &'static str {
     "usage: srgate-load bench [--srgate PATH] [--calls N,N,...] [--seconds S] [--shards N]\n\
-     \x20                        [--out DIR] [--quick | --smoke]\n\
+     \x20                        [--out DIR] [--quick | --smoke] [--no-rtpengine]\n\
      \x20      srgate-load reflector   (run by bench)"
 }
 

@@ -214,6 +214,11 @@ impl Ua {
         for _ in 0..10_000 {
             match s.recv_from(buf) {
                 Ok((n, from)) => {
+                    // a phone sends its own stream: RTP goes back under another SSRC
+                    // (RTCP, payload types 72-76 with the marker bit, as it came)
+                    if n >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
+                        buf[8] ^= 0x5a;
+                    }
                     if s.send_to(&buf[..n], from).is_ok() {
                         echoed += 1;
                     }

@@ -56,10 +56,12 @@ impl SideFigures {
             .collect()
     }
 
-    /// The generator was busy over 90 % of the window on one of its threads: the run
-    /// measured the generator, not the relay.
+    /// The generator was the limit, not the relay: one of its threads was busy over 90 %
+    /// of the window, or over 0.5 % of its frames left more than 10 ms late.
     pub fn generator_saturated(&self) -> bool {
-        self.generator_cpu_share > 0.9 || self.phone_cpu_share > 0.9
+        self.generator_cpu_share > 0.9
+            || self.phone_cpu_share > 0.9
+            || self.late_sends as f64 > 0.005 * self.sent.max(1) as f64
     }
 
     pub fn pps(&self) -> f64 {
@@ -73,16 +75,39 @@ impl SideFigures {
 pub struct RelayRow {
     pub calls: usize,
     pub srgate: SideFigures,
+    pub rtpengine: Option<SideFigures>,
     pub reflector: SideFigures,
 }
 
 impl RelayRow {
-    pub fn new(calls: usize, srgate: SideFigures, reflector: SideFigures) -> RelayRow {
+    pub fn new(
+        calls: usize,
+        srgate: SideFigures,
+        rtpengine: Option<SideFigures>,
+        reflector: SideFigures,
+    ) -> RelayRow {
         RelayRow {
             calls,
             srgate,
+            rtpengine,
             reflector,
         }
+    }
+
+    /// Whether the harness itself was the limit in any of the row's runs.
+    pub fn generator_saturated(&self) -> bool {
+        self.srgate.generator_saturated()
+            || self.reflector.generator_saturated()
+            || self
+                .rtpengine
+                .as_ref()
+                .is_some_and(|r| r.generator_saturated())
+    }
+
+    /// srgate's CPU per packet over rtpengine's (the target is ≤ 0.7).
+    pub fn rtpengine_ratio(&self) -> Option<f64> {
+        let r = self.rtpengine.as_ref()?;
+        (r.cpu_us_per_pkt > 0.0).then(|| self.srgate.cpu_us_per_pkt / r.cpu_us_per_pkt)
     }
 
     pub fn ratio(&self) -> f64 {
@@ -177,7 +202,19 @@ pub fn to_json(r: &Results) -> Value {
                 "p99_ms": s.p99_ms,
                 "srgate_cpu_us_per_pkt": round(s.cpu_us_per_pkt, 3),
                 "reflector_cpu_us_per_pkt": round(f.cpu_us_per_pkt, 3),
-                "rtpengine_cpu_us_per_pkt": Value::Null,
+                "rtpengine_cpu_us_per_pkt": row.rtpengine.as_ref().map(|r| round(r.cpu_us_per_pkt, 3)),
+                "srgate_over_rtpengine": row.rtpengine_ratio().map(|x| round(x, 3)),
+                "rtpengine": row.rtpengine.as_ref().map(|r| json!({
+                    "job": "DTLS-SRTP with ICE toward the browser, RTP toward the phone, PCMU both sides (the same as srgate)",
+                    "calls_up": r.calls_up,
+                    "loss": r.loss,
+                    "p50_ms": r.p50_ms,
+                    "p99_ms": r.p99_ms,
+                    "rss_kb": r.rss_kb,
+                    "heard_hz": r.heard_hz,
+                    "failures": r.failures,
+                    "thread_cpu_share": r.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
+                })),
                 "srgate_over_reflector": round(row.ratio(), 3),
                 "shard_cpu_share": s.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
                 "srgate_rss_kb": s.rss_kb,
@@ -198,7 +235,7 @@ pub fn to_json(r: &Results) -> Value {
                     "browsers_cpu_share": round(s.generator_cpu_share, 3),
                     "phone_cpu_share": round(s.phone_cpu_share, 3),
                     "late_sends": s.late_sends,
-                    "saturated": s.generator_saturated() || f.generator_saturated(),
+                    "saturated": row.generator_saturated(),
                 },
             })
         })
@@ -236,13 +273,18 @@ pub fn to_markdown(r: &Results) -> String {
         m,
         "CPU per packet = the process's CPU time (`/proc/PID/task/*/schedstat`) over the packets it \
          forwarded in the window (each frame is forwarded twice: to the phone and back). The \
-         reflector is a bare `recvmmsg`/`sendmmsg` relay: the floor of a userspace relay here.\n"
+         reflector is a bare `recvmmsg`/`sendmmsg` relay: the floor of a userspace relay here. \
+         rtpengine (userspace, `--table=-1`, as many threads as srgate has shards) does srgate's job: \
+         DTLS-SRTP with ICE toward the same str0m browsers, RTP toward the same phone.\n"
     );
     let _ = writeln!(
         m,
-        "| calls | up | pps | srgate µs/pkt | reflector µs/pkt | ratio | loss | p50 / p99 RTT ms | reflector p99 ms | shard CPU share | RSS MB | setup p99 ms | generator |"
+        "| calls | up | pps | srgate µs/pkt | rtpengine µs/pkt | reflector µs/pkt | srgate / rtpengine | srgate / reflector | loss | p50 / p99 RTT ms | rtpengine p99 ms | reflector p99 ms | shard CPU share | RSS MB | setup p99 ms | generator |"
     );
-    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        m,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for row in &r.relay {
         let s = &row.srgate;
         let f = &row.reflector;
@@ -252,7 +294,9 @@ pub fn to_markdown(r: &Results) -> String {
             .map(|(n, x)| format!("{n} {:.0} %", x * 100.0))
             .collect::<Vec<_>>()
             .join(", ");
-        let generator = if s.generator_saturated() || f.generator_saturated() {
+        let r = row.rtpengine.as_ref();
+        let opt = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
+        let generator = if row.generator_saturated() {
             "**saturated: does not count**".to_string()
         } else {
             format!(
@@ -263,16 +307,19 @@ pub fn to_markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             m,
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {:.2} / {:.2} | {:.2} | {} | {:.1} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {} | {:.2} | {} | {:.2} | {:.3} % | {:.2} / {:.2} | {} | {:.2} | {} | {:.1} | {:.0} | {} |",
             row.calls,
             s.calls_up,
             s.pps(),
             s.cpu_us_per_pkt,
+            opt(r.map(|r| r.cpu_us_per_pkt)),
             f.cpu_us_per_pkt,
+            opt(row.rtpengine_ratio()),
             row.ratio(),
             s.loss * 100.0,
             s.p50_ms,
             s.p99_ms,
+            opt(r.map(|r| r.p99_ms)),
             f.p99_ms,
             shares,
             s.rss_kb as f64 / 1024.0,
@@ -289,12 +336,15 @@ pub fn to_markdown(r: &Results) -> String {
     let _ = writeln!(
         m,
         "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
-         window. Not measured yet by this harness: rtpengine, transcoding, setup rate, \
+         window. Not measured yet by this harness: transcoding, setup rate, \
          overload, soak (docs/benchmarks.md)."
     );
     for row in &r.relay {
         for f in &row.srgate.failures {
-            let _ = writeln!(m, "- {} calls: {f}", row.calls);
+            let _ = writeln!(m, "- {} calls, srgate: {f}", row.calls);
+        }
+        for f in row.rtpengine.iter().flat_map(|r| &r.failures) {
+            let _ = writeln!(m, "- {} calls, rtpengine: {f}", row.calls);
         }
     }
     m
