@@ -205,3 +205,49 @@ fn a_flood_of_websockets_costs_little_memory_and_gives_it_back() {
     // still serving
     assert_eq!(ask(&mut warm, r#"{"type":"ping"}"#)["type"], "pong");
 }
+
+/// The soft and hard limits on open files of `pid`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let mut words = line.split_whitespace().skip(3);
+    (
+        words.next().unwrap_or("").to_string(),
+        words.next().unwrap_or("").to_string(),
+    )
+}
+
+/// Started under a soft limit of 256 open files (as from a shell with a low `ulimit -n`;
+/// 1 024, the default of many distributions, would stop srgate at a few hundred calls),
+/// srgate raises its own soft limit to the hard one at startup.
+#[test]
+fn srgate_raises_its_soft_limit_of_open_files() {
+    let dir = TestDir::new("fd-limit");
+    let wrapper = dir.path().join("low-ulimit.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nulimit -S -n 256 || exit 97\nexec \"$@\"\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut config = GatewayConfig::standalone();
+    config.emulated = Some((wrapper, Srgate::binary()));
+    let srgate = Srgate::start(config, dir.path());
+    let pid = srgate.pid().expect("srgate runs");
+    let (soft, hard) = open_files_limits(pid);
+    // srgate raises to the hard limit, at most 1 048 576 (the kernel's usual nr_open)
+    let want = hard.parse::<u64>().map_or(1 << 20, |h| h.min(1 << 20));
+    assert_eq!(
+        soft.parse::<u64>().ok(),
+        Some(want),
+        "soft limit {soft}, hard {hard}"
+    );
+}

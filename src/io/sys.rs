@@ -1,5 +1,6 @@
 //! The few raw syscalls srgate needs that std and mio do not offer: batched UDP receive
-//! and send (`recvmmsg`, `sendmmsg`), and handing freed heap memory back to the kernel.
+//! and send (`recvmmsg`, `sendmmsg`), socket buffer sizes, handing freed heap memory back
+//! to the kernel, and raising the limit of open files.
 //! This is the only file allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
@@ -328,6 +329,78 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Asks for `bytes` of kernel receive and send buffer on a UDP socket and returns the
+/// receive buffer the kernel granted (it caps the request at `net.core.rmem_max` and
+/// reports twice what it uses for data). A shard's WebRTC socket carries every call of the
+/// shard: at 50 000 packets a second the default 208 KiB holds a few milliseconds, and a
+/// shard that is off the CPU for longer would lose packets.
+pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<usize> {
+    let value = bytes.min(i32::MAX as usize) as libc::c_int;
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt reads one c_int from `value`, which lives across the call; the
+        // length passed is that of a c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let mut granted: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes (one c_int) into `granted` and the
+    // actual length into `len`; both live across the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut granted as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(granted.max(0) as usize)
+}
+
+/// Raises this process's soft limit of open files (`RLIMIT_NOFILE`) to its hard limit
+/// (at most 1 048 576, the kernel's usual `nr_open`) and returns the limit now in force.
+/// Each call holds a few descriptors; a soft limit of 1 024, the default of many
+/// distributions, would stop a gateway at a few hundred calls.
+// rlim_t is u64 here but 32 bits on 32-bit glibc targets: the casts are not redundant there.
+#[allow(clippy::unnecessary_cast)]
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, which we own and which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur as u64);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit from `raised`, which we own and which outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(want as u64)
 }
 
 /// Returns the free memory of the C allocator's heaps to the kernel (glibc's
