@@ -397,6 +397,7 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
     // warm up, then the window
     drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
     let me = procfs::thread_id();
+    let drops0 = procfs::udp_drops(gw.pid());
     let (cpu0, gen0, phone0) = (
         CpuSnapshot::of(gw.pid()),
         procfs::thread_cpu_ns(me),
@@ -418,6 +419,7 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
     drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
     let wall = start.elapsed();
     let cpu1 = CpuSnapshot::of(gw.pid());
+    let socket_drops = procfs::udp_drops(gw.pid()) - drops0;
     let gen_ns = procfs::thread_cpu_ns(me) - gen0;
     let phone_ns = phone
         .counters
@@ -488,6 +490,7 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
         setup_p99_ms: quantile(&setups, 0.99),
         ended_clean,
         calls_after: health_calls(&health_after),
+        socket_drops,
     })
 }
 
@@ -533,6 +536,7 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
         let me = procfs::thread_id();
         let cpu0 = CpuSnapshot::of(pid);
+        let drops0 = procfs::udp_drops(pid);
         let gen0 = procfs::thread_cpu_ns(me);
         let phone0 = phone
             .counters
@@ -549,6 +553,7 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
         drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
         let wall = start.elapsed();
         let threads = CpuSnapshot::of(pid).since(&cpu0);
+        let socket_drops = procfs::udp_drops(pid) - drops0;
         let gen_ns = procfs::thread_cpu_ns(me) - gen0;
         let phone_ns = phone
             .counters
@@ -584,6 +589,7 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
             generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
             phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
             late_sends: b.late_sends - late0,
+            socket_drops,
             ..SideFigures::default()
         })
     })();
@@ -850,6 +856,7 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
     drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
     let me = procfs::thread_id();
     let cpu0 = CpuSnapshot::of(pid);
+    let drops0 = procfs::udp_drops(pid);
     let gen0 = procfs::thread_cpu_ns(me);
     let phone0 = phone
         .counters
@@ -866,6 +873,7 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
     drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
     let wall = start.elapsed();
     let threads = CpuSnapshot::of(pid).since(&cpu0);
+    let socket_drops = procfs::udp_drops(pid) - drops0;
     let gen_ns = procfs::thread_cpu_ns(me) - gen0;
     let phone_ns = phone
         .counters
@@ -913,6 +921,7 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
         phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
         late_sends: late,
         heard_hz,
+        socket_drops,
         ..SideFigures::default()
     })
 }

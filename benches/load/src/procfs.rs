@@ -90,3 +90,36 @@ pub fn thread_cpu_ns(tid: u32) -> u64 {
 pub fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
+
+/// Datagrams the kernel dropped on `pid`'s UDP sockets because their receive buffer was
+/// full (the `drops` column of `/proc/net/udp` and `udp6`, summed over the sockets whose
+/// inode the process holds).
+pub fn udp_drops(pid: u32) -> u64 {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) {
+        for entry in dir.flatten() {
+            if let Ok(target) = fs::read_link(entry.path())
+                && let Some(inode) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut drops = 0;
+    for table in ["udp", "udp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            if fields.len() >= 13 && inodes.contains(fields[9]) {
+                drops += fields[12].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    drops
+}

@@ -39,6 +39,9 @@ pub struct SideFigures {
     pub setup_p99_ms: f64,
     pub ended_clean: usize,
     pub calls_after: Option<u64>,
+    /// Datagrams the kernel dropped on the process's sockets (receive buffer full) in the
+    /// window.
+    pub socket_drops: u64,
 }
 
 impl SideFigures {
@@ -211,6 +214,7 @@ pub fn to_json(r: &Results) -> Value {
                     "p50_ms": r.p50_ms,
                     "p99_ms": r.p99_ms,
                     "rss_kb": r.rss_kb,
+                    "socket_drops": r.socket_drops,
                     "heard_hz": r.heard_hz,
                     "failures": r.failures,
                     "thread_cpu_share": r.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
@@ -228,7 +232,9 @@ pub fn to_json(r: &Results) -> Value {
                 "calls_after": s.calls_after,
                 "heard_hz": s.heard_hz,
                 "failures": s.failures,
+                "srgate_socket_drops": s.socket_drops,
                 "reflector_loss": f.loss,
+                "reflector_socket_drops": f.socket_drops,
                 "reflector_p50_ms": f.p50_ms,
                 "reflector_p99_ms": f.p99_ms,
                 "generator": {
