@@ -32,6 +32,8 @@ pub struct Options {
     pub rate: usize,
     /// Also measure rtpengine (when installed).
     pub rtpengine: bool,
+    /// Calls of the setup run (started as fast as srgate takes them; 0: no setup run).
+    pub setup_calls: usize,
 }
 
 impl Options {
@@ -45,6 +47,7 @@ impl Options {
             smoke: false,
             rate: 200,
             rtpengine: true,
+            setup_calls: 300,
         };
         let mut i = 0;
         while i < args.len() {
@@ -102,11 +105,21 @@ impl Options {
                 "--quick" => {
                     o.calls = vec![50, 250, 500];
                     o.seconds = 10;
+                    o.setup_calls = 200;
                 }
                 "--no-rtpengine" => o.rtpengine = false,
+                "--setup-calls" => {
+                    o.setup_calls = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 5000)
+                        .ok_or("--setup-calls takes 0..=5000")?;
+                    i += 1;
+                }
                 "--smoke" => {
                     o.calls = vec![4];
                     o.seconds = 3;
+                    o.setup_calls = 4;
                     o.smoke = true;
                 }
                 other => return Err(format!("unknown option '{other}'")),
@@ -128,7 +141,15 @@ pub fn run(o: &Options) -> Result<(), String> {
     let mut results = Results::new(o.shards, o.seconds);
     for &calls in &o.calls {
         eprintln!("== {calls} calls: through srgate ({} shards)", o.shards);
-        let srgate = relay_srgate(o, calls)?;
+        let srgate = relay_srgate(
+            o,
+            calls,
+            &Ramp {
+                rate: o.rate,
+                in_flight: 64,
+            },
+            o.seconds,
+        )?;
         eprintln!(
             "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
             srgate.calls_up,
@@ -173,6 +194,9 @@ pub fn run(o: &Options) -> Result<(), String> {
             .relay
             .push(RelayRow::new(calls, srgate, rtpengine, reflector));
     }
+    if o.setup_calls > 0 {
+        results.setup = Some(setup_run(o)?);
+    }
     report::write(&results, &o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     eprintln!(
         "wrote {} and {}",
@@ -180,6 +204,50 @@ pub fn run(o: &Options) -> Result<(), String> {
         o.out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Calls set up as fast as srgate takes them (1 000 a second offered, 256 at once), each
+/// hung up once up; then the DTLS crypto floor on this thread.
+fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
+    let calls = o.setup_calls;
+    eprintln!("== setup: {calls} calls offered at 1 000 a second");
+    let s = relay_srgate(
+        o,
+        calls,
+        &Ramp {
+            rate: 1000,
+            in_flight: 256,
+        },
+        0,
+    )?;
+    let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
+    let figures = report::SetupFigures {
+        calls,
+        calls_up: s.calls_up,
+        wall_s: s.ramp_s,
+        srgate_cpu_s: s.ramp_cpu_s,
+        p50_ms: s.setup_p50_ms,
+        p99_ms: s.setup_p99_ms,
+        crypto_floor_per_s: floor,
+        failures: s.failures,
+    };
+    eprintln!(
+        "   {}/{calls} up in {:.2} s: {:.0} setups/s, {:.0} per srgate CPU-second (crypto floor {:.0}/s: {:.2}), p99 {:.0} ms",
+        figures.calls_up,
+        figures.wall_s,
+        figures.setups_per_s(),
+        figures.setups_per_cpu_s(),
+        floor,
+        figures.floor_ratio(),
+        figures.p99_ms
+    );
+    if o.smoke && figures.calls_up != calls {
+        return Err(format!(
+            "smoke: {} of {calls} calls of the setup run came up",
+            figures.calls_up
+        ));
+    }
+    Ok(figures)
 }
 
 fn check_smoke(s: &SideFigures, calls: usize) -> Result<(), String> {
@@ -352,7 +420,47 @@ fn drive_until<S>(
     Ok(false)
 }
 
-fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
+/// How calls are started: `rate` a second, at most `in_flight` being set up at once.
+pub struct Ramp {
+    pub rate: usize,
+    pub in_flight: usize,
+}
+
+/// Starts `calls` calls with `start` at the ramp's pace and turns the browsers until every
+/// call is up, ended or failed (bounded: 30 s plus 50 ms a call). Returns how long it took.
+fn ramp_up(
+    b: &mut Browsers,
+    calls: usize,
+    ramp: &Ramp,
+    mut start: impl FnMut(&mut Browsers) -> Result<(), String>,
+) -> Result<Duration, String> {
+    let ramp_start = Instant::now();
+    let ramp_bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
+    // bounded by ramp_bound
+    while Instant::now() < ramp_start + ramp_bound {
+        let (setting_up, up, ended, failed) = b.census();
+        if up + ended + failed >= calls {
+            break;
+        }
+        let due = (ramp_start.elapsed().as_secs_f64() * ramp.rate as f64) as usize + 1;
+        let mut in_flight = setting_up;
+        // bounded by `calls`
+        while b.len() < calls.min(due) && in_flight < ramp.in_flight {
+            start(b)?;
+            in_flight += 1;
+        }
+        b.turn(Duration::from_millis(1))
+            .map_err(|e| format!("browsers: {e}"))?;
+    }
+    Ok(ramp_start.elapsed())
+}
+
+fn relay_srgate(
+    o: &Options,
+    calls: usize,
+    ramp: &Ramp,
+    seconds: u64,
+) -> Result<SideFigures, String> {
     let gw = Gateway::start(o, calls)?;
     let phone = Phone::start(
         Some(Account {
@@ -371,31 +479,26 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
 
-    // the ramp: `rate` new calls a second, at most 64 being set up at once
-    let ramp_start = Instant::now();
-    let ramp_bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
-    // bounded by ramp_bound
-    while Instant::now() < ramp_start + ramp_bound {
-        let (setting_up, up, ended, failed) = b.census();
-        if up + ended + failed >= calls {
-            break;
-        }
-        let due = (ramp_start.elapsed().as_secs_f64() * o.rate as f64) as usize + 1;
-        if b.len() < calls && b.len() < due && setting_up < 64 {
-            b.start_call()
-                .map_err(|e| format!("starting call {}: {e}", b.len()))?;
-        }
-        turn(&mut b)?;
-    }
-    let ramp = ramp_start.elapsed();
+    let cpu_before_ramp = CpuSnapshot::of(gw.pid());
+    let ramp = ramp_up(&mut b, calls, ramp, |b| {
+        b.start_call()
+            .map_err(|e| format!("starting call {}: {e}", b.len()))
+    })?;
+    let ramp_cpu_ns: u64 = CpuSnapshot::of(gw.pid())
+        .since(&cpu_before_ramp)
+        .iter()
+        .map(|t| t.2)
+        .sum();
     let (_, calls_up, _, _) = b.census();
     let failures = b.failures();
     if calls_up == 0 {
         return Err(format!("no call came up through srgate: {failures:?}"));
     }
 
-    // warm up, then the window
-    drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+    // warm up, then the window (none for a setup run)
+    if seconds > 0 {
+        drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+    }
     let me = procfs::thread_id();
     let drops0 = procfs::udp_drops(gw.pid());
     let (cpu0, gen0, phone0) = (
@@ -415,9 +518,16 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
     );
     let _ = b.take_rtt();
     let late0 = b.late_sends;
+    let timeouts0 = b.timeouts;
     let start = Instant::now();
-    drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
+    drive_until(&mut b, Duration::from_secs(seconds), turn, |_| false)?;
     let wall = start.elapsed();
+    if seconds > 0 {
+        eprintln!(
+            "   harness: {:.0} str0m timeouts a second per call",
+            (b.timeouts - timeouts0) as f64 / wall.as_secs_f64() / calls as f64
+        );
+    }
     let cpu1 = CpuSnapshot::of(gw.pid());
     let socket_drops = procfs::udp_drops(gw.pid()) - drops0;
     let gen_ns = procfs::thread_cpu_ns(me) - gen0;
@@ -491,6 +601,7 @@ fn relay_srgate(o: &Options, calls: usize) -> Result<SideFigures, String> {
         ended_clean,
         calls_after: health_calls(&health_after),
         socket_drops,
+        ramp_cpu_s: ramp_cpu_ns as f64 / 1e9,
     })
 }
 
@@ -831,23 +942,19 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
         b.turn(Duration::from_millis(1))
             .map_err(|e| format!("browsers: {e}"))
     };
-    let ramp_start = Instant::now();
-    let ramp_bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
-    // bounded by ramp_bound
-    while Instant::now() < ramp_start + ramp_bound {
-        let (setting_up, up, ended, failed) = b.census();
-        if up + ended + failed >= calls {
-            break;
-        }
-        let due = (ramp_start.elapsed().as_secs_f64() * o.rate as f64) as usize + 1;
-        if b.len() < calls && b.len() < due && setting_up < 64 {
+    let ramp = ramp_up(
+        &mut b,
+        calls,
+        &Ramp {
+            rate: o.rate,
+            in_flight: 64,
+        },
+        |b| {
             let phone_addr = phone.echo_addrs[b.len()];
             b.start_direct_call(|id, offer| engine.connect(id, offer, phone_addr))
-                .map_err(|e| e.to_string())?;
-        }
-        turn(&mut b)?;
-    }
-    let ramp = ramp_start.elapsed();
+                .map_err(|e| e.to_string())
+        },
+    )?;
     let (_, calls_up, _, _) = b.census();
     let failures = b.failures();
     if calls_up == 0 {

@@ -16,6 +16,7 @@
 
 mod bench;
 mod browser;
+mod crypto;
 mod ng;
 mod payload;
 mod phone;

@@ -42,6 +42,8 @@ pub struct SideFigures {
     /// Datagrams the kernel dropped on the process's sockets (receive buffer full) in the
     /// window.
     pub socket_drops: u64,
+    /// CPU seconds the process spent while the calls were being set up.
+    pub ramp_cpu_s: f64,
 }
 
 impl SideFigures {
@@ -121,10 +123,54 @@ impl RelayRow {
     }
 }
 
+/// The setup run: calls started as fast as srgate takes them.
+pub struct SetupFigures {
+    pub calls: usize,
+    pub calls_up: usize,
+    /// From the first call started to the last one up.
+    pub wall_s: f64,
+    /// srgate's CPU time over that span.
+    pub srgate_cpu_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Handshakes' worth of P-256 crypto (sign, verify, ECDH) a second on one core.
+    pub crypto_floor_per_s: f64,
+    pub failures: Vec<String>,
+}
+
+impl SetupFigures {
+    pub fn setups_per_s(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.calls_up as f64 / self.wall_s
+        } else {
+            0.0
+        }
+    }
+
+    /// Setups per second of srgate CPU time: per core.
+    pub fn setups_per_cpu_s(&self) -> f64 {
+        if self.srgate_cpu_s > 0.0 {
+            self.calls_up as f64 / self.srgate_cpu_s
+        } else {
+            0.0
+        }
+    }
+
+    /// Setups per core over the crypto floor (the target is ≥ 0.3).
+    pub fn floor_ratio(&self) -> f64 {
+        if self.crypto_floor_per_s > 0.0 {
+            self.setups_per_cpu_s() / self.crypto_floor_per_s
+        } else {
+            0.0
+        }
+    }
+}
+
 pub struct Results {
     pub shards: usize,
     pub seconds: u64,
     pub relay: Vec<RelayRow>,
+    pub setup: Option<SetupFigures>,
 }
 
 impl Results {
@@ -133,6 +179,7 @@ impl Results {
             shards,
             seconds,
             relay: Vec::new(),
+            setup: None,
         }
     }
 }
@@ -253,7 +300,17 @@ pub fn to_json(r: &Results) -> Value {
         "window_s": r.seconds,
         "relay": relay,
         "transcode": [],
-        "setup": Value::Null,
+        "setup": r.setup.as_ref().map(|s| json!({
+            "calls": s.calls,
+            "calls_up": s.calls_up,
+            "setups_per_s": round(s.setups_per_s(), 1),
+            "setups_per_srgate_cpu_s": round(s.setups_per_cpu_s(), 1),
+            "p50_setup_ms": s.p50_ms,
+            "p99_setup_ms": s.p99_ms,
+            "crypto_floor_per_s": round(s.crypto_floor_per_s, 1),
+            "over_crypto_floor": round(s.floor_ratio(), 3),
+            "failures": s.failures,
+        })),
         "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": Value::Null},
         "overload": Value::Null,
     })
@@ -333,6 +390,29 @@ pub fn to_markdown(r: &Results) -> String {
             generator
         );
     }
+    if let Some(s) = &r.setup {
+        let _ = writeln!(
+            m,
+            "\n## Setup\n\n{} calls offered at 1 000 a second (256 at once), each from WebSocket \
+             login to the first echoed frame: {}/{} up in {:.2} s, **{:.0} setups/s**, {:.0} per \
+             second of srgate CPU time; p50 {:.0} ms, p99 {:.0} ms. DTLS crypto floor (P-256 \
+             sign + verify + ECDH, the crates srgate uses): {:.0} handshakes/s on one core, so \
+             srgate sets up **{:.2} ×** the floor per core (target ≥ 0.3).",
+            s.calls,
+            s.calls_up,
+            s.calls,
+            s.wall_s,
+            s.setups_per_s(),
+            s.setups_per_cpu_s(),
+            s.p50_ms,
+            s.p99_ms,
+            s.crypto_floor_per_s,
+            s.floor_ratio()
+        );
+        for f in &s.failures {
+            let _ = writeln!(m, "- setup: {f}");
+        }
+    }
     if let Some(kb) = relay_kb_per_call(&r.relay) {
         let _ = writeln!(
             m,
@@ -342,7 +422,7 @@ pub fn to_markdown(r: &Results) -> String {
     let _ = writeln!(
         m,
         "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
-         window. Not measured yet by this harness: transcoding, setup rate, \
+         window. Not measured yet by this harness: transcoding, SIP → app setups, \
          overload, soak (docs/benchmarks.md)."
     );
     for row in &r.relay {
