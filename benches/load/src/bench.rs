@@ -299,8 +299,48 @@ fn free_port_run(n: u16) -> Result<u16, String> {
     Err("no free loopback ports".into())
 }
 
+/// A process the harness started: stopped by its PID (SIGTERM, then SIGKILL after 5 s),
+/// and killed if it is still running when dropped (an error on the way).
+struct Daemon(Child);
+
+impl Daemon {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        // bounded: 5 s
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct Gateway {
-    child: Child,
+    child: Daemon,
     sip: SocketAddr,
     web: SocketAddr,
     api: SocketAddr,
@@ -341,7 +381,7 @@ impl Gateway {
             .spawn()
             .map_err(|e| format!("{}: {e}", o.srgate.display()))?;
         let gw = Gateway {
-            child,
+            child: Daemon(child),
             sip: SocketAddr::from(([127, 0, 0, 1], sip)),
             web: SocketAddr::from(([127, 0, 0, 1], web)),
             api: SocketAddr::from(([127, 0, 0, 1], api)),
@@ -374,31 +414,8 @@ impl Gateway {
         Some(text)
     }
 
-    /// SIGTERM by PID, then SIGKILL after 5 s.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        // bounded: 5 s
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.child.stop();
     }
 }
 
@@ -455,6 +472,103 @@ fn ramp_up(
     Ok(ramp_start.elapsed())
 }
 
+/// A browser side the measurement window drives: str0m peers or plain RTP sockets.
+trait Load {
+    fn turn_once(&mut self) -> Result<(), String>;
+    fn totals(&self) -> Totals;
+    fn late_sends(&self) -> u64;
+    fn take_rtt(&mut self) -> crate::stats::Rtt;
+}
+
+impl Load for Browsers {
+    fn turn_once(&mut self) -> Result<(), String> {
+        self.turn(Duration::from_millis(1))
+            .map_err(|e| format!("browsers: {e}"))
+    }
+    fn totals(&self) -> Totals {
+        Browsers::totals(self)
+    }
+    fn late_sends(&self) -> u64 {
+        self.late_sends
+    }
+    fn take_rtt(&mut self) -> crate::stats::Rtt {
+        Browsers::take_rtt(self)
+    }
+}
+
+impl Load for PlainBrowsers {
+    fn turn_once(&mut self) -> Result<(), String> {
+        self.turn(Duration::from_millis(1))
+            .map_err(|e| format!("browsers: {e}"))
+    }
+    fn totals(&self) -> Totals {
+        PlainBrowsers::totals(self)
+    }
+    fn late_sends(&self) -> u64 {
+        self.late_sends
+    }
+    fn take_rtt(&mut self) -> crate::stats::Rtt {
+        PlainBrowsers::take_rtt(self)
+    }
+}
+
+/// The measurement window: drives `load` for `seconds` and reads, at both ends, the CPU
+/// time of every thread of the relay `pid`, its socket drops, the harness's own threads,
+/// the frames sent and heard back, and the phone's echoes. The relay forwards every frame
+/// twice: browser → phone (the phone echoed it) and back (the browser heard it).
+fn measure(
+    load: &mut impl Load,
+    pid: u32,
+    phone: &Phone,
+    seconds: u64,
+) -> Result<SideFigures, String> {
+    let me = procfs::thread_id();
+    let cpu0 = CpuSnapshot::of(pid);
+    let drops0 = procfs::udp_drops(pid);
+    let (gen0, phone0, echoed0) = (procfs::thread_cpu_ns(me), phone.cpu_ns(), phone.echoed());
+    let (t0, late0) = (load.totals(), load.late_sends());
+    let _ = load.take_rtt();
+    let start = Instant::now();
+    drive_until(
+        load,
+        Duration::from_secs(seconds),
+        |l| l.turn_once(),
+        |_| false,
+    )?;
+    let wall = start.elapsed();
+    let threads = CpuSnapshot::of(pid).since(&cpu0);
+    let socket_drops = procfs::udp_drops(pid) - drops0;
+    let gen_ns = procfs::thread_cpu_ns(me) - gen0;
+    let phone_ns = phone.cpu_ns() - phone0;
+    let t = load.totals().minus(&t0);
+    let relayed = phone.echoed() - echoed0 + t.received;
+    let rtt = load.take_rtt();
+    let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
+    let wall_ns = wall.as_nanos().max(1) as f64;
+    Ok(SideFigures {
+        window_s: wall.as_secs_f64(),
+        sent: t.sent,
+        received: t.received,
+        damaged: t.damaged,
+        reordered: t.reordered,
+        loss: if seconds > 0 { loss(&t) } else { 0.0 },
+        relayed,
+        p50_ms: rtt.quantile_ms(0.5),
+        p99_ms: rtt.quantile_ms(0.99),
+        cpu_us_per_pkt: per_packet(cpu_ns, relayed),
+        threads: threads
+            .into_iter()
+            .map(|(_, name, ns)| (name, ns))
+            .collect(),
+        rss_kb: procfs::rss_kb(pid),
+        generator_cpu_share: gen_ns as f64 / wall_ns,
+        phone_cpu_share: phone_ns as f64 / wall_ns,
+        late_sends: load.late_sends() - late0,
+        socket_drops,
+        ..SideFigures::default()
+    })
+}
+
 fn relay_srgate(
     o: &Options,
     calls: usize,
@@ -499,53 +613,8 @@ fn relay_srgate(
     if seconds > 0 {
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
     }
-    let me = procfs::thread_id();
-    let drops0 = procfs::udp_drops(gw.pid());
-    let (cpu0, gen0, phone0) = (
-        CpuSnapshot::of(gw.pid()),
-        procfs::thread_cpu_ns(me),
-        phone
-            .counters
-            .cpu_ns
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    let (t0, echoed0) = (
-        b.totals(),
-        phone
-            .counters
-            .rtp_echoed
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    let _ = b.take_rtt();
-    let late0 = b.late_sends;
-    let timeouts0 = b.timeouts;
-    let start = Instant::now();
-    drive_until(&mut b, Duration::from_secs(seconds), turn, |_| false)?;
-    let wall = start.elapsed();
-    if seconds > 0 {
-        eprintln!(
-            "   harness: {:.0} str0m timeouts a second per call",
-            (b.timeouts - timeouts0) as f64 / wall.as_secs_f64() / calls as f64
-        );
-    }
-    let cpu1 = CpuSnapshot::of(gw.pid());
-    let socket_drops = procfs::udp_drops(gw.pid()) - drops0;
-    let gen_ns = procfs::thread_cpu_ns(me) - gen0;
-    let phone_ns = phone
-        .counters
-        .cpu_ns
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - phone0;
-    let t = b.totals().minus(&t0);
-    let echoed = phone
-        .counters
-        .rtp_echoed
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - echoed0;
-    let rtt = b.take_rtt();
-    let rss = procfs::rss_kb(gw.pid());
+    let m = measure(&mut b, gw.pid(), &phone, seconds)?;
     let fds = procfs::open_fds(gw.pid());
-    let late = b.late_sends - late0;
     let heard_hz = b.heard_hz();
     let mut setups: Vec<f64> = b
         .setup_times()
@@ -565,43 +634,20 @@ fn relay_srgate(
     let _ = phone.stop();
     gw.stop();
 
-    // srgate relays every frame twice: browser → phone (the phone echoed it) and back
-    // (the browser received it)
-    let relayed = echoed + t.received;
-    let threads = cpu1.since(&cpu0);
-    let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
     Ok(SideFigures {
         calls_up,
         failures,
         ramp_s: ramp.as_secs_f64(),
-        window_s: wall.as_secs_f64(),
-        sent: t.sent,
-        received: t.received,
-        damaged: t.damaged,
-        reordered: t.reordered,
-        loss: loss(&t),
-        relayed,
-        p50_ms: rtt.quantile_ms(0.5),
-        p99_ms: rtt.quantile_ms(0.99),
-        cpu_us_per_pkt: per_packet(cpu_ns, relayed),
-        threads: threads
-            .into_iter()
-            .map(|(_, name, ns)| (name, ns))
-            .collect(),
-        rss_kb: rss,
         idle_rss_kb: idle_rss,
         after_rss_kb: after_rss,
         open_fds: fds,
-        generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
-        phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
-        late_sends: late,
         heard_hz,
         setup_p50_ms: quantile(&setups, 0.5),
         setup_p99_ms: quantile(&setups, 0.99),
         ended_clean,
         calls_after: health_calls(&health_after),
-        socket_drops,
         ramp_cpu_s: ramp_cpu_ns as f64 / 1e9,
+        ..m
     })
 }
 
@@ -645,63 +691,10 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
         let turn =
             |b: &mut PlainBrowsers| b.turn(Duration::from_millis(1)).map_err(|e| e.to_string());
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
-        let me = procfs::thread_id();
-        let cpu0 = CpuSnapshot::of(pid);
-        let drops0 = procfs::udp_drops(pid);
-        let gen0 = procfs::thread_cpu_ns(me);
-        let phone0 = phone
-            .counters
-            .cpu_ns
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let echoed0 = phone
-            .counters
-            .rtp_echoed
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let t0 = b.totals();
-        let late0 = b.late_sends;
-        let _ = b.take_rtt();
-        let start = Instant::now();
-        drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
-        let wall = start.elapsed();
-        let threads = CpuSnapshot::of(pid).since(&cpu0);
-        let socket_drops = procfs::udp_drops(pid) - drops0;
-        let gen_ns = procfs::thread_cpu_ns(me) - gen0;
-        let phone_ns = phone
-            .counters
-            .cpu_ns
-            .load(std::sync::atomic::Ordering::Relaxed)
-            - phone0;
-        let t = b.totals().minus(&t0);
-        let echoed = phone
-            .counters
-            .rtp_echoed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            - echoed0;
-        let rtt = b.take_rtt();
-        let relayed = echoed + t.received;
-        let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
+        let m = measure(&mut b, pid, &phone, o.seconds)?;
         Ok(SideFigures {
             calls_up: calls,
-            window_s: wall.as_secs_f64(),
-            sent: t.sent,
-            received: t.received,
-            damaged: t.damaged,
-            reordered: t.reordered,
-            loss: loss(&t),
-            relayed,
-            p50_ms: rtt.quantile_ms(0.5),
-            p99_ms: rtt.quantile_ms(0.99),
-            cpu_us_per_pkt: per_packet(cpu_ns, relayed),
-            threads: threads
-                .into_iter()
-                .map(|(_, name, ns)| (name, ns))
-                .collect(),
-            rss_kb: procfs::rss_kb(pid),
-            generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
-            phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
-            late_sends: b.late_sends - late0,
-            socket_drops,
-            ..SideFigures::default()
+            ..m
         })
     })();
     let _ = child.kill();
@@ -743,7 +736,7 @@ fn health_calls(text: &str) -> Option<u64> {
 /// job as closely as it can: DTLS-SRTP with ICE toward the browser, plain RTP toward the
 /// phone, PCMU on both sides, with as many threads as srgate has shards.
 struct Rtpengine {
-    child: Child,
+    child: Daemon,
     ng: crate::ng::Ng,
 }
 
@@ -783,7 +776,10 @@ impl Rtpengine {
         // a ping sent before rtpengine listens is lost: ask often until one is answered
         ng.set_timeout(Duration::from_millis(200))
             .map_err(|e| e.to_string())?;
-        let mut r = Rtpengine { child, ng };
+        let mut r = Rtpengine {
+            child: Daemon(child),
+            ng,
+        };
         let end = Instant::now() + Duration::from_secs(10);
         // bounded: 10 s
         while Instant::now() < end {
@@ -855,29 +851,7 @@ impl Rtpengine {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        // bounded: 5 s
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Rtpengine {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.child.stop();
     }
 }
 
@@ -961,74 +935,19 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
         return Err(format!("no call came up through rtpengine: {failures:?}"));
     }
     drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
-    let me = procfs::thread_id();
-    let cpu0 = CpuSnapshot::of(pid);
-    let drops0 = procfs::udp_drops(pid);
-    let gen0 = procfs::thread_cpu_ns(me);
-    let phone0 = phone
-        .counters
-        .cpu_ns
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let echoed0 = phone
-        .counters
-        .rtp_echoed
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let t0 = b.totals();
-    let late0 = b.late_sends;
-    let _ = b.take_rtt();
-    let start = Instant::now();
-    drive_until(&mut b, Duration::from_secs(o.seconds), turn, |_| false)?;
-    let wall = start.elapsed();
-    let threads = CpuSnapshot::of(pid).since(&cpu0);
-    let socket_drops = procfs::udp_drops(pid) - drops0;
-    let gen_ns = procfs::thread_cpu_ns(me) - gen0;
-    let phone_ns = phone
-        .counters
-        .cpu_ns
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - phone0;
-    let t = b.totals().minus(&t0);
-    let echoed = phone
-        .counters
-        .rtp_echoed
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - echoed0;
-    let rtt = b.take_rtt();
-    let rss = procfs::rss_kb(pid);
+    let m = measure(&mut b, pid, &phone, o.seconds)?;
     let heard_hz = b.heard_hz();
-    let late = b.late_sends - late0;
     for id in b.end_direct_calls() {
         engine.delete(&id);
     }
     drop(b);
     let _ = phone.stop();
     engine.stop();
-    let relayed = echoed + t.received;
-    let cpu_ns: u64 = threads.iter().map(|t| t.2).sum();
     Ok(SideFigures {
         calls_up,
         failures,
         ramp_s: ramp.as_secs_f64(),
-        window_s: wall.as_secs_f64(),
-        sent: t.sent,
-        received: t.received,
-        damaged: t.damaged,
-        reordered: t.reordered,
-        loss: loss(&t),
-        relayed,
-        p50_ms: rtt.quantile_ms(0.5),
-        p99_ms: rtt.quantile_ms(0.99),
-        cpu_us_per_pkt: per_packet(cpu_ns, relayed),
-        threads: threads
-            .into_iter()
-            .map(|(_, name, ns)| (name, ns))
-            .collect(),
-        rss_kb: rss,
-        generator_cpu_share: gen_ns as f64 / wall.as_nanos() as f64,
-        phone_cpu_share: phone_ns as f64 / wall.as_nanos() as f64,
-        late_sends: late,
         heard_hz,
-        socket_drops,
-        ..SideFigures::default()
+        ..m
     })
 }

@@ -73,8 +73,6 @@ pub struct Browsers {
     /// Frames whose send time came later than 10 ms after it was due (the generator fell
     /// behind).
     pub late_sends: u64,
-    /// str0m timeouts handled (its timers: ICE, RTCP, pacing): the harness's own cost.
-    pub timeouts: u64,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -98,7 +96,6 @@ impl Browsers {
             rtt: Rtt::default(),
             buf: vec![0u8; 4096],
             late_sends: 0,
-            timeouts: 0,
         })
     }
 
@@ -303,7 +300,6 @@ impl Browsers {
                 continue;
             }
             if now >= c.next_timeout {
-                self.timeouts += 1;
                 if c.rtc.handle_input(Input::Timeout(now)).is_err() {
                     c.stage = Stage::Failed("str0m timeout handling failed".into());
                     continue;

@@ -79,6 +79,16 @@ impl Phone {
         false
     }
 
+    /// CPU nanoseconds of the phone's thread so far.
+    pub fn cpu_ns(&self) -> u64 {
+        self.counters.cpu_ns.load(Ordering::Relaxed)
+    }
+
+    /// RTP packets echoed so far.
+    pub fn echoed(&self) -> u64 {
+        self.counters.rtp_echoed.load(Ordering::Relaxed)
+    }
+
     pub fn stop(mut self) -> io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(|t| t.join()) {
