@@ -38,8 +38,20 @@ use crate::wire::rtp;
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Relayed packets waiting per direction (they leave in the same wake-up).
 const RELAY_QUEUE: usize = 4;
-/// The largest relayed packet.
+/// The largest relayed packet: Opus frames reach 1 275 bytes.
 const RELAY_MAX: usize = 1400;
+/// The largest relayed G.711 packet: 8 000 bytes a second, so a 60 ms frame is 480 bytes;
+/// 640 leaves room for CSRCs and header extensions. Sizing a relayed
+/// call's queue by its codec keeps 6 KiB per G.711 call off the heap.
+const RELAY_MAX_NARROW: usize = 640;
+
+/// How large a relayed packet of `codec` may be.
+fn relay_max(codec: Codec) -> usize {
+    match codec {
+        Codec::Opus => RELAY_MAX,
+        Codec::G711(_) => RELAY_MAX_NARROW,
+    }
+}
 
 /// One leg's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,16 +132,17 @@ struct Relay {
     last_seq: u16,
     last_ts: u32,
     started: bool,
-    /// A ring of packets waiting to leave: written in place, copied out once (no 1400-byte
-    /// moves per packet, only the packet's own bytes).
-    slots: [[u8; RELAY_MAX]; RELAY_QUEUE],
+    /// A ring of `RELAY_QUEUE` packets of up to `max` bytes waiting to leave: written in
+    /// place, copied out once (only the packet's own bytes move).
+    slots: Box<[u8]>,
+    max: usize,
     lens: [usize; RELAY_QUEUE],
     head: usize,
     queued: usize,
 }
 
 impl Relay {
-    fn new(out_pt: u8, ssrc: u32, seq: u16, ts: u32) -> Relay {
+    fn new(out_pt: u8, ssrc: u32, seq: u16, ts: u32, max: usize) -> Relay {
         Relay {
             out_pt,
             ssrc,
@@ -139,7 +152,8 @@ impl Relay {
             last_seq: seq.wrapping_sub(1),
             last_ts: ts,
             started: false,
-            slots: [[0; RELAY_MAX]; RELAY_QUEUE],
+            slots: vec![0; RELAY_QUEUE * max].into_boxed_slice(),
+            max,
             lens: [0; RELAY_QUEUE],
             head: 0,
             queued: 0,
@@ -148,7 +162,7 @@ impl Relay {
 
     fn push(&mut self, packet: &rtp::Packet<&[u8]>, frame_ticks: u32) -> Result<(), PushError> {
         let bytes = packet.as_bytes();
-        if bytes.len() > RELAY_MAX {
+        if bytes.len() > self.max {
             return Err(PushError::TooLarge);
         }
         let (seq, ts) = (packet.sequence_number(), packet.timestamp());
@@ -179,7 +193,7 @@ impl Relay {
             self.queued -= 1;
         }
         let at = (self.head + self.queued) % RELAY_QUEUE;
-        let slot = &mut self.slots[at][..bytes.len()];
+        let slot = &mut self.slots[at * self.max..at * self.max + bytes.len()];
         slot.copy_from_slice(bytes);
         let mut out = rtp::Packet::new_unchecked(slot);
         out.set_payload_type(self.out_pt);
@@ -201,7 +215,7 @@ impl Relay {
         self.queued -= 1;
         let len = self.lens[at];
         let dst = out.get_mut(..len)?;
-        dst.copy_from_slice(&self.slots[at][..len]);
+        dst.copy_from_slice(&self.slots[at * self.max..at * self.max + len]);
         Some(len)
     }
 }
@@ -319,12 +333,14 @@ impl Bridge {
                     config.sip.ssrc,
                     config.sip.initial_sequence,
                     config.sip.initial_timestamp,
+                    relay_max(config.sip.codec),
                 ))),
                 Direction::Relay(Box::new(Relay::new(
                     config.webrtc.payload_type,
                     config.webrtc.ssrc,
                     config.webrtc.initial_sequence,
                     config.webrtc.initial_timestamp,
+                    relay_max(config.webrtc.codec),
                 ))),
                 BridgeMode::Relay,
             )
@@ -687,6 +703,24 @@ mod tests {
         }
         assert!(seen.iter().all(|h| h.ssrc == 0xbbbb && h.payload_type == 0));
         assert!(seen[0].marker && seen[3].marker && !seen[4].marker);
+    }
+
+    #[test]
+    fn a_relayed_g711_packet_may_carry_60_ms_and_no_more_than_its_queue_holds() {
+        let now = base();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        let mut out = [0u8; 1500];
+        // 60 ms of G.711 (480 bytes) is relayed whole
+        let big = [0x55u8; 480];
+        b.push_webrtc(now, &packet(0, 1, 0, 1, &big)).unwrap();
+        let n = b.poll_sip(now, &mut out).unwrap();
+        assert_eq!(&out[rtp::HEADER_LEN..n], &big[..]);
+        // a packet larger than any G.711 frame is refused, not cut
+        assert_eq!(
+            b.push_webrtc(now, &packet(0, 2, 480, 1, &[0x55u8; 700])),
+            Err(PushError::TooLarge)
+        );
+        assert!(b.poll_sip(now, &mut out).is_none());
     }
 
     #[test]
