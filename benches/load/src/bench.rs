@@ -34,6 +34,8 @@ pub struct Options {
     pub rtpengine: bool,
     /// Calls of the setup run (started as fast as srgate takes them; 0: no setup run).
     pub setup_calls: usize,
+    /// `[calls] max_calls` of the overload run, which offers 120 % of it (0: no run).
+    pub overload_capacity: usize,
 }
 
 impl Options {
@@ -48,6 +50,7 @@ impl Options {
             rate: 200,
             rtpengine: true,
             setup_calls: 300,
+            overload_capacity: 250,
         };
         let mut i = 0;
         while i < args.len() {
@@ -106,8 +109,17 @@ impl Options {
                     o.calls = vec![50, 250, 500];
                     o.seconds = 10;
                     o.setup_calls = 200;
+                    o.overload_capacity = 100;
                 }
                 "--no-rtpengine" => o.rtpengine = false,
+                "--overload-capacity" => {
+                    o.overload_capacity = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 4000)
+                        .ok_or("--overload-capacity takes 0..=4000")?;
+                    i += 1;
+                }
                 "--setup-calls" => {
                     o.setup_calls = value(i)?
                         .parse()
@@ -120,6 +132,7 @@ impl Options {
                     o.calls = vec![4];
                     o.seconds = 3;
                     o.setup_calls = 4;
+                    o.overload_capacity = 5;
                     o.smoke = true;
                 }
                 other => return Err(format!("unknown option '{other}'")),
@@ -149,6 +162,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                 in_flight: 64,
             },
             o.seconds,
+            None,
         )?;
         eprintln!(
             "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
@@ -197,6 +211,9 @@ pub fn run(o: &Options) -> Result<(), String> {
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
     }
+    if o.overload_capacity > 0 {
+        results.overload = Some(overload_run(o)?);
+    }
     report::write(&results, &o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     eprintln!(
         "wrote {} and {}",
@@ -219,6 +236,7 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
             in_flight: 256,
         },
         0,
+        None,
     )?;
     let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
     let figures = report::SetupFigures {
@@ -248,6 +266,56 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
         ));
     }
     Ok(figures)
+}
+
+/// srgate with `[calls] max_calls` = capacity, offered 120 % of it: the excess must be
+/// refused cleanly (`OVERLOADED`), the calls carried must keep their audio, and memory
+/// must go back to idle once they end.
+fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
+    let capacity = o.overload_capacity;
+    let offered = (capacity * 6).div_ceil(5);
+    eprintln!("== overload: {offered} calls offered to srgate with max_calls = {capacity}");
+    let s = relay_srgate(
+        o,
+        offered,
+        &Ramp {
+            rate: o.rate,
+            in_flight: 64,
+        },
+        o.seconds,
+        Some(capacity),
+    )?;
+    let f = report::OverloadFigures {
+        capacity_calls: capacity,
+        offered_calls: offered,
+        carried_calls: s.calls_up,
+        refused: s.refused,
+        live_loss: s.loss,
+        idle_rss_kb: s.idle_rss_kb,
+        after_rss_kb: s.after_rss_kb,
+        calls_after: s.calls_after,
+        damaged: s.damaged,
+    };
+    eprintln!(
+        "   carried {}, refused {} (OVERLOADED), live loss {:.4} %, RSS idle {} KB, after {} KB",
+        f.carried_calls,
+        f.refused,
+        f.live_loss * 100.0,
+        f.idle_rss_kb,
+        f.after_rss_kb
+    );
+    if o.smoke
+        && (f.carried_calls != capacity || f.refused != offered - capacity || f.live_loss > 0.01)
+    {
+        return Err(format!(
+            "smoke: overload carried {} of {capacity}, refused {} of {}, live loss {:.2} %",
+            f.carried_calls,
+            f.refused,
+            offered - capacity,
+            f.live_loss * 100.0
+        ));
+    }
+    Ok(f)
 }
 
 fn check_smoke(s: &SideFigures, calls: usize) -> Result<(), String> {
@@ -348,8 +416,13 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(o: &Options, calls: usize) -> Result<Gateway, String> {
-        let dir = o.out.join(format!("srgate-{calls}"));
+    /// srgate for `calls` calls: `[calls] max_calls` is `max_calls` when given, else room
+    /// for twice the calls.
+    fn start(o: &Options, calls: usize, max_calls: Option<usize>) -> Result<Gateway, String> {
+        let dir = o.out.join(match max_calls {
+            Some(m) => format!("srgate-{calls}-max-{m}"),
+            None => format!("srgate-{calls}"),
+        });
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let sip = free_port_run(1)?;
         let web = free_port_run(1)?;
@@ -366,7 +439,7 @@ impl Gateway {
              [api]\nlisten = 127.0.0.1:{api}\n\n\
              [log]\nlevel = 3\nfile = {log}\n",
             shards = o.shards,
-            max_calls = (calls * 2).max(16),
+            max_calls = max_calls.unwrap_or((calls * 2).max(16)),
             cdr = dir.join("cdr.jsonl").display(),
             log = dir.join("srgate.log").display(),
         );
@@ -574,8 +647,9 @@ fn relay_srgate(
     calls: usize,
     ramp: &Ramp,
     seconds: u64,
+    max_calls: Option<usize>,
 ) -> Result<SideFigures, String> {
-    let gw = Gateway::start(o, calls)?;
+    let gw = Gateway::start(o, calls, max_calls)?;
     let phone = Phone::start(
         Some(Account {
             gateway: gw.sip,
@@ -605,6 +679,7 @@ fn relay_srgate(
         .sum();
     let (_, calls_up, _, _) = b.census();
     let failures = b.failures();
+    let refused = b.refused_overloaded();
     if calls_up == 0 {
         return Err(format!("no call came up through srgate: {failures:?}"));
     }
@@ -647,6 +722,7 @@ fn relay_srgate(
         ended_clean,
         calls_after: health_calls(&health_after),
         ramp_cpu_s: ramp_cpu_ns as f64 / 1e9,
+        refused,
         ..m
     })
 }

@@ -229,6 +229,14 @@ impl Browsers {
         c
     }
 
+    /// Calls srgate refused with `OVERLOADED`.
+    pub fn refused_overloaded(&self) -> usize {
+        self.calls
+            .iter()
+            .filter(|c| matches!(&c.stage, Stage::Failed(why) if why.contains("OVERLOADED")))
+            .count()
+    }
+
     /// The first few failures, for the report.
     pub fn failures(&self) -> Vec<String> {
         self.calls

@@ -44,6 +44,8 @@ pub struct SideFigures {
     pub socket_drops: u64,
     /// CPU seconds the process spent while the calls were being set up.
     pub ramp_cpu_s: f64,
+    /// Calls refused with `OVERLOADED`.
+    pub refused: usize,
 }
 
 impl SideFigures {
@@ -166,11 +168,28 @@ impl SetupFigures {
     }
 }
 
+/// The overload run: 120 % of `[calls] max_calls` offered.
+pub struct OverloadFigures {
+    pub capacity_calls: usize,
+    pub offered_calls: usize,
+    pub carried_calls: usize,
+    pub refused: usize,
+    /// Loss of the calls carried, over the window.
+    pub live_loss: f64,
+    pub damaged: u64,
+    pub idle_rss_kb: u64,
+    /// RSS once every call ended.
+    pub after_rss_kb: u64,
+    /// `/health` calls once every call ended.
+    pub calls_after: Option<u64>,
+}
+
 pub struct Results {
     pub shards: usize,
     pub seconds: u64,
     pub relay: Vec<RelayRow>,
     pub setup: Option<SetupFigures>,
+    pub overload: Option<OverloadFigures>,
 }
 
 impl Results {
@@ -180,6 +199,7 @@ impl Results {
             seconds,
             relay: Vec::new(),
             setup: None,
+            overload: None,
         }
     }
 }
@@ -312,7 +332,17 @@ pub fn to_json(r: &Results) -> Value {
             "failures": s.failures,
         })),
         "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": Value::Null},
-        "overload": Value::Null,
+        "overload": r.overload.as_ref().map(|o| json!({
+            "capacity_calls": o.capacity_calls,
+            "offered_calls": o.offered_calls,
+            "carried_calls": o.carried_calls,
+            "refused": o.refused,
+            "live_loss": o.live_loss,
+            "damaged": o.damaged,
+            "idle_rss_kb": o.idle_rss_kb,
+            "rss_after_kb": o.after_rss_kb,
+            "calls_after": o.calls_after,
+        })),
     })
 }
 
@@ -413,6 +443,25 @@ pub fn to_markdown(r: &Results) -> String {
             let _ = writeln!(m, "- setup: {f}");
         }
     }
+    if let Some(o) = &r.overload {
+        let _ = writeln!(
+            m,
+            "\n## Overload\n\n`[calls] max_calls = {}`, {} calls offered (120 %): **{} carried, {} \
+             refused** with `OVERLOADED`; the calls carried lost {:.3} % of their frames ({} \
+             damaged); srgate's RSS {:.1} MB idle, {:.1} MB after every call ended; `/health` \
+             calls after: {}. (The capacity here is the configured limit; the CPU capacity of \
+             this machine is bounded by the harness, see the relay table.)",
+            o.capacity_calls,
+            o.offered_calls,
+            o.carried_calls,
+            o.refused,
+            o.live_loss * 100.0,
+            o.damaged,
+            o.idle_rss_kb as f64 / 1024.0,
+            o.after_rss_kb as f64 / 1024.0,
+            o.calls_after.map_or("?".to_string(), |c| c.to_string())
+        );
+    }
     if let Some(kb) = relay_kb_per_call(&r.relay) {
         let _ = writeln!(
             m,
@@ -423,7 +472,7 @@ pub fn to_markdown(r: &Results) -> String {
         m,
         "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
          window. Not measured yet by this harness: transcoding, SIP → app setups, \
-         overload, soak (docs/benchmarks.md)."
+         soak (docs/benchmarks.md)."
     );
     for row in &r.relay {
         for f in &row.srgate.failures {
