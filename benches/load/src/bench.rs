@@ -77,12 +77,13 @@ impl Options {
                     }
                     i += 1;
                 }
-                "--seconds" => {
+                // --duration: the issue's name for a soak's length
+                "--seconds" | "--duration" => {
                     o.seconds = value(i)?
                         .parse()
                         .ok()
                         .filter(|s| (1..=86_400).contains(s))
-                        .ok_or("--seconds takes 1..=86400")?;
+                        .ok_or("--seconds (--duration) takes 1..=86400")?;
                     i += 1;
                 }
                 "--shards" => {
@@ -163,6 +164,7 @@ pub fn run(o: &Options) -> Result<(), String> {
             },
             o.seconds,
             None,
+            Duration::from_millis(1500),
         )?;
         eprintln!(
             "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
@@ -237,6 +239,7 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
         },
         0,
         None,
+        Duration::from_millis(1500),
     )?;
     let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
     let figures = report::SetupFigures {
@@ -284,6 +287,13 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
         },
         o.seconds,
         Some(capacity),
+        // memory is read once the SIP transactions of the hang-ups are gone too (RFC 3261
+        // Timer J: 64 × T1 = 32 s)
+        if o.smoke {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_secs(35)
+        },
     )?;
     let f = report::OverloadFigures {
         capacity_calls: capacity,
@@ -293,16 +303,21 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
         live_loss: s.loss,
         idle_rss_kb: s.idle_rss_kb,
         after_rss_kb: s.after_rss_kb,
+        idle_anon_kb: s.idle_anon_kb,
+        after_anon_kb: s.after_anon_kb,
+        peak_rss_kb: s.rss_kb,
         calls_after: s.calls_after,
         damaged: s.damaged,
     };
     eprintln!(
-        "   carried {}, refused {} (OVERLOADED), live loss {:.4} %, RSS idle {} KB, after {} KB",
+        "   carried {}, refused {} (OVERLOADED), live loss {:.4} %, heap (RssAnon) idle {} KB, \
+         with the calls {} KB RSS, after {} KB",
         f.carried_calls,
         f.refused,
         f.live_loss * 100.0,
-        f.idle_rss_kb,
-        f.after_rss_kb
+        f.idle_anon_kb,
+        f.peak_rss_kb,
+        f.after_anon_kb
     );
     if o.smoke
         && (f.carried_calls != capacity || f.refused != offered - capacity || f.live_loss > 0.01)
@@ -601,6 +616,7 @@ fn measure(
     let (gen0, phone0, echoed0) = (procfs::thread_cpu_ns(me), phone.cpu_ns(), phone.echoed());
     let (t0, late0) = (load.totals(), load.late_sends());
     let _ = load.take_rtt();
+    let rss_start_kb = procfs::rss_kb(pid);
     let start = Instant::now();
     drive_until(
         load,
@@ -634,6 +650,7 @@ fn measure(
             .map(|(_, name, ns)| (name, ns))
             .collect(),
         rss_kb: procfs::rss_kb(pid),
+        rss_start_kb,
         generator_cpu_share: gen_ns as f64 / wall_ns,
         phone_cpu_share: phone_ns as f64 / wall_ns,
         late_sends: load.late_sends() - late0,
@@ -648,6 +665,7 @@ fn relay_srgate(
     ramp: &Ramp,
     seconds: u64,
     max_calls: Option<usize>,
+    settle: Duration,
 ) -> Result<SideFigures, String> {
     let gw = Gateway::start(o, calls, max_calls)?;
     let phone = Phone::start(
@@ -663,6 +681,8 @@ fn relay_srgate(
         return Err("the phone did not register at srgate within 5 s".into());
     }
     let idle_rss = procfs::rss_kb(gw.pid());
+    let idle_anon = procfs::rss_anon_kb(gw.pid());
+    let idle_fds = procfs::open_fds(gw.pid());
     let mut b = Browsers::new(gw.web, PHONE_USER).map_err(|e| e.to_string())?;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
@@ -698,14 +718,18 @@ fn relay_srgate(
         .collect();
     setups.sort_by(f64::total_cmp);
 
-    // the end: every call hung up from the browser, then srgate stopped
+    // the end: every call hung up from the browser, the browsers' sockets closed (srgate
+    // forgets a closed socket's user after its 10 s grace), then srgate stopped
     b.hang_up_all();
     drive_until(&mut b, Duration::from_secs(10), turn, |b| b.census().0 == 0)?;
     let ended_clean = b.census().2;
     drive_until(&mut b, Duration::from_millis(500), turn, |_| false)?;
-    let after_rss = procfs::rss_kb(gw.pid());
-    let health_after = gw.health().unwrap_or_default();
     drop(b);
+    std::thread::sleep(settle);
+    let after_rss = procfs::rss_kb(gw.pid());
+    let after_anon = procfs::rss_anon_kb(gw.pid());
+    let after_fds = procfs::open_fds(gw.pid());
+    let health_after = gw.health().unwrap_or_default();
     let _ = phone.stop();
     gw.stop();
 
@@ -715,7 +739,11 @@ fn relay_srgate(
         ramp_s: ramp.as_secs_f64(),
         idle_rss_kb: idle_rss,
         after_rss_kb: after_rss,
+        idle_anon_kb: idle_anon,
+        after_anon_kb: after_anon,
         open_fds: fds,
+        idle_fds,
+        after_fds,
         heard_hz,
         setup_p50_ms: quantile(&setups, 0.5),
         setup_p99_ms: quantile(&setups, 0.99),

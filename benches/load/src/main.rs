@@ -10,6 +10,8 @@
 //! srgate-load reflector      (started by `bench`; set up over stdin)
 //! ```
 #![deny(unsafe_code)]
+// serde_json::json! of a relay row nests deeper than the default limit allows
+#![recursion_limit = "256"]
 // A load generator is I/O through and through: it reads the clock (clippy.toml forbids that
 // in srgate's sans-IO core only).
 #![allow(clippy::disallowed_methods)]

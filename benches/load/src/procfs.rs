@@ -56,11 +56,21 @@ impl CpuSnapshot {
 
 /// `VmRSS` of `pid` in KiB (0 when the process is gone).
 pub fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+/// `RssAnon` of `pid` in KiB: the heap and other private memory, without the pages of the
+/// binary and libraries that running code maps in.
+pub fn rss_anon_kb(pid: u32) -> u64 {
+    status_kb(pid, "RssAnon:")
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
+                .find(|l| l.starts_with(key))?
                 .split_whitespace()
                 .nth(1)?
                 .parse()

@@ -30,6 +30,9 @@ pub struct SideFigures {
     pub rss_kb: u64,
     pub idle_rss_kb: u64,
     pub after_rss_kb: u64,
+    /// `RssAnon` (heap) before the first call and after the last one ended.
+    pub idle_anon_kb: u64,
+    pub after_anon_kb: u64,
     pub open_fds: usize,
     pub generator_cpu_share: f64,
     pub phone_cpu_share: f64,
@@ -46,6 +49,11 @@ pub struct SideFigures {
     pub ramp_cpu_s: f64,
     /// Calls refused with `OVERLOADED`.
     pub refused: usize,
+    /// RSS at the start of the window (its end is `rss_kb`): the drift of a soak.
+    pub rss_start_kb: u64,
+    /// Open descriptors before the first call and after the last one ended.
+    pub idle_fds: usize,
+    pub after_fds: usize,
 }
 
 impl SideFigures {
@@ -69,6 +77,14 @@ impl SideFigures {
         self.generator_cpu_share > 0.9
             || self.phone_cpu_share > 0.9
             || self.late_sends as f64 > 0.005 * self.sent.max(1) as f64
+    }
+
+    /// How much RSS grew over the window, relative to its start.
+    pub fn rss_drift(&self) -> f64 {
+        if self.rss_start_kb == 0 {
+            return 0.0;
+        }
+        (self.rss_kb as f64 - self.rss_start_kb as f64) / self.rss_start_kb as f64
     }
 
     pub fn pps(&self) -> f64 {
@@ -178,8 +194,13 @@ pub struct OverloadFigures {
     pub live_loss: f64,
     pub damaged: u64,
     pub idle_rss_kb: u64,
-    /// RSS once every call ended.
+    /// RSS with the calls up.
+    pub peak_rss_kb: u64,
+    /// RSS once every call ended and their SIP transactions are gone.
     pub after_rss_kb: u64,
+    /// The same for `RssAnon` (heap): code pages mapped in by running code do not count.
+    pub idle_anon_kb: u64,
+    pub after_anon_kb: u64,
     /// `/health` calls once every call ended.
     pub calls_after: Option<u64>,
 }
@@ -292,6 +313,9 @@ pub fn to_json(r: &Results) -> Value {
                 "srgate_idle_rss_kb": s.idle_rss_kb,
                 "srgate_rss_after_kb": s.after_rss_kb,
                 "srgate_open_fds": s.open_fds,
+                "srgate_rss_drift": round(s.rss_drift(), 4),
+                "srgate_idle_fds": s.idle_fds,
+                "srgate_fds_after": s.after_fds,
                 "setup_p50_ms": s.setup_p50_ms,
                 "setup_p99_ms": s.setup_p99_ms,
                 "ramp_s": round(s.ramp_s, 2),
@@ -308,7 +332,11 @@ pub fn to_json(r: &Results) -> Value {
                     "browsers_cpu_share": round(s.generator_cpu_share, 3),
                     "phone_cpu_share": round(s.phone_cpu_share, 3),
                     "late_sends": s.late_sends,
-                    "saturated": row.generator_saturated(),
+                    "saturated": {
+                        "srgate": s.generator_saturated(),
+                        "reflector": f.generator_saturated(),
+                        "rtpengine": row.rtpengine.as_ref().map(SideFigures::generator_saturated),
+                    },
                 },
             })
         })
@@ -340,7 +368,10 @@ pub fn to_json(r: &Results) -> Value {
             "live_loss": o.live_loss,
             "damaged": o.damaged,
             "idle_rss_kb": o.idle_rss_kb,
+            "peak_rss_kb": o.peak_rss_kb,
             "rss_after_kb": o.after_rss_kb,
+            "idle_anon_kb": o.idle_anon_kb,
+            "anon_after_kb": o.after_anon_kb,
             "calls_after": o.calls_after,
         })),
     })
@@ -390,7 +421,19 @@ pub fn to_markdown(r: &Results) -> String {
         let r = row.rtpengine.as_ref();
         let opt = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.2}"));
         let generator = if row.generator_saturated() {
-            "**saturated: does not count**".to_string()
+            let runs: Vec<&str> = [
+                ("srgate", s.generator_saturated()),
+                ("rtpengine", r.is_some_and(SideFigures::generator_saturated)),
+                ("reflector", f.generator_saturated()),
+            ]
+            .iter()
+            .filter(|(_, x)| *x)
+            .map(|(name, _)| *name)
+            .collect();
+            format!(
+                "**saturated in the {} run: does not count**",
+                runs.join(", ")
+            )
         } else {
             format!(
                 "{:.0} % / {:.0} %",
@@ -448,8 +491,9 @@ pub fn to_markdown(r: &Results) -> String {
             m,
             "\n## Overload\n\n`[calls] max_calls = {}`, {} calls offered (120 %): **{} carried, {} \
              refused** with `OVERLOADED`; the calls carried lost {:.3} % of their frames ({} \
-             damaged); srgate's RSS {:.1} MB idle, {:.1} MB after every call ended; `/health` \
-             calls after: {}. (The capacity here is the configured limit; the CPU capacity of \
+             damaged); srgate's heap (RssAnon) {:.1} MB idle, {:.1} MB once every call ended and \
+             its SIP transactions were gone (RSS {:.1} MB with the calls up, {:.1} MB after); \
+             `/health` calls after: {}. (The capacity here is the configured limit; the CPU capacity of \
              this machine is bounded by the harness, see the relay table.)",
             o.capacity_calls,
             o.offered_calls,
@@ -457,7 +501,9 @@ pub fn to_markdown(r: &Results) -> String {
             o.refused,
             o.live_loss * 100.0,
             o.damaged,
-            o.idle_rss_kb as f64 / 1024.0,
+            o.idle_anon_kb as f64 / 1024.0,
+            o.after_anon_kb as f64 / 1024.0,
+            o.peak_rss_kb as f64 / 1024.0,
             o.after_rss_kb as f64 / 1024.0,
             o.calls_after.map_or("?".to_string(), |c| c.to_string())
         );
