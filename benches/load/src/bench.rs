@@ -36,6 +36,9 @@ pub struct Options {
     pub setup_calls: usize,
     /// `[calls] max_calls` of the overload run, which offers 120 % of it (0: no run).
     pub overload_capacity: usize,
+    /// How many times the overload run offers its calls to the same srgate (2 at least:
+    /// memory must end each round where the first left it).
+    pub overload_rounds: usize,
 }
 
 impl Options {
@@ -51,6 +54,7 @@ impl Options {
             rtpengine: true,
             setup_calls: 300,
             overload_capacity: 250,
+            overload_rounds: 2,
         };
         let mut i = 0;
         while i < args.len() {
@@ -121,6 +125,14 @@ impl Options {
                         .ok_or("--overload-capacity takes 0..=4000")?;
                     i += 1;
                 }
+                "--overload-rounds" => {
+                    o.overload_rounds = value(i)?
+                        .parse()
+                        .ok()
+                        .filter(|n| (2..=100).contains(n))
+                        .ok_or("--overload-rounds takes 2..=100")?;
+                    i += 1;
+                }
                 "--setup-calls" => {
                     o.setup_calls = value(i)?
                         .parse()
@@ -165,6 +177,7 @@ pub fn run(o: &Options) -> Result<(), String> {
             o.seconds,
             None,
             Duration::from_millis(1500),
+            1,
         )?;
         eprintln!(
             "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
@@ -240,6 +253,7 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
         0,
         None,
         Duration::from_millis(1500),
+        1,
     )?;
     let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
     let figures = report::SetupFigures {
@@ -277,7 +291,10 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
 fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
     let capacity = o.overload_capacity;
     let offered = (capacity * 6).div_ceil(5);
-    eprintln!("== overload: {offered} calls offered to srgate with max_calls = {capacity}");
+    eprintln!(
+        "== overload: {offered} calls offered to srgate with max_calls = {capacity}, {} rounds",
+        o.overload_rounds
+    );
     let s = relay_srgate(
         o,
         offered,
@@ -294,6 +311,8 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
         } else {
             Duration::from_secs(35)
         },
+        // the last round must end where the first did
+        o.overload_rounds,
     )?;
     let f = report::OverloadFigures {
         capacity_calls: capacity,
@@ -304,6 +323,7 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
         idle_rss_kb: s.idle_rss_kb,
         after_rss_kb: s.after_rss_kb,
         idle_anon_kb: s.idle_anon_kb,
+        first_after_anon_kb: s.first_after_anon_kb.unwrap_or(0),
         after_anon_kb: s.after_anon_kb,
         peak_rss_kb: s.rss_kb,
         calls_after: s.calls_after,
@@ -311,12 +331,13 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
     };
     eprintln!(
         "   carried {}, refused {} (OVERLOADED), live loss {:.4} %, heap (RssAnon) idle {} KB, \
-         with the calls {} KB RSS, after {} KB",
+         with the calls {} KB RSS, after the first round {} KB, after the last {} KB",
         f.carried_calls,
         f.refused,
         f.live_loss * 100.0,
         f.idle_anon_kb,
         f.peak_rss_kb,
+        f.first_after_anon_kb,
         f.after_anon_kb
     );
     if o.smoke
@@ -659,6 +680,10 @@ fn measure(
     })
 }
 
+/// Calls through a fresh srgate, `rounds` times over (the same calls again once the
+/// last ones ended: memory that grows from round to round would be a leak). The figures are
+/// the last round's, with the first round's heap after it (`first_after_anon_kb`).
+#[allow(clippy::too_many_arguments)]
 fn relay_srgate(
     o: &Options,
     calls: usize,
@@ -666,6 +691,7 @@ fn relay_srgate(
     seconds: u64,
     max_calls: Option<usize>,
     settle: Duration,
+    rounds: usize,
 ) -> Result<SideFigures, String> {
     let gw = Gateway::start(o, calls, max_calls)?;
     let phone = Phone::start(
@@ -680,9 +706,44 @@ fn relay_srgate(
     if !phone.wait_registered(Duration::from_secs(5)) {
         return Err("the phone did not register at srgate within 5 s".into());
     }
-    let idle_rss = procfs::rss_kb(gw.pid());
-    let idle_anon = procfs::rss_anon_kb(gw.pid());
-    let idle_fds = procfs::open_fds(gw.pid());
+    let idle = (
+        procfs::rss_kb(gw.pid()),
+        procfs::rss_anon_kb(gw.pid()),
+        procfs::open_fds(gw.pid()),
+    );
+    let mut first_after = None;
+    let mut last = None;
+    for round in 1..=rounds.max(1) {
+        let f = srgate_round(&gw, &phone, calls, ramp, seconds, settle, idle)?;
+        if rounds > 1 {
+            eprintln!(
+                "   round {round}: {} calls up, srgate's heap (RssAnon) after {} KB",
+                f.calls_up, f.after_anon_kb
+            );
+        }
+        first_after.get_or_insert(f.after_anon_kb);
+        last = Some(f);
+    }
+    let _ = phone.stop();
+    gw.stop();
+    let mut f = last.ok_or("no round ran")?;
+    f.first_after_anon_kb = first_after;
+    Ok(f)
+}
+
+/// One round of calls through `gw`: ramp, window, hang-up, then memory and descriptors
+/// once the browsers' sockets are closed and `settle` has passed. `idle`: srgate's RSS,
+/// RssAnon and open descriptors before any call.
+fn srgate_round(
+    gw: &Gateway,
+    phone: &Phone,
+    calls: usize,
+    ramp: &Ramp,
+    seconds: u64,
+    settle: Duration,
+    idle: (u64, u64, usize),
+) -> Result<SideFigures, String> {
+    let (idle_rss, idle_anon, idle_fds) = idle;
     let mut b = Browsers::new(gw.web, PHONE_USER).map_err(|e| e.to_string())?;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
@@ -708,7 +769,7 @@ fn relay_srgate(
     if seconds > 0 {
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
     }
-    let m = measure(&mut b, gw.pid(), &phone, seconds)?;
+    let m = measure(&mut b, gw.pid(), phone, seconds)?;
     let fds = procfs::open_fds(gw.pid());
     let heard_hz = b.heard_hz();
     let mut setups: Vec<f64> = b
@@ -730,8 +791,6 @@ fn relay_srgate(
     let after_anon = procfs::rss_anon_kb(gw.pid());
     let after_fds = procfs::open_fds(gw.pid());
     let health_after = gw.health().unwrap_or_default();
-    let _ = phone.stop();
-    gw.stop();
 
     Ok(SideFigures {
         calls_up,

@@ -33,6 +33,8 @@ pub struct SideFigures {
     /// `RssAnon` (heap) before the first call and after the last one ended.
     pub idle_anon_kb: u64,
     pub after_anon_kb: u64,
+    /// With several rounds on one srgate: RssAnon after the first.
+    pub first_after_anon_kb: Option<u64>,
     pub open_fds: usize,
     pub generator_cpu_share: f64,
     pub phone_cpu_share: f64,
@@ -198,8 +200,10 @@ pub struct OverloadFigures {
     pub peak_rss_kb: u64,
     /// RSS once every call ended and their SIP transactions are gone.
     pub after_rss_kb: u64,
-    /// The same for `RssAnon` (heap): code pages mapped in by running code do not count.
+    /// The same for `RssAnon` (heap): code pages mapped in by running code do not count;
+    /// after the first and after the second round of the same calls.
     pub idle_anon_kb: u64,
+    pub first_after_anon_kb: u64,
     pub after_anon_kb: u64,
     /// `/health` calls once every call ended.
     pub calls_after: Option<u64>,
@@ -371,6 +375,7 @@ pub fn to_json(r: &Results) -> Value {
             "peak_rss_kb": o.peak_rss_kb,
             "rss_after_kb": o.after_rss_kb,
             "idle_anon_kb": o.idle_anon_kb,
+            "anon_after_first_round_kb": o.first_after_anon_kb,
             "anon_after_kb": o.after_anon_kb,
             "calls_after": o.calls_after,
         })),
@@ -489,10 +494,11 @@ pub fn to_markdown(r: &Results) -> String {
     if let Some(o) = &r.overload {
         let _ = writeln!(
             m,
-            "\n## Overload\n\n`[calls] max_calls = {}`, {} calls offered (120 %): **{} carried, {} \
-             refused** with `OVERLOADED`; the calls carried lost {:.3} % of their frames ({} \
-             damaged); srgate's heap (RssAnon) {:.1} MB idle, {:.1} MB once every call ended and \
-             its SIP transactions were gone (RSS {:.1} MB with the calls up, {:.1} MB after); \
+            "\n## Overload\n\n`[calls] max_calls = {}`, {} calls offered (120 %), round after \
+             round on one srgate: **{} carried, {} refused** with `OVERLOADED` (last round); the calls \
+             carried lost {:.3} % of their frames ({} damaged); srgate's heap (RssAnon) {:.1} MB \
+             idle, {:.1} MB once the first round's calls ended and their SIP transactions were \
+             gone, {:.1} MB after the last (RSS {:.1} MB with the calls up, {:.1} MB after); \
              `/health` calls after: {}. (The capacity here is the configured limit; the CPU capacity of \
              this machine is bounded by the harness, see the relay table.)",
             o.capacity_calls,
@@ -502,6 +508,7 @@ pub fn to_markdown(r: &Results) -> String {
             o.live_loss * 100.0,
             o.damaged,
             o.idle_anon_kb as f64 / 1024.0,
+            o.first_after_anon_kb as f64 / 1024.0,
             o.after_anon_kb as f64 / 1024.0,
             o.peak_rss_kb as f64 / 1024.0,
             o.after_rss_kb as f64 / 1024.0,
