@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::browser::Browsers;
+use crate::browser::{Browsers, Media};
+use crate::payload;
 use crate::phone::{Account, Phone};
 use crate::plain::PlainBrowsers;
 use crate::procfs::{self, CpuSnapshot};
@@ -36,6 +37,8 @@ pub struct Options {
     pub setup_calls: usize,
     /// `[calls] max_calls` of the overload run, which offers 120 % of it (0: no run).
     pub overload_capacity: usize,
+    /// Call counts of the transcode runs (Opus browsers, PCMU phone).
+    pub transcode_calls: Vec<usize>,
     /// How many times the overload run offers its calls to the same srgate (2 at least:
     /// memory must end each round where the first left it).
     pub overload_rounds: usize,
@@ -55,6 +58,7 @@ impl Options {
             setup_calls: 300,
             overload_capacity: 250,
             overload_rounds: 2,
+            transcode_calls: vec![50, 100],
         };
         let mut i = 0;
         while i < args.len() {
@@ -115,6 +119,7 @@ impl Options {
                     o.seconds = 10;
                     o.setup_calls = 200;
                     o.overload_capacity = 100;
+                    o.transcode_calls = vec![50];
                 }
                 "--no-rtpengine" => o.rtpengine = false,
                 "--overload-capacity" => {
@@ -123,6 +128,22 @@ impl Options {
                         .ok()
                         .filter(|n| *n <= 4000)
                         .ok_or("--overload-capacity takes 0..=4000")?;
+                    i += 1;
+                }
+                "--transcode-calls" => {
+                    let v = value(i)?;
+                    o.transcode_calls = if v == "0" {
+                        Vec::new()
+                    } else {
+                        v.split(',')
+                            .map(|s| s.trim().parse::<usize>())
+                            .collect::<Result<_, _>>()
+                            .ok()
+                            .filter(|c: &Vec<usize>| c.iter().all(|n| (1..=2000).contains(n)))
+                            .ok_or(
+                                "--transcode-calls takes counts 1..=2000 separated by commas, or 0",
+                            )?
+                    };
                     i += 1;
                 }
                 "--overload-rounds" => {
@@ -146,6 +167,7 @@ impl Options {
                     o.seconds = 3;
                     o.setup_calls = 4;
                     o.overload_capacity = 5;
+                    o.transcode_calls = vec![2];
                     o.smoke = true;
                 }
                 other => return Err(format!("unknown option '{other}'")),
@@ -167,18 +189,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     let mut results = Results::new(o.shards, o.seconds);
     for &calls in &o.calls {
         eprintln!("== {calls} calls: through srgate ({} shards)", o.shards);
-        let srgate = relay_srgate(
-            o,
-            calls,
-            &Ramp {
-                rate: o.rate,
-                in_flight: 64,
-            },
-            o.seconds,
-            None,
-            Duration::from_millis(1500),
-            1,
-        )?;
+        let srgate = relay_srgate(o, &Run::new(o, calls))?;
         eprintln!(
             "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
             srgate.calls_up,
@@ -223,6 +234,12 @@ pub fn run(o: &Options) -> Result<(), String> {
             .relay
             .push(RelayRow::new(calls, srgate, rtpengine, reflector));
     }
+    if !o.transcode_calls.is_empty() {
+        let floor = crate::opus_floor::libopus_calls_per_core(Duration::from_secs(2))?;
+        for &calls in &o.transcode_calls {
+            results.transcode.push(transcode_run(o, calls, floor)?);
+        }
+    }
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
     }
@@ -238,6 +255,52 @@ pub fn run(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Transcoded calls: the browsers send Opus, the phone answers PCMU, srgate transcodes
+/// both ways; its calls per core against raw libopus doing the same (`floor`).
+fn transcode_run(o: &Options, calls: usize, floor: f64) -> Result<report::TranscodeRow, String> {
+    eprintln!("== {calls} calls transcoded (Opus ⇄ PCMU) through srgate");
+    let s = relay_srgate(
+        o,
+        &Run {
+            transcode: true,
+            ..Run::new(o, calls)
+        },
+    )?;
+    let row = report::TranscodeRow {
+        calls,
+        libopus_calls_per_core: floor,
+        srgate: s,
+    };
+    eprintln!(
+        "   up {}/{calls}, loss {:.4} %, srgate {:.2} cores: {:.0} calls per core (raw libopus {:.0}: {:.2}), heard {:?} Hz",
+        row.srgate.calls_up,
+        row.srgate.loss * 100.0,
+        row.srgate_cores(),
+        row.calls_per_core(),
+        floor,
+        row.floor_ratio(),
+        row.srgate.heard_hz
+    );
+    if o.smoke {
+        let s = &row.srgate;
+        if s.calls_up != calls || s.received == 0 || s.loss > 0.01 {
+            return Err(format!(
+                "smoke: transcoded calls up {}/{calls}, frames sent {}, back {}: {:?}",
+                s.calls_up, s.sent, s.received, s.failures
+            ));
+        }
+        match s.heard_hz {
+            Some(hz) if (hz - 1000.0).abs() <= 50.0 => {}
+            other => {
+                return Err(format!(
+                    "smoke: the transcoded echo is not the 1 kHz tone sent: {other:?} Hz"
+                ));
+            }
+        }
+    }
+    Ok(row)
+}
+
 /// Calls set up as fast as srgate takes them (1 000 a second offered, 256 at once), each
 /// hung up once up; then the DTLS crypto floor on this thread.
 fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
@@ -245,15 +308,14 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
     eprintln!("== setup: {calls} calls offered at 1 000 a second");
     let s = relay_srgate(
         o,
-        calls,
-        &Ramp {
-            rate: 1000,
-            in_flight: 256,
+        &Run {
+            ramp: Ramp {
+                rate: 1000,
+                in_flight: 256,
+            },
+            seconds: 0,
+            ..Run::new(o, calls)
         },
-        0,
-        None,
-        Duration::from_millis(1500),
-        1,
     )?;
     let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
     let figures = report::SetupFigures {
@@ -297,22 +359,19 @@ fn overload_run(o: &Options) -> Result<report::OverloadFigures, String> {
     );
     let s = relay_srgate(
         o,
-        offered,
-        &Ramp {
-            rate: o.rate,
-            in_flight: 64,
+        &Run {
+            max_calls: Some(capacity),
+            // memory is read once the SIP transactions of the hang-ups are gone too (RFC 3261
+            // Timer J: 64 × T1 = 32 s)
+            settle: if o.smoke {
+                Duration::from_millis(1500)
+            } else {
+                Duration::from_secs(35)
+            },
+            // the last round must end where the first did
+            rounds: o.overload_rounds,
+            ..Run::new(o, offered)
         },
-        o.seconds,
-        Some(capacity),
-        // memory is read once the SIP transactions of the hang-ups are gone too (RFC 3261
-        // Timer J: 64 × T1 = 32 s)
-        if o.smoke {
-            Duration::from_millis(1500)
-        } else {
-            Duration::from_secs(35)
-        },
-        // the last round must end where the first did
-        o.overload_rounds,
     )?;
     let f = report::OverloadFigures {
         capacity_calls: capacity,
@@ -454,10 +513,16 @@ struct Gateway {
 impl Gateway {
     /// srgate for `calls` calls: `[calls] max_calls` is `max_calls` when given, else room
     /// for twice the calls.
-    fn start(o: &Options, calls: usize, max_calls: Option<usize>) -> Result<Gateway, String> {
-        let dir = o.out.join(match max_calls {
-            Some(m) => format!("srgate-{calls}-max-{m}"),
-            None => format!("srgate-{calls}"),
+    fn start(
+        o: &Options,
+        calls: usize,
+        max_calls: Option<usize>,
+        transcode: bool,
+    ) -> Result<Gateway, String> {
+        let dir = o.out.join(match (max_calls, transcode) {
+            (Some(m), _) => format!("srgate-{calls}-max-{m}"),
+            (None, true) => format!("srgate-transcode-{calls}"),
+            (None, false) => format!("srgate-{calls}"),
         });
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let sip = free_port_run(1)?;
@@ -470,12 +535,14 @@ impl Gateway {
              [sip]\nlisten = 127.0.0.1:{sip}\ndomain = 127.0.0.1\ndigest = md5\n\n\
              [users]\n{PHONE_USER} = {PHONE_PASSWORD}\n\n\
              [webrtc]\nlisten = 127.0.0.1:{web}\nudp = 127.0.0.1:{udp}\nmax_conns_per_ip = 4096\n\n\
-             [media]\ncodecs = pcmu\nrtp_timeout = 30\n\n\
+             [media]\ncodecs = {codecs}\nrtp_timeout = 30\n\n\
              [calls]\nmax_calls = {max_calls}\ncdr_file = {cdr}\n\n\
              [api]\nlisten = 127.0.0.1:{api}\n\n\
              [log]\nlevel = 3\nfile = {log}\n",
             shards = o.shards,
             max_calls = max_calls.unwrap_or((calls * 2).max(16)),
+            // transcoded calls: Opus toward the browsers, PCMU toward the phone
+            codecs = if transcode { "opus,pcmu" } else { "pcmu" },
             cdr = dir.join("cdr.jsonl").display(),
             log = dir.join("srgate.log").display(),
         );
@@ -544,6 +611,40 @@ fn drive_until<S>(
         }
     }
     Ok(false)
+}
+
+/// One srgate scenario: how many calls, how they start, how they are measured.
+struct Run {
+    calls: usize,
+    ramp: Ramp,
+    /// The measurement window (0: none, the setup run).
+    seconds: u64,
+    /// `[calls] max_calls` (None: room for twice the calls).
+    max_calls: Option<usize>,
+    /// How long after the last call ended memory and descriptors are read.
+    settle: Duration,
+    /// Rounds of the same calls on one srgate.
+    rounds: usize,
+    /// Opus browsers (srgate transcodes) instead of PCMU (srgate relays).
+    transcode: bool,
+}
+
+impl Run {
+    /// `calls` started at `--rate`, measured for `--seconds`, once.
+    fn new(o: &Options, calls: usize) -> Run {
+        Run {
+            calls,
+            ramp: Ramp {
+                rate: o.rate,
+                in_flight: 64,
+            },
+            seconds: o.seconds,
+            max_calls: None,
+            settle: Duration::from_millis(1500),
+            rounds: 1,
+            transcode: false,
+        }
+    }
 }
 
 /// How calls are started: `rate` a second, at most `in_flight` being set up at once.
@@ -680,20 +781,11 @@ fn measure(
     })
 }
 
-/// Calls through a fresh srgate, `rounds` times over (the same calls again once the
+/// Calls through a fresh srgate, `run.rounds` times over (the same calls again once the
 /// last ones ended: memory that grows from round to round would be a leak). The figures are
 /// the last round's, with the first round's heap after it (`first_after_anon_kb`).
-#[allow(clippy::too_many_arguments)]
-fn relay_srgate(
-    o: &Options,
-    calls: usize,
-    ramp: &Ramp,
-    seconds: u64,
-    max_calls: Option<usize>,
-    settle: Duration,
-    rounds: usize,
-) -> Result<SideFigures, String> {
-    let gw = Gateway::start(o, calls, max_calls)?;
+fn relay_srgate(o: &Options, run: &Run) -> Result<SideFigures, String> {
+    let gw = Gateway::start(o, run.calls, run.max_calls, run.transcode)?;
     let phone = Phone::start(
         Some(Account {
             gateway: gw.sip,
@@ -713,9 +805,9 @@ fn relay_srgate(
     );
     let mut first_after = None;
     let mut last = None;
-    for round in 1..=rounds.max(1) {
-        let f = srgate_round(&gw, &phone, calls, ramp, seconds, settle, idle)?;
-        if rounds > 1 {
+    for round in 1..=run.rounds.max(1) {
+        let f = srgate_round(&gw, &phone, run, idle)?;
+        if run.rounds > 1 {
             eprintln!(
                 "   round {round}: {} calls up, srgate's heap (RssAnon) after {} KB",
                 f.calls_up, f.after_anon_kb
@@ -737,19 +829,22 @@ fn relay_srgate(
 fn srgate_round(
     gw: &Gateway,
     phone: &Phone,
-    calls: usize,
-    ramp: &Ramp,
-    seconds: u64,
-    settle: Duration,
+    run: &Run,
     idle: (u64, u64, usize),
 ) -> Result<SideFigures, String> {
     let (idle_rss, idle_anon, idle_fds) = idle;
-    let mut b = Browsers::new(gw.web, PHONE_USER).map_err(|e| e.to_string())?;
+    let (calls, seconds) = (run.calls, run.seconds);
+    let media = if run.transcode {
+        Media::Opus(payload::opus_tone_frames()?)
+    } else {
+        Media::Pcmu
+    };
+    let mut b = Browsers::new(gw.web, PHONE_USER, media).map_err(|e| e.to_string())?;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
 
     let cpu_before_ramp = CpuSnapshot::of(gw.pid());
-    let ramp = ramp_up(&mut b, calls, ramp, |b| {
+    let ramp = ramp_up(&mut b, calls, &run.ramp, |b| {
         b.start_call()
             .map_err(|e| format!("starting call {}: {e}", b.len()))
     })?;
@@ -786,7 +881,7 @@ fn srgate_round(
     let ended_clean = b.census().2;
     drive_until(&mut b, Duration::from_millis(500), turn, |_| false)?;
     drop(b);
-    std::thread::sleep(settle);
+    std::thread::sleep(run.settle);
     let after_rss = procfs::rss_kb(gw.pid());
     let after_anon = procfs::rss_anon_kb(gw.pid());
     let after_fds = procfs::open_fds(gw.pid());
@@ -1073,8 +1168,8 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
     let mut engine = Rtpengine::start(o, calls)?;
     let pid = engine.child.id();
     let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
-    let mut b =
-        Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "").map_err(|e| e.to_string())?;
+    let mut b = Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "", Media::Pcmu)
+        .map_err(|e| e.to_string())?;
     let turn = |b: &mut Browsers| {
         b.turn(Duration::from_millis(1))
             .map_err(|e| format!("browsers: {e}"))

@@ -21,6 +21,15 @@ use tungstenite::{HandshakeError, Message, WebSocket};
 use crate::payload::{self, FRAME, Mark};
 use crate::stats::{Echo, Rtt, Totals};
 
+/// What the browsers send.
+pub enum Media {
+    /// Marked PCMU frames (relayed: they come back byte for byte).
+    Pcmu,
+    /// A looping Opus tone (transcoded to PCMU and back: counted, and the first call's
+    /// echo decoded for its frequency).
+    Opus(Vec<Vec<u8>>),
+}
+
 /// Where a call stands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stage {
@@ -73,6 +82,10 @@ pub struct Browsers {
     /// Frames whose send time came later than 10 ms after it was due (the generator fell
     /// behind).
     pub late_sends: u64,
+    media: Media,
+    /// Decodes what the first call hears back (Opus media).
+    probe: Option<srgate::media::codec::opus::OpusDecoder>,
+    probe_pcm: Vec<i16>,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -84,7 +97,16 @@ fn ws_token(idx: usize) -> Token {
 }
 
 impl Browsers {
-    pub fn new(web: SocketAddr, callee: &str) -> io::Result<Browsers> {
+    pub fn new(web: SocketAddr, callee: &str, media: Media) -> io::Result<Browsers> {
+        use srgate::media::codec::SampleRate;
+        use srgate::media::codec::opus::OpusDecoder;
+        let probe = match media {
+            Media::Opus(_) => Some(
+                OpusDecoder::new(SampleRate::Hz48000)
+                    .map_err(|e| io::Error::other(format!("opus decoder: {e:?}")))?,
+            ),
+            Media::Pcmu => None,
+        };
         Ok(Browsers {
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
@@ -96,6 +118,9 @@ impl Browsers {
             rtt: Rtt::default(),
             buf: vec![0u8; 4096],
             late_sends: 0,
+            media,
+            probe,
+            probe_pcm: Vec::new(),
         })
     }
 
@@ -108,11 +133,12 @@ impl Browsers {
         self.poll
             .registry()
             .register(&mut udp, udp_token(idx), Interest::READABLE)?;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_pcmu(true, false)
-            .set_rtp_mode(false)
-            .build(now);
+        let builder = Rtc::builder().clear_codecs().set_rtp_mode(false);
+        let builder = match self.media {
+            Media::Pcmu => builder.enable_pcmu(true, false),
+            Media::Opus(_) => builder.enable_opus(true, false),
+        };
+        let mut rtc = builder.build(now);
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| io::Error::other(format!("candidate {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -269,6 +295,11 @@ impl Browsers {
 
     /// The dominant frequency of what the first call heard back (the tone's content check).
     pub fn heard_hz(&self) -> Option<f64> {
+        if self.probe.is_some() {
+            // skip the first 100 ms (the decoder and the jitter buffers settling)
+            return (self.probe_pcm.len() >= 48_000)
+                .then(|| payload::dominant_hz_pcm(&self.probe_pcm[4800..], 48_000.0));
+        }
         let c = self.calls.iter().find(|c| c.heard.len() >= 800)?;
         Some(payload::dominant_hz(&c.heard, FRAME - payload::MARK))
     }
@@ -328,24 +359,34 @@ impl Browsers {
                 } else {
                     next
                 });
-                let mut frame = [0u8; FRAME];
-                payload::fill(
-                    &mut frame,
-                    &self.tone,
-                    Mark {
-                        call: c.idx,
-                        seq: c.seq,
-                        sent_us: now.duration_since(epoch).as_micros() as u64,
-                    },
-                );
+                let (data, time) = match &self.media {
+                    Media::Pcmu => {
+                        let mut frame = [0u8; FRAME];
+                        payload::fill(
+                            &mut frame,
+                            &self.tone,
+                            Mark {
+                                call: c.idx,
+                                seq: c.seq,
+                                sent_us: now.duration_since(epoch).as_micros() as u64,
+                            },
+                        );
+                        let time =
+                            MediaTime::new(c.seq as u64 * FRAME as u64, Frequency::EIGHT_KHZ);
+                        (frame.to_vec(), time)
+                    }
+                    Media::Opus(frames) => (
+                        frames[c.seq as usize % frames.len()].clone(),
+                        MediaTime::new(c.seq as u64 * 960, Frequency::FORTY_EIGHT_KHZ),
+                    ),
+                };
                 let Some(writer) = c.rtc.writer(mid) else {
                     continue;
                 };
                 let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
                     continue;
                 };
-                let time = MediaTime::new(c.seq as u64 * FRAME as u64, Frequency::EIGHT_KHZ);
-                if writer.write(pt, now, time, frame.to_vec()).is_ok() {
+                if writer.write(pt, now, time, data).is_ok() {
                     c.seq += 1;
                     c.echo.sent += 1;
                 }
@@ -408,6 +449,22 @@ impl Browsers {
                         if !matches!(c.stage, Stage::Ending | Stage::Ended) =>
                     {
                         c.stage = Stage::Failed("ICE disconnected".into());
+                    }
+                    Event::MediaData(d) if self.probe.is_some() => {
+                        // transcoded: no marker survives; count by RTP sequence number
+                        c.echo.on_receive(**d.seq_range.end() as u32);
+                        if c.setup.is_none() {
+                            c.setup = Some(d.network_time.duration_since(c.started));
+                        }
+                        if c.idx == 0
+                            && self.probe_pcm.len() < 96_000
+                            && let Some(dec) = self.probe.as_mut()
+                        {
+                            let mut pcm = [0i16; srgate::media::codec::MAX_FRAME_SAMPLES];
+                            if let Ok(n) = dec.decode(&d.data, &mut pcm) {
+                                self.probe_pcm.extend_from_slice(&pcm[..n]);
+                            }
+                        }
                     }
                     Event::MediaData(d) => {
                         let Some((mark, intact)) = payload::read(&d.data, &tone) else {

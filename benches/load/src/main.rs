@@ -20,6 +20,7 @@ mod bench;
 mod browser;
 mod crypto;
 mod ng;
+mod opus_floor;
 mod payload;
 mod phone;
 mod plain;

@@ -91,15 +91,28 @@ pub fn read(frame: &[u8], tone: &[u8; FRAME]) -> Option<(Mark, bool)> {
 /// `chunk`-byte pieces (the tone part of each frame heard): Goertzel power summed over the
 /// pieces, so the jump in phase where two pieces meet does not count.
 pub fn dominant_hz(ulaw_bytes: &[u8], chunk: usize) -> f64 {
+    let pieces: Vec<Vec<f64>> = ulaw_bytes
+        .chunks_exact(chunk.max(1))
+        .map(|piece| piece.iter().map(|b| ulaw_decode(*b) as f64).collect())
+        .collect();
+    strongest(&pieces, 8000.0)
+}
+
+/// The strongest frequency of linear PCM at `rate` (one continuous piece).
+pub fn dominant_hz_pcm(pcm: &[i16], rate: f64) -> f64 {
+    strongest(&[pcm.iter().map(|s| *s as f64).collect()], rate)
+}
+
+fn strongest(pieces: &[Vec<f64>], rate: f64) -> f64 {
     let mut best = (0.0, 0.0);
     for step in 2..=78 {
         let hz = step as f64 * 50.0;
-        let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+        let w = 2.0 * std::f64::consts::PI * hz / rate;
         let mut power = 0.0;
-        for piece in ulaw_bytes.chunks_exact(chunk.max(1)) {
+        for piece in pieces {
             let (mut s1, mut s2) = (0.0, 0.0);
-            for b in piece {
-                let s0 = ulaw_decode(*b) as f64 + 2.0 * w.cos() * s1 - s2;
+            for x in piece {
+                let s0 = x + 2.0 * w.cos() * s1 - s2;
                 s2 = s1;
                 s1 = s0;
             }
@@ -110,6 +123,26 @@ pub fn dominant_hz(ulaw_bytes: &[u8], chunk: usize) -> f64 {
         }
     }
     best.0
+}
+
+/// One second of a 1 kHz tone at 48 kHz, Opus-coded in 20 ms frames with the encoder
+/// srgate uses (VoIP, in-band FEC, complexity 5): the browsers' media for transcoded calls.
+pub fn opus_tone_frames() -> Result<Vec<Vec<u8>>, String> {
+    use srgate::media::codec::SampleRate;
+    use srgate::media::codec::opus::OpusEncoder;
+    let mut enc = OpusEncoder::new(SampleRate::Hz48000, 5).map_err(|e| format!("{e:?}"))?;
+    let mut frames = Vec::with_capacity(50);
+    let mut pcm = [0i16; 960];
+    let mut out = [0u8; 1500];
+    for f in 0..50 {
+        for (i, s) in pcm.iter_mut().enumerate() {
+            let t = (f * 960 + i) as f64 / 48_000.0;
+            *s = (f64::sin(2.0 * std::f64::consts::PI * 1000.0 * t) * 8000.0) as i16;
+        }
+        let n = enc.encode(&pcm, &mut out).map_err(|e| format!("{e:?}"))?;
+        frames.push(out[..n].to_vec());
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -123,6 +156,21 @@ mod tests {
             let step = (s as i32).abs() / 16 + 8;
             assert!((back - s as i32).abs() <= step, "{s} -> {back}");
         }
+    }
+
+    #[test]
+    fn the_opus_tone_decodes_to_1_khz() {
+        use srgate::media::codec::opus::OpusDecoder;
+        use srgate::media::codec::{PcmFrame, SampleRate};
+        let frames = opus_tone_frames().unwrap();
+        let mut dec = OpusDecoder::new(SampleRate::Hz48000).unwrap();
+        let mut pcm = Vec::new();
+        let mut frame: PcmFrame = [0; srgate::media::codec::MAX_FRAME_SAMPLES];
+        for f in &frames[..25] {
+            let n = dec.decode(f, &mut frame).unwrap();
+            pcm.extend_from_slice(&frame[..n]);
+        }
+        assert_eq!(dominant_hz_pcm(&pcm[4800..], 48_000.0), 1000.0);
     }
 
     #[test]

@@ -143,6 +143,44 @@ impl RelayRow {
     }
 }
 
+/// A transcode run: srgate's figures with the raw libopus floor.
+pub struct TranscodeRow {
+    pub calls: usize,
+    pub srgate: SideFigures,
+    /// Calls a core could transcode with raw libopus (`opus_floor.rs`).
+    pub libopus_calls_per_core: f64,
+}
+
+impl TranscodeRow {
+    /// Cores srgate kept busy in the window.
+    pub fn srgate_cores(&self) -> f64 {
+        let ns: u64 = self.srgate.threads.iter().map(|t| t.1).sum();
+        if self.srgate.window_s > 0.0 {
+            ns as f64 / 1e9 / self.srgate.window_s
+        } else {
+            0.0
+        }
+    }
+
+    pub fn calls_per_core(&self) -> f64 {
+        let cores = self.srgate_cores();
+        if cores > 0.0 {
+            self.srgate.calls_up as f64 / cores
+        } else {
+            0.0
+        }
+    }
+
+    /// srgate's calls per core over raw libopus's (the target is ≥ 0.8).
+    pub fn floor_ratio(&self) -> f64 {
+        if self.libopus_calls_per_core > 0.0 {
+            self.calls_per_core() / self.libopus_calls_per_core
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The setup run: calls started as fast as srgate takes them.
 pub struct SetupFigures {
     pub calls: usize,
@@ -213,6 +251,7 @@ pub struct Results {
     pub shards: usize,
     pub seconds: u64,
     pub relay: Vec<RelayRow>,
+    pub transcode: Vec<TranscodeRow>,
     pub setup: Option<SetupFigures>,
     pub overload: Option<OverloadFigures>,
 }
@@ -223,6 +262,7 @@ impl Results {
             shards,
             seconds,
             relay: Vec::new(),
+            transcode: Vec::new(),
             setup: None,
             overload: None,
         }
@@ -261,22 +301,25 @@ fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Relayed KB of srgate RSS per call: the slope between the smallest and the largest run.
-fn relay_kb_per_call(rows: &[RelayRow]) -> Option<f64> {
-    let first = rows.iter().min_by_key(|r| r.srgate.calls_up)?;
-    let last = rows.iter().max_by_key(|r| r.srgate.calls_up)?;
-    let dc = last.srgate.calls_up as f64 - first.srgate.calls_up as f64;
-    if dc <= 0.0 {
-        // one run: against idle
-        let r = first;
-        if r.srgate.calls_up == 0 {
-            return None;
-        }
-        return Some(
-            (r.srgate.rss_kb as f64 - r.srgate.idle_rss_kb as f64) / r.srgate.calls_up as f64,
-        );
+/// KB of srgate RSS per call over runs of `SideFigures`: the slope between the smallest
+/// and the largest run, or against idle when there is one run.
+fn kb_per_call<'a>(runs: impl Iterator<Item = &'a SideFigures> + Clone) -> Option<f64> {
+    let first = runs.clone().min_by_key(|r| r.calls_up)?;
+    let last = runs.max_by_key(|r| r.calls_up)?;
+    let dc = last.calls_up as f64 - first.calls_up as f64;
+    if dc > 0.0 {
+        return Some((last.rss_kb as f64 - first.rss_kb as f64) / dc);
     }
-    Some((last.srgate.rss_kb as f64 - first.srgate.rss_kb as f64) / dc)
+    (first.calls_up > 0)
+        .then(|| (first.rss_kb as f64 - first.idle_rss_kb as f64) / first.calls_up as f64)
+}
+
+fn relay_kb_per_call(rows: &[RelayRow]) -> Option<f64> {
+    kb_per_call(rows.iter().map(|r| &r.srgate))
+}
+
+fn transcode_kb_per_call(rows: &[TranscodeRow]) -> Option<f64> {
+    kb_per_call(rows.iter().map(|r| &r.srgate))
 }
 
 pub fn to_json(r: &Results) -> Value {
@@ -351,7 +394,21 @@ pub fn to_json(r: &Results) -> Value {
         "shards": r.shards,
         "window_s": r.seconds,
         "relay": relay,
-        "transcode": [],
+        "transcode": r.transcode.iter().map(|t| json!({
+            "calls": t.calls,
+            "calls_up": t.srgate.calls_up,
+            "loss": t.srgate.loss,
+            "srgate_cores": round(t.srgate_cores(), 3),
+            "srgate_calls_per_core": round(t.calls_per_core(), 1),
+            "rtpengine_calls_per_core": Value::Null,
+            "libopus_calls_per_core": round(t.libopus_calls_per_core, 1),
+            "srgate_over_libopus": round(t.floor_ratio(), 3),
+            "heard_hz": t.srgate.heard_hz,
+            "srgate_rss_kb": t.srgate.rss_kb,
+            "shard_cpu_share": t.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
+            "generator_saturated": t.srgate.generator_saturated(),
+            "failures": t.srgate.failures,
+        })).collect::<Vec<_>>(),
         "setup": r.setup.as_ref().map(|s| json!({
             "calls": s.calls,
             "calls_up": s.calls_up,
@@ -363,7 +420,7 @@ pub fn to_json(r: &Results) -> Value {
             "over_crypto_floor": round(s.floor_ratio(), 3),
             "failures": s.failures,
         })),
-        "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": Value::Null},
+        "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": transcode_kb_per_call(&r.transcode).map(|x| round(x, 1))},
         "overload": r.overload.as_ref().map(|o| json!({
             "capacity_calls": o.capacity_calls,
             "offered_calls": o.offered_calls,
@@ -468,6 +525,37 @@ pub fn to_markdown(r: &Results) -> String {
             generator
         );
     }
+    if !r.transcode.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Transcode: Opus (str0m browsers) ⇄ PCMU (echoing phone)\n\n\
+             Calls per core = calls up over the cores srgate kept busy in the window; raw \
+             libopus = one Opus decode and one encode per 20 ms at srgate's settings (8 kHz \
+             PCM, VoIP, FEC, complexity 5) on one core of the same machine.\n\n\
+             | calls | up | loss | srgate cores | srgate calls/core | libopus calls/core | srgate / libopus | heard Hz | RSS MB |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for t in &r.transcode {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {:.3} % | {:.2} | {:.0} | {:.0} | {:.2} | {} | {:.1} |",
+                t.calls,
+                t.srgate.calls_up,
+                t.srgate.loss * 100.0,
+                t.srgate_cores(),
+                t.calls_per_core(),
+                t.libopus_calls_per_core,
+                t.floor_ratio(),
+                t.srgate
+                    .heard_hz
+                    .map_or("–".to_string(), |h| format!("{h:.0}")),
+                t.srgate.rss_kb as f64 / 1024.0
+            );
+        }
+        if let Some(kb) = transcode_kb_per_call(&r.transcode) {
+            let _ = writeln!(m, "\nsrgate RSS per transcoded call: {kb:.1} KB.");
+        }
+    }
     if let Some(s) = &r.setup {
         let _ = writeln!(
             m,
@@ -524,8 +612,8 @@ pub fn to_markdown(r: &Results) -> String {
     let _ = writeln!(
         m,
         "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
-         window. Not measured yet by this harness: transcoding, SIP → app setups, \
-         soak (docs/benchmarks.md)."
+         window. Not measured yet by this harness: rtpengine transcoding, SIP → app \
+         setups (docs/benchmarks.md)."
     );
     for row in &r.relay {
         for f in &row.srgate.failures {

@@ -1,0 +1,40 @@
+//! The transcoding floor: raw libopus doing what srgate does for one transcoded call —
+//! decode the browser's Opus frame and encode one for the browser, 50 times a second, at
+//! srgate's settings (8 kHz PCM toward G.711, VoIP, in-band FEC, complexity 5), through the
+//! same wrappers. Calls a core could carry if transcoding cost nothing else.
+
+use std::time::{Duration, Instant};
+
+use srgate::media::codec::opus::{OpusDecoder, OpusEncoder};
+use srgate::media::codec::{MAX_FRAME_SAMPLES, SampleRate};
+
+/// Calls per core raw libopus could transcode, measured on this thread for `time`.
+pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
+    let frames = crate::payload::opus_tone_frames()?;
+    let mut dec = OpusDecoder::new(SampleRate::Hz8000).map_err(|e| format!("{e:?}"))?;
+    let mut enc = OpusEncoder::new(SampleRate::Hz8000, 5).map_err(|e| format!("{e:?}"))?;
+    let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+    let mut out = [0u8; 1500];
+    let start = Instant::now();
+    let mut pairs = 0u64;
+    // bounded by `time`
+    while start.elapsed() < time {
+        let n = dec
+            .decode(&frames[pairs as usize % frames.len()], &mut pcm)
+            .map_err(|e| format!("{e:?}"))?;
+        enc.encode(&pcm[..n], &mut out)
+            .map_err(|e| format!("{e:?}"))?;
+        pairs += 1;
+    }
+    let per_pair = start.elapsed().as_secs_f64() / pairs.max(1) as f64;
+    Ok(1.0 / (50.0 * per_pair))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_floor_is_measured() {
+        let calls = super::libopus_calls_per_core(std::time::Duration::from_millis(50)).unwrap();
+        assert!(calls > 1.0, "{calls}");
+    }
+}
