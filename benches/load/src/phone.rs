@@ -201,10 +201,15 @@ impl Ua {
                     self.echo(event.token(), &mut buf);
                 }
             }
-            if self.account.is_some()
-                && !self.counters.registered.load(Ordering::Relaxed)
-                && last_register.elapsed() > Duration::from_secs(2)
-            {
+            // not registered yet: try again every 2 s; registered (Expires 3600): refresh
+            // every 25 minutes, so a soak of hours keeps its registration
+            let registered = self.counters.registered.load(Ordering::Relaxed);
+            let every = if registered {
+                Duration::from_secs(1500)
+            } else {
+                Duration::from_secs(2)
+            };
+            if self.account.is_some() && last_register.elapsed() > every {
                 last_register = Instant::now();
                 self.register(None)?;
             }
