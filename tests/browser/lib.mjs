@@ -1,8 +1,8 @@
 // The common pieces of srgate's browser harness (see docs/architecture.md for what it tests): starting and stopping headless Chromium,
 // argument parsing, and the in-page audio measurement (WebAudio).
 //
-// Chromium is started by us (child_process.spawn with the flags of PEERS.md and a fresh
-// --user-data-dir) and driven over CDP by playwright-core, so we own its PID: it is stopped
+// Chromium is started by us (child_process.spawn with the flags in launchChromium below and
+// a fresh --user-data-dir) and driven over CDP by playwright-core, so we own its PID: it is stopped
 // by that PID (its own process group) whatever happens, and its profile is deleted.
 
 import { spawn } from 'node:child_process';
