@@ -60,59 +60,33 @@ impl Options {
             overload_rounds: 2,
             transcode_calls: vec![50, 100],
         };
-        let mut i = 0;
-        while i < args.len() {
-            let value = |i: usize| -> Result<&String, String> {
-                args.get(i + 1)
-                    .ok_or_else(|| format!("{} needs a value", args[i]))
+        let mut args = args.iter();
+        // bounded: every turn takes at least one argument
+        while let Some(flag) = args.next() {
+            let mut value = || {
+                args.next()
+                    .map(String::as_str)
+                    .ok_or_else(|| format!("{flag} needs a value"))
             };
-            match args[i].as_str() {
-                "--srgate" => {
-                    o.srgate = PathBuf::from(value(i)?);
-                    i += 1;
-                }
-                "--calls" => {
-                    o.calls = value(i)?
-                        .split(',')
-                        .map(|s| s.trim().parse::<usize>())
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| "--calls takes numbers separated by commas".to_string())?;
-                    if o.calls.is_empty()
-                        || o.calls.contains(&0)
-                        || o.calls.iter().any(|c| *c > 5000)
-                    {
-                        return Err("--calls: each count 1..=5000".into());
-                    }
-                    i += 1;
-                }
+            match flag.as_str() {
+                "--srgate" => o.srgate = PathBuf::from(value()?),
+                "--calls" => o.calls = counts(flag, value()?, 1..=5000)?,
                 // --duration: the name for a soak's length
-                "--seconds" | "--duration" => {
-                    o.seconds = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=86_400).contains(s))
-                        .ok_or("--seconds (--duration) takes 1..=86400")?;
-                    i += 1;
-                }
-                "--shards" => {
-                    o.shards = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=64).contains(s))
-                        .ok_or("--shards takes 1..=64")?;
-                    i += 1;
-                }
-                "--rate" => {
-                    o.rate = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=10_000).contains(s))
-                        .ok_or("--rate takes 1..=10000 calls per second")?;
-                    i += 1;
-                }
-                "--out" => {
-                    o.out = PathBuf::from(value(i)?);
-                    i += 1;
+                "--seconds" | "--duration" => o.seconds = number(flag, value()?, 1..=86_400)?,
+                "--shards" => o.shards = number(flag, value()?, 1..=64)?,
+                "--rate" => o.rate = number(flag, value()?, 1..=10_000)?,
+                "--out" => o.out = PathBuf::from(value()?),
+                "--no-rtpengine" => o.rtpengine = false,
+                "--overload-capacity" => o.overload_capacity = number(flag, value()?, 0..=4000)?,
+                "--overload-rounds" => o.overload_rounds = number(flag, value()?, 2..=100)?,
+                "--setup-calls" => o.setup_calls = number(flag, value()?, 0..=5000)?,
+                "--transcode-calls" => {
+                    let v = value()?;
+                    o.transcode_calls = if v == "0" {
+                        Vec::new()
+                    } else {
+                        counts(flag, v, 1..=2000)?
+                    };
                 }
                 "--quick" => {
                     o.calls = vec![50, 250, 500];
@@ -120,47 +94,6 @@ impl Options {
                     o.setup_calls = 200;
                     o.overload_capacity = 100;
                     o.transcode_calls = vec![50];
-                }
-                "--no-rtpengine" => o.rtpengine = false,
-                "--overload-capacity" => {
-                    o.overload_capacity = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= 4000)
-                        .ok_or("--overload-capacity takes 0..=4000")?;
-                    i += 1;
-                }
-                "--transcode-calls" => {
-                    let v = value(i)?;
-                    o.transcode_calls = if v == "0" {
-                        Vec::new()
-                    } else {
-                        v.split(',')
-                            .map(|s| s.trim().parse::<usize>())
-                            .collect::<Result<_, _>>()
-                            .ok()
-                            .filter(|c: &Vec<usize>| c.iter().all(|n| (1..=2000).contains(n)))
-                            .ok_or(
-                                "--transcode-calls takes counts 1..=2000 separated by commas, or 0",
-                            )?
-                    };
-                    i += 1;
-                }
-                "--overload-rounds" => {
-                    o.overload_rounds = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|n| (2..=100).contains(n))
-                        .ok_or("--overload-rounds takes 2..=100")?;
-                    i += 1;
-                }
-                "--setup-calls" => {
-                    o.setup_calls = value(i)?
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= 5000)
-                        .ok_or("--setup-calls takes 0..=5000")?;
-                    i += 1;
                 }
                 "--smoke" => {
                     o.calls = vec![4];
@@ -172,10 +105,33 @@ impl Options {
                 }
                 other => return Err(format!("unknown option '{other}'")),
             }
-            i += 1;
         }
         Ok(o)
     }
+}
+
+/// The value of `flag`: a number within `range`.
+fn number<T>(flag: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("{flag} takes {}..={}", range.start(), range.end()))
+}
+
+/// The value of `flag`: numbers within `range` separated by commas, at least one.
+fn counts(
+    flag: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<Vec<usize>, String> {
+    value
+        .split(',')
+        .map(|v| number(flag, v.trim(), range.clone()))
+        .collect()
 }
 
 pub fn run(o: &Options) -> Result<(), String> {

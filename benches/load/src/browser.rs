@@ -19,7 +19,7 @@ use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
 use crate::payload::{self, FRAME, Mark};
-use crate::stats::{Echo, Rtt, Totals};
+use crate::stats::{self, Echo, Rtt, Totals};
 
 /// What the browsers send.
 pub enum Media {
@@ -82,6 +82,8 @@ pub struct Browsers {
     /// Frames whose send time came later than 10 ms after it was due (the generator fell
     /// behind).
     pub late_sends: u64,
+    /// The tokens of one wake (kept to reuse its memory).
+    ready: Vec<Token>,
     media: Media,
     /// Decodes what the first call hears back (Opus media).
     probe: Option<srgate::media::codec::opus::OpusDecoder>,
@@ -118,6 +120,7 @@ impl Browsers {
             rtt: Rtt::default(),
             buf: vec![0u8; 4096],
             late_sends: 0,
+            ready: Vec::new(),
             media,
             probe,
             probe_pcm: Vec::new(),
@@ -276,11 +279,7 @@ impl Browsers {
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for c in &self.calls {
-            t.add(&c.echo);
-        }
-        t
+        Totals::sum(self.calls.iter().map(|c| &c.echo))
     }
 
     /// The round-trip times so far (taken: the next call starts a new histogram).
@@ -319,8 +318,10 @@ impl Browsers {
     /// timers and sends due frames.
     pub fn turn(&mut self, wait: Duration) -> io::Result<()> {
         self.poll.poll(&mut self.events, Some(wait))?;
-        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-        for token in ready {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.events.iter().map(|e| e.token()));
+        for &token in &ready {
             let idx = token.0 / 2;
             if idx >= self.calls.len() {
                 continue;
@@ -331,6 +332,7 @@ impl Browsers {
                 self.read_ws(idx);
             }
         }
+        self.ready = ready;
         let now = Instant::now();
         let epoch = self.epoch;
         for i in 0..self.calls.len() {
@@ -349,16 +351,9 @@ impl Browsers {
             if let (Some(due), Some(mid)) = (c.next_send, c.mid)
                 && now >= due
             {
-                if now > due + Duration::from_millis(10) {
-                    self.late_sends += 1;
-                }
-                // keep the 20 ms grid; after a long stall start again from now
-                let next = due + Duration::from_millis(20);
-                c.next_send = Some(if next + Duration::from_millis(100) < now {
-                    now
-                } else {
-                    next
-                });
+                let (late, next) = stats::pace(due, now);
+                self.late_sends += u64::from(late);
+                c.next_send = Some(next);
                 let (data, time) = match &self.media {
                     Media::Pcmu => {
                         let mut frame = [0u8; FRAME];

@@ -10,7 +10,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::payload::{self, FRAME, Mark};
-use crate::stats::{Echo, Rtt, Totals};
+use crate::stats::{self, Echo, Rtt, Totals};
 
 const HEADER: usize = 12;
 const TAG: usize = 10;
@@ -80,11 +80,7 @@ impl PlainBrowsers {
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for p in &self.peers {
-            t.add(&p.echo);
-        }
-        t
+        Totals::sum(self.peers.iter().map(|p| &p.echo))
     }
 
     pub fn take_rtt(&mut self) -> Rtt {
@@ -122,15 +118,9 @@ impl PlainBrowsers {
             if now < p.next_send {
                 continue;
             }
-            if now > p.next_send + Duration::from_millis(10) {
-                self.late_sends += 1;
-            }
-            let next = p.next_send + Duration::from_millis(20);
-            p.next_send = if next + Duration::from_millis(100) < now {
-                now
-            } else {
-                next
-            };
+            let (late, next) = stats::pace(p.next_send, now);
+            self.late_sends += u64::from(late);
+            p.next_send = next;
             packet[0] = 0x80;
             packet[1] = 0; // PCMU
             packet[2..4].copy_from_slice(&(p.seq as u16).to_be_bytes());

@@ -2,6 +2,8 @@
 //! payloads, and the round-trip time as a histogram (fixed buckets: nothing allocated per
 //! packet).
 
+use std::time::{Duration, Instant};
+
 /// Round-trip times in 50 µs buckets up to 2 s; slower ones land in the last bucket.
 const BUCKET_US: u64 = 50;
 const BUCKETS: usize = 40_000;
@@ -71,6 +73,20 @@ impl Echo {
     }
 }
 
+/// The 20 ms send grid of one call: the frame due at `due` leaves at `now`. Returns whether
+/// it left late (over 10 ms: the generator fell behind) and when the next frame is due —
+/// on the grid, or from `now` again after a stall of over 100 ms.
+pub fn pace(due: Instant, now: Instant) -> (bool, Instant) {
+    let late = now > due + Duration::from_millis(10);
+    let next = due + Duration::from_millis(20);
+    let next = if next + Duration::from_millis(100) < now {
+        now
+    } else {
+        next
+    };
+    (late, next)
+}
+
 /// Figures over a measurement window: the window's counts are the difference of two
 /// totals, so frames in flight at the edges are not counted lost.
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,11 +98,16 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn add(&mut self, e: &Echo) {
-        self.sent += e.sent;
-        self.received += e.received;
-        self.reordered += e.reordered;
-        self.damaged += e.damaged;
+    /// The calls' figures added up.
+    pub fn sum<'a>(echoes: impl Iterator<Item = &'a Echo>) -> Totals {
+        let mut t = Totals::default();
+        for e in echoes {
+            t.sent += e.sent;
+            t.received += e.received;
+            t.reordered += e.reordered;
+            t.damaged += e.damaged;
+        }
+        t
     }
 
     pub fn minus(&self, before: &Totals) -> Totals {
@@ -102,6 +123,15 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_keeps_the_grid_and_restarts_after_a_stall() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(pace(t0, t0 + ms(3)), (false, t0 + ms(20)));
+        assert_eq!(pace(t0, t0 + ms(15)), (true, t0 + ms(20)));
+        assert_eq!(pace(t0, t0 + ms(500)), (true, t0 + ms(500)));
+    }
 
     #[test]
     fn quantiles_come_from_the_buckets() {
