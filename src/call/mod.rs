@@ -39,6 +39,7 @@ mod cdr;
 mod echo;
 pub mod latch;
 pub mod link;
+pub mod router;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -4,19 +4,21 @@
 //! WebRTC and RTP sockets (`media`, `worker`). Shard 0 also runs the control plane: SIP
 //! over UDP and TCP (the sans-IO [`crate::sip::endpoint::Endpoint`]), the browsers'
 //! WebSockets and the HTTP API; it hands each new call to the shard with the fewest calls
-//! and routes the call's requests and SIP events there over a bounded channel (`shard`).
+//! and routes the call's requests and SIP events there over a bounded channel (`control`, `startup`).
 //! SIGINT/SIGTERM arrive through a self-pipe registered with mio; shard 0 then has every
 //! shard end its calls, lets the endpoint un-register (bounded to [`SHUTDOWN_GRACE`]) and
 //! exits.
 #![allow(clippy::disallowed_methods)] // the clock is read here, and only here
 
 mod api;
+mod control;
 mod media;
 mod rtp;
-mod shard;
+mod startup;
 pub mod sys;
 mod tcp;
 mod web;
 mod worker;
 
-pub use shard::{RunError, SHUTDOWN_GRACE, run};
+pub use control::SHUTDOWN_GRACE;
+pub use startup::{RunError, run};

@@ -1,0 +1,785 @@
+//! Shard 0, the control shard: its event loop, and the signalling it does for every shard.
+//!
+//! It owns the SIP endpoint (UDP, and TCP in `sip`), the web listener with the browsers'
+//! WebSockets and the HTTP API (`web`), its own share of the calls (`MediaPlane`), and the
+//! [`Router`] that places each new call on a shard and routes the call's later requests
+//! and SIP events there. One turn of the loop: wait for readiness or the next deadline,
+//! feed every input to the sans-IO parts (none of them drains anything), fire the timers
+//! that are due, then [`ControlShard::settle`] carries out what the inputs produced —
+//! datagrams and frames sent, events routed — until every queue is empty.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::media::{MediaPlane, ShardStats};
+use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
+use super::startup::{RunError, err};
+use super::sys::RecvBatch;
+use super::tcp::Conn;
+use super::web::{self, WebConn};
+use super::worker::{ToControl, ToWorker, WorkerHandle};
+use crate::call::link::{RouteChange, refusal_of};
+use crate::call::router::{Refused, Route, Router};
+use crate::call::{Calls, Cdr};
+use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
+use crate::signal::protocol::Request;
+use crate::sip::endpoint::{Endpoint, EndpointConfig, Event};
+
+mod sip;
+mod web_conns;
+
+/// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const UDP: Token = Token(0);
+const SIP_TCP_LISTEN: Token = Token(1);
+const API_LISTEN: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const WEB_LISTEN: Token = Token(4);
+const MEDIA_UDP: Token = Token(5);
+const WEB_TLS_LISTEN: Token = Token(6);
+/// The other shards have news (their channel to shard 0).
+pub(super) const WORKERS: Token = Token(7);
+/// How long shard 0 waits for the other shards to end their calls at shutdown before the
+/// proxy account un-registers anyway.
+const WORKERS_STOP_WAIT: Duration = Duration::from_secs(1);
+const WEB_CONN_BASE: usize = 3 << 20;
+const SIP_CONN_BASE: usize = 1 << 20;
+const API_CONN_BASE: usize = 2 << 20;
+
+/// Datagrams per `recvmmsg` and batches per wake-up: a UDP flood cannot starve timers
+/// or TCP (a later wake-up continues where this one stopped).
+const RECV_BATCH: usize = 16;
+const BATCHES_PER_WAKE: usize = 8;
+/// A UDP SIP message is at most 65 535 bytes; a slot that size never cuts one.
+const UDP_SLOT: usize = 65_536;
+/// SIP over TCP: receive buffer cap (a message is ≤ 64 KiB; a few may queue) and send cap.
+const SIP_TCP_READ_MAX: usize = 256 * 1024;
+const SIP_TCP_WRITE_MAX: usize = 1024 * 1024;
+const SIP_TCP_MAX_CONNS: usize = 4096;
+/// SIP TCP connections one address may hold (sip_svr's is exempt), and the slots kept for
+/// srgate's own connection to sip_svr: one host cannot take them all.
+const SIP_TCP_PER_IP: usize = 32;
+const SIP_TCP_RESERVED: usize = 16;
+/// Bytes read from one SIP TCP connection before its messages are framed and handled,
+/// and chunks per wake-up: a peer that keeps sending cannot starve timers and others.
+const SIP_TCP_CHUNK: usize = 64 * 1024;
+const SIP_TCP_CHUNKS_PER_WAKE: usize = 4;
+/// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
+/// a phone's connection busy well within it).
+const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
+const API_MAX_CONNS: usize = 64;
+/// An API client has this long to send its request and read the answer.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this many closed web connections (a flood that went away) the tables they grew
+/// are shrunk and the freed heap goes back to the kernel, once no connection has closed
+/// for [`RECLAIM_QUIET`] (the burst is over).
+const RECLAIM_AFTER_CLOSES: u32 = 256;
+const RECLAIM_QUIET: Duration = Duration::from_secs(1);
+
+/// Runs `f` on shard 0's calls with their context: the SIP endpoint, the RTP sockets
+/// and who is logged in (disjoint borrows of the shard's fields).
+macro_rules! with_calls {
+    ($s:ident, |$c:ident, $ctx:ident| $body:expr) => {
+        $s.media.with_calls(
+            &mut $s.endpoint,
+            &|user: &str| $s.hub.is_online(user),
+            |$c, $ctx| $body,
+        )
+    };
+}
+
+struct ApiConn {
+    conn: Conn,
+    answered: bool,
+    /// From accept: a client trickling bytes cannot keep its slot (slowloris).
+    since: Instant,
+}
+
+pub(super) struct ControlShard {
+    poll: Poll,
+    endpoint: Endpoint,
+    udp: UdpSocket,
+    sip_listener: TcpListener,
+    api_listener: Option<TcpListener>,
+    signals: UnixStream,
+    _signal_ids: Vec<signal_hook::SigId>,
+    batch: RecvBatch,
+    sip_conns: Vec<Option<Conn>>,
+    sip_by_peer: HashMap<SocketAddr, usize>,
+    /// sip_svr's address: exempt from the per-address connection cap.
+    trusted_ip: Option<std::net::IpAddr>,
+    api_conns: Vec<Option<ApiConn>>,
+    web_listener: TcpListener,
+    web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+    web_conns: Vec<Option<WebConn>>,
+    web_by_session: HashMap<SessionId, usize>,
+    next_session: SessionId,
+    web_policy: web::WebPolicy,
+    /// The source key ([`web::source_key`]) of each web connection slot.
+    web_sources: Vec<Option<IpAddr>>,
+    /// Open web connections per source key.
+    web_per_source: HashMap<IpAddr, u32>,
+    /// `[webrtc] max_conns_per_ip`.
+    web_per_source_max: u32,
+    /// Web connections refused at accept (per-source or global cap).
+    web_refused: u64,
+    /// Web connections closed (and users gone after their grace) since memory was last
+    /// reclaimed, and when the last of them went.
+    web_closed_since_reclaim: u32,
+    last_web_close: Instant,
+    hub: Hub,
+    /// Shard 0's own calls and media.
+    media: MediaPlane,
+    /// Shards 1…N−1, and what they send back.
+    workers: Vec<WorkerHandle>,
+    from_workers: Receiver<ToControl>,
+    /// Which shard holds which call; new calls placed (`[calls] max_calls`).
+    router: Router,
+    /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
+    workers_running: usize,
+    workers_wait_until: Option<Instant>,
+    cdr: Option<std::fs::File>,
+    cdr_errors: u64,
+    udp_pending: bool,
+    shutdown_deadline: Option<Instant>,
+    udp_send_dropped: u64,
+    udp_truncated: u64,
+    tcp_dropped: u64,
+}
+
+impl ControlShard {
+    #[allow(clippy::too_many_arguments)] // each is one socket or piece the shard owns
+    pub(super) fn new(
+        poll: Poll,
+        config: EndpointConfig,
+        mut udp: UdpSocket,
+        mut sip_listener: TcpListener,
+        mut api_listener: Option<TcpListener>,
+        mut web_listener: TcpListener,
+        hub: Hub,
+        web_policy: web::WebPolicy,
+        web_per_source_max: u32,
+        (media_udp, calls): (UdpSocket, Calls),
+        mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+        rtp: (IpAddr, std::ops::RangeInclusive<u16>),
+        cdr: Option<std::fs::File>,
+        (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
+        max_calls: u32,
+    ) -> Result<Self, RunError> {
+        let registry = poll.registry();
+        registry
+            .register(&mut udp, UDP, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        registry
+            .register(&mut sip_listener, SIP_TCP_LISTEN, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        if let Some(l) = &mut api_listener {
+            registry
+                .register(l, API_LISTEN, Interest::READABLE)
+                .map_err(|e| err("register", e))?;
+        }
+        registry
+            .register(&mut web_listener, WEB_LISTEN, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        if let Some((l, _)) = &mut web_tls {
+            registry
+                .register(l, WEB_TLS_LISTEN, Interest::READABLE)
+                .map_err(|e| err("register", e))?;
+        }
+        let (mut signals, writer) = UnixStream::pair().map_err(|e| err("signal pipe", e))?;
+        let writer = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(writer));
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = writer.try_clone().map_err(|e| err("signal pipe", e))?;
+            ids.push(
+                signal_hook::low_level::pipe::register(sig, w)
+                    .map_err(|e| err("signal handler", e))?,
+            );
+        }
+        registry
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| err("register", e))?;
+        let mut port_seed = [0u8; 32];
+        getrandom::getrandom(&mut port_seed).map_err(|e| RunError(format!("random seed: {e}")))?;
+        let rtp = RtpSockets::new(
+            registry.try_clone().map_err(|e| err("poll", e))?,
+            rtp.0,
+            rtp.1,
+            port_seed,
+        );
+        let media = MediaPlane::new(
+            calls,
+            media_udp,
+            rtp,
+            registry,
+            MEDIA_UDP,
+            Arc::new(ShardStats::default()),
+        )
+        .map_err(|e| err("register", e))?;
+        let worker_count = workers.len();
+        Ok(ControlShard {
+            trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
+            endpoint: Endpoint::new(config, Instant::now()),
+            poll,
+            udp,
+            sip_listener,
+            api_listener,
+            signals,
+            _signal_ids: ids,
+            batch: RecvBatch::new(RECV_BATCH, UDP_SLOT),
+            sip_conns: Vec::new(),
+            sip_by_peer: HashMap::new(),
+            api_conns: Vec::new(),
+            web_listener,
+            web_tls,
+            web_conns: Vec::new(),
+            web_by_session: HashMap::new(),
+            next_session: 0,
+            web_policy,
+            web_sources: Vec::new(),
+            web_per_source: HashMap::new(),
+            web_per_source_max,
+            web_refused: 0,
+            web_closed_since_reclaim: 0,
+            last_web_close: Instant::now(),
+            hub,
+            media,
+            workers,
+            from_workers,
+            router: Router::new(worker_count + 1, max_calls),
+            workers_running: worker_count,
+            workers_wait_until: None,
+            cdr,
+            cdr_errors: 0,
+            udp_pending: false,
+            shutdown_deadline: None,
+            udp_send_dropped: 0,
+            udp_truncated: 0,
+            tcp_dropped: 0,
+        })
+    }
+
+    pub(super) fn run(&mut self) -> Result<(), RunError> {
+        let mut events = Events::with_capacity(256);
+        // The endpoint may want to send at once (the proxy account's first REGISTER).
+        let now = Instant::now();
+        self.endpoint.handle_timeout(now);
+        self.settle(now);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.udp_pending || self.media.has_backlog() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err("poll", e));
+            }
+            let now = Instant::now();
+            if self.udp_pending {
+                self.read_udp(now);
+            }
+            if self.media.has_backlog() {
+                self.media
+                    .read_backlog(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
+            }
+            for event in events.iter() {
+                match event.token() {
+                    UDP => self.read_udp(now),
+                    MEDIA_UDP => self.read_media(now),
+                    SIP_TCP_LISTEN => self.accept_sip(now),
+                    API_LISTEN => self.accept_api(now),
+                    SIGNALS => self.on_signal(now),
+                    WORKERS => {}
+                    Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
+                        self.sip_conn_ready(now, t - SIP_CONN_BASE, event)
+                    }
+                    Token(t) if (API_CONN_BASE..WEB_CONN_BASE).contains(&t) => {
+                        self.api_conn_ready(now, t - API_CONN_BASE)
+                    }
+                    WEB_LISTEN => self.accept_web(now, false),
+                    WEB_TLS_LISTEN => self.accept_web(now, true),
+                    Token(t) if t >= RTP_TOKEN_BASE => self.read_rtp(now, t - RTP_TOKEN_BASE),
+                    Token(t) if t >= WEB_CONN_BASE => self.web_conn_ready(now, t - WEB_CONN_BASE),
+                    Token(_) => {}
+                }
+            }
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+            }
+            self.take_from_workers(now);
+            self.hub.handle_timeout(now);
+            if self.media.timers_due(now) {
+                with_calls!(self, |c, ctx| c.handle_timeout(now, ctx));
+            }
+            self.expire_connections(now);
+            self.settle(now);
+            self.reclaim_memory(now);
+            self.media.publish();
+            if let Some(deadline) = self.shutdown_deadline {
+                // The other shards' BYEs and CANCELs leave before the un-REGISTER.
+                if let Some(until) = self.workers_wait_until
+                    && (self.workers_running == 0 || now >= until)
+                {
+                    self.workers_wait_until = None;
+                    self.endpoint.shutdown(now);
+                    self.settle(now);
+                }
+                if self.workers_wait_until.is_none() && self.endpoint.is_shutdown_complete() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "shutdown: un-registering did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let calls = self.media.calls.poll_timeout();
+        let mut next = self.endpoint.poll_timeout();
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(d) = self.shutdown_deadline {
+            consider(d);
+        }
+        if let Some(d) = self.workers_wait_until {
+            consider(d);
+        }
+        for c in self.api_conns.iter().flatten() {
+            consider(c.since + API_TIMEOUT);
+        }
+        for c in self.sip_conns.iter().flatten() {
+            consider(c.last_activity + SIP_TCP_IDLE);
+        }
+        for c in self.web_conns.iter().flatten() {
+            consider(c.deadline());
+        }
+        if let Some(t) = self.hub.poll_timeout() {
+            consider(t);
+        }
+        if self.web_closed_since_reclaim >= RECLAIM_AFTER_CLOSES {
+            consider(self.last_web_close + RECLAIM_QUIET);
+        }
+        if let Some(t) = calls {
+            consider(t);
+        }
+        next
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        let mut buf = [0u8; 64];
+        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        if self.shutdown_deadline.is_none() {
+            log::info!(
+                "signal received: shutting down (un-registering, at most {SHUTDOWN_GRACE:?})"
+            );
+            self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            // Calls end first: their BYEs and CANCELs leave before the un-REGISTER, and
+            // every user is told. The other shards end theirs and say so.
+            let ended = self.media.calls.count();
+            with_calls!(self, |c, ctx| c.end_all(now, ctx));
+            if ended > 0 {
+                log::info!("shutdown: {ended} call(s) ended");
+            }
+            for w in &self.workers {
+                w.send(ToWorker::Shutdown);
+            }
+            // the BYEs and CANCELs first
+            self.settle(now);
+            if self.workers.is_empty() {
+                self.endpoint.shutdown(now);
+            } else {
+                self.workers_wait_until = Some(now + WORKERS_STOP_WAIT);
+            }
+        }
+    }
+
+    fn free_slot<T>(slots: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
+        if let Some(i) = slots.iter().position(Option::is_none) {
+            return Some(i);
+        }
+        if slots.len() < max {
+            slots.push(None);
+            return Some(slots.len() - 1);
+        }
+        None
+    }
+
+    /// Carries out what this turn's inputs produced, until nothing is left: the
+    /// endpoint's messages sent and its events routed to the calls; the hub's frames
+    /// delivered and its requests routed; shard 0's calls' datagrams sent, their records
+    /// written, their route changes applied and their messages handed to the hub. Each
+    /// pass only empties queues, and what a pass queues anew (a call's BYE, a user's
+    /// message) is the finite consequence of what it took, so the passes end.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            let mut moved = self.flush_endpoint(now);
+            moved |= self.flush_hub(now);
+            moved |= self.flush_calls(now);
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Sends the endpoint's messages and routes its events; whether there were any.
+    fn flush_endpoint(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send(now, t);
+            moved = true;
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            moved = true;
+            match event {
+                Event::Registered { expires } => {
+                    log::info!("proxy account registered (expires {expires} s)")
+                }
+                Event::RegistrationFailed { reason } => {
+                    log::warn!("proxy account registration failed: {reason}")
+                }
+                Event::Unregistered => log::info!("proxy account un-registered"),
+                event => self.route_sip_event(now, event),
+            }
+        }
+        moved
+    }
+
+    /// Delivers the hub's frames and closes, and routes its call requests; whether there
+    /// were any.
+    fn flush_hub(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        while let Some(out) = self.hub.poll_output() {
+            moved = true;
+            match out {
+                HubOutput::Send { session, text } => {
+                    let Some(&index) = self.web_by_session.get(&session) else {
+                        continue;
+                    };
+                    let ok = self.web_conns[index]
+                        .as_mut()
+                        .is_some_and(|c| c.send_text(text));
+                    if !ok {
+                        self.close_web(now, index);
+                    }
+                }
+                HubOutput::Close { session } => {
+                    if let Some(&index) = self.web_by_session.get(&session) {
+                        if let Some(c) = self.web_conns[index].as_mut() {
+                            c.close();
+                        }
+                        self.close_web(now, index);
+                    }
+                }
+            }
+        }
+        while let Some(request) = self.hub.poll_request() {
+            moved = true;
+            if matches!(request, CallRequest::UserGone { .. }) {
+                // the end of a user's grace frees its session memory: count it like a close
+                self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
+                self.last_web_close = now;
+            }
+            self.route_request(now, request);
+        }
+        moved
+    }
+
+    /// Sends shard 0's calls' datagrams and takes their records, route changes and
+    /// messages; whether there were any of the latter.
+    fn flush_calls(&mut self, now: Instant) -> bool {
+        self.media.transmit(now);
+        let mut moved = false;
+        while let Some(cdr) = self.media.calls.poll_cdr() {
+            self.write_cdr(&cdr);
+        }
+        while let Some(change) = self.media.calls.poll_route() {
+            self.router.apply(0, change);
+        }
+        while let Some((user, text)) = self.media.calls.poll_message() {
+            self.hub.send_to_user(&user, text);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Whether each shard runs its timers late (it takes no new calls then), read from
+    /// the counters the shards publish.
+    fn lagging<'a>(
+        media: &'a ShardStats,
+        workers: &'a [WorkerHandle],
+    ) -> impl Fn(usize) -> bool + 'a {
+        move |shard| {
+            let stats = if shard == 0 {
+                Some(media)
+            } else {
+                workers.get(shard - 1).map(|w| &*w.stats)
+            };
+            stats.is_some_and(|s| s.lagging.load(std::sync::atomic::Ordering::Relaxed))
+        }
+    }
+
+    /// Hands a message to worker `shard`; when it cannot take it (its inbox is full, or it
+    /// stopped), the call placed there is taken back as if the shard had dropped it, and
+    /// false is returned so the caller refuses it.
+    fn send_to_worker(
+        &mut self,
+        shard: usize,
+        message: ToWorker,
+        placed: Option<RouteChange>,
+    ) -> bool {
+        let ok = self.workers.get(shard - 1).is_some_and(|w| w.send(message));
+        if !ok {
+            log::warn!("shard {shard} did not take a message");
+            if let Some(change) = placed {
+                self.router.apply(shard, change);
+            }
+        }
+        ok
+    }
+
+    /// Hands a user's request to the shard that holds (or gets) the call.
+    fn route_request(&mut self, now: Instant, request: CallRequest) {
+        let lagging = Self::lagging(&self.media.stats, &self.workers);
+        let route = self.router.route_request(&request, lagging);
+        let (user, invite) = match &request {
+            CallRequest::Call {
+                user,
+                request: Request::Invite { id, .. },
+            } => (user.clone(), Some(id.clone())),
+            CallRequest::Call { user, .. } | CallRequest::UserGone { user } => (user.clone(), None),
+        };
+        match route {
+            Err(why) => {
+                if let CallRequest::Call { user, request } = &request
+                    && let Some(id) = request.id()
+                {
+                    self.hub.refuse(user, why.refusal(id));
+                }
+            }
+            Ok(Route::All) => {
+                for w in &self.workers {
+                    w.send(ToWorker::Request(Box::new(CallRequest::UserGone {
+                        user: user.clone(),
+                    })));
+                }
+                with_calls!(self, |c, ctx| c.handle_request(now, request, ctx));
+            }
+            Ok(Route::Shard(0)) => {
+                with_calls!(self, |c, ctx| c.handle_request(now, request, ctx));
+            }
+            Ok(Route::Shard(shard)) => {
+                // a placed invite comes back as Added or Dropped: taken back if not sent
+                let dropped = invite.clone().map(|id| RouteChange::Dropped {
+                    user: user.clone(),
+                    key: Some((user.clone(), id)),
+                    sip: None,
+                });
+                if !self.send_to_worker(shard, ToWorker::Request(Box::new(request)), dropped)
+                    && let Some(id) = invite
+                {
+                    self.hub.refuse(&user, Refused::Overloaded.refusal(&id));
+                }
+            }
+        }
+    }
+
+    /// Hands an endpoint event about a call to the shard that holds (or gets) the call.
+    fn route_sip_event(&mut self, now: Instant, event: Event) {
+        let online = matches!(&event, Event::IncomingCall { app_user, .. }
+            if self.hub.is_online(app_user));
+        let lagging = Self::lagging(&self.media.stats, &self.workers);
+        match self.router.route_sip_event(&event, online, lagging) {
+            Err(why) => {
+                if let Some(id) = event.call_id() {
+                    // 503 goes out with Retry-After: the caller may try again soon
+                    self.endpoint.reject(now, id, why.sip_code());
+                }
+            }
+            Ok(0) => with_calls!(self, |c, ctx| c.handle_sip_event(now, event, ctx)),
+            Ok(shard) => {
+                let incoming = match &event {
+                    Event::IncomingCall { id, app_user, .. } => Some((*id, app_user.clone())),
+                    _ => None,
+                };
+                let dropped = incoming.clone().map(|(id, user)| RouteChange::Dropped {
+                    user,
+                    key: None,
+                    sip: Some(id),
+                });
+                if !self.send_to_worker(shard, ToWorker::Sip(Box::new(event)), dropped)
+                    && let Some((id, _)) = incoming
+                {
+                    self.endpoint.reject(now, id, 503);
+                }
+            }
+        }
+    }
+
+    /// Takes what the worker shards sent: their calls' SIP verbs (applied to the
+    /// endpoint), messages (to the hub), records and route changes.
+    fn take_from_workers(&mut self, now: Instant) {
+        while let Ok(message) = self.from_workers.try_recv() {
+            match message {
+                ToControl::Sip(shard, command) => {
+                    let command = *command;
+                    if let crate::call::link::SipCommand::Start(call) = &command {
+                        self.router.sip_started(shard, call.id);
+                    }
+                    if let Err((id, e)) = command.apply(now, &mut self.endpoint) {
+                        // the shard learns it as the call's failure
+                        let (code, reason) = refusal_of(&e);
+                        log::info!("shard {shard}: SIP call not started ({e:?})");
+                        if let Some(w) = self.workers.get(shard.wrapping_sub(1)) {
+                            w.send(ToWorker::Sip(Box::new(Event::CallFailed {
+                                id,
+                                code,
+                                reason: reason.to_owned(),
+                            })));
+                        }
+                    }
+                }
+                ToControl::Message(message) => {
+                    let (user, text) = *message;
+                    self.hub.send_to_user(&user, text);
+                }
+                ToControl::Cdr(cdr) => self.write_cdr(&cdr),
+                ToControl::Route(shard, change) => self.router.apply(shard, *change),
+                ToControl::Stopped(shard) => {
+                    log::debug!("shard {shard} stopped");
+                    self.router.stopped(shard);
+                    self.workers_running = self.workers_running.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// The worker shards, for the caller to stop once this shard's loop has ended.
+    pub(super) fn into_workers(mut self) -> Vec<WorkerHandle> {
+        std::mem::take(&mut self.workers)
+    }
+
+    /// Datagrams on one of shard 0's RTP or RTCP sockets.
+    fn read_rtp(&mut self, now: Instant, port: usize) {
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
+        self.media
+            .read_rtp(now, port, &mut self.endpoint, &|u: &str| {
+                self.hub.is_online(u)
+            });
+    }
+
+    /// Datagrams on shard 0's WebRTC socket.
+    fn read_media(&mut self, now: Instant) {
+        self.media
+            .read_webrtc(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
+    }
+
+    fn write_cdr(&mut self, cdr: &Cdr) {
+        if let Some(file) = self.cdr.as_mut() {
+            use std::io::Write;
+            let mut line = cdr.to_line();
+            line.push('\n');
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                self.cdr_errors += 1;
+                log::warn!("[calls] cdr_file: {e}");
+            }
+        }
+    }
+
+    /// Calls in progress on every shard.
+    fn total_calls(&self) -> usize {
+        self.media.calls.count()
+            + self
+                .workers
+                .iter()
+                .map(|w| ShardStats::get(&w.stats.calls) as usize)
+                .sum::<usize>()
+    }
+
+    /// Per shard, in shard order: calls, and media packets in and out.
+    fn shard_metrics(&self) -> Vec<(&'static str, Vec<u64>)> {
+        let shards: Vec<&ShardStats> = std::iter::once(&*self.media.stats)
+            .chain(self.workers.iter().map(|w| &*w.stats))
+            .collect();
+        let column = |f: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
+            shards
+                .iter()
+                .map(|s| ShardStats::get(f(s)))
+                .collect::<Vec<u64>>()
+        };
+        vec![
+            ("shard_calls", column(|s| &s.calls)),
+            ("shard_packets_received_total", column(|s| &s.packets_in)),
+            ("shard_packets_sent_total", column(|s| &s.packets_out)),
+        ]
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, u64)> {
+        let mut m = self.endpoint.metrics();
+        m.push(("udp_send_dropped_total", self.udp_send_dropped));
+        m.push(("udp_truncated_total", self.udp_truncated));
+        m.push(("tcp_send_dropped_total", self.tcp_dropped));
+        m.push(("websocket_sessions", self.hub.session_count() as u64));
+        m.push((
+            "web_connections",
+            self.web_conns.iter().flatten().count() as u64,
+        ));
+        m.push(("web_connections_refused_total", self.web_refused));
+        m.push(("websocket_login_timeouts_total", self.hub.login_timeouts));
+        self.media.publish();
+        let shards: Vec<&ShardStats> = std::iter::once(&*self.media.stats)
+            .chain(self.workers.iter().map(|w| &*w.stats))
+            .collect();
+        let sum = |f: fn(&ShardStats) -> &std::sync::atomic::AtomicU64| {
+            shards.iter().map(|s| ShardStats::get(f(s))).sum::<u64>()
+        };
+        m.push(("calls", sum(|s| &s.calls)));
+        m.push(("calls_ended_total", sum(|s| &s.ended)));
+        m.push(("calls_relayed_total", sum(|s| &s.relayed)));
+        m.push(("calls_transcoded_total", sum(|s| &s.transcoded)));
+        m.push(("sip_invites_sent_total", sum(|s| &s.invites_out)));
+        m.push(("sip_invites_received_total", sum(|s| &s.invites_in)));
+        m.push(("rtp_ports_in_use", sum(|s| &s.ports_in_use)));
+        m.push(("rtp_ports_exhausted_total", sum(|s| &s.ports_exhausted)));
+        m.push(("calls_panicked_total", sum(|s| &s.panicked)));
+        m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
+        m.push(("shards", shards.len() as u64));
+        m.push((
+            "calls_refused_overload_total",
+            self.router.refused_overload(),
+        ));
+        m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
+        m.push(("cdr_write_errors_total", self.cdr_errors));
+        m.push((
+            "sip_tcp_connections",
+            self.sip_conns.iter().flatten().count() as u64,
+        ));
+        m
+    }
+}
+
+/// Seconds since the Unix epoch (login token expiry); 0 if the clock is before 1970.
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,281 @@
+//! The control shard's SIP transports: the UDP socket (datagrams in batches) and SIP over
+//! TCP (connections accepted and opened, RFC 3261 §18.3 framing, RFC 5626 keepalives,
+//! per-address caps, idle expiry); the endpoint's [`Transmit`]s carried out.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{
+    BATCHES_PER_WAKE, ControlShard, SIP_CONN_BASE, SIP_TCP_CHUNK, SIP_TCP_CHUNKS_PER_WAKE,
+    SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX, SIP_TCP_RESERVED, SIP_TCP_WRITE_MAX,
+    UDP_SLOT,
+};
+use crate::io::tcp::{Conn, ReadOutcome};
+use crate::sip::endpoint::{Transmit, Transport};
+
+impl ControlShard {
+    pub(super) fn read_udp(&mut self, now: Instant) {
+        self.udp_pending = false;
+        for _ in 0..BATCHES_PER_WAKE {
+            match self.batch.recv(self.udp.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..self.batch.len() {
+                        let Some((from, bytes, truncated)) = self.batch.get(i) else {
+                            break;
+                        };
+                        let Some(from) = from else { continue };
+                        if truncated {
+                            self.udp_truncated += 1;
+                            log::debug!(
+                                "dropped a datagram from {from} larger than {UDP_SLOT} bytes"
+                            );
+                            continue;
+                        }
+                        self.endpoint
+                            .handle_receive(now, Transport::Udp, from, bytes);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; they do not stop the socket.
+                    log::debug!("UDP receive: {e}");
+                    return;
+                }
+            }
+        }
+        // Budget used up: come back after the other sources had their turn.
+        self.udp_pending = true;
+    }
+
+    pub(super) fn send(&mut self, now: Instant, t: Transmit) {
+        match t.transport {
+            Transport::Udp => match self.udp.send_to(&t.payload, t.destination) {
+                Ok(_) => {}
+                Err(e) => {
+                    // A full socket buffer drops the message; SIP retransmits over UDP.
+                    self.udp_send_dropped += 1;
+                    log::debug!("UDP send to {} failed: {e}", t.destination);
+                }
+            },
+            Transport::Tcp | Transport::Tls => {
+                let index = match self.sip_by_peer.get(&t.destination) {
+                    Some(&i) => i,
+                    None => match self.connect_sip(now, t.destination) {
+                        Some(i) => i,
+                        None => {
+                            self.tcp_dropped += 1;
+                            self.endpoint.handle_transport_error(
+                                now,
+                                Transport::Tcp,
+                                t.destination,
+                            );
+                            return;
+                        }
+                    },
+                };
+                let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
+                    return;
+                };
+                if !conn.queue(&t.payload) {
+                    log::warn!("SIP TCP peer {} does not read; closing", conn.peer);
+                    self.close_sip(now, index);
+                    return;
+                }
+                if !conn.connecting && conn.flush(now).is_err() {
+                    self.close_sip(now, index);
+                    return;
+                }
+                self.reregister_sip(index);
+            }
+        }
+    }
+
+    fn connect_sip(&mut self, now: Instant, to: SocketAddr) -> Option<usize> {
+        let index = Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)?;
+        let mut stream = match TcpStream::connect(to) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("SIP TCP connect to {to}: {e}");
+                return None;
+            }
+        };
+        let token = Token(SIP_CONN_BASE + index);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("register: {e}");
+            return None;
+        }
+        let mut conn = Conn::new(stream, to, now, SIP_TCP_READ_MAX, SIP_TCP_WRITE_MAX);
+        conn.connecting = true;
+        self.sip_conns[index] = Some(conn);
+        self.sip_by_peer.insert(to, index);
+        Some(index)
+    }
+
+    pub(super) fn accept_sip(&mut self, now: Instant) {
+        for _ in 0..256 {
+            match self.sip_listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let (open, from_same) = self
+                        .sip_conns
+                        .iter()
+                        .flatten()
+                        .fold((0, 0), |(open, same), c| {
+                            (open + 1, same + usize::from(c.peer.ip() == peer.ip()))
+                        });
+                    if Some(peer.ip()) != self.trusted_ip && from_same >= SIP_TCP_PER_IP {
+                        log::info!(
+                            "SIP TCP connection from {peer} refused: {from_same} already open from it"
+                        );
+                        continue;
+                    }
+                    // Counted, not sized by the vector: a slot freed by srgate's own
+                    // connection must not let accepted ones eat the reserve.
+                    let index = if open < SIP_TCP_MAX_CONNS - SIP_TCP_RESERVED {
+                        Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)
+                    } else {
+                        None
+                    };
+                    let Some(index) = index else {
+                        log::warn!("SIP TCP connection from {peer} refused: too many connections");
+                        continue;
+                    };
+                    let token = Token(SIP_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.sip_conns[index] = Some(Conn::new(
+                        stream,
+                        peer,
+                        now,
+                        SIP_TCP_READ_MAX,
+                        SIP_TCP_WRITE_MAX,
+                    ));
+                    self.sip_by_peer.insert(peer, index);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("SIP TCP accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn sip_conn_ready(&mut self, now: Instant, index: usize, event: &mio::event::Event) {
+        let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.connecting && (event.is_writable() || event.is_error()) {
+            match conn.stream.take_error() {
+                Ok(None) if conn.stream.peer_addr().is_ok() => conn.connecting = false,
+                _ => {
+                    log::warn!("SIP TCP connect to {} failed", conn.peer);
+                    self.close_sip(now, index);
+                    return;
+                }
+            }
+        }
+        if !conn.connecting && conn.flush(now).is_err() {
+            self.close_sip(now, index);
+            return;
+        }
+        // Read a share, hand every complete message to the endpoint (RFC 3261 §18.3
+        // framing), and again, until the socket is empty: a burst larger than the buffer
+        // is taken message by message instead of overflowing it. When this wake-up's
+        // budget is spent, re-registering below re-arms the edge-triggered readiness, so
+        // the rest comes with the next poll.
+        let peer = conn.peer;
+        let mut outcome = ReadOutcome::Open;
+        let mut broken = false;
+        for _ in 0..SIP_TCP_CHUNKS_PER_WAKE {
+            outcome = if event.is_readable() {
+                conn.read_available(now, SIP_TCP_CHUNK)
+            } else {
+                ReadOutcome::Open
+            };
+            let mut consumed = 0;
+            loop {
+                match crate::wire::sip::frame(&conn.rbuf[consumed..]) {
+                    Ok(Some(crate::wire::sip::Frame::Keepalive(n))) => {
+                        // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
+                        if n >= 4 && !conn.queue(b"\r\n") {
+                            broken = true;
+                        }
+                        consumed += n;
+                    }
+                    Ok(Some(crate::wire::sip::Frame::Message(n))) => {
+                        self.endpoint.handle_receive(
+                            now,
+                            Transport::Tcp,
+                            peer,
+                            &conn.rbuf[consumed..consumed + n],
+                        );
+                        consumed += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("SIP TCP from {peer}: unframeable stream ({e:?}); closing");
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            conn.rbuf.drain(..consumed);
+            if broken || outcome != ReadOutcome::More {
+                break;
+            }
+        }
+        if !broken && !conn.connecting && conn.flush(now).is_err() {
+            broken = true;
+        }
+        if broken || !matches!(outcome, ReadOutcome::Open | ReadOutcome::More) {
+            self.close_sip(now, index);
+        } else {
+            self.reregister_sip(index);
+        }
+    }
+
+    fn reregister_sip(&mut self, index: usize) {
+        if let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) {
+            let interest = if conn.wants_write() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self.poll.registry().reregister(
+                &mut conn.stream,
+                Token(SIP_CONN_BASE + index),
+                interest,
+            );
+        }
+    }
+
+    /// Closes SIP TCP connection `index`; what srgate sent on it and still waits an answer
+    /// for (a REGISTER to sip_svr) fails now instead of at Timer F.
+    pub(super) fn close_sip(&mut self, now: Instant, index: usize) {
+        if let Some(mut conn) = self.sip_conns.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if self.sip_by_peer.get(&conn.peer) == Some(&index) {
+                self.sip_by_peer.remove(&conn.peer);
+            }
+            self.endpoint
+                .handle_transport_error(now, Transport::Tcp, conn.peer);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The control shard's web side: the browsers' WebSocket connections (plain and TLS;
+//! per-source caps, deadlines, memory given back after a flood) and the HTTP API's
+//! connections (one request, one answer, a deadline against slow clients).
+
+use std::io;
+use std::time::Instant;
+
+use mio::{Interest, Token};
+
+use super::{
+    API_CONN_BASE, API_MAX_CONNS, API_TIMEOUT, ApiConn, ControlShard, RECLAIM_AFTER_CLOSES,
+    RECLAIM_QUIET, SIP_TCP_IDLE, WEB_CONN_BASE, unix_time,
+};
+use crate::io::tcp::{Conn, ReadOutcome};
+use crate::io::web::{self, WebConn};
+use crate::io::{api, sys};
+
+impl ControlShard {
+    pub(super) fn expire_connections(&mut self, now: Instant) {
+        for i in 0..self.api_conns.len() {
+            if self.api_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.since + API_TIMEOUT)
+            {
+                self.close_api(i);
+            }
+        }
+        for i in 0..self.web_conns.len() {
+            if self.web_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.deadline())
+            {
+                // Service it once more: it pings, or times out and closes.
+                self.web_conn_ready(now, i);
+            }
+        }
+        for i in 0..self.sip_conns.len() {
+            if self.sip_conns[i]
+                .as_ref()
+                .is_some_and(|c| now >= c.last_activity + SIP_TCP_IDLE)
+            {
+                self.close_sip(now, i);
+            }
+        }
+    }
+
+    pub(super) fn accept_api(&mut self, now: Instant) {
+        let Some(listener) = &self.api_listener else {
+            return;
+        };
+        for _ in 0..64 {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let Some(index) = Self::free_slot(&mut self.api_conns, API_MAX_CONNS) else {
+                        continue; // dropping the stream closes it
+                    };
+                    let token = Token(API_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.api_conns[index] = Some(ApiConn {
+                            conn: Conn::new(stream, peer, now, api::MAX_REQUEST + 1, 1 << 20),
+                            answered: false,
+                            since: now,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    pub(super) fn api_conn_ready(&mut self, now: Instant, index: usize) {
+        let status = api::Status {
+            calls: self.total_calls(),
+            registered: self.endpoint.is_registered(),
+            metrics: self.metrics(),
+            per_shard: self.shard_metrics(),
+        };
+        let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let conn = &mut api_conn.conn;
+        let mut close = false;
+        if !api_conn.answered {
+            let outcome = conn.read_available(now, usize::MAX);
+            match api::respond(&conn.rbuf, &status) {
+                Some(answer) => {
+                    conn.queue(&answer);
+                    api_conn.answered = true;
+                }
+                None => close = outcome != ReadOutcome::Open,
+            }
+        }
+        if api_conn.answered {
+            match conn.flush(now) {
+                Ok(()) if conn.wbuf.is_empty() => close = true,
+                Ok(()) => {
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.stream,
+                        Token(API_CONN_BASE + index),
+                        Interest::WRITABLE,
+                    );
+                }
+                Err(_) => close = true,
+            }
+        }
+        if close {
+            self.close_api(index);
+        }
+    }
+
+    fn close_api(&mut self, index: usize) {
+        if let Some(mut c) = self.api_conns.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+        }
+    }
+
+    pub(super) fn accept_web(&mut self, now: Instant, tls: bool) {
+        for _ in 0..256 {
+            let accepted = match (&self.web_tls, tls) {
+                (Some((listener, _)), true) => listener.accept(),
+                (None, true) => return,
+                (_, false) => self.web_listener.accept(),
+            };
+            match accepted {
+                Ok((mut stream, peer)) => {
+                    let source = web::source_key(peer.ip());
+                    let from_source = self.web_per_source.get(&source).copied().unwrap_or(0);
+                    if from_source >= self.web_per_source_max {
+                        // Closed at once (dropping the stream): one host cannot take the
+                        // slots of everybody else.
+                        self.web_refused += 1;
+                        log::debug!(
+                            "web connection from {peer} refused: {from_source} already open from it"
+                        );
+                        continue;
+                    }
+                    let Some(index) = Self::free_slot(&mut self.web_conns, web::MAX_WEB_CONNS)
+                    else {
+                        self.web_refused += 1;
+                        log::warn!("web connection from {peer} refused: too many connections");
+                        continue;
+                    };
+                    let token = Token(WEB_CONN_BASE + index);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        let stream = match &self.web_tls {
+                            Some((_, config)) if tls => match web::Stream::tls(stream, config) {
+                                Some(s) => s,
+                                None => continue,
+                            },
+                            _ => web::Stream::Plain(stream),
+                        };
+                        self.web_conns[index] = Some(WebConn::new(stream, peer, now));
+                        if self.web_sources.len() <= index {
+                            self.web_sources.resize(index + 1, None);
+                        }
+                        self.web_sources[index] = Some(source);
+                        *self.web_per_source.entry(source).or_insert(0) += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("web accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn web_conn_ready(&mut self, now: Instant, index: usize) {
+        let unix_now = unix_time();
+        let token = Token(WEB_CONN_BASE + index);
+        let Some(conn) = self.web_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let before = conn.session();
+        let next = conn.service(
+            now,
+            unix_now,
+            &mut self.hub,
+            &mut self.next_session,
+            &self.web_policy,
+            self.poll.registry(),
+            token,
+        );
+        if let (None, Some(session)) = (before, conn.session()) {
+            self.web_by_session.insert(session, index);
+        }
+        if next == web::Next::Close {
+            self.close_web(now, index);
+        }
+    }
+
+    /// After a burst of closed web connections: shrinks the tables they grew and returns
+    /// the freed heap to the kernel, so a flood that went away leaves no memory behind.
+    pub(super) fn reclaim_memory(&mut self, now: Instant) {
+        if self.web_closed_since_reclaim < RECLAIM_AFTER_CLOSES
+            || now < self.last_web_close + RECLAIM_QUIET
+        {
+            return;
+        }
+        log::debug!(
+            "{} web connections or users gone: shrinking tables, returning free memory",
+            self.web_closed_since_reclaim
+        );
+        self.web_closed_since_reclaim = 0;
+        // trailing free slots hold no socket (tokens are slot indexes: only the tail goes)
+        while self.web_conns.last().is_some_and(Option::is_none) {
+            self.web_conns.pop();
+        }
+        self.web_sources.truncate(self.web_conns.len());
+        if self.web_conns.len() * 4 < self.web_conns.capacity() {
+            self.web_conns.shrink_to_fit();
+            self.web_sources.shrink_to_fit();
+        }
+        self.web_per_source.shrink_to_fit();
+        self.web_by_session.shrink_to_fit();
+        self.hub.shrink();
+        sys::release_free_memory();
+    }
+
+    pub(super) fn close_web(&mut self, now: Instant, index: usize) {
+        self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
+        self.last_web_close = now;
+        if let Some(source) = self.web_sources.get_mut(index).and_then(Option::take)
+            && let std::collections::hash_map::Entry::Occupied(mut open) =
+                self.web_per_source.entry(source)
+        {
+            *open.get_mut() -= 1;
+            if *open.get() == 0 {
+                open.remove();
+            }
+        }
+        if let Some(mut conn) = self.web_conns.get_mut(index).and_then(Option::take) {
+            if let Some(session) = conn.session() {
+                self.web_by_session.remove(&session);
+                self.hub.close(now, session);
+            }
+            if !matches!(conn, WebConn::Closed) {
+                let _ = self.poll.registry().deregister(conn.stream_mut());
+            }
+        }
+    }
+}
