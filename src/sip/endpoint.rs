@@ -339,6 +339,8 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     rng: Rng,
     nonces: auth::NonceSecret,
+    /// Failed authentications per source and user, with their back-off.
+    auth_limits: auth::limit::AuthLimiter,
     server_txs: HashMap<ServerKey, ServerTx>,
     client_txs: HashMap<ClientKey, ClientTx>,
     registrar: Registrar,
@@ -390,6 +392,7 @@ impl Endpoint {
             cfg,
             rng,
             nonces,
+            auth_limits: auth::limit::AuthLimiter::default(),
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),
             registrar: Registrar::new(),
@@ -922,7 +925,7 @@ impl Endpoint {
                     return;
                 }
             }
-            None => match self.authenticate(now, msg, true) {
+            None => match self.authenticate(now, msg, true, source) {
                 AuthOutcome::Ok(_) => {}
                 AuthOutcome::Challenge(headers) => {
                     self.respond(now, key, 407, "Proxy Authentication Required", &headers);
@@ -985,7 +988,7 @@ impl Endpoint {
             );
             return;
         }
-        let user = match self.authenticate(now, msg, false) {
+        let user = match self.authenticate(now, msg, false, source) {
             AuthOutcome::Ok(user) => {
                 self.keep(key);
                 user
@@ -1089,8 +1092,16 @@ impl Endpoint {
     }
 
     /// Digest check of a REGISTER (`Authorization`, 401) or INVITE (`Proxy-Authorization`,
-    /// 407) against `[users]`.
-    fn authenticate(&mut self, now: Instant, msg: &Message<'_>, proxy: bool) -> AuthOutcome {
+    /// 407) against `[users]`. Failures are limited per source and per user
+    /// ([`auth::limit`]): a blocked source's credentials get 403 unchecked, and each
+    /// counted failure is one log line naming the source (for fail2ban).
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        proxy: bool,
+        source: SocketAddr,
+    ) -> AuthOutcome {
         let (header, challenge_name) = if proxy {
             (HeaderName::ProxyAuthorization, "Proxy-Authenticate")
         } else {
@@ -1099,23 +1110,42 @@ impl Endpoint {
         let method = msg.method().map(|m| m.as_str()).unwrap_or("");
         let realm = self.cfg.domain.clone();
         let challenge = |ep: &mut Endpoint, stale: bool| {
-            AuthOutcome::Challenge(
-                ep.cfg
-                    .digest
-                    .iter()
-                    .map(|alg| {
-                        (
-                            challenge_name,
-                            ep.nonces.challenge(now, &realm, *alg, stale),
-                        )
-                    })
-                    .collect(),
-            )
+            let mut headers = Vec::with_capacity(ep.cfg.digest.len());
+            for alg in &ep.cfg.digest {
+                let value = ep.nonces.challenge(now, &realm, *alg, stale, source.ip());
+                headers.push((challenge_name, value));
+            }
+            AuthOutcome::Challenge(headers)
         };
-        let request_uri = msg.request_uri().unwrap_or("");
+        // The user the credentials name, when it is one of ours (guessing names costs the
+        // source only).
         let users = &self.cfg.users;
+        let claimed = msg
+            .header_all(header)
+            .filter_map(|v| auth::Credentials::parse(v).ok())
+            .find(|c| c.realm.eq_str(&realm))
+            .and_then(|c| {
+                users
+                    .iter()
+                    .find(|(n, _)| c.username.eq_str(n))
+                    .map(|(n, _)| n.clone())
+            });
+        let has_credentials = msg.header_all(header).next().is_some();
+        if has_credentials
+            && let Some(left) = self
+                .auth_limits
+                .blocked(now, source.ip(), claimed.as_deref())
+        {
+            log::debug!(
+                "{method} from {source}: authentication blocked for {} s more",
+                left.as_secs() + 1
+            );
+            return AuthOutcome::Forbidden;
+        }
+        let request_uri = msg.request_uri().unwrap_or("");
         let verdict = self.nonces.verify(
             now,
+            source.ip(),
             method,
             request_uri,
             &realm,
@@ -1123,15 +1153,42 @@ impl Endpoint {
             |u| users.iter().find(|(n, _)| n == u).map(|(_, p)| p.clone()),
         );
         match verdict {
-            auth::Verdict::Ok { user, .. } => AuthOutcome::Ok(user.as_str().to_string()),
+            auth::Verdict::Ok { user, .. } => {
+                self.auth_limits.succeeded(source.ip(), user.as_str());
+                AuthOutcome::Ok(user.as_str().to_string())
+            }
             auth::Verdict::Stale => challenge(self, true),
+            auth::Verdict::Replayed => {
+                log::info!(
+                    "{method} from {source}: digest nonce used again (replay?): re-challenged"
+                );
+                challenge(self, true)
+            }
             auth::Verdict::Challenge(_) => challenge(self, false),
             auth::Verdict::BadRequest(why) => {
                 log::debug!("digest credentials malformed: {why:?}");
                 AuthOutcome::BadRequest
             }
             other => {
-                log::info!("digest credentials refused: {other:?}");
+                let failure = self
+                    .auth_limits
+                    .failed(now, source.ip(), claimed.as_deref());
+                let why = match other {
+                    auth::Verdict::Forbidden(auth::Rejection::UnknownUser) => "unknown user",
+                    auth::Verdict::Forbidden(auth::Rejection::WrongPassword) => "wrong password",
+                    _ => "refused",
+                };
+                let backoff = failure
+                    .backoff
+                    .map(|b| format!("; blocked for {} s", b.as_secs()))
+                    .unwrap_or_default();
+                log::warn!(
+                    "SIP authentication failed: source {} user {} method {method}: {why} \
+                     (failure {} from this address{backoff})",
+                    source.ip(),
+                    crate::pii::Pii(claimed.as_deref().unwrap_or("-")),
+                    failure.failures
+                );
                 AuthOutcome::Forbidden
             }
         }

@@ -18,7 +18,9 @@
 //! the password.
 
 pub mod client;
+pub mod limit;
 pub mod params;
+pub mod replay;
 pub mod server;
 
 use core::fmt;

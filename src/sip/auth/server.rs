@@ -6,36 +6,41 @@
 //! A nonce is 48 lowercase hex digits: the issue time (whole seconds since the
 //! [`NonceSecret`] was made, 4 bytes), an issue counter (4 bytes, so two challenges in the
 //! same second differ) and the first 16 bytes of
-//! `HMAC-SHA256(secret, label ‖ time ‖ counter ‖ algorithm ‖ realm)`. Nothing is stored per
-//! nonce: a nonce is ours when its tag verifies, it is bound to the algorithm and realm it
-//! was issued for, and it is fresh while its age in whole seconds is at most the lifetime
-//! ([`NONCE_LIFETIME`] by default). A new secret (restart) invalidates every older nonce;
-//! clients then get a fresh challenge ([`Verdict::Challenge`]).
+//! `HMAC-SHA256(secret, label ‖ time ‖ counter ‖ algorithm ‖ realm ‖ source address)`. A
+//! nonce is ours when its tag verifies; it is bound to the algorithm and realm it was
+//! issued for and to the address of the client it was issued to (credentials captured and
+//! sent from elsewhere do not verify), and it is fresh while its age in whole seconds is
+//! at most the lifetime ([`NONCE_LIFETIME`] by default). A new secret (restart)
+//! invalidates every older nonce; clients then get a fresh challenge
+//! ([`Verdict::Challenge`]).
 //!
 //! # Replays
 //!
-//! `nc` is not tracked (that would need state per nonce): a captured request can be
-//! replayed until its nonce expires, at most [`NONCE_LIFETIME`] after it was issued. For a
-//! REGISTER that only refreshes the same binding. Keep the lifetime short.
+//! Each accepted use of a nonce is remembered while the nonce is fresh
+//! ([`super::replay`]): `nc` must grow from one request to the next on the same nonce, and
+//! a nonce answered without `qop` is good for one request. A replayed header gets
+//! [`Verdict::Replayed`] (a fresh challenge with `stale=true`: an honest client simply
+//! answers it).
 //!
 //! # Verdicts and answers
 //!
 //! | [`Verdict`] | answer |
 //! |---|---|
 //! | `Ok { user, .. }` | go on with the request as `user` |
-//! | `Stale` | 401/407 with fresh challenges, `stale=true` |
+//! | `Stale`, `Replayed` | 401/407 with fresh challenges, `stale=true` |
 //! | `Challenge(_)` | 401/407 with fresh challenges (no credentials for our realm, or a nonce that is not ours) |
 //! | `Forbidden(_)` | 403 (unknown user or wrong password; a re-challenge is also correct, and a [`super::ClientAuth`] gives up on either) |
 //! | `BadRequest(_)` | 400 (malformed credentials, `uri` not the Request-URI, unsupported `qop`) |
 
+use super::replay::{NONCE_USES, NonceId, NonceUses, parse_nc};
 use super::{
     Algorithm, Credentials, DigestError, ParamValue, Qop, ResponseInput, constant_time_eq,
     hex_into, params::push_escaped, response,
 };
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How long a nonce stays fresh by default.
@@ -50,7 +55,7 @@ pub type UserName = heapless::String<USERNAME_MAX>;
 
 const NONCE_LEN: usize = 48;
 const TAG_LEN: usize = 16;
-const LABEL: &[u8] = b"srgate digest nonce v1\0";
+const LABEL: &[u8] = b"srgate digest nonce v2\0";
 
 /// The outcome of [`NonceSecret::verify`]; see the module doc for the answer to each.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +70,10 @@ pub enum Verdict {
     },
     /// Right password on a nonce older than the lifetime: re-challenge with `stale=true`.
     Stale,
+    /// Right password, but the nonce was used with this `nc` (or a greater one) before,
+    /// or used once without `qop`: a replay, or a client that lost count. Re-challenge
+    /// with `stale=true`.
+    Replayed,
     /// Re-challenge (`stale=false`).
     Challenge(Rejection),
     /// Answer 403.
@@ -119,12 +128,14 @@ fn same_target(uri: &str, request_uri: &str) -> bool {
     !uri.contains('@') && s1.eq_ignore_ascii_case(s2) && h1.eq_ignore_ascii_case(h2)
 }
 
-/// The registrar's nonce key and clock base: issues challenges and verifies credentials.
+/// The registrar's nonce key and clock base: issues challenges and verifies credentials,
+/// remembering the uses of its nonces.
 pub struct NonceSecret {
     key: [u8; 32],
     base: Instant,
     lifetime: Duration,
-    issued: AtomicU32,
+    issued: u32,
+    uses: NonceUses,
 }
 
 impl fmt::Debug for NonceSecret {
@@ -132,6 +143,7 @@ impl fmt::Debug for NonceSecret {
         f.debug_struct("NonceSecret")
             .field("key", &"<redacted>")
             .field("lifetime", &self.lifetime)
+            .field("nonces_used", &self.uses.len())
             .finish()
     }
 }
@@ -144,13 +156,14 @@ impl NonceSecret {
         Ok(Self::from_key(key, now))
     }
 
-    /// A given secret (tests, or several shards sharing one secret with one base).
+    /// A given secret (tests, or a secret from elsewhere).
     pub fn from_key(key: [u8; 32], base: Instant) -> Self {
         NonceSecret {
             key,
             base,
             lifetime: NONCE_LIFETIME,
-            issued: AtomicU32::new(0),
+            issued: 0,
+            uses: NonceUses::new(NONCE_USES),
         }
     }
 
@@ -169,28 +182,39 @@ impl NonceSecret {
         u32::try_from(now.saturating_duration_since(self.base).as_secs()).unwrap_or(u32::MAX)
     }
 
-    fn tag(&self, secs: u32, counter: u32, algorithm: Algorithm, realm: &str) -> Hmac<Sha256> {
+    fn tag(&self, id: NonceId, algorithm: Algorithm, realm: &str, source: IpAddr) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .expect("HMAC takes a key of any length");
         mac.update(LABEL);
-        mac.update(&secs.to_be_bytes());
-        mac.update(&counter.to_be_bytes());
+        mac.update(&id.issued.to_be_bytes());
+        mac.update(&id.counter.to_be_bytes());
         mac.update(&[algorithm.id()]);
         mac.update(realm.as_bytes());
+        mac.update(&[0]);
+        match source.to_canonical() {
+            IpAddr::V4(ip) => mac.update(&ip.octets()),
+            IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
         mac
     }
 
-    /// A fresh nonce for `realm` and `algorithm`.
+    /// A fresh nonce for `realm` and `algorithm`, for the client at `source`.
     pub fn nonce(
-        &self,
+        &mut self,
         now: Instant,
         realm: &str,
         algorithm: Algorithm,
+        source: IpAddr,
     ) -> heapless::String<NONCE_LEN> {
         let secs = self.seconds(now);
-        let counter = self.issued.fetch_add(1, Ordering::Relaxed);
+        let counter = self.issued;
+        self.issued = self.issued.wrapping_add(1);
+        let id = NonceId {
+            issued: secs,
+            counter,
+        };
         let tag = self
-            .tag(secs, counter, algorithm, realm)
+            .tag(id, algorithm, realm, source)
             .finalize()
             .into_bytes();
         let mut raw = [0u8; 8 + TAG_LEN];
@@ -210,13 +234,14 @@ impl NonceSecret {
     /// One challenge header value (`WWW-Authenticate` or `Proxy-Authenticate`):
     /// `Digest realm="…", nonce="…", algorithm=…, qop="auth"` and `, stale=true` when asked.
     pub fn challenge(
-        &self,
+        &mut self,
         now: Instant,
         realm: &str,
         algorithm: Algorithm,
         stale: bool,
+        source: IpAddr,
     ) -> String {
-        let nonce = self.nonce(now, realm, algorithm);
+        let nonce = self.nonce(now, realm, algorithm, source);
         let mut out = String::with_capacity(120 + realm.len());
         out.push_str("Digest realm=\"");
         push_escaped(&mut out, realm);
@@ -235,15 +260,16 @@ impl NonceSecret {
     /// phones answer only the first header, so MD5 usually goes first). Add each as its
     /// own header, in order.
     pub fn challenges(
-        &self,
+        &mut self,
         now: Instant,
         realm: &str,
         algorithms: &[Algorithm],
         stale: bool,
+        source: IpAddr,
     ) -> Vec<String> {
         algorithms
             .iter()
-            .map(|&a| self.challenge(now, realm, a, stale))
+            .map(|&a| self.challenge(now, realm, a, stale, source))
             .collect()
     }
 
@@ -254,13 +280,17 @@ impl NonceSecret {
     /// - `realm`: ours; the first `Digest` credentials with this realm are checked, others
     ///   are ignored (they are for other servers);
     /// - `credentials`: every `Authorization` (or `Proxy-Authorization`) value of the request;
-    /// - `password`: looks a user name up; `None` for an unknown user.
+    /// - `password`: looks a user name up; `None` for an unknown user;
+    /// - `source`: the address the request came from (the nonce must have been issued to
+    ///   it).
     ///
     /// The `response` comparison takes constant time; an unknown user costs the same hashing
-    /// as a known one.
+    /// as a known one. An accepted use of a nonce is remembered (see the module doc).
+    #[allow(clippy::too_many_arguments)] // the request's parts, each needed
     pub fn verify<'c, P: AsRef<[u8]>>(
-        &self,
+        &mut self,
         now: Instant,
+        source: IpAddr,
         method: &str,
         request_uri: &str,
         realm: &str,
@@ -305,7 +335,7 @@ impl NonceSecret {
         if !same_target(creds.uri.raw(), request_uri) {
             return Verdict::BadRequest(Rejection::UriMismatch);
         }
-        let Some(issued) = self.check_nonce(creds.nonce, creds.algorithm, realm) else {
+        let Some(nonce) = self.check_nonce(creds.nonce, creds.algorithm, realm, source) else {
             return Verdict::Challenge(Rejection::BadNonce);
         };
 
@@ -348,9 +378,22 @@ impl NonceSecret {
         if !matches {
             return Verdict::Forbidden(Rejection::WrongPassword);
         }
-        let age = u64::from(self.seconds(now).saturating_sub(issued));
+        let secs = self.seconds(now);
+        let age = u64::from(secs.saturating_sub(nonce.issued));
         if age > self.lifetime.as_secs() {
             return Verdict::Stale;
+        }
+        let nc = match qop_auth {
+            // the parser keeps only 1–8 hex digits
+            Some((nc, _)) => match nc.as_plain().and_then(parse_nc) {
+                Some(nc) => Some(nc),
+                None => return Verdict::BadRequest(Rejection::Malformed(DigestError::BadNc)),
+            },
+            None => None,
+        };
+        let lifetime = u32::try_from(self.lifetime.as_secs()).unwrap_or(u32::MAX);
+        if !self.uses.accept(nonce, nc, secs, lifetime) {
+            return Verdict::Replayed;
         }
         Verdict::Ok {
             user,
@@ -358,8 +401,14 @@ impl NonceSecret {
         }
     }
 
-    /// The issue second of one of our nonces for this algorithm and realm, or `None`.
-    fn check_nonce(&self, nonce: ParamValue<'_>, algorithm: Algorithm, realm: &str) -> Option<u32> {
+    /// One of our nonces for this algorithm, realm and client, or `None`.
+    fn check_nonce(
+        &self,
+        nonce: ParamValue<'_>,
+        algorithm: Algorithm,
+        realm: &str,
+        source: IpAddr,
+    ) -> Option<NonceId> {
         let text = nonce.as_plain()?.as_bytes();
         if text.len() != NONCE_LEN {
             return None;
@@ -372,12 +421,14 @@ impl NonceSecret {
         }
         let (head, tag) = raw.split_at(8);
         let (secs, counter) = head.split_at(4);
-        let secs = u32::from_be_bytes(secs.try_into().ok()?);
-        let counter = u32::from_be_bytes(counter.try_into().ok()?);
-        self.tag(secs, counter, algorithm, realm)
+        let id = NonceId {
+            issued: u32::from_be_bytes(secs.try_into().ok()?),
+            counter: u32::from_be_bytes(counter.try_into().ok()?),
+        };
+        self.tag(id, algorithm, realm, source)
             .verify_truncated_left(tag)
             .ok()?;
-        Some(secs)
+        Some(id)
     }
 }
 
@@ -414,6 +465,7 @@ mod tests {
 
     const REALM: &str = "srgate.test";
     const URI: &str = "sip:srgate.test";
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
     #[allow(clippy::disallowed_methods)]
     fn base() -> Instant {
@@ -438,24 +490,24 @@ mod tests {
         credentials(&c, method, URI, user, password, "c0ffee", 1)
     }
 
-    fn check(s: &NonceSecret, now: Instant, creds: &str) -> Verdict {
-        s.verify(now, "REGISTER", URI, REALM, [creds], users)
+    fn check(s: &mut NonceSecret, now: Instant, creds: &str) -> Verdict {
+        s.verify(now, SRC, "REGISTER", URI, REALM, [creds], users)
     }
 
     #[test]
     fn round_trip_every_algorithm() {
         let t0 = base();
-        let s = secret(t0);
+        let mut s = secret(t0);
         for alg in [
             Algorithm::Md5,
             Algorithm::Sha256,
             Algorithm::Md5Sess,
             Algorithm::Sha256Sess,
         ] {
-            let ch = s.challenge(t0, REALM, alg, false);
+            let ch = s.challenge(t0, REALM, alg, false, SRC);
             let creds = answer(&ch, "1001", "secret1001", "REGISTER");
             assert_eq!(
-                check(&s, t0 + Duration::from_secs(2), &creds),
+                check(&mut s, t0 + Duration::from_secs(2), &creds),
                 Verdict::Ok {
                     user: "1001".try_into().unwrap(),
                     algorithm: alg
@@ -468,15 +520,16 @@ mod tests {
     #[test]
     fn round_trip_through_client_auth() {
         let t0 = base();
-        let s = secret(t0);
+        let mut s = secret(t0);
         let mut client = ClientAuth::with_seed("1001", "secret1001", [9; 16]);
-        let values = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false);
+        let values = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false, SRC);
         client
             .handle_challenge(AuthKind::Www, values.iter().map(String::as_str))
             .unwrap();
         let headers = client.authorize("REGISTER", URI);
         let v = s.verify(
             t0 + Duration::from_secs(1),
+            SRC,
             "REGISTER",
             URI,
             REALM,
@@ -496,6 +549,7 @@ mod tests {
         assert!(headers[0].value.contains("nc=00000002"));
         let v = s.verify(
             t0 + Duration::from_secs(200),
+            SRC,
             "REGISTER",
             URI,
             REALM,
@@ -508,33 +562,33 @@ mod tests {
     #[test]
     fn rfc2069_credentials_without_qop_are_accepted() {
         let t0 = base();
-        let s = secret(t0);
-        let nonce = s.nonce(t0, REALM, Algorithm::Md5);
+        let mut s = secret(t0);
+        let nonce = s.nonce(t0, REALM, Algorithm::Md5, SRC);
         let ch = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\"");
         let creds = answer(&ch, "1001", "secret1001", "REGISTER");
         assert!(!creds.contains("qop"));
-        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { .. }));
+        assert!(matches!(check(&mut s, t0, &creds), Verdict::Ok { .. }));
     }
 
     #[test]
     fn nonce_goes_stale_after_the_lifetime() {
         let t0 = base();
-        let s = secret(t0).with_lifetime(Duration::from_secs(300));
+        let mut s = secret(t0).with_lifetime(Duration::from_secs(300));
         let issued = t0 + Duration::from_secs(10);
-        let ch = s.challenge(issued, REALM, Algorithm::Md5, false);
+        let ch = s.challenge(issued, REALM, Algorithm::Md5, false, SRC);
         let creds = answer(&ch, "1001", "secret1001", "REGISTER");
         assert!(matches!(
-            check(&s, issued + Duration::from_secs(300), &creds),
+            check(&mut s, issued + Duration::from_secs(300), &creds),
             Verdict::Ok { .. }
         ));
         assert_eq!(
-            check(&s, issued + Duration::from_secs(301), &creds),
+            check(&mut s, issued + Duration::from_secs(301), &creds),
             Verdict::Stale
         );
         // Stale is only said for the right password.
         let wrong = answer(&ch, "1001", "nope", "REGISTER");
         assert_eq!(
-            check(&s, issued + Duration::from_secs(301), &wrong),
+            check(&mut s, issued + Duration::from_secs(301), &wrong),
             Verdict::Forbidden(Rejection::WrongPassword)
         );
         // The re-challenge carries stale=true and its answer passes.
@@ -543,12 +597,13 @@ mod tests {
             REALM,
             Algorithm::Md5,
             true,
+            SRC,
         );
         assert!(again.ends_with(", stale=true"));
         assert!(Challenge::parse(&again).unwrap().stale);
         let creds = answer(&again, "1001", "secret1001", "REGISTER");
         assert!(matches!(
-            check(&s, issued + Duration::from_secs(302), &creds),
+            check(&mut s, issued + Duration::from_secs(302), &creds),
             Verdict::Ok { .. }
         ));
     }
@@ -556,8 +611,8 @@ mod tests {
     #[test]
     fn forged_and_tampered_nonces_are_not_ours() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let nonce = Challenge::parse(&ch).unwrap().nonce.raw().to_owned();
         let forge = |n: &str| {
             let fake = format!("Digest realm=\"{REALM}\", nonce=\"{n}\", qop=\"auth\"");
@@ -565,11 +620,11 @@ mod tests {
         };
         // Entirely made up.
         assert_eq!(
-            check(&s, t0, &forge(&"0".repeat(48))),
+            check(&mut s, t0, &forge(&"0".repeat(48))),
             Verdict::Challenge(Rejection::BadNonce)
         );
         assert_eq!(
-            check(&s, t0, &forge("abc")),
+            check(&mut s, t0, &forge("abc")),
             Verdict::Challenge(Rejection::BadNonce)
         );
         // Issue time pushed forward to extend its life: the tag no longer matches.
@@ -577,59 +632,59 @@ mod tests {
         tampered[7] = if tampered[7] == b'f' { b'e' } else { b'f' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert_eq!(
-            check(&s, t0, &forge(&tampered)),
+            check(&mut s, t0, &forge(&tampered)),
             Verdict::Challenge(Rejection::BadNonce)
         );
         // Uppercased hex is not what we issued.
         assert_eq!(
-            check(&s, t0, &forge(&nonce.to_uppercase())),
+            check(&mut s, t0, &forge(&nonce.to_uppercase())),
             Verdict::Challenge(Rejection::BadNonce)
         );
         // A nonce issued for MD5 answered with SHA-256.
         let sha =
             format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=SHA-256, qop=\"auth\"");
         assert_eq!(
-            check(&s, t0, &answer(&sha, "1001", "secret1001", "REGISTER")),
+            check(&mut s, t0, &answer(&sha, "1001", "secret1001", "REGISTER")),
             Verdict::Challenge(Rejection::BadNonce)
         );
         // A nonce issued for another realm.
-        let other = s.challenge(t0, "elsewhere", Algorithm::Md5, false);
+        let other = s.challenge(t0, "elsewhere", Algorithm::Md5, false, SRC);
         let n = Challenge::parse(&other).unwrap().nonce.raw().to_owned();
         assert_eq!(
-            check(&s, t0, &forge(&n)),
+            check(&mut s, t0, &forge(&n)),
             Verdict::Challenge(Rejection::BadNonce)
         );
         // Another secret (srgate restarted).
-        let restarted = NonceSecret::from_key([43; 32], t0);
+        let mut restarted = NonceSecret::from_key([43; 32], t0);
         let creds = answer(&ch, "1001", "secret1001", "REGISTER");
         assert_eq!(
-            check(&restarted, t0, &creds),
+            check(&mut restarted, t0, &creds),
             Verdict::Challenge(Rejection::BadNonce)
         );
-        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { .. }));
+        assert!(matches!(check(&mut s, t0, &creds), Verdict::Ok { .. }));
     }
 
     #[test]
     fn wrong_password_and_unknown_user_are_forbidden() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Sha256, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Sha256, false, SRC);
         assert_eq!(
-            check(&s, t0, &answer(&ch, "1001", "secret1002", "REGISTER")),
+            check(&mut s, t0, &answer(&ch, "1001", "secret1002", "REGISTER")),
             Verdict::Forbidden(Rejection::WrongPassword)
         );
         assert_eq!(
-            check(&s, t0, &answer(&ch, "9999", "secret1001", "REGISTER")),
+            check(&mut s, t0, &answer(&ch, "9999", "secret1001", "REGISTER")),
             Verdict::Forbidden(Rejection::UnknownUser)
         );
         let long = "x".repeat(USERNAME_MAX + 1);
         assert_eq!(
-            check(&s, t0, &answer(&ch, &long, "secret1001", "REGISTER")),
+            check(&mut s, t0, &answer(&ch, &long, "secret1001", "REGISTER")),
             Verdict::Forbidden(Rejection::UnknownUser)
         );
         // Another method than the one hashed.
         assert_eq!(
-            check(&s, t0, &answer(&ch, "1001", "secret1001", "INVITE")),
+            check(&mut s, t0, &answer(&ch, "1001", "secret1001", "INVITE")),
             Verdict::Forbidden(Rejection::WrongPassword)
         );
     }
@@ -637,43 +692,86 @@ mod tests {
     #[test]
     fn escaped_and_non_ascii_user_names() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let creds = answer(&ch, "al\"ice", "pw", "REGISTER");
         assert!(creds.contains("username=\"al\\\"ice\""));
         assert_eq!(
-            check(&s, t0, &creds),
+            check(&mut s, t0, &creds),
             Verdict::Ok {
                 user: "al\"ice".try_into().unwrap(),
                 algorithm: Algorithm::Md5
             }
         );
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let creds = answer(&ch, "jösé", "pw2", "REGISTER");
-        assert!(matches!(check(&s, t0, &creds), Verdict::Ok { user, .. } if user == "jösé"));
+        assert!(matches!(check(&mut s, t0, &creds), Verdict::Ok { user, .. } if user == "jösé"));
+    }
+
+    #[test]
+    fn a_replayed_header_is_refused_and_nc_must_grow() {
+        let t0 = base();
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        assert!(creds.contains("nc=00000001"), "{creds}");
+        assert!(matches!(check(&mut s, t0, &creds), Verdict::Ok { .. }));
+        // the same header again (a new REGISTER with another Call-ID and Contact carries
+        // the captured Authorization unchanged)
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(check(&mut s, later, &creds), Verdict::Replayed);
+        // the honest client's next request on the nonce counts on
+        let c = Challenge::parse(&ch).unwrap();
+        let next = credentials(&c, "REGISTER", URI, "1001", "secret1001", "c0ffee", 2);
+        assert!(matches!(check(&mut s, later, &next), Verdict::Ok { .. }));
+        assert_eq!(check(&mut s, later, &next), Verdict::Replayed);
+    }
+
+    #[test]
+    fn a_nonce_answers_only_from_the_address_it_was_issued_to() {
+        let t0 = base();
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
+        let creds = answer(&ch, "1001", "secret1001", "REGISTER");
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 9));
+        assert_eq!(
+            s.verify(
+                t0,
+                elsewhere,
+                "REGISTER",
+                URI,
+                REALM,
+                [creds.as_str()],
+                users
+            ),
+            Verdict::Challenge(Rejection::BadNonce)
+        );
+        assert!(matches!(check(&mut s, t0, &creds), Verdict::Ok { .. }));
     }
 
     #[test]
     fn uppercase_response_hex_is_accepted() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let creds = answer(&ch, "1001", "secret1001", "REGISTER");
         let start = creds.find("response=\"").unwrap() + 10;
         let mut up = creds.clone();
         up.replace_range(start..start + 32, &creds[start..start + 32].to_uppercase());
         assert_ne!(up, creds);
-        assert!(matches!(check(&s, t0, &up), Verdict::Ok { .. }));
+        assert!(matches!(check(&mut s, t0, &up), Verdict::Ok { .. }));
     }
 
     #[test]
     fn request_shape_errors() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let creds = answer(&ch, "1001", "secret1001", "REGISTER");
         assert_eq!(
             s.verify(
                 t0,
+                SRC,
                 "REGISTER",
                 "sip:other.test",
                 REALM,
@@ -695,6 +793,7 @@ mod tests {
         assert!(matches!(
             s.verify(
                 t0,
+                SRC,
                 "REGISTER",
                 "SIP:SRGATE.TEST",
                 REALM,
@@ -705,29 +804,29 @@ mod tests {
         ));
         let int = creds.replace("qop=auth", "qop=auth-int");
         assert_eq!(
-            check(&s, t0, &int),
+            check(&mut s, t0, &int),
             Verdict::BadRequest(Rejection::UnsupportedQop)
         );
         let no_cnonce = creds.replace(", cnonce=\"c0ffee\"", "");
         assert_eq!(
-            check(&s, t0, &no_cnonce),
+            check(&mut s, t0, &no_cnonce),
             Verdict::BadRequest(Rejection::MissingCnonce)
         );
         let hashed = format!("{creds}, userhash=true");
         assert_eq!(
-            check(&s, t0, &hashed),
+            check(&mut s, t0, &hashed),
             Verdict::BadRequest(Rejection::Userhash)
         );
         assert_eq!(
-            check(&s, t0, "Digest username=\"1001\", realm="),
+            check(&mut s, t0, "Digest username=\"1001\", realm="),
             Verdict::BadRequest(Rejection::Malformed(DigestError::Syntax { at: 24 }))
         );
         assert_eq!(
-            s.verify(t0, "REGISTER", URI, REALM, [], users),
+            s.verify(t0, SRC, "REGISTER", URI, REALM, [], users),
             Verdict::Challenge(Rejection::NoCredentials)
         );
         assert_eq!(
-            check(&s, t0, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            check(&mut s, t0, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
             Verdict::Challenge(Rejection::NoCredentials)
         );
     }
@@ -735,17 +834,18 @@ mod tests {
     #[test]
     fn picks_the_credentials_for_our_realm() {
         let t0 = base();
-        let s = secret(t0);
-        let ch = s.challenge(t0, REALM, Algorithm::Md5, false);
+        let mut s = secret(t0);
+        let ch = s.challenge(t0, REALM, Algorithm::Md5, false, SRC);
         let ours = answer(&ch, "1001", "secret1001", "REGISTER");
         let theirs = ours.replace(REALM, "pbx.example");
         assert_eq!(
-            check(&s, t0, &theirs),
+            check(&mut s, t0, &theirs),
             Verdict::Challenge(Rejection::NoCredentials)
         );
         assert!(matches!(
             s.verify(
                 t0,
+                SRC,
                 "REGISTER",
                 URI,
                 REALM,
@@ -759,8 +859,8 @@ mod tests {
     #[test]
     fn challenges_follow_the_configured_order_and_nonces_differ() {
         let t0 = base();
-        let s = secret(t0);
-        let list = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false);
+        let mut s = secret(t0);
+        let list = s.challenges(t0, REALM, &[Algorithm::Md5, Algorithm::Sha256], false, SRC);
         assert_eq!(list.len(), 2);
         let a = Challenge::parse(&list[0]).unwrap();
         let b = Challenge::parse(&list[1]).unwrap();
@@ -771,16 +871,16 @@ mod tests {
         assert!(!a.stale);
         assert_eq!(a.nonce.raw().len(), 48);
         assert_ne!(a.nonce, b.nonce);
-        let rev = s.challenges(t0, REALM, &[Algorithm::Sha256, Algorithm::Md5], true);
+        let rev = s.challenges(t0, REALM, &[Algorithm::Sha256, Algorithm::Md5], true, SRC);
         assert!(rev[0].contains("algorithm=SHA-256"));
         assert!(rev[1].contains("algorithm=MD5"));
         assert!(rev.iter().all(|c| c.ends_with("stale=true")));
         // Same second, same algorithm: still different nonces.
         assert_ne!(
-            s.nonce(t0, REALM, Algorithm::Md5),
-            s.nonce(t0, REALM, Algorithm::Md5)
+            s.nonce(t0, REALM, Algorithm::Md5, SRC),
+            s.nonce(t0, REALM, Algorithm::Md5, SRC)
         );
-        assert!(s.challenges(t0, REALM, &[], false).is_empty());
+        assert!(s.challenges(t0, REALM, &[], false, SRC).is_empty());
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! The standalone registrar against a digest attacker, through the whole SIP endpoint on a
+//! simulated clock: a captured Authorization header replayed in a new REGISTER (new
+//! Call-ID, the attacker's Contact) is refused from the victim's address and from any
+//! other; password guesses from one address are blocked after a few failures (even the
+//! right password, while blocked), without locking the real phone out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use srgate::sip::auth::{Algorithm, Challenge, credentials};
+use srgate::sip::endpoint::{Endpoint, EndpointConfig, Transport};
+
+const DOMAIN: &str = "example.com";
+const URI: &str = "sip:example.com";
+
+fn endpoint(now: Instant) -> Endpoint {
+    let cfg = EndpointConfig {
+        local: "127.0.0.1:5086".parse().unwrap(),
+        domain: DOMAIN.into(),
+        server: None,
+        proxy: None,
+        users: vec![("1001".into(), "pw1001".into())],
+        digest: vec![Algorithm::Md5],
+        seed: [3; 32],
+        user_agent: "srgate/test".into(),
+    };
+    Endpoint::new(cfg, now)
+}
+
+/// A REGISTER from `from` for user 1001 with its Contact at `from`.
+fn register(from: SocketAddr, call_id: &str, cseq: u32, authorization: Option<&str>) -> String {
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER {URI} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@{DOMAIN}>;tag=t-{call_id}\r\n\
+         To: <sip:1001@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:1001@{from}>\r\n\
+         Expires: 300\r\n\
+         {auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Sends one request and returns srgate's answer: status code and text.
+fn send(ep: &mut Endpoint, now: Instant, from: SocketAddr, request: &str) -> (u16, String) {
+    ep.handle_receive(now, Transport::Udp, from, request.as_bytes());
+    let out: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+    assert_eq!(out.len(), 1, "one answer to {request}");
+    let text = String::from_utf8_lossy(&out[0].payload).to_string();
+    assert_eq!(out[0].destination, from, "{text}");
+    (text[8..11].parse().unwrap(), text)
+}
+
+/// The challenge of a 401 and credentials for it (nc 1).
+fn answer_challenge(text401: &str, password: &str, nc: u32) -> String {
+    let value = text401
+        .lines()
+        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .expect("a challenge");
+    let challenge = Challenge::parse(value).expect("our challenge parses");
+    credentials(&challenge, "REGISTER", URI, "1001", password, "cafe01", nc)
+}
+
+#[allow(clippy::disallowed_methods)] // the simulated clock's origin
+fn t0() -> Instant {
+    Instant::now()
+}
+
+#[test]
+fn a_captured_authorization_replayed_in_a_new_register_is_refused() {
+    let now = t0();
+    let mut ep = endpoint(now);
+    let victim: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    let (code, challenge) = send(&mut ep, now, victim, &register(victim, "v1", 1, None));
+    assert_eq!(code, 401);
+    let captured = answer_challenge(&challenge, "pw1001", 1);
+    let (code, _) = send(
+        &mut ep,
+        now,
+        victim,
+        &register(victim, "v1", 2, Some(&captured)),
+    );
+    assert_eq!(code, 200, "the victim registers");
+
+    // the attacker sends the captured header in a REGISTER of its own: from another
+    // address, and from the victim's (a shared NAT, or a spoofed UDP source)
+    let attacker: SocketAddr = "203.0.113.5:5070".parse().unwrap();
+    let later = now + Duration::from_secs(3);
+    let (code, text) = send(
+        &mut ep,
+        later,
+        attacker,
+        &register(attacker, "a1", 1, Some(&captured)),
+    );
+    assert_eq!(code, 401, "a nonce issued to another address: {text}");
+    let (code, text) = send(
+        &mut ep,
+        later,
+        victim,
+        &register(attacker, "a2", 1, Some(&captured)),
+    );
+    assert_eq!(code, 401, "the same nc on the same nonce: {text}");
+    assert!(
+        text.contains("stale=true"),
+        "an honest client just answers anew: {text}"
+    );
+
+    // the victim's own next request on its nonce counts on, and is taken
+    let next = answer_challenge(&challenge, "pw1001", 2);
+    let (code, _) = send(
+        &mut ep,
+        later,
+        victim,
+        &register(victim, "v1", 3, Some(&next)),
+    );
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn password_guessing_is_blocked_per_address_without_locking_the_phone_out() {
+    let now = t0();
+    let mut ep = endpoint(now);
+    let guesser: SocketAddr = "203.0.113.9:5060".parse().unwrap();
+    let (_, challenge) = send(&mut ep, now, guesser, &register(guesser, "g", 1, None));
+    let mut refused = 0;
+    for i in 0..20u32 {
+        let guess = answer_challenge(&challenge, &format!("guess{i}"), 1);
+        let (code, _) = send(
+            &mut ep,
+            now,
+            guesser,
+            &register(guesser, "g", 2 + i, Some(&guess)),
+        );
+        assert_eq!(code, 403);
+        refused += 1;
+    }
+    assert_eq!(refused, 20);
+    // blocked now: even the right password is refused unchecked
+    let right = answer_challenge(&challenge, "pw1001", 1);
+    let (code, _) = send(
+        &mut ep,
+        now,
+        guesser,
+        &register(guesser, "g", 30, Some(&right)),
+    );
+    assert_eq!(code, 403, "the right password while blocked");
+    // the phone at its own address is not affected
+    let phone: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    let (_, phone_challenge) = send(&mut ep, now, phone, &register(phone, "p", 1, None));
+    let creds = answer_challenge(&phone_challenge, "pw1001", 1);
+    let (code, _) = send(&mut ep, now, phone, &register(phone, "p", 2, Some(&creds)));
+    assert_eq!(
+        code, 200,
+        "the phone registers while the guesser is blocked"
+    );
+    // the sixth failure started a 1 s back-off; the attempts made while blocked were not
+    // checked and do not count: once it has run out, the right password works
+    let later = now + Duration::from_secs(2);
+    let (_, challenge) = send(&mut ep, later, guesser, &register(guesser, "g", 31, None));
+    let right = answer_challenge(&challenge, "pw1001", 1);
+    let (code, _) = send(
+        &mut ep,
+        later,
+        guesser,
+        &register(guesser, "g", 32, Some(&right)),
+    );
+    assert_eq!(code, 200, "after the back-off the right password works");
+}
