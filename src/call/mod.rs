@@ -331,11 +331,6 @@ impl Calls {
         self.metrics
     }
 
-    /// SIP legs' RTP ports in use.
-    pub fn ports_in_use(&self) -> usize {
-        self.by_port.len() / 2
-    }
-
     fn say(&mut self, user: &str, text: String) {
         self.messages.push_back((user.to_string(), text));
     }
