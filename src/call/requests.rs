@@ -197,12 +197,7 @@ impl Calls {
         match EchoCall::new(setup) {
             Ok((call, answer)) => {
                 log::info!("call {id} of {} to echo: answered", crate::pii::Pii(user));
-                let slot = self.free_slot();
-                self.by_ufrag.insert(ufrag, slot);
-                self.index.insert(key.clone(), slot);
-                self.slots[slot] = Some((key, Call::Echo(Box::new(call))));
-                self.touch(slot);
-                self.route_added(slot);
+                self.insert(key, Call::Echo(Box::new(call)), Some(ufrag));
                 self.say(
                     user,
                     protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
@@ -399,15 +394,7 @@ impl Calls {
             log::warn!("call {id}: {why}");
         }
         let key = (user.to_string(), id.to_string());
-        let slot = self.free_slot();
-        self.by_ufrag.insert(ufrag, slot);
-        self.by_sip.insert(sip_id, slot);
-        self.by_port.insert(port, slot);
-        self.by_port.insert(port.wrapping_add(1), slot);
-        self.index.insert(key.clone(), slot);
-        self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
-        self.touch(slot);
-        self.route_added(slot);
+        self.insert(key, Call::Bridge(Box::new(call)), Some(ufrag));
         self.say(
             user,
             protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),

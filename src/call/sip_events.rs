@@ -335,14 +335,7 @@ impl Calls {
         let id = format!("s{}", self.rng.token(12));
         let content = invitation_content(&id, &caller_shown, cus_data.as_deref());
         let key = (app_user.to_string(), id.clone());
-        let slot = self.free_slot();
-        self.by_sip.insert(sip, slot);
-        self.by_port.insert(port, slot);
-        self.by_port.insert(port.wrapping_add(1), slot);
-        self.index.insert(key.clone(), slot);
-        self.slots[slot] = Some((key, Call::Bridge(Box::new(call))));
-        self.touch(slot);
-        self.route_added(slot);
+        self.insert(key, Call::Bridge(Box::new(call)), None);
         log::info!(
             "SIP call from {} for {}: invitation {id}, RTP port {port}",
             crate::pii::Pii(&caller_shown),

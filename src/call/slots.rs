@@ -1,9 +1,10 @@
 //! The slot table of `Calls`: calls live in slots so that the media path finds one by
-//! index without allocating. Here are each slot's scheduling state (`SlotMeta`), the
-//! slots' reuse, the input marks (`touch`), the route changes for the shard that routes
-//! to this one, and `remove`, which takes a call out of its slot and every index (call
-//! key, ICE ufrag, browser address, SIP call, RTP port), frees what it holds and writes
-//! its record.
+//! index without allocating. A new call goes in by `insert` (indexed by its key, its ICE
+//! ufrag when known, its SIP call and RTP ports; the browser's address is added when its
+//! ICE check arrives, an accepted invitation's ufrag at the accept), and `remove` takes it
+//! out of every index, frees what it holds and writes its record. Here too are each slot's
+//! scheduling state (`SlotMeta`), the slots' reuse, the input marks (`touch`) and the
+//! route changes for the shard that routes to this one.
 
 use std::time::Instant;
 
@@ -25,7 +26,26 @@ pub(super) struct SlotMeta {
 }
 
 impl Calls {
-    pub(super) fn free_slot(&mut self) -> usize {
+    /// Puts a new call in a free slot and in every index that leads to it (the browser's
+    /// ICE `ufrag` when it is known yet; a bridged call's SIP call and RTP ports), and
+    /// marks it touched and added.
+    pub(super) fn insert(&mut self, key: CallKey, call: Call, ufrag: Option<String>) {
+        let slot = self.free_slot();
+        if let Some(ufrag) = ufrag {
+            self.by_ufrag.insert(ufrag, slot);
+        }
+        if let Call::Bridge(b) = &call {
+            self.by_sip.insert(b.sip, slot);
+            self.by_port.insert(b.port, slot);
+            self.by_port.insert(b.port.wrapping_add(1), slot);
+        }
+        self.index.insert(key.clone(), slot);
+        self.slots[slot] = Some((key, call));
+        self.touch(slot);
+        self.route_added(slot);
+    }
+
+    fn free_slot(&mut self) -> usize {
         while let Some(i) = self.free.pop() {
             if self.slots.get(i).is_some_and(Option::is_none) {
                 return i;
@@ -52,7 +72,7 @@ impl Calls {
         }
     }
 
-    pub(super) fn route_added(&mut self, slot: usize) {
+    fn route_added(&mut self, slot: usize) {
         let change = match self.slots.get(slot).and_then(Option::as_ref) {
             Some((key, Call::Echo(_))) => link::RouteChange::Added {
                 key: key.clone(),
