@@ -1,0 +1,161 @@
+//! The media path: datagrams in (the WebRTC media socket, and the SIP legs' RTP and
+//! RTCP ports), what follows a call's input (DTLS connected, DTMF from SIP, failures),
+//! and `poll_transmit`, which visits only the calls in the ready queue and writes into
+//! the caller's buffer.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::signal::protocol;
+use crate::webrtc::demux;
+
+use super::browser::BrowserSide;
+use super::guard::guarded;
+use super::{Call, Calls, Ctx, MediaTransmit, Phase, Step, unix_ms_at};
+
+/// RFC 3550 §4 NTP timestamp at `at`.
+fn ntp_at(anchor: (Instant, u64), at: Instant) -> u64 {
+    let ms = unix_ms_at(anchor, at);
+    let secs = ms / 1000 + 2_208_988_800;
+    let frac = ((ms % 1000) << 32) / 1000;
+    (secs << 32) | frac
+}
+
+impl Calls {
+    /// One datagram that arrived on the WebRTC media socket from `from`. Decrypted in
+    /// place: `data` is the receive buffer.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) {
+        let slot = match demux::route(data) {
+            demux::Route::LocalUfrag(ufrag) => {
+                let Some(&slot) = self.by_ufrag.get(ufrag) else {
+                    return;
+                };
+                // Later non-STUN datagrams from this address belong to the same call
+                // (the leg itself accepts them only once an ICE check from it succeeded).
+                if self.by_remote.get(&from) != Some(&slot) {
+                    self.by_remote.insert(from, slot);
+                }
+                slot
+            }
+            _ => match self.by_remote.get(&from) {
+                Some(&slot) => slot,
+                None => return,
+            },
+        };
+        let local = self.cfg.media_addr;
+        self.touch(slot);
+        let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Echo(call))) => guarded(|| call.handle_datagram(now, from, local, data)),
+            Some((_, Call::Bridge(call))) => {
+                guarded(|| call.handle_browser(now, from, local, data))
+            }
+            None => return,
+        };
+        match step {
+            Some(step) => self.after(now, slot, step, ctx),
+            None => self.poisoned(now, slot, ctx),
+        }
+    }
+
+    /// One datagram on a SIP leg's socket `port` (RTP, or RTCP on RTP port + 1).
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        port: u16,
+        from: SocketAddr,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(&slot) = self.by_port.get(&port) else {
+            return;
+        };
+        self.touch(slot);
+        if let Some(b) = self.bridge_mut(slot) {
+            let rtcp = port != b.port;
+            if guarded(|| b.handle_sip(now, from, data, rtcp)).is_none() {
+                self.poisoned(now, slot, ctx);
+                return;
+            }
+        }
+        self.after(now, slot, Step::Continue, ctx);
+    }
+
+    /// What follows a call's input: DTLS news, digits from SIP, failures.
+    pub(super) fn after(&mut self, now: Instant, slot: usize, step: Step, ctx: &mut Ctx<'_>) {
+        let messages = &mut self.messages;
+        let mut mode = None;
+        match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((key, Call::Echo(echo))) => {
+                if echo.browser().take_newly_connected() {
+                    let text =
+                        protocol::local_state(&key.1, "ACCEPTED_BY_REMOTE", None, None, None, None);
+                    messages.push_back((key.0.clone(), text));
+                }
+            }
+            Some((key, Call::Bridge(b))) => {
+                let connected = b
+                    .browser
+                    .as_mut()
+                    .is_some_and(BrowserSide::take_newly_connected);
+                if connected && b.phase == Phase::Accepting {
+                    // The browser's media path is up: now the SIP caller gets its 200.
+                    ctx.sip.answer(now, b.sip, &b.local_sdp);
+                    b.phase = Phase::Answered;
+                    b.answered = Some(now);
+                    b.deadline = None;
+                    b.touch_rtp(now);
+                    mode = Some(b.mode());
+                }
+                while let Some(digit) = b.poll_dtmf() {
+                    messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));
+                }
+            }
+            None => return,
+        }
+        if let Some(mode) = mode {
+            self.count_mode(mode);
+            self.touch(slot);
+        }
+        if let Step::Failed(reason) = step {
+            self.fail(now, slot, reason, ctx);
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (at least 1500 bytes). Visits only the
+    /// calls that got input since they last had nothing to send.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<MediaTransmit> {
+        while let Some(&slot) = self.ready.front() {
+            let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+                Some((_, Call::Echo(c))) => guarded(|| c.poll_transmit(now, buf)),
+                Some((_, Call::Bridge(c))) => {
+                    let ntp = ntp_at(self.cfg.clock_anchor, now);
+                    guarded(|| c.poll_transmit(now, ntp, buf))
+                }
+                None => Some(None),
+            };
+            match t {
+                Some(Some(t)) => return Some(t),
+                Some(None) => {}
+                // Ended at the next handle_timeout (it needs the context), which
+                // poll_timeout makes due at once.
+                None => self.poison.push((slot, now)),
+            }
+            self.ready.pop_front();
+            if let Some(meta) = self.meta.get_mut(slot) {
+                meta.ready = false;
+                // sending moves timers (retransmissions, RTCP): ask again
+                if !meta.dirty {
+                    meta.dirty = true;
+                    self.dirty.push(slot);
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,523 @@
+//! The app users' requests (the browser protocol's invite, accept, refuse, hangup,
+//! cancel and DTMF) and the news that a user is gone: calls to echo and to SIP begin
+//! here, invitations from SIP are accepted or refused here, and app-side hangups end
+//! calls here.
+
+use std::time::Instant;
+
+use crate::sdp::Codec;
+use crate::sdp::answer::Direction;
+use crate::signal::hub::CallRequest;
+use crate::signal::protocol::{self, ErrorCode, Request};
+use crate::sip::endpoint::{CallError, OutgoingCall, SipCallId};
+
+use super::bridge::{BridgeCall, media_codec, sip_codecs};
+use super::browser::{BrowserSetup, BrowserSide};
+use super::content::content_fields;
+use super::echo::{EchoCall, EchoSetup};
+use super::{
+    ACCEPT_WAIT, Call, Calls, Ctx, ECHO, MAX_CALLS_PER_USER, Phase, TELEPHONE_EVENT_PT, Way, link,
+    sip_status,
+};
+
+impl Calls {
+    /// A request of a logged-in user, or the news that a user is gone for good.
+    pub fn handle_request(&mut self, now: Instant, request: CallRequest, ctx: &mut Ctx<'_>) {
+        let key = match &request {
+            CallRequest::Call { user, request } => {
+                request.id().map(|id| (user.clone(), id.to_owned()))
+            }
+            CallRequest::UserGone { .. } => None,
+        };
+        let invite = matches!(
+            &request,
+            CallRequest::Call {
+                request: Request::Invite { .. },
+                ..
+            }
+        );
+        let existed = key.as_ref().is_some_and(|k| self.index.contains_key(k));
+        self.request(now, request, ctx);
+        if let Some(key) = key {
+            let slot = self.index.get(&key).copied();
+            if let Some(slot) = slot {
+                self.touch(slot);
+            }
+            // an invite that did not become a new call
+            if invite && (existed || slot.is_none()) {
+                self.routes.push_back(link::RouteChange::Dropped {
+                    user: key.0.clone(),
+                    key: (!existed).then_some(key),
+                    sip: None,
+                });
+            }
+        }
+    }
+
+    fn request(&mut self, now: Instant, request: CallRequest, ctx: &mut Ctx<'_>) {
+        let (user, request) = match request {
+            CallRequest::Call { user, request } => (user, request),
+            CallRequest::UserGone { user } => {
+                let slots: Vec<usize> = self
+                    .index
+                    .iter()
+                    .filter(|(k, _)| k.0 == user)
+                    .map(|(_, s)| *s)
+                    .collect();
+                for slot in slots {
+                    self.end_silently(now, slot, ctx, "user gone");
+                }
+                return;
+            }
+        };
+        let slot = request
+            .id()
+            .and_then(|id| self.index.get(&(user.clone(), id.to_string())).copied());
+        match request {
+            Request::Invite {
+                id,
+                callee,
+                sdp,
+                content,
+                ..
+            } => {
+                if slot.is_some() {
+                    self.refuse(
+                        &user,
+                        ErrorCode::BadRequest,
+                        "a call with this id is in progress",
+                        &id,
+                    );
+                    return;
+                }
+                if self.index.len() >= self.cfg.max_calls {
+                    self.refuse(
+                        &user,
+                        ErrorCode::Overloaded,
+                        "srgate is at its call limit",
+                        &id,
+                    );
+                    return;
+                }
+                let of_user = self.index.keys().filter(|k| k.0 == user).count();
+                if of_user >= MAX_CALLS_PER_USER {
+                    self.refuse(&user, ErrorCode::BadRequest, "too many calls", &id);
+                    return;
+                }
+                if callee == ECHO {
+                    self.invite_echo(now, &user, &id, &sdp);
+                } else {
+                    self.invite_sip(now, &user, &id, &callee, &sdp, content.as_deref(), ctx);
+                }
+            }
+            Request::Hangup { id } | Request::Cancel { id } => match slot {
+                Some(slot) => self.hangup_by_app(now, slot, ctx),
+                None => self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id),
+            },
+            Request::Dtmf { id, digits } => match slot {
+                Some(slot) => self.dtmf_from_app(now, slot, &user, &id, &digits),
+                None => self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id),
+            },
+            Request::Accept { id, sdp, .. } => match slot {
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Offered) =>
+                {
+                    self.accept(now, slot, &sdp)
+                }
+                _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
+            },
+            Request::Refuse { id, response } => match slot {
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Offered) =>
+                {
+                    let decline = response
+                        .as_deref()
+                        .is_some_and(|r| r.to_ascii_lowercase().contains("decline"));
+                    let code = if decline { 603 } else { 486 };
+                    if let Some(b) = self.bridge_mut(slot) {
+                        b.sip_alive = false;
+                        ctx.sip.reject(now, b.sip, code);
+                    }
+                    self.remove(now, slot, ctx, Some(code), "REFUSED");
+                }
+                _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
+            },
+            Request::Login { .. } | Request::Ping => {}
+        }
+    }
+
+    fn dtmf_from_app(&mut self, now: Instant, slot: usize, user: &str, id: &str, digits: &str) {
+        let sent = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Echo(_))) => {
+                // The echo service echoes DTMF too: one message per digit.
+                for digit in digits.chars() {
+                    self.say(user, protocol::dtmf(id, digit));
+                }
+                return;
+            }
+            Some((_, Call::Bridge(b))) => b.send_dtmf(now, digits),
+            None => return,
+        };
+        if !sent {
+            self.refuse(
+                user,
+                ErrorCode::BadRequest,
+                "DTMF needs the media path: the call is not connected yet, or too many digits are queued",
+                id,
+            );
+        }
+    }
+
+    fn invite_echo(&mut self, now: Instant, user: &str, id: &str, offer: &str) {
+        let key = (user.to_string(), id.to_string());
+        let ufrag = self.rng.token(8);
+        let pwd = self.rng.token(24);
+        let ids = self.stream_ids();
+        let session_id = self.session_id();
+        let setup = EchoSetup {
+            browser: BrowserSetup {
+                now,
+                offer,
+                codecs: &self.cfg.codecs,
+                dtls: &self.dtls,
+                media_addr: self.cfg.media_addr,
+                ufrag: &ufrag,
+                pwd: &pwd,
+                ssrc: ids.ssrc_webrtc,
+                session_id,
+            },
+            sequence: ids.seq_webrtc,
+            timestamp: ids.ts_webrtc,
+            opus_complexity: self.cfg.opus_complexity,
+        };
+        match EchoCall::new(setup) {
+            Ok((call, answer)) => {
+                log::info!("call {id} of {} to echo: answered", crate::pii::Pii(user));
+                self.insert(key, Call::Echo(Box::new(call)), Some(ufrag));
+                self.say(
+                    user,
+                    protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
+                );
+            }
+            Err(why) => {
+                log::info!(
+                    "call {id} of {} to echo refused: {why}",
+                    crate::pii::Pii(user)
+                );
+                self.refuse(
+                    user,
+                    ErrorCode::BadRequest,
+                    &format!("unusable SDP offer: {why}"),
+                    id,
+                );
+            }
+        }
+    }
+
+    /// Codecs for a browser in a bridged call: the configured ones the bridge can code;
+    /// among G.711 laws, `sip` (the SIP side's) first, so they can be relayed.
+    fn browser_codecs(&self, sip: Option<Codec>) -> Vec<Codec> {
+        let mut codecs: Vec<Codec> = self
+            .cfg
+            .codecs
+            .iter()
+            .copied()
+            .filter(|c| media_codec(*c).is_some())
+            .collect();
+        if let Some(sip) = sip
+            && let (Some(a), Some(b)) = (
+                codecs.iter().position(|c| *c == sip),
+                codecs
+                    .iter()
+                    .position(|c| matches!(c, Codec::Pcmu | Codec::Pcma)),
+            )
+            && a > b
+        {
+            codecs.swap(a, b);
+        }
+        codecs
+    }
+
+    fn may_call(&self, callee: &str) -> bool {
+        if self.cfg.standalone {
+            // Registered SIP users only: the endpoint knows (NoRoute otherwise).
+            return true;
+        }
+        match &self.cfg.rtm2sip {
+            Some(rule) => rule.allow_any || rule.acc_rule.matches(callee),
+            None => false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn invite_sip(
+        &mut self,
+        now: Instant,
+        user: &str,
+        id: &str,
+        callee: &str,
+        offer: &str,
+        content: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if !self.may_call(callee) {
+            log::info!(
+                "call {id} of {} to {}: number not allowed by [rtm2sip]",
+                crate::pii::Pii(user),
+                crate::pii::Pii(callee)
+            );
+            let sip = sip_status(403, "Forbidden");
+            let text = protocol::local_state(id, "FAILURE", None, None, None, Some(&sip));
+            self.say(user, text);
+            self.record_attempt(now, user, callee, "app_to_sip", Some(403), "NOT_ALLOWED");
+            return;
+        }
+        let Some(port) = ctx.ports.open() else {
+            self.metrics.rtp_ports_exhausted += 1;
+            log::warn!("call {id}: no free port in [media] rtp_ports");
+            let sip = sip_status(503, "Service Unavailable");
+            let text = protocol::local_state(id, "FAILURE", None, None, None, Some(&sip));
+            self.say(user, text);
+            return;
+        };
+        let ufrag = self.rng.token(8);
+        let pwd = self.rng.token(24);
+        let ids = self.stream_ids();
+        let session_id = self.session_id();
+        let codecs = self.browser_codecs(None);
+        let browser = BrowserSide::new(BrowserSetup {
+            now,
+            offer,
+            codecs: &codecs,
+            dtls: &self.dtls,
+            media_addr: self.cfg.media_addr,
+            ufrag: &ufrag,
+            pwd: &pwd,
+            ssrc: ids.ssrc_webrtc,
+            session_id,
+        });
+        let (browser, answer) = match browser {
+            Ok(b) => b,
+            Err(why) => {
+                ctx.ports.close(port);
+                self.refuse(
+                    user,
+                    ErrorCode::BadRequest,
+                    &format!("unusable SDP offer: {why}"),
+                    id,
+                );
+                return;
+            }
+        };
+        // srgate's SIP offer: the browser's G.711 law first (then no transcoding), or the
+        // configured G.711 laws for an Opus browser.
+        let chosen = browser.negotiated().codec;
+        let mut sip_offer = sip_codecs(&self.cfg.codecs);
+        if let Some(i) = sip_offer.iter().position(|c| *c == chosen) {
+            sip_offer.swap(0, i);
+        }
+        if sip_offer.is_empty() {
+            sip_offer = vec![Codec::Pcmu, Codec::Pcma];
+        }
+        let formats: Vec<(u8, Codec)> = sip_offer
+            .iter()
+            .filter_map(|c| c.static_payload_type().map(|pt| (pt, *c)))
+            .collect();
+        let sip_id = SipCallId(self.next_sip);
+        self.next_sip += 1;
+        let mut call = BridgeCall::new(
+            now,
+            Way::AppToSip,
+            sip_id,
+            callee.to_string(),
+            Phase::Calling,
+            ids,
+            port,
+            self.cfg.rtp_ip,
+            self.cfg.opus_complexity,
+        );
+        call.rtp_timeout = self.cfg.rtp_timeout;
+        call.local_sdp = call.build_sip_sdp(
+            &formats,
+            Some(TELEPHONE_EVENT_PT),
+            Direction::SendRecv,
+            session_id,
+        );
+        let (display, user_data) = content_fields(content);
+        // The app chooses what the callee sees only when the operator allows it: by default
+        // the From display name is the authenticated app user.
+        let display = display.filter(|_| self.cfg.app_display_name);
+        let mut headers = Vec::new();
+        if let Some(data) = user_data {
+            headers.push(("X-ArInfo".to_string(), data));
+        }
+        let outgoing = OutgoingCall {
+            id: sip_id,
+            callee: callee.to_string(),
+            caller: user.to_string(),
+            display_name: display,
+            sdp: call.local_sdp.clone(),
+            headers,
+        };
+        if let Err(e) = ctx.sip.start_call(now, outgoing) {
+            ctx.ports.close(port);
+            log::info!(
+                "call {id} of {} to {}: not sent ({e:?})",
+                crate::pii::Pii(user),
+                crate::pii::Pii(callee)
+            );
+            let text = match e {
+                CallError::NoRoute => {
+                    protocol::local_state(id, "FAILURE", None, None, Some("PEER_OFFLINE"), None)
+                }
+                _ => {
+                    let sip = sip_status(503, "Service Unavailable");
+                    protocol::local_state(id, "FAILURE", None, None, None, Some(&sip))
+                }
+            };
+            self.say(user, text);
+            self.record_attempt(now, user, callee, "app_to_sip", None, "PEER_OFFLINE");
+            return;
+        }
+        self.metrics.sip_invites_out += 1;
+        log::info!(
+            "call {id} of {} to {}: INVITE sent, RTP port {port}",
+            crate::pii::Pii(user),
+            crate::pii::Pii(callee)
+        );
+        call.deadline = Some(now + self.cfg.invitation_timeout);
+        if let Err(why) = call.set_browser(browser) {
+            log::warn!("call {id}: {why}");
+        }
+        let key = (user.to_string(), id.to_string());
+        self.insert(key, Call::Bridge(Box::new(call)), Some(ufrag));
+        self.say(
+            user,
+            protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
+        );
+    }
+
+    fn accept(&mut self, now: Instant, slot: usize, offer: &str) {
+        let Some(key) = self.key_of(slot) else {
+            return;
+        };
+        let sip_codec = self
+            .bridge_mut(slot)
+            .and_then(|b| b.sip_format())
+            .map(|(_, c)| c);
+        let codecs = self.browser_codecs(sip_codec);
+        let ufrag = self.rng.token(8);
+        let pwd = self.rng.token(24);
+        let session_id = self.session_id();
+        let ssrc = match self.bridge_mut(slot) {
+            Some(b) => b.ids_ssrc_webrtc(),
+            None => return,
+        };
+        let result = BrowserSide::new(BrowserSetup {
+            now,
+            offer,
+            codecs: &codecs,
+            dtls: &self.dtls,
+            media_addr: self.cfg.media_addr,
+            ufrag: &ufrag,
+            pwd: &pwd,
+            ssrc,
+            session_id,
+        });
+        let (browser, answer) = match result {
+            Ok(b) => b,
+            Err(why) => {
+                // The invitation stays: the app may accept again with a usable offer.
+                self.refuse(
+                    &key.0,
+                    ErrorCode::BadRequest,
+                    &format!("unusable SDP offer: {why}"),
+                    &key.1,
+                );
+                return;
+            }
+        };
+        let Some(b) = self.bridge_mut(slot) else {
+            return;
+        };
+        if let Err(why) = b.set_browser(browser) {
+            log::warn!("call {}: {why}", key.1);
+        }
+        b.phase = Phase::Accepting;
+        b.deadline = Some(now + ACCEPT_WAIT);
+        self.by_ufrag.insert(ufrag, slot);
+        self.say(
+            &key.0,
+            protocol::remote_state(&key.1, "ACCEPTED", Some(&answer), None),
+        );
+    }
+
+    /// The app user hangs up (or cancels, or refuses by hanging up).
+    fn hangup_by_app(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>) {
+        let Some(key) = self.key_of(slot) else {
+            return;
+        };
+        let (text, code) = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Echo(echo))) => {
+                let text = if echo.browser().is_connected() {
+                    protocol::hangup(&key.1, "LOCAL", None)
+                } else {
+                    protocol::local_state(&key.1, "CANCELED", None, None, None, None)
+                };
+                (Some(text), None)
+            }
+            Some((_, Call::Bridge(b))) => {
+                let sip = b.sip;
+                b.sip_alive = false;
+                match b.phase {
+                    Phase::Calling | Phase::Early => {
+                        ctx.sip.hangup(now, sip);
+                        let text =
+                            protocol::local_state(&key.1, "CANCELED", None, None, None, None);
+                        (Some(text), Some(487))
+                    }
+                    Phase::Offered => {
+                        // Before the answer a hangup acts as refuse.
+                        ctx.sip.reject(now, sip, 486);
+                        (None, Some(486))
+                    }
+                    Phase::Accepting => {
+                        ctx.sip.hangup(now, sip);
+                        (Some(protocol::hangup(&key.1, "LOCAL", None)), Some(487))
+                    }
+                    Phase::Answered => {
+                        ctx.sip.hangup(now, sip);
+                        (Some(protocol::hangup(&key.1, "LOCAL", None)), None)
+                    }
+                }
+            }
+            None => return,
+        };
+        if let Some(text) = text {
+            self.say(&key.0, text);
+        }
+        self.remove(now, slot, ctx, code, "LOCAL");
+    }
+
+    /// Ends a call without telling its user (gone for good), ending the SIP side.
+    fn end_silently(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>, reason: &str) {
+        let mut code = None;
+        if let Some(b) = self.bridge_mut(slot)
+            && b.sip_alive
+        {
+            b.sip_alive = false;
+            match b.phase {
+                Phase::Offered => {
+                    ctx.sip.reject(now, b.sip, 480);
+                    code = Some(480);
+                }
+                _ => ctx.sip.hangup(now, b.sip),
+            }
+        }
+        self.remove(now, slot, ctx, code, reason);
+    }
+}

@@ -1,0 +1,356 @@
+//! The SIP endpoint's call events: progress, answer, failure, cancel, end, re-offer and
+//! DTMF of a call's SIP side, and incoming INVITEs, which become remote invitations for
+//! app users who are logged in.
+
+use std::time::Instant;
+
+use crate::sdp::Codec;
+use crate::sdp::answer::Direction;
+use crate::sdp::sip::parse_rtp_sdp;
+use crate::signal::protocol;
+use crate::sip::endpoint::{Event as SipEvent, SipCallId};
+
+use super::bridge::BridgeCall;
+use super::content::invitation_content;
+use super::{Call, Calls, Ctx, MAX_CALLS_PER_USER, Phase, Way, link, sip_status};
+
+impl Calls {
+    /// A call event of the SIP endpoint (other events are ignored here).
+    pub fn handle_sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
+        let id = event.call_id();
+        let incoming_for = match &event {
+            SipEvent::IncomingCall { app_user, .. } => Some(app_user.clone()),
+            _ => None,
+        };
+        self.sip_event(now, event, ctx);
+        if let Some(id) = id {
+            match self.by_sip.get(&id) {
+                Some(&slot) => self.touch(slot),
+                // an incoming call refused at once: its route goes
+                None => {
+                    if let Some(user) = incoming_for {
+                        self.routes.push_back(link::RouteChange::Dropped {
+                            user,
+                            key: None,
+                            sip: Some(id),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
+        match event {
+            SipEvent::IncomingCall {
+                id,
+                app_user,
+                caller,
+                caller_name,
+                cus_data,
+                sdp,
+            } => self.incoming(
+                now,
+                id,
+                &app_user,
+                &caller,
+                caller_name,
+                cus_data,
+                &sdp,
+                ctx,
+            ),
+            SipEvent::CallProgress { id, code, sdp } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                let Some(key) = self.key_of(slot) else { return };
+                let mut tell = false;
+                let mut failed = None;
+                if let Some(b) = self.bridge_mut(slot) {
+                    if b.phase == Phase::Calling {
+                        b.phase = Phase::Early;
+                        tell = true;
+                    }
+                    if let Some(sdp) = sdp
+                        && let Ok(remote) = parse_rtp_sdp(&sdp)
+                    {
+                        // 183 early media: played to the app.
+                        if let Err(why) = b.apply_remote(remote) {
+                            failed = Some(why);
+                        }
+                    }
+                }
+                if let Some(why) = failed {
+                    log::info!("call {}: early media unusable: {why}", key.1);
+                }
+                if tell {
+                    log::info!("call {}: SIP {code}: ringing", key.1);
+                    let text =
+                        protocol::local_state(&key.1, "RECEIVED_BY_REMOTE", None, None, None, None);
+                    self.say(&key.0, text);
+                }
+            }
+            SipEvent::CallAnswered { id, sdp } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                let Some(key) = self.key_of(slot) else { return };
+                let cdr_peer;
+                let outcome = match self.bridge_mut(slot) {
+                    Some(b) => {
+                        cdr_peer = b.peer.clone();
+                        match parse_rtp_sdp(&sdp) {
+                            Ok(remote) => b.apply_remote(remote),
+                            Err(_) => Err("unreadable SDP answer"),
+                        }
+                        .map(|()| {
+                            b.phase = Phase::Answered;
+                            b.answered = Some(now);
+                            b.deadline = None;
+                            b.touch_rtp(now);
+                            b.mode()
+                        })
+                    }
+                    None => return,
+                };
+                match outcome {
+                    Ok(mode) => {
+                        self.count_mode(mode);
+                        let response = serde_json::json!({
+                            "Mode": 1, "Conference": false, "ChanId": key.1,
+                            "SipNumber": cdr_peer, "SipData": "",
+                        })
+                        .to_string();
+                        let text = protocol::local_state(
+                            &key.1,
+                            "ACCEPTED_BY_REMOTE",
+                            None,
+                            Some(&response),
+                            None,
+                            None,
+                        );
+                        self.say(&key.0, text);
+                    }
+                    Err(why) => {
+                        log::info!("call {}: SIP answer unusable: {why}", key.1);
+                        let sip = sip_status(488, "Not Acceptable Here");
+                        let text =
+                            protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip));
+                        self.say(&key.0, text);
+                        self.remove(now, slot, ctx, Some(488), "ERROR");
+                    }
+                }
+            }
+            SipEvent::CallFailed { id, code, reason } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                let Some(key) = self.key_of(slot) else { return };
+                if let Some(b) = self.bridge_mut(slot) {
+                    b.sip_alive = false;
+                }
+                let sip = sip_status(code, &reason);
+                let text = match code {
+                    486 | 600 | 603 => protocol::local_state(
+                        &key.1,
+                        "REFUSED_BY_REMOTE",
+                        None,
+                        None,
+                        None,
+                        Some(&sip),
+                    ),
+                    404 | 480 => protocol::local_state(
+                        &key.1,
+                        "FAILURE",
+                        None,
+                        None,
+                        Some("PEER_OFFLINE"),
+                        Some(&sip),
+                    ),
+                    408 => protocol::local_state(
+                        &key.1,
+                        "FAILURE",
+                        None,
+                        None,
+                        Some("PEER_NO_RESPONSE"),
+                        Some(&sip),
+                    ),
+                    _ => protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip)),
+                };
+                self.say(&key.0, text);
+                self.remove(now, slot, ctx, Some(code), "REMOTE");
+            }
+            SipEvent::CallCanceled { id } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                let Some(key) = self.key_of(slot) else { return };
+                let phase = match self.bridge_mut(slot) {
+                    Some(b) => {
+                        b.sip_alive = false;
+                        b.phase
+                    }
+                    None => return,
+                };
+                let text = if phase == Phase::Accepting {
+                    protocol::hangup(&key.1, "REMOTE", None)
+                } else {
+                    protocol::remote_state(&key.1, "CANCELED", None, None)
+                };
+                self.say(&key.0, text);
+                self.remove(now, slot, ctx, Some(487), "CANCELED");
+            }
+            SipEvent::CallEnded { id, code } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                let Some(key) = self.key_of(slot) else { return };
+                if let Some(b) = self.bridge_mut(slot) {
+                    b.sip_alive = false;
+                }
+                let sip = code.map(|c| sip_status(c, "Request Timeout"));
+                let reason = if code.is_some() { "TIMEOUT" } else { "REMOTE" };
+                self.say(&key.0, protocol::hangup(&key.1, reason, sip.as_ref()));
+                self.remove(now, slot, ctx, code, reason);
+            }
+            SipEvent::CallUpdated { id, sdp } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                if let Some(b) = self.bridge_mut(slot)
+                    && let Ok(remote) = parse_rtp_sdp(&sdp)
+                {
+                    if let Err(why) = b.apply_remote(remote) {
+                        log::info!("re-offer of SIP call {id:?}: {why}");
+                    }
+                    b.touch_rtp(now);
+                }
+            }
+            SipEvent::Dtmf { id, digit, .. } => {
+                let Some(&slot) = self.by_sip.get(&id) else {
+                    return;
+                };
+                if let Some(key) = self.key_of(slot) {
+                    self.say(&key.0, protocol::dtmf(&key.1, digit));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn incoming(
+        &mut self,
+        now: Instant,
+        sip: SipCallId,
+        app_user: &str,
+        caller: &str,
+        caller_name: Option<String>,
+        cus_data: Option<String>,
+        sdp: &str,
+        ctx: &mut Ctx<'_>,
+    ) {
+        self.metrics.sip_invites_in += 1;
+        if !protocol::valid_user(app_user) || !(ctx.online)(app_user) {
+            log::info!(
+                "SIP call for {}: not logged in → 480",
+                crate::pii::Pii(app_user)
+            );
+            ctx.sip.reject(now, sip, 480);
+            self.record_attempt(
+                now,
+                app_user,
+                caller,
+                "sip_to_app",
+                Some(480),
+                "NOT_LOGGEDIN",
+            );
+            return;
+        }
+        if self.index.len() >= self.cfg.max_calls {
+            ctx.sip.reject(now, sip, 503);
+            self.record_attempt(now, app_user, caller, "sip_to_app", Some(503), "OVERLOADED");
+            return;
+        }
+        let of_user = self.index.keys().filter(|k| k.0 == app_user).count();
+        if of_user >= MAX_CALLS_PER_USER {
+            ctx.sip.reject(now, sip, 486);
+            self.record_attempt(
+                now,
+                app_user,
+                caller,
+                "sip_to_app",
+                Some(486),
+                "TOO_MANY_CALLS",
+            );
+            return;
+        }
+        let remote = match parse_rtp_sdp(sdp) {
+            Ok(r) => r,
+            Err(e) => {
+                log::info!(
+                    "SIP call for {}: SDP offer unusable ({e}) → 488",
+                    crate::pii::Pii(app_user)
+                );
+                ctx.sip.reject(now, sip, 488);
+                self.record_attempt(now, app_user, caller, "sip_to_app", Some(488), "BAD_SDP");
+                return;
+            }
+        };
+        let Some(port) = ctx.ports.open() else {
+            self.metrics.rtp_ports_exhausted += 1;
+            log::warn!("SIP call: no free port in [media] rtp_ports → 503");
+            ctx.sip.reject(now, sip, 503);
+            return;
+        };
+        let ids = self.stream_ids();
+        let session_id = self.session_id();
+        let caller_shown = if caller.is_empty() || caller.eq_ignore_ascii_case("anonymous") {
+            self.cfg.anonymous_caller.clone()
+        } else {
+            caller.to_string()
+        };
+        let mut call = BridgeCall::new(
+            now,
+            Way::SipToApp,
+            sip,
+            caller_shown.clone(),
+            Phase::Offered,
+            ids,
+            port,
+            self.cfg.rtp_ip,
+            self.cfg.opus_complexity,
+        );
+        call.rtp_timeout = self.cfg.rtp_timeout;
+        if call.apply_remote(remote).is_err() {
+            ctx.ports.close(port);
+            ctx.sip.reject(now, sip, 488);
+            return;
+        }
+        let (pt, codec) = call.sip_format().unwrap_or((0, Codec::Pcmu));
+        // telephone-event in the answer only when the caller offered it.
+        let te = call.remote_telephone_event();
+        call.local_sdp = call.build_sip_sdp(&[(pt, codec)], te, Direction::SendRecv, session_id);
+        call.deadline = Some(now + self.cfg.invitation_timeout);
+        let id = format!("s{}", self.rng.token(12));
+        let content = invitation_content(&id, &caller_shown, cus_data.as_deref());
+        let key = (app_user.to_string(), id.clone());
+        self.insert(key, Call::Bridge(Box::new(call)), None);
+        log::info!(
+            "SIP call from {} for {}: invitation {id}, RTP port {port}",
+            crate::pii::Pii(&caller_shown),
+            crate::pii::Pii(app_user)
+        );
+        ctx.sip.ring(now, sip);
+        self.say(
+            app_user,
+            protocol::remote_invitation(
+                &id,
+                &caller_shown,
+                caller_name.as_deref(),
+                Some(&content),
+                None,
+            ),
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The slot table of `Calls`: calls live in slots so that the media path finds one by
+//! index without allocating. A new call goes in by `insert` (indexed by its key, its ICE
+//! ufrag when known, its SIP call and RTP ports; the browser's address is added when its
+//! ICE check arrives, an accepted invitation's ufrag at the accept), and `remove` takes it
+//! out of every index, frees what it holds and writes its record. Here too are each slot's
+//! scheduling state (`SlotMeta`), the slots' reuse, the input marks (`touch`) and the
+//! route changes for the shard that routes to this one.
+
+use std::time::Instant;
+
+use super::bridge::BridgeCall;
+use super::{Call, CallKey, Calls, Cdr, Ctx, link};
+
+/// The scheduling state of one slot.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SlotMeta {
+    /// Bumped whenever the slot's timer is asked again (or the call ends): heap entries
+    /// with an older generation are stale.
+    pub(super) generation: u32,
+    /// In `dirty`: its timer must be asked again.
+    pub(super) dirty: bool,
+    /// In `ready`: it may have datagrams to send.
+    pub(super) ready: bool,
+    /// The deadline its current heap entry holds.
+    pub(super) scheduled: Option<Instant>,
+}
+
+impl Calls {
+    /// Puts a new call in a free slot and in every index that leads to it (the browser's
+    /// ICE `ufrag` when it is known yet; a bridged call's SIP call and RTP ports), and
+    /// marks it touched and added.
+    pub(super) fn insert(&mut self, key: CallKey, call: Call, ufrag: Option<String>) {
+        let slot = self.free_slot();
+        if let Some(ufrag) = ufrag {
+            self.by_ufrag.insert(ufrag, slot);
+        }
+        if let Call::Bridge(b) = &call {
+            self.by_sip.insert(b.sip, slot);
+            self.by_port.insert(b.port, slot);
+            self.by_port.insert(b.port.wrapping_add(1), slot);
+        }
+        self.index.insert(key.clone(), slot);
+        self.slots[slot] = Some((key, call));
+        self.touch(slot);
+        self.route_added(slot);
+    }
+
+    fn free_slot(&mut self) -> usize {
+        while let Some(i) = self.free.pop() {
+            if self.slots.get(i).is_some_and(Option::is_none) {
+                return i;
+            }
+        }
+        self.slots.push(None);
+        self.meta.push(SlotMeta::default());
+        self.slots.len() - 1
+    }
+
+    /// The slot's call got input (or was created, or answered): it may send, and its
+    /// timer may have moved.
+    pub(super) fn touch(&mut self, slot: usize) {
+        let Some(meta) = self.meta.get_mut(slot) else {
+            return;
+        };
+        if !meta.dirty {
+            meta.dirty = true;
+            self.dirty.push(slot);
+        }
+        if !meta.ready {
+            meta.ready = true;
+            self.ready.push_back(slot);
+        }
+    }
+
+    fn route_added(&mut self, slot: usize) {
+        let change = match self.slots.get(slot).and_then(Option::as_ref) {
+            Some((key, Call::Echo(_))) => link::RouteChange::Added {
+                key: key.clone(),
+                sip: None,
+            },
+            Some((key, Call::Bridge(b))) => link::RouteChange::Added {
+                key: key.clone(),
+                sip: Some(b.sip),
+            },
+            None => return,
+        };
+        self.routes.push_back(change);
+    }
+
+    /// Which calls came and went here (for the shard that routes to this one).
+    pub fn poll_route(&mut self) -> Option<link::RouteChange> {
+        self.routes.pop_front()
+    }
+
+    /// The slot's call is gone: its timer entries are stale, the slot can be reused.
+    pub(super) fn vacate(&mut self, slot: usize) {
+        if let Some(meta) = self.meta.get_mut(slot) {
+            meta.generation = meta.generation.wrapping_add(1);
+            meta.scheduled = None;
+        }
+        // a panic noted for the call that was here is not the next call's
+        self.poison.retain(|(s, _)| *s != slot);
+        self.free.push(slot);
+    }
+
+    pub(super) fn bridge_mut(&mut self, slot: usize) -> Option<&mut BridgeCall> {
+        match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn key_of(&self, slot: usize) -> Option<CallKey> {
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Frees everything a call holds and writes its record. The user has been told.
+    pub(super) fn remove(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        ctx: &mut Ctx<'_>,
+        code: Option<u16>,
+        reason: &str,
+    ) {
+        let Some((key, call)) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.vacate(slot);
+        self.routes.push_back(link::RouteChange::Removed {
+            key: key.clone(),
+            sip: match &call {
+                Call::Bridge(b) => Some(b.sip),
+                Call::Echo(_) => None,
+            },
+        });
+        self.index.remove(&key);
+        self.by_ufrag.retain(|_, s| *s != slot);
+        self.by_remote.retain(|_, s| *s != slot);
+        self.metrics.ended += 1;
+        match call {
+            Call::Echo(mut echo) => {
+                echo.browser().close();
+                log::info!(
+                    "call {} of {} ended ({reason}): {}",
+                    key.1,
+                    crate::pii::Pii(&key.0),
+                    echo.summary()
+                );
+                let cdr = Cdr::echo(&key.0, &key.1, self.unix_ms(now), reason, &mut echo);
+                self.cdrs.push_back(cdr);
+            }
+            Call::Bridge(mut b) => {
+                b.close();
+                if b.sip_alive {
+                    ctx.sip.hangup(now, b.sip);
+                }
+                self.by_sip.remove(&b.sip);
+                self.by_port.remove(&b.port);
+                self.by_port.remove(&b.port.wrapping_add(1));
+                ctx.ports.close(b.port);
+                let cdr = Cdr::bridged(
+                    &key.0,
+                    &key.1,
+                    &b,
+                    self.unix_ms(b.started),
+                    b.answered.map(|t| self.unix_ms(t)),
+                    self.unix_ms(now),
+                    code,
+                    reason,
+                );
+                log::info!(
+                    "call {} of {} ({}) ended ({reason}): {}",
+                    key.1,
+                    crate::pii::Pii(&key.0),
+                    b.way.name(),
+                    cdr.summary()
+                );
+                self.cdrs.push_back(cdr);
+            }
+        }
+    }
+}

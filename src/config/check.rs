@@ -1,0 +1,244 @@
+//! Checks across keys, once every value is read: contradictions between keys (TLS
+//! listeners without a certificate, an empty SIP account, shards past port 65535, two
+//! listeners on one port, open login on an exposed listener) are errors; settings that
+//! work but deserve a look are warnings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+
+use super::read::Reader;
+use super::{Config, ConfigError, ErrorKind};
+
+/// Below this an `[auth] secret` is easy to guess.
+const SECRET_MIN_LEN: usize = 16;
+
+/// Where a listener binds, for spotting two listeners on one port.
+struct Listener {
+    udp: bool,
+    section: &'static str,
+    key: &'static str,
+    ip: IpAddr,
+    ports: RangeInclusive<u16>,
+}
+
+impl Config {
+    /// Checks across keys; adds warnings for settings that work but deserve a look.
+    pub(super) fn check(&self, r: &mut Reader<'_, '_>) -> Result<(), ConfigError> {
+        let conflict = |r: &Reader<'_, '_>, section: &str, key: &str, message: String| {
+            r.error(
+                section,
+                Some(key),
+                r.line(section, key),
+                ErrorKind::Conflict,
+                message,
+            )
+        };
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(conflict(r, "tls", "cert", "needs [tls] key as well".into()));
+            }
+            (None, Some(_)) => {
+                return Err(conflict(r, "tls", "key", "needs [tls] cert as well".into()));
+            }
+            _ => {}
+        }
+        let have_tls = self.tls.cert.is_some();
+        for (section, listen) in [
+            ("sip", self.sip.tls_listen),
+            ("webrtc", self.webrtc.tls_listen),
+        ] {
+            if listen.is_some() && !have_tls {
+                return Err(conflict(
+                    r,
+                    section,
+                    "tls_listen",
+                    "needs [tls] cert and key".into(),
+                ));
+            }
+        }
+        if have_tls && self.sip.tls_listen.is_none() && self.webrtc.tls_listen.is_none() {
+            let line = r.line("tls", "cert");
+            r.warn(
+                "tls",
+                Some("cert"),
+                line,
+                "unused: no [sip] or [webrtc] tls_listen is set",
+            );
+        }
+        if self.proxy.on && !self.standalone() && self.proxy.sip_account.is_empty() {
+            return Err(conflict(
+                r,
+                "proxy",
+                "sip_account",
+                "empty, but [proxy] on = 1 with a sip_svr needs the account to register".into(),
+            ));
+        }
+        let udp_ports = self.webrtc_udp_ports();
+        if self.webrtc.udp.port() != 0
+            && u32::from(self.webrtc.udp.port()) + self.global.shards as u32 - 1 > 65535
+        {
+            return Err(conflict(
+                r,
+                "webrtc",
+                "udp",
+                format!(
+                    "port {} + {} shards runs past port 65535",
+                    self.webrtc.udp.port(),
+                    self.global.shards
+                ),
+            ));
+        }
+        self.check_listeners(r, udp_ports)?;
+
+        if self.auth.secret.is_empty() {
+            let exposed: Vec<String> = self
+                .exposed_web_listeners()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            let line = r.line("auth", "secret");
+            if !exposed.is_empty() && !self.auth.open {
+                let (section, key) = if line.is_some() {
+                    ("auth", "secret")
+                } else {
+                    ("webrtc", "listen")
+                };
+                return Err(conflict(
+                    r,
+                    section,
+                    key,
+                    format!(
+                        "[auth] secret is empty, so anyone who reaches the web listener {} may \
+                         log in as any user and place calls. Set [auth] secret to 16 or more \
+                         random characters (`srgate token USER` then mints logins), or listen \
+                         on 127.0.0.1 only, or accept open login with [auth] open = 1",
+                        exposed.join(", ")
+                    ),
+                ));
+            }
+            let message = if exposed.is_empty() {
+                "empty: anyone on this machine may log in as any user (demo only)"
+            } else {
+                "empty and [auth] open = 1: anyone who reaches the web listener may log in as \
+                 any user"
+            };
+            r.warn("auth", Some("secret"), line, message);
+        } else if self.auth.secret.expose().len() < SECRET_MIN_LEN {
+            let line = r.line("auth", "secret");
+            let message = format!("shorter than {SECRET_MIN_LEN} characters: easy to guess");
+            r.warn("auth", Some("secret"), line, &message);
+        }
+        if self.auth.open && !self.auth.secret.is_empty() {
+            let line = r.line("auth", "open");
+            r.warn("auth", Some("open"), line, "ignored: [auth] secret is set");
+        }
+        let users_line = r.doc.section("users").map(|s| s.line);
+        if self.standalone() && self.users.is_empty() {
+            r.warn(
+                "users",
+                None,
+                users_line,
+                "no users: standalone mode's registrar refuses every REGISTER",
+            );
+        }
+        if !self.standalone() && !self.users.is_empty() {
+            r.warn(
+                "users",
+                None,
+                users_line,
+                "ignored: with sip_svr set srgate is not a registrar",
+            );
+        }
+        if self.rtm2sip.on && !self.rtm2sip.allow_any && self.rtm2sip.acc_rule.is_empty() {
+            let line = r.line("rtm2sip", "acc_rule");
+            r.warn(
+                "rtm2sip",
+                Some("acc_rule"),
+                line,
+                "empty: app users may call no SIP number",
+            );
+        }
+        Ok(())
+    }
+
+    /// Two listeners of one protocol on one port (and overlapping addresses) is an error.
+    fn check_listeners(
+        &self,
+        r: &Reader<'_, '_>,
+        webrtc_udp: RangeInclusive<u16>,
+    ) -> Result<(), ConfigError> {
+        let single = |addr: SocketAddr| addr.port()..=addr.port();
+        let mut listeners = vec![
+            Listener {
+                udp: true,
+                section: "sip",
+                key: "listen",
+                ip: self.sip.listen.ip(),
+                ports: single(self.sip.listen),
+            },
+            Listener {
+                udp: false,
+                section: "sip",
+                key: "listen",
+                ip: self.sip.listen.ip(),
+                ports: single(self.sip.listen),
+            },
+            Listener {
+                udp: true,
+                section: "webrtc",
+                key: "udp",
+                ip: self.webrtc.udp.ip(),
+                ports: webrtc_udp,
+            },
+            Listener {
+                udp: false,
+                section: "webrtc",
+                key: "listen",
+                ip: self.webrtc.listen.ip(),
+                ports: single(self.webrtc.listen),
+            },
+        ];
+        for (section, key, addr) in [
+            ("sip", "tls_listen", self.sip.tls_listen),
+            ("webrtc", "tls_listen", self.webrtc.tls_listen),
+            ("api", "listen", self.api.listen),
+        ] {
+            if let Some(addr) = addr {
+                listeners.push(Listener {
+                    udp: false,
+                    section,
+                    key,
+                    ip: addr.ip(),
+                    ports: single(addr),
+                });
+            }
+        }
+        for (i, later) in listeners.iter().enumerate() {
+            for earlier in &listeners[..i] {
+                let same_ip = earlier.ip == later.ip
+                    || earlier.ip.is_unspecified()
+                    || later.ip.is_unspecified();
+                let overlap = earlier.ports.start() <= later.ports.end()
+                    && later.ports.start() <= earlier.ports.end()
+                    && *later.ports.start() != 0
+                    && *earlier.ports.start() != 0;
+                if earlier.udp == later.udp && same_ip && overlap {
+                    let proto = if later.udp { "UDP" } else { "TCP" };
+                    return Err(r.error(
+                        later.section,
+                        Some(later.key),
+                        r.line(later.section, later.key),
+                        ErrorKind::Conflict,
+                        format!(
+                            "{proto} port {} is also used by [{}] {}",
+                            later.ports.start().max(earlier.ports.start()),
+                            earlier.section,
+                            earlier.key
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
