@@ -139,6 +139,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // the log and CDR files srgate creates: 0640, not readable by other users
+            srgate::io::sys::restrict_new_files();
             let _logger = match srgate::logging::init(&config.log) {
                 Ok(l) => l,
                 Err(e) => {

@@ -133,6 +133,18 @@ impl Cdr {
         }
     }
 
+    /// A record for tests of what writes records: an answered call, or one refused.
+    #[cfg(test)]
+    pub(crate) fn sample(answered: bool) -> Cdr {
+        Cdr {
+            value: json!({
+                "call": "c1", "user": "u1", "peer": "1001", "direction": "app-to-sip",
+                "start": 1, "answer": if answered { Some(2) } else { None }, "end": 3,
+                "reason": "test",
+            }),
+        }
+    }
+
     /// The record as one line of JSON (no newline).
     pub fn to_line(&self) -> String {
         self.value.to_string()

@@ -201,6 +201,11 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 none(),
             ),
             ("cdr_file", path(c.calls.cdr_file.as_deref()), none()),
+            (
+                "cdr_max_file_size",
+                c.calls.cdr_max_file_size_mb.to_string(),
+                none(),
+            ),
             ("max_calls", c.calls.max_calls.to_string(), none()),
         ],
     );

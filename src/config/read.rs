@@ -308,6 +308,9 @@ impl Config {
                 Some(p) if p.is_dir() => Err(format!("`{s}` is a directory; give a file name")),
                 other => Ok(other),
             })?,
+            cdr_max_file_size_mb: r.get("calls", "cdr_max_file_size", |s| {
+                values::number(s, MAX_FILE_SIZE_MB).map_err(|e| format!("{e} (MB)"))
+            })?,
         };
         let auth = Auth {
             secret: Secret::from(r.raw("auth", "secret").0),

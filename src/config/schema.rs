@@ -61,6 +61,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
         &[
             ("invitation_timeout", "60"),
             ("cdr_file", "srgate-cdr.jsonl"),
+            ("cdr_max_file_size", "100"),
             ("max_calls", "4096"),
         ],
     ),

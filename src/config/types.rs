@@ -197,6 +197,8 @@ pub struct CallsSection {
     pub invitation_timeout: Duration,
     /// One JSON line per ended call (CDR); `None`: no records.
     pub cdr_file: Option<PathBuf>,
+    /// The CDR file is rotated when it reaches this many MB.
+    pub cdr_max_file_size_mb: u64,
     /// Calls in progress at once on all shards; more are refused (SIP 503, `OVERLOADED`).
     pub max_calls: u32,
 }

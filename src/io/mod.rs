@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)] // the clock is read here, and only here
 
 mod api;
+mod cdr;
 mod control;
 mod media;
 mod rtp;

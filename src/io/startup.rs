@@ -14,6 +14,7 @@ use std::time::Instant;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Poll, Waker};
 
+use super::cdr::CdrLog;
 use super::control::{self, ControlShard};
 use super::media::{MediaPlane, ShardStats};
 use super::rtp::RtpSockets;
@@ -213,11 +214,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let calls = Calls::new(calls_config(0, advertise(&media_udp)?)?, dtls.clone());
     let cdr = match &config.calls.cdr_file {
         Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| err(format_args!("[calls] cdr_file {}", path.display()), e))?,
+            CdrLog::open(
+                path,
+                config.calls.cdr_max_file_size_mb.saturating_mul(1 << 20),
+                Instant::now(),
+            )
+            .map_err(|e| err(format_args!("[calls] cdr_file {}", path.display()), e))?,
         ),
         None => None,
     };

@@ -1,6 +1,6 @@
 //! The few raw syscalls srgate needs that std and mio do not offer: batched UDP receive
 //! and send (`recvmmsg`, `sendmmsg`), socket buffer sizes, handing freed heap memory back
-//! to the kernel, and raising the limit of open files.
+//! to the kernel, raising the limit of open files, and the file creation mask.
 //! This is the only file allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
@@ -401,6 +401,19 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(want as u64)
+}
+
+/// Makes the files srgate creates from now on (log, rotated logs, CDR files) unreadable
+/// by other users: adds group-write and all of "other" to the process's file mode
+/// creation mask (a umask of 022 becomes 027: new files 0640). Call it before any thread
+/// starts.
+pub fn restrict_new_files() {
+    // SAFETY: umask only swaps the process's creation mask and cannot fail; the second
+    // call puts back the old mask with the bits added.
+    unsafe {
+        let old = libc::umask(0o077);
+        libc::umask(old | 0o027);
+    }
 }
 
 /// Returns the free memory of the C allocator's heaps to the kernel (glibc's

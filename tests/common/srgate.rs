@@ -324,6 +324,12 @@ impl Srgate {
         &self.config_file
     }
 
+    /// Where srgate's log file is.
+    #[allow(dead_code)] // not every test binary looks at the file itself
+    pub fn log_path(&self) -> &Path {
+        &self.log_file
+    }
+
     /// srgate's log file so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()

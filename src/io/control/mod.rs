@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
+use super::cdr::CdrLog;
 use super::media::{MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
@@ -146,8 +147,7 @@ pub(super) struct ControlShard {
     /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
     workers_running: usize,
     workers_wait_until: Option<Instant>,
-    cdr: Option<std::fs::File>,
-    cdr_errors: u64,
+    cdr: Option<CdrLog>,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -170,7 +170,7 @@ impl ControlShard {
         (media_udp, calls): (UdpSocket, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
-        cdr: Option<std::fs::File>,
+        cdr: Option<CdrLog>,
         (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
         max_calls: u32,
     ) -> Result<Self, RunError> {
@@ -258,7 +258,6 @@ impl ControlShard {
             workers_running: worker_count,
             workers_wait_until: None,
             cdr,
-            cdr_errors: 0,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -507,7 +506,7 @@ impl ControlShard {
         self.media.transmit(now);
         let mut moved = false;
         while let Some(cdr) = self.media.calls.poll_cdr() {
-            self.write_cdr(&cdr);
+            self.write_cdr(now, &cdr);
         }
         while let Some(change) = self.media.calls.poll_route() {
             self.router.apply(0, change);
@@ -659,7 +658,7 @@ impl ControlShard {
                     let (user, text) = *message;
                     self.hub.send_to_user(&user, text);
                 }
-                ToControl::Cdr(cdr) => self.write_cdr(&cdr),
+                ToControl::Cdr(cdr) => self.write_cdr(now, &cdr),
                 ToControl::Route(shard, change) => self.router.apply(shard, *change),
                 ToControl::Stopped(shard) => {
                     log::debug!("shard {shard} stopped");
@@ -692,15 +691,9 @@ impl ControlShard {
             .read_webrtc(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
     }
 
-    fn write_cdr(&mut self, cdr: &Cdr) {
+    fn write_cdr(&mut self, now: Instant, cdr: &Cdr) {
         if let Some(file) = self.cdr.as_mut() {
-            use std::io::Write;
-            let mut line = cdr.to_line();
-            line.push('\n');
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                self.cdr_errors += 1;
-                log::warn!("[calls] cdr_file: {e}");
-            }
+            file.write(now, cdr);
         }
     }
 
@@ -767,7 +760,9 @@ impl ControlShard {
             self.router.refused_overload(),
         ));
         m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
-        m.push(("cdr_write_errors_total", self.cdr_errors));
+        let cdr = self.cdr.as_ref();
+        m.push(("cdr_write_errors_total", cdr.map_or(0, CdrLog::errors)));
+        m.push(("cdr_suppressed_total", cdr.map_or(0, CdrLog::suppressed)));
         m.push((
             "sip_tcp_connections",
             self.sip_conns.iter().flatten().count() as u64,
