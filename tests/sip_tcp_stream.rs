@@ -76,3 +76,30 @@ fn a_crlf_keepalive_ping_gets_a_pong() {
     let n = stream.read(&mut buf).expect("a pong within 3 s");
     assert_eq!(&buf[..n], b"\r\n");
 }
+
+/// A client that sends a request and closes at once gets no connection back to its
+/// ephemeral port: the answer has nowhere to go and is dropped (a scanner cannot make
+/// srgate dial out to addresses of its choosing).
+#[test]
+fn no_dial_back_to_a_client_that_closed() {
+    let dir = TestDir::new("sip-tcp-no-dial-back");
+    let srgate = Srgate::start(GatewayConfig::standalone(), dir.path());
+    let mut ports = Vec::new();
+    for i in 0..5 {
+        let mut stream = TcpStream::connect(srgate.sip_addr()).unwrap();
+        let port = stream.local_addr().unwrap().port();
+        stream.write_all(options(i, port).as_bytes()).unwrap();
+        drop(stream);
+        ports.push(port);
+    }
+    // srgate answers on its next turn; give it time to (not) dial
+    std::thread::sleep(Duration::from_millis(500));
+    let log = srgate.log();
+    for port in ports {
+        assert!(
+            !log.contains(&format!("SIP TCP connect to 127.0.0.1:{port}")),
+            "srgate dialled back to {port}:\n{log}"
+        );
+    }
+    assert!(srgate.health().is_some(), "srgate still answers");
+}

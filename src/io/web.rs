@@ -294,6 +294,11 @@ impl WebConn {
         else {
             return Next::Close;
         };
+        // The whole exchange, answer included, has HEAD_TIMEOUT: a client that does not
+        // read its answer cannot keep its slot (nor the loop waking for its deadline).
+        if now >= *since + HEAD_TIMEOUT {
+            return Next::Close;
+        }
         if !out.is_empty() {
             return flush_plain(stream, out);
         }
@@ -311,9 +316,6 @@ impl WebConn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Next::Close,
             }
-        }
-        if now >= *since + HEAD_TIMEOUT {
-            return Next::Close;
         }
         let mut headers = [httparse::EMPTY_HEADER; 48];
         let mut req = httparse::Request::new(&mut headers);
@@ -665,6 +667,54 @@ pub fn tls_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's clock origin
+    fn an_answer_the_client_does_not_read_is_dropped_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        // more than the kernel's buffers hold: the client never reads
+        let mut conn = WebConn::Http {
+            stream: Stream::Plain(TcpStream::from_std(server)),
+            peer,
+            buf: Vec::new(),
+            out: vec![b'x'; 64 << 20],
+            since: t0,
+        };
+        let poll = mio::Poll::new().unwrap();
+        let mut hub = Hub::new("");
+        let mut next_session = 0;
+        let policy = WebPolicy {
+            allowed_origins: Vec::new(),
+            loopback_host_only: false,
+        };
+        let mut service = |conn: &mut WebConn, now: Instant| {
+            conn.service(
+                now,
+                0,
+                &mut hub,
+                &mut next_session,
+                &policy,
+                poll.registry(),
+                Token(1),
+            )
+        };
+        assert_eq!(
+            service(&mut conn, t0),
+            Next::Keep,
+            "the answer is on its way"
+        );
+        assert_eq!(conn.deadline(), t0 + HEAD_TIMEOUT);
+        assert_eq!(
+            service(&mut conn, t0 + HEAD_TIMEOUT),
+            Next::Close,
+            "at the deadline the connection goes, answer or not"
+        );
+        drop(client);
+    }
 
     #[test]
     fn origins() {

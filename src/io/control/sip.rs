@@ -69,6 +69,17 @@ impl ControlShard {
             Transport::Tcp | Transport::Tls => {
                 let index = match self.sip_by_peer.get(&t.destination) {
                     Some(&i) => i,
+                    // A response whose connection closed: srgate does not dial back (the
+                    // client's port is an ephemeral one, and a scanner must not make
+                    // srgate connect where it likes); the client retries or gives up.
+                    None if t.payload.starts_with(b"SIP/2.0 ") => {
+                        self.tcp_dropped += 1;
+                        log::debug!(
+                            "SIP TCP response to {}: its connection is closed; dropped",
+                            t.destination
+                        );
+                        return;
+                    }
                     None => match self.connect_sip(now, t.destination) {
                         Some(i) => i,
                         None => {
