@@ -287,6 +287,12 @@ impl BrowserSide {
         std::mem::take(&mut self.newly_connected)
     }
 
+    /// Whether datagrams from `addr` belong to this browser: an ICE check from it passed
+    /// (MESSAGE-INTEGRITY included).
+    pub fn accepts_from(&self, addr: SocketAddr) -> bool {
+        self.leg.accepts_from(addr)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected
     }

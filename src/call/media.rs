@@ -32,32 +32,35 @@ impl Calls {
         data: &mut [u8],
         ctx: &mut Ctx<'_>,
     ) {
-        let slot = match demux::route(data) {
-            demux::Route::LocalUfrag(ufrag) => {
-                let Some(&slot) = self.by_ufrag.get(ufrag) else {
-                    return;
-                };
-                // Later non-STUN datagrams from this address belong to the same call
-                // (the leg itself accepts them only once an ICE check from it succeeded).
-                if self.by_remote.get(&from) != Some(&slot) {
-                    self.by_remote.insert(from, slot);
-                }
-                slot
-            }
+        let (slot, check) = match demux::route(data) {
+            demux::Route::LocalUfrag(ufrag) => match self.by_ufrag.get(ufrag) {
+                Some(&slot) => (slot, true),
+                None => return,
+            },
             _ => match self.by_remote.get(&from) {
-                Some(&slot) => slot,
+                Some(&slot) => (slot, false),
                 None => return,
             },
         };
         let local = self.cfg.media_addr;
         self.touch(slot);
-        let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Echo(call))) => guarded(|| call.handle_datagram(now, from, local, data)),
-            Some((_, Call::Bridge(call))) => {
-                guarded(|| call.handle_browser(now, from, local, data))
-            }
+        let (step, accepted) = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Echo(call))) => (
+                guarded(|| call.handle_datagram(now, from, local, data)),
+                check && call.browser().accepts_from(from),
+            ),
+            Some((_, Call::Bridge(call))) => (
+                guarded(|| call.handle_browser(now, from, local, data)),
+                check && call.browser.as_ref().is_some_and(|b| b.accepts_from(from)),
+            ),
             None => return,
         };
+        // Later non-STUN datagrams from this address belong to this call once one of its
+        // ICE checks from there passed, MESSAGE-INTEGRITY included: a check with a
+        // guessed ufrag and no password cannot re-route another browser's packets.
+        if accepted && self.by_remote.get(&from) != Some(&slot) {
+            self.by_remote.insert(from, slot);
+        }
         match step {
             Some(step) => self.after(now, slot, step, ctx),
             None => self.poisoned(now, slot, ctx),
