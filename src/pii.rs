@@ -4,6 +4,7 @@
 //!   It prints the value only when `[log] level = 0` (SENSITIVE) is on, otherwise a short
 //!   redaction: the first and last character around `***` (`1005` → `1***5`), or just `***`
 //!   for values under four characters.
+//! - [`sip_dump`] is a SIP message as text for a level-0 dump, digest responses masked.
 //! - [`Secret`] holds a password or key (`[proxy] sip_pwd`, `[users]` passwords,
 //!   `[auth] secret`). Its `Debug` and `Display` never print it, at any level; the only way
 //!   to the text is [`Secret::expose`], which digest and token code call.
@@ -118,9 +119,79 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A SIP message as text for a level-0 dump, with the digest `response` of its
+/// `Authorization` and `Proxy-Authorization` headers masked: a captured response can be
+/// attacked offline for the password (and, within its nonce, replayed), so it never
+/// reaches a log, at any level. Everything else is kept for debugging.
+pub fn sip_dump(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let name = line.split(':').next().unwrap_or("").trim();
+        let credentials = name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("proxy-authorization");
+        if credentials {
+            mask_response(line, &mut out);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Copies `line` into `out` with the value of every `response=` parameter replaced.
+fn mask_response(line: &str, out: &mut String) {
+    let lower = line.to_ascii_lowercase();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("response") {
+        let start = from + at;
+        from = start + "response".len();
+        // a parameter name: preceded by a separator, followed by `=` (spaces allowed)
+        let before = line[..start].chars().next_back();
+        if !matches!(before, Some(' ' | '\t' | ',')) {
+            continue;
+        }
+        let rest = &line[from..];
+        let Some(eq) = rest.find(|c: char| c != ' ' && c != '\t') else {
+            break;
+        };
+        if !rest[eq..].starts_with('=') {
+            continue;
+        }
+        let value_start = from + eq + 1;
+        let value_end = line[value_start..]
+            .find([',', '\r', '\n'])
+            .map_or(line.len(), |e| value_start + e);
+        out.push_str(&line[copied..value_start]);
+        out.push_str("\"***\"");
+        copied = value_end;
+        from = value_end;
+    }
+    out.push_str(&line[copied..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sip_dumps_mask_the_digest_response_only() {
+        let msg = "REGISTER sip:example.com SIP/2.0\r\n\
+                   Authorization: Digest username=\"1001\", realm=\"example.com\", \
+                   nonce=\"abc\", uri=\"sip:example.com\", response=\"0123456789abcdef\", \
+                   algorithm=MD5, cnonce=\"c\", qop=auth, nc=00000001\r\n\
+                   proxy-authorization: Digest username=\"1001\",response = 77aa,nonce=\"n\"\r\n\
+                   Subject: the response=\"kept\" elsewhere\r\n\r\n";
+        let dump = sip_dump(msg.as_bytes());
+        assert!(!dump.contains("0123456789abcdef"), "{dump}");
+        assert!(!dump.contains("77aa"), "{dump}");
+        assert!(dump.contains("response=\"***\", algorithm=MD5"), "{dump}");
+        assert!(dump.contains("response =\"***\",nonce=\"n\""), "{dump}");
+        assert!(dump.contains("username=\"1001\""), "{dump}");
+        assert!(dump.contains("Subject: the response=\"kept\" elsewhere"), "{dump}");
+        assert_eq!(dump.lines().count(), msg.lines().count());
+    }
 
     struct Shown<'a, T>(&'a Pii<T>, bool);
     impl<T: fmt::Display> fmt::Display for Shown<'_, T> {
