@@ -17,6 +17,8 @@ use std::alloc::System;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
+#[path = "support/browser_sim.rs"]
+mod browser_sim;
 #[path = "support/calls_sim.rs"]
 mod calls_sim;
 #[path = "support/stun.rs"]

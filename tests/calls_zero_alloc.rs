@@ -7,6 +7,8 @@ use std::alloc::System;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
+#[path = "../benches/support/browser_sim.rs"]
+mod browser_sim;
 #[path = "../benches/support/calls_sim.rs"]
 mod calls_sim;
 #[path = "../benches/support/stun.rs"]
@@ -22,7 +24,7 @@ fn relayed_packets_through_calls_allocate_nothing() {
     sim.packets(calls * 300); // 6 s: buffers, queues and heaps at their steady size
     let pairs = calls * 1500; // 30 s of every call sending every 20 ms
     let m = sim.measure(pairs);
-    assert_eq!(sim.calls.count(), calls, "every call is still up");
+    assert_eq!(sim.shard.calls.count(), calls, "every call is still up");
     eprintln!(
         "{} media packets: {} allocations ({:.0} ns each, unoptimised); {} consent checks: {} allocations",
         m.packets, m.media_allocations, m.ns_per_packet, sim.checks_sent, sim.check_allocations

@@ -5,47 +5,23 @@
 //! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
 //! test; both count heap allocations with `stats_alloc` as their global allocator
 //! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
-//! counted apart (the STUN agent, a dependency, allocates a few per check). Its users
-//! also include `support/stun.rs` as `crate::stun`.
+//! counted apart (the STUN agent, a dependency, allocates a few per check). The shard, the
+//! fake ports and the scripted browser are `support/browser_sim.rs`'s; its users include
+//! it as `crate::browser_sim` and `support/stun.rs` as `crate::stun`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use srgate::call::link::{SipCommand, SipOutbox};
-use srgate::call::{Calls, CallsConfig, Ctx, Rtm2SipRule, RtpPorts};
-use srgate::config::AccRule;
-use srgate::sdp::{Codec, Fingerprint, HashAlgorithm};
-use srgate::signal::hub::CallRequest;
+use srgate::call::link::SipCommand;
 use srgate::signal::protocol::Request;
 use srgate::sip::endpoint::{Event, SipCallId};
-use srgate::webrtc::cert::Certificate;
-use srgate::webrtc::dtls::{DtlsContext, DtlsEvent, DtlsRole, DtlsTransport};
 use srgate::webrtc::srtp::SrtpContext;
-use srgate::wire::rtp;
 
-const SRGATE_MEDIA: &str = "127.0.0.1:20000";
-const BROWSER_PWD: &str = "browserpassword0123456789";
-const PAYLOAD: usize = 160; // 20 ms of PCMU
-const CONSENT_EVERY: Duration = Duration::from_secs(2);
-
-/// RTP ports handed out in turn; none is ever bound.
-#[derive(Default)]
-pub struct Ports {
-    next: u16,
-    pub opened: Vec<u16>,
-}
-
-impl RtpPorts for Ports {
-    fn open(&mut self) -> Option<u16> {
-        let port = 20_002 + 2 * self.next;
-        self.next += 1;
-        self.opened.push(port);
-        Some(port)
-    }
-    fn close(&mut self, _port: u16) {}
-}
+use crate::browser_sim::{
+    Browser, BrowserIdentity, CONSENT_EVERY, PAYLOAD, Shard, pcmu_packet, phone_sdp,
+};
 
 struct Leg {
     /// ICE consent checks (RFC 7675) the browser sends every 2 s, made up front.
@@ -69,13 +45,9 @@ pub struct Measured {
 }
 
 pub struct Sim {
-    pub now: Instant,
-    pub calls: Calls,
-    sip: SipOutbox,
-    ports: Ports,
+    pub shard: Shard,
     legs: Vec<Leg>,
     buf: Vec<u8>,
-    out: Vec<u8>,
     /// Datagrams srgate sent during [`Sim::packets`], and of them to browsers.
     pub sent: u64,
     pub sent_to_browsers: u64,
@@ -86,113 +58,31 @@ pub struct Sim {
     pub check_allocations: u64,
 }
 
-macro_rules! ctx {
-    ($s:ident) => {
-        &mut Ctx {
-            sip: &mut $s.sip,
-            ports: &mut $s.ports,
-            online: &|_: &str| true,
-        }
-    };
-}
-
-fn offer(i: usize, fingerprint: &str) -> String {
-    format!(
-        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
-         m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n\
-         a=ice-ufrag:b{i:05}\r\na=ice-pwd:{BROWSER_PWD}\r\n\
-         a=fingerprint:{fingerprint}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\n\
-         a=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n"
-    )
-}
-
-/// A 20 ms PCMU packet (payload bytes all `fill`) written into `buf`; its length.
-fn pcmu_packet(buf: &mut [u8], seq: u16, ts: u32, ssrc: u32, fill: u8) -> usize {
-    rtp::Header {
-        marker: false,
-        payload_type: 0,
-        sequence_number: seq,
-        timestamp: ts,
-        ssrc,
-    }
-    .emit(buf)
-    .expect("room");
-    buf[rtp::HEADER_LEN..rtp::HEADER_LEN + PAYLOAD].fill(fill);
-    rtp::HEADER_LEN + PAYLOAD
-}
-
-fn phone_answer(phone: SocketAddr) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
-        ip = phone.ip(),
-        port = phone.port()
-    )
-}
-
-fn attribute(sdp: &str, name: &str) -> String {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
-        .unwrap_or_else(|| panic!("a={name}: in {sdp}"))
-        .trim()
-        .to_owned()
-}
-
-fn binding_request(i: usize, ufrag: &str, pwd: &str) -> Vec<u8> {
-    crate::stun::binding_request(&format!("{ufrag}:b{i:05}"), pwd, true)
-}
-
 impl Sim {
     /// `calls` relayed calls, answered and with DTLS up.
     pub fn new(calls: usize) -> Sim {
         #[allow(clippy::disallowed_methods)] // the simulated clock's origin
         let now = Instant::now();
-        let srgate_cert = Certificate::generate().expect("certificate");
-        let config = CallsConfig {
-            media_addr: SRGATE_MEDIA.parse().unwrap(),
-            rtp_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            codecs: vec![Codec::Opus, Codec::Pcmu],
-            opus_complexity: 5,
-            rtp_timeout: Duration::from_secs(30),
-            invitation_timeout: Duration::from_secs(60),
-            rtm2sip: Some(Rtm2SipRule {
-                acc_rule: AccRule::parse("").expect("empty rule"),
-                allow_any: true,
-            }),
-            standalone: false,
-            anonymous_caller: "1086".into(),
-            app_display_name: false,
-            shard: 0,
-            max_calls: 100_000,
-            seed: [5; 32],
-            clock_anchor: (now, 1_700_000_000_000),
-        };
         let mut sim = Sim {
-            now,
-            calls: Calls::new(config, DtlsContext::new(&srgate_cert).expect("dtls")),
-            sip: SipOutbox::default(),
-            ports: Ports::default(),
+            shard: Shard::new(crate::browser_sim::config(now)),
             legs: Vec::with_capacity(calls),
             buf: vec![0; 2048],
-            out: vec![0; 2048],
             sent: 0,
             sent_to_browsers: 0,
             checks_sent: 0,
             check_allocations: 0,
             srgate_time: Duration::ZERO,
         };
-        let browser_cert = Certificate::generate().expect("certificate");
-        let browser_ctx = DtlsContext::new(&browser_cert).expect("dtls");
-        let fingerprint = browser_cert.fingerprint().to_string();
+        let identity = BrowserIdentity::generate();
         for i in 0..calls {
-            sim.add_call(i, &browser_ctx, &fingerprint);
+            sim.add_call(i, &identity);
         }
-        assert_eq!(sim.calls.count(), calls);
+        assert_eq!(sim.shard.calls.count(), calls);
         sim
     }
 
-    fn add_call(&mut self, i: usize, browser_ctx: &DtlsContext, fingerprint: &str) {
-        let browser = SocketAddr::new(
+    fn add_call(&mut self, i: usize, identity: &BrowserIdentity) {
+        let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)),
             50_000,
         );
@@ -200,87 +90,48 @@ impl Sim {
             IpAddr::V4(Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8)),
             40_000,
         );
+        let mut browser = Browser::new(addr, &format!("b{i:05}"));
         let invite = Request::Invite {
             id: format!("c{i}"),
             callee: "1006".into(),
-            sdp: offer(i, fingerprint),
+            sdp: browser.offer(identity, false),
             content: None,
             channel_id: None,
         };
-        let request = CallRequest::Call {
-            user: format!("u{i}"),
-            request: invite,
-        };
-        let now = self.now;
-        self.calls.handle_request(now, request, ctx!(self));
+        let shard = &mut self.shard;
+        shard.request(&format!("u{i}"), invite);
         let mut answer = None;
-        while let Some((_, text)) = self.calls.poll_message() {
+        while let Some((_, text)) = shard.calls.poll_message() {
             let v: Value = serde_json::from_str(&text).unwrap();
             if v["state"] == "SENT_TO_REMOTE" {
                 answer = v["sdp"].as_str().map(str::to_owned);
             }
         }
-        let answer = answer.expect("srgate answers the browser");
-        let port = *self.ports.opened.last().expect("an RTP port");
-        let sip_id: SipCallId = match self.sip.pop() {
+        browser.answered(&answer.expect("srgate answers the browser"));
+        let port = *shard.ports.opened.last().expect("an RTP port");
+        let sip_id: SipCallId = match shard.sip.pop() {
             Some(SipCommand::Start(call)) => call.id,
             other => panic!("the call starts toward SIP: {other:?}"),
         };
-        let (ufrag, pwd) = (
-            attribute(&answer, "ice-ufrag"),
-            attribute(&answer, "ice-pwd"),
-        );
-        let fp = attribute(&answer, "fingerprint");
-        let hex = fp.strip_prefix("sha-256 ").expect("a SHA-256 fingerprint");
-        let srgate_fp =
-            Fingerprint::parse(HashAlgorithm::Sha256, hex).expect("srgate's fingerprint");
-        let mut check = binding_request(i, &ufrag, &pwd);
-        self.calls
-            .handle_datagram(now, browser, &mut check, ctx!(self));
-        let mut dtls = DtlsTransport::new(now, browser_ctx, DtlsRole::Client, srgate_fp);
-        let mut keys = None;
-        for _ in 0..200 {
-            dtls.poll_output();
-            while let Some(mut p) = dtls.poll_transmit() {
-                let now = self.now;
-                self.calls.handle_datagram(now, browser, &mut p, ctx!(self));
-            }
-            while let Some(t) = self.calls.poll_transmit(self.now, &mut self.out) {
-                if t.destination == browser && (20..=63).contains(&self.out[0]) {
-                    dtls.handle_packet(self.now, &self.out[..t.len]);
-                }
-            }
-            dtls.poll_output();
-            while let Some(e) = dtls.poll_event() {
-                if let DtlsEvent::Connected(k) = e {
-                    keys = Some(k);
-                }
-            }
-            if keys.is_some() {
-                break;
-            }
-            self.now += Duration::from_millis(1);
-            dtls.handle_timeout(self.now);
-            self.tick();
-        }
-        let keys = keys.expect("DTLS connects");
-        let tx = SrtpContext::new(keys.profile, keys.local.key(), keys.local.salt()).unwrap();
-        let answered = Event::CallAnswered {
+        browser.connect(shard, identity);
+        shard.sip_event(Event::CallAnswered {
             id: sip_id,
-            sdp: phone_answer(phone),
-        };
-        let now = self.now;
-        self.calls.handle_sip_event(now, answered, ctx!(self));
-        while self.calls.poll_message().is_some() {}
-        while self.calls.poll_transmit(self.now, &mut self.out).is_some() {}
-        let checks = (0..16).map(|_| binding_request(i, &ufrag, &pwd)).collect();
+            sdp: phone_sdp(phone, false, "sendrecv"),
+        });
+        while shard.calls.poll_message().is_some() {}
+        while shard
+            .calls
+            .poll_transmit(shard.now, &mut shard.out)
+            .is_some()
+        {}
+        let checks = (0..16).map(|_| browser.check()).collect();
         self.legs.push(Leg {
             checks,
-            next_check: self.now + CONSENT_EVERY,
-            browser,
+            next_check: shard.now + CONSENT_EVERY,
+            browser: addr,
             phone,
             port,
-            tx,
+            tx: browser.tx.take().expect("keyed"),
             seq: 1,
             ts: 0,
             phone_seq: 1,
@@ -314,14 +165,6 @@ impl Sim {
         }
     }
 
-    /// Fires the call layer's timers that are due.
-    fn tick(&mut self) {
-        if self.calls.poll_timeout().is_some_and(|t| t <= self.now) {
-            let now = self.now;
-            self.calls.handle_timeout(now, ctx!(self));
-        }
-    }
-
     /// `pairs` rounds of one RTP packet each way through call `k % N` (every call sends
     /// every 20 ms of simulated time), with srgate's output drained and timers fired as a
     /// shard would. The real time spent in srgate's code (not in the simulated browsers
@@ -332,18 +175,19 @@ impl Sim {
         let step = Duration::from_micros(20_000 / n as u64);
         for k in 0..pairs {
             let leg = &mut self.legs[k % n];
-            if self.now >= leg.next_check {
+            if self.shard.now >= leg.next_check {
                 // the browser's consent check, as Chrome sends them
-                leg.next_check = self.now + CONSENT_EVERY;
+                leg.next_check = self.shard.now + CONSENT_EVERY;
                 let check = &leg.checks[(k / n) % leg.checks.len()];
                 let len = check.len();
                 self.buf[..len].copy_from_slice(check);
                 let browser = leg.browser;
-                let now = self.now;
+                let now = self.shard.now;
                 let region = stats_alloc::Region::new(crate::GLOBAL);
-                self.calls
-                    .handle_datagram(now, browser, &mut self.buf[..len], ctx!(self));
-                while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
+                let (calls, mut ctx) = self.shard.ctx();
+                calls.handle_datagram(now, browser, &mut self.buf[..len], &mut ctx);
+                let shard = &mut self.shard;
+                while let Some(t) = shard.calls.poll_transmit(now, &mut shard.out) {
                     self.sent += 1;
                     self.sent_to_browsers += u64::from(t.destination == browser);
                 }
@@ -362,10 +206,10 @@ impl Sim {
             );
             let len = leg.tx.protect_rtp(&mut self.buf, plain).expect("protect");
             let (browser, phone, port) = (leg.browser, leg.phone, leg.port);
-            let now = self.now;
+            let now = self.shard.now;
             let started = Instant::now();
-            self.calls
-                .handle_datagram(now, browser, &mut self.buf[..len], ctx!(self));
+            let (calls, mut ctx) = self.shard.ctx();
+            calls.handle_datagram(now, browser, &mut self.buf[..len], &mut ctx);
             self.srgate_time += started.elapsed();
             // SIP → browser: RTP
             let leg = &mut self.legs[k % n];
@@ -380,16 +224,17 @@ impl Sim {
             leg.phone_seq = leg.phone_seq.wrapping_add(1);
             leg.ts = leg.ts.wrapping_add(PAYLOAD as u32);
             let started = Instant::now();
-            self.calls
-                .handle_rtp(now, port, phone, &self.buf[..len], ctx!(self));
-            while let Some(t) = self.calls.poll_transmit(now, &mut self.out) {
+            let (calls, mut ctx) = self.shard.ctx();
+            calls.handle_rtp(now, port, phone, &self.buf[..len], &mut ctx);
+            let shard = &mut self.shard;
+            while let Some(t) = shard.calls.poll_transmit(now, &mut shard.out) {
                 self.sent += 1;
                 if t.destination == browser {
                     self.sent_to_browsers += 1;
                 }
             }
-            self.now += step;
-            self.tick();
+            self.shard.now += step;
+            self.shard.tick();
             self.srgate_time += started.elapsed();
         }
     }
