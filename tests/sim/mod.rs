@@ -196,11 +196,14 @@ impl Scene {
     /// Checks that the call is gone and its port closed.
     pub fn assert_gone(&mut self) {
         assert_eq!(self.shard.calls.count(), 0, "no call left");
-        assert_eq!(self.shard.calls.ports_in_use(), 0);
         assert_eq!(
             self.shard.ports.closed,
             [self.port],
             "the call's port closed"
+        );
+        assert_eq!(
+            self.shard.ports.opened, self.shard.ports.closed,
+            "every port opened is closed"
         );
     }
 
