@@ -189,7 +189,10 @@ mod tests {
         assert!(dump.contains("response=\"***\", algorithm=MD5"), "{dump}");
         assert!(dump.contains("response =\"***\",nonce=\"n\""), "{dump}");
         assert!(dump.contains("username=\"1001\""), "{dump}");
-        assert!(dump.contains("Subject: the response=\"kept\" elsewhere"), "{dump}");
+        assert!(
+            dump.contains("Subject: the response=\"kept\" elsewhere"),
+            "{dump}"
+        );
         assert_eq!(dump.lines().count(), msg.lines().count());
     }
 

@@ -345,7 +345,6 @@ fn sip_side_hold_stops_media_toward_it_and_unhold_resumes() {
 /// a phone that holds with sendonly and sends no music on hold is hung up after
 /// `rtp_timeout`.
 #[test]
-#[ignore = "src/call/bridge.rs: remote_sends() treats sendonly as sending, so a sendonly hold without music ends at rtp_timeout, against the module doc"]
 fn sendonly_hold_without_music_outlives_rtp_timeout() {
     let rtp_timeout = Duration::from_secs(5);
     let mut scene = Scene::established(config(|c| c.rtp_timeout = rtp_timeout));

@@ -261,7 +261,6 @@ fn sip_refusals_map_to_protocol_states() {
 /// `Calls::fail` sends `local_state` (a message about the app's own outgoing calls)
 /// for this incoming call: `protocol::local_state(&key.1, "FAILURE", .., Some("MEDIA_FAILED"), ..)`.
 #[test]
-#[ignore = "src/call/mod.rs Calls::fail: an incoming call whose DTLS fails gets local_state FAILURE, not remote_state FAILURE MEDIA_FAILED"]
 fn accepted_call_whose_dtls_fails_is_told_remote_state_media_failed() {
     let mut scene = ringing_at_app(|_| {});
     scene.accept();
@@ -282,7 +281,6 @@ fn accepted_call_whose_dtls_fails_is_told_remote_state_media_failed() {
 /// `protocol::hangup(&key.1, "TIMEOUT", None)`, a `hangup` for a call that was never
 /// answered.
 #[test]
-#[ignore = "src/call/mod.rs Calls::timeout_of: an accepted call whose browser never connects gets hangup TIMEOUT, not remote_state FAILURE MEDIA_FAILED"]
 fn accepted_call_whose_browser_never_connects_is_told_remote_state_media_failed() {
     let mut scene = ringing_at_app(|_| {});
     scene.accept();

@@ -288,13 +288,13 @@ impl BridgeCall {
         self.sip_format
     }
 
-    /// Whether the SIP side is expected to send (its SDP is sendrecv or sendonly toward
-    /// srgate). On hold (inactive, or it only receives) silence is normal.
+    /// Whether the SIP side is expected to send: its SDP says sendrecv. On hold (sendonly:
+    /// music on hold, which many phones do not play; inactive) or when it only receives,
+    /// silence is normal.
     fn remote_sends(&self) -> bool {
-        self.remote.as_ref().is_some_and(|r| {
-            !matches!(r.direction, Direction::RecvOnly | Direction::Inactive)
-                && !r.addr.ip().is_unspecified()
-        })
+        self.remote
+            .as_ref()
+            .is_some_and(|r| r.direction == Direction::SendRecv && !r.addr.ip().is_unspecified())
     }
 
     /// Where srgate sends RTP to the SIP side.

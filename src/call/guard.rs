@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::signal::protocol::HangupReason;
 
-use super::{Call, Calls, Ctx, Phase, failure_message, link};
+use super::{Call, Calls, Ctx, Standing, link};
 
 /// Runs one call's own work, catching a panic in it (see [`Calls`]' fault isolation).
 pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
@@ -27,24 +27,18 @@ impl Calls {
             key.1,
             crate::pii::Pii(&key.0)
         );
-        let answered = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Bridge(b))) => {
-                if b.sip_alive {
-                    b.sip_alive = false;
-                    match b.phase {
-                        Phase::Offered | Phase::Accepting => ctx.sip.reject(now, b.sip, 500),
-                        _ => ctx.sip.hangup(now, b.sip),
-                    }
-                }
-                b.phase == Phase::Answered
-            }
-            Some((_, Call::Echo(_))) => true,
-            None => false,
+        let standing = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) => Standing::end_sip_leg(b, now, 500, ctx),
+            Some((_, Call::Echo(_))) => Standing {
+                answered: true,
+                incoming: false,
+            },
+            None => Standing {
+                answered: false,
+                incoming: false,
+            },
         };
-        self.say(
-            &key.0,
-            failure_message(&key.1, answered, HangupReason::Error),
-        );
+        self.say(&key.0, standing.message(&key.1, HangupReason::Error));
         // Freeing may touch the broken state again: guarded too, and if that fails the
         // slot is simply dropped with its index entries.
         let mut this = std::panic::AssertUnwindSafe(&mut *self);

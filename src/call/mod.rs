@@ -164,14 +164,43 @@ pub enum Step {
     Failed(HangupReason),
 }
 
-/// What a user is told when its call ends on a failure: `hangup` with `reason` once the
-/// call was answered, else `FAILURE` `MEDIA_FAILED`.
-fn failure_message(id: &str, answered: bool, reason: HangupReason) -> String {
-    if answered {
-        protocol::hangup(id, reason, None)
-    } else {
+/// How a call that fails stood: answered or not, and which side the app was on.
+#[derive(Clone, Copy)]
+struct Standing {
+    answered: bool,
+    /// The app user was called (SIP → app): its states are `remote_state`.
+    incoming: bool,
+}
+
+impl Standing {
+    /// Ends the SIP side of a failing bridged call (a reject with `code` while the app
+    /// has not answered, else BYE or CANCEL) and says how the call stood.
+    fn end_sip_leg(b: &mut BridgeCall, now: Instant, code: u16, ctx: &mut Ctx<'_>) -> Standing {
+        if b.sip_alive {
+            b.sip_alive = false;
+            match b.phase {
+                Phase::Offered | Phase::Accepting => ctx.sip.reject(now, b.sip, code),
+                _ => ctx.sip.hangup(now, b.sip),
+            }
+        }
+        Standing {
+            answered: b.phase == Phase::Answered,
+            incoming: b.way == Way::SipToApp,
+        }
+    }
+
+    /// What the user is told: `hangup` with `reason` once the call was answered, else
+    /// `FAILURE` `MEDIA_FAILED` (`remote_state` when the app was called, `local_state`
+    /// when it called).
+    fn message(self, id: &str, reason: HangupReason) -> String {
         let failure = Some(Failure::MediaFailed);
-        protocol::local_state(id, CallState::Failure, None, None, failure, None)
+        match self {
+            Standing { answered: true, .. } => protocol::hangup(id, reason, None),
+            Standing { incoming: true, .. } => {
+                protocol::remote_state(id, CallState::Failure, None, failure)
+            }
+            _ => protocol::local_state(id, CallState::Failure, None, None, failure, None),
+        }
     }
 }
 
@@ -370,21 +399,15 @@ impl Calls {
         let Some(key) = self.key_of(slot) else {
             return;
         };
-        let answered = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Echo(echo))) => echo.browser().is_connected(),
-            Some((_, Call::Bridge(b))) => {
-                if b.sip_alive {
-                    b.sip_alive = false;
-                    match b.phase {
-                        Phase::Offered | Phase::Accepting => ctx.sip.reject(now, b.sip, 480),
-                        _ => ctx.sip.hangup(now, b.sip),
-                    }
-                }
-                b.phase == Phase::Answered
-            }
+        let standing = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Echo(echo))) => Standing {
+                answered: echo.browser().is_connected(),
+                incoming: false,
+            },
+            Some((_, Call::Bridge(b))) => Standing::end_sip_leg(b, now, 480, ctx),
             None => return,
         };
-        self.say(&key.0, failure_message(&key.1, answered, reason));
+        self.say(&key.0, standing.message(&key.1, reason));
         self.remove(now, slot, ctx, None, reason.as_str());
     }
 

@@ -150,7 +150,18 @@ impl Calls {
                             );
                             (text, 480)
                         }
-                        Phase::Accepting | Phase::Answered => {
+                        Phase::Accepting => {
+                            // accepted, but the browser's ICE/DTLS never came up
+                            ctx.sip.reject(now, b.sip, 480);
+                            let text = protocol::remote_state(
+                                &key.1,
+                                CallState::Failure,
+                                None,
+                                Some(Failure::MediaFailed),
+                            );
+                            (text, 480)
+                        }
+                        Phase::Answered => {
                             ctx.sip.reject(now, b.sip, 480);
                             let text = protocol::hangup(&key.1, HangupReason::Timeout, None);
                             (text, 480)
