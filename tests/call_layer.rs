@@ -356,3 +356,40 @@ fn sendonly_hold_without_music_outlives_rtp_timeout() {
     assert!(scene.shard.messages().is_empty(), "the held call goes on");
     assert_eq!(scene.shard.calls.count(), 1);
 }
+
+/// A STUN check with another call's ufrag and a wrong password, sent from a browser's
+/// address (spoofed), does not take that address's media to the other call.
+#[test]
+fn a_forged_ice_check_cannot_reroute_a_browsers_media() {
+    let mut scene = Scene::established(config(|_| {}));
+    let mut bob = browser_sim::Browser::new("10.1.0.2:50000".parse().unwrap(), "brwb");
+    let offer = bob.offer(&scene.identity, false);
+    scene.shard.request(
+        "bob",
+        Request::Invite {
+            id: "b1".into(),
+            callee: "1007".into(),
+            sdp: offer,
+            content: None,
+            channel_id: None,
+        },
+    );
+    let messages = scene.shard.messages();
+    let answer = messages
+        .iter()
+        .find_map(|(user, v)| (user == "bob").then(|| v["sdp"].as_str()).flatten())
+        .expect("srgate answers bob");
+    bob.answered(answer);
+    let bob_ufrag = browser_sim::attribute(answer, "ice-ufrag");
+    scene.shard.commands();
+    let mut forged = stun::binding_request(&format!("{bob_ufrag}:brwb"), "not-the-password", true);
+    let alice = scene.browser.addr;
+    scene.shard.datagram(alice, &mut forged);
+    scene.shard.transmits();
+    let sent = scene.browser_says(0x33);
+    assert_eq!(
+        scene.phone_gets(&sent),
+        vec![(0, vec![0x33; PAYLOAD])],
+        "alice's audio still reaches her phone"
+    );
+}
