@@ -2,13 +2,15 @@
 //! simulated clock: a captured Authorization header replayed in a new REGISTER (new
 //! Call-ID, the attacker's Contact) is refused from the victim's address and from any
 //! other; password guesses from one address are blocked after a few failures (even the
-//! right password, while blocked), without locking the real phone out.
+//! right password, while blocked), without locking the real phone out; an authenticated
+//! phone cannot pose as another caller (the app sees the identity that authenticated, and
+//! in proxy mode what sip_svr asserts).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use srgate::sip::auth::{Algorithm, Challenge, credentials};
-use srgate::sip::endpoint::{Endpoint, EndpointConfig, Transport};
+use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, Server, Transport};
 
 const DOMAIN: &str = "example.com";
 const URI: &str = "sip:example.com";
@@ -170,4 +172,124 @@ fn password_guessing_is_blocked_per_address_without_locking_the_phone_out() {
         &register(guesser, "g", 32, Some(&right)),
     );
     assert_eq!(code, 200, "after the back-off the right password works");
+}
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+                     m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// An INVITE for app user 2001 from `from`, whose From names `from_header`.
+fn invite(from: SocketAddr, from_header: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "INVITE sip:2001@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-inv-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: {from_header};tag=f1\r\n\
+         To: <sip:2001@{DOMAIN}>\r\n\
+         Call-ID: spoof-1\r\n\
+         CSeq: {cseq} INVITE\r\n\
+         Contact: <sip:1001@{from}>\r\n\
+         {extra}Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len()
+    )
+}
+
+/// The caller and display name of the call offered to the app.
+fn offered(ep: &mut Endpoint) -> (String, Option<String>) {
+    while ep.poll_transmit().is_some() {}
+    std::iter::from_fn(|| ep.poll_event())
+        .find_map(|e| match e {
+            Event::IncomingCall {
+                caller,
+                caller_name,
+                ..
+            } => Some((caller, caller_name)),
+            _ => None,
+        })
+        .expect("the call is offered to the app")
+}
+
+#[test]
+fn an_authenticated_phone_cannot_pose_as_another_caller() {
+    let now = t0();
+    let mut ep = endpoint(now);
+    let phone: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    let spoofed = "\"The Boss\" <sip:9999@example.com>";
+    let (code, text) = send(&mut ep, now, phone, &invite(phone, spoofed, 1, ""));
+    assert_eq!(code, 407);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Proxy-Authenticate: "))
+        .expect("a challenge");
+    let challenge = Challenge::parse(value).unwrap();
+    let creds = credentials(
+        &challenge,
+        "INVITE",
+        "sip:2001@example.com",
+        "1001",
+        "pw1001",
+        "c1",
+        1,
+    );
+    let extra = format!("Proxy-Authorization: {creds}\r\n");
+    ep.handle_receive(
+        now,
+        Transport::Udp,
+        phone,
+        invite(phone, spoofed, 2, &extra).as_bytes(),
+    );
+    let (caller, name) = offered(&mut ep);
+    assert_eq!(
+        caller, "1001",
+        "the identity that authenticated, not the From's 9999"
+    );
+    assert_eq!(
+        name.as_deref(),
+        Some("The Boss"),
+        "the From's display name stays a name"
+    );
+}
+
+/// A proxy-mode endpoint whose sip_svr is `pbx`.
+fn proxy_endpoint(now: Instant, pbx: SocketAddr) -> Endpoint {
+    let cfg = EndpointConfig {
+        local: "127.0.0.1:5086".parse().unwrap(),
+        domain: DOMAIN.into(),
+        server: Some(Server {
+            addr: pbx,
+            transport: Transport::Udp,
+            host_port: pbx.to_string(),
+        }),
+        proxy: None,
+        users: vec![],
+        digest: vec![Algorithm::Md5],
+        seed: [3; 32],
+        user_agent: "srgate/test".into(),
+    };
+    Endpoint::new(cfg, now)
+}
+
+#[test]
+fn in_proxy_mode_the_caller_is_what_sip_svr_asserts() {
+    let now = t0();
+    let pbx: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+    let pai = "P-Asserted-Identity: \"Reception\" <sip:100@pbx.example.com>\r\n";
+    let from = "\"Whoever\" <sip:555@pbx.example.com>";
+    let mut ep = proxy_endpoint(now, pbx);
+    ep.handle_receive(
+        now,
+        Transport::Udp,
+        pbx,
+        invite(pbx, from, 1, pai).as_bytes(),
+    );
+    assert_eq!(offered(&mut ep).0, "100");
+    // without an assertion the PBX's From is the caller
+    let mut ep = proxy_endpoint(now, pbx);
+    ep.handle_receive(
+        now,
+        Transport::Udp,
+        pbx,
+        invite(pbx, from, 1, "").as_bytes(),
+    );
+    assert_eq!(offered(&mut ep).0, "555");
 }

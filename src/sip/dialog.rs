@@ -203,11 +203,6 @@ impl Dialog {
         Ok(())
     }
 
-    /// A 2xx confirmed an early dialog.
-    pub fn confirm(&mut self) {
-        self.state = DialogState::Confirmed;
-    }
-
     /// Starts an in-dialog request (§12.2.1.1): Request-URI and Route from the remote target
     /// and route set (loose routing when the first route has `lr`, else strict routing),
     /// From/To with tags, Call-ID and CSeq (a new number, except for ACK which reuses

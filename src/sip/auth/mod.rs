@@ -116,22 +116,6 @@ impl FromStr for Algorithm {
     }
 }
 
-/// Reads the registrar's challenge order (`[sip] digest = md5,sha256`): a comma-separated
-/// list of algorithms as [`Algorithm::from_str`] reads them, each at most once, not empty.
-pub fn parse_algorithms(list: &str) -> Result<heapless::Vec<Algorithm, 4>, DigestError> {
-    let mut out = heapless::Vec::new();
-    for item in list.split(',') {
-        let algorithm: Algorithm = item.parse()?;
-        if out.contains(&algorithm) {
-            return Err(DigestError::DuplicateParam("algorithm"));
-        }
-        // Four distinct algorithms exist, so a fifth push cannot happen.
-        out.push(algorithm)
-            .map_err(|_| DigestError::DuplicateParam("algorithm"))?;
-    }
-    Ok(out)
-}
-
 /// Why a challenge or credentials value was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -345,27 +329,6 @@ mod tests {
         );
         assert_eq!(Algorithm::Sha256Sess.to_string(), "SHA-256-sess");
         assert!(Algorithm::Sha256.strength() > Algorithm::Md5Sess.strength());
-    }
-
-    #[test]
-    fn algorithm_lists_from_config() {
-        assert_eq!(
-            parse_algorithms("md5,sha256").unwrap().as_slice(),
-            [Algorithm::Md5, Algorithm::Sha256]
-        );
-        assert_eq!(
-            parse_algorithms(" SHA-256 , md5 ").unwrap().as_slice(),
-            [Algorithm::Sha256, Algorithm::Md5]
-        );
-        assert_eq!(
-            parse_algorithms("md5,MD5"),
-            Err(DigestError::DuplicateParam("algorithm"))
-        );
-        assert_eq!(parse_algorithms(""), Err(DigestError::UnsupportedAlgorithm));
-        assert_eq!(
-            parse_algorithms("md5,"),
-            Err(DigestError::UnsupportedAlgorithm)
-        );
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx,
+//! BYE → 200 and the call ends, a re-INVITE answered with srgate's previous description
+//! (direction mirrored), INFO with a DTMF digit, OPTIONS; CSeq out of order → 500.
+
+use std::time::Instant;
+
+use super::{SipCallId, info_digit};
+use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
+use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
+
+impl Endpoint {
+    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one.
+    pub(in crate::sip::endpoint) fn call_ack(&mut self, msg: &Message<'_>) -> bool {
+        let Some(id) = self.dialog_of(msg) else {
+            return false;
+        };
+        if let Some(c) = self.calls.calls.get_mut(&id) {
+            c.ok = None;
+        }
+        true
+    }
+
+    fn dialog_of(&self, msg: &Message<'_>) -> Option<SipCallId> {
+        let call_id = msg.call_id().ok()?;
+        let to_tag = msg.to().ok()?.tag?;
+        self.calls
+            .by_dialog
+            .get(&(call_id.to_string(), to_tag.to_string()))
+            .copied()
+    }
+
+    /// An in-dialog request (To tag present). False when no call matches (the caller
+    /// answers 481).
+    pub(in crate::sip::endpoint) fn call_in_dialog(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        msg: &Message<'_>,
+        method: &Method<'_>,
+    ) -> bool {
+        let Some(id) = self.dialog_of(msg) else {
+            return false;
+        };
+        self.keep(key);
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return false;
+        };
+        if let Some(dialog) = c.dialog.as_mut()
+            && !matches!(method, Method::Ack)
+            && dialog.on_request(msg).is_err()
+        {
+            self.respond(now, key, 500, "CSeq Out of Order", &[]);
+            return true;
+        }
+        match method {
+            Method::Bye => {
+                let silent = c.silent;
+                self.respond(now, key, 200, "OK", &[]);
+                if !silent {
+                    self.events.push_back(Event::CallEnded { id, code: None });
+                }
+                self.forget(id);
+            }
+            Method::Invite => {
+                let Some(offer) = Self::body_sdp(msg) else {
+                    // An offerless re-INVITE would need srgate's offer: not supported.
+                    self.respond(now, key, 488, "Not Acceptable Here", &[]);
+                    return true;
+                };
+                let answer = crate::sdp::sip::parse_rtp_sdp(&offer)
+                    .ok()
+                    .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r));
+                let Some(answer) = answer else {
+                    self.respond(now, key, 488, "Not Acceptable Here", &[]);
+                    return true;
+                };
+                c.sdp = answer.clone();
+                let contact = c.contact.clone();
+                let silent = c.silent;
+                let user_agent = self.cfg.user_agent.clone();
+                if let Some(tx) = self.server_txs.get_mut(key) {
+                    let mut b = MessageBuilder::response(200, "OK");
+                    for (name, value) in &tx.head {
+                        b = b.header(*name, value);
+                    }
+                    let payload = b
+                        .header(HeaderName::Contact, &contact)
+                        .header(HeaderName::new("Server"), &user_agent)
+                        .body("application/sdp", answer.as_bytes())
+                        .build();
+                    tx.final_sent = true;
+                    if let ServerMachine::Invite(m) = &mut tx.machine {
+                        let _ = m.send_response(now, 200, payload);
+                    }
+                    Self::drain_server(&mut self.transmits, tx);
+                }
+                if !silent {
+                    self.events.push_back(Event::CallUpdated { id, sdp: offer });
+                }
+            }
+            Method::Info => {
+                let ct = msg.header(HeaderName::ContentType).unwrap_or("");
+                let body = String::from_utf8_lossy(msg.body());
+                match info_digit(ct, &body) {
+                    Some((digit, duration_ms)) => {
+                        let silent = c.silent;
+                        self.respond(now, key, 200, "OK", &[]);
+                        if !silent {
+                            self.events.push_back(Event::Dtmf {
+                                id,
+                                digit,
+                                duration_ms,
+                            });
+                        }
+                    }
+                    None if msg.body().is_empty() => self.respond(now, key, 200, "OK", &[]),
+                    None => self.respond(
+                        now,
+                        key,
+                        415,
+                        "Unsupported Media Type",
+                        &[(
+                            "Accept",
+                            "application/dtmf-relay, application/dtmf".to_string(),
+                        )],
+                    ),
+                }
+            }
+            Method::Options => {
+                self.respond(now, key, 200, "OK", &[("Allow", ALLOW.to_string())]);
+            }
+            _ => self.respond(
+                now,
+                key,
+                405,
+                "Method Not Allowed",
+                &[("Allow", ALLOW.to_string())],
+            ),
+        }
+        true
+    }
+}

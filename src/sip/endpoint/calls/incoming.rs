@@ -1,0 +1,239 @@
+//! Calls from SIP (part of the SIP endpoint's calls): an INVITE that passed the checks
+//! becomes a call offered to the app (`100 Trying`, then [`Event::IncomingCall`]), which
+//! rings, answers (a 2xx retransmitted until the ACK) or rejects it; a CANCEL ends it.
+
+use std::time::Instant;
+
+use super::{INCOMING_BIT, MAX_SIP_CALLS, OkRetransmit, Phase, SipCall, SipCallId, tag_of};
+use crate::sip::dialog::Dialog;
+use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
+use crate::sip::transaction::T1;
+use crate::wire::sip::{HeaderName, Message, MessageBuilder, reason_phrase};
+
+impl Endpoint {
+    /// Rings an incoming call: 180.
+    pub fn ring(&mut self, now: Instant, id: SipCallId) {
+        let Some(c) = self.calls.calls.get(&id) else {
+            return;
+        };
+        let (Some(key), Phase::Trying | Phase::Early) = (c.server_key.clone(), c.phase) else {
+            return;
+        };
+        let contact = c.contact.clone();
+        if let Some(c) = self.calls.calls.get_mut(&id) {
+            c.phase = Phase::Early;
+        }
+        self.respond(now, &key, 180, "Ringing", &[("Contact", contact)]);
+    }
+
+    /// Answers an incoming call with srgate's SDP: 200, retransmitted until the ACK.
+    pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        let user_agent = self.cfg.user_agent.clone();
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(key) = c.server_key.clone() else {
+            return;
+        };
+        if c.outgoing || c.phase == Phase::Confirmed {
+            return;
+        }
+        let Some(tx) = self.server_txs.get_mut(&key) else {
+            return;
+        };
+        let mut b = MessageBuilder::response(200, "OK");
+        for (name, value) in &tx.head {
+            b = b.header(*name, value);
+        }
+        let payload = b
+            .header(HeaderName::Contact, &c.contact)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::new("Server"), &user_agent)
+            .body("application/sdp", sdp.as_bytes())
+            .build();
+        c.sdp = sdp.to_string();
+        c.phase = Phase::Confirmed;
+        c.ok = Some(OkRetransmit {
+            payload: payload.clone(),
+            next: now + T1,
+            interval: T1,
+            give_up: now + 64 * T1,
+        });
+        if c.destination.0.reliable()
+            && let Some(ok) = c.ok.as_mut()
+        {
+            // No retransmission over TCP, only the wait for the ACK.
+            ok.next = ok.give_up;
+        }
+        tx.final_sent = true;
+        if let ServerMachine::Invite(m) = &mut tx.machine {
+            let _ = m.send_response(now, 200, payload);
+        }
+        Self::drain_server(&mut self.transmits, tx);
+    }
+
+    /// Refuses an incoming call that is not answered yet.
+    pub fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        let Some(c) = self.calls.calls.get(&id) else {
+            return;
+        };
+        if c.outgoing || c.phase == Phase::Confirmed {
+            return;
+        }
+        if let Some(key) = c.server_key.clone() {
+            let code = if (300..700).contains(&code) {
+                code
+            } else {
+                480
+            };
+            // an overloaded gateway says when to come back (RFC 3261 §21.5.4)
+            let retry: &[(&str, String)] = if code == 503 {
+                &[("Retry-After", "5".into())]
+            } else {
+                &[]
+            };
+            self.respond(now, &key, code, reason_phrase(code), retry);
+        }
+        self.forget(id);
+    }
+
+    /// An INVITE that passed the checks (proxy: from sip_svr; standalone: authenticated),
+    /// for `app_user`.
+    pub(in crate::sip::endpoint) fn incoming_call(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        msg: &Message<'_>,
+        app_user: &str,
+        asserted: Option<&str>,
+    ) {
+        let Some(sdp) = Self::body_sdp(msg) else {
+            self.respond(now, key, 488, "Not Acceptable Here", &[]);
+            return;
+        };
+        if self.calls.calls.len() >= MAX_SIP_CALLS {
+            self.respond(
+                now,
+                key,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5".into())],
+            );
+            return;
+        }
+        let Some(tx) = self.server_txs.get(key) else {
+            return;
+        };
+        let to_value = tx
+            .head
+            .iter()
+            .find(|(n, _)| *n == HeaderName::To)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let destination = tx.destination;
+        let Some(local_tag) = tag_of(&to_value).map(str::to_string) else {
+            return;
+        };
+        let dialog = match Dialog::new_uas(msg, &local_tag, 0) {
+            Ok(d) => d,
+            Err(e) => {
+                log::info!("INVITE refused: {e:?}");
+                self.respond(now, key, 400, "Missing Contact", &[]);
+                return;
+            }
+        };
+        let from = msg.from().ok();
+        let from_user = from.as_ref().and_then(|f| f.uri.user);
+        // The caller shown to the app is the identity srgate can vouch for (the user that
+        // authenticated, or sip_svr's assertion); the From only when there is none.
+        let caller = match asserted {
+            Some(user) => {
+                if from_user.is_some_and(|f| f != user) {
+                    log::info!(
+                        "INVITE from {} names {} in its From: shown as {}",
+                        crate::pii::Pii(user),
+                        crate::pii::Pii(from_user.unwrap_or("")),
+                        crate::pii::Pii(user)
+                    );
+                }
+                user.to_string()
+            }
+            None => from_user.unwrap_or("anonymous").to_string(),
+        };
+        let caller_name = from
+            .as_ref()
+            .and_then(|f| f.display)
+            .map(|d| d.trim().trim_matches('"').to_string())
+            .filter(|d| !d.is_empty());
+        let cus_data = msg
+            .header(HeaderName::Other("X-CusData"))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        self.calls.next_incoming += 1;
+        let id = SipCallId(INCOMING_BIT | self.calls.next_incoming);
+        let user = self
+            .cfg
+            .proxy
+            .as_ref()
+            .map(|p| p.user.clone())
+            .unwrap_or_else(|| app_user.to_string());
+        let contact = self.contact_for(&user, destination.0);
+        let c = SipCall {
+            id,
+            outgoing: false,
+            phase: Phase::Trying,
+            silent: false,
+            call_id: dialog.call_id.clone(),
+            local_tag: local_tag.clone(),
+            local_uri: dialog.local_uri.clone(),
+            remote_uri: dialog.remote_uri.clone(),
+            from_header: String::new(),
+            to_header: to_value,
+            request_uri: String::new(),
+            invite_cseq: dialog.remote_seq.unwrap_or(0),
+            invite_branch: key.0.clone(),
+            destination,
+            contact,
+            sdp: String::new(),
+            headers: Vec::new(),
+            auth: None,
+            dialog: Some(dialog),
+            cancel_owed: false,
+            cancel_sent: false,
+            ack: None,
+            server_key: Some(key.clone()),
+            ok: None,
+            progress_seen: Vec::new(),
+        };
+        self.calls
+            .by_dialog
+            .insert((c.call_id.clone(), local_tag), id);
+        self.calls.by_server.insert(key.clone(), id);
+        self.calls.calls.insert(id, c);
+        self.respond(now, key, 100, "Trying", &[]);
+        log::info!(
+            "INVITE for {} from {}: offered to the app",
+            crate::pii::Pii(app_user),
+            crate::pii::Pii(&caller)
+        );
+        self.events.push_back(Event::IncomingCall {
+            id,
+            app_user: app_user.to_string(),
+            caller,
+            caller_name,
+            cus_data,
+            sdp,
+        });
+    }
+
+    /// The caller cancelled the INVITE of server transaction `invite_key` (the 487 is sent).
+    pub(in crate::sip::endpoint) fn call_cancelled(&mut self, invite_key: &ServerKey) {
+        if let Some(id) = self.calls.by_server.get(invite_key).copied() {
+            let silent = self.calls.calls.get(&id).is_none_or(|c| c.silent);
+            if !silent {
+                self.events.push_back(Event::CallCanceled { id });
+            }
+            self.forget(id);
+        }
+    }
+}

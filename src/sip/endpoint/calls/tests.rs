@@ -1,0 +1,424 @@
+//! Tests of the SIP endpoint's calls: the helpers of their INFO bodies and headers, and
+//! calls from and toward SIP played against a PBX.
+
+use super::*;
+
+#[test]
+fn info_bodies() {
+    assert_eq!(
+        info_digit("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+        Some(('5', 160))
+    );
+    assert_eq!(
+        info_digit("application/dtmf-relay", "Signal=#\n"),
+        Some(('#', 160))
+    );
+    assert_eq!(info_digit("application/dtmf", "9"), Some(('9', 250)));
+    assert_eq!(info_digit("text/plain", "Signal=5"), None);
+    assert_eq!(info_digit("application/dtmf-relay", "Signal=x"), None);
+}
+
+#[test]
+fn tags_and_headers() {
+    assert_eq!(tag_of("<sip:a@b>;tag=abc;x=1"), Some("abc"));
+    assert_eq!(tag_of("<sip:a@b>"), None);
+    assert!(header_ok("X-ArInfo", "hello"));
+    assert!(!header_ok("X-ArInfo", "a\r\nVia: x"));
+    assert!(!header_ok("Bad Name", "x"));
+    assert_eq!(quote("A \"B\""), "\"A B\"");
+}
+
+use super::super::{EndpointConfig, ProxyAccount, Server};
+use crate::sip::auth::Algorithm;
+
+const PBX: &str = "127.0.0.1:5060";
+const OURS: &str = "127.0.0.1:5086";
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+    m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn ep(now: Instant) -> Endpoint {
+    let mut ep = Endpoint::new(
+        EndpointConfig {
+            local: OURS.parse().unwrap(),
+            domain: "127.0.0.1".into(),
+            server: Some(Server {
+                addr: PBX.parse().unwrap(),
+                transport: Transport::Udp,
+                host_port: PBX.into(),
+            }),
+            proxy: Some(ProxyAccount {
+                user: "1000".into(),
+                password: "1234".into(),
+                expires: 300,
+            }),
+            users: vec![],
+            digest: vec![Algorithm::Md5],
+            seed: [3; 32],
+            user_agent: "srgate-test".into(),
+        },
+        now,
+    );
+    while ep.poll_transmit().is_some() {}
+    ep
+}
+
+fn send(ep: &mut Endpoint, now: Instant, text: &str) {
+    ep.handle_receive(now, Transport::Udp, PBX.parse().unwrap(), text.as_bytes());
+}
+
+fn sent(ep: &mut Endpoint) -> Vec<String> {
+    std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| String::from_utf8(t.payload).unwrap())
+        .collect()
+}
+
+/// The responses sent (the proxy account's REGISTERs left out).
+fn responses(ep: &mut Endpoint) -> Vec<u16> {
+    sent(ep)
+        .iter()
+        .filter(|t| t.starts_with("SIP/2.0 "))
+        .map(|t| status(t))
+        .collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+fn with_body(head: &str, ct: &str, body: &str) -> String {
+    format!(
+        "{head}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn invite(branch: &str, cseq: u32, to_tag: &str, body: &str) -> String {
+    with_body(
+        &format!(
+            "INVITE sip:1000@{OURS} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Door\" <sip:1006@127.0.0.1>;tag=pbx1\r\n\
+             To: <sip:1000@127.0.0.1>{to_tag}\r\nCall-ID: c1@pbx\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:1006@{PBX}>\r\nX-Number: <sip:1001@127.0.0.1>\r\nX-CusData: hello\r\n"
+        ),
+        "application/sdp",
+        body,
+    )
+}
+
+fn in_dialog(method: &str, branch: &str, cseq: u32, tag: &str, extra: &str) -> String {
+    format!(
+        "{method} sip:1000@{OURS} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1006@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:1000@127.0.0.1>;tag={tag}\r\nCall-ID: c1@pbx\r\nCSeq: {cseq} {method}\r\n{extra}"
+    )
+}
+
+fn status(text: &str) -> u16 {
+    text.get(8..11)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a response: {text}"))
+}
+
+/// An answered incoming call: (endpoint, id, our tag).
+fn answered(now: Instant) -> (Endpoint, SipCallId, String) {
+    let mut ep = ep(now);
+    send(&mut ep, now, &invite("i1", 1, "", OFFER));
+    assert_eq!(responses(&mut ep), [100]);
+    let ev = events(&mut ep);
+    let Some(Event::IncomingCall {
+        id,
+        app_user,
+        caller,
+        caller_name,
+        cus_data,
+        sdp,
+    }) = ev.first().cloned()
+    else {
+        panic!("{ev:?}");
+    };
+    assert_eq!((app_user.as_str(), caller.as_str()), ("1001", "1006"));
+    assert_eq!(
+        (caller_name.as_deref(), cus_data.as_deref()),
+        (Some("Door"), Some("hello"))
+    );
+    assert_eq!(sdp, OFFER);
+    ep.ring(now, id);
+    let ringing = sent(&mut ep);
+    assert_eq!(status(&ringing[0]), 180);
+    ep.answer(now, id, OFFER);
+    let ok = sent(&mut ep);
+    assert_eq!(status(&ok[0]), 200);
+    assert!(ok[0].contains("Content-Type: application/sdp"), "{}", ok[0]);
+    let tag = ok[0]
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split("tag=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    (ep, id, tag)
+}
+
+#[test]
+fn an_incoming_call_refused_for_overload_gets_503_with_retry_after() {
+    let now = t0();
+    let mut ep = ep(now);
+    send(&mut ep, now, &invite("o1", 1, "", OFFER));
+    assert_eq!(responses(&mut ep), [100]);
+    let Some(Event::IncomingCall { id, .. }) = events(&mut ep).first().cloned() else {
+        panic!("an incoming call");
+    };
+    ep.reject(now, id, 503);
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 503, "{out:?}");
+    assert!(out[0].contains("\r\nRetry-After: 5\r\n"), "{}", out[0]);
+    // other refusals say nothing of coming back
+    let mut ep2 = super::tests::ep(now);
+    send(&mut ep2, now, &invite("o2", 1, "", OFFER));
+    let _ = responses(&mut ep2);
+    let Some(Event::IncomingCall { id, .. }) = events(&mut ep2).first().cloned() else {
+        panic!("an incoming call");
+    };
+    ep2.reject(now, id, 486);
+    let out = sent(&mut ep2);
+    assert_eq!(status(&out[0]), 486);
+    assert!(!out[0].contains("Retry-After"), "{}", out[0]);
+}
+
+#[test]
+fn an_incoming_200_is_retransmitted_until_the_ack_and_bye_ends_the_call() {
+    let now = t0();
+    let (mut ep, id, tag) = answered(now);
+    ep.handle_timeout(now + Duration::from_millis(500));
+    assert_eq!(responses(&mut ep), [200]);
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("ACK", "a1", 1, &tag, "")
+        ),
+    );
+    ep.handle_timeout(now + Duration::from_millis(1500));
+    assert!(responses(&mut ep).is_empty(), "no 200 after the ACK");
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("BYE", "b1", 2, &tag, "")
+        ),
+    );
+    assert_eq!(responses(&mut ep), [200]);
+    assert_eq!(events(&mut ep), vec![Event::CallEnded { id, code: None }]);
+    assert_eq!(ep.active_calls(), 0);
+}
+
+#[test]
+fn without_an_ack_the_call_ends_with_a_bye() {
+    let now = t0();
+    let (mut ep, id, _) = answered(now);
+    ep.handle_timeout(now + Duration::from_secs(33));
+    let out = sent(&mut ep);
+    assert!(
+        out.iter().any(|t| t.starts_with("BYE sip:1006@")),
+        "{out:?}"
+    );
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallEnded {
+            id,
+            code: Some(408)
+        }]
+    );
+}
+
+#[test]
+fn a_hold_reinvite_is_answered_recvonly_and_info_brings_digits() {
+    let now = t0();
+    let (mut ep, id, tag) = answered(now);
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("ACK", "a1", 1, &tag, "")
+        ),
+    );
+    let hold = OFFER.replace("sendrecv", "sendonly");
+    send(
+        &mut ep,
+        now,
+        &invite("r1", 2, &format!(";tag={tag}"), &hold),
+    );
+    let out = sent(&mut ep);
+    let ok = out
+        .iter()
+        .find(|t| status(t) == 200)
+        .expect("200 to the re-INVITE");
+    assert!(ok.contains("a=recvonly"), "{ok}");
+    assert_eq!(events(&mut ep), vec![Event::CallUpdated { id, sdp: hold }]);
+    let info = with_body(
+        &in_dialog("INFO", "n1", 3, &tag, ""),
+        "application/dtmf-relay",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    send(&mut ep, now, &info);
+    assert_eq!(status(&sent(&mut ep)[0]), 200);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Dtmf {
+            id,
+            digit: '5',
+            duration_ms: 160
+        }]
+    );
+    let odd = with_body(&in_dialog("INFO", "n2", 4, &tag, ""), "text/plain", "hi");
+    send(&mut ep, now, &odd);
+    assert_eq!(status(&sent(&mut ep)[0]), 415);
+    assert_eq!(ep.active_calls(), 1, "the call lives on");
+}
+
+#[test]
+fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
+    let now = t0();
+    let mut ep = ep(now);
+    let id = SipCallId(7);
+    ep.start_call(
+        now,
+        OutgoingCall {
+            id,
+            callee: "1006".into(),
+            caller: "1001".into(),
+            display_name: None,
+            sdp: OFFER.into(),
+            headers: vec![("X-ArInfo".into(), "data".into())],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ep.start_call(
+            now,
+            OutgoingCall {
+                id,
+                callee: "1".into(),
+                caller: "1".into(),
+                display_name: None,
+                sdp: String::new(),
+                headers: vec![]
+            }
+        ),
+        Err(CallError::Duplicate)
+    );
+    let first = sent(&mut ep).remove(0);
+    assert!(
+        first.starts_with(&format!("INVITE sip:1006@{PBX} SIP/2.0")),
+        "{first}"
+    );
+    assert!(
+        first.contains("From: \"1001\" <sip:1000@127.0.0.1>;tag="),
+        "{first}"
+    );
+    assert!(first.contains("X-ArInfo: data"), "{first}");
+    let copy = |name: &str, text: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    let response = |code: &str, text: &str, extra: &str, body: &str| -> String {
+        let head = format!(
+            "SIP/2.0 {code}\r\n{}\r\n{}\r\n{}\r\n{}\r\n{}\r\n{extra}",
+            copy("Via:", text),
+            copy("From:", text),
+            copy("To:", text),
+            copy("Call-ID:", text),
+            copy("CSeq:", text)
+        );
+        if body.is_empty() {
+            format!("{head}Content-Length: 0\r\n\r\n")
+        } else {
+            with_body(&head, "application/sdp", body)
+        }
+    };
+    send(
+        &mut ep,
+        now,
+        &response(
+            "407 Proxy Authentication Required",
+            &first,
+            "Proxy-Authenticate: Digest realm=\"127.0.0.1\", nonce=\"abc\", algorithm=MD5\r\n",
+            "",
+        ),
+    );
+    let out = sent(&mut ep);
+    assert!(out[0].starts_with("ACK "), "the 407 is ACKed: {out:?}");
+    let second = &out[1];
+    assert!(
+        second.starts_with("INVITE ") && second.contains("Proxy-Authorization: Digest"),
+        "{second}"
+    );
+    assert!(second.contains("CSeq: 2 INVITE"), "{second}");
+    let with_tag = second.replace(
+        &copy("To:", second),
+        &format!("{};tag=far", copy("To:", second)),
+    );
+    send(
+        &mut ep,
+        now,
+        &response(
+            "180 Ringing",
+            &with_tag,
+            &format!("Contact: <sip:1006@{PBX}>\r\n"),
+            "",
+        ),
+    );
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallProgress {
+            id,
+            code: 180,
+            sdp: None
+        }]
+    );
+    send(
+        &mut ep,
+        now,
+        &response(
+            "200 OK",
+            &with_tag,
+            &format!("Contact: <sip:1006@{PBX}>\r\n"),
+            OFFER,
+        ),
+    );
+    let out = sent(&mut ep);
+    assert!(
+        out.iter()
+            .any(|t| t.starts_with(&format!("ACK sip:1006@{PBX}"))),
+        "{out:?}"
+    );
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallAnswered {
+            id,
+            sdp: OFFER.into()
+        }]
+    );
+    ep.hangup(now, id);
+    let out = sent(&mut ep);
+    assert!(
+        out.iter()
+            .any(|t| t.starts_with("BYE ") && t.contains("tag=far")),
+        "{out:?}"
+    );
+    assert!(
+        events(&mut ep).is_empty(),
+        "no event after the call layer's own hangup"
+    );
+    assert_eq!(ep.active_calls(), 0);
+}
