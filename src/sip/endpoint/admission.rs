@@ -27,6 +27,14 @@ impl Endpoint {
         source: SocketAddr,
         msg: &Message<'_>,
     ) {
+        if msg
+            .header(HeaderName::UserAgent)
+            .is_some_and(crate::sip::flood::is_scanner)
+        {
+            self.flood.scanners += 1;
+            log::debug!("request from {source}: a SIP scanner's User-Agent; dropped");
+            return;
+        }
         let ids = match Self::request_ids(msg) {
             Ok(ids) => ids,
             Err(e) => {
@@ -392,6 +400,7 @@ impl Endpoint {
         match verdict {
             auth::Verdict::Ok { user, .. } => {
                 self.auth_limits.succeeded(source.ip(), user.as_str());
+                self.flood.trust(now, source.ip());
                 AuthOutcome::Ok(user.as_str().to_string())
             }
             auth::Verdict::Stale => challenge(self, true),

@@ -370,6 +370,8 @@ pub struct Endpoint {
     nonces: auth::NonceSecret,
     /// Failed authentications per source and user, with their back-off.
     auth_limits: auth::limit::AuthLimiter,
+    /// UDP datagrams from untrusted sources, limited per source and in all.
+    flood: crate::sip::flood::FloodGuard,
     server_txs: HashMap<ServerKey, ServerTx>,
     client_txs: HashMap<ClientKey, ClientTx>,
     registrar: Registrar,
@@ -401,6 +403,7 @@ impl Endpoint {
     pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
         let mut rng = Rng::new(cfg.seed);
         let nonces = auth::NonceSecret::from_key(rng.bytes::<32>(), now);
+        let server_ip = cfg.server.as_ref().map(|s| s.addr.ip());
         let registration = match (&cfg.server, &cfg.proxy) {
             (Some(server), Some(account)) => Some(Registration {
                 auth: auth::ClientAuth::with_seed(
@@ -426,6 +429,7 @@ impl Endpoint {
             rng,
             nonces,
             auth_limits: auth::limit::AuthLimiter::default(),
+            flood: crate::sip::flood::FloodGuard::new(now, server_ip),
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),
             registrar: Registrar::new(),
@@ -453,6 +457,8 @@ impl Endpoint {
             ("sip_responses_total", self.metrics.responses),
             ("sip_parse_errors_total", self.metrics.parse_errors),
             ("sip_dropped_total", self.metrics.dropped),
+            ("sip_flood_dropped_total", self.flood.dropped),
+            ("sip_scanners_dropped_total", self.flood.scanners),
             (
                 "sip_retransmissions_absorbed_total",
                 self.metrics.retransmissions_absorbed,
@@ -621,6 +627,12 @@ impl Endpoint {
             .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
         {
             return; // keepalive (RFC 5626 §3.5.1 CRLF) or padding
+        }
+        // UDP: the source may be spoofed and every answer would be sent to it, so what an
+        // untrusted source sends is limited (crate::sip::flood). TCP is bounded by its
+        // per-address connection cap and the shell's read budget per wake.
+        if transport == Transport::Udp && !self.flood.admit(now, source.ip()) {
+            return;
         }
         if log::log_enabled!(log::Level::Trace) {
             log::trace!(

@@ -4,7 +4,8 @@
 //! other; password guesses from one address are blocked after a few failures (even the
 //! right password, while blocked), without locking the real phone out; an authenticated
 //! phone cannot pose as another caller (the app sees the identity that authenticated, and
-//! in proxy mode what sip_svr asserts).
+//! in proxy mode what sip_svr asserts); a UDP flood from one address is cut to its limit
+//! while others are answered, and scanners get no answer at all.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -292,4 +293,56 @@ fn in_proxy_mode_the_caller_is_what_sip_svr_asserts() {
         invite(pbx, from, 1, "").as_bytes(),
     );
     assert_eq!(offered(&mut ep).0, "555");
+}
+
+fn options(from: SocketAddr, i: u32, user_agent: &str) -> String {
+    format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-opt-{i};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{DOMAIN}>;tag=o{i}\r\n\
+         To: <sip:{DOMAIN}>\r\n\
+         Call-ID: opt-{i}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         User-Agent: {user_agent}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Answers to `count` OPTIONS from `from` sent at one instant.
+fn answered(ep: &mut Endpoint, now: Instant, from: SocketAddr, count: u32, ua: &str) -> usize {
+    let mut answers = 0;
+    for i in 0..count {
+        ep.handle_receive(now, Transport::Udp, from, options(from, i, ua).as_bytes());
+        answers += std::iter::from_fn(|| ep.poll_transmit()).count();
+    }
+    answers
+}
+
+#[test]
+fn a_udp_flood_from_one_address_is_cut_to_its_limit_and_scanners_get_nothing() {
+    let now = t0();
+    let mut ep = endpoint(now);
+    let flooder: SocketAddr = "203.0.113.7:5060".parse().unwrap();
+    let answers = answered(&mut ep, now, flooder, 5_000, "flood");
+    assert_eq!(answers, 200, "the burst of one source, no more");
+    let dropped = ep
+        .metrics()
+        .into_iter()
+        .find(|(n, _)| *n == "sip_flood_dropped_total")
+        .map(|(_, v)| v);
+    assert_eq!(dropped, Some(4_800));
+    // another address is answered meanwhile, and the flooder again a second later at
+    // the sustained rate
+    let other: SocketAddr = "192.0.2.44:5060".parse().unwrap();
+    assert_eq!(answered(&mut ep, now, other, 1, "Linphone/5.2"), 1);
+    let later = now + Duration::from_secs(1);
+    assert_eq!(answered(&mut ep, later, flooder, 1_000, "flood"), 50);
+    // a scanner learns nothing
+    let scanner: SocketAddr = "198.51.100.3:5060".parse().unwrap();
+    assert_eq!(answered(&mut ep, now, scanner, 3, "friendly-scanner"), 0);
+    // sip_svr is never limited
+    let pbx: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+    let mut ep = proxy_endpoint(now, pbx);
+    assert_eq!(answered(&mut ep, now, pbx, 2_000, "PBX"), 2_000);
 }
