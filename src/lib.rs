@@ -35,6 +35,7 @@ pub mod io;
 pub mod logging;
 pub mod media;
 pub mod pii;
+pub mod rate;
 pub mod sdp;
 pub mod signal;
 pub mod sip;

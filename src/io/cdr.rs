@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::call::Cdr;
+use crate::rate::TokenBucket;
 
 /// Rotated CDR files kept besides the current one.
 pub const KEPT_ROTATED: usize = 5;
@@ -27,43 +28,13 @@ pub const UNANSWERED_BURST: u32 = 200;
 /// How often the count of records left out is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
-/// A token bucket in thousandths of a record.
-#[derive(Debug)]
-struct Bucket {
-    milli: u64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(now: Instant) -> Self {
-        Bucket {
-            milli: u64::from(UNANSWERED_BURST) * 1000,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at);
-        self.at = now;
-        let refill = elapsed.as_millis() as u64 * u64::from(UNANSWERED_PER_SECOND);
-        self.milli = (self.milli + refill).min(u64::from(UNANSWERED_BURST) * 1000);
-        match self.milli.checked_sub(1000) {
-            Some(left) => {
-                self.milli = left;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// The open CDR file.
 pub struct CdrLog {
     path: PathBuf,
     file: File,
     size: u64,
     max_size: u64,
-    bucket: Bucket,
+    bucket: TokenBucket,
     suppressed: u64,
     /// Suppressed since the last report, and when that was.
     unreported: u64,
@@ -95,7 +66,7 @@ impl CdrLog {
             file,
             size: meta.len(),
             max_size: max_size.max(1),
-            bucket: Bucket::new(now),
+            bucket: TokenBucket::full(now, UNANSWERED_BURST),
             suppressed: 0,
             unreported: 0,
             reported_at: now,
@@ -116,7 +87,10 @@ impl CdrLog {
     /// Writes one record (see the module doc for what may be left out).
     pub fn write(&mut self, now: Instant, cdr: &Cdr) {
         let connected = !matches!(cdr.get("answer"), Some(serde_json::Value::Null));
-        let written = connected || self.bucket.take(now);
+        let written = connected
+            || self
+                .bucket
+                .take(now, UNANSWERED_PER_SECOND, UNANSWERED_BURST);
         if !written {
             self.suppressed += 1;
             self.unreported += 1;

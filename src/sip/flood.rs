@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::rate::TokenBucket;
+
 /// Datagrams a second an untrusted source may send, sustained, and in a burst.
 pub const PER_SOURCE_RATE: u32 = 50;
 pub const PER_SOURCE_BURST: u32 = 200;
@@ -32,42 +34,9 @@ pub const TRUST_FOR: Duration = Duration::from_secs(3_600);
 /// Source records kept.
 pub const MAX_SOURCES: usize = 65_536;
 
-/// A token bucket in thousandths of a datagram.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    milli: u64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(now: Instant, burst: u32) -> Self {
-        Bucket {
-            milli: u64::from(burst) * 1000,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
-        let elapsed = now.saturating_duration_since(self.at);
-        self.at = now;
-        let refill = (elapsed.as_micros() as u64).saturating_mul(u64::from(rate)) / 1000;
-        self.milli = self
-            .milli
-            .saturating_add(refill)
-            .min(u64::from(burst) * 1000);
-        match self.milli.checked_sub(1000) {
-            Some(left) => {
-                self.milli = left;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Source {
-    bucket: Bucket,
+    bucket: TokenBucket,
     trusted_until: Option<Instant>,
 }
 
@@ -75,7 +44,7 @@ struct Source {
 #[derive(Debug)]
 pub struct FloodGuard {
     sources: HashMap<IpAddr, Source>,
-    global: Bucket,
+    global: TokenBucket,
     /// sip_svr's address: never limited.
     server: Option<IpAddr>,
     /// Datagrams dropped for a limit, and scanner requests dropped.
@@ -87,7 +56,7 @@ impl FloodGuard {
     pub fn new(now: Instant, server: Option<IpAddr>) -> Self {
         FloodGuard {
             sources: HashMap::new(),
-            global: Bucket::full(now, GLOBAL_BURST),
+            global: TokenBucket::full(now, GLOBAL_BURST),
             server,
             dropped: 0,
             scanners: 0,
@@ -103,7 +72,7 @@ impl FloodGuard {
             self.make_room(now);
         }
         let record = self.sources.entry(source).or_insert(Source {
-            bucket: Bucket::full(now, PER_SOURCE_BURST),
+            bucket: TokenBucket::full(now, PER_SOURCE_BURST),
             trusted_until: None,
         });
         if record.trusted_until.is_some_and(|t| now < t) {
@@ -123,7 +92,7 @@ impl FloodGuard {
             self.make_room(now);
         }
         let record = self.sources.entry(source).or_insert(Source {
-            bucket: Bucket::full(now, PER_SOURCE_BURST),
+            bucket: TokenBucket::full(now, PER_SOURCE_BURST),
             trusted_until: None,
         });
         record.trusted_until = Some(now + TRUST_FOR);
@@ -139,7 +108,7 @@ impl FloodGuard {
     fn make_room(&mut self, now: Instant) {
         let trusted = |s: &Source| s.trusted_until.is_some_and(|t| now < t);
         self.sources
-            .retain(|_, s| trusted(s) || s.bucket.milli < u64::from(PER_SOURCE_BURST) * 1000 / 2);
+            .retain(|_, s| trusted(s) || s.bucket.below_half(PER_SOURCE_BURST));
         if self.sources.len() >= MAX_SOURCES {
             self.sources.retain(|_, s| trusted(s));
         }
