@@ -9,8 +9,9 @@
 //! pings every 30 s included) is closed. How many connections one address may hold is the
 //! shard's business (`[webrtc] max_conns_per_ip`).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::rate::TokenBucket;
 use crate::signal::hub::{Hub, SessionId};
 use crate::signal::protocol::MAX_FRAME;
 
@@ -664,9 +666,86 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// New web connections a source key ([`source_key`]) may open a second, and at once;
+/// and all sources together.
+pub const ACCEPTS_PER_SOURCE: u32 = 10;
+pub const ACCEPTS_PER_SOURCE_BURST: u32 = 64;
+pub const ACCEPTS: u32 = 1_000;
+pub const ACCEPTS_BURST: u32 = 4_000;
+/// Source keys whose accept rate is remembered.
+const ACCEPT_SOURCES: usize = 65_536;
+
+/// The rate of new web connections, per source key and in all (on top of the cap of
+/// connections open at once per source).
+pub struct AcceptRate {
+    sources: HashMap<IpAddr, TokenBucket>,
+    global: TokenBucket,
+}
+
+impl AcceptRate {
+    pub fn new(now: Instant) -> Self {
+        AcceptRate {
+            sources: HashMap::new(),
+            global: TokenBucket::full(now, ACCEPTS_BURST),
+        }
+    }
+
+    /// Whether `source` may open one more connection now (and counts it).
+    pub fn admit(&mut self, now: Instant, source: IpAddr) -> bool {
+        if !self.sources.contains_key(&source) && self.sources.len() >= ACCEPT_SOURCES {
+            // sources that opened little lately hold nothing worth keeping
+            self.sources
+                .retain(|_, b| b.below_half(ACCEPTS_PER_SOURCE_BURST));
+            if self.sources.len() >= ACCEPT_SOURCES {
+                self.sources.clear();
+            }
+        }
+        let bucket = self
+            .sources
+            .entry(source)
+            .or_insert_with(|| TokenBucket::full(now, ACCEPTS_PER_SOURCE_BURST));
+        bucket.take(now, ACCEPTS_PER_SOURCE, ACCEPTS_PER_SOURCE_BURST)
+            && self.global.take(now, ACCEPTS, ACCEPTS_BURST)
+    }
+
+    /// Sources remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Gives back the table's memory after a flood (with the other web tables).
+    pub fn shrink(&mut self) {
+        self.sources.shrink_to_fit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's clock origin
+    fn new_connections_are_limited_per_source_and_in_all() {
+        let t0 = Instant::now();
+        let mut rate = AcceptRate::new(t0);
+        let a = IpAddr::from([203, 0, 113, 1]);
+        let opened = (0..1_000).filter(|_| rate.admit(t0, a)).count();
+        assert_eq!(opened, ACCEPTS_PER_SOURCE_BURST as usize);
+        let t1 = t0 + Duration::from_secs(1);
+        let opened = (0..1_000).filter(|_| rate.admit(t1, a)).count();
+        assert_eq!(opened, ACCEPTS_PER_SOURCE as usize);
+        assert!(
+            rate.admit(t1, IpAddr::from([198, 51, 100, 1])),
+            "another source"
+        );
+        let mut rate = AcceptRate::new(t0);
+        let all = (0..10_000u32)
+            .filter(|i| rate.admit(t0, IpAddr::from((0x0a00_0000 + i).to_be_bytes())))
+            .count();
+        assert_eq!(all, ACCEPTS_BURST as usize);
+        assert!(rate.len() <= ACCEPT_SOURCES);
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods)] // the test's clock origin

@@ -128,6 +128,8 @@ pub(super) struct ControlShard {
     web_sources: Vec<Option<IpAddr>>,
     /// Open web connections per source key.
     web_per_source: HashMap<IpAddr, u32>,
+    /// New web connections per source key and in all, limited in rate.
+    web_accepts: web::AcceptRate,
     /// `[webrtc] max_conns_per_ip`.
     web_per_source_max: u32,
     /// Web connections refused at accept (per-source or global cap).
@@ -246,6 +248,7 @@ impl ControlShard {
             web_policy,
             web_sources: Vec::new(),
             web_per_source: HashMap::new(),
+            web_accepts: web::AcceptRate::new(Instant::now()),
             web_per_source_max,
             web_refused: 0,
             web_closed_since_reclaim: 0,

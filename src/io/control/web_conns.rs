@@ -141,6 +141,13 @@ impl ControlShard {
                         );
                         continue;
                     }
+                    if !self.web_accepts.admit(now, source) {
+                        // Closed at once: a host opening connections in a loop is slowed
+                        // to the rate, and all hosts together to the global one.
+                        self.web_refused += 1;
+                        log::debug!("web connection from {peer} refused: too many new ones");
+                        continue;
+                    }
                     let Some(index) = Self::free_slot(&mut self.web_conns, web::MAX_WEB_CONNS)
                     else {
                         self.web_refused += 1;
@@ -227,6 +234,7 @@ impl ControlShard {
         }
         self.web_per_source.shrink_to_fit();
         self.web_by_session.shrink_to_fit();
+        self.web_accepts.shrink();
         self.hub.shrink();
         sys::release_free_memory();
     }
