@@ -16,6 +16,7 @@ use crate::sdp::answer::{
     AnswerPolicy, IceCredentials, LocalDescription, Negotiated, build_answer, negotiate,
 };
 use crate::sdp::offer::Offer;
+use crate::signal::protocol::HangupReason;
 use crate::webrtc::dtls::DtlsContext;
 use crate::webrtc::ice::Transmit;
 use crate::webrtc::leg::{FailReason, LegEvent, WebRtcLeg};
@@ -181,7 +182,7 @@ impl BrowserSide {
                             self.connected = true;
                             self.newly_connected = true;
                         }
-                        _ => step = Step::Failed("ERROR"),
+                        _ => step = Step::Failed(HangupReason::Error),
                     }
                 }
                 LegEvent::RtpReceived { range, rtcp } => {
@@ -213,11 +214,13 @@ impl BrowserSide {
                 LegEvent::Failed { reason } => {
                     log::info!("WebRTC leg failed: {reason:?}");
                     step = Step::Failed(match reason {
-                        FailReason::ConsentExpired | FailReason::NoConnectivity => "TIMEOUT",
-                        _ => "ERROR",
+                        FailReason::ConsentExpired | FailReason::NoConnectivity => {
+                            HangupReason::Timeout
+                        }
+                        _ => HangupReason::Error,
                     });
                 }
-                LegEvent::Closed => step = Step::Failed("REMOTE"),
+                LegEvent::Closed => step = Step::Failed(HangupReason::Remote),
             }
         }
         step

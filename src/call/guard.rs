@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::signal::protocol;
+use crate::signal::protocol::{CallState, Failure, HangupReason};
 
 use super::{Call, Calls, Ctx, Phase, link};
 
@@ -42,9 +43,16 @@ impl Calls {
             None => false,
         };
         let text = if answered {
-            protocol::hangup(&key.1, "ERROR", None)
+            protocol::hangup(&key.1, HangupReason::Error, None)
         } else {
-            protocol::local_state(&key.1, "FAILURE", None, None, Some("MEDIA_FAILED"), None)
+            protocol::local_state(
+                &key.1,
+                CallState::Failure,
+                None,
+                None,
+                Some(Failure::MediaFailed),
+                None,
+            )
         };
         self.say(&key.0, text);
         // Freeing may touch the broken state again: guarded too, and if that fails the

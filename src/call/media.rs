@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::signal::protocol;
+use crate::signal::protocol::CallState;
 use crate::webrtc::demux;
 
 use super::browser::BrowserSide;
@@ -93,8 +94,14 @@ impl Calls {
         match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((key, Call::Echo(echo))) => {
                 if echo.browser().take_newly_connected() {
-                    let text =
-                        protocol::local_state(&key.1, "ACCEPTED_BY_REMOTE", None, None, None, None);
+                    let text = protocol::local_state(
+                        &key.1,
+                        CallState::AcceptedByRemote,
+                        None,
+                        None,
+                        None,
+                        None,
+                    );
                     messages.push_back((key.0.clone(), text));
                 }
             }

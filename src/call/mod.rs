@@ -67,6 +67,7 @@ use std::time::{Duration, Instant};
 use crate::config::AccRule;
 use crate::sdp::Codec;
 use crate::signal::protocol::{self, ErrorCode, Refusal, SipStatus};
+use crate::signal::protocol::{CallState, Failure, HangupReason};
 use crate::sip::endpoint::SipCallId;
 use crate::sip::rng::Rng;
 use crate::webrtc::dtls::DtlsContext;
@@ -160,7 +161,7 @@ pub struct Ctx<'a> {
 pub enum Step {
     Continue,
     /// End it, with this hangup reason.
-    Failed(&'static str),
+    Failed(HangupReason),
 }
 
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -348,13 +349,13 @@ impl Calls {
     pub fn end_all(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         for slot in 0..self.slots.len() {
             if self.slots[slot].is_some() {
-                self.fail(now, slot, "ERROR", ctx);
+                self.fail(now, slot, HangupReason::Error, ctx);
             }
         }
     }
 
     /// The browser's transport failed, or media stopped: end the call, telling both.
-    fn fail(&mut self, now: Instant, slot: usize, reason: &'static str, ctx: &mut Ctx<'_>) {
+    fn fail(&mut self, now: Instant, slot: usize, reason: HangupReason, ctx: &mut Ctx<'_>) {
         let Some(key) = self.key_of(slot) else {
             return;
         };
@@ -375,10 +376,17 @@ impl Calls {
         let text = if answered {
             protocol::hangup(&key.1, reason, None)
         } else {
-            protocol::local_state(&key.1, "FAILURE", None, None, Some("MEDIA_FAILED"), None)
+            protocol::local_state(
+                &key.1,
+                CallState::Failure,
+                None,
+                None,
+                Some(Failure::MediaFailed),
+                None,
+            )
         };
         self.say(&key.0, text);
-        self.remove(now, slot, ctx, None, reason);
+        self.remove(now, slot, ctx, None, reason.as_str());
     }
 
     /// An event for a user: `(user, JSON text)`.

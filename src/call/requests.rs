@@ -9,6 +9,7 @@ use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Request};
+use crate::signal::protocol::{CallState, Failure, HangupReason};
 use crate::sip::endpoint::{CallError, OutgoingCall, SipCallId};
 
 use super::bridge::{BridgeCall, media_codec, sip_codecs};
@@ -200,7 +201,14 @@ impl Calls {
                 self.insert(key, Call::Echo(Box::new(call)), Some(ufrag));
                 self.say(
                     user,
-                    protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
+                    protocol::local_state(
+                        id,
+                        CallState::SentToRemote,
+                        Some(&answer),
+                        None,
+                        None,
+                        None,
+                    ),
                 );
             }
             Err(why) => {
@@ -271,7 +279,7 @@ impl Calls {
                 crate::pii::Pii(callee)
             );
             let sip = sip_status(403, "Forbidden");
-            let text = protocol::local_state(id, "FAILURE", None, None, None, Some(&sip));
+            let text = protocol::local_state(id, CallState::Failure, None, None, None, Some(&sip));
             self.say(user, text);
             self.record_attempt(now, user, callee, "app_to_sip", Some(403), "NOT_ALLOWED");
             return;
@@ -280,7 +288,7 @@ impl Calls {
             self.metrics.rtp_ports_exhausted += 1;
             log::warn!("call {id}: no free port in [media] rtp_ports");
             let sip = sip_status(503, "Service Unavailable");
-            let text = protocol::local_state(id, "FAILURE", None, None, None, Some(&sip));
+            let text = protocol::local_state(id, CallState::Failure, None, None, None, Some(&sip));
             self.say(user, text);
             return;
         };
@@ -371,12 +379,17 @@ impl Calls {
                 crate::pii::Pii(callee)
             );
             let text = match e {
-                CallError::NoRoute => {
-                    protocol::local_state(id, "FAILURE", None, None, Some("PEER_OFFLINE"), None)
-                }
+                CallError::NoRoute => protocol::local_state(
+                    id,
+                    CallState::Failure,
+                    None,
+                    None,
+                    Some(Failure::PeerOffline),
+                    None,
+                ),
                 _ => {
                     let sip = sip_status(503, "Service Unavailable");
-                    protocol::local_state(id, "FAILURE", None, None, None, Some(&sip))
+                    protocol::local_state(id, CallState::Failure, None, None, None, Some(&sip))
                 }
             };
             self.say(user, text);
@@ -397,7 +410,7 @@ impl Calls {
         self.insert(key, Call::Bridge(Box::new(call)), Some(ufrag));
         self.say(
             user,
-            protocol::local_state(id, "SENT_TO_REMOTE", Some(&answer), None, None, None),
+            protocol::local_state(id, CallState::SentToRemote, Some(&answer), None, None, None),
         );
     }
 
@@ -452,7 +465,7 @@ impl Calls {
         self.by_ufrag.insert(ufrag, slot);
         self.say(
             &key.0,
-            protocol::remote_state(&key.1, "ACCEPTED", Some(&answer), None),
+            protocol::remote_state(&key.1, CallState::Accepted, Some(&answer), None),
         );
     }
 
@@ -464,9 +477,9 @@ impl Calls {
         let (text, code) = match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((_, Call::Echo(echo))) => {
                 let text = if echo.browser().is_connected() {
-                    protocol::hangup(&key.1, "LOCAL", None)
+                    protocol::hangup(&key.1, HangupReason::Local, None)
                 } else {
-                    protocol::local_state(&key.1, "CANCELED", None, None, None, None)
+                    protocol::local_state(&key.1, CallState::Canceled, None, None, None, None)
                 };
                 (Some(text), None)
             }
@@ -476,8 +489,14 @@ impl Calls {
                 match b.phase {
                     Phase::Calling | Phase::Early => {
                         ctx.sip.hangup(now, sip);
-                        let text =
-                            protocol::local_state(&key.1, "CANCELED", None, None, None, None);
+                        let text = protocol::local_state(
+                            &key.1,
+                            CallState::Canceled,
+                            None,
+                            None,
+                            None,
+                            None,
+                        );
                         (Some(text), Some(487))
                     }
                     Phase::Offered => {
@@ -487,11 +506,17 @@ impl Calls {
                     }
                     Phase::Accepting => {
                         ctx.sip.hangup(now, sip);
-                        (Some(protocol::hangup(&key.1, "LOCAL", None)), Some(487))
+                        (
+                            Some(protocol::hangup(&key.1, HangupReason::Local, None)),
+                            Some(487),
+                        )
                     }
                     Phase::Answered => {
                         ctx.sip.hangup(now, sip);
-                        (Some(protocol::hangup(&key.1, "LOCAL", None)), None)
+                        (
+                            Some(protocol::hangup(&key.1, HangupReason::Local, None)),
+                            None,
+                        )
                     }
                 }
             }

@@ -8,6 +8,7 @@ use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
 use crate::sdp::sip::parse_rtp_sdp;
 use crate::signal::protocol;
+use crate::signal::protocol::{CallState, Failure, HangupReason};
 use crate::sip::endpoint::{Event as SipEvent, SipCallId};
 
 use super::bridge::BridgeCall;
@@ -85,8 +86,14 @@ impl Calls {
                 }
                 if tell {
                     log::info!("call {}: SIP {code}: ringing", key.1);
-                    let text =
-                        protocol::local_state(&key.1, "RECEIVED_BY_REMOTE", None, None, None, None);
+                    let text = protocol::local_state(
+                        &key.1,
+                        CallState::ReceivedByRemote,
+                        None,
+                        None,
+                        None,
+                        None,
+                    );
                     self.say(&key.0, text);
                 }
             }
@@ -123,7 +130,7 @@ impl Calls {
                         .to_string();
                         let text = protocol::local_state(
                             &key.1,
-                            "ACCEPTED_BY_REMOTE",
+                            CallState::AcceptedByRemote,
                             None,
                             Some(&response),
                             None,
@@ -134,8 +141,14 @@ impl Calls {
                     Err(why) => {
                         log::info!("call {}: SIP answer unusable: {why}", key.1);
                         let sip = sip_status(488, "Not Acceptable Here");
-                        let text =
-                            protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip));
+                        let text = protocol::local_state(
+                            &key.1,
+                            CallState::Failure,
+                            None,
+                            None,
+                            None,
+                            Some(&sip),
+                        );
                         self.say(&key.0, text);
                         self.remove(now, slot, ctx, Some(488), "ERROR");
                     }
@@ -153,7 +166,7 @@ impl Calls {
                 let text = match code {
                     486 | 600 | 603 => protocol::local_state(
                         &key.1,
-                        "REFUSED_BY_REMOTE",
+                        CallState::RefusedByRemote,
                         None,
                         None,
                         None,
@@ -161,21 +174,28 @@ impl Calls {
                     ),
                     404 | 480 => protocol::local_state(
                         &key.1,
-                        "FAILURE",
+                        CallState::Failure,
                         None,
                         None,
-                        Some("PEER_OFFLINE"),
+                        Some(Failure::PeerOffline),
                         Some(&sip),
                     ),
                     408 => protocol::local_state(
                         &key.1,
-                        "FAILURE",
+                        CallState::Failure,
                         None,
                         None,
-                        Some("PEER_NO_RESPONSE"),
+                        Some(Failure::PeerNoResponse),
                         Some(&sip),
                     ),
-                    _ => protocol::local_state(&key.1, "FAILURE", None, None, None, Some(&sip)),
+                    _ => protocol::local_state(
+                        &key.1,
+                        CallState::Failure,
+                        None,
+                        None,
+                        None,
+                        Some(&sip),
+                    ),
                 };
                 self.say(&key.0, text);
                 self.remove(now, slot, ctx, Some(code), "REMOTE");
@@ -193,9 +213,9 @@ impl Calls {
                     None => return,
                 };
                 let text = if phase == Phase::Accepting {
-                    protocol::hangup(&key.1, "REMOTE", None)
+                    protocol::hangup(&key.1, HangupReason::Remote, None)
                 } else {
-                    protocol::remote_state(&key.1, "CANCELED", None, None)
+                    protocol::remote_state(&key.1, CallState::Canceled, None, None)
                 };
                 self.say(&key.0, text);
                 self.remove(now, slot, ctx, Some(487), "CANCELED");
@@ -209,9 +229,13 @@ impl Calls {
                     b.sip_alive = false;
                 }
                 let sip = code.map(|c| sip_status(c, "Request Timeout"));
-                let reason = if code.is_some() { "TIMEOUT" } else { "REMOTE" };
+                let reason = if code.is_some() {
+                    HangupReason::Timeout
+                } else {
+                    HangupReason::Remote
+                };
                 self.say(&key.0, protocol::hangup(&key.1, reason, sip.as_ref()));
-                self.remove(now, slot, ctx, code, reason);
+                self.remove(now, slot, ctx, code, reason.as_str());
             }
             SipEvent::CallUpdated { id, sdp } => {
                 let Some(&slot) = self.by_sip.get(&id) else {

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::time::Instant;
 
 use crate::signal::protocol;
+use crate::signal::protocol::{CallState, Failure, HangupReason};
 
 use super::guard::guarded;
 use super::{Call, Calls, Ctx, Phase, earliest};
@@ -107,7 +108,7 @@ impl Calls {
                 .is_some_and(|b| b.rtp_timed_out(now, timeout))
             {
                 log::info!("call in slot {slot}: no RTP from the SIP side for {timeout:?}");
-                self.fail(now, slot, "TIMEOUT", ctx);
+                self.fail(now, slot, HangupReason::Timeout, ctx);
                 continue;
             }
             self.timeout_of(now, slot, ctx);
@@ -131,10 +132,10 @@ impl Calls {
                             ctx.sip.hangup(now, b.sip);
                             let text = protocol::local_state(
                                 &key.1,
-                                "FAILURE",
+                                CallState::Failure,
                                 None,
                                 None,
-                                Some("INVITATION_EXPIRE"),
+                                Some(Failure::InvitationExpire),
                                 None,
                             );
                             (text, 487)
@@ -143,15 +144,15 @@ impl Calls {
                             ctx.sip.reject(now, b.sip, 480);
                             let text = protocol::remote_state(
                                 &key.1,
-                                "FAILURE",
+                                CallState::Failure,
                                 None,
-                                Some("INVITATION_EXPIRE"),
+                                Some(Failure::InvitationExpire),
                             );
                             (text, 480)
                         }
                         Phase::Accepting | Phase::Answered => {
                             ctx.sip.reject(now, b.sip, 480);
-                            let text = protocol::hangup(&key.1, "TIMEOUT", None);
+                            let text = protocol::hangup(&key.1, HangupReason::Timeout, None);
                             (text, 480)
                         }
                     };

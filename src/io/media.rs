@@ -175,6 +175,9 @@ impl MediaPlane {
                         self.packets_in += 1;
                         self.calls.handle_datagram(now, from, bytes, ctx);
                     }
+                    if self.batch.drained() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -216,6 +219,10 @@ impl MediaPlane {
                             online,
                         };
                         self.calls.handle_rtp(now, port, from, data, ctx);
+                    }
+                    if self.rtp_in.drained() {
+                        drained = true;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

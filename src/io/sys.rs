@@ -74,6 +74,16 @@ impl RecvBatch {
         self.filled
     }
 
+    /// Whether the last `recv` took fewer datagrams than it could: the socket's queue was
+    /// empty when the kernel filled the batch, so it need not be read again until the
+    /// next readiness event. (A datagram that arrives later raises a new edge-triggered
+    /// event: epoll adds the socket to its ready list on every arrival.) Saves the
+    /// `recvmmsg` that would only return `WouldBlock`: one syscall per packet on a
+    /// socket that gets one packet per wake, as an RTP socket does.
+    pub fn drained(&self) -> bool {
+        self.filled < self.lens.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.filled == 0
     }

@@ -283,19 +283,96 @@ pub fn pong() -> String {
     json!({"type": "pong"}).to_string()
 }
 
-/// `local_state` of an outgoing call; `extra` keys: `sdp`, `response`, `error`.
+/// A call's `state` in `local_state` (the calling app's view) and `remote_state` (the
+/// called app's view); docs/protocol.md says when each is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    SentToRemote,
+    ReceivedByRemote,
+    AcceptedByRemote,
+    RefusedByRemote,
+    /// `remote_state`: the called app accepted (srgate's answer follows).
+    Accepted,
+    Canceled,
+    /// Ended without an answer; the [`Failure`] says why when it is known.
+    Failure,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::SentToRemote => "SENT_TO_REMOTE",
+            CallState::ReceivedByRemote => "RECEIVED_BY_REMOTE",
+            CallState::AcceptedByRemote => "ACCEPTED_BY_REMOTE",
+            CallState::RefusedByRemote => "REFUSED_BY_REMOTE",
+            CallState::Accepted => "ACCEPTED",
+            CallState::Canceled => "CANCELED",
+            CallState::Failure => "FAILURE",
+        }
+    }
+}
+
+/// The `error` of a `FAILURE` state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// SIP 404/480, or nobody to route to.
+    PeerOffline,
+    /// SIP 408.
+    PeerNoResponse,
+    /// No answer within `[calls] invitation_timeout`.
+    InvitationExpire,
+    /// The browser's ICE/DTLS did not come up.
+    MediaFailed,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::PeerOffline => "PEER_OFFLINE",
+            Failure::PeerNoResponse => "PEER_NO_RESPONSE",
+            Failure::InvitationExpire => "INVITATION_EXPIRE",
+            Failure::MediaFailed => "MEDIA_FAILED",
+        }
+    }
+}
+
+/// The `reason` of a `hangup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HangupReason {
+    /// This client asked for it.
+    Local,
+    /// The other side hung up.
+    Remote,
+    /// No media for `[media] rtp_timeout`, ICE consent lost, or SIP gave up (408).
+    Timeout,
+    /// Something failed on srgate's side or in the call's media.
+    Error,
+}
+
+impl HangupReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupReason::Local => "LOCAL",
+            HangupReason::Remote => "REMOTE",
+            HangupReason::Timeout => "TIMEOUT",
+            HangupReason::Error => "ERROR",
+        }
+    }
+}
+
+/// `local_state` of an outgoing call; optional keys: `sdp`, `response`, `error`, `sip`.
 pub fn local_state(
     id: &str,
-    state: &str,
+    state: CallState,
     sdp: Option<&str>,
     response: Option<&str>,
-    error: Option<&str>,
+    error: Option<Failure>,
     sip: Option<&SipStatus>,
 ) -> String {
-    let mut v = json!({"type": "local_state", "id": id, "state": state});
+    let mut v = json!({"type": "local_state", "id": id, "state": state.as_str()});
     put(&mut v, "sdp", sdp);
     put(&mut v, "response", response);
-    put(&mut v, "error", error);
+    put(&mut v, "error", error.map(Failure::as_str));
     with_sip(v, sip).to_string()
 }
 
@@ -313,15 +390,21 @@ pub fn remote_invitation(
     v.to_string()
 }
 
-pub fn remote_state(id: &str, state: &str, sdp: Option<&str>, error: Option<&str>) -> String {
-    let mut v = json!({"type": "remote_state", "id": id, "state": state});
+pub fn remote_state(
+    id: &str,
+    state: CallState,
+    sdp: Option<&str>,
+    error: Option<Failure>,
+) -> String {
+    let mut v = json!({"type": "remote_state", "id": id, "state": state.as_str()});
     put(&mut v, "sdp", sdp);
-    put(&mut v, "error", error);
+    put(&mut v, "error", error.map(Failure::as_str));
     v.to_string()
 }
 
-pub fn hangup(id: &str, reason: &str, sip: Option<&SipStatus>) -> String {
-    with_sip(json!({"type": "hangup", "id": id, "reason": reason}), sip).to_string()
+pub fn hangup(id: &str, reason: HangupReason, sip: Option<&SipStatus>) -> String {
+    let v = json!({"type": "hangup", "id": id, "reason": reason.as_str()});
+    with_sip(v, sip).to_string()
 }
 
 pub fn dtmf(id: &str, digit: char) -> String {
@@ -444,7 +527,7 @@ mod tests {
         };
         let s: Value = serde_json::from_str(&local_state(
             "c1",
-            "REFUSED_BY_REMOTE",
+            CallState::RefusedByRemote,
             None,
             Some("r"),
             None,
@@ -455,7 +538,7 @@ mod tests {
             s,
             json!({"type":"local_state","id":"c1","state":"REFUSED_BY_REMOTE","response":"r","sip":{"code":486,"reason":"Busy Here"}})
         );
-        let h: Value = serde_json::from_str(&hangup("c1", "LOCAL", None)).unwrap();
+        let h: Value = serde_json::from_str(&hangup("c1", HangupReason::Local, None)).unwrap();
         assert_eq!(h, json!({"type":"hangup","id":"c1","reason":"LOCAL"}));
     }
 }

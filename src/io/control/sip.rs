@@ -39,6 +39,9 @@ impl ControlShard {
                         self.endpoint
                             .handle_receive(now, Transport::Udp, from, bytes);
                     }
+                    if self.batch.drained() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
