@@ -4,10 +4,9 @@
 
 use std::time::Instant;
 
-use crate::signal::protocol;
-use crate::signal::protocol::{CallState, Failure, HangupReason};
+use crate::signal::protocol::HangupReason;
 
-use super::{Call, Calls, Ctx, Phase, link};
+use super::{Call, Calls, Ctx, Phase, failure_message, link};
 
 /// Runs one call's own work, catching a panic in it (see [`Calls`]' fault isolation).
 pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
@@ -42,19 +41,10 @@ impl Calls {
             Some((_, Call::Echo(_))) => true,
             None => false,
         };
-        let text = if answered {
-            protocol::hangup(&key.1, HangupReason::Error, None)
-        } else {
-            protocol::local_state(
-                &key.1,
-                CallState::Failure,
-                None,
-                None,
-                Some(Failure::MediaFailed),
-                None,
-            )
-        };
-        self.say(&key.0, text);
+        self.say(
+            &key.0,
+            failure_message(&key.1, answered, HangupReason::Error),
+        );
         // Freeing may touch the broken state again: guarded too, and if that fails the
         // slot is simply dropped with its index entries.
         let mut this = std::panic::AssertUnwindSafe(&mut *self);

@@ -164,6 +164,17 @@ pub enum Step {
     Failed(HangupReason),
 }
 
+/// What a user is told when its call ends on a failure: `hangup` with `reason` once the
+/// call was answered, else `FAILURE` `MEDIA_FAILED`.
+fn failure_message(id: &str, answered: bool, reason: HangupReason) -> String {
+    if answered {
+        protocol::hangup(id, reason, None)
+    } else {
+        let failure = Some(Failure::MediaFailed);
+        protocol::local_state(id, CallState::Failure, None, None, failure, None)
+    }
+}
+
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -373,19 +384,7 @@ impl Calls {
             }
             None => return,
         };
-        let text = if answered {
-            protocol::hangup(&key.1, reason, None)
-        } else {
-            protocol::local_state(
-                &key.1,
-                CallState::Failure,
-                None,
-                None,
-                Some(Failure::MediaFailed),
-                None,
-            )
-        };
-        self.say(&key.0, text);
+        self.say(&key.0, failure_message(&key.1, answered, reason));
         self.remove(now, slot, ctx, None, reason.as_str());
     }
 
