@@ -3,7 +3,7 @@
 //! DTLS handshake with srgate's own DTLS code as the browser, the SIP side's answer as an
 //! endpoint event — then fed RTP both ways on a simulated clock, with the browser's ICE
 //! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
-//! test; both count heap allocations with `stats_alloc` as their global allocator
+//! and `calls_memory` tests; all count heap allocations with `stats_alloc` as their global allocator
 //! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
 //! counted apart (the STUN agent, a dependency, allocates a few per check). Its users
 //! also include `support/stun.rs` as `crate::stun`.
@@ -34,14 +34,15 @@ const CONSENT_EVERY: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Ports {
     next: u16,
-    pub opened: Vec<u16>,
+    /// The port opened last.
+    pub opened: Option<u16>,
 }
 
 impl RtpPorts for Ports {
     fn open(&mut self) -> Option<u16> {
         let port = 20_002 + 2 * self.next;
         self.next += 1;
-        self.opened.push(port);
+        self.opened = Some(port);
         Some(port)
     }
     fn close(&mut self, _port: u16) {}
@@ -84,6 +85,16 @@ pub struct Sim {
     /// ICE consent checks sent, and heap allocations while srgate answered them.
     pub checks_sent: u64,
     pub check_allocations: u64,
+    /// Heap bytes the simulation itself keeps for its browsers and phones (not srgate's).
+    pub harness_bytes: i64,
+    browser_ctx: DtlsContext,
+    fingerprint: String,
+}
+
+/// Live heap bytes the allocator's counters say `change` added.
+pub fn live_bytes(change: &stats_alloc::Stats) -> i64 {
+    change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64
 }
 
 macro_rules! ctx {
@@ -167,6 +178,7 @@ impl Sim {
             seed: [5; 32],
             clock_anchor: (now, 1_700_000_000_000),
         };
+        let browser_cert = Certificate::generate().expect("certificate");
         let mut sim = Sim {
             now,
             calls: Calls::new(config, DtlsContext::new(&srgate_cert).expect("dtls")),
@@ -180,18 +192,27 @@ impl Sim {
             checks_sent: 0,
             check_allocations: 0,
             srgate_time: Duration::ZERO,
+            harness_bytes: 0,
+            browser_ctx: DtlsContext::new(&browser_cert).expect("dtls"),
+            fingerprint: browser_cert.fingerprint().to_string(),
         };
-        let browser_cert = Certificate::generate().expect("certificate");
-        let browser_ctx = DtlsContext::new(&browser_cert).expect("dtls");
-        let fingerprint = browser_cert.fingerprint().to_string();
-        for i in 0..calls {
-            sim.add_call(i, &browser_ctx, &fingerprint);
-        }
-        assert_eq!(sim.calls.count(), calls);
+        sim.add_calls(calls);
         sim
     }
 
-    fn add_call(&mut self, i: usize, browser_ctx: &DtlsContext, fingerprint: &str) {
+    /// `n` more relayed calls, answered and with DTLS up.
+    pub fn add_calls(&mut self, n: usize) {
+        let region = stats_alloc::Region::new(crate::GLOBAL);
+        self.legs.reserve(n);
+        self.harness_bytes += live_bytes(&region.change());
+        let first = self.legs.len();
+        for i in first..first + n {
+            self.add_call(i);
+        }
+        assert_eq!(self.calls.count(), first + n);
+    }
+
+    fn add_call(&mut self, i: usize) {
         let browser = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)),
             50_000,
@@ -203,7 +224,7 @@ impl Sim {
         let invite = Request::Invite {
             id: format!("c{i}"),
             callee: "1006".into(),
-            sdp: offer(i, fingerprint),
+            sdp: offer(i, &self.fingerprint),
             content: None,
             channel_id: None,
         };
@@ -221,7 +242,7 @@ impl Sim {
             }
         }
         let answer = answer.expect("srgate answers the browser");
-        let port = *self.ports.opened.last().expect("an RTP port");
+        let port = self.ports.opened.expect("an RTP port");
         let sip_id: SipCallId = match self.sip.pop() {
             Some(SipCommand::Start(call)) => call.id,
             other => panic!("the call starts toward SIP: {other:?}"),
@@ -237,7 +258,7 @@ impl Sim {
         let mut check = binding_request(i, &ufrag, &pwd);
         self.calls
             .handle_datagram(now, browser, &mut check, ctx!(self));
-        let mut dtls = DtlsTransport::new(now, browser_ctx, DtlsRole::Client, srgate_fp);
+        let mut dtls = DtlsTransport::new(now, &self.browser_ctx, DtlsRole::Client, srgate_fp);
         let mut keys = None;
         for _ in 0..200 {
             dtls.poll_output();
@@ -264,7 +285,9 @@ impl Sim {
             self.tick();
         }
         let keys = keys.expect("DTLS connects");
+        let region = stats_alloc::Region::new(crate::GLOBAL);
         let tx = SrtpContext::new(keys.profile, keys.local.key(), keys.local.salt()).unwrap();
+        self.harness_bytes += live_bytes(&region.change());
         let answered = Event::CallAnswered {
             id: sip_id,
             sdp: phone_answer(phone),
@@ -273,7 +296,11 @@ impl Sim {
         self.calls.handle_sip_event(now, answered, ctx!(self));
         while self.calls.poll_message().is_some() {}
         while self.calls.poll_transmit(self.now, &mut self.out).is_some() {}
+        // a shard hands its route changes to the router
+        while self.calls.poll_route().is_some() {}
+        let region = stats_alloc::Region::new(crate::GLOBAL);
         let checks = (0..16).map(|_| binding_request(i, &ufrag, &pwd)).collect();
+        self.harness_bytes += live_bytes(&region.change());
         self.legs.push(Leg {
             checks,
             next_check: self.now + CONSENT_EVERY,
