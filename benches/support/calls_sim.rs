@@ -3,7 +3,7 @@
 //! DTLS handshake with srgate's own DTLS code as the browser, the SIP side's answer as an
 //! endpoint event — then fed RTP both ways on a simulated clock, with the browser's ICE
 //! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
-//! test; both count heap allocations with `stats_alloc` as their global allocator
+//! and `calls_memory` tests; all count heap allocations with `stats_alloc` as their global allocator
 //! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
 //! counted apart (the STUN agent, a dependency, allocates a few per check). The shard, the
 //! fake ports and the scripted browser are `support/browser_sim.rs`'s; its users include
@@ -56,6 +56,15 @@ pub struct Sim {
     /// ICE consent checks sent, and heap allocations while srgate answered them.
     pub checks_sent: u64,
     pub check_allocations: u64,
+    /// Heap bytes the simulation keeps for its browsers and phones (not srgate's).
+    pub harness_bytes: i64,
+    identity: BrowserIdentity,
+}
+
+/// Live heap bytes the allocator's counters say `change` added.
+pub fn live_bytes(change: &stats_alloc::Stats) -> i64 {
+    change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64
 }
 
 impl Sim {
@@ -72,16 +81,27 @@ impl Sim {
             checks_sent: 0,
             check_allocations: 0,
             srgate_time: Duration::ZERO,
+            harness_bytes: 0,
+            identity: BrowserIdentity::generate(),
         };
-        let identity = BrowserIdentity::generate();
-        for i in 0..calls {
-            sim.add_call(i, &identity);
-        }
-        assert_eq!(sim.shard.calls.count(), calls);
+        sim.add_calls(calls);
         sim
     }
 
-    fn add_call(&mut self, i: usize, identity: &BrowserIdentity) {
+    /// `n` more relayed calls, answered and with DTLS up.
+    pub fn add_calls(&mut self, n: usize) {
+        let region = stats_alloc::Region::new(crate::GLOBAL);
+        self.legs.reserve(n);
+        self.harness_bytes += live_bytes(&region.change());
+        let first = self.legs.len();
+        for i in first..first + n {
+            self.add_call(i);
+        }
+        assert_eq!(self.shard.calls.count(), first + n);
+    }
+
+    fn add_call(&mut self, i: usize) {
+        let identity = &self.identity;
         let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)),
             50_000,
@@ -124,7 +144,11 @@ impl Sim {
             .poll_transmit(shard.now, &mut shard.out)
             .is_some()
         {}
+        // a shard hands its route changes to the router
+        while shard.calls.poll_route().is_some() {}
+        let region = stats_alloc::Region::new(crate::GLOBAL);
         let checks = (0..16).map(|_| browser.check()).collect();
+        self.harness_bytes += live_bytes(&region.change());
         self.legs.push(Leg {
             checks,
             next_check: shard.now + CONSENT_EVERY,

@@ -112,7 +112,7 @@ pub struct BridgeCall {
     /// The SIP leg's RTP port (RTCP: port + 1).
     pub port: u16,
     rtp_ip: IpAddr,
-    /// srgate's SDP toward SIP (offer or answer).
+    /// srgate's SDP toward SIP (offer or answer) until it is sent (then empty).
     pub local_sdp: String,
     /// The SIP side's media, from its SDP.
     remote: Option<RemoteRtp>,

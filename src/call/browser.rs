@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{MediaSocket, MediaTransmit, SRTP_TAIL, Step};
 use crate::sdp::Codec;
 use crate::sdp::answer::{
-    AnswerPolicy, IceCredentials, LocalDescription, Negotiated, build_answer, negotiate,
+    AnswerPolicy, IceCredentials, LocalDescription, TelephoneEvent, build_answer, negotiate,
 };
 use crate::sdp::offer::Offer;
 use crate::signal::protocol::HangupReason;
@@ -68,9 +68,18 @@ pub struct BrowserCounters {
     pub srtp_errors: u64,
 }
 
+/// What the call keeps of the negotiation with the browser (the rest of it, credentials
+/// and fingerprint, went to the leg; the offer's sections to the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaFormat {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub telephone_event: Option<TelephoneEvent>,
+}
+
 pub struct BrowserSide {
     leg: WebRtcLeg,
-    negotiated: Negotiated,
+    negotiated: MediaFormat,
     /// Unprotects what the browser sends / protects what srgate sends (after DTLS).
     rx: Option<SrtpContext>,
     tx: Option<SrtpContext>,
@@ -79,6 +88,8 @@ pub struct BrowserSide {
     counters: BrowserCounters,
     connected: bool,
     newly_connected: bool,
+    /// The handshake's room was freed (see [`WebRtcLeg::release_handshake_room`]).
+    settled: bool,
 }
 
 impl BrowserSide {
@@ -115,27 +126,37 @@ impl BrowserSide {
         );
         let mut side = BrowserSide {
             leg,
-            negotiated,
+            negotiated: MediaFormat {
+                codec: negotiated.codec,
+                payload_type: negotiated.payload_type,
+                telephone_event: negotiated.telephone_event,
+            },
             rx: None,
             tx: None,
             pending: VecDeque::new(),
             counters: BrowserCounters::default(),
             connected: false,
             newly_connected: false,
+            settled: false,
         };
         side.collect();
         Ok((side, answer))
     }
 
     /// Codec, payload types and telephone-event chosen for this browser.
-    pub fn negotiated(&self) -> &Negotiated {
+    pub fn negotiated(&self) -> &MediaFormat {
         &self.negotiated
     }
 
-    /// Moves the leg's setup datagrams to our queue.
+    /// Moves the leg's setup datagrams to our queue; once DTLS is up (its events drained
+    /// and its flight collected), frees the room the handshake took.
     fn collect(&mut self) {
         while let Some(t) = self.leg.poll_transmit() {
             self.pending.push_back(t);
+        }
+        if self.connected && !self.settled {
+            self.settled = true;
+            self.leg.release_handshake_room();
         }
     }
 
@@ -228,7 +249,13 @@ impl BrowserSide {
 
     /// The next setup datagram (STUN, DTLS), copied into `buf`.
     pub fn poll_setup(&mut self, buf: &mut [u8]) -> Option<MediaTransmit> {
-        let t = self.pending.pop_front()?;
+        let Some(t) = self.pending.pop_front() else {
+            if self.settled && self.pending.capacity() > 1 {
+                // the last of the handshake's flight is out: room for one answer stays
+                self.pending.shrink_to(1);
+            }
+            return None;
+        };
         let len = t.contents.len().min(buf.len());
         buf[..len].copy_from_slice(&t.contents[..len]);
         Some(MediaTransmit {

@@ -115,7 +115,9 @@ impl Calls {
                     .is_some_and(BrowserSide::take_newly_connected);
                 if connected && b.phase == Phase::Accepting {
                     // The browser's media path is up: now the SIP caller gets its 200.
-                    ctx.sip.answer(now, b.sip, &b.local_sdp);
+                    // the answer is needed no more once sent
+                    ctx.sip
+                        .answer(now, b.sip, &std::mem::take(&mut b.local_sdp));
                     b.phase = Phase::Answered;
                     b.answered = Some(now);
                     b.deadline = None;

@@ -368,7 +368,8 @@ impl Calls {
             callee: callee.to_string(),
             caller: user.to_string(),
             display_name: display,
-            sdp: call.local_sdp.clone(),
+            // the offer is needed no more once sent
+            sdp: std::mem::take(&mut call.local_sdp),
             headers,
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {

@@ -36,20 +36,24 @@ use crate::wire::rtp;
 
 /// How often each leg gets a sender report.
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
-/// Relayed packets waiting per direction (they leave in the same wake-up).
+/// Relayed packets waiting per direction at most (they leave in the same wake-up).
 const RELAY_QUEUE: usize = 4;
 /// The largest relayed packet: Opus frames reach 1 275 bytes.
 const RELAY_MAX: usize = 1400;
 /// The largest relayed G.711 packet: 8 000 bytes a second, so a 60 ms frame is 480 bytes;
-/// 640 leaves room for CSRCs and header extensions. Sizing a relayed
-/// call's queue by its codec keeps 6 KiB per G.711 call off the heap.
+/// 640 leaves room for CSRCs and header extensions.
 const RELAY_MAX_NARROW: usize = 640;
+/// Bytes of a relayed G.711 direction's queue: packets lie in it end to end, so it holds
+/// `RELAY_QUEUE` packets of 20 to 40 ms (172 to 332 bytes with their header; five of the
+/// 20 ms ones even where the ring wraps), and always one of the largest. Sized by what it
+/// holds rather than by `RELAY_QUEUE` largest packets, it keeps 3 KiB per call off the heap.
+const RELAY_RING_NARROW: usize = 1024;
 
-/// How large a relayed packet of `codec` may be.
-fn relay_max(codec: Codec) -> usize {
+/// How large a relayed packet of `codec` may be, and how many bytes its queue has.
+fn relay_sizes(codec: Codec) -> (usize, usize) {
     match codec {
-        Codec::Opus => RELAY_MAX,
-        Codec::G711(_) => RELAY_MAX_NARROW,
+        Codec::Opus => (RELAY_MAX, RELAY_QUEUE * RELAY_MAX),
+        Codec::G711(_) => (RELAY_MAX_NARROW, RELAY_RING_NARROW),
     }
 }
 
@@ -132,17 +136,20 @@ struct Relay {
     last_seq: u16,
     last_ts: u32,
     started: bool,
-    /// A ring of `RELAY_QUEUE` packets of up to `max` bytes waiting to leave: written in
-    /// place, copied out once (only the packet's own bytes move).
-    slots: Box<[u8]>,
+    /// Up to `RELAY_QUEUE` packets of up to `max` bytes waiting to leave, end to end in a
+    /// ring of bytes (a packet that does not fit before the end starts over at 0): written
+    /// in place, copied out once (only the packet's own bytes move).
+    ring: Box<[u8]>,
     max: usize,
+    /// Where each queued packet starts in `ring`, and its length.
+    starts: [usize; RELAY_QUEUE],
     lens: [usize; RELAY_QUEUE],
     head: usize,
     queued: usize,
 }
 
 impl Relay {
-    fn new(out_pt: u8, ssrc: u32, seq: u16, ts: u32, max: usize) -> Relay {
+    fn new(out_pt: u8, ssrc: u32, seq: u16, ts: u32, (max, ring): (usize, usize)) -> Relay {
         Relay {
             out_pt,
             ssrc,
@@ -152,8 +159,9 @@ impl Relay {
             last_seq: seq.wrapping_sub(1),
             last_ts: ts,
             started: false,
-            slots: vec![0; RELAY_QUEUE * max].into_boxed_slice(),
+            ring: vec![0; ring.max(max)].into_boxed_slice(),
             max,
+            starts: [0; RELAY_QUEUE],
             lens: [0; RELAY_QUEUE],
             head: 0,
             queued: 0,
@@ -187,13 +195,18 @@ impl Relay {
             self.last_seq = out_seq;
             self.last_ts = out_ts;
         }
-        if self.queued == RELAY_QUEUE {
-            // the oldest is dropped
+        let start = loop {
+            if self.queued < RELAY_QUEUE
+                && let Some(start) = self.room(bytes.len())
+            {
+                break start;
+            }
+            // the oldest is dropped (an empty ring has room: `max` fits)
             self.head = (self.head + 1) % RELAY_QUEUE;
             self.queued -= 1;
-        }
+        };
         let at = (self.head + self.queued) % RELAY_QUEUE;
-        let slot = &mut self.slots[at * self.max..at * self.max + bytes.len()];
+        let slot = &mut self.ring[start..start + bytes.len()];
         slot.copy_from_slice(bytes);
         let mut out = rtp::Packet::new_unchecked(slot);
         out.set_payload_type(self.out_pt);
@@ -201,9 +214,30 @@ impl Relay {
         out.set_sequence_number(out_seq);
         out.set_timestamp(out_ts);
         out.set_ssrc(self.ssrc);
+        self.starts[at] = start;
         self.lens[at] = bytes.len();
         self.queued += 1;
         Ok(())
+    }
+
+    /// Where a packet of `len` bytes fits behind the queued ones, if it does.
+    fn room(&self, len: usize) -> Option<usize> {
+        if self.queued == 0 {
+            return Some(0);
+        }
+        let first = self.starts[self.head];
+        let last = (self.head + self.queued - 1) % RELAY_QUEUE;
+        let end = self.starts[last] + self.lens[last];
+        if self.starts[last] >= first {
+            // not wrapped: free behind the newest, then before the oldest
+            if end + len <= self.ring.len() {
+                Some(end)
+            } else {
+                (len <= first).then_some(0)
+            }
+        } else {
+            (end + len <= first).then_some(end)
+        }
     }
 
     fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
@@ -215,7 +249,8 @@ impl Relay {
         self.queued -= 1;
         let len = self.lens[at];
         let dst = out.get_mut(..len)?;
-        dst.copy_from_slice(&self.slots[at * self.max..at * self.max + len]);
+        let start = self.starts[at];
+        dst.copy_from_slice(&self.ring[start..start + len]);
         Some(len)
     }
 }
@@ -333,14 +368,14 @@ impl Bridge {
                     config.sip.ssrc,
                     config.sip.initial_sequence,
                     config.sip.initial_timestamp,
-                    relay_max(config.sip.codec),
+                    relay_sizes(config.sip.codec),
                 ))),
                 Direction::Relay(Box::new(Relay::new(
                     config.webrtc.payload_type,
                     config.webrtc.ssrc,
                     config.webrtc.initial_sequence,
                     config.webrtc.initial_timestamp,
-                    relay_max(config.webrtc.codec),
+                    relay_sizes(config.webrtc.codec),
                 ))),
                 BridgeMode::Relay,
             )
@@ -721,6 +756,52 @@ mod tests {
             Err(PushError::TooLarge)
         );
         assert!(b.poll_sip(now, &mut out).is_none());
+    }
+
+    #[test]
+    fn a_relayed_g711_queue_holds_four_packets_whole_and_drops_the_oldest() {
+        let now = base();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        let mut out = [0u8; 1500];
+        // five 20 ms packets in one wake-up: the first is dropped, four leave in order
+        for round in 0..3u16 {
+            for k in 1..=5u16 {
+                let seq = round * 5 + k;
+                let p = packet(0, seq, u32::from(seq) * 160, 1, &[seq as u8; 160]);
+                b.push_webrtc(now, &p).unwrap();
+            }
+            for k in 2..=5u16 {
+                let n = b.poll_sip(now, &mut out).unwrap();
+                assert_eq!(n, rtp::HEADER_LEN + 160);
+                assert!(
+                    out[rtp::HEADER_LEN..n]
+                        .iter()
+                        .all(|&x| x == (round * 5 + k) as u8)
+                );
+            }
+            assert!(b.poll_sip(now, &mut out).is_none());
+        }
+        // 20 and 60 ms packets mixed, two or three waiting: the ring wraps, every packet
+        // leaves whole and in order, and only where they did not fit is the oldest dropped
+        let (mut last, mut relayed) = (0u8, 0);
+        for seq in 20..120u16 {
+            let size = if seq % 3 == 0 { 480 } else { 160 };
+            let p = packet(0, seq, u32::from(seq) * 160, 1, &[seq as u8; 480][..size]);
+            b.push_webrtc(now, &p).unwrap();
+            if seq % 2 == 0 {
+                continue;
+            }
+            while let Some(n) = b.poll_sip(now, &mut out) {
+                let v = out[rtp::HEADER_LEN];
+                let size = if v % 3 == 0 { 480 } else { 160 };
+                assert_eq!(n, rtp::HEADER_LEN + size);
+                assert!(out[rtp::HEADER_LEN..n].iter().all(|&x| x == v));
+                assert!(v > last, "in order");
+                (last, relayed) = (v, relayed + 1);
+            }
+        }
+        assert_eq!(last, 119);
+        assert!(relayed >= 90, "{relayed} of 100 relayed");
     }
 
     #[test]

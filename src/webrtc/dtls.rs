@@ -349,12 +349,29 @@ impl DtlsTransport {
                 match self.dtls.poll_output(&mut self.buf) {
                     Output::Packet(p) => self.transmits.push_back(p.to_vec()),
                     Output::Timeout(_) => break,
-                    Output::BufferTooSmall { .. } => break,
+                    // After `release_handshake_room` the buffer is empty: room for the
+                    // alert, then again.
+                    Output::BufferTooSmall { needed } => {
+                        if needed > self.buf.len() && needed <= 65536 {
+                            self.buf.resize(needed, 0);
+                        } else {
+                            break;
+                        }
+                    }
                     _ => {}
                 }
             }
         }
         self.state = State::Done;
+    }
+
+    /// Frees the room only the handshake needed, once it is over and its output drained:
+    /// the output buffer (a retransmitted flight or a close_notify later gets one of its own
+    /// size, see `BufferTooSmall` in [`DtlsTransport::poll_output`]) and the queues'.
+    pub fn release_handshake_room(&mut self) {
+        self.buf = Vec::new();
+        self.transmits.shrink_to_fit();
+        self.events.shrink_to_fit();
     }
 
     /// The next DTLS datagram to send.

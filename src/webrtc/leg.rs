@@ -323,6 +323,15 @@ impl WebRtcLeg {
         self.push_event(LegEvent::Closed);
     }
 
+    /// Frees the room the handshake's traffic took, once DTLS is connected and the
+    /// caller has drained the leg: what stays is a queue slot each for the one event per
+    /// media packet and the one answer per consent check.
+    pub fn release_handshake_room(&mut self) {
+        self.dtls.release_handshake_room();
+        self.events.shrink_to(1);
+        self.transmits.shrink_to(1);
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -10,12 +10,26 @@ pub(super) const WINDOW: u64 = 128;
 
 /// The highest index accepted so far and which of the [`WINDOW`] indices at and below it
 /// have been seen. For SRTP the highest index also holds the ROC and `s_l` of RFC 3711.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Kept in 24 bytes aligned to 8 (a context holds two per SSRC, a call four contexts' worth):
+/// no index reaches `NONE` (they have 48 bits), and the bits are two words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ReplayWindow {
-    /// `None` until the first packet is accepted.
-    top: Option<u64>,
-    /// Bit `i` set: index `top - i` was accepted.
-    seen: u128,
+    /// `NONE` until the first packet is accepted.
+    top: u64,
+    /// Bit `i` of the 128 (low word first) set: index `top - i` was accepted.
+    seen: [u64; 2],
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow {
+            top: NONE,
+            seen: [0; 2],
+        }
+    }
 }
 
 /// Why an index is refused before any cryptography is spent on it.
@@ -28,10 +42,22 @@ pub(super) enum Refusal {
 }
 
 impl ReplayWindow {
+    fn top_index(&self) -> Option<u64> {
+        (self.top != NONE).then_some(self.top)
+    }
+
+    fn bits(&self) -> u128 {
+        u128::from(self.seen[0]) | u128::from(self.seen[1]) << 64
+    }
+
+    fn set_bits(&mut self, bits: u128) {
+        self.seen = [bits as u64, (bits >> 64) as u64];
+    }
+
     /// The SRTP index of a packet carrying `seq` (RFC 3711 Appendix A): the candidate
     /// among ROC-1, ROC and ROC+1 whose index is closest to the highest one seen.
     pub(super) fn estimate_srtp_index(&self, seq: u16) -> Result<u64, Refusal> {
-        let Some(top) = self.top else {
+        let Some(top) = self.top_index() else {
             // The first packet of a stream has ROC 0 (RFC 3711 §3.3.1).
             return Ok(u64::from(seq));
         };
@@ -62,14 +88,14 @@ impl ReplayWindow {
 
     /// Whether `index` may still be accepted.
     pub(super) fn check(&self, index: u64) -> Result<(), Refusal> {
-        let Some(top) = self.top else {
+        let Some(top) = self.top_index() else {
             return Ok(());
         };
         if index > top {
             return Ok(());
         }
         let age = top - index;
-        if age >= WINDOW || self.seen & (1 << age) != 0 {
+        if age >= WINDOW || self.bits() & (1 << age) != 0 {
             return Err(Refusal::Replay);
         }
         Ok(())
@@ -77,25 +103,25 @@ impl ReplayWindow {
 
     /// Records `index` as accepted (after [`Self::check`] and authentication).
     pub(super) fn accept(&mut self, index: u64) {
-        match self.top {
+        match self.top_index() {
             Some(top) if index <= top => {
                 let age = top - index;
                 if age < WINDOW {
-                    self.seen |= 1 << age;
+                    self.set_bits(self.bits() | 1 << age);
                 }
             }
             Some(top) => {
                 let shift = index - top;
-                self.seen = if shift >= WINDOW {
+                self.set_bits(if shift >= WINDOW {
                     1
                 } else {
-                    (self.seen << shift) | 1
-                };
-                self.top = Some(index);
+                    (self.bits() << shift) | 1
+                });
+                self.top = index;
             }
             None => {
-                self.seen = 1;
-                self.top = Some(index);
+                self.set_bits(1);
+                self.top = index;
             }
         }
     }
@@ -103,7 +129,7 @@ impl ReplayWindow {
     /// The highest accepted index.
     #[cfg(test)]
     pub(super) fn top(&self) -> Option<u64> {
-        self.top
+        self.top_index()
     }
 }
 

@@ -1,0 +1,47 @@
+//! Heap memory per relayed call: live heap bytes (allocated − freed, counted by a
+//! counting allocator) that `Calls` keeps for each relayed app → SIP call (PCMU both legs,
+//! SRTP ⇄ RTP) once it is answered, DTLS is up and packets have flowed, as the slope
+//! between 50 and 150 calls. The simulated browsers' and phones' own memory is left out.
+//! Prints the figure and fails when it grows past the bound.
+
+use std::alloc::System;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[path = "../benches/support/browser_sim.rs"]
+mod browser_sim;
+#[path = "../benches/support/calls_sim.rs"]
+#[allow(dead_code)] // `measure` is the other tests'
+mod calls_sim;
+#[path = "../benches/support/stun.rs"]
+mod stun;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Live heap bytes a relayed call may keep: 34 345 measured, with room for noise (the
+/// target is 32 KiB of RSS per call).
+const MAX_BYTES_PER_CALL: i64 = 36 * 1024;
+
+#[test]
+fn a_relayed_call_keeps_little_heap() {
+    let (first, added) = (50, 100);
+    let mut sim = calls_sim::Sim::new(first);
+    sim.packets(first * 100); // 2 s: buffers and queues at their steady size
+    let region = Region::new(GLOBAL);
+    let harness = sim.harness_bytes;
+    sim.add_calls(added);
+    sim.packets((first + added) * 100);
+    let srgate = calls_sim::live_bytes(&region.change()) - (sim.harness_bytes - harness);
+    assert_eq!(
+        sim.shard.calls.count(),
+        first + added,
+        "every call is still up"
+    );
+    let per_call = srgate / added as i64;
+    eprintln!("heap per relayed call: {per_call} bytes ({srgate} bytes for {added} calls)");
+    assert!(
+        per_call <= MAX_BYTES_PER_CALL,
+        "{per_call} bytes per relayed call (bound {MAX_BYTES_PER_CALL})"
+    );
+}
