@@ -185,6 +185,20 @@ fn app_to_sip_answered_carries_media_and_dtmf_and_hangs_up() {
     );
     let sip = scene.sip;
     assert!(matches!(scene.shard.commands().as_slice(), [SipCommand::Hangup(id)] if *id == sip));
+    // the browser's DTLS gets its close_notify: one alert record (content type 21)
+    let browser = scene.browser.addr;
+    let farewells: Vec<_> = scene
+        .shard
+        .transmits()
+        .into_iter()
+        .filter(|(t, _)| t.destination == browser)
+        .collect();
+    assert!(
+        farewells
+            .iter()
+            .any(|(_, bytes)| bytes.first() == Some(&21)),
+        "a DTLS alert to the browser: {farewells:?}"
+    );
     let cdr = scene.one_cdr();
     assert_fields(
         &cdr,

@@ -479,9 +479,13 @@ impl BridgeCall {
         super::earliest(super::earliest(browser, media), own)
     }
 
-    pub fn close(&mut self) {
+    /// Ends the browser's leg; what it still has to send goes into `farewells`.
+    pub fn close(
+        &mut self,
+        farewells: &mut std::collections::VecDeque<crate::webrtc::ice::Transmit>,
+    ) {
         if let Some(browser) = self.browser.as_mut() {
-            browser.close();
+            browser.close(farewells);
         }
     }
 }

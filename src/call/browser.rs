@@ -328,7 +328,11 @@ impl BrowserSide {
         &self.counters
     }
 
-    pub fn close(&mut self) {
+    /// Ends the leg; the DTLS close_notify (and anything else still queued for the
+    /// browser) goes into `farewells`, to be sent after the call is gone.
+    pub fn close(&mut self, farewells: &mut VecDeque<Transmit>) {
         self.leg.close();
+        self.collect();
+        farewells.extend(self.pending.drain(..));
     }
 }

@@ -12,7 +12,7 @@ use crate::webrtc::demux;
 
 use super::browser::BrowserSide;
 use super::guard::guarded;
-use super::{Call, Calls, Ctx, MediaTransmit, Phase, Step, unix_ms_at};
+use super::{Call, Calls, Ctx, MediaSocket, MediaTransmit, Phase, Step, unix_ms_at};
 
 /// RFC 3550 §4 NTP timestamp at `at`.
 fn ntp_at(anchor: (Instant, u64), at: Instant) -> u64 {
@@ -142,6 +142,18 @@ impl Calls {
     /// Writes the next datagram to send into `buf` (at least 1500 bytes). Visits only the
     /// calls that got input since they last had nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<MediaTransmit> {
+        if let Some(t) = self.farewells.pop_front() {
+            let len = t.contents.len().min(buf.len());
+            buf[..len].copy_from_slice(&t.contents[..len]);
+            if self.farewells.is_empty() {
+                self.farewells.shrink_to_fit();
+            }
+            return Some(MediaTransmit {
+                socket: MediaSocket::WebRtc,
+                destination: t.destination,
+                len,
+            });
+        }
         while let Some(&slot) = self.ready.front() {
             let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
                 Some((_, Call::Echo(c))) => guarded(|| c.poll_transmit(now, buf)),

@@ -254,6 +254,8 @@ pub struct Calls {
     /// Slots touched by input since they last had nothing to send, in order: the media
     /// path visits only these, never every call.
     ready: VecDeque<usize>,
+    /// What ended calls still send their browsers (the DTLS close_notify).
+    farewells: VecDeque<crate::webrtc::ice::Transmit>,
     /// Slots whose timer must be asked again before the next `poll_timeout`.
     dirty: Vec<usize>,
     /// Every call's next deadline: (when, slot, generation), earliest first.
@@ -302,6 +304,7 @@ impl Calls {
             meta: Vec::new(),
             free: Vec::new(),
             ready: VecDeque::new(),
+            farewells: VecDeque::new(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),

@@ -143,7 +143,7 @@ impl Calls {
         self.metrics.ended += 1;
         match call {
             Call::Echo(mut echo) => {
-                echo.browser().close();
+                echo.browser().close(&mut self.farewells);
                 log::info!(
                     "call {} of {} ended ({reason}): {}",
                     key.1,
@@ -154,7 +154,7 @@ impl Calls {
                 self.cdrs.push_back(cdr);
             }
             Call::Bridge(mut b) => {
-                b.close();
+                b.close(&mut self.farewells);
                 if b.sip_alive {
                     ctx.sip.hangup(now, b.sip);
                 }
