@@ -666,10 +666,9 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// New web connections a source key ([`source_key`]) may open a second, and at once;
-/// and all sources together.
-pub const ACCEPTS_PER_SOURCE: u32 = 10;
-pub const ACCEPTS_PER_SOURCE_BURST: u32 = 64;
+/// New web connections all sources together may open a second, and at once. A source
+/// key ([`source_key`]) may open `[webrtc] max_conns_per_ip` at once, then a quarter of
+/// that a second (at least one).
 pub const ACCEPTS: u32 = 1_000;
 pub const ACCEPTS_BURST: u32 = 4_000;
 /// Source keys whose accept rate is remembered.
@@ -680,13 +679,19 @@ const ACCEPT_SOURCES: usize = 65_536;
 pub struct AcceptRate {
     sources: HashMap<IpAddr, TokenBucket>,
     global: TokenBucket,
+    /// Per source: the burst (`max_conns_per_ip`) and the rate a second.
+    burst: u32,
+    rate: u32,
 }
 
 impl AcceptRate {
-    pub fn new(now: Instant) -> Self {
+    /// Limits for sources that may hold `per_source_max` connections at once.
+    pub fn new(now: Instant, per_source_max: u32) -> Self {
         AcceptRate {
             sources: HashMap::new(),
             global: TokenBucket::full(now, ACCEPTS_BURST),
+            burst: per_source_max.max(1),
+            rate: (per_source_max / 4).max(1),
         }
     }
 
@@ -694,18 +699,18 @@ impl AcceptRate {
     pub fn admit(&mut self, now: Instant, source: IpAddr) -> bool {
         if !self.sources.contains_key(&source) && self.sources.len() >= ACCEPT_SOURCES {
             // sources that opened little lately hold nothing worth keeping
-            self.sources
-                .retain(|_, b| b.below_half(ACCEPTS_PER_SOURCE_BURST));
+            let burst = self.burst;
+            self.sources.retain(|_, b| b.below_half(burst));
             if self.sources.len() >= ACCEPT_SOURCES {
                 self.sources.clear();
             }
         }
+        let (rate, burst) = (self.rate, self.burst);
         let bucket = self
             .sources
             .entry(source)
-            .or_insert_with(|| TokenBucket::full(now, ACCEPTS_PER_SOURCE_BURST));
-        bucket.take(now, ACCEPTS_PER_SOURCE, ACCEPTS_PER_SOURCE_BURST)
-            && self.global.take(now, ACCEPTS, ACCEPTS_BURST)
+            .or_insert_with(|| TokenBucket::full(now, burst));
+        bucket.take(now, rate, burst) && self.global.take(now, ACCEPTS, ACCEPTS_BURST)
     }
 
     /// Sources remembered.
@@ -728,18 +733,18 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // the test's clock origin
     fn new_connections_are_limited_per_source_and_in_all() {
         let t0 = Instant::now();
-        let mut rate = AcceptRate::new(t0);
+        let mut rate = AcceptRate::new(t0, 64);
         let a = IpAddr::from([203, 0, 113, 1]);
         let opened = (0..1_000).filter(|_| rate.admit(t0, a)).count();
-        assert_eq!(opened, ACCEPTS_PER_SOURCE_BURST as usize);
+        assert_eq!(opened, 64, "max_conns_per_ip at once");
         let t1 = t0 + Duration::from_secs(1);
         let opened = (0..1_000).filter(|_| rate.admit(t1, a)).count();
-        assert_eq!(opened, ACCEPTS_PER_SOURCE as usize);
+        assert_eq!(opened, 16, "then a quarter of it a second");
         assert!(
             rate.admit(t1, IpAddr::from([198, 51, 100, 1])),
             "another source"
         );
-        let mut rate = AcceptRate::new(t0);
+        let mut rate = AcceptRate::new(t0, 64);
         let all = (0..10_000u32)
             .filter(|i| rate.admit(t0, IpAddr::from((0x0a00_0000 + i).to_be_bytes())))
             .count();

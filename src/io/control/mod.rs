@@ -248,7 +248,7 @@ impl ControlShard {
             web_policy,
             web_sources: Vec::new(),
             web_per_source: HashMap::new(),
-            web_accepts: web::AcceptRate::new(Instant::now()),
+            web_accepts: web::AcceptRate::new(Instant::now(), web_per_source_max),
             web_per_source_max,
             web_refused: 0,
             web_closed_since_reclaim: 0,
