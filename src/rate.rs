@@ -1,7 +1,25 @@
-//! A token bucket: the one rate limiter of srgate (SIP floods, CDRs of refused calls).
+//! Rate limiting: the one token bucket of srgate (SIP floods, failed logins' neighbours,
+//! CDRs of refused calls, new web connections) and the key a source is limited under.
 //! Sans-IO: the caller passes the time.
 
+use std::net::IpAddr;
 use std::time::Instant;
+
+/// The key under which one source is counted and limited: the IPv4 address (also when it
+/// arrives IPv4-mapped on a dual-stack socket) or the IPv6 /64, which one host usually
+/// holds whole (so it cannot step around a limit by changing its address in there).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
 
 /// Up to `burst` events at once, `rate` a second sustained. Kept in thousandths of an
 /// event, so rates below one a millisecond refill smoothly.

@@ -37,22 +37,7 @@ pub const MAX_WEB_CONNS: usize = 4096;
 /// flood of idle sockets turns into hundreds of MB). It grows for a large frame.
 const WS_READ_BUFFER: usize = 4096;
 
-/// The key under which connections of one source are counted: the IPv4 address (also
-/// when it arrives IPv4-mapped on a dual-stack socket) or the IPv6 /64, which one host
-/// usually holds whole.
-pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
-    }
-}
+pub use crate::rate::source_key;
 
 /// Who may open the browser WebSocket.
 #[derive(Clone, Debug, Default)]

@@ -1,11 +1,11 @@
 //! SIP floods and scanners: what reaches the endpoint from sources srgate has no reason
 //! to trust is limited per source address and in all, and known scanners are dropped.
 //!
-//! - **Per source**: [`PER_SOURCE_RATE`] datagrams a second, bursts of
-//!   [`PER_SOURCE_BURST`]; over it, datagrams are dropped unanswered (and counted). A
-//!   flood from one address cannot make srgate answer it at wire speed (stateless
-//!   answers are larger than the requests they answer: no reflection amplifier), nor
-//!   starve the others.
+//! - **Per source** (an IPv4 address or an IPv6 /64, [`source_key`]):
+//!   [`PER_SOURCE_RATE`] datagrams a second, bursts of [`PER_SOURCE_BURST`]; over it,
+//!   datagrams are dropped unanswered (and counted). A flood from one address cannot make
+//!   srgate answer it at wire speed (stateless answers are larger than the requests they
+//!   answer: no reflection amplifier), nor starve the others.
 //! - **In all**: untrusted sources together get [`GLOBAL_RATE`] a second, bursts of
 //!   [`GLOBAL_BURST`] (many addresses flooding at once).
 //! - **Trusted sources are never limited**: `sip_svr`'s address, and for
@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::rate::TokenBucket;
+use crate::rate::{TokenBucket, source_key};
 
 /// Datagrams a second an untrusted source may send, sustained, and in a burst.
 pub const PER_SOURCE_RATE: u32 = 50;
@@ -68,6 +68,7 @@ impl FloodGuard {
         if Some(source) == self.server {
             return true;
         }
+        let source = source_key(source);
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.make_room(now);
         }
@@ -88,6 +89,7 @@ impl FloodGuard {
 
     /// A request from `source` authenticated: the address is trusted for [`TRUST_FOR`].
     pub fn trust(&mut self, now: Instant, source: IpAddr) {
+        let source = source_key(source);
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.make_room(now);
         }
@@ -198,6 +200,17 @@ mod tests {
             assert!(g.sources() <= MAX_SOURCES);
         }
         assert!((0..1_000).all(|_| g.admit(t0, ip(5))));
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_a_limit() {
+        let t0 = t0();
+        let mut g = FloodGuard::new(t0, None);
+        let host = |i: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]);
+        let admitted = (0..1_000).filter(|&i| g.admit(t0, host(i))).count();
+        assert_eq!(admitted, PER_SOURCE_BURST as usize);
+        let other = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(g.admit(t0, other), "another /64");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Failed digest authentications, limited per source address and per user, so that
 //! passwords cannot be guessed at the speed of the network.
 //!
-//! - **Per source**: the first [`FREE_FAILURES`] failures cost nothing; each one after
-//!   that blocks the address for a back-off that doubles (1 s, 2 s, 4 s … up to
+//! - **Per source** (an IPv4 address or an IPv6 /64): the first [`FREE_FAILURES`]
+//!   failures cost nothing; each one after that blocks the address for a back-off that
+//!   doubles (1 s, 2 s, 4 s … up to
 //!   [`MAX_BACKOFF`]). While blocked, every request of the address that carries
 //!   credentials is refused (403) without the password being checked, so a guess made
 //!   then says nothing. A success from the address clears its record; so does
@@ -19,6 +20,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::rate::source_key;
 
 /// Failures per source before the back-off starts.
 pub const FREE_FAILURES: u32 = 5;
@@ -96,6 +99,7 @@ impl AuthLimiter {
     /// How much longer a request with credentials from `source` (for `user`, when its
     /// name is known) is refused without being checked; `None`: check it.
     pub fn blocked(&self, now: Instant, source: IpAddr, user: Option<&str>) -> Option<Duration> {
+        let source = source_key(source);
         let by_source = self.sources.get(&source).and_then(|r| r.blocked(now));
         let by_user = user
             .and_then(|u| self.users.get(u))
@@ -107,6 +111,7 @@ impl AuthLimiter {
 
     /// Records a failed authentication from `source`; `user` when the name exists.
     pub fn failed(&mut self, now: Instant, source: IpAddr, user: Option<&str>) -> Failure {
+        let source = source_key(source);
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.make_room(now);
         }
@@ -128,6 +133,7 @@ impl AuthLimiter {
 
     /// Records a successful authentication of `user` from `source`.
     pub fn succeeded(&mut self, source: IpAddr, user: &str) {
+        let source = source_key(source);
         self.sources.remove(&source);
         let entry = match self.users.get_mut(user) {
             Some(entry) => entry,
