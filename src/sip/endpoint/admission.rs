@@ -201,7 +201,7 @@ impl Endpoint {
             }
             Method::Register => self.on_register(now, &key, transport, source, msg, &ids),
             Method::Invite if ids.to_tag.is_none() => self.on_invite(now, &key, source, msg),
-            Method::Invite | Method::Bye | Method::Info => {
+            Method::Invite | Method::Bye | Method::Info | Method::Update => {
                 if !self.call_in_dialog(now, &key, msg, &ids.method) {
                     self.respond(now, &key, 481, "Call/Transaction Does Not Exist", &[]);
                 }

@@ -262,7 +262,7 @@ impl EndpointConfig {
 }
 
 /// Methods srgate implements (the `Allow` header).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
 /// Methods srgate knows but does not accept (405 with `Allow`, not 501).
 const KNOWN_NOT_ALLOWED: &[&str] = &[
     "SUBSCRIBE",
@@ -270,7 +270,6 @@ const KNOWN_NOT_ALLOWED: &[&str] = &[
     "REFER",
     "MESSAGE",
     "PUBLISH",
-    "UPDATE",
     "PRACK",
 ];
 /// First proxy-account retry after a failure; doubles up to `REGISTER_BACKOFF_MAX`.

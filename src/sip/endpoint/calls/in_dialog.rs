@@ -1,6 +1,7 @@
 //! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx,
-//! BYE → 200 and the call ends, a re-INVITE answered with srgate's previous description
-//! (direction mirrored), INFO with a DTMF digit, OPTIONS; CSeq out of order → 500.
+//! BYE → 200 and the call ends, a re-INVITE or UPDATE answered with srgate's previous
+//! description (direction mirrored; session refreshes included), INFO with a DTMF digit,
+//! OPTIONS; CSeq out of order → 500.
 
 use std::time::Instant;
 
@@ -9,13 +10,21 @@ use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 impl Endpoint {
-    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one.
+    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one. After
+    /// an offerless re-INVITE it carries the peer's answer.
     pub(in crate::sip::endpoint) fn call_ack(&mut self, msg: &Message<'_>) -> bool {
         let Some(id) = self.dialog_of(msg) else {
             return false;
         };
         if let Some(c) = self.calls.calls.get_mut(&id) {
             c.ok = None;
+            if std::mem::take(&mut c.offer_in_ok)
+                && !c.silent
+                && let Some(answer) = Self::body_sdp(msg)
+            {
+                self.events
+                    .push_back(Event::CallUpdated { id, sdp: answer });
+            }
         }
         true
     }
@@ -61,20 +70,35 @@ impl Endpoint {
                 }
                 self.forget(id);
             }
-            Method::Invite => {
-                let Some(offer) = Self::body_sdp(msg) else {
-                    // An offerless re-INVITE would need srgate's offer: not supported.
-                    self.respond(now, key, 488, "Not Acceptable Here", &[]);
-                    return true;
+            // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
+            // refresh (RFC 4028: the peer's timer; srgate does not run one, so answering
+            // is all it has to do). With an offer: srgate's previous description,
+            // direction mirrored. An offerless re-INVITE gets srgate's description as the
+            // offer (the answer comes in the ACK); an offerless UPDATE is a refresh: 200.
+            Method::Invite | Method::Update => {
+                let invite = matches!(method, Method::Invite);
+                let (answer, offer) = match Self::body_sdp(msg) {
+                    Some(offer) => {
+                        let answer = crate::sdp::sip::parse_rtp_sdp(&offer)
+                            .ok()
+                            .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r));
+                        let Some(answer) = answer else {
+                            self.respond(now, key, 488, "Not Acceptable Here", &[]);
+                            return true;
+                        };
+                        c.sdp = answer.clone();
+                        (Some(answer), Some(offer))
+                    }
+                    None if invite && c.sdp.is_empty() => {
+                        self.respond(now, key, 488, "Not Acceptable Here", &[]);
+                        return true;
+                    }
+                    None if invite => {
+                        c.offer_in_ok = true;
+                        (Some(c.sdp.clone()), None)
+                    }
+                    None => (None, None),
                 };
-                let answer = crate::sdp::sip::parse_rtp_sdp(&offer)
-                    .ok()
-                    .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r));
-                let Some(answer) = answer else {
-                    self.respond(now, key, 488, "Not Acceptable Here", &[]);
-                    return true;
-                };
-                c.sdp = answer.clone();
                 let contact = c.contact.clone();
                 let silent = c.silent;
                 let user_agent = self.cfg.user_agent.clone();
@@ -83,18 +107,23 @@ impl Endpoint {
                     for (name, value) in &tx.head {
                         b = b.header(*name, value);
                     }
-                    let payload = b
+                    b = b
                         .header(HeaderName::Contact, &contact)
-                        .header(HeaderName::new("Server"), &user_agent)
-                        .body("application/sdp", answer.as_bytes())
-                        .build();
-                    tx.final_sent = true;
-                    if let ServerMachine::Invite(m) = &mut tx.machine {
-                        let _ = m.send_response(now, 200, payload);
+                        .header(HeaderName::new("Server"), &user_agent);
+                    if let Some(answer) = &answer {
+                        b = b.body("application/sdp", answer.as_bytes());
                     }
+                    let payload = b.build();
+                    tx.final_sent = true;
+                    let _ = match &mut tx.machine {
+                        ServerMachine::Invite(m) => m.send_response(now, 200, payload),
+                        ServerMachine::NonInvite(m) => m.send_response(now, 200, payload),
+                    };
                     Self::drain_server(&mut self.transmits, tx);
                 }
-                if !silent {
+                if let Some(offer) = offer
+                    && !silent
+                {
                     self.events.push_back(Event::CallUpdated { id, sdp: offer });
                 }
             }

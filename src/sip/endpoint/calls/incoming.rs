@@ -204,6 +204,7 @@ impl Endpoint {
             server_key: Some(key.clone()),
             ok: None,
             progress_seen: Vec::new(),
+            offer_in_ok: false,
         };
         self.calls
             .by_dialog

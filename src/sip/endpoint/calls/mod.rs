@@ -132,6 +132,8 @@ pub(super) struct SipCall {
     server_key: Option<ServerKey>,
     ok: Option<OkRetransmit>,
     progress_seen: Vec<u16>,
+    /// Our 2xx to an offerless re-INVITE carried srgate's offer: the ACK has the answer.
+    offer_in_ok: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -284,6 +284,79 @@ fn a_hold_reinvite_is_answered_recvonly_and_info_brings_digits() {
     assert_eq!(ep.active_calls(), 1, "the call lives on");
 }
 
+/// Session refreshes (RFC 4028) as PBXs send them: an UPDATE without a body, an UPDATE
+/// with an offer, and an offerless re-INVITE whose answer comes in the ACK. Each gets a
+/// 200 and the call lives on.
+#[test]
+fn session_refreshes_by_update_and_offerless_reinvite_keep_the_call() {
+    let now = t0();
+    let (mut ep, id, tag) = answered(now);
+    let ack = |branch: &str, cseq: u32, body: Option<&str>| match body {
+        Some(sdp) => with_body(
+            &in_dialog("ACK", branch, cseq, &tag, ""),
+            "application/sdp",
+            sdp,
+        ),
+        None => format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("ACK", branch, cseq, &tag, "")
+        ),
+    };
+    send(&mut ep, now, &ack("a1", 1, None));
+    // a refresh by UPDATE, no body: 200, nothing for the call layer
+    let update = format!(
+        "{}Session-Expires: 90;refresher=uac\r\nContent-Length: 0\r\n\r\n",
+        in_dialog("UPDATE", "u1", 2, &tag, "")
+    );
+    send(&mut ep, now, &update);
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 200, "{out:?}");
+    assert!(!out[0].contains("application/sdp"), "{}", out[0]);
+    assert!(events(&mut ep).is_empty());
+    // an UPDATE with an offer is answered like a re-INVITE
+    let moved = OFFER.replace("40000", "40010");
+    let update = with_body(
+        &in_dialog("UPDATE", "u2", 3, &tag, ""),
+        "application/sdp",
+        &moved,
+    );
+    send(&mut ep, now, &update);
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 200);
+    assert!(out[0].contains("m=audio"), "srgate's answer: {}", out[0]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallUpdated {
+            id,
+            sdp: moved.clone()
+        }]
+    );
+    // an offerless re-INVITE: srgate offers its description, the ACK answers
+    let reinvite = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        in_dialog("INVITE", "r2", 4, &tag, "")
+    );
+    send(&mut ep, now, &reinvite);
+    let out = sent(&mut ep);
+    let ok = out.iter().find(|t| status(t) == 200).expect("200");
+    assert!(ok.contains("m=audio"), "srgate's offer: {ok}");
+    assert!(events(&mut ep).is_empty(), "nothing until the answer");
+    send(&mut ep, now, &ack("a2", 4, Some(&moved)));
+    assert_eq!(events(&mut ep), vec![Event::CallUpdated { id, sdp: moved }]);
+    assert_eq!(ep.active_calls(), 1, "the call lives on");
+    // UPDATE is allowed
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("OPTIONS", "o1", 5, &tag, "")
+        ),
+    );
+    let out = sent(&mut ep);
+    assert!(out[0].contains("UPDATE"), "{}", out[0]);
+}
+
 #[test]
 fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
     let now = t0();
