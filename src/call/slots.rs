@@ -117,6 +117,27 @@ impl Calls {
             .map(|(k, _)| k.clone())
     }
 
+    /// Shrinks the tables and queues a load grew, once no call is left (their capacity
+    /// is all a load leaves behind). Does nothing while calls are up.
+    pub fn shrink(&mut self) {
+        if self.count() > 0 {
+            return;
+        }
+        self.index.shrink_to_fit();
+        self.by_ufrag.shrink_to_fit();
+        self.by_remote.shrink_to_fit();
+        self.by_sip.shrink_to_fit();
+        self.by_port.shrink_to_fit();
+        self.ready.shrink_to_fit();
+        self.farewells.shrink_to_fit();
+        self.dirty.shrink_to_fit();
+        self.due.shrink_to_fit();
+        self.routes.shrink_to_fit();
+        self.messages.shrink_to_fit();
+        self.cdrs.shrink_to_fit();
+        self.poison.shrink_to_fit();
+    }
+
     /// Frees everything a call holds and writes its record. The user has been told.
     pub(super) fn remove(
         &mut self,

@@ -12,7 +12,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use super::rtp::RtpSockets;
-use super::sys::{RecvBatch, SendBatch};
+use super::sys::{self, RecvBatch, SendBatch};
 use crate::call::link::SipLink;
 use crate::call::{Calls, Ctx, MediaSocket};
 
@@ -78,8 +78,14 @@ pub struct MediaPlane {
     send_dropped: u64,
     lagging: bool,
     lag_episodes: u64,
+    /// The most calls this shard held since its memory was last given back.
+    peak_calls: usize,
     pub stats: Arc<ShardStats>,
 }
+
+/// When a shard that held at least this many calls has none left, its tables shrink and
+/// the freed heap goes back to the kernel: memory returns to idle after a load.
+const RECLAIM_AFTER_CALLS: usize = 16;
 
 impl MediaPlane {
     /// `token`: the WebRTC socket's token in `registry`.
@@ -106,6 +112,7 @@ impl MediaPlane {
             send_dropped: 0,
             lagging: false,
             lag_episodes: 0,
+            peak_calls: 0,
             stats,
         })
     }
@@ -292,6 +299,23 @@ impl MediaPlane {
         let (sent, dropped) = self.out.flush(self.udp.as_raw_fd());
         self.packets_out += sent as u64;
         self.send_dropped += dropped as u64;
+    }
+
+    /// Gives memory back once the calls of a load are all gone (see
+    /// [`RECLAIM_AFTER_CALLS`]); called after every turn of the shard's loop.
+    pub fn reclaim(&mut self) {
+        let calls = self.calls.count();
+        self.peak_calls = self.peak_calls.max(calls);
+        if calls == 0 && self.peak_calls >= RECLAIM_AFTER_CALLS {
+            log::debug!(
+                "the shard's {} calls are gone: shrinking its tables, returning free memory",
+                self.peak_calls
+            );
+            self.peak_calls = 0;
+            self.calls.shrink();
+            self.rtp_pending.shrink_to_fit();
+            sys::release_free_memory();
+        }
     }
 
     /// Copies the counters into [`ShardStats`].

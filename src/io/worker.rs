@@ -154,6 +154,7 @@ impl Worker {
             }
             self.media.transmit(now);
             self.flush(&mut sip);
+            self.media.reclaim();
             self.media.publish();
             if stopping {
                 let _ = self.outbox.send(ToControl::Stopped(self.index));

@@ -329,6 +329,7 @@ impl ControlShard {
             self.expire_connections(now);
             self.settle(now);
             self.reclaim_memory(now);
+            self.media.reclaim();
             self.media.publish();
             if let Some(deadline) = self.shutdown_deadline {
                 // The other shards' BYEs and CANCELs leave before the un-REGISTER.
