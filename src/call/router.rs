@@ -130,13 +130,18 @@ impl Router {
             }
             Some(u) => u.shard,
             None => {
-                let mut best = 0;
-                for (i, &load) in self.load.iter().enumerate().skip(1) {
-                    if load <= self.load[best] && self.shard_up(i) {
-                        best = i;
+                // the least loaded shard that runs and keeps up (a later one on a tie:
+                // shard 0 also signals); when none does, the call is refused below
+                let mut best: Option<usize> = None;
+                for (i, &load) in self.load.iter().enumerate() {
+                    if !self.shard_up(i) || lagging(i) {
+                        continue;
+                    }
+                    if best.is_none_or(|b| load <= self.load[b]) {
+                        best = Some(i);
                     }
                 }
-                best
+                best.unwrap_or(0)
             }
         };
         if !self.shard_up(shard) {
@@ -438,14 +443,15 @@ mod tests {
             },
         );
         assert_eq!(r.load(), [1, 0]);
+        // every shard lagging: refused; one lagging: another takes the call
         assert_eq!(
-            r.route_request(&invite("c", "1"), |s| s == 1),
+            r.route_request(&invite("c", "1"), |_| true),
             Err(Refused::Overloaded)
         );
         assert_eq!(r.refused_overload(), 3);
         assert_eq!(
-            r.route_request(&invite("c", "1"), CALM),
-            Ok(Route::Shard(1))
+            r.route_request(&invite("c", "1"), |s| s == 1),
+            Ok(Route::Shard(0))
         );
     }
 

@@ -475,11 +475,22 @@ impl ControlShard {
                     let Some(&index) = self.web_by_session.get(&session) else {
                         continue;
                     };
-                    let ok = self.web_conns[index]
-                        .as_mut()
-                        .is_some_and(|c| c.send_text(text));
-                    if !ok {
+                    let Some(conn) = self.web_conns[index].as_mut() else {
                         self.close_web(now, index);
+                        continue;
+                    };
+                    let waiting = conn.interest().is_writable();
+                    if !conn.send_text(text) {
+                        self.close_web(now, index);
+                    } else if !waiting && conn.interest().is_writable() {
+                        // the socket took only part: be woken when it drains (only
+                        // `service` re-arms readiness otherwise, at the next read)
+                        let interest = conn.interest();
+                        let token = Token(WEB_CONN_BASE + index);
+                        let _ = self
+                            .poll
+                            .registry()
+                            .reregister(conn.stream_mut(), token, interest);
                     }
                 }
                 HubOutput::Close { session } => {

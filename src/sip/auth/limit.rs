@@ -152,15 +152,19 @@ impl AuthLimiter {
         self.sources.len()
     }
 
-    /// Makes room in a full source table: the records of sources that are not blocked
-    /// go (each had fewer than [`FREE_FAILURES`] failures: forgetting them grants a few
-    /// more guesses, not a way around the back-off); when every record is a blocked
-    /// source, all go. Each pass frees many records, so its cost spreads over them.
+    /// Makes room in a full source table: the records that hold nothing worth keeping
+    /// go (fewer than [`FREE_FAILURES`] failures, or forgotten by age); blocked sources and
+    /// those already past their free failures stay, so a back-off never restarts from
+    /// nothing. When every record is worth keeping, all go (logged).
     fn make_room(&mut self, now: Instant) {
-        self.sources.retain(|_, r| r.blocked(now).is_some());
+        self.sources.retain(|_, r| {
+            r.blocked(now).is_some()
+                || (r.failures > FREE_FAILURES
+                    && now.saturating_duration_since(r.last) < FORGET_AFTER)
+        });
         if self.sources.len() >= MAX_SOURCES {
             log::warn!(
-                "{} addresses are blocked for failed SIP authentications: forgetting them all",
+                "{} addresses are held back for failed SIP authentications: forgetting them all",
                 self.sources.len()
             );
             self.sources.clear();

@@ -5,26 +5,18 @@
 
 use std::time::Instant;
 
-use super::{SipCallId, info_digit};
+use super::{OkRetransmit, SipCallId, info_digit};
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 impl Endpoint {
-    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one. After
-    /// an offerless re-INVITE it carries the peer's answer.
+    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one.
     pub(in crate::sip::endpoint) fn call_ack(&mut self, msg: &Message<'_>) -> bool {
         let Some(id) = self.dialog_of(msg) else {
             return false;
         };
         if let Some(c) = self.calls.calls.get_mut(&id) {
             c.ok = None;
-            if std::mem::take(&mut c.offer_in_ok)
-                && !c.silent
-                && let Some(answer) = Self::body_sdp(msg)
-            {
-                self.events
-                    .push_back(Event::CallUpdated { id, sdp: answer });
-            }
         }
         true
     }
@@ -73,13 +65,15 @@ impl Endpoint {
             // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
             // refresh (RFC 4028: the peer's timer; srgate does not run one, so answering
             // is all it has to do). With an offer: srgate's previous description,
-            // direction mirrored. An offerless re-INVITE gets srgate's description as the
-            // offer (the answer comes in the ACK); an offerless UPDATE is a refresh: 200.
+            // direction mirrored. An offerless UPDATE is a refresh: 200. An offerless
+            // re-INVITE would need a fresh offer of srgate's (the codec in use, sendrecv,
+            // a new version): not supported, 488.
             Method::Invite | Method::Update => {
                 let invite = matches!(method, Method::Invite);
-                let (answer, offer) = match Self::body_sdp(msg) {
+                let offer = Self::body_sdp(msg);
+                let answer = match &offer {
                     Some(offer) => {
-                        let answer = crate::sdp::sip::parse_rtp_sdp(&offer)
+                        let answer = crate::sdp::sip::parse_rtp_sdp(offer)
                             .ok()
                             .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r));
                         let Some(answer) = answer else {
@@ -87,40 +81,47 @@ impl Endpoint {
                             return true;
                         };
                         c.sdp = answer.clone();
-                        (Some(answer), Some(offer))
+                        Some(answer)
                     }
-                    None if invite && c.sdp.is_empty() => {
+                    None if invite => {
                         self.respond(now, key, 488, "Not Acceptable Here", &[]);
                         return true;
                     }
-                    None if invite => {
-                        c.offer_in_ok = true;
-                        (Some(c.sdp.clone()), None)
-                    }
-                    None => (None, None),
+                    None => None,
                 };
                 let contact = c.contact.clone();
                 let silent = c.silent;
                 let user_agent = self.cfg.user_agent.clone();
-                if let Some(tx) = self.server_txs.get_mut(key) {
-                    let mut b = MessageBuilder::response(200, "OK");
-                    for (name, value) in &tx.head {
-                        b = b.header(*name, value);
-                    }
-                    b = b
-                        .header(HeaderName::Contact, &contact)
-                        .header(HeaderName::new("Server"), &user_agent);
-                    if let Some(answer) = &answer {
-                        b = b.body("application/sdp", answer.as_bytes());
-                    }
-                    let payload = b.build();
-                    tx.final_sent = true;
-                    let _ = match &mut tx.machine {
-                        ServerMachine::Invite(m) => m.send_response(now, 200, payload),
-                        ServerMachine::NonInvite(m) => m.send_response(now, 200, payload),
-                    };
-                    Self::drain_server(&mut self.transmits, tx);
+                let Some(tx) = self.server_txs.get_mut(key) else {
+                    return true;
+                };
+                let mut b = MessageBuilder::response(200, "OK");
+                for (name, value) in &tx.head {
+                    b = b.header(*name, value);
                 }
+                b = b
+                    .header(HeaderName::Contact, &contact)
+                    .header(HeaderName::new("Server"), &user_agent);
+                if let Some(answer) = &answer {
+                    b = b.body("application/sdp", answer.as_bytes());
+                }
+                let payload = b.build();
+                tx.final_sent = true;
+                match &mut tx.machine {
+                    ServerMachine::Invite(m) => {
+                        // the 2xx of a re-INVITE is srgate's to repeat until the ACK
+                        // (RFC 3261 §13.3.1.4), as for the first INVITE
+                        let _ = m.send_response(now, 200, payload.clone());
+                        let reliable = tx.destination.0.reliable();
+                        if let Some(c) = self.calls.calls.get_mut(&id) {
+                            c.ok = Some(OkRetransmit::new(now, payload, reliable));
+                        }
+                    }
+                    ServerMachine::NonInvite(m) => {
+                        let _ = m.send_response(now, 200, payload);
+                    }
+                }
+                Self::drain_server(&mut self.transmits, tx);
                 if let Some(offer) = offer
                     && !silent
                 {

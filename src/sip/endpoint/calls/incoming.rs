@@ -7,7 +7,6 @@ use std::time::Instant;
 use super::{INCOMING_BIT, MAX_SIP_CALLS, OkRetransmit, Phase, SipCall, SipCallId, tag_of};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
-use crate::sip::transaction::T1;
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, reason_phrase};
 
 impl Endpoint {
@@ -53,18 +52,11 @@ impl Endpoint {
             .build();
         c.sdp = sdp.to_string();
         c.phase = Phase::Confirmed;
-        c.ok = Some(OkRetransmit {
-            payload: payload.clone(),
-            next: now + T1,
-            interval: T1,
-            give_up: now + 64 * T1,
-        });
-        if c.destination.0.reliable()
-            && let Some(ok) = c.ok.as_mut()
-        {
-            // No retransmission over TCP, only the wait for the ACK.
-            ok.next = ok.give_up;
-        }
+        c.ok = Some(OkRetransmit::new(
+            now,
+            payload.clone(),
+            c.destination.0.reliable(),
+        ));
         tx.final_sent = true;
         if let ServerMachine::Invite(m) = &mut tx.machine {
             let _ = m.send_response(now, 200, payload);
@@ -204,7 +196,6 @@ impl Endpoint {
             server_key: Some(key.clone()),
             ok: None,
             progress_seen: Vec::new(),
-            offer_in_ok: false,
         };
         self.calls
             .by_dialog

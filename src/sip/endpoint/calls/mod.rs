@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use super::{BRANCH_PREFIX, ClientTx, Endpoint, Event, ServerKey, Transmit, Transport};
 use crate::sip::auth;
 use crate::sip::dialog::Dialog;
-use crate::sip::transaction::T2;
 use crate::sip::transaction::client::ClientTransaction;
 use crate::sip::transaction::client_invite::ClientInviteTransaction;
+use crate::sip::transaction::{T1, T2};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 mod in_dialog;
@@ -99,6 +99,20 @@ struct OkRetransmit {
     give_up: Instant,
 }
 
+impl OkRetransmit {
+    /// A 2xx to repeat from T1, doubling, until the ACK or 64·T1; over a reliable
+    /// transport only the wait for the ACK (no retransmission).
+    fn new(now: Instant, payload: Vec<u8>, reliable: bool) -> Self {
+        let give_up = now + 64 * T1;
+        OkRetransmit {
+            payload,
+            next: if reliable { give_up } else { now + T1 },
+            interval: T1,
+            give_up,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct SipCall {
     id: SipCallId,
@@ -132,8 +146,6 @@ pub(super) struct SipCall {
     server_key: Option<ServerKey>,
     ok: Option<OkRetransmit>,
     progress_seen: Vec<u16>,
-    /// Our 2xx to an offerless re-INVITE carried srgate's offer: the ACK has the answer.
-    offer_in_ok: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

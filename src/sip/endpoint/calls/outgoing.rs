@@ -103,7 +103,6 @@ impl Endpoint {
             server_key: None,
             ok: None,
             progress_seen: Vec::new(),
-            offer_in_ok: false,
         };
         c.invite_cseq = 1;
         self.calls.by_dialog.insert((call_id, local_tag), id);
