@@ -101,5 +101,10 @@ fn no_dial_back_to_a_client_that_closed() {
             "srgate dialled back to {port}:\n{log}"
         );
     }
+    // each answer was dropped and counted, not sent down a new connection
+    assert!(
+        srgate.metric("tcp_send_dropped_total") >= 1,
+        "the answers to the closed connections are counted as dropped"
+    );
     assert!(srgate.health().is_some(), "srgate still answers");
 }

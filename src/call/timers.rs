@@ -140,24 +140,20 @@ impl Calls {
                             );
                             (text, 487)
                         }
-                        Phase::Offered => {
+                        Phase::Offered | Phase::Accepting => {
                             ctx.sip.reject(now, b.sip, 480);
+                            // not answered in time, or accepted but the browser's ICE/DTLS
+                            // never came up
+                            let failure = if b.phase == Phase::Offered {
+                                Failure::InvitationExpire
+                            } else {
+                                Failure::MediaFailed
+                            };
                             let text = protocol::remote_state(
                                 &key.1,
                                 CallState::Failure,
                                 None,
-                                Some(Failure::InvitationExpire),
-                            );
-                            (text, 480)
-                        }
-                        Phase::Accepting => {
-                            // accepted, but the browser's ICE/DTLS never came up
-                            ctx.sip.reject(now, b.sip, 480);
-                            let text = protocol::remote_state(
-                                &key.1,
-                                CallState::Failure,
-                                None,
-                                Some(Failure::MediaFailed),
+                                Some(failure),
                             );
                             (text, 480)
                         }

@@ -68,14 +68,7 @@ impl FloodGuard {
         if Some(source) == self.server {
             return true;
         }
-        let source = source_key(source);
-        if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
-            self.make_room(now);
-        }
-        let record = self.sources.entry(source).or_insert(Source {
-            bucket: TokenBucket::full(now, PER_SOURCE_BURST),
-            trusted_until: None,
-        });
+        let record = self.record(now, source);
         if record.trusted_until.is_some_and(|t| now < t) {
             return true;
         }
@@ -89,15 +82,19 @@ impl FloodGuard {
 
     /// A request from `source` authenticated: the address is trusted for [`TRUST_FOR`].
     pub fn trust(&mut self, now: Instant, source: IpAddr) {
+        self.record(now, source).trusted_until = Some(now + TRUST_FOR);
+    }
+
+    /// The record of `source`'s key, made (with a full bucket) when there is none.
+    fn record(&mut self, now: Instant, source: IpAddr) -> &mut Source {
         let source = source_key(source);
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.make_room(now);
         }
-        let record = self.sources.entry(source).or_insert(Source {
+        self.sources.entry(source).or_insert(Source {
             bucket: TokenBucket::full(now, PER_SOURCE_BURST),
             trusted_until: None,
-        });
-        record.trusted_until = Some(now + TRUST_FOR);
+        })
     }
 
     /// Source records held.

@@ -295,18 +295,7 @@ impl Endpoint {
             }
             None => match self.authenticate(now, msg, true, source) {
                 AuthOutcome::Ok(user) => Some(user),
-                AuthOutcome::Challenge(headers) => {
-                    self.respond(now, key, 407, "Proxy Authentication Required", &headers);
-                    return;
-                }
-                AuthOutcome::Forbidden => {
-                    self.respond(now, key, 403, "Forbidden", &[]);
-                    return;
-                }
-                AuthOutcome::BadRequest => {
-                    self.respond(now, key, 400, "Bad Credentials", &[]);
-                    return;
-                }
+                refused => return self.refuse_auth(now, key, refused, true),
             },
         };
         self.keep(key);
@@ -437,6 +426,30 @@ impl Endpoint {
                 );
                 AuthOutcome::Forbidden
             }
+        }
+    }
+}
+
+impl Endpoint {
+    /// Answers a request whose authentication did not pass: a challenge (407 for an
+    /// INVITE's `Proxy-Authorization`, 401 otherwise), 403 or 400.
+    pub(super) fn refuse_auth(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        outcome: AuthOutcome,
+        proxy: bool,
+    ) {
+        match outcome {
+            AuthOutcome::Challenge(headers) if proxy => {
+                self.respond(now, key, 407, "Proxy Authentication Required", &headers)
+            }
+            AuthOutcome::Challenge(headers) => {
+                self.respond(now, key, 401, "Unauthorized", &headers)
+            }
+            AuthOutcome::Forbidden => self.respond(now, key, 403, "Forbidden", &[]),
+            AuthOutcome::BadRequest => self.respond(now, key, 400, "Bad Credentials", &[]),
+            AuthOutcome::Ok(_) => {}
         }
     }
 }

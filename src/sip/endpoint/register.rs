@@ -39,18 +39,7 @@ impl Endpoint {
                 self.keep(key);
                 user
             }
-            AuthOutcome::Challenge(headers) => {
-                self.respond(now, key, 401, "Unauthorized", &headers);
-                return;
-            }
-            AuthOutcome::Forbidden => {
-                self.respond(now, key, 403, "Forbidden", &[]);
-                return;
-            }
-            AuthOutcome::BadRequest => {
-                self.respond(now, key, 400, "Bad Credentials", &[]);
-                return;
-            }
+            refused => return self.refuse_auth(now, key, refused, false),
         };
         // The authenticated user may only bind its own address-of-record.
         let aor_user = msg.to().ok().and_then(|t| t.uri.user).unwrap_or("");
