@@ -13,6 +13,9 @@
 //! - [`signal`]: the browser JSON protocol: messages, login tokens, sessions.
 //! - [`call`]: what requests become: calls and their media (the run-loop contract is
 //!   written down there).
+//! - [`gateway`]: one shard's whole core, [`gateway::Gateway`]: its calls and, on shard
+//!   0, the SIP endpoint, the browsers' sessions and the routing of calls to shards. The
+//!   shard loops of `io` feed it and carry out what it says.
 //! - [`config`]: the INI file (`conf/srgate.ini`, SRProxy's `rtx.conf` keys) into a typed
 //!   [`config::Config`], with errors that name file, line and key.
 //! - [`io`]: the only place with sockets, syscalls, threads and clocks: one mio reactor per
@@ -31,6 +34,7 @@
 
 pub mod call;
 pub mod config;
+pub mod gateway;
 pub mod io;
 pub mod logging;
 pub mod media;

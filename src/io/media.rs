@@ -1,20 +1,24 @@
-//! One shard's media: its calls (the sans-IO [`Calls`]), its WebRTC UDP socket and the RTP
-//! sockets of its SIP legs. Every shard has one; packets of a call are read, handled and
-//! sent by the one thread that owns the call.
+//! One shard's media sockets: its WebRTC UDP socket and (through the core's port pool,
+//! [`RtpSockets`]) the RTP sockets of its SIP legs. Every shard has one; the datagrams
+//! read here go to the shard's [`Gateway`], and what it has to send leaves here, in
+//! batches. Packets of a call are read, handled and sent by the one thread that owns it.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use super::rtp::RtpSockets;
 use super::sys::{self, RecvBatch, SendBatch};
-use crate::call::link::SipLink;
-use crate::call::{Calls, Ctx, MediaSocket};
+use crate::call::MediaSocket;
+use crate::gateway::Gateway;
+
+/// A shard's core, with the RTP sockets of its SIP legs as its port pool.
+pub type Core = Gateway<RtpSockets>;
 
 /// Media datagrams per recvmmsg: a slot holds any RTP packet (MTU-sized, with room to spare).
 const MEDIA_BATCH: usize = 32;
@@ -26,10 +30,6 @@ const RTP_BATCH: usize = 16;
 const RTP_BATCHES_PER_WAKE: usize = 4;
 /// Datagrams per sendmmsg on the WebRTC socket.
 const SEND_BATCH: usize = 32;
-/// A shard whose timers fire this late is falling behind: it takes no new calls until
-/// they fire within [`CAUGHT_UP`] again.
-const FALLING_BEHIND: Duration = Duration::from_millis(100);
-const CAUGHT_UP: Duration = Duration::from_millis(20);
 
 /// What a shard publishes for `/health` and `/metrics` (written by its thread, read by
 /// shard 0's API).
@@ -47,7 +47,7 @@ pub struct ShardStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub send_dropped: AtomicU64,
-    /// The shard's loop runs its timers late (see [`MediaPlane::timers_due`]).
+    /// The shard's loop runs its timers late ([`Gateway::lagging`]).
     pub lagging: AtomicBool,
     /// Times the shard started lagging.
     pub lag_episodes: AtomicU64,
@@ -60,7 +60,6 @@ impl ShardStats {
 }
 
 pub struct MediaPlane {
-    pub calls: Calls,
     udp: UdpSocket,
     batch: RecvBatch,
     /// The WebRTC socket's read budget ran out with datagrams left.
@@ -68,7 +67,6 @@ pub struct MediaPlane {
     /// What leaves by the WebRTC socket, sent in batches; datagrams for RTP sockets are
     /// written into its free slot and sent from there one by one.
     out: SendBatch,
-    pub rtp: RtpSockets,
     /// One receive batch for whichever RTP socket is being read.
     rtp_in: RecvBatch,
     /// RTP sockets with datagrams left after their read budget: read again at once.
@@ -76,8 +74,6 @@ pub struct MediaPlane {
     packets_in: u64,
     packets_out: u64,
     send_dropped: u64,
-    lagging: bool,
-    lag_episodes: u64,
     /// The most calls this shard held since its memory was last given back.
     peak_calls: usize,
     pub stats: Arc<ShardStats>,
@@ -90,52 +86,25 @@ const RECLAIM_AFTER_CALLS: usize = 16;
 impl MediaPlane {
     /// `token`: the WebRTC socket's token in `registry`.
     pub fn new(
-        calls: Calls,
         mut udp: UdpSocket,
-        rtp: RtpSockets,
         registry: &Registry,
         token: Token,
         stats: Arc<ShardStats>,
     ) -> io::Result<Self> {
         registry.register(&mut udp, token, Interest::READABLE)?;
         Ok(MediaPlane {
-            calls,
             udp,
             batch: RecvBatch::new(MEDIA_BATCH, MEDIA_SLOT),
             pending: false,
             out: SendBatch::new(SEND_BATCH, MEDIA_SLOT),
-            rtp,
             rtp_in: RecvBatch::new(RTP_BATCH, MEDIA_SLOT),
             rtp_pending: Vec::new(),
             packets_in: 0,
             packets_out: 0,
             send_dropped: 0,
-            lagging: false,
-            lag_episodes: 0,
             peak_calls: 0,
             stats,
         })
-    }
-
-    /// Whether the calls' timers are due at `now`; notes how late they fire, which tells
-    /// whether this shard keeps up.
-    pub fn timers_due(&mut self, now: Instant) -> bool {
-        let due = self.calls.poll_timeout().is_some_and(|t| t <= now);
-        // how late the calls' own timers fire (a panicked call's "at once" is not late)
-        let late = match self.calls.next_call_timer() {
-            Some(t) if t <= now => now.duration_since(t),
-            // nothing overdue: the shard keeps up
-            _ => Duration::ZERO,
-        };
-        if !self.lagging && late >= FALLING_BEHIND {
-            self.lagging = true;
-            self.lag_episodes += 1;
-            log::warn!("a shard runs its timers {late:?} late: it takes no new calls for now");
-        } else if self.lagging && late <= CAUGHT_UP {
-            self.lagging = false;
-            log::info!("the shard caught up: it takes new calls again");
-        }
-        due
     }
 
     /// Whether datagrams wait that the last wake-up left (the loop must not sleep).
@@ -143,34 +112,8 @@ impl MediaPlane {
         self.pending || !self.rtp_pending.is_empty()
     }
 
-    /// Runs `f` on the calls with their context: `sip` (the endpoint, or the queue toward
-    /// it), this shard's RTP sockets, and who is logged in.
-    pub fn with_calls<R>(
-        &mut self,
-        sip: &mut dyn SipLink,
-        online: &dyn Fn(&str) -> bool,
-        f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R,
-    ) -> R {
-        let mut ctx = Ctx {
-            sip,
-            ports: &mut self.rtp,
-            online,
-        };
-        f(&mut self.calls, &mut ctx)
-    }
-
-    /// Reads the WebRTC socket (up to its budget) and hands each datagram to the calls.
-    pub fn read_webrtc(
-        &mut self,
-        now: Instant,
-        sip: &mut dyn SipLink,
-        online: &dyn Fn(&str) -> bool,
-    ) {
-        let ctx = &mut Ctx {
-            sip,
-            ports: &mut self.rtp,
-            online,
-        };
+    /// Reads the WebRTC socket (up to its budget) and hands each datagram to the core.
+    pub fn read_webrtc(&mut self, now: Instant, core: &mut Core) {
         self.pending = false;
         for _ in 0..BATCHES_PER_WAKE {
             match self.batch.recv(self.udp.as_raw_fd()) {
@@ -180,7 +123,7 @@ impl MediaPlane {
                             continue;
                         };
                         self.packets_in += 1;
-                        self.calls.handle_datagram(now, from, bytes, ctx);
+                        core.handle_datagram(now, from, bytes);
                     }
                     if self.batch.drained() {
                         return;
@@ -198,34 +141,23 @@ impl MediaPlane {
     }
 
     /// Datagrams on a SIP leg's RTP or RTCP socket `port`.
-    pub fn read_rtp(
-        &mut self,
-        now: Instant,
-        port: u16,
-        sip: &mut dyn SipLink,
-        online: &dyn Fn(&str) -> bool,
-    ) {
+    pub fn read_rtp(&mut self, now: Instant, port: u16, core: &mut Core) {
         // Bounded per wake so one socket cannot starve the others; edge-triggered, so a
         // socket with datagrams left is noted and read again on the next turn of the loop
         // (which then does not sleep).
         let mut drained = false;
         for _ in 0..RTP_BATCHES_PER_WAKE {
-            let Some(socket) = self.rtp.socket(port) else {
+            let Some(fd) = core.ports().socket(port).map(|s| s.as_raw_fd()) else {
                 return;
             };
-            match self.rtp_in.recv(socket.as_raw_fd()) {
+            match self.rtp_in.recv(fd) {
                 Ok(_) => {
                     for i in 0..self.rtp_in.len() {
                         let Some((Some(from), data, false)) = self.rtp_in.get(i) else {
                             continue;
                         };
                         self.packets_in += 1;
-                        let ctx = &mut Ctx {
-                            sip: &mut *sip,
-                            ports: &mut self.rtp,
-                            online,
-                        };
-                        self.calls.handle_rtp(now, port, from, data, ctx);
+                        core.handle_rtp(now, port, from, data);
                     }
                     if self.rtp_in.drained() {
                         drained = true;
@@ -250,33 +182,28 @@ impl MediaPlane {
     }
 
     /// What the last wake-up left unread.
-    pub fn read_backlog(
-        &mut self,
-        now: Instant,
-        sip: &mut dyn SipLink,
-        online: &dyn Fn(&str) -> bool,
-    ) {
+    pub fn read_backlog(&mut self, now: Instant, core: &mut Core) {
         if self.pending {
-            self.read_webrtc(now, sip, online);
+            self.read_webrtc(now, core);
         }
         for port in std::mem::take(&mut self.rtp_pending) {
-            self.read_rtp(now, port, sip, online);
+            self.read_rtp(now, port, core);
         }
     }
 
-    /// Sends what the calls have to send: toward browsers in `sendmmsg` batches.
-    pub fn transmit(&mut self, now: Instant) {
+    /// Sends the core's media datagrams: toward browsers in `sendmmsg` batches.
+    pub fn transmit(&mut self, now: Instant, core: &mut Core) {
         loop {
             if self.out.is_full() {
                 self.flush_batch();
             }
-            let Some(t) = self.calls.poll_transmit(now, self.out.slot()) else {
+            let Some(t) = core.poll_transmit(now, self.out.slot()) else {
                 break;
             };
             match t.socket {
                 MediaSocket::WebRtc => self.out.commit(t.destination, t.len),
                 MediaSocket::Rtp(port) => {
-                    let Some(socket) = self.rtp.socket(port) else {
+                    let Some(socket) = core.ports().socket(port) else {
                         continue;
                     };
                     match socket.send_to(&self.out.slot()[..t.len], t.destination) {
@@ -303,8 +230,8 @@ impl MediaPlane {
 
     /// Gives memory back once the calls of a load are all gone (see
     /// [`RECLAIM_AFTER_CALLS`]); called after every turn of the shard's loop.
-    pub fn reclaim(&mut self) {
-        let calls = self.calls.count();
+    pub fn reclaim(&mut self, core: &mut Core) {
+        let calls = core.calls().count();
         self.peak_calls = self.peak_calls.max(calls);
         if calls == 0 && self.peak_calls >= RECLAIM_AFTER_CALLS {
             log::debug!(
@@ -312,30 +239,31 @@ impl MediaPlane {
                 self.peak_calls
             );
             self.peak_calls = 0;
-            self.calls.shrink();
+            core.shrink_calls();
             self.rtp_pending.shrink_to_fit();
             sys::release_free_memory();
         }
     }
 
     /// Copies the counters into [`ShardStats`].
-    pub fn publish(&self) {
+    pub fn publish(&self, core: &Core) {
         let s = &self.stats;
-        let m = self.calls.metrics();
+        let calls = core.calls();
+        let m = calls.metrics();
         let set = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
-        set(&s.calls, self.calls.count() as u64);
+        set(&s.calls, calls.count() as u64);
         set(&s.ended, m.ended);
         set(&s.relayed, m.relayed);
         set(&s.transcoded, m.transcoded);
         set(&s.invites_out, m.sip_invites_out);
         set(&s.invites_in, m.sip_invites_in);
-        set(&s.ports_in_use, self.rtp.in_use() as u64);
+        set(&s.ports_in_use, core.ports().in_use() as u64);
         set(&s.ports_exhausted, m.rtp_ports_exhausted);
         set(&s.panicked, m.panicked);
         set(&s.packets_in, self.packets_in);
         set(&s.packets_out, self.packets_out);
         set(&s.send_dropped, self.send_dropped);
-        set(&s.lag_episodes, self.lag_episodes);
-        s.lagging.store(self.lagging, Ordering::Relaxed);
+        set(&s.lag_episodes, core.lag_episodes());
+        s.lagging.store(core.lagging(), Ordering::Relaxed);
     }
 }

@@ -20,9 +20,10 @@ use super::media::{MediaPlane, ShardStats};
 use super::rtp::RtpSockets;
 use super::sys;
 use super::web;
-use super::worker::{self, ToControl, ToWorker, Worker, WorkerHandle};
+use super::worker::{self, Worker, WorkerHandle};
 use crate::call::{Calls, CallsConfig, Rtm2SipRule};
 use crate::config::Config;
+use crate::gateway::{Gateway, ToControl, ToWorker};
 use crate::signal::hub::Hub;
 use crate::sip::endpoint::EndpointConfig;
 
@@ -258,11 +259,9 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             .name(format!("shard-{index}"))
             .spawn(move || {
                 let rtp = RtpSockets::new(registry, rtp_bind_ip, ports, port_seed);
-                let calls = Calls::new(cfg, dtls);
+                let core = Gateway::worker(index, Calls::new(cfg, dtls), rtp, Instant::now());
                 let media = match MediaPlane::new(
-                    calls,
                     UdpSocket::from_std(socket),
-                    rtp,
                     worker_poll.registry(),
                     worker::MEDIA_UDP,
                     shard_stats,
@@ -277,6 +276,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 Worker {
                     index,
                     poll: worker_poll,
+                    core,
                     media,
                     inbox,
                     outbox,

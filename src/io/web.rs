@@ -22,8 +22,9 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::gateway::Sessions;
 use crate::rate::TokenBucket;
-use crate::signal::hub::{Hub, SessionId};
+use crate::signal::hub::SessionId;
 use crate::signal::protocol::MAX_FRAME;
 
 const MAX_HEAD: usize = 8192;
@@ -240,13 +241,13 @@ impl WebConn {
     }
 
     /// Services the connection: reads what is there, answers HTTP, upgrades, passes
-    /// WebSocket text frames to `hub`, pings and times out.
+    /// WebSocket text frames to the sessions (`hub`), pings and times out.
     #[allow(clippy::too_many_arguments)]
     pub fn service(
         &mut self,
         now: Instant,
         unix_now: u64,
-        hub: &mut Hub,
+        hub: &mut dyn Sessions,
         next_session: &mut SessionId,
         policy: &WebPolicy,
         registry: &Registry,
@@ -267,7 +268,7 @@ impl WebConn {
     fn service_http(
         &mut self,
         now: Instant,
-        hub: &mut Hub,
+        hub: &mut dyn Sessions,
         next_session: &mut SessionId,
         policy: &WebPolicy,
     ) -> Next {
@@ -432,7 +433,7 @@ impl WebConn {
         flush_plain(stream, out)
     }
 
-    fn service_ws(&mut self, now: Instant, unix_now: u64, hub: &mut Hub) -> Next {
+    fn service_ws(&mut self, now: Instant, unix_now: u64, hub: &mut dyn Sessions) -> Next {
         let WebConn::Ws {
             ws,
             peer,
@@ -754,7 +755,7 @@ mod tests {
             since: t0,
         };
         let poll = mio::Poll::new().unwrap();
-        let mut hub = Hub::new("");
+        let mut hub = crate::signal::hub::Hub::new("");
         let mut next_session = 0;
         let policy = WebPolicy {
             allowed_origins: Vec::new(),

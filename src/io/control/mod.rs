@@ -1,12 +1,12 @@
-//! Shard 0, the control shard: its event loop, and the signalling it does for every shard.
+//! Shard 0, the control shard: its event loop and its sockets.
 //!
-//! It owns the SIP endpoint (UDP, and TCP in `sip`), the web listener with the browsers'
-//! WebSockets and the HTTP API (`web`), its own share of the calls (`MediaPlane`), and the
-//! [`Router`] that places each new call on a shard and routes the call's later requests
-//! and SIP events there. One turn of the loop: wait for readiness or the next deadline,
-//! feed every input to the sans-IO parts (none of them drains anything), fire the timers
-//! that are due, then [`ControlShard::settle`] carries out what the inputs produced —
-//! datagrams and frames sent, events routed — until every queue is empty.
+//! It owns the SIP transports (UDP, and TCP in `sip`), the web listener with the
+//! browsers' WebSockets and the HTTP API (`web_conns`), shard 0's media sockets
+//! ([`MediaPlane`]) and the channels to the other shards. Everything they carry goes to
+//! shard 0's core, a [`Gateway`] with the signalling role (the SIP endpoint, the
+//! sessions, the routing of calls to shards, its own share of the calls). One turn of the
+//! loop: wait for readiness or the core's next deadline, feed every input to the core,
+//! fire its timers, then [`ControlShard::carry_out`] sends what it produced.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -19,19 +19,17 @@ use mio::net::{TcpListener, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::cdr::CdrLog;
-use super::media::{MediaPlane, ShardStats};
+use super::media::{Core, MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
 use super::sys::RecvBatch;
 use super::tcp::Conn;
 use super::web::{self, WebConn};
-use super::worker::{ToControl, ToWorker, WorkerHandle};
-use crate::call::link::{RouteChange, refusal_of};
-use crate::call::router::{Refused, Route, Router};
+use super::worker::WorkerHandle;
 use crate::call::{Calls, Cdr};
-use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
-use crate::signal::protocol::Request;
-use crate::sip::endpoint::{Endpoint, EndpointConfig, Event};
+use crate::gateway::{Gateway, Output, ToControl};
+use crate::signal::hub::{Hub, HubOutput, SessionId};
+use crate::sip::endpoint::{Endpoint, EndpointConfig};
 
 mod sip;
 mod web_conns;
@@ -48,9 +46,6 @@ const MEDIA_UDP: Token = Token(5);
 const WEB_TLS_LISTEN: Token = Token(6);
 /// The other shards have news (their channel to shard 0).
 pub(super) const WORKERS: Token = Token(7);
-/// How long shard 0 waits for the other shards to end their calls at shutdown before the
-/// proxy account un-registers anyway.
-const WORKERS_STOP_WAIT: Duration = Duration::from_secs(1);
 const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
@@ -85,18 +80,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 const RECLAIM_AFTER_CLOSES: u32 = 256;
 const RECLAIM_QUIET: Duration = Duration::from_secs(1);
 
-/// Runs `f` on shard 0's calls with their context: the SIP endpoint, the RTP sockets
-/// and who is logged in (disjoint borrows of the shard's fields).
-macro_rules! with_calls {
-    ($s:ident, |$c:ident, $ctx:ident| $body:expr) => {
-        $s.media.with_calls(
-            &mut $s.endpoint,
-            &|user: &str| $s.hub.is_online(user),
-            |$c, $ctx| $body,
-        )
-    };
-}
-
 struct ApiConn {
     conn: Conn,
     answered: bool,
@@ -106,7 +89,8 @@ struct ApiConn {
 
 pub(super) struct ControlShard {
     poll: Poll,
-    endpoint: Endpoint,
+    /// Shard 0's core: the signalling and its own share of the calls.
+    core: Core,
     udp: UdpSocket,
     sip_listener: TcpListener,
     api_listener: Option<TcpListener>,
@@ -138,17 +122,11 @@ pub(super) struct ControlShard {
     /// reclaimed, and when the last of them went.
     web_closed_since_reclaim: u32,
     last_web_close: Instant,
-    hub: Hub,
-    /// Shard 0's own calls and media.
+    /// Shard 0's media sockets.
     media: MediaPlane,
     /// Shards 1…N−1, and what they send back.
     workers: Vec<WorkerHandle>,
     from_workers: Receiver<ToControl>,
-    /// Which shard holds which call; new calls placed (`[calls] max_calls`).
-    router: Router,
-    /// Worker shards that have not yet stopped, at shutdown; when the wait for them ends.
-    workers_running: usize,
-    workers_wait_until: Option<Instant>,
     cdr: Option<CdrLog>,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
@@ -218,18 +196,26 @@ impl ControlShard {
             port_seed,
         );
         let media = MediaPlane::new(
-            calls,
             media_udp,
-            rtp,
             registry,
             MEDIA_UDP,
             Arc::new(ShardStats::default()),
         )
         .map_err(|e| err("register", e))?;
-        let worker_count = workers.len();
+        let now = Instant::now();
+        let trusted_ip = config.server.as_ref().map(|s| s.addr.ip());
+        let core = Gateway::control(
+            calls,
+            rtp,
+            Endpoint::new(config, now),
+            hub,
+            workers.len() + 1,
+            max_calls,
+            now,
+        );
         Ok(ControlShard {
-            trusted_ip: config.server.as_ref().map(|s| s.addr.ip()),
-            endpoint: Endpoint::new(config, Instant::now()),
+            trusted_ip,
+            core,
             poll,
             udp,
             sip_listener,
@@ -248,18 +234,14 @@ impl ControlShard {
             web_policy,
             web_sources: Vec::new(),
             web_per_source: HashMap::new(),
-            web_accepts: web::AcceptRate::new(Instant::now(), web_per_source_max),
+            web_accepts: web::AcceptRate::new(now, web_per_source_max),
             web_per_source_max,
             web_refused: 0,
             web_closed_since_reclaim: 0,
-            last_web_close: Instant::now(),
-            hub,
+            last_web_close: now,
             media,
             workers,
             from_workers,
-            router: Router::new(worker_count + 1, max_calls),
-            workers_running: worker_count,
-            workers_wait_until: None,
             cdr,
             udp_pending: false,
             shutdown_deadline: None,
@@ -273,8 +255,8 @@ impl ControlShard {
         let mut events = Events::with_capacity(256);
         // The endpoint may want to send at once (the proxy account's first REGISTER).
         let now = Instant::now();
-        self.endpoint.handle_timeout(now);
-        self.settle(now);
+        self.core.handle_timeout(now);
+        self.carry_out(now);
         loop {
             let now = Instant::now();
             let timeout = if self.udp_pending || self.media.has_backlog() {
@@ -290,17 +272,20 @@ impl ControlShard {
                 return Err(err("poll", e));
             }
             let now = Instant::now();
+            for (shard, w) in self.workers.iter().enumerate() {
+                let lagging = w.stats.lagging.load(std::sync::atomic::Ordering::Relaxed);
+                self.core.set_shard_lagging(shard + 1, lagging);
+            }
             if self.udp_pending {
                 self.read_udp(now);
             }
             if self.media.has_backlog() {
-                self.media
-                    .read_backlog(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
+                self.media.read_backlog(now, &mut self.core);
             }
             for event in events.iter() {
                 match event.token() {
                     UDP => self.read_udp(now),
-                    MEDIA_UDP => self.read_media(now),
+                    MEDIA_UDP => self.media.read_webrtc(now, &mut self.core),
                     SIP_TCP_LISTEN => self.accept_sip(now),
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
@@ -313,34 +298,26 @@ impl ControlShard {
                     }
                     WEB_LISTEN => self.accept_web(now, false),
                     WEB_TLS_LISTEN => self.accept_web(now, true),
-                    Token(t) if t >= RTP_TOKEN_BASE => self.read_rtp(now, t - RTP_TOKEN_BASE),
+                    Token(t) if t >= RTP_TOKEN_BASE => {
+                        if let Ok(port) = u16::try_from(t - RTP_TOKEN_BASE) {
+                            self.media.read_rtp(now, port, &mut self.core);
+                        }
+                    }
                     Token(t) if t >= WEB_CONN_BASE => self.web_conn_ready(now, t - WEB_CONN_BASE),
                     Token(_) => {}
                 }
             }
-            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                self.endpoint.handle_timeout(now);
+            while let Ok(message) = self.from_workers.try_recv() {
+                self.core.handle_from_worker(now, message);
             }
-            self.take_from_workers(now);
-            self.hub.handle_timeout(now);
-            if self.media.timers_due(now) {
-                with_calls!(self, |c, ctx| c.handle_timeout(now, ctx));
-            }
+            self.core.handle_timeout(now);
             self.expire_connections(now);
-            self.settle(now);
+            self.carry_out(now);
             self.reclaim_memory(now);
-            self.media.reclaim();
-            self.media.publish();
+            self.media.reclaim(&mut self.core);
+            self.media.publish(&self.core);
             if let Some(deadline) = self.shutdown_deadline {
-                // The other shards' BYEs and CANCELs leave before the un-REGISTER.
-                if let Some(until) = self.workers_wait_until
-                    && (self.workers_running == 0 || now >= until)
-                {
-                    self.workers_wait_until = None;
-                    self.endpoint.shutdown(now);
-                    self.settle(now);
-                }
-                if self.workers_wait_until.is_none() && self.endpoint.is_shutdown_complete() {
+                if self.core.is_shutdown_complete() {
                     log::info!("shutdown complete");
                     return Ok(());
                 }
@@ -355,13 +332,9 @@ impl ControlShard {
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
-        let calls = self.media.calls.poll_timeout();
-        let mut next = self.endpoint.poll_timeout();
+        let mut next = self.core.poll_timeout();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(d) = self.shutdown_deadline {
-            consider(d);
-        }
-        if let Some(d) = self.workers_wait_until {
             consider(d);
         }
         for c in self.api_conns.iter().flatten() {
@@ -373,14 +346,8 @@ impl ControlShard {
         for c in self.web_conns.iter().flatten() {
             consider(c.deadline());
         }
-        if let Some(t) = self.hub.poll_timeout() {
-            consider(t);
-        }
         if self.web_closed_since_reclaim >= RECLAIM_AFTER_CLOSES {
             consider(self.last_web_close + RECLAIM_QUIET);
-        }
-        if let Some(t) = calls {
-            consider(t);
         }
         next
     }
@@ -395,21 +362,7 @@ impl ControlShard {
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
             // Calls end first: their BYEs and CANCELs leave before the un-REGISTER, and
             // every user is told. The other shards end theirs and say so.
-            let ended = self.media.calls.count();
-            with_calls!(self, |c, ctx| c.end_all(now, ctx));
-            if ended > 0 {
-                log::info!("shutdown: {ended} call(s) ended");
-            }
-            for w in &self.workers {
-                w.send(ToWorker::Shutdown);
-            }
-            // the BYEs and CANCELs first
-            self.settle(now);
-            if self.workers.is_empty() {
-                self.endpoint.shutdown(now);
-            } else {
-                self.workers_wait_until = Some(now + WORKERS_STOP_WAIT);
-            }
+            self.core.shutdown(now);
         }
     }
 
@@ -424,286 +377,82 @@ impl ControlShard {
         None
     }
 
-    /// Carries out what this turn's inputs produced, until nothing is left: the
-    /// endpoint's messages sent and its events routed to the calls; the hub's frames
-    /// delivered and its requests routed; shard 0's calls' datagrams sent, their records
-    /// written, their route changes applied and their messages handed to the hub. Each
-    /// pass only empties queues, and what a pass queues anew (a call's BYE, a user's
-    /// message) is the finite consequence of what it took, so the passes end.
-    fn settle(&mut self, now: Instant) {
+    /// Carries out what the core produced, until it has nothing left: shard 0's media
+    /// datagrams sent in batches; SIP messages sent; frames delivered to the browsers'
+    /// WebSockets; messages handed to the other shards; records written. What carrying
+    /// out feeds back (a connection that failed, a shard that did not take a message) is
+    /// fed to the core at once, and its consequences are carried out in the same call.
+    fn carry_out(&mut self, now: Instant) {
         loop {
-            let mut moved = self.flush_endpoint(now);
-            moved |= self.flush_hub(now);
-            moved |= self.flush_calls(now);
-            if !moved {
+            self.media.transmit(now, &mut self.core);
+            let Some(output) = self.core.poll_output() else {
                 return;
+            };
+            self.carry_out_one(now, output);
+            while let Some(output) = self.core.poll_output() {
+                self.carry_out_one(now, output);
             }
         }
     }
 
-    /// Sends the endpoint's messages and routes its events; whether there were any.
-    fn flush_endpoint(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.send(now, t);
-            moved = true;
-        }
-        while let Some(event) = self.endpoint.poll_event() {
-            moved = true;
-            match event {
-                Event::Registered { expires } => {
-                    log::info!("proxy account registered (expires {expires} s)")
-                }
-                Event::RegistrationFailed { reason } => {
-                    log::warn!("proxy account registration failed: {reason}")
-                }
-                Event::Unregistered => log::info!("proxy account un-registered"),
-                event => self.route_sip_event(now, event),
-            }
-        }
-        moved
-    }
-
-    /// Delivers the hub's frames and closes, and routes its call requests; whether there
-    /// were any.
-    fn flush_hub(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        while let Some(out) = self.hub.poll_output() {
-            moved = true;
-            match out {
-                HubOutput::Send { session, text } => {
-                    let Some(&index) = self.web_by_session.get(&session) else {
-                        continue;
-                    };
-                    let Some(conn) = self.web_conns[index].as_mut() else {
-                        self.close_web(now, index);
-                        continue;
-                    };
-                    let waiting = conn.interest().is_writable();
-                    if !conn.send_text(text) {
-                        self.close_web(now, index);
-                    } else if !waiting && conn.interest().is_writable() {
-                        // the socket took only part: be woken when it drains (only
-                        // `service` re-arms readiness otherwise, at the next read)
-                        let interest = conn.interest();
-                        let token = Token(WEB_CONN_BASE + index);
-                        let _ = self
-                            .poll
-                            .registry()
-                            .reregister(conn.stream_mut(), token, interest);
+    fn carry_out_one(&mut self, now: Instant, output: Output) {
+        match output {
+            Output::Sip(t) => self.send(now, t),
+            Output::Web(HubOutput::Send { session, text }) => self.deliver(now, session, text),
+            Output::Web(HubOutput::Close { session }) => {
+                if let Some(&index) = self.web_by_session.get(&session) {
+                    if let Some(c) = self.web_conns[index].as_mut() {
+                        c.close();
                     }
-                }
-                HubOutput::Close { session } => {
-                    if let Some(&index) = self.web_by_session.get(&session) {
-                        if let Some(c) = self.web_conns[index].as_mut() {
-                            c.close();
-                        }
-                        self.close_web(now, index);
-                    }
+                    self.close_web(now, index);
                 }
             }
-        }
-        while let Some(request) = self.hub.poll_request() {
-            moved = true;
-            if matches!(request, CallRequest::UserGone { .. }) {
+            Output::ToShard(shard, message) => {
+                let sent = match self.workers.get(shard.wrapping_sub(1)) {
+                    Some(w) => w.send(message),
+                    None => Err(message),
+                };
+                if let Err(message) = sent {
+                    self.core.undelivered(now, shard, message);
+                }
+            }
+            Output::Cdr(cdr) => self.write_cdr(now, &cdr),
+            Output::UserGone => {
                 // the end of a user's grace frees its session memory: count it like a close
                 self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
                 self.last_web_close = now;
             }
-            self.route_request(now, request);
-        }
-        moved
-    }
-
-    /// Sends shard 0's calls' datagrams and takes their records, route changes and
-    /// messages; whether there were any of the latter.
-    fn flush_calls(&mut self, now: Instant) -> bool {
-        self.media.transmit(now);
-        let mut moved = false;
-        while let Some(cdr) = self.media.calls.poll_cdr() {
-            self.write_cdr(now, &cdr);
-        }
-        while let Some(change) = self.media.calls.poll_route() {
-            self.router.apply(0, change);
-        }
-        while let Some((user, text)) = self.media.calls.poll_message() {
-            self.hub.send_to_user(&user, text);
-            moved = true;
-        }
-        moved
-    }
-
-    /// Whether each shard runs its timers late (it takes no new calls then), read from
-    /// the counters the shards publish.
-    fn lagging<'a>(
-        media: &'a ShardStats,
-        workers: &'a [WorkerHandle],
-    ) -> impl Fn(usize) -> bool + 'a {
-        move |shard| {
-            let stats = if shard == 0 {
-                Some(media)
-            } else {
-                workers.get(shard - 1).map(|w| &*w.stats)
-            };
-            stats.is_some_and(|s| s.lagging.load(std::sync::atomic::Ordering::Relaxed))
+            Output::ToControl(_) => {} // only worker shards' cores say this
         }
     }
 
-    /// Hands a message to worker `shard`; when it cannot take it (its inbox is full, or it
-    /// stopped), the call placed there is taken back as if the shard had dropped it, and
-    /// false is returned so the caller refuses it.
-    fn send_to_worker(
-        &mut self,
-        shard: usize,
-        message: ToWorker,
-        placed: Option<RouteChange>,
-    ) -> bool {
-        let ok = self.workers.get(shard - 1).is_some_and(|w| w.send(message));
-        if !ok {
-            log::warn!("shard {shard} did not take a message");
-            if let Some(change) = placed {
-                self.router.apply(shard, change);
-            }
-        }
-        ok
-    }
-
-    /// Hands a user's request to the shard that holds (or gets) the call.
-    fn route_request(&mut self, now: Instant, request: CallRequest) {
-        let lagging = Self::lagging(&self.media.stats, &self.workers);
-        let route = self.router.route_request(&request, lagging);
-        let (user, invite) = match &request {
-            CallRequest::Call {
-                user,
-                request: Request::Invite { id, .. },
-            } => (user.clone(), Some(id.clone())),
-            CallRequest::Call { user, .. } | CallRequest::UserGone { user } => (user.clone(), None),
+    /// Queues a text frame on `session`'s WebSocket.
+    fn deliver(&mut self, now: Instant, session: SessionId, text: String) {
+        let Some(&index) = self.web_by_session.get(&session) else {
+            return;
         };
-        match route {
-            Err(why) => {
-                if let CallRequest::Call { user, request } = &request
-                    && let Some(id) = request.id()
-                {
-                    self.hub.refuse(user, why.refusal(id));
-                }
-            }
-            Ok(Route::All) => {
-                for w in &self.workers {
-                    w.send(ToWorker::Request(Box::new(CallRequest::UserGone {
-                        user: user.clone(),
-                    })));
-                }
-                with_calls!(self, |c, ctx| c.handle_request(now, request, ctx));
-            }
-            Ok(Route::Shard(0)) => {
-                with_calls!(self, |c, ctx| c.handle_request(now, request, ctx));
-            }
-            Ok(Route::Shard(shard)) => {
-                // a placed invite comes back as Added or Dropped: taken back if not sent
-                let dropped = invite.clone().map(|id| RouteChange::Dropped {
-                    user: user.clone(),
-                    key: Some((user.clone(), id)),
-                    sip: None,
-                });
-                if !self.send_to_worker(shard, ToWorker::Request(Box::new(request)), dropped)
-                    && let Some(id) = invite
-                {
-                    self.hub.refuse(&user, Refused::Overloaded.refusal(&id));
-                }
-            }
-        }
-    }
-
-    /// Hands an endpoint event about a call to the shard that holds (or gets) the call.
-    fn route_sip_event(&mut self, now: Instant, event: Event) {
-        let online = matches!(&event, Event::IncomingCall { app_user, .. }
-            if self.hub.is_online(app_user));
-        let lagging = Self::lagging(&self.media.stats, &self.workers);
-        match self.router.route_sip_event(&event, online, lagging) {
-            Err(why) => {
-                if let Some(id) = event.call_id() {
-                    // 503 goes out with Retry-After: the caller may try again soon
-                    self.endpoint.reject(now, id, why.sip_code());
-                }
-            }
-            Ok(0) => with_calls!(self, |c, ctx| c.handle_sip_event(now, event, ctx)),
-            Ok(shard) => {
-                let incoming = match &event {
-                    Event::IncomingCall { id, app_user, .. } => Some((*id, app_user.clone())),
-                    _ => None,
-                };
-                let dropped = incoming.clone().map(|(id, user)| RouteChange::Dropped {
-                    user,
-                    key: None,
-                    sip: Some(id),
-                });
-                if !self.send_to_worker(shard, ToWorker::Sip(Box::new(event)), dropped)
-                    && let Some((id, _)) = incoming
-                {
-                    self.endpoint.reject(now, id, 503);
-                }
-            }
-        }
-    }
-
-    /// Takes what the worker shards sent: their calls' SIP verbs (applied to the
-    /// endpoint), messages (to the hub), records and route changes.
-    fn take_from_workers(&mut self, now: Instant) {
-        while let Ok(message) = self.from_workers.try_recv() {
-            match message {
-                ToControl::Sip(shard, command) => {
-                    let command = *command;
-                    if let crate::call::link::SipCommand::Start(call) = &command {
-                        self.router.sip_started(shard, call.id);
-                    }
-                    if let Err((id, e)) = command.apply(now, &mut self.endpoint) {
-                        // the shard learns it as the call's failure
-                        let (code, reason) = refusal_of(&e);
-                        log::info!("shard {shard}: SIP call not started ({e:?})");
-                        if let Some(w) = self.workers.get(shard.wrapping_sub(1)) {
-                            w.send(ToWorker::Sip(Box::new(Event::CallFailed {
-                                id,
-                                code,
-                                reason: reason.to_owned(),
-                            })));
-                        }
-                    }
-                }
-                ToControl::Message(message) => {
-                    let (user, text) = *message;
-                    self.hub.send_to_user(&user, text);
-                }
-                ToControl::Cdr(cdr) => self.write_cdr(now, &cdr),
-                ToControl::Route(shard, change) => self.router.apply(shard, *change),
-                ToControl::Stopped(shard) => {
-                    log::debug!("shard {shard} stopped");
-                    self.router.stopped(shard);
-                    self.workers_running = self.workers_running.saturating_sub(1);
-                }
-            }
+        let Some(conn) = self.web_conns[index].as_mut() else {
+            self.close_web(now, index);
+            return;
+        };
+        let waiting = conn.interest().is_writable();
+        if !conn.send_text(text) {
+            self.close_web(now, index);
+        } else if !waiting && conn.interest().is_writable() {
+            // the socket took only part: be woken when it drains (only `service` re-arms
+            // readiness otherwise, at the next read)
+            let interest = conn.interest();
+            let token = Token(WEB_CONN_BASE + index);
+            let _ = self
+                .poll
+                .registry()
+                .reregister(conn.stream_mut(), token, interest);
         }
     }
 
     /// The worker shards, for the caller to stop once this shard's loop has ended.
     pub(super) fn into_workers(mut self) -> Vec<WorkerHandle> {
         std::mem::take(&mut self.workers)
-    }
-
-    /// Datagrams on one of shard 0's RTP or RTCP sockets.
-    fn read_rtp(&mut self, now: Instant, port: usize) {
-        let Ok(port) = u16::try_from(port) else {
-            return;
-        };
-        self.media
-            .read_rtp(now, port, &mut self.endpoint, &|u: &str| {
-                self.hub.is_online(u)
-            });
-    }
-
-    /// Datagrams on shard 0's WebRTC socket.
-    fn read_media(&mut self, now: Instant) {
-        self.media
-            .read_webrtc(now, &mut self.endpoint, &|u: &str| self.hub.is_online(u));
     }
 
     fn write_cdr(&mut self, now: Instant, cdr: &Cdr) {
@@ -714,7 +463,7 @@ impl ControlShard {
 
     /// Calls in progress on every shard.
     fn total_calls(&self) -> usize {
-        self.media.calls.count()
+        self.core.calls().count()
             + self
                 .workers
                 .iter()
@@ -741,18 +490,17 @@ impl ControlShard {
     }
 
     fn metrics(&self) -> Vec<(&'static str, u64)> {
-        let mut m = self.endpoint.metrics();
+        // the endpoint's, the sessions' and the router's
+        let mut m = self.core.metrics();
         m.push(("udp_send_dropped_total", self.udp_send_dropped));
         m.push(("udp_truncated_total", self.udp_truncated));
         m.push(("tcp_send_dropped_total", self.tcp_dropped));
-        m.push(("websocket_sessions", self.hub.session_count() as u64));
         m.push((
             "web_connections",
             self.web_conns.iter().flatten().count() as u64,
         ));
         m.push(("web_connections_refused_total", self.web_refused));
-        m.push(("websocket_login_timeouts_total", self.hub.login_timeouts));
-        self.media.publish();
+        self.media.publish(&self.core);
         let shards: Vec<&ShardStats> = std::iter::once(&*self.media.stats)
             .chain(self.workers.iter().map(|w| &*w.stats))
             .collect();
@@ -770,10 +518,6 @@ impl ControlShard {
         m.push(("calls_panicked_total", sum(|s| &s.panicked)));
         m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
         m.push(("shards", shards.len() as u64));
-        m.push((
-            "calls_refused_overload_total",
-            self.router.refused_overload(),
-        ));
         m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
         let cdr = self.cdr.as_ref();
         m.push(("cdr_write_errors_total", cdr.map_or(0, CdrLog::errors)));

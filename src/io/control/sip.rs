@@ -36,8 +36,7 @@ impl ControlShard {
                             );
                             continue;
                         }
-                        self.endpoint
-                            .handle_receive(now, Transport::Udp, from, bytes);
+                        self.core.handle_sip(now, Transport::Udp, from, bytes);
                     }
                     if self.batch.drained() {
                         return;
@@ -84,11 +83,8 @@ impl ControlShard {
                         Some(i) => i,
                         None => {
                             self.tcp_dropped += 1;
-                            self.endpoint.handle_transport_error(
-                                now,
-                                Transport::Tcp,
-                                t.destination,
-                            );
+                            self.core
+                                .handle_transport_error(now, Transport::Tcp, t.destination);
                             return;
                         }
                     },
@@ -234,7 +230,7 @@ impl ControlShard {
                         consumed += n;
                     }
                     Ok(Some(crate::wire::sip::Frame::Message(n))) => {
-                        self.endpoint.handle_receive(
+                        self.core.handle_sip(
                             now,
                             Transport::Tcp,
                             peer,
@@ -288,7 +284,7 @@ impl ControlShard {
             if self.sip_by_peer.get(&conn.peer) == Some(&index) {
                 self.sip_by_peer.remove(&conn.peer);
             }
-            self.endpoint
+            self.core
                 .handle_transport_error(now, Transport::Tcp, conn.peer);
         }
     }

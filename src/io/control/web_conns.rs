@@ -78,7 +78,7 @@ impl ControlShard {
     pub(super) fn api_conn_ready(&mut self, now: Instant, index: usize) {
         let status = api::Status {
             calls: self.total_calls(),
-            registered: self.endpoint.is_registered(),
+            registered: self.core.is_registered(),
             metrics: self.metrics(),
             per_shard: self.shard_metrics(),
         };
@@ -196,7 +196,7 @@ impl ControlShard {
         let next = conn.service(
             now,
             unix_now,
-            &mut self.hub,
+            &mut self.core,
             &mut self.next_session,
             &self.web_policy,
             self.poll.registry(),
@@ -235,7 +235,7 @@ impl ControlShard {
         self.web_per_source.shrink_to_fit();
         self.web_by_session.shrink_to_fit();
         self.web_accepts.shrink();
-        self.hub.shrink();
+        self.core.shrink_sessions();
         sys::release_free_memory();
     }
 
@@ -254,7 +254,7 @@ impl ControlShard {
         if let Some(mut conn) = self.web_conns.get_mut(index).and_then(Option::take) {
             if let Some(session) = conn.session() {
                 self.web_by_session.remove(&session);
-                self.hub.close(now, session);
+                self.core.session_closed(now, session);
             }
             if !matches!(conn, WebConn::Closed) {
                 let _ = self.poll.registry().deregister(conn.stream_mut());
