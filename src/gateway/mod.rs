@@ -23,12 +23,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::call::link::{RouteChange, SipCommand, SipOutbox, refusal_of};
+use crate::call::link::{RouteChange, SipCommand, SipLink, SipOutbox, refusal_of};
 use crate::call::router::{Refused, Route, Router};
 use crate::call::{Calls, Cdr, Ctx, MediaTransmit, RtpPorts};
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::Request;
-use crate::sip::endpoint::{Endpoint, Event, Transmit, Transport};
+use crate::sip::endpoint::{
+    CallError, Endpoint, Event, OutgoingCall, SipCallId, Transmit, Transport,
+};
 
 /// How long shard 0 waits at shutdown for the other shards to end their calls before the
 /// proxy account un-registers anyway.
@@ -104,7 +106,12 @@ impl Sessions for Hub {
 
 /// Shard 0's signalling.
 struct Signalling {
+    /// Changed only through [`Signalling::endpoint_mut`] (or, by the calls, through
+    /// [`Touching`]), which marks its next deadline for a new look: finding it visits
+    /// every transaction and SIP call, too much for every turn of a busy loop.
     endpoint: Endpoint,
+    endpoint_deadline: Option<Instant>,
+    endpoint_changed: bool,
     hub: Hub,
     router: Router,
     /// Whether each worker shard runs its timers late, as the shell last saw it (index:
@@ -114,6 +121,52 @@ struct Signalling {
     /// for them before the un-REGISTER.
     workers_running: usize,
     workers_wait_until: Option<Instant>,
+}
+
+impl Signalling {
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        self.endpoint_changed = true;
+        &mut self.endpoint
+    }
+
+    /// When the endpoint's timers are next due (looked up again only after a change).
+    fn sip_deadline(&mut self) -> Option<Instant> {
+        if self.endpoint_changed {
+            self.endpoint_changed = false;
+            self.endpoint_deadline = self.endpoint.poll_timeout();
+        }
+        self.endpoint_deadline
+    }
+}
+
+/// The SIP endpoint as shard 0's calls use it: every verb marks that its deadline may
+/// have moved.
+struct Touching<'a> {
+    endpoint: &'a mut Endpoint,
+    changed: &'a mut bool,
+}
+
+impl SipLink for Touching<'_> {
+    fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
+        *self.changed = true;
+        self.endpoint.start_call(now, call)
+    }
+    fn ring(&mut self, now: Instant, id: SipCallId) {
+        *self.changed = true;
+        self.endpoint.ring(now, id)
+    }
+    fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        *self.changed = true;
+        self.endpoint.answer(now, id, sdp)
+    }
+    fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        *self.changed = true;
+        self.endpoint.reject(now, id, code)
+    }
+    fn hangup(&mut self, now: Instant, id: SipCallId) {
+        *self.changed = true;
+        self.endpoint.hangup(now, id)
+    }
 }
 
 enum Role {
@@ -155,6 +208,8 @@ impl<P: RtpPorts> Gateway<P> {
             ports,
             Role::Control(Box::new(Signalling {
                 endpoint,
+                endpoint_deadline: None,
+                endpoint_changed: true,
                 hub,
                 router: Router::new(shards, max_calls),
                 workers_lagging: vec![false; shards],
@@ -219,12 +274,20 @@ impl<P: RtpPorts> Gateway<P> {
         } = self;
         match role {
             Role::Control(s) => {
-                let Signalling { endpoint, hub, .. } = &mut **s;
+                let Signalling {
+                    endpoint,
+                    endpoint_changed,
+                    hub,
+                    ..
+                } = &mut **s;
                 let online = |user: &str| hub.is_online(user);
                 f(
                     calls,
                     &mut Ctx {
-                        sip: endpoint,
+                        sip: &mut Touching {
+                            endpoint,
+                            changed: endpoint_changed,
+                        },
                         ports,
                         online: &online,
                     },
@@ -247,7 +310,7 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn handle_sip(&mut self, now: Instant, transport: Transport, from: SocketAddr, msg: &[u8]) {
         self.now = now;
         if let Some(s) = self.signalling() {
-            s.endpoint.handle_receive(now, transport, from, msg);
+            s.endpoint_mut().handle_receive(now, transport, from, msg);
             self.settle(now);
         }
     }
@@ -257,7 +320,8 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn handle_transport_error(&mut self, now: Instant, transport: Transport, peer: SocketAddr) {
         self.now = now;
         if let Some(s) = self.signalling() {
-            s.endpoint.handle_transport_error(now, transport, peer);
+            s.endpoint_mut()
+                .handle_transport_error(now, transport, peer);
             self.settle(now);
         }
     }
@@ -307,7 +371,7 @@ impl<P: RtpPorts> Gateway<P> {
                 if let SipCommand::Start(call) = &command {
                     s.router.sip_started(shard, call.id);
                 }
-                if let Err((id, e)) = command.apply(now, &mut s.endpoint) {
+                if let Err((id, e)) = command.apply(now, s.endpoint_mut()) {
                     // the shard learns it as the call's failure
                     let (code, reason) = refusal_of(&e);
                     log::info!("shard {shard}: SIP call not started ({e:?})");
@@ -331,7 +395,7 @@ impl<P: RtpPorts> Gateway<P> {
                 s.router.stopped(shard);
                 s.workers_running = s.workers_running.saturating_sub(1);
                 if s.workers_running == 0 && s.workers_wait_until.take().is_some() {
-                    s.endpoint.shutdown(now);
+                    s.endpoint_mut().shutdown(now);
                 }
             }
         }
@@ -386,7 +450,7 @@ impl<P: RtpPorts> Gateway<P> {
                             sip: Some(id),
                         },
                     );
-                    s.endpoint.reject(now, id, 503);
+                    s.endpoint_mut().reject(now, id, 503);
                 }
             }
             ToWorker::Shutdown => {}
@@ -416,13 +480,13 @@ impl<P: RtpPorts> Gateway<P> {
             self.with_calls(|c, ctx| c.handle_timeout(now, ctx));
         }
         if let Some(s) = self.signalling() {
-            if s.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                s.endpoint.handle_timeout(now);
+            if s.sip_deadline().is_some_and(|t| t <= now) {
+                s.endpoint_mut().handle_timeout(now);
             }
             s.hub.handle_timeout(now);
             if s.workers_wait_until.is_some_and(|t| now >= t) {
                 s.workers_wait_until = None;
-                s.endpoint.shutdown(now);
+                s.endpoint_mut().shutdown(now);
             }
         }
         self.settle(now);
@@ -436,7 +500,7 @@ impl<P: RtpPorts> Gateway<P> {
         };
         [
             calls,
-            s.endpoint.poll_timeout(),
+            s.sip_deadline(),
             s.hub.poll_timeout(),
             s.workers_wait_until,
         ]
@@ -470,7 +534,7 @@ impl<P: RtpPorts> Gateway<P> {
                         .push_back(Output::ToShard(shard, ToWorker::Shutdown));
                 }
                 if s.workers_running == 0 {
-                    s.endpoint.shutdown(now);
+                    s.endpoint_mut().shutdown(now);
                 } else {
                     s.workers_wait_until = Some(now + WORKERS_STOP_WAIT);
                 }
@@ -674,7 +738,7 @@ impl<P: RtpPorts> Gateway<P> {
             Err(why) => {
                 if let Some(id) = event.call_id() {
                     // 503 goes out with Retry-After: the caller may try again soon
-                    s.endpoint.reject(now, id, why.sip_code());
+                    s.endpoint_mut().reject(now, id, why.sip_code());
                 }
             }
             Ok(0) => self.with_calls(|c, ctx| c.handle_sip_event(now, event, ctx)),

@@ -59,6 +59,9 @@ pub struct Hub {
     /// Sessions in the order they opened, with their login deadline (all deadlines are
     /// `open + LOGIN_DEADLINE`, so the queue is sorted).
     login_deadlines: VecDeque<(Instant, SessionId)>,
+    /// Users in the order their sockets closed, with the end of their grace (sorted the
+    /// same way). An entry whose user came back (or closed again later) is skipped.
+    gone_deadlines: VecDeque<(Instant, String)>,
     /// Sessions closed for not logging in in time.
     pub login_timeouts: u64,
 }
@@ -73,6 +76,7 @@ impl Hub {
             outputs: VecDeque::new(),
             requests: VecDeque::new(),
             login_deadlines: VecDeque::new(),
+            gone_deadlines: VecDeque::new(),
             login_timeouts: 0,
         }
     }
@@ -200,6 +204,7 @@ impl Hub {
         entry.gone_at = None;
         self.sessions.insert(session, Some(user.clone()));
         self.trim_login_deadlines();
+        self.trim_gone_deadlines();
         log::info!("{} logged in", crate::pii::Pii(&user));
         self.send(session, protocol::login_ok(&user));
     }
@@ -211,6 +216,16 @@ impl Hub {
                 break;
             }
             self.login_deadlines.pop_front();
+        }
+    }
+
+    /// Drops the graces at the front of the queue whose users came back.
+    fn trim_gone_deadlines(&mut self) {
+        while let Some((t, user)) = self.gone_deadlines.front() {
+            if self.users.get(user).is_some_and(|u| u.gone_at == Some(*t)) {
+                break;
+            }
+            self.gone_deadlines.pop_front();
         }
     }
 
@@ -229,8 +244,10 @@ impl Hub {
 
     fn detach(&mut self, now: Instant, user: &str) {
         if let Some(entry) = self.users.get_mut(user) {
+            let until = now + RECONNECT_GRACE;
             entry.session = None;
-            entry.gone_at = Some(now + RECONNECT_GRACE);
+            entry.gone_at = Some(until);
+            self.gone_deadlines.push_back((until, user.to_owned()));
         }
     }
 
@@ -251,25 +268,27 @@ impl Hub {
                 self.outputs.push_back(HubOutput::Close { session });
             }
         }
-        let gone: Vec<String> = self
-            .users
-            .iter()
-            .filter(|(_, u)| u.gone_at.is_some_and(|t| now >= t))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for user in gone {
-            self.users.remove(&user);
-            self.requests.push_back(CallRequest::UserGone { user });
+        // Only the graces that ended are visited, not every user.
+        while let Some((t, _)) = self.gone_deadlines.front() {
+            if *t > now {
+                break;
+            }
+            let Some((t, user)) = self.gone_deadlines.pop_front() else {
+                break;
+            };
+            if self.users.get(&user).is_some_and(|u| u.gone_at == Some(t)) {
+                self.users.remove(&user);
+                self.requests.push_back(CallRequest::UserGone { user });
+            }
         }
     }
 
+    /// The next login deadline or end of a grace (at worst early, for a user who came
+    /// back since: that wake-up finds nothing to do).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let login = self.login_deadlines.front().map(|&(t, _)| t);
-        self.users
-            .values()
-            .filter_map(|u| u.gone_at)
-            .chain(login)
-            .min()
+        let gone = self.gone_deadlines.front().map(|(t, _)| *t);
+        login.into_iter().chain(gone).min()
     }
 
     /// Gives back the memory of tables a burst of sessions grew.
@@ -277,6 +296,7 @@ impl Hub {
         self.sessions.shrink_to_fit();
         self.users.shrink_to_fit();
         self.login_deadlines.shrink_to_fit();
+        self.gone_deadlines.shrink_to_fit();
         self.outputs.shrink_to_fit();
         self.requests.shrink_to_fit();
     }
@@ -404,10 +424,19 @@ mod tests {
             2,
             r#"{"type":"login","user":"1001"}"#,
         );
+        assert_eq!(
+            hub.poll_timeout(),
+            None,
+            "the grace that ended is forgotten"
+        );
         hub.handle_timeout(now + Duration::from_secs(11));
         assert!(hub.poll_request().is_none());
         // gone for good
         hub.close(now + Duration::from_secs(12), 2);
+        assert_eq!(
+            hub.poll_timeout(),
+            Some(now + Duration::from_secs(12) + RECONNECT_GRACE)
+        );
         hub.handle_timeout(now + Duration::from_secs(21));
         assert!(hub.poll_request().is_none());
         hub.handle_timeout(now + Duration::from_secs(22));

@@ -31,8 +31,11 @@ use crate::gateway::{Gateway, Output, ToControl};
 use crate::signal::hub::{Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 
+mod deadlines;
 mod sip;
 mod web_conns;
+
+use deadlines::Deadlines;
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -105,6 +108,12 @@ pub(super) struct ControlShard {
     web_listener: TcpListener,
     web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
     web_conns: Vec<Option<WebConn>>,
+    /// When each kind of connection next needs a look (a ping, an idle or slow client).
+    web_deadlines: Deadlines,
+    sip_deadlines: Deadlines,
+    api_deadlines: Deadlines,
+    /// The slots due in one turn (kept to reuse its memory).
+    due: Vec<usize>,
     web_by_session: HashMap<SessionId, usize>,
     next_session: SessionId,
     web_policy: web::WebPolicy,
@@ -229,6 +238,10 @@ impl ControlShard {
             web_listener,
             web_tls,
             web_conns: Vec::new(),
+            web_deadlines: Deadlines::default(),
+            sip_deadlines: Deadlines::default(),
+            api_deadlines: Deadlines::default(),
+            due: Vec::new(),
             web_by_session: HashMap::new(),
             next_session: 0,
             web_policy,
@@ -337,14 +350,14 @@ impl ControlShard {
         if let Some(d) = self.shutdown_deadline {
             consider(d);
         }
-        for c in self.api_conns.iter().flatten() {
-            consider(c.since + API_TIMEOUT);
-        }
-        for c in self.sip_conns.iter().flatten() {
-            consider(c.last_activity + SIP_TCP_IDLE);
-        }
-        for c in self.web_conns.iter().flatten() {
-            consider(c.deadline());
+        for d in [
+            &self.api_deadlines,
+            &self.sip_deadlines,
+            &self.web_deadlines,
+        ] {
+            if let Some(t) = d.next() {
+                consider(t);
+            }
         }
         if self.web_closed_since_reclaim >= RECLAIM_AFTER_CLOSES {
             consider(self.last_web_close + RECLAIM_QUIET);

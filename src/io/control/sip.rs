@@ -12,8 +12,8 @@ use mio::{Interest, Token};
 
 use super::{
     BATCHES_PER_WAKE, ControlShard, SIP_CONN_BASE, SIP_TCP_CHUNK, SIP_TCP_CHUNKS_PER_WAKE,
-    SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX, SIP_TCP_RESERVED, SIP_TCP_WRITE_MAX,
-    UDP_SLOT,
+    SIP_TCP_IDLE, SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX, SIP_TCP_RESERVED,
+    SIP_TCP_WRITE_MAX, UDP_SLOT,
 };
 use crate::io::tcp::{Conn, ReadOutcome};
 use crate::sip::endpoint::{Transmit, Transport};
@@ -128,6 +128,7 @@ impl ControlShard {
         conn.connecting = true;
         self.sip_conns[index] = Some(conn);
         self.sip_by_peer.insert(to, index);
+        self.sip_deadlines.schedule(index, now + SIP_TCP_IDLE);
         Some(index)
     }
 
@@ -176,6 +177,7 @@ impl ControlShard {
                         SIP_TCP_WRITE_MAX,
                     ));
                     self.sip_by_peer.insert(peer, index);
+                    self.sip_deadlines.schedule(index, now + SIP_TCP_IDLE);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -279,6 +281,7 @@ impl ControlShard {
     /// Closes SIP TCP connection `index`; what srgate sent on it and still waits an answer
     /// for (a REGISTER to sip_svr) fails now instead of at Timer F.
     pub(super) fn close_sip(&mut self, now: Instant, index: usize) {
+        self.sip_deadlines.cancel(index);
         if let Some(mut conn) = self.sip_conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if self.sip_by_peer.get(&conn.peer) == Some(&index) {

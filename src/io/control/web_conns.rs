@@ -16,32 +16,45 @@ use crate::io::web::{self, WebConn};
 use crate::io::{api, sys};
 
 impl ControlShard {
+    /// Looks at the connections whose deadline came: slow API clients and idle SIP TCP
+    /// connections are closed, WebSockets ping or time out. Only those are visited; one
+    /// whose deadline moved later is scheduled again.
     pub(super) fn expire_connections(&mut self, now: Instant) {
-        for i in 0..self.api_conns.len() {
-            if self.api_conns[i]
-                .as_ref()
-                .is_some_and(|c| now >= c.since + API_TIMEOUT)
-            {
-                self.close_api(i);
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(std::iter::from_fn(|| self.api_deadlines.pop_due(now)));
+        for &i in &due {
+            if let Some(c) = self.api_conns.get(i).and_then(Option::as_ref) {
+                if now >= c.since + API_TIMEOUT {
+                    self.close_api(i);
+                } else {
+                    self.api_deadlines.schedule(i, c.since + API_TIMEOUT);
+                }
             }
         }
-        for i in 0..self.web_conns.len() {
-            if self.web_conns[i]
-                .as_ref()
-                .is_some_and(|c| now >= c.deadline())
-            {
-                // Service it once more: it pings, or times out and closes.
-                self.web_conn_ready(now, i);
+        due.clear();
+        due.extend(std::iter::from_fn(|| self.web_deadlines.pop_due(now)));
+        for &i in &due {
+            match self.web_conns.get(i).and_then(Option::as_ref) {
+                // Serviced once more: it pings, or times out and closes.
+                Some(c) if now >= c.deadline() => self.web_conn_ready(now, i),
+                Some(c) => self.web_deadlines.schedule(i, c.deadline()),
+                None => {}
             }
         }
-        for i in 0..self.sip_conns.len() {
-            if self.sip_conns[i]
-                .as_ref()
-                .is_some_and(|c| now >= c.last_activity + SIP_TCP_IDLE)
-            {
-                self.close_sip(now, i);
+        due.clear();
+        due.extend(std::iter::from_fn(|| self.sip_deadlines.pop_due(now)));
+        for &i in &due {
+            if let Some(c) = self.sip_conns.get(i).and_then(Option::as_ref) {
+                let idle_until = c.last_activity + SIP_TCP_IDLE;
+                if now >= idle_until {
+                    self.close_sip(now, i);
+                } else {
+                    self.sip_deadlines.schedule(i, idle_until);
+                }
             }
         }
+        self.due = due;
     }
 
     pub(super) fn accept_api(&mut self, now: Instant) {
@@ -66,6 +79,7 @@ impl ControlShard {
                             answered: false,
                             since: now,
                         });
+                        self.api_deadlines.schedule(index, now + API_TIMEOUT);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -116,6 +130,7 @@ impl ControlShard {
     }
 
     fn close_api(&mut self, index: usize) {
+        self.api_deadlines.cancel(index);
         if let Some(mut c) = self.api_conns.get_mut(index).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.conn.stream);
         }
@@ -168,7 +183,9 @@ impl ControlShard {
                             },
                             _ => web::Stream::Plain(stream),
                         };
-                        self.web_conns[index] = Some(WebConn::new(stream, peer, now));
+                        let conn = WebConn::new(stream, peer, now);
+                        self.web_deadlines.schedule(index, conn.deadline());
+                        self.web_conns[index] = Some(conn);
                         if self.web_sources.len() <= index {
                             self.web_sources.resize(index + 1, None);
                         }
@@ -207,6 +224,8 @@ impl ControlShard {
         }
         if next == web::Next::Close {
             self.close_web(now, index);
+        } else {
+            self.web_deadlines.schedule(index, conn.deadline());
         }
     }
 
@@ -228,6 +247,7 @@ impl ControlShard {
             self.web_conns.pop();
         }
         self.web_sources.truncate(self.web_conns.len());
+        self.web_deadlines.shrink(self.web_conns.len());
         if self.web_conns.len() * 4 < self.web_conns.capacity() {
             self.web_conns.shrink_to_fit();
             self.web_sources.shrink_to_fit();
@@ -240,6 +260,7 @@ impl ControlShard {
     }
 
     pub(super) fn close_web(&mut self, now: Instant, index: usize) {
+        self.web_deadlines.cancel(index);
         self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
         self.last_web_close = now;
         if let Some(source) = self.web_sources.get_mut(index).and_then(Option::take)
