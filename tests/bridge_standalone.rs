@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::audio::{dominant_frequency, read_wav, write_tone};
+use common::audio::write_tone;
+use common::calls;
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
 use common::{GatewayConfig, Sipp, Srgate, TestDir};
@@ -105,37 +106,9 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     app.must(json!({"cmd": "login", "user": APP}));
 
     // app → registered phone
-    app.must(json!({"cmd": "call", "callee": "1006"}));
-    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
-    let heard = app.must(json!({"cmd": "measure", "seconds": 3}));
-    let hz = heard["dominant_hz"].as_f64().unwrap_or(0.0);
-    assert!(
-        (hz - 1000.0).abs() <= 25.0,
-        "browser hears 1000 Hz: {heard}"
-    );
-    app.must(json!({"cmd": "hangup"}));
-    app.must(json!({"cmd": "wait_end"}));
-    let (pcm, rate) = read_wav(&sip.last_recording().unwrap()).unwrap();
-    let phone_hz = dominant_frequency(pcm.get(rate as usize / 2..).unwrap_or(&[]), rate);
-    assert!(
-        (phone_hz - 440.0).abs() <= 25.0,
-        "baresip hears 440 Hz, got {phone_hz}"
-    );
-
+    calls::app_calls_phone(&mut app, &sip, "1006", 3);
     // registered phone → app (digest 407 at srgate), the phone hangs up
-    sip.dial(&format!("sip:{APP}@{gw}"));
-    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
-    app.must(json!({"cmd": "accept"}));
-    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
-    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
-    let hz = heard["dominant_hz"].as_f64().unwrap_or(0.0);
-    assert!(
-        (hz - 1000.0).abs() <= 25.0,
-        "browser hears 1000 Hz: {heard}"
-    );
-    sip.hangup();
-    let end = app.must(json!({"cmd": "wait_end", "timeout": 10}));
-    assert_eq!(end["reason"], "REMOTE", "{end}");
+    calls::phone_calls_app(&mut app, &sip, &format!("sip:{APP}@{gw}"));
 
     // A stranger who knows srgate's RTP port for the call (here: reads it off the
     // namespace's socket table) and sprays a 3000 Hz tone at it from before the phone's

@@ -64,6 +64,7 @@ fn endpoint(now: Instant) -> Endpoint {
     Endpoint::new(
         EndpointConfig {
             local: addr("127.0.0.1:5086"),
+            tls_local: None,
             domain: "127.0.0.1".into(),
             server: None,
             proxy: None,

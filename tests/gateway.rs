@@ -42,6 +42,7 @@ fn gateway(shards: usize, account: bool) -> (Gateway<Ports>, Instant) {
     let endpoint = Endpoint::new(
         EndpointConfig {
             local: addr(SRGATE),
+            tls_local: None,
             domain: "127.0.0.1".into(),
             server: Some(Server {
                 addr: addr(PBX),

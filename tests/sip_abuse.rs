@@ -19,6 +19,7 @@ const URI: &str = "sip:example.com";
 fn endpoint(now: Instant) -> Endpoint {
     let cfg = EndpointConfig {
         local: "127.0.0.1:5086".parse().unwrap(),
+        tls_local: None,
         domain: DOMAIN.into(),
         server: None,
         proxy: None,
@@ -255,6 +256,7 @@ fn an_authenticated_phone_cannot_pose_as_another_caller() {
 fn proxy_endpoint(now: Instant, pbx: SocketAddr) -> Endpoint {
     let cfg = EndpointConfig {
         local: "127.0.0.1:5086".parse().unwrap(),
+        tls_local: None,
         domain: DOMAIN.into(),
         server: Some(Server {
             addr: pbx,

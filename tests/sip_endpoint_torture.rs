@@ -12,6 +12,7 @@ use srgate::sip::endpoint::{Endpoint, EndpointConfig, Transport};
 fn endpoint(now: Instant) -> Endpoint {
     let cfg = EndpointConfig {
         local: "127.0.0.1:5086".parse().unwrap(),
+        tls_local: None,
         domain: "example.com".into(),
         server: None,
         proxy: None,

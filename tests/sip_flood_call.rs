@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::audio::{dominant_frequency, read_wav, write_tone};
+use common::calls;
 use common::phone::Phone;
 use common::sip_phone::SipPhone;
 use common::{GatewayConfig, Srgate, Stopwatch, TestDir};
@@ -114,15 +114,9 @@ fn options_answered(target: SocketAddr) -> bool {
     false
 }
 
-fn ready() -> bool {
-    common::netns::available()
-        && common::phone::available()
-        && common::peers_available(&[common::BARESIP])
-}
-
 #[test]
 fn a_sip_flood_leaves_the_call_up_and_options_answered() {
-    if !ready()
+    if !calls::browser_and_baresip_ready()
         || !common::netns::enter(
             "a_sip_flood_leaves_the_call_up_and_options_answered",
             Duration::from_secs(240),
@@ -131,10 +125,7 @@ fn a_sip_flood_leaves_the_call_up_and_options_answered() {
         return;
     }
     let dir = TestDir::new("sip-flood-call");
-    let browser_tone = dir.join("tone440.wav");
-    let phone_tone = dir.join("tone1000.wav");
-    write_tone(&browser_tone, 440.0, 40.0, 48_000);
-    write_tone(&phone_tone, 1000.0, 60.0, 8000);
+    let tones = calls::tones(&dir, 40.0, 60.0);
 
     let mut config = GatewayConfig::standalone();
     config.users = vec![("1006".into(), "1006pw".into())];
@@ -147,11 +138,11 @@ fn a_sip_flood_leaves_the_call_up_and_options_answered() {
         gw,
         "1006",
         "1006pw",
-        &phone_tone,
+        &tones.phone,
         Duration::from_secs(10),
     );
     let url = format!("http://{}/", srgate.web_addr());
-    let mut app = Phone::start(&url, &browser_tone);
+    let mut app = Phone::start(&url, &tones.browser);
     app.must(json!({"cmd": "login", "user": APP}));
     app.must(json!({"cmd": "call", "callee": "1006"}));
     app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
@@ -180,11 +171,7 @@ fn a_sip_flood_leaves_the_call_up_and_options_answered() {
         answered,
         "an OPTIONS from another address is answered during the flood"
     );
-    let hz = heard["dominant_hz"].as_f64().unwrap_or(0.0);
-    assert!(
-        (hz - 1000.0).abs() <= 25.0,
-        "the browser hears the phone's 1000 Hz through the flood: {heard}"
-    );
+    calls::assert_heard(&heard, calls::PHONE_HZ, "through the flood");
     // the flooder's allowance: a burst of 200 and 50 a second, far below what it sent
     let allowance = 200 + 50 * (f.ran.as_secs() + 1);
     assert!(
@@ -207,10 +194,5 @@ fn a_sip_flood_leaves_the_call_up_and_options_answered() {
 
     app.must(json!({"cmd": "hangup"}));
     app.must(json!({"cmd": "wait_end"}));
-    let (pcm, rate) = read_wav(&sip.last_recording().expect("baresip recorded")).unwrap();
-    let phone_hz = dominant_frequency(pcm.get(rate as usize / 2..).unwrap_or(&[]), rate);
-    assert!(
-        (phone_hz - 440.0).abs() <= 25.0,
-        "baresip hears the browser's 440 Hz, got {phone_hz}"
-    );
+    calls::assert_phone_heard_browser(&sip, "through the flood");
 }

@@ -21,6 +21,7 @@ fn config(proxy: bool) -> EndpointConfig {
     let pbx: SocketAddr = "127.0.0.1:5060".parse().unwrap();
     EndpointConfig {
         local: "127.0.0.1:5086".parse().unwrap(),
+        tls_local: None,
         domain: "127.0.0.1".into(),
         server: proxy.then(|| Server { addr: pbx, transport: Transport::Udp, host_port: "127.0.0.1:5060".into() }),
         proxy: proxy.then(|| ProxyAccount { user: "1000".into(), password: "1234".into(), expires: 300 }),

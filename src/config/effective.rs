@@ -221,6 +221,7 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
         &[
             ("cert", path(c.tls.cert.as_deref()), none()),
             ("key", path(c.tls.key.as_deref()), none()),
+            ("ca", path(c.tls.ca.as_deref()), none()),
         ],
     );
     section("api", &[("listen", addr(c.api.listen), none())]);

@@ -319,6 +319,7 @@ impl Config {
         let tls = Tls {
             cert: r.get("tls", "cert", readable_file)?,
             key: r.get("tls", "key", readable_file)?,
+            ca: r.get("tls", "ca", readable_file)?,
         };
         let api = Api {
             listen: r.get("api", "listen", values::optional_socket_addr)?,

@@ -224,6 +224,9 @@ impl Auth {
 pub struct Tls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The certificate authorities trusted for `sip_svr` over TLS (PEM); `None`: the
+    /// system's bundle.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

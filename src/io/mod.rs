@@ -16,8 +16,10 @@ mod control;
 mod media;
 mod rtp;
 mod startup;
+mod stream;
 pub mod sys;
 mod tcp;
+mod tls;
 mod web;
 mod worker;
 

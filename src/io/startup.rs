@@ -67,24 +67,6 @@ fn media_socket_buffers(socket: &std::net::UdpSocket) {
 /// Binds every socket (so a port in use fails before any thread starts), starts the
 /// shards and runs the control shard on the calling thread until SIGINT/SIGTERM.
 pub fn run(config: &Config) -> Result<(), RunError> {
-    // Refuse what this build cannot do rather than fall back to something weaker: a
-    // `sips:` registrar must never get plaintext.
-    if config.sip.tls_listen.is_some() {
-        return Err(RunError(
-            "[sip] tls_listen: SIP over TLS is not available in this build yet; leave it empty"
-                .into(),
-        ));
-    }
-    if config
-        .global
-        .sip_svr
-        .as_ref()
-        .is_some_and(|s| s.transport == crate::config::Transport::Tls)
-    {
-        return Err(RunError(
-            "[global] sip_svr: sips: (SIP over TLS) is not available in this build yet; use UDP or transport=tcp".into(),
-        ));
-    }
     if config.open_login_exposed() {
         return Err(RunError(
             "[auth] secret is empty on a web listener other hosts reach: set a secret, listen \
@@ -117,7 +99,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     };
     let web_tls = match (config.webrtc.tls_listen, &config.tls.cert, &config.tls.key) {
         (Some(addr), Some(cert), Some(key)) => {
-            let tls = web::tls_config(cert, key).map_err(RunError)?;
+            let tls = super::tls::server_config(cert, key).map_err(RunError)?;
             let l = std::net::TcpListener::bind(addr)
                 .map_err(|e| err(format_args!("[webrtc] tls_listen {addr}"), e))?;
             l.set_nonblocking(true).map_err(|e| err("socket", e))?;
@@ -130,6 +112,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
         _ => None,
     };
+    let sip_tls = sip_tls(config)?;
     let media_udp = std::net::UdpSocket::bind(config.webrtc.udp)
         .map_err(|e| err(format_args!("[webrtc] udp {}", config.webrtc.udp), e))?;
     media_udp
@@ -314,6 +297,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         cdr,
         (workers, from_workers),
         config.calls.max_calls,
+        sip_tls,
     )?;
     log::info!(
         "srgate {} ready: SIP on {} (UDP+TCP), advertised as {}, {} shard(s){}",
@@ -419,6 +403,39 @@ fn unix_time_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// `[sip] tls_listen` bound with its server configuration, and the client side toward
+/// `sip_svr` when it is reached over TLS (its certificate checked against `[tls] ca` or
+/// the system's bundle, and for the configured host name).
+fn sip_tls(config: &Config) -> Result<control::SipTls, RunError> {
+    let listener = match (config.sip.tls_listen, &config.tls.cert, &config.tls.key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = super::tls::server_config(cert, key).map_err(RunError)?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| err(format_args!("[sip] tls_listen {addr}"), e))?;
+            l.set_nonblocking(true).map_err(|e| err("socket", e))?;
+            Some((TcpListener::from_std(l), tls))
+        }
+        (Some(_), _, _) => {
+            return Err(RunError("[sip] tls_listen needs [tls] cert and key".into()));
+        }
+        _ => None,
+    };
+    let server = match &config.global.sip_svr {
+        Some(svr) if svr.transport == crate::config::Transport::Tls => {
+            let name = rustls::pki_types::ServerName::try_from(svr.host.clone()).map_err(|e| {
+                RunError(format!(
+                    "[global] sip_svr: {} cannot be checked against a certificate: {e}",
+                    svr.host
+                ))
+            })?;
+            let client = super::tls::client_config(config.tls.ca.as_deref()).map_err(RunError)?;
+            Some((svr.addr, name, client))
+        }
+        _ => None,
+    };
+    Ok(control::SipTls { listener, server })
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! Byte-stream connections on the reactor: buffered, bounded, non-blocking. Used for SIP
-//! over TCP (RFC 3261 §18.3 framing by Content-Length) and the HTTP API.
+//! over TCP and TLS (RFC 3261 §18.3 framing by Content-Length) and the HTTP API.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use super::stream::Stream;
 
 /// What a read from a connection found.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum ReadOutcome {
 /// One non-blocking stream with a bounded receive buffer and an unbounded-but-capped
 /// send queue.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub peer: SocketAddr,
     pub rbuf: Vec<u8>,
     pub wbuf: Vec<u8>,
@@ -36,7 +36,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         now: Instant,
         max_read: usize,
@@ -105,10 +105,13 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        // TLS records rustls still holds
+        self.stream.push_tls()
     }
 
+    /// Whether the connection waits for writability: still connecting, bytes queued, or
+    /// TLS records the socket did not take yet.
     pub fn wants_write(&self) -> bool {
-        self.connecting || !self.wbuf.is_empty()
+        self.connecting || !self.wbuf.is_empty() || self.stream.tls_wants_write()
     }
 }

@@ -14,14 +14,12 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::stream::Stream;
 use crate::gateway::Sessions;
 use crate::rate::TokenBucket;
 use crate::signal::hub::SessionId;
@@ -52,109 +50,6 @@ pub struct WebPolicy {
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const SRGATE_JS: &str = include_str!("../../web/srgate.js");
-
-/// A client's byte stream: plain TCP or TLS over it.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
-
-impl Stream {
-    pub fn tls(tcp: TcpStream, config: &Arc<ServerConfig>) -> Option<Stream> {
-        let conn = ServerConnection::new(config.clone()).ok()?;
-        Some(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
-    }
-
-    fn tcp(&mut self) -> &mut TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &mut s.sock,
-        }
-    }
-
-    /// Whether TLS records are waiting for the socket to take them.
-    fn tls_wants_write(&self) -> bool {
-        matches!(self, Stream::Tls(s) if s.conn.wants_write())
-    }
-
-    /// Pushes pending TLS records (handshake or data) out; Err when broken.
-    fn push_tls(&mut self) -> io::Result<()> {
-        if let Stream::Tls(s) = self {
-            while s.conn.wants_write() {
-                match s.conn.write_tls(&mut s.sock) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => {
-                // Take in what the socket has, then hand out plaintext; answer the
-                // handshake as it goes.
-                loop {
-                    match s.conn.reader().read(buf) {
-                        Ok(n) => return Ok(n),
-                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-                        Err(_) => {}
-                    }
-                    match s.conn.read_tls(&mut s.sock) {
-                        Ok(0) => return Ok(0),
-                        Ok(_) => {
-                            s.conn
-                                .process_new_packets()
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                            while s.conn.wants_write() {
-                                match s.conn.write_tls(&mut s.sock) {
-                                    Ok(_) => {}
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                    Err(e) => return Err(e),
-                                }
-                            }
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => {
-                let n = s.conn.writer().write(buf)?;
-                let _ = self.push_tls();
-                Ok(n)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(_) => {
-                self.push_tls()?;
-                if self.tls_wants_write() {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    }
-}
 
 pub enum WebConn {
     Http {
@@ -620,36 +515,6 @@ fn reply(code: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(body);
     out
-}
-
-/// The rustls server configuration of `[webrtc] tls_listen` from `[tls] cert` and `key`
-/// (PEM: the certificate chain, and a PKCS#8, PKCS#1 or SEC1 private key).
-pub fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Arc<ServerConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "[tls] cert {}: no certificate in the file",
-            cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("[tls] key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("[tls] cert/key: {e}"))?;
-    Ok(Arc::new(config))
 }
 
 /// New web connections all sources together may open a second, and at once. A source

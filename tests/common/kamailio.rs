@@ -24,6 +24,8 @@ pub struct Kamailio {
     config: PathBuf,
     pid_file: PathBuf,
     pub port: u16,
+    /// SIP over TLS: its port (`-A WITH_TLS`).
+    pub tls_port: Option<u16>,
     starts: u32,
 }
 
@@ -32,6 +34,50 @@ impl Kamailio {
     /// users to the proxy account `gateway_account`) and the db_text folder into
     /// `dir/kamailio`, then starts Kamailio and waits until it listens.
     pub fn start(dir: &Path, port: u16, gateway_account: &str) -> Kamailio {
+        Kamailio::start_with(dir, port, gateway_account, None)
+    }
+
+    /// [`Kamailio::start`], also listening for SIP over TLS on `tls_port` with the server
+    /// certificate `cert` and key `key` (it does not check certificates of its clients or
+    /// of the servers it connects to).
+    pub fn start_tls(
+        dir: &Path,
+        port: u16,
+        gateway_account: &str,
+        (tls_port, cert, key): (u16, &Path, &Path),
+    ) -> Kamailio {
+        let tls_dir = dir.join("kamailio");
+        std::fs::create_dir_all(&tls_dir).expect("the test dir is writable");
+        let tls_config = tls_dir.join("tls.cfg");
+        std::fs::write(
+            &tls_config,
+            format!(
+                "[server:default]
+                 method = TLSv1.2+
+                 verify_certificate = no
+                 require_certificate = no
+                 private_key = {}
+                 certificate = {}
+                 
+                 [client:default]
+                 method = TLSv1.2+
+                 verify_certificate = no
+                 require_certificate = no
+",
+                key.display(),
+                cert.display()
+            ),
+        )
+        .expect("the test dir is writable");
+        Kamailio::start_with(dir, port, gateway_account, Some((tls_port, &tls_config)))
+    }
+
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        gateway_account: &str,
+        tls: Option<(u16, &Path)>,
+    ) -> Kamailio {
         let dir = dir.join("kamailio");
         let db_dir = dir.join("db");
         std::fs::create_dir_all(&db_dir).expect("the test dir is writable");
@@ -48,7 +94,12 @@ impl Kamailio {
             .replace("@PORT@", &port.to_string())
             .replace("@MODPATH@", &module_dir().display().to_string())
             .replace("@DBDIR@", &db_dir.display().to_string())
-            .replace("@GW_USER@", gateway_account);
+            .replace("@GW_USER@", gateway_account)
+            .replace("@TLS_PORT@", &tls.map_or(0, |t| t.0).to_string())
+            .replace(
+                "@TLS_CONFIG@",
+                &tls.map(|t| t.1.display().to_string()).unwrap_or_default(),
+            );
         let config = dir.join("kamailio.cfg");
         std::fs::write(&config, config_text).expect("the test dir is writable");
 
@@ -58,6 +109,7 @@ impl Kamailio {
             dir,
             config,
             port,
+            tls_port: tls.map(|t| t.0),
             starts: 0,
         };
         kamailio.restart();
@@ -92,13 +144,22 @@ impl Kamailio {
                 .arg(&self.dir)
                 .arg("-w")
                 .arg(&self.dir)
+                .args(
+                    self.tls_port
+                        .map(|_| ["-A", "WITH_TLS"])
+                        .into_iter()
+                        .flatten(),
+                )
                 .current_dir(&self.dir),
             &self.dir,
         )
         .expect("kamailio starts");
         self.process = Some(process);
         let ready = wait_port_bound(self.port, true, START_BOUND)
-            && wait_port_bound(self.port, false, START_BOUND);
+            && wait_port_bound(self.port, false, START_BOUND)
+            && self
+                .tls_port
+                .is_none_or(|p| wait_port_bound(p, false, START_BOUND));
         if !ready {
             let output = self.output();
             self.stop();
@@ -161,6 +222,20 @@ impl Drop for Kamailio {
             }
         }
     }
+}
+
+/// Whether Kamailio's tls module is installed (Debian: kamailio-tls-modules); in CI it must
+/// be.
+pub fn tls_available() -> bool {
+    let ok = module_dir().join("tls.so").is_file();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Kamailio's tls module is missing (apt-get install kamailio-tls-modules)"
+        );
+        eprintln!("SKIPPED: Kamailio's tls module is missing");
+    }
+    ok
 }
 
 /// Kamailio's module folder: Debian puts it under the multiarch triplet.

@@ -14,6 +14,7 @@
 
 pub mod audio;
 pub mod baresip;
+pub mod calls;
 pub mod http;
 pub mod kamailio;
 pub mod net;
@@ -23,6 +24,7 @@ pub mod process;
 pub mod sip_phone;
 pub mod sipp;
 pub mod srgate;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -23,6 +23,12 @@ impl SipPhone {
     /// `account`: baresip's account line, e.g.
     /// `<sip:1006@127.0.0.1:5060>;auth_pass=1006pw;regint=60;answermode=auto`.
     pub fn start(dir: &Path, name: &str, account: &str, tone: &Path) -> SipPhone {
+        SipPhone::start_with(dir, name, account, tone, "")
+    }
+
+    /// [`SipPhone::start`] with `extra` lines for baresip's configuration (e.g.
+    /// `sip_cafile` for TLS).
+    pub fn start_with(dir: &Path, name: &str, account: &str, tone: &Path, extra: &str) -> SipPhone {
         // baresip also listens for SIP over TLS on the SIP port + 1 and will not start
         // when that one is taken: pick a port whose neighbour is free too (bounded).
         let mut sip_port = free_ports::<1>()[0];
@@ -51,7 +57,8 @@ impl SipPhone {
              module_app\t\taccount.so\n\
              module_app\t\tmenu.so\n\
              cons_listen\t\t127.0.0.1:{cons_port}\n\
-             snd_path\t\t{dir}\n",
+             snd_path\t\t{dir}\n\
+             {extra}",
             tone = tone.display(),
             dir = dir.display()
         );
@@ -101,6 +108,37 @@ impl SipPhone {
             ),
             tone,
         );
+        phone.must_register(user, within);
+        phone
+    }
+
+    /// baresip as SIP user `user` registered over TLS at srgate's `[sip] tls_listen`
+    /// (`gateway`), trusting the authority `ca`; otherwise as [`SipPhone::registered`].
+    pub fn registered_tls(
+        dir: &Path,
+        gateway: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        tone: &Path,
+        ca: &Path,
+        within: Duration,
+    ) -> SipPhone {
+        let phone = SipPhone::start_with(
+            dir,
+            &format!("baresip-{user}"),
+            &format!(
+                "<sip:{user}@{gateway};transport=tls>;auth_pass={password};regint=60;answermode=auto"
+            ),
+            tone,
+            &format!("sip_cafile\t\t{}\n", ca.display()),
+        );
+        phone.must_register(user, within);
+        phone
+    }
+
+    /// Panics with baresip's output unless `user`'s REGISTER succeeds `within`.
+    fn must_register(&self, user: &str, within: Duration) {
+        let phone = self;
         assert!(
             phone
                 .wait_for_line(0, &[&format!("{user}@"), "200 OK"], within)
@@ -108,7 +146,6 @@ impl SipPhone {
             "baresip {user} registers at srgate:\n{}",
             phone.output()
         );
-        phone
     }
 
     pub fn output(&self) -> String {

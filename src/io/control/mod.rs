@@ -36,6 +36,7 @@ mod sip;
 mod web_conns;
 
 use deadlines::Deadlines;
+pub(super) use sip::SipTls;
 
 /// How long the proxy account gets to un-register on SIGINT/SIGTERM before srgate exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -49,6 +50,7 @@ const MEDIA_UDP: Token = Token(5);
 const WEB_TLS_LISTEN: Token = Token(6);
 /// The other shards have news (their channel to shard 0).
 pub(super) const WORKERS: Token = Token(7);
+const SIP_TLS_LISTEN: Token = Token(8);
 const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
@@ -96,6 +98,8 @@ pub(super) struct ControlShard {
     core: Core,
     udp: UdpSocket,
     sip_listener: TcpListener,
+    /// `[sip] tls_listen`, and sip_svr over TLS.
+    sip_tls: SipTls,
     api_listener: Option<TcpListener>,
     signals: UnixStream,
     _signal_ids: Vec<signal_hook::SigId>,
@@ -162,8 +166,14 @@ impl ControlShard {
         cdr: Option<CdrLog>,
         (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
         max_calls: u32,
+        mut sip_tls: SipTls,
     ) -> Result<Self, RunError> {
         let registry = poll.registry();
+        if let Some((l, _)) = &mut sip_tls.listener {
+            registry
+                .register(l, SIP_TLS_LISTEN, Interest::READABLE)
+                .map_err(|e| err("register", e))?;
+        }
         registry
             .register(&mut udp, UDP, Interest::READABLE)
             .map_err(|e| err("register", e))?;
@@ -228,6 +238,7 @@ impl ControlShard {
             poll,
             udp,
             sip_listener,
+            sip_tls,
             api_listener,
             signals,
             _signal_ids: ids,
@@ -299,7 +310,8 @@ impl ControlShard {
                 match event.token() {
                     UDP => self.read_udp(now),
                     MEDIA_UDP => self.media.read_webrtc(now, &mut self.core),
-                    SIP_TCP_LISTEN => self.accept_sip(now),
+                    SIP_TCP_LISTEN => self.accept_sip(now, false),
+                    SIP_TLS_LISTEN => self.accept_sip(now, true),
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
                     WORKERS => {}

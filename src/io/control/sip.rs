@@ -1,22 +1,45 @@
 //! The control shard's SIP transports: the UDP socket (datagrams in batches) and SIP over
-//! TCP (connections accepted and opened, RFC 3261 §18.3 framing, RFC 5626 keepalives,
-//! per-address caps, idle expiry); the endpoint's [`Transmit`]s carried out.
+//! TCP and TLS (connections accepted and opened, RFC 3261 §18.3 framing, RFC 5626
+//! keepalives, per-address caps, idle expiry); the endpoint's [`Transmit`]s carried out.
+//! srgate opens TLS connections to `sip_svr` only (the name its certificate must carry is
+//! the configured host); phones on TLS are reached over the connection they opened.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
 
 use super::{
     BATCHES_PER_WAKE, ControlShard, SIP_CONN_BASE, SIP_TCP_CHUNK, SIP_TCP_CHUNKS_PER_WAKE,
     SIP_TCP_IDLE, SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX, SIP_TCP_RESERVED,
     SIP_TCP_WRITE_MAX, UDP_SLOT,
 };
+use crate::io::stream::Stream;
 use crate::io::tcp::{Conn, ReadOutcome};
 use crate::sip::endpoint::{Transmit, Transport};
+
+/// SIP over TLS: `[sip] tls_listen` with its server configuration, and `sip_svr` over TLS:
+/// its address, the name its certificate must carry and the client configuration.
+#[derive(Default)]
+pub struct SipTls {
+    pub listener: Option<(TcpListener, Arc<ServerConfig>)>,
+    pub server: Option<(SocketAddr, ServerName<'static>, Arc<ClientConfig>)>,
+}
+
+/// The transport of a SIP connection.
+fn transport_of(conn: &Conn) -> Transport {
+    if conn.stream.is_tls() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    }
+}
 
 impl ControlShard {
     pub(super) fn read_udp(&mut self, now: Instant) {
@@ -79,12 +102,12 @@ impl ControlShard {
                         );
                         return;
                     }
-                    None => match self.connect_sip(now, t.destination) {
+                    None => match self.connect_sip(now, t.destination, t.transport) {
                         Some(i) => i,
                         None => {
                             self.tcp_dropped += 1;
                             self.core
-                                .handle_transport_error(now, Transport::Tcp, t.destination);
+                                .handle_transport_error(now, t.transport, t.destination);
                             return;
                         }
                     },
@@ -106,18 +129,38 @@ impl ControlShard {
         }
     }
 
-    fn connect_sip(&mut self, now: Instant, to: SocketAddr) -> Option<usize> {
+    fn connect_sip(&mut self, now: Instant, to: SocketAddr, transport: Transport) -> Option<usize> {
+        let tls = match (transport, &self.sip_tls.server) {
+            (Transport::Tls, Some((addr, name, config))) if *addr == to => {
+                Some((name.clone(), config.clone()))
+            }
+            (Transport::Tls, _) => {
+                log::warn!("SIP over TLS to {to}: srgate opens TLS connections to sip_svr only");
+                return None;
+            }
+            _ => None,
+        };
         let index = Self::free_slot(&mut self.sip_conns, SIP_TCP_MAX_CONNS)?;
-        let mut stream = match TcpStream::connect(to) {
+        let stream = match TcpStream::connect(to) {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("SIP TCP connect to {to}: {e}");
+                log::warn!("SIP {transport:?} connect to {to}: {e}");
                 return None;
             }
         };
+        let mut stream = match tls {
+            None => Stream::Plain(stream),
+            Some((name, config)) => match Stream::tls_client(stream, &config, name) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("SIP TLS to {to}: {e}");
+                    return None;
+                }
+            },
+        };
         let token = Token(SIP_CONN_BASE + index);
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            stream.tcp(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -132,9 +175,15 @@ impl ControlShard {
         Some(index)
     }
 
-    pub(super) fn accept_sip(&mut self, now: Instant) {
+    /// Accepts connections on the SIP TCP listener, or (`tls`) on `[sip] tls_listen`.
+    pub(super) fn accept_sip(&mut self, now: Instant, tls: bool) {
         for _ in 0..256 {
-            match self.sip_listener.accept() {
+            let (accepted, config) = match (&self.sip_tls.listener, tls) {
+                (Some((listener, config)), true) => (listener.accept(), Some(config.clone())),
+                (None, true) => return,
+                (_, false) => (self.sip_listener.accept(), None),
+            };
+            match accepted {
                 Ok((mut stream, peer)) => {
                     let (open, from_same) = self
                         .sip_conns
@@ -169,6 +218,13 @@ impl ControlShard {
                     {
                         continue;
                     }
+                    let stream = match config {
+                        None => Stream::Plain(stream),
+                        Some(config) => match Stream::tls_server(stream, &config) {
+                            Some(s) => s,
+                            None => continue,
+                        },
+                    };
                     self.sip_conns[index] = Some(Conn::new(
                         stream,
                         peer,
@@ -194,8 +250,8 @@ impl ControlShard {
             return;
         };
         if conn.connecting && (event.is_writable() || event.is_error()) {
-            match conn.stream.take_error() {
-                Ok(None) if conn.stream.peer_addr().is_ok() => conn.connecting = false,
+            match conn.stream.tcp().take_error() {
+                Ok(None) if conn.stream.tcp().peer_addr().is_ok() => conn.connecting = false,
                 _ => {
                     log::warn!("SIP TCP connect to {} failed", conn.peer);
                     self.close_sip(now, index);
@@ -213,6 +269,7 @@ impl ControlShard {
         // budget is spent, re-registering below re-arms the edge-triggered readiness, so
         // the rest comes with the next poll.
         let peer = conn.peer;
+        let transport = transport_of(conn);
         let mut outcome = ReadOutcome::Open;
         let mut broken = false;
         for _ in 0..SIP_TCP_CHUNKS_PER_WAKE {
@@ -234,7 +291,7 @@ impl ControlShard {
                     Ok(Some(crate::wire::sip::Frame::Message(n))) => {
                         self.core.handle_sip(
                             now,
-                            Transport::Tcp,
+                            transport,
                             peer,
                             &conn.rbuf[consumed..consumed + n],
                         );
@@ -271,7 +328,7 @@ impl ControlShard {
                 Interest::READABLE
             };
             let _ = self.poll.registry().reregister(
-                &mut conn.stream,
+                conn.stream.tcp(),
                 Token(SIP_CONN_BASE + index),
                 interest,
             );
@@ -283,12 +340,12 @@ impl ControlShard {
     pub(super) fn close_sip(&mut self, now: Instant, index: usize) {
         self.sip_deadlines.cancel(index);
         if let Some(mut conn) = self.sip_conns.get_mut(index).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(conn.stream.tcp());
             if self.sip_by_peer.get(&conn.peer) == Some(&index) {
                 self.sip_by_peer.remove(&conn.peer);
             }
             self.core
-                .handle_transport_error(now, Transport::Tcp, conn.peer);
+                .handle_transport_error(now, transport_of(&conn), conn.peer);
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{
     API_CONN_BASE, API_MAX_CONNS, API_TIMEOUT, ApiConn, ControlShard, RECLAIM_AFTER_CLOSES,
     RECLAIM_QUIET, SIP_TCP_IDLE, WEB_CONN_BASE, unix_time,
 };
+use crate::io::stream::Stream;
 use crate::io::tcp::{Conn, ReadOutcome};
 use crate::io::web::{self, WebConn};
 use crate::io::{api, sys};
@@ -75,7 +76,13 @@ impl ControlShard {
                         .is_ok()
                     {
                         self.api_conns[index] = Some(ApiConn {
-                            conn: Conn::new(stream, peer, now, api::MAX_REQUEST + 1, 1 << 20),
+                            conn: Conn::new(
+                                Stream::Plain(stream),
+                                peer,
+                                now,
+                                api::MAX_REQUEST + 1,
+                                1 << 20,
+                            ),
                             answered: false,
                             since: now,
                         });
@@ -116,7 +123,7 @@ impl ControlShard {
                 Ok(()) if conn.wbuf.is_empty() => close = true,
                 Ok(()) => {
                     let _ = self.poll.registry().reregister(
-                        &mut conn.stream,
+                        conn.stream.tcp(),
                         Token(API_CONN_BASE + index),
                         Interest::WRITABLE,
                     );
@@ -132,7 +139,7 @@ impl ControlShard {
     fn close_api(&mut self, index: usize) {
         self.api_deadlines.cancel(index);
         if let Some(mut c) = self.api_conns.get_mut(index).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut c.conn.stream);
+            let _ = self.poll.registry().deregister(c.conn.stream.tcp());
         }
     }
 
@@ -177,11 +184,11 @@ impl ControlShard {
                         .is_ok()
                     {
                         let stream = match &self.web_tls {
-                            Some((_, config)) if tls => match web::Stream::tls(stream, config) {
+                            Some((_, config)) if tls => match Stream::tls_server(stream, config) {
                                 Some(s) => s,
                                 None => continue,
                             },
-                            _ => web::Stream::Plain(stream),
+                            _ => Stream::Plain(stream),
                         };
                         let conn = WebConn::new(stream, peer, now);
                         self.web_deadlines.schedule(index, conn.deadline());

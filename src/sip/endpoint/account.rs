@@ -16,7 +16,10 @@ use crate::wire::sip::{Contact, HeaderName, Message, MessageBuilder, Method};
 
 impl Endpoint {
     pub(super) fn send_register(&mut self, now: Instant, expires: u32) {
-        let local = self.cfg.local;
+        let local = match &self.registration {
+            Some(reg) => self.local_for(reg.server.transport),
+            None => return,
+        };
         let domain = self.cfg.domain.clone();
         let user_agent = self.cfg.user_agent.clone();
         let branch = format!("{BRANCH_PREFIX}{}", self.rng.token(20));
@@ -122,7 +125,10 @@ impl Endpoint {
     }
 
     fn on_register_response(&mut self, now: Instant, key: &str, code: u16, msg: &Message<'_>) {
-        let local = self.cfg.local;
+        let local = match &self.registration {
+            Some(reg) => self.local_for(reg.server.transport),
+            None => return,
+        };
         let Some(reg) = &mut self.registration else {
             return;
         };

@@ -232,15 +232,17 @@ impl Endpoint {
     /// A Via that names srgate itself: the request went round and came back (§16.3's check,
     /// for an element that never forwards a request unchanged).
     fn via_loops(&self, msg: &Message<'_>) -> bool {
-        let ours = self.cfg.local;
+        let ours = [Some(self.cfg.local), self.cfg.tls_local];
         msg.vias().flatten().any(|v| {
             let port = v.port.unwrap_or(5060);
-            port == ours.port()
-                && match v.host {
-                    crate::wire::sip::Host::V4(ip) => std::net::IpAddr::V4(ip) == ours.ip(),
-                    crate::wire::sip::Host::V6(ip) => std::net::IpAddr::V6(ip) == ours.ip(),
-                    crate::wire::sip::Host::Name(_) => false,
-                }
+            let ip = match v.host {
+                crate::wire::sip::Host::V4(ip) => std::net::IpAddr::V4(ip),
+                crate::wire::sip::Host::V6(ip) => std::net::IpAddr::V6(ip),
+                crate::wire::sip::Host::Name(_) => return false,
+            };
+            ours.iter()
+                .flatten()
+                .any(|o| o.port() == port && o.ip() == ip)
                 && v.branch.is_some_and(|b| b.starts_with(BRANCH_PREFIX))
         })
     }

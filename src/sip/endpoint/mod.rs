@@ -183,6 +183,10 @@ impl fmt::Debug for ProxyAccount {
 pub struct EndpointConfig {
     /// The address in our Via and Contact headers.
     pub local: SocketAddr,
+    /// The same over TLS (`[sip] tls_listen`, at the advertised address): what Via and
+    /// Contact name on TLS, so a peer's new connections reach the TLS listener. `None`:
+    /// `local` (srgate then takes requests over TLS only on connections it opened).
+    pub tls_local: Option<SocketAddr>,
     /// The SIP domain: From/To host of our requests, realm of our challenges.
     pub domain: String,
     /// `None`: standalone mode, srgate is the registrar.
@@ -204,6 +208,7 @@ impl fmt::Debug for EndpointConfig {
         let users: Vec<&str> = self.users.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("EndpointConfig")
             .field("local", &self.local)
+            .field("tls_local", &self.tls_local)
             .field("domain", &self.domain)
             .field("server", &self.server)
             .field("proxy", &self.proxy)
@@ -237,6 +242,10 @@ impl EndpointConfig {
         });
         EndpointConfig {
             local,
+            tls_local: config
+                .sip
+                .tls_listen
+                .map(|l| SocketAddr::new(local.ip(), l.port())),
             domain: config.domain(),
             server,
             proxy,
@@ -442,6 +451,14 @@ impl Endpoint {
     }
 
     /// Whether the proxy account is registered at `sip_svr` (always true standalone).
+    /// The address srgate names in Via and Contact on `transport`.
+    fn local_for(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.cfg.tls_local) {
+            (Transport::Tls, Some(tls)) => tls,
+            _ => self.cfg.local,
+        }
+    }
+
     pub fn is_registered(&self) -> bool {
         self.registration.as_ref().is_none_or(|r| r.registered)
     }

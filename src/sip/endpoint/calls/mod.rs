@@ -237,7 +237,7 @@ impl Endpoint {
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             transport.via_token(),
-            self.cfg.local
+            self.local_for(transport)
         );
         (via, branch)
     }
@@ -245,7 +245,7 @@ impl Endpoint {
     fn contact_for(&self, user: &str, transport: Transport) -> String {
         format!(
             "<sip:{user}@{}{}>",
-            self.cfg.local,
+            self.local_for(transport),
             match transport {
                 Transport::Udp => "",
                 Transport::Tcp => ";transport=tcp",
@@ -276,16 +276,18 @@ impl Endpoint {
     }
 
     fn send_cancel(&mut self, now: Instant, id: SipCallId) {
+        let Some(transport) = self.calls.calls.get(&id).map(|c| c.destination.0) else {
+            return;
+        };
+        let local = self.local_for(transport);
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
         };
         c.cancel_sent = true;
-        let transport = c.destination.0;
         // Same Request-URI, Call-ID, From, To, CSeq number and top Via as the INVITE.
         let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
+            "SIP/2.0/{} {local};branch={};rport",
             transport.via_token(),
-            self.cfg.local,
             c.invite_branch
         );
         let payload = MessageBuilder::request(Method::Cancel, &c.request_uri)

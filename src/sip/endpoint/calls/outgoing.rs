@@ -11,7 +11,7 @@ use super::{
 use super::{header_ok, quote};
 use crate::sip::auth;
 use crate::sip::dialog::Dialog;
-use crate::sip::endpoint::{ALLOW, BRANCH_PREFIX, Endpoint, Event, Transmit};
+use crate::sip::endpoint::{ALLOW, Endpoint, Event, Transmit};
 use crate::sip::transaction::Event as TxEvent;
 use crate::sip::transaction::client_invite::ClientInviteTransaction;
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method, reason_phrase};
@@ -405,17 +405,7 @@ impl Endpoint {
         };
         c.phase = Phase::Confirmed;
         let transport = c.destination.0;
-        let (via, _) = {
-            let branch = format!("{BRANCH_PREFIX}{}", self.rng.token(20));
-            (
-                format!(
-                    "SIP/2.0/{} {};branch={branch};rport",
-                    transport.via_token(),
-                    self.cfg.local
-                ),
-                branch,
-            )
-        };
+        let (via, _) = self.via(transport);
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
         };

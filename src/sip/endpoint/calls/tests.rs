@@ -45,6 +45,7 @@ fn ep(now: Instant) -> Endpoint {
     let mut ep = Endpoint::new(
         EndpointConfig {
             local: OURS.parse().unwrap(),
+            tls_local: None,
             domain: "127.0.0.1".into(),
             server: Some(Server {
                 addr: PBX.parse().unwrap(),

@@ -26,6 +26,7 @@ fn addr(s: &str) -> SocketAddr {
 fn standalone() -> EndpointConfig {
     EndpointConfig {
         local: addr(SRGATE),
+        tls_local: None,
         domain: "127.0.0.1".into(),
         server: None,
         proxy: None,

@@ -1,0 +1,86 @@
+//! The steps the audio tests share: a browser (headless Chromium, [`Phone`]) playing 440 Hz
+//! and a SIP phone (baresip, [`SipPhone`]) playing 1000 Hz call each other; each side's
+//! audio is checked by its dominant frequency.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::TestDir;
+use super::audio::{dominant_frequency, read_wav, write_tone};
+use super::phone::Phone;
+use super::sip_phone::SipPhone;
+
+/// What the browser and the phone play.
+pub const BROWSER_HZ: f64 = 440.0;
+pub const PHONE_HZ: f64 = 1000.0;
+/// How far a measured frequency may be from the one played.
+const TOLERANCE_HZ: f64 = 25.0;
+
+/// The WAV files the browser and the phone play, written into `dir`.
+pub struct Tones {
+    pub browser: PathBuf,
+    pub phone: PathBuf,
+}
+
+/// Writes the two tones: the browser's (48 kHz) lasts `browser_s` seconds, the phone's
+/// (8 kHz) `phone_s`.
+pub fn tones(dir: &TestDir, browser_s: f64, phone_s: f64) -> Tones {
+    let browser = dir.join("tone440.wav");
+    let phone = dir.join("tone1000.wav");
+    write_tone(&browser, BROWSER_HZ, browser_s, 48_000);
+    write_tone(&phone, PHONE_HZ, phone_s, 8000);
+    Tones { browser, phone }
+}
+
+/// Whether the peers of a browser ⇄ baresip test are here (and the namespace tools).
+pub fn browser_and_baresip_ready() -> bool {
+    super::netns::available()
+        && super::phone::available()
+        && super::peers_available(&[super::BARESIP])
+}
+
+/// Asserts that a `measure` answer of the browser heard `hz`.
+pub fn assert_heard(heard: &Value, hz: f64, what: &str) {
+    let got = heard["dominant_hz"].as_f64().unwrap_or(0.0);
+    assert!(
+        (got - hz).abs() <= TOLERANCE_HZ,
+        "{what}: the browser hears {hz} Hz: {heard}"
+    );
+}
+
+/// Asserts that the phone's latest recording carries the browser's tone.
+pub fn assert_phone_heard_browser(sip: &SipPhone, what: &str) {
+    let (pcm, rate) = read_wav(&sip.last_recording().expect("baresip recorded")).unwrap();
+    let hz = dominant_frequency(pcm.get(rate as usize / 2..).unwrap_or(&[]), rate);
+    assert!(
+        (hz - BROWSER_HZ).abs() <= TOLERANCE_HZ,
+        "{what}: baresip hears {BROWSER_HZ} Hz, got {hz}"
+    );
+}
+
+/// The app user calls `callee` (the phone, answering by itself): the browser hears the
+/// phone for `seconds`, hangs up, and the phone heard the browser.
+pub fn app_calls_phone(app: &mut Phone, sip: &SipPhone, callee: &str, seconds: u32) {
+    app.must(json!({"cmd": "call", "callee": callee}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
+    let heard = app.must(json!({"cmd": "measure", "seconds": seconds}));
+    assert_heard(&heard, PHONE_HZ, "app → phone");
+    app.must(json!({"cmd": "hangup"}));
+    app.must(json!({"cmd": "wait_end"}));
+    assert_phone_heard_browser(sip, "app → phone");
+}
+
+/// The phone dials `uri` (the app user), the app accepts and hears the phone for two
+/// seconds, the phone hangs up: the app's call ends `REMOTE`.
+pub fn phone_calls_app(app: &mut Phone, sip: &SipPhone, uri: &str) {
+    sip.dial(uri);
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    assert_heard(&heard, PHONE_HZ, "phone → app");
+    sip.hangup();
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 10}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+}
