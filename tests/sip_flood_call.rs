@@ -17,9 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::calls;
-use common::phone::Phone;
-use common::sip_phone::SipPhone;
-use common::{GatewayConfig, Srgate, Stopwatch, TestDir};
+use common::{Stopwatch, TestDir};
 
 const APP: &str = "1001";
 /// Datagrams a second the flooder aims at, and for how long at most.
@@ -126,24 +124,8 @@ fn a_sip_flood_leaves_the_call_up_and_options_answered() {
     }
     let dir = TestDir::new("sip-flood-call");
     let tones = calls::tones(&dir, 40.0, 60.0);
-
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![("1006".into(), "1006pw".into())];
-    // baresip 1.0 takes MD5 challenges only
-    config.extra = "[sip]\ndigest = md5\n".into();
-    let srgate = Srgate::start(config, dir.path());
+    let (srgate, sip, mut app) = calls::standalone_pair(&dir, &tones, APP, "");
     let gw = srgate.sip_addr();
-    let sip = SipPhone::registered(
-        dir.path(),
-        gw,
-        "1006",
-        "1006pw",
-        &tones.phone,
-        Duration::from_secs(10),
-    );
-    let url = format!("http://{}/", srgate.web_addr());
-    let mut app = Phone::start(&url, &tones.browser);
-    app.must(json!({"cmd": "login", "user": APP}));
     app.must(json!({"cmd": "call", "callee": "1006"}));
     app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
 

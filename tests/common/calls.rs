@@ -84,3 +84,60 @@ pub fn phone_calls_app(app: &mut Phone, sip: &SipPhone, uri: &str) {
     let end = app.must(json!({"cmd": "wait_end", "timeout": 10}));
     assert_eq!(end["reason"], "REMOTE", "{end}");
 }
+
+/// A standalone srgate with SIP user 1006 (MD5 digest only: baresip 1.0 takes no other),
+/// baresip registered as 1006 playing the phone's tone, and Chromium logged in as `app`
+/// playing the browser's; `extra`: more INI text for srgate.
+pub fn standalone_pair(
+    dir: &TestDir,
+    tones: &Tones,
+    app: &str,
+    extra: &str,
+) -> (super::Srgate, SipPhone, Phone) {
+    let mut config = super::GatewayConfig::standalone();
+    config.users = vec![("1006".into(), "1006pw".into())];
+    config.extra = format!("[sip]\ndigest = md5\n{extra}");
+    let srgate = super::Srgate::start(config, dir.path());
+    let sip = SipPhone::registered(
+        dir.path(),
+        srgate.sip_addr(),
+        "1006",
+        "1006pw",
+        &tones.phone,
+        std::time::Duration::from_secs(10),
+    );
+    let phone = logged_in(&srgate, tones, app);
+    (srgate, sip, phone)
+}
+
+/// Chromium on srgate's demo page, logged in as `app`, playing the browser's tone.
+pub fn logged_in(srgate: &super::Srgate, tones: &Tones, app: &str) -> Phone {
+    let url = format!("http://{}/", srgate.web_addr());
+    let mut phone = Phone::start(&url, &tones.browser);
+    phone.must(json!({"cmd": "login", "user": app}));
+    phone
+}
+
+/// baresip as 1006 registered at Kamailio on `kamailio_port` (UDP), playing the phone's
+/// tone and answering by itself.
+pub fn phone_at_kamailio(dir: &TestDir, tones: &Tones, kamailio_port: u16) -> SipPhone {
+    let sip = SipPhone::start(
+        dir.path(),
+        "baresip-1006",
+        &format!(
+            "<sip:1006@127.0.0.1:{kamailio_port};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"
+        ),
+        &tones.phone,
+    );
+    assert!(
+        sip.wait_for_line(
+            0,
+            &["1006@127.0.0.1", "200 OK"],
+            std::time::Duration::from_secs(10)
+        )
+        .is_some(),
+        "baresip registers at Kamailio:\n{}",
+        sip.output()
+    );
+    sip
+}

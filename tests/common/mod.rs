@@ -19,6 +19,7 @@ pub mod http;
 pub mod kamailio;
 pub mod net;
 pub mod netns;
+pub mod nft;
 pub mod phone;
 pub mod process;
 pub mod sip_phone;

@@ -205,6 +205,17 @@ impl SipPhone {
     pub fn stop(&mut self) {
         self.process.terminate(super::process::TERM_GRACE);
     }
+
+    /// The phone vanishes: SIGKILL, no BYE, no un-REGISTER (waits until it is gone).
+    pub fn vanish(&mut self) {
+        if let Some(pid) = self.process.pid() {
+            super::process::send_sigkill(pid);
+        }
+        let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            self.process.try_status()
+        });
+        assert!(gone.is_some(), "baresip did not die on SIGKILL");
+    }
 }
 
 impl Drop for SipPhone {
