@@ -1,6 +1,7 @@
 //! What one client may hold of srgate's connections: at most 32 SIP TCP connections per
-//! address (sip_svr's address is exempt), and an API connection is closed 5 s after its
-//! accept however slowly it trickles its request (no slowloris).
+//! address (sip_svr's address is exempt), a SIP connection that delivers no whole message
+//! within 10 s (only CRLF keepalives) is closed, and an API connection is closed 5 s after
+//! its accept however slowly it trickles its request (no slowloris).
 
 mod common;
 
@@ -139,5 +140,48 @@ fn an_api_client_trickling_its_request_is_cut_off_after_the_timeout() {
     assert!(
         closed_after >= Duration::from_secs(4) && closed_after < Duration::from_secs(9),
         "closed {closed_after:?} after accept (API timeout 5 s)"
+    );
+}
+
+#[test]
+fn a_sip_connection_that_never_sends_a_message_is_closed() {
+    let dir = TestDir::new("sip-tcp-first-message");
+    let srgate = Srgate::start(GatewayConfig::standalone(), dir.path());
+    let addr = srgate.sip_addr();
+    // a client that only pings (RFC 5626 CRLFs) and one that talks first
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut talker = TcpStream::connect(addr).unwrap();
+    assert!(ask(&mut talker, 0, Duration::from_secs(5)).starts_with("SIP/2.0 200"));
+    silent
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let watch = Stopwatch::start();
+    let deadline = Deadline::after(Duration::from_secs(20));
+    let mut buf = [0u8; 64];
+    let closed_after = loop {
+        assert!(
+            !deadline.passed(),
+            "srgate kept a connection that said nothing for 20 s"
+        );
+        let _ = silent.write_all(b"\r\n\r\n");
+        match silent.read(&mut buf) {
+            Ok(0) => break watch.elapsed(),
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
+                break watch.elapsed();
+            }
+            _ => {} // a pong, or nothing yet
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_secs(9) && closed_after <= Duration::from_secs(14),
+        "closed {closed_after:?} after the connect (deadline 10 s)"
+    );
+    // the connection that delivered a message is still served
+    assert!(
+        ask(&mut talker, 1, Duration::from_secs(5)).starts_with("SIP/2.0 200"),
+        "a connection that talked stays open"
     );
 }

@@ -30,6 +30,11 @@ pub struct Conn {
     /// Still connecting (outgoing) or waiting for the first readiness.
     pub connecting: bool,
     pub last_activity: Instant,
+    /// When the connection was accepted or opened.
+    pub opened: Instant,
+    /// An accepted SIP connection that has not delivered a whole message yet (it must
+    /// within a deadline: a client may not hold a slot by saying nothing, or only CRLFs).
+    pub awaiting_first: bool,
     max_read: usize,
     max_write: usize,
 }
@@ -49,6 +54,8 @@ impl Conn {
             wbuf: Vec::new(),
             connecting: false,
             last_activity: now,
+            opened: now,
+            awaiting_first: false,
             max_read,
             max_write,
         }

@@ -76,6 +76,9 @@ const SIP_TCP_CHUNKS_PER_WAKE: usize = 4;
 /// An idle SIP TCP connection is closed after this long (RFC 5626 keepalives keep
 /// a phone's connection busy well within it).
 const SIP_TCP_IDLE: Duration = Duration::from_secs(900);
+/// An accepted SIP TCP or TLS connection must deliver its first whole message within this
+/// long (TLS handshake included), or it is closed.
+const SIP_TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
 const API_MAX_CONNS: usize = 64;
 /// An API client has this long to send its request and read the answer.
 const API_TIMEOUT: Duration = Duration::from_secs(5);

@@ -17,8 +17,8 @@ use rustls::{ClientConfig, ServerConfig};
 
 use super::{
     BATCHES_PER_WAKE, ControlShard, SIP_CONN_BASE, SIP_TCP_CHUNK, SIP_TCP_CHUNKS_PER_WAKE,
-    SIP_TCP_IDLE, SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX, SIP_TCP_RESERVED,
-    SIP_TCP_WRITE_MAX, UDP_SLOT,
+    SIP_TCP_FIRST_MESSAGE, SIP_TCP_IDLE, SIP_TCP_MAX_CONNS, SIP_TCP_PER_IP, SIP_TCP_READ_MAX,
+    SIP_TCP_RESERVED, SIP_TCP_WRITE_MAX, UDP_SLOT,
 };
 use crate::io::stream::Stream;
 use crate::io::tcp::{Conn, ReadOutcome};
@@ -225,15 +225,13 @@ impl ControlShard {
                             None => continue,
                         },
                     };
-                    self.sip_conns[index] = Some(Conn::new(
-                        stream,
-                        peer,
-                        now,
-                        SIP_TCP_READ_MAX,
-                        SIP_TCP_WRITE_MAX,
-                    ));
+                    let mut conn =
+                        Conn::new(stream, peer, now, SIP_TCP_READ_MAX, SIP_TCP_WRITE_MAX);
+                    conn.awaiting_first = true;
+                    self.sip_conns[index] = Some(conn);
                     self.sip_by_peer.insert(peer, index);
-                    self.sip_deadlines.schedule(index, now + SIP_TCP_IDLE);
+                    self.sip_deadlines
+                        .schedule(index, now + SIP_TCP_FIRST_MESSAGE);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -289,6 +287,7 @@ impl ControlShard {
                         consumed += n;
                     }
                     Ok(Some(crate::wire::sip::Frame::Message(n))) => {
+                        conn.awaiting_first = false;
                         self.core.handle_sip(
                             now,
                             transport,

@@ -9,7 +9,7 @@ use mio::{Interest, Token};
 
 use super::{
     API_CONN_BASE, API_MAX_CONNS, API_TIMEOUT, ApiConn, ControlShard, RECLAIM_AFTER_CLOSES,
-    RECLAIM_QUIET, SIP_TCP_IDLE, WEB_CONN_BASE, unix_time,
+    RECLAIM_QUIET, SIP_TCP_FIRST_MESSAGE, SIP_TCP_IDLE, WEB_CONN_BASE, unix_time,
 };
 use crate::io::stream::Stream;
 use crate::io::tcp::{Conn, ReadOutcome};
@@ -47,9 +47,18 @@ impl ControlShard {
         due.extend(std::iter::from_fn(|| self.sip_deadlines.pop_due(now)));
         for &i in &due {
             if let Some(c) = self.sip_conns.get(i).and_then(Option::as_ref) {
+                let first_until = c.opened + SIP_TCP_FIRST_MESSAGE;
                 let idle_until = c.last_activity + SIP_TCP_IDLE;
-                if now >= idle_until {
+                if c.awaiting_first && now >= first_until {
+                    log::info!(
+                        "SIP connection from {}: no whole message within {SIP_TCP_FIRST_MESSAGE:?}; closed",
+                        c.peer
+                    );
                     self.close_sip(now, i);
+                } else if now >= idle_until {
+                    self.close_sip(now, i);
+                } else if c.awaiting_first {
+                    self.sip_deadlines.schedule(i, first_until);
                 } else {
                     self.sip_deadlines.schedule(i, idle_until);
                 }
