@@ -2,7 +2,8 @@
 //! baresip registers at srgate as SIP user 1006 (1000 Hz tone, records, answers by itself);
 //! headless Chromium is app user 1001 (440 Hz). Both directions with audio checked by
 //! frequency, DTMF as SIP INFO from SIPp to the app, a stranger spraying RTP at srgate's
-//! port who is never heard, and 50 calls in a row that leave the process with the file
+//! port who is never heard, hold, a session timer granted to a SIPp caller and its
+//! refreshes answered, and 50 calls in a row that leave the process with the file
 //! descriptors it had. In a private network namespace.
 
 mod common;
@@ -59,6 +60,30 @@ fn spray_rtp(ports: Vec<u16>, hz: f64, stop: Arc<AtomicBool>) -> JoinHandle<u64>
         }
         sent
     })
+}
+
+/// SIPp as SIP user 1007 (digest at srgate) calling the app user with `scenario`.
+fn sip_user_1007_calls_the_app(
+    scenario: &str,
+    gw: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> Sipp {
+    Sipp::spawn(
+        scenario,
+        &[
+            "-s",
+            APP,
+            "-key",
+            "caller",
+            "1007",
+            "-au",
+            "1007",
+            "-ap",
+            "1007pw",
+            &gw.to_string(),
+        ],
+        dir,
+    )
 }
 
 fn ready() -> bool {
@@ -154,22 +179,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     );
 
     // SIP INFO DTMF from a SIP caller (SIPp as user 1007) reaches the app
-    let sipp = Sipp::spawn(
-        "uac_info_dtmf.xml",
-        &[
-            "-s",
-            APP,
-            "-key",
-            "caller",
-            "1007",
-            "-au",
-            "1007",
-            "-ap",
-            "1007pw",
-            &gw.to_string(),
-        ],
-        dir.path(),
-    );
+    let sipp = sip_user_1007_calls_the_app("uac_info_dtmf.xml", gw, dir.path());
     app.must(json!({"cmd": "wait_invite", "timeout": 15}));
     app.must(json!({"cmd": "accept"}));
     let dtmf = app.must(json!({"cmd": "wait_dtmf", "count": 2, "timeout": 15}));
@@ -180,22 +190,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         .assert_success("SIP INFO DTMF scenario");
 
     // RFC 4733 events from a SIP caller (SIPp playing its own captures of 5 and #)
-    let sipp = Sipp::spawn(
-        "uac_rfc4733_dtmf.xml",
-        &[
-            "-s",
-            APP,
-            "-key",
-            "caller",
-            "1007",
-            "-au",
-            "1007",
-            "-ap",
-            "1007pw",
-            &gw.to_string(),
-        ],
-        dir.path(),
-    );
+    let sipp = sip_user_1007_calls_the_app("uac_rfc4733_dtmf.xml", gw, dir.path());
     app.must(json!({"cmd": "wait_invite", "timeout": 15}));
     app.must(json!({"cmd": "accept"}));
     let dtmf = app.must(json!({"cmd": "wait_dtmf", "count": 4, "timeout": 15}));
@@ -209,22 +204,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
 
     // A hold (re-INVITE a=inactive) longer than rtp_timeout keeps the call; after it,
     // a SIP side that sends no RTP gets a BYE after rtp_timeout and the app a TIMEOUT.
-    let sipp = Sipp::spawn(
-        "uac_hold_then_silence.xml",
-        &[
-            "-s",
-            APP,
-            "-key",
-            "caller",
-            "1007",
-            "-au",
-            "1007",
-            "-ap",
-            "1007pw",
-            &gw.to_string(),
-        ],
-        dir.path(),
-    );
+    let sipp = sip_user_1007_calls_the_app("uac_hold_then_silence.xml", gw, dir.path());
     app.must(json!({"cmd": "wait_invite", "timeout": 15}));
     app.must(json!({"cmd": "accept"}));
     app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
@@ -232,6 +212,16 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     assert_eq!(end["reason"], "TIMEOUT", "{end}");
     sipp.wait(Duration::from_secs(30))
         .assert_success("hold answered inactive and kept, then BYE after rtp_timeout");
+
+    // A caller with session timers (RFC 4028) gets its interval granted with itself as
+    // refresher, and its refreshes (UPDATE) are answered with the interval again
+    let sipp = sip_user_1007_calls_the_app("uac_session_timer.xml", gw, dir.path());
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 15}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    sipp.wait(Duration::from_secs(20))
+        .assert_success("session interval granted, two refreshes answered, BYE");
 
     // 50 calls in a row leave nothing behind (after one to warm up)
     let pid = srgate.pid().expect("srgate runs");

@@ -63,8 +63,9 @@ impl Endpoint {
                 self.forget(id);
             }
             // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
-            // refresh (RFC 4028: the peer's timer; srgate does not run one, so answering
-            // is all it has to do). With an offer: srgate's previous description,
+            // refresh (RFC 4028: the peer's timer, named again in the 2xx, see
+            // `session_timer`; srgate does not run one). With an offer: srgate's previous
+            // description,
             // direction mirrored. An offerless UPDATE is a refresh: 200. An offerless
             // re-INVITE would need a fresh offer of srgate's (the codec in use, sendrecv,
             // a new version): not supported, 488.
@@ -91,6 +92,7 @@ impl Endpoint {
                 };
                 let contact = c.contact.clone();
                 let silent = c.silent;
+                let timer = super::session_timer(msg);
                 let user_agent = self.cfg.user_agent.clone();
                 let Some(tx) = self.server_txs.get_mut(key) else {
                     return true;
@@ -102,6 +104,11 @@ impl Endpoint {
                 b = b
                     .header(HeaderName::Contact, &contact)
                     .header(HeaderName::new("Server"), &user_agent);
+                if let Some(seconds) = timer {
+                    for (name, value) in super::session_timer_headers(seconds) {
+                        b = b.header(name, value);
+                    }
+                }
                 if let Some(answer) = &answer {
                     b = b.body("application/sdp", answer.as_bytes());
                 }

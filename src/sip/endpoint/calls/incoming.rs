@@ -44,12 +44,16 @@ impl Endpoint {
         for (name, value) in &tx.head {
             b = b.header(*name, value);
         }
-        let payload = b
+        b = b
             .header(HeaderName::Contact, &c.contact)
             .header(HeaderName::Allow, ALLOW)
-            .header(HeaderName::new("Server"), &user_agent)
-            .body("application/sdp", sdp.as_bytes())
-            .build();
+            .header(HeaderName::new("Server"), &user_agent);
+        if let Some(seconds) = c.session_expires {
+            for (name, value) in super::session_timer_headers(seconds) {
+                b = b.header(name, value);
+            }
+        }
+        let payload = b.body("application/sdp", sdp.as_bytes()).build();
         c.sdp = sdp.to_string();
         c.phase = Phase::Confirmed;
         c.ok = Some(OkRetransmit::new(
@@ -196,6 +200,7 @@ impl Endpoint {
             server_key: Some(key.clone()),
             ok: None,
             progress_seen: Vec::new(),
+            session_expires: super::session_timer(msg),
         };
         self.calls
             .by_dialog

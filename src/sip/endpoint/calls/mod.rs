@@ -146,6 +146,43 @@ pub(super) struct SipCall {
     server_key: Option<ServerKey>,
     ok: Option<OkRetransmit>,
     progress_seen: Vec<u16>,
+    /// Incoming: the session interval the caller asked for and will refresh (RFC 4028,
+    /// see [`session_timer`]), named in srgate's 2xx.
+    session_expires: Option<u32>,
+}
+
+/// RFC 4028 as srgate takes part, as UAS only: when a request asks for a session
+/// interval (`Session-Expires`) and its sender supports the extension (`Supported:
+/// timer`) without asking srgate to refresh (`refresher=uas`), srgate's 2xx names the
+/// interval with `refresher=uac` and `Require: timer`: the caller refreshes (by re-INVITE
+/// or UPDATE, which srgate answers), and the call lasts as long as it does. Otherwise
+/// srgate's 2xx carries no session interval, which per RFC 4028 §7.2 means the session
+/// does not expire; srgate does not run a refresh timer of its own. Returns the interval.
+pub(super) fn session_timer(msg: &Message<'_>) -> Option<u32> {
+    let value = msg.header(HeaderName::SessionExpires)?;
+    let mut parts = value.split(';');
+    let seconds: u32 = parts.next()?.trim().parse().ok()?;
+    let refresher_uas = parts.any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("refresher") && v.trim().eq_ignore_ascii_case("uas")
+        })
+    });
+    let supports = msg
+        .header_all(HeaderName::Supported)
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("timer"));
+    (supports && !refresher_uas && seconds > 0).then_some(seconds)
+}
+
+/// The headers of srgate's 2xx for a session interval of `seconds` (see [`session_timer`]).
+pub(super) fn session_timer_headers(seconds: u32) -> [(HeaderName<'static>, String); 2] {
+    [
+        (
+            HeaderName::SessionExpires,
+            format!("{seconds};refresher=uac"),
+        ),
+        (HeaderName::Require, "timer".to_string()),
+    ]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,6 +103,7 @@ impl Endpoint {
             server_key: None,
             ok: None,
             progress_seen: Vec::new(),
+            session_expires: None,
         };
         c.invite_cseq = 1;
         self.calls.by_dialog.insert((call_id, local_tag), id);

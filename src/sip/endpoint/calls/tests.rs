@@ -508,3 +508,76 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
     );
     assert_eq!(ep.active_calls(), 0);
 }
+
+/// RFC 4028 as srgate answers it: a caller that supports session timers and asks for an
+/// interval gets it back in srgate's 200 with `refresher=uac` and `Require: timer`, on
+/// the INVITE and on each refresh; a caller that does not support them, or asks srgate to
+/// refresh, gets no interval (the session then does not expire).
+#[test]
+fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
+    let now = t0();
+    let timer = "Supported: timer, 100rel\r\nSession-Expires: 1800\r\nMin-SE: 90\r\n";
+    let answer_to = |extra: &str| {
+        let mut ep = ep(now);
+        let head = invite("s1", 1, "", OFFER).replacen(
+            "X-CusData: hello\r\n",
+            &format!("X-CusData: hello\r\n{extra}"),
+            1,
+        );
+        send(&mut ep, now, &head);
+        let Some(Event::IncomingCall { id, .. }) = events(&mut ep).first().cloned() else {
+            panic!("an incoming call");
+        };
+        sent(&mut ep);
+        ep.answer(now, id, OFFER);
+        let ok = sent(&mut ep).remove(0);
+        assert_eq!(status(&ok), 200, "{ok}");
+        (ep, ok)
+    };
+    let (mut ep, ok) = answer_to(timer);
+    assert!(
+        ok.contains("Session-Expires: 1800;refresher=uac\r\n") && ok.contains("Require: timer\r\n"),
+        "{ok}"
+    );
+    // the refresh by UPDATE is answered with the interval again
+    let tag = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split("tag=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let update = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        in_dialog(
+            "UPDATE",
+            "u1",
+            2,
+            &tag,
+            "Supported: timer\r\nSession-Expires: 1800;refresher=uac\r\n"
+        )
+    );
+    send(&mut ep, now, &update);
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 200);
+    assert!(
+        out[0].contains("Session-Expires: 1800;refresher=uac\r\n"),
+        "{}",
+        out[0]
+    );
+
+    for extra in [
+        // no Supported: timer
+        "Session-Expires: 1800\r\n",
+        // srgate asked to refresh: it does not run a timer, so no interval
+        "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\n",
+        // a value that is not a number
+        "Supported: timer\r\nSession-Expires: soon\r\n",
+    ] {
+        let (_, ok) = answer_to(extra);
+        assert!(
+            !ok.contains("Session-Expires") && !ok.contains("Require:"),
+            "{extra:?}: {ok}"
+        );
+    }
+}
