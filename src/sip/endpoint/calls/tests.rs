@@ -155,14 +155,19 @@ fn answered(now: Instant) -> (Endpoint, SipCallId, String) {
     let ok = sent(&mut ep);
     assert_eq!(status(&ok[0]), 200);
     assert!(ok[0].contains("Content-Type: application/sdp"), "{}", ok[0]);
-    let tag = ok[0]
+    let tag = to_tag(&ok[0]);
+    (ep, id, tag)
+}
+
+/// The To tag of a response (srgate's tag on an incoming call).
+fn to_tag(response: &str) -> String {
+    response
         .lines()
         .find(|l| l.starts_with("To:"))
         .and_then(|l| l.split("tag=").nth(1))
-        .unwrap()
+        .unwrap_or_else(|| panic!("a To tag: {response}"))
         .trim()
-        .to_string();
-    (ep, id, tag)
+        .to_string()
 }
 
 #[test]
@@ -540,13 +545,7 @@ fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
         "{ok}"
     );
     // the refresh by UPDATE is answered with the interval again
-    let tag = ok
-        .lines()
-        .find(|l| l.starts_with("To:"))
-        .and_then(|l| l.split("tag=").nth(1))
-        .unwrap()
-        .trim()
-        .to_string();
+    let tag = to_tag(&ok);
     let update = format!(
         "{}Content-Length: 0\r\n\r\n",
         in_dialog(
