@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use srgate::sip::auth::{Algorithm, Challenge, credentials};
-use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, Server, Transport};
+use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, ProxyAccount, Server, Transport};
 
 const DOMAIN: &str = "example.com";
 const URI: &str = "sip:example.com";
@@ -263,7 +263,11 @@ fn proxy_endpoint(now: Instant, pbx: SocketAddr) -> Endpoint {
             transport: Transport::Udp,
             host_port: pbx.to_string(),
         }),
-        proxy: None,
+        proxy: Some(ProxyAccount {
+            user: "1000".into(),
+            password: "1234".into(),
+            expires: 300,
+        }),
         users: vec![],
         digest: vec![Algorithm::Md5],
         seed: [3; 32],

@@ -750,9 +750,12 @@ impl<P: RtpPorts> Gateway<P> {
 
     // ---- what the shell reports ----
 
-    /// Whether the proxy account is registered (shard 0; `false` elsewhere).
-    pub fn is_registered(&self) -> bool {
-        matches!(&self.role, Role::Control(s) if s.endpoint.is_registered())
+    /// Whether the proxy account is registered (shard 0); `None` without one.
+    pub fn registration(&self) -> Option<bool> {
+        match &self.role {
+            Role::Control(s) => s.endpoint.registration(),
+            Role::Worker { .. } => None,
+        }
     }
 
     /// Shard 0's signalling counters, named as `/metrics` shows them.

@@ -4,7 +4,8 @@
 /// What `/health` and `/metrics` report, read from the shard at answer time.
 pub struct Status {
     pub calls: usize,
-    pub registered: bool,
+    /// The proxy account's registration; `None` (`null`) when there is none.
+    pub registered: Option<bool>,
     pub metrics: Vec<(&'static str, u64)>,
     /// Per shard (index = shard number): written `srgate_NAME{shard="i"}`.
     pub per_shard: Vec<(&'static str, Vec<u64>)>,
@@ -31,9 +32,14 @@ pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
             let path = path.split('?').next().unwrap_or(path);
             Some(match (req.method, path) {
                 (Some("GET"), "/health") => {
+                    let registered = match status.registered {
+                        Some(true) => "true",
+                        Some(false) => "false",
+                        None => "null",
+                    };
                     let body = format!(
-                        "{{\"status\":\"ok\",\"calls\":{},\"registered\":{}}}\n",
-                        status.calls, status.registered
+                        "{{\"status\":\"ok\",\"calls\":{},\"registered\":{registered}}}\n",
+                        status.calls
                     );
                     reply(200, "OK", "application/json", &body)
                 }
@@ -76,7 +82,7 @@ mod tests {
     fn status() -> Status {
         Status {
             calls: 0,
-            registered: true,
+            registered: Some(true),
             metrics: vec![("sip_received", 3)],
             per_shard: vec![("shard_calls", vec![2, 5])],
         }
@@ -88,6 +94,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.ends_with("{\"status\":\"ok\",\"calls\":0,\"registered\":true}\n"));
+        // no proxy account (standalone, or [proxy] on = 0): nothing to be registered
+        let standalone = Status {
+            registered: None,
+            ..status()
+        };
+        let out = respond(b"GET /health HTTP/1.1\r\n\r\n", &standalone).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\"registered\":null}\n"), "{text}");
     }
 
     #[test]

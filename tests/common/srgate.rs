@@ -144,7 +144,8 @@ impl GatewayConfig {
 pub struct Health {
     pub status: String,
     pub calls: u64,
-    pub registered: bool,
+    /// `None`: srgate has no proxy account (`null`).
+    pub registered: Option<bool>,
 }
 
 impl Health {
@@ -153,8 +154,9 @@ impl Health {
             status: http::json_field(json, "status")?.to_owned(),
             calls: http::json_field(json, "calls")?.parse().ok()?,
             registered: match http::json_field(json, "registered")? {
-                "true" => true,
-                "false" => false,
+                "true" => Some(true),
+                "false" => Some(false),
+                "null" => None,
                 _ => return None,
             },
         })
@@ -298,7 +300,7 @@ impl Srgate {
     pub fn wait_registered(&self, wanted: bool, within: Duration) -> Option<Duration> {
         let watch = super::Stopwatch::start();
         wait_for(within, Duration::from_millis(100), || {
-            (self.health()?.registered == wanted).then(|| watch.elapsed())
+            (self.health()?.registered == Some(wanted)).then(|| watch.elapsed())
         })
     }
 

@@ -108,7 +108,7 @@ impl ControlShard {
     pub(super) fn api_conn_ready(&mut self, now: Instant, index: usize) {
         let status = api::Status {
             calls: self.total_calls(),
-            registered: self.core.is_registered(),
+            registered: self.core.registration(),
             metrics: self.metrics(),
             per_shard: self.shard_metrics(),
         };

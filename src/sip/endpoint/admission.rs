@@ -293,6 +293,14 @@ impl Endpoint {
                     self.respond(now, key, 403, "Forbidden", &[]);
                     return;
                 }
+                if self.cfg.proxy.is_none() {
+                    // [proxy] on = 0: srgate is not the PBX's gateway for app users
+                    log::info!(
+                        "INVITE from sip_svr refused: the proxy role is off ([proxy] on = 0)"
+                    );
+                    self.respond(now, key, 403, "Forbidden", &[]);
+                    return;
+                }
                 asserted_identity(msg)
             }
             None => match self.authenticate(now, msg, true, source) {

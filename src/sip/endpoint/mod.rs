@@ -463,6 +463,12 @@ impl Endpoint {
         self.registration.as_ref().is_none_or(|r| r.registered)
     }
 
+    /// Whether the proxy account is registered; `None` when there is none (standalone
+    /// mode, or `[proxy] on = 0`).
+    pub fn registration(&self) -> Option<bool> {
+        self.registration.as_ref().map(|r| r.registered)
+    }
+
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
     }

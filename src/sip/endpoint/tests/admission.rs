@@ -115,6 +115,19 @@ fn proxy_mode_trusts_only_sip_svr() {
         488,
         "the PBX may; an INVITE without an SDP offer gets 488"
     );
+
+    // [proxy] on = 0: sip_svr is known, but srgate takes no calls from it
+    let mut ep = Endpoint::new(
+        EndpointConfig {
+            proxy: None,
+            ..proxy_mode()
+        },
+        now,
+    );
+    assert!(sent(&mut ep).is_empty(), "no account, no REGISTER");
+    assert_eq!(ep.registration(), None);
+    send(&mut ep, now, PBX, &from_pbx);
+    assert_eq!(only_status(&mut ep).0, 403, "the proxy role is off");
 }
 
 #[test]
