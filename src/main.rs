@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use srgate::config::Config;
 
 const USAGE: &str = "\
-usage: srgate [-c FILE]          run the gateway (default config: conf/srgate.ini)
-       srgate check [-c FILE]    validate FILE and print the effective configuration
+usage: srgate [-c FILE | FILE]   run the gateway (default config: conf/srgate.ini)
+       srgate check [-c FILE | FILE]
+                                 validate FILE and print the effective configuration
        srgate token USER [--ttl SECONDS] [-c FILE]
                                  print a login token for USER signed with [auth] secret
                                  (default ttl 86400 s)
@@ -31,6 +32,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut check = false;
     let mut token_user: Option<String> = None;
     let mut ttl: u64 = 86_400;
+    let mut positional_config = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -53,6 +55,11 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             "-V" | "--version" => return Ok(Command::Version),
             "-h" | "--help" => return Ok(Command::Help),
+            // `srgate FILE`, as SRProxy is started with its rtx.conf
+            file if !file.starts_with('-') && !positional_config => {
+                positional_config = true;
+                config = PathBuf::from(file);
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
         i += 1;
@@ -157,5 +164,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_config_file_by_option_or_by_position() {
+        for args in [&["-c", "rtx.conf"][..], &["rtx.conf"][..]] {
+            assert!(
+                matches!(parse(args), Ok(Command::Run(p)) if p == std::path::Path::new("rtx.conf")),
+                "{args:?}"
+            );
+        }
+        assert!(
+            matches!(parse(&["check", "rtx.conf"]), Ok(Command::Check(p)) if p == std::path::Path::new("rtx.conf"))
+        );
+        assert!(
+            matches!(parse(&[]), Ok(Command::Run(p)) if p == std::path::Path::new("conf/srgate.ini"))
+        );
+        // one file only, and unknown options stay errors
+        assert!(parse(&["a.ini", "b.ini"]).is_err());
+        assert!(parse(&["--frobnicate"]).is_err());
     }
 }

@@ -120,6 +120,10 @@ fn start_status_stop_exit_codes_and_process_gone() {
     let status = setup.run("status");
     assert_eq!(code(&status), Some(0), "running: {}", describe(&status));
     assert!(String::from_utf8_lossy(&status.stdout).contains(&pid.to_string()));
+    // the one-shot check for cron: healthy (standalone: no account to register)
+    let check = setup.run("check");
+    assert_eq!(code(&check), Some(0), "check: {}", describe(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("\"registered\":null"));
 
     let stop = setup.run("stop");
     assert_eq!(code(&stop), Some(0), "stop: {}", describe(&stop));
@@ -129,6 +133,21 @@ fn start_status_stop_exit_codes_and_process_gone() {
 
     let status = setup.run("status");
     assert_eq!(code(&status), Some(3), "stopped: {}", describe(&status));
+    let check = setup.run("check");
+    assert_eq!(
+        code(&check),
+        Some(1),
+        "check when stopped: {}",
+        describe(&check)
+    );
+    // SRProxy's habit: `rtx.sh start SRProxy`
+    let start = setup
+        .command(&["start", "SRProxy"])
+        .output()
+        .expect("bash runs scripts/srgate");
+    assert_eq!(code(&start), Some(0), "start SRProxy: {}", describe(&start));
+    let stop = setup.run("stop");
+    assert_eq!(code(&stop), Some(0), "stop: {}", describe(&stop));
     let stop = setup.run("stop");
     assert_eq!(
         code(&stop),
