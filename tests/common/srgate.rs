@@ -227,6 +227,31 @@ impl Srgate {
         unreachable!("the loop returns or panics")
     }
 
+    /// srgate on a configuration file of its own (the demo's, say), run from `dir`;
+    /// `config` names the ports that file uses, for the helpers that talk to srgate.
+    /// Panics with srgate's output unless `/health` answers.
+    pub fn start_file(file: &Path, config: GatewayConfig, dir: &Path) -> Srgate {
+        let process = Process::spawn(
+            "srgate",
+            Command::new(Srgate::binary())
+                .arg("-c")
+                .arg(file)
+                .current_dir(dir),
+            dir,
+        )
+        .unwrap_or_else(|err| panic!("cannot start {}: {err}", Srgate::binary().display()));
+        let mut srgate = Srgate {
+            config,
+            process,
+            config_file: file.to_path_buf(),
+            log_file: dir.join("srgate.log"),
+        };
+        if let Err(why) = srgate.wait_healthy(STARTUP_BOUND) {
+            panic!("{why}");
+        }
+        srgate
+    }
+
     fn spawn(config: GatewayConfig, dir: &Path) -> Srgate {
         // named by SIP port, so that two srgates in one test keep separate files
         let name = format!("srgate-{}", config.sip_port);
