@@ -11,6 +11,186 @@ pub struct Status {
     pub per_shard: Vec<(&'static str, Vec<u64>)>,
 }
 
+/// Every metric `/metrics` shows: its name (after `srgate_`), whether it is a counter,
+/// and its help text. A metric that is not here is shown untyped (the metrics test
+/// fails on it).
+const METRICS: &[(&str, bool, &str)] = &[
+    ("sip_requests_total", true, "SIP requests received"),
+    ("sip_responses_total", true, "SIP responses received"),
+    (
+        "sip_parse_errors_total",
+        true,
+        "SIP messages that did not parse (answered 400 or dropped)",
+    ),
+    (
+        "sip_dropped_total",
+        true,
+        "SIP messages dropped without an answer (stray, or for no transaction)",
+    ),
+    (
+        "sip_flood_dropped_total",
+        true,
+        "SIP datagrams dropped by the per-source and global rate limits",
+    ),
+    (
+        "sip_scanners_dropped_total",
+        true,
+        "SIP requests of known scanners dropped unanswered",
+    ),
+    (
+        "sip_retransmissions_absorbed_total",
+        true,
+        "retransmitted SIP requests answered from their transaction",
+    ),
+    (
+        "sip_server_transactions",
+        false,
+        "SIP server transactions kept",
+    ),
+    (
+        "sip_client_transactions",
+        false,
+        "SIP client transactions kept",
+    ),
+    (
+        "registrar_bindings",
+        false,
+        "registrations held by the built-in registrar",
+    ),
+    (
+        "proxy_registered",
+        false,
+        "1 while the proxy account is registered at sip_svr",
+    ),
+    (
+        "websocket_sessions",
+        false,
+        "browser WebSocket sessions open",
+    ),
+    (
+        "websocket_login_timeouts_total",
+        true,
+        "WebSockets closed for not logging in in time",
+    ),
+    (
+        "calls_refused_overload_total",
+        true,
+        "calls refused because srgate or their shard was at its limit",
+    ),
+    (
+        "udp_send_dropped_total",
+        true,
+        "SIP UDP datagrams the socket did not take",
+    ),
+    (
+        "udp_truncated_total",
+        true,
+        "SIP UDP datagrams too large to take",
+    ),
+    (
+        "tcp_send_dropped_total",
+        true,
+        "SIP messages for TCP or TLS with no connection to carry them",
+    ),
+    (
+        "web_connections",
+        false,
+        "web connections open (HTTP and WebSocket)",
+    ),
+    (
+        "web_connections_refused_total",
+        true,
+        "web connections refused by the per-source and global limits",
+    ),
+    ("calls", false, "calls in progress"),
+    ("calls_ended_total", true, "calls ended"),
+    (
+        "calls_relayed_total",
+        true,
+        "calls whose media was relayed without transcoding",
+    ),
+    (
+        "calls_transcoded_total",
+        true,
+        "calls whose media was transcoded",
+    ),
+    (
+        "sip_invites_sent_total",
+        true,
+        "INVITEs srgate sent for calls toward SIP",
+    ),
+    (
+        "sip_invites_received_total",
+        true,
+        "INVITEs for app users srgate took",
+    ),
+    ("rtp_ports_in_use", false, "RTP port pairs held by SIP legs"),
+    (
+        "rtp_ports_exhausted_total",
+        true,
+        "calls that found no free RTP port",
+    ),
+    (
+        "calls_panicked_total",
+        true,
+        "calls ended by a fault in srgate (the others went on)",
+    ),
+    (
+        "media_send_dropped_total",
+        true,
+        "media datagrams the sockets did not take",
+    ),
+    ("shards", false, "shard threads"),
+    (
+        "shard_lag_episodes_total",
+        true,
+        "times a shard began running its timers late (it takes no new calls then)",
+    ),
+    (
+        "cdr_write_errors_total",
+        true,
+        "call records that could not be written",
+    ),
+    (
+        "cdr_suppressed_total",
+        true,
+        "records of calls that never connected, left out by the CDR rate limit",
+    ),
+    (
+        "sip_tcp_connections",
+        false,
+        "SIP TCP and TLS connections open",
+    ),
+    ("shard_calls", false, "calls in progress, per shard"),
+    (
+        "shard_packets_received_total",
+        true,
+        "media datagrams received, per shard",
+    ),
+    (
+        "shard_packets_sent_total",
+        true,
+        "media datagrams sent, per shard",
+    ),
+];
+
+/// The `# HELP` and `# TYPE` lines of metric `name` (Prometheus text format 0.0.4).
+fn describe(body: &mut String, name: &str) {
+    use std::fmt::Write as _;
+    match METRICS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, counter, help)) => {
+            let kind = if *counter { "counter" } else { "gauge" };
+            let _ = write!(
+                body,
+                "# HELP srgate_{name} {help}\n# TYPE srgate_{name} {kind}\n"
+            );
+        }
+        None => {
+            let _ = writeln!(body, "# TYPE srgate_{name} untyped");
+        }
+    }
+}
+
 /// Largest request head accepted; more is answered with 431 and closed.
 pub const MAX_REQUEST: usize = 8192;
 
@@ -46,9 +226,11 @@ pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
                 (Some("GET"), "/metrics") => {
                     let mut body = String::new();
                     for (name, value) in &status.metrics {
+                        describe(&mut body, name);
                         body.push_str(&format!("srgate_{name} {value}\n"));
                     }
                     for (name, values) in &status.per_shard {
+                        describe(&mut body, name);
                         for (shard, value) in values.iter().enumerate() {
                             body.push_str(&format!("srgate_{name}{{shard=\"{shard}\"}} {value}\n"));
                         }

@@ -488,7 +488,10 @@ impl Endpoint {
             ("sip_server_transactions", self.server_txs.len() as u64),
             ("sip_client_transactions", self.client_txs.len() as u64),
             ("registrar_bindings", self.registrar.binding_count() as u64),
-            ("proxy_registered", u64::from(self.is_registered())),
+            (
+                "proxy_registered",
+                u64::from(self.registration() == Some(true)),
+            ),
         ]
     }
 

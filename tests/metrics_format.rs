@@ -1,0 +1,68 @@
+//! `/metrics` in the Prometheus text format, read back with a Prometheus-format parser
+//! (the prometheus-parse crate): every metric has its `# HELP` and a `# TYPE` of counter
+//! (the `_total` ones) or gauge, nothing is untyped, the per-shard metrics carry one
+//! `shard` label per shard, and the values say what srgate is.
+
+mod common;
+
+use std::time::Duration;
+
+use prometheus_parse::{Scrape, Value};
+
+use common::{GatewayConfig, Srgate, TestDir, http};
+
+#[test]
+fn metrics_parse_with_help_and_types() {
+    let dir = TestDir::new("metrics-format");
+    let mut config = GatewayConfig::standalone();
+    config.shards = 2;
+    let srgate = Srgate::start(config, dir.path());
+    let response = http::get(srgate.config.api_addr(), "/metrics", Duration::from_secs(3))
+        .expect("/metrics answers");
+    assert_eq!(response.status, 200);
+    let text = response.body;
+    assert!(!text.contains(" untyped"), "every metric is typed:\n{text}");
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses");
+    assert!(scrape.samples.len() > 30, "{text}");
+    for sample in &scrape.samples {
+        let name = &sample.metric;
+        assert!(name.starts_with("srgate_"), "{name}");
+        let help = scrape.docs.get(name).map(String::as_str).unwrap_or("");
+        assert!(help.len() > 10, "{name} has a help text: {help:?}");
+        let counter = matches!(sample.value, Value::Counter(_));
+        assert_eq!(
+            counter,
+            name.ends_with("_total"),
+            "{name}: a counter exactly when it ends in _total ({:?})",
+            sample.value
+        );
+        if let Value::Counter(v) | Value::Gauge(v) = sample.value {
+            assert!(v >= 0.0 && v.fract() == 0.0, "{name} = {v}");
+        }
+    }
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("shard").is_none())
+            .map(|s| match s.value {
+                Value::Counter(v) | Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} is shown:\n{text}"))
+    };
+    assert_eq!(value("srgate_shards"), 2.0);
+    assert_eq!(value("srgate_calls"), 0.0);
+    assert_eq!(
+        value("srgate_proxy_registered"),
+        0.0,
+        "standalone: no account"
+    );
+    let shards: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "srgate_shard_calls")
+        .filter_map(|s| s.labels.get("shard").map(str::to_owned))
+        .collect();
+    assert_eq!(shards, ["0", "1"], "one sample per shard");
+}
