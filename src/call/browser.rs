@@ -316,6 +316,11 @@ impl BrowserSide {
 
     /// Whether datagrams from `addr` belong to this browser: an ICE check from it passed
     /// (MESSAGE-INTEGRITY included).
+    /// srgate's ICE ufrag for this browser: its key in `by_ufrag`.
+    pub fn local_ufrag(&self) -> &str {
+        self.leg.local_ufrag()
+    }
+
     pub fn accepts_from(&self, addr: SocketAddr) -> bool {
         self.leg.accepts_from(addr)
     }

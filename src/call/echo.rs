@@ -51,6 +51,10 @@ impl EchoCall {
         Ok((EchoCall { browser, echo }, answer))
     }
 
+    pub fn browser_ref(&self) -> &BrowserSide {
+        &self.browser
+    }
+
     pub fn browser(&mut self) -> &mut BrowserSide {
         &mut self.browser
     }

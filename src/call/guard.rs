@@ -49,8 +49,8 @@ impl Calls {
         .is_ok();
         if !ok {
             self.index.remove(&key);
-            self.by_ufrag.retain(|_, s| *s != slot);
-            self.by_remote.retain(|_, s| *s != slot);
+            // the call (and with it its ufrag) may be gone: every entry is looked at
+            self.unindex_browser(slot, None);
             self.by_sip.retain(|_, s| *s != slot);
             self.by_port.retain(|_, s| *s != slot);
             // remove() may have taken the slot (and reported it) before it panicked

@@ -59,7 +59,7 @@ impl Calls {
         // ICE checks from there passed, MESSAGE-INTEGRITY included: a check with a
         // guessed ufrag and no password cannot re-route another browser's packets.
         if accepted && self.by_remote.get(&from) != Some(&slot) {
-            self.by_remote.insert(from, slot);
+            self.index_remote(slot, from);
         }
         match step {
             Some(step) => self.after(now, slot, step, ctx),

@@ -2,17 +2,19 @@
 //! index without allocating. A new call goes in by `insert` (indexed by its key, its ICE
 //! ufrag when known, its SIP call and RTP ports; the browser's address is added when its
 //! ICE check arrives, an accepted invitation's ufrag at the accept), and `remove` takes it
-//! out of every index, frees what it holds and writes its record. Here too are each slot's
+//! out of every index (each entry by its key: no index is scanned), frees what it holds
+//! and writes its record. Here too are each slot's
 //! scheduling state (`SlotMeta`), the slots' reuse, the input marks (`touch`) and the
 //! route changes for the shard that routes to this one.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::bridge::BridgeCall;
 use super::{Call, CallKey, Calls, Cdr, Ctx, link};
 
-/// The scheduling state of one slot.
-#[derive(Clone, Copy, Debug, Default)]
+/// The scheduling state of one slot, and the browser's index entries.
+#[derive(Clone, Debug, Default)]
 pub(super) struct SlotMeta {
     /// Bumped whenever the slot's timer is asked again (or the call ends): heap entries
     /// with an older generation are stale.
@@ -23,6 +25,11 @@ pub(super) struct SlotMeta {
     pub(super) ready: bool,
     /// The deadline its current heap entry holds.
     pub(super) scheduled: Option<Instant>,
+    /// The address the browser's checks passed from, as `by_remote` holds it, so that the
+    /// call's end removes exactly that entry; a browser whose checks pass from a second
+    /// address (rare) is looked for through all of `by_remote` at its end.
+    remote: Option<SocketAddr>,
+    more_remotes: bool,
 }
 
 impl Calls {
@@ -43,6 +50,43 @@ impl Calls {
         self.slots[slot] = Some((key, call));
         self.touch(slot);
         self.route_added(slot);
+    }
+
+    /// Datagrams from `from` belong to the call in `slot` (one of its ICE checks passed
+    /// from there).
+    pub(super) fn index_remote(&mut self, slot: usize, from: SocketAddr) {
+        if let Some(meta) = self.meta.get_mut(slot) {
+            match meta.remote {
+                None => meta.remote = Some(from),
+                Some(known) if known == from => {}
+                Some(_) => meta.more_remotes = true,
+            }
+        }
+        self.by_remote.insert(from, slot);
+    }
+
+    /// Removes the `by_ufrag` and `by_remote` entries that lead to `slot`, whose browser
+    /// had srgate's ICE `ufrag` (`None`: not known, every entry is looked at).
+    pub(super) fn unindex_browser(&mut self, slot: usize, ufrag: Option<&str>) {
+        match ufrag {
+            Some(ufrag) => {
+                if self.by_ufrag.get(ufrag) == Some(&slot) {
+                    self.by_ufrag.remove(ufrag);
+                }
+            }
+            None => self.by_ufrag.retain(|_, s| *s != slot),
+        }
+        let Some(meta) = self.meta.get_mut(slot) else {
+            return;
+        };
+        if let Some(from) = meta.remote.take()
+            && self.by_remote.get(&from) == Some(&slot)
+        {
+            self.by_remote.remove(&from);
+        }
+        if std::mem::take(&mut meta.more_remotes) {
+            self.by_remote.retain(|_, s| *s != slot);
+        }
     }
 
     fn free_slot(&mut self) -> usize {
@@ -159,8 +203,11 @@ impl Calls {
             },
         });
         self.index.remove(&key);
-        self.by_ufrag.retain(|_, s| *s != slot);
-        self.by_remote.retain(|_, s| *s != slot);
+        let ufrag = match &call {
+            Call::Echo(echo) => Some(echo.browser_ref().local_ufrag()),
+            Call::Bridge(b) => b.browser.as_ref().map(|b| b.local_ufrag()),
+        };
+        self.unindex_browser(slot, ufrag);
         self.metrics.ended += 1;
         match call {
             Call::Echo(mut echo) => {
