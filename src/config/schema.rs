@@ -50,7 +50,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     (
         "media",
         &[
-            ("rtp_ports", "16384-32768"),
+            ("rtp_ports", "40000-49999"),
             ("codecs", "opus,pcmu,pcma,g722"),
             ("opus_complexity", "5"),
             ("rtp_timeout", "30"),
