@@ -54,7 +54,7 @@ fn shipped_config_loads_with_design_defaults() {
     assert!(!c.rtm2sip.app_display_name);
     assert!(!c.auth.open);
     assert!(!c.open_login_exposed());
-    assert_eq!(c.media.rtp_ports, 16384..=32768);
+    assert_eq!(c.media.rtp_ports, 40000..=49999);
     assert_eq!(
         c.media.codecs,
         [Codec::Opus, Codec::Pcmu, Codec::Pcma, Codec::G722]
