@@ -240,6 +240,13 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(srgate.metric("calls_ended_total"), ended_before + 50);
+    // every one of them is in the histograms: answered, and its media's loss
+    assert!(srgate.metric("call_answer_seconds_count") >= 50);
+    assert!(srgate.metric("call_loss_ratio_count") >= 50);
+    assert!(
+        srgate.metric("call_loss_ratio_bucket{le=\"0.01\"}") >= 50,
+        "calls on loopback lose under 1 %"
+    );
     assert_eq!(srgate.health().unwrap().calls, 0);
     assert_eq!(srgate.metric("rtp_ports_in_use"), 0);
     assert_eq!(

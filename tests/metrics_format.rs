@@ -1,7 +1,8 @@
 //! `/metrics` in the Prometheus text format, read back with a Prometheus-format parser
 //! (the prometheus-parse crate): every metric has its `# HELP` and a `# TYPE` of counter
-//! (the `_total` ones) or gauge, nothing is untyped, the per-shard metrics carry one
-//! `shard` label per shard, and the values say what srgate is.
+//! (the `_total` ones), gauge or histogram (the calls' answer time and loss), nothing is
+//! untyped, the per-shard metrics carry one `shard` label per shard, and the values say
+//! what srgate is.
 
 mod common;
 
@@ -27,7 +28,13 @@ fn metrics_parse_with_help_and_types() {
     for sample in &scrape.samples {
         let name = &sample.metric;
         assert!(name.starts_with("srgate_"), "{name}");
-        let help = scrape.docs.get(name).map(String::as_str).unwrap_or("");
+        // a histogram's _sum and _count are read as samples of their own
+        let base = ["_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| scrape.docs.contains_key(*base))
+            .unwrap_or(name);
+        let help = scrape.docs.get(base).map(String::as_str).unwrap_or("");
         assert!(help.len() > 10, "{name} has a help text: {help:?}");
         let counter = matches!(sample.value, Value::Counter(_));
         assert_eq!(
@@ -65,4 +72,21 @@ fn metrics_parse_with_help_and_types() {
         .filter_map(|s| s.labels.get("shard").map(str::to_owned))
         .collect();
     assert_eq!(shards, ["0", "1"], "one sample per shard");
+    // the calls' histograms: buckets up to +Inf, nothing observed yet
+    for name in ["srgate_call_answer_seconds", "srgate_call_loss_ratio"] {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("{name} is shown:\n{text}"));
+        let Value::Histogram(buckets) = &sample.value else {
+            panic!("{name} is a histogram: {:?}", sample.value);
+        };
+        assert!(buckets.len() >= 8, "{buckets:?}");
+        assert!(buckets.iter().all(|b| b.count == 0.0), "{buckets:?}");
+        assert!(
+            buckets.iter().any(|b| b.less_than == f64::INFINITY),
+            "{buckets:?}"
+        );
+    }
 }

@@ -239,6 +239,47 @@ pub struct CallMetrics {
     pub rtp_ports_exhausted: u64,
     /// Calls ended because their own code panicked.
     pub panicked: u64,
+    /// Bridged calls that were answered: seconds from the invitation to the answer.
+    pub answer_time: Histogram,
+    /// Bridged calls whose media flowed: the share of packets lost on the way to srgate,
+    /// on the worse of the two legs (RFC 3550 A.3).
+    pub loss: Histogram,
+}
+
+/// Upper bounds of [`CallMetrics::answer_time`]'s buckets, in seconds.
+pub const ANSWER_TIME_BOUNDS: [f64; HISTOGRAM_BUCKETS] =
+    [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Upper bounds of [`CallMetrics::loss`]'s buckets, as ratios.
+pub const LOSS_BOUNDS: [f64; HISTOGRAM_BUCKETS] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+pub const HISTOGRAM_BUCKETS: usize = 8;
+
+/// A fixed-bucket histogram (Prometheus style: each bucket counts the observations at or
+/// below its bound; `count` and `sum` are of all of them).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Histogram {
+    /// Per bucket, observations at or below its bound and above the previous one.
+    pub buckets: [u64; HISTOGRAM_BUCKETS],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, bounds: &[f64; HISTOGRAM_BUCKETS], value: f64) {
+        if let Some(i) = bounds.iter().position(|b| value <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    /// Adds another shard's.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
 }
 
 pub struct Calls {

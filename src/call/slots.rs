@@ -137,6 +137,31 @@ impl Calls {
     }
 
     /// The slot's call is gone: its timer entries are stale, the slot can be reused.
+    /// A bridged call's answer time and loss, for the histograms of `/metrics`.
+    fn observe(&mut self, b: &BridgeCall) {
+        if let Some(answered) = b.answered {
+            let seconds = answered.saturating_duration_since(b.started).as_secs_f64();
+            self.metrics
+                .answer_time
+                .observe(&super::ANSWER_TIME_BOUNDS, seconds);
+        }
+        if let Some(media) = b.media() {
+            let s = media.stats();
+            let ratio = |leg: &crate::media::bridge::LegStats| {
+                let lost = leg.lost.max(0) as f64;
+                let expected = leg.packets_in as f64 + lost;
+                (expected > 0.0).then(|| lost / expected)
+            };
+            let worse = match (ratio(&s.webrtc), ratio(&s.sip)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(loss) = worse {
+                self.metrics.loss.observe(&super::LOSS_BOUNDS, loss);
+            }
+        }
+    }
+
     pub(super) fn vacate(&mut self, slot: usize) {
         if let Some(meta) = self.meta.get_mut(slot) {
             meta.generation = meta.generation.wrapping_add(1);
@@ -230,6 +255,7 @@ impl Calls {
                 self.by_port.remove(&b.port);
                 self.by_port.remove(&b.port.wrapping_add(1));
                 ctx.ports.close(b.port);
+                self.observe(&b);
                 let cdr = Cdr::bridged(
                     &key.0,
                     &key.1,

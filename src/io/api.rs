@@ -1,6 +1,8 @@
 //! The HTTP API on `[api] listen`: `GET /health` (and `/metrics` counters). Small,
 //! bounded requests only: one request per connection, answered and closed.
 
+use crate::call::Histogram;
+
 /// What `/health` and `/metrics` report, read from the shard at answer time.
 pub struct Status {
     pub calls: usize,
@@ -9,6 +11,27 @@ pub struct Status {
     pub metrics: Vec<(&'static str, u64)>,
     /// Per shard (index = shard number): written `srgate_NAME{shard="i"}`.
     pub per_shard: Vec<(&'static str, Vec<u64>)>,
+    /// Histograms of all shards together: (name, help, bucket bounds, histogram).
+    pub histograms: Vec<(&'static str, &'static str, &'static [f64], Histogram)>,
+}
+
+/// A histogram in the text format: cumulative `_bucket`s up to `+Inf`, `_sum`, `_count`.
+fn histogram(body: &mut String, name: &str, help: &str, bounds: &[f64], h: &Histogram) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        body,
+        "# HELP srgate_{name} {help}\n# TYPE srgate_{name} histogram\n"
+    );
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(h.buckets) {
+        cumulative += count;
+        let _ = writeln!(body, "srgate_{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = write!(
+        body,
+        "srgate_{name}_bucket{{le=\"+Inf\"}} {}\nsrgate_{name}_sum {}\nsrgate_{name}_count {}\n",
+        h.count, h.sum, h.count
+    );
 }
 
 /// Every metric `/metrics` shows: its name (after `srgate_`), whether it is a counter,
@@ -235,6 +258,9 @@ pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
                             body.push_str(&format!("srgate_{name}{{shard=\"{shard}\"}} {value}\n"));
                         }
                     }
+                    for (name, help, bounds, h) in &status.histograms {
+                        histogram(&mut body, name, help, bounds, h);
+                    }
                     reply(200, "OK", "text/plain; version=0.0.4", &body)
                 }
                 (Some("GET"), _) => reply(404, "Not Found", "text/plain", "not found\n"),
@@ -267,6 +293,7 @@ mod tests {
             registered: Some(true),
             metrics: vec![("sip_received", 3)],
             per_shard: vec![("shard_calls", vec![2, 5])],
+            histograms: Vec::new(),
         }
     }
 
@@ -284,6 +311,42 @@ mod tests {
         let out = respond(b"GET /health HTTP/1.1\r\n\r\n", &standalone).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("\"registered\":null}\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let mut h = Histogram::default();
+        let bounds = &crate::call::ANSWER_TIME_BOUNDS;
+        for seconds in [0.05, 0.3, 0.3, 7.0, 120.0] {
+            h.observe(bounds, seconds);
+        }
+        let mut other = Histogram::default();
+        other.observe(bounds, 0.2);
+        h.merge(&other);
+        let status = Status {
+            histograms: vec![("call_answer_seconds", "answer time", bounds, h)],
+            ..status()
+        };
+        let out = respond(b"GET /metrics HTTP/1.1\r\n\r\n", &status).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "# TYPE srgate_call_answer_seconds histogram",
+            "srgate_call_answer_seconds_bucket{le=\"0.1\"} 1",
+            "srgate_call_answer_seconds_bucket{le=\"0.25\"} 2",
+            "srgate_call_answer_seconds_bucket{le=\"0.5\"} 4",
+            "srgate_call_answer_seconds_bucket{le=\"10\"} 5",
+            "srgate_call_answer_seconds_bucket{le=\"30\"} 5",
+            "srgate_call_answer_seconds_bucket{le=\"+Inf\"} 6",
+            "srgate_call_answer_seconds_count 6",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("srgate_call_answer_seconds_sum "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((sum - 127.85).abs() < 1e-9, "{sum}");
     }
 
     #[test]

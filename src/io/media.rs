@@ -14,7 +14,7 @@ use mio::{Interest, Registry, Token};
 
 use super::rtp::RtpSockets;
 use super::sys::{self, RecvBatch, SendBatch};
-use crate::call::MediaSocket;
+use crate::call::{HISTOGRAM_BUCKETS, Histogram, MediaSocket};
 use crate::gateway::Gateway;
 
 /// A shard's core, with the RTP sockets of its SIP legs as its port pool.
@@ -51,11 +51,42 @@ pub struct ShardStats {
     pub lagging: AtomicBool,
     /// Times the shard started lagging.
     pub lag_episodes: AtomicU64,
+    pub answer_time: HistogramCell,
+    pub loss: HistogramCell,
 }
 
 impl ShardStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A [`Histogram`] a shard publishes for shard 0's API to read.
+#[derive(Debug, Default)]
+pub struct HistogramCell {
+    buckets: [AtomicU64; HISTOGRAM_BUCKETS],
+    count: AtomicU64,
+    /// The sum's `f64` bits.
+    sum: AtomicU64,
+}
+
+impl HistogramCell {
+    fn store(&self, h: &Histogram) {
+        for (cell, value) in self.buckets.iter().zip(h.buckets) {
+            cell.store(value, Ordering::Relaxed);
+        }
+        self.count.store(h.count, Ordering::Relaxed);
+        self.sum.store(h.sum.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> Histogram {
+        let mut h = Histogram::default();
+        for (value, cell) in h.buckets.iter_mut().zip(&self.buckets) {
+            *value = cell.load(Ordering::Relaxed);
+        }
+        h.count = self.count.load(Ordering::Relaxed);
+        h.sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        h
     }
 }
 
@@ -264,6 +295,8 @@ impl MediaPlane {
         set(&s.packets_out, self.packets_out);
         set(&s.send_dropped, self.send_dropped);
         set(&s.lag_episodes, core.lag_episodes());
+        s.answer_time.store(&m.answer_time);
+        s.loss.store(&m.loss);
         s.lagging.store(core.lagging(), Ordering::Relaxed);
     }
 }

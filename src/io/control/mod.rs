@@ -19,14 +19,14 @@ use mio::net::{TcpListener, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::cdr::CdrLog;
-use super::media::{Core, MediaPlane, ShardStats};
+use super::media::{Core, HistogramCell, MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
 use super::sys::RecvBatch;
 use super::tcp::Conn;
 use super::web::{self, WebConn};
 use super::worker::WorkerHandle;
-use crate::call::{Calls, Cdr};
+use crate::call::{ANSWER_TIME_BOUNDS, Calls, Cdr, Histogram, LOSS_BOUNDS};
 use crate::gateway::{Gateway, Output, ToControl};
 use crate::signal::hub::{Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
@@ -497,6 +497,33 @@ impl ControlShard {
                 .iter()
                 .map(|w| ShardStats::get(&w.stats.calls) as usize)
                 .sum::<usize>()
+    }
+
+    /// The calls' histograms, all shards together.
+    fn histograms(&self) -> Vec<(&'static str, &'static str, &'static [f64], Histogram)> {
+        let shards =
+            || std::iter::once(&*self.media.stats).chain(self.workers.iter().map(|w| &*w.stats));
+        let sum = |f: fn(&ShardStats) -> &HistogramCell| {
+            let mut total = Histogram::default();
+            for s in shards() {
+                total.merge(&f(s).load());
+            }
+            total
+        };
+        vec![
+            (
+                "call_answer_seconds",
+                "bridged calls that were answered: seconds from the invitation to the answer",
+                &ANSWER_TIME_BOUNDS,
+                sum(|s| &s.answer_time),
+            ),
+            (
+                "call_loss_ratio",
+                "bridged calls whose media flowed: the share of packets lost on the way to srgate, worse leg",
+                &LOSS_BOUNDS,
+                sum(|s| &s.loss),
+            ),
+        ]
     }
 
     /// Per shard, in shard order: calls, and media packets in and out.

@@ -111,6 +111,7 @@ impl ControlShard {
             registered: self.core.registration(),
             metrics: self.metrics(),
             per_shard: self.shard_metrics(),
+            histograms: self.histograms(),
         };
         let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
             return;
