@@ -417,3 +417,23 @@ fn open_login_on_a_listener_other_hosts_reach() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn ice_servers_must_be_stun_or_turn_urls_and_turn_needs_a_secret() {
+    let err = expect(
+        "[webrtc]\nice_servers = stun:stun.example.org, http://turn.example.org\n",
+        ErrorKind::BadValue,
+        2,
+        "webrtc",
+        Some("ice_servers"),
+    );
+    assert!(err.message.contains("http://turn.example.org"), "{err}");
+    let err = expect(
+        "[webrtc]\nice_servers = turn:turn.example.org:3478\n",
+        ErrorKind::Conflict,
+        2,
+        "webrtc",
+        Some("ice_servers"),
+    );
+    assert!(err.message.contains("turn_secret"), "{err}");
+}

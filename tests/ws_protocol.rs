@@ -332,6 +332,61 @@ fn at_max_calls_new_calls_are_refused_overloaded_and_the_call_up_goes_on() {
     assert!(again.is_some(), "a call is taken again below the limit");
 }
 
+/// `[webrtc] ice_servers` reach the browser in `login_ok`: STUN as is, TURN with a
+/// credential of coturn's `use-auth-secret` scheme made for this login (checked against
+/// openssl's HMAC-SHA1), valid `turn_ttl` seconds from now; without ice_servers there is
+/// no `iceServers` field.
+#[test]
+fn login_ok_hands_out_ice_servers_with_time_limited_turn_credentials() {
+    let dir = TestDir::new("ws-ice-servers");
+    let srgate = start(
+        &dir,
+        "[webrtc]\nice_servers = stun:stun.example.org:3478, turn:turn.example.org:3478?transport=udp\n\
+         turn_secret = north-wind\nturn_ttl = 600\n",
+    );
+    let mut ws = connect(&srgate, None).unwrap();
+    let ok = ask(&mut ws, r#"{"type":"login","user":"alice"}"#);
+    assert_eq!(ok["type"], "login_ok", "{ok}");
+    let servers = ok["iceServers"].as_array().expect("iceServers");
+    assert_eq!(servers[0]["urls"][0], "stun:stun.example.org:3478");
+    assert!(
+        servers[0].get("credential").is_none(),
+        "no credential for STUN"
+    );
+    let turn = &servers[1];
+    assert_eq!(turn["urls"][0], "turn:turn.example.org:3478?transport=udp");
+    let username = turn["username"].as_str().expect("a username");
+    let (expiry, user) = username.split_once(':').expect("EXPIRY:USER");
+    assert_eq!(user, "alice");
+    #[allow(clippy::disallowed_methods)] // the wall clock the expiry is counted in
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().expect("Unix seconds");
+    assert!(
+        (now + 590..=now + 610).contains(&expiry),
+        "valid turn_ttl from now: {expiry} vs {now}"
+    );
+    let openssl = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "printf %s \"$1\" | openssl dgst -sha1 -hmac north-wind -binary | base64",
+            "sh",
+            username,
+        ])
+        .output()
+        .expect("openssl runs");
+    let expected = String::from_utf8_lossy(&openssl.stdout).trim().to_string();
+    assert_eq!(turn["credential"], expected.as_str(), "coturn's scheme");
+    assert!(!ok.to_string().contains("north-wind"), "the secret stays");
+
+    let plain = start(&TestDir::new("ws-no-ice-servers"), "");
+    let mut ws = connect(&plain, None).unwrap();
+    let ok = ask(&mut ws, r#"{"type":"login","user":"bob"}"#);
+    assert!(ok.get("iceServers").is_none(), "{ok}");
+}
+
 #[test]
 fn the_demo_page_and_client_are_served() {
     let dir = TestDir::new("web-page");

@@ -42,6 +42,19 @@ impl Config {
             }
             _ => {}
         }
+        let turn = self
+            .webrtc
+            .ice_servers
+            .iter()
+            .any(|u| u.to_ascii_lowercase().starts_with("turn"));
+        if turn && self.webrtc.turn_secret.is_empty() {
+            return Err(conflict(
+                r,
+                "webrtc",
+                "ice_servers",
+                "turn: URLs need [webrtc] turn_secret (coturn's static-auth-secret): srgate hands out only time-limited TURN credentials".into(),
+            ));
+        }
         let have_tls = self.tls.cert.is_some();
         for (section, listen) in [
             ("sip", self.sip.tls_listen),

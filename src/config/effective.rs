@@ -169,6 +169,9 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 c.webrtc.max_conns_per_ip.to_string(),
                 none(),
             ),
+            ("ice_servers", c.webrtc.ice_servers.join(","), none()),
+            ("turn_secret", secret(&c.webrtc.turn_secret, mask), none()),
+            ("turn_ttl", c.webrtc.turn_ttl.to_string(), none()),
         ],
     );
     section(

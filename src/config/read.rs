@@ -284,6 +284,15 @@ impl Config {
             max_conns_per_ip: r.get("webrtc", "max_conns_per_ip", |s| {
                 values::number(s, 1..=4096)
             })?,
+            ice_servers: r.get("webrtc", "ice_servers", |s| {
+                if s.trim().is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    values::list(s, "ICE servers", values::ice_server)
+                }
+            })?,
+            turn_secret: Secret::from(r.raw("webrtc", "turn_secret").0),
+            turn_ttl: r.get("webrtc", "turn_ttl", |s| values::number(s, 60..=2_592_000))?,
         };
         let media = Media {
             rtp_ports: r.get("media", "rtp_ports", values::port_range)?,

@@ -45,6 +45,9 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("udp", "0.0.0.0:20000"),
             ("allowed_origins", ""),
             ("max_conns_per_ip", "64"),
+            ("ice_servers", ""),
+            ("turn_secret", ""),
+            ("turn_ttl", "86400"),
         ],
     ),
     (

@@ -160,6 +160,13 @@ pub struct WebRtc {
     pub allowed_origins: Vec<String>,
     /// Web connections (HTTP and WebSocket) one address (an IPv6 /64) may hold at once.
     pub max_conns_per_ip: u32,
+    /// STUN and TURN servers for browsers (`stun:`, `stuns:`, `turn:`, `turns:` URLs),
+    /// handed out in `login_ok`.
+    pub ice_servers: Vec<String>,
+    /// coturn's `static-auth-secret` (`use-auth-secret`): TURN credentials are made from
+    /// it per login, valid `turn_ttl` seconds. Needed when a `turn:` URL is given.
+    pub turn_secret: Secret,
+    pub turn_ttl: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

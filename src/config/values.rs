@@ -45,6 +45,29 @@ pub(super) fn optional_socket_addr(s: &str) -> Result<Option<SocketAddr>, String
 }
 
 /// Comma-separated items, blanks around items ignored; an empty item is an error.
+/// A STUN or TURN server URL as browsers take it (RFC 7064, RFC 7065): `stun:`, `stuns:`,
+/// `turn:` or `turns:`, then a host, an optional port and (TURN) `?transport=udp|tcp`.
+pub(super) fn ice_server(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    let rest = ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .ok_or_else(|| format!("`{s}` is not a stun:, stuns:, turn: or turns: URL"))?;
+    let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let ok_host = !host_port.is_empty()
+        && !host_port.contains('/')
+        && host_port
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let ok_query = query.is_empty() || query == "transport=udp" || query == "transport=tcp";
+    if !ok_host || !ok_query || (lower.starts_with("stun") && !query.is_empty()) {
+        return Err(format!(
+            "`{s}`: expected e.g. stun:host:3478 or turn:host:3478?transport=udp"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 pub(super) fn list<T>(
     s: &str,
     what: &str,

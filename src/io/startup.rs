@@ -25,6 +25,7 @@ use crate::call::{Calls, CallsConfig, Rtm2SipRule};
 use crate::config::Config;
 use crate::gateway::{Gateway, ToControl, ToWorker};
 use crate::signal::hub::Hub;
+use crate::signal::ice::IceServers;
 use crate::sip::endpoint::EndpointConfig;
 
 /// Why srgate could not run.
@@ -284,7 +285,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         TcpListener::from_std(sip_tcp),
         api_listener.map(TcpListener::from_std),
         TcpListener::from_std(web_listener),
-        Hub::new(config.auth.secret.expose()),
+        Hub::new(config.auth.secret.expose()).with_ice_servers(IceServers::new(
+            &config.webrtc.ice_servers,
+            config.webrtc.turn_secret.expose(),
+            config.webrtc.turn_ttl,
+        )),
         web::WebPolicy {
             allowed_origins: config.webrtc.allowed_origins.clone(),
             // open login accepted because every web listener is on loopback

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::ice::IceServers;
 use super::protocol::{self, ErrorCode, Refusal, Request};
 use super::token;
 
@@ -64,6 +65,8 @@ pub struct Hub {
     gone_deadlines: VecDeque<(Instant, String)>,
     /// Sessions closed for not logging in in time.
     pub login_timeouts: u64,
+    /// STUN/TURN servers for `login_ok`.
+    ice: IceServers,
 }
 
 impl Hub {
@@ -78,7 +81,14 @@ impl Hub {
             login_deadlines: VecDeque::new(),
             gone_deadlines: VecDeque::new(),
             login_timeouts: 0,
+            ice: IceServers::default(),
         }
+    }
+
+    /// The STUN/TURN servers every `login_ok` names (with fresh TURN credentials).
+    pub fn with_ice_servers(mut self, ice: IceServers) -> Self {
+        self.ice = ice;
+        self
     }
 
     /// A new WebSocket: it must log in within [`LOGIN_DEADLINE`].
@@ -206,7 +216,8 @@ impl Hub {
         self.trim_login_deadlines();
         self.trim_gone_deadlines();
         log::info!("{} logged in", crate::pii::Pii(&user));
-        self.send(session, protocol::login_ok(&user));
+        let ice = (!self.ice.is_empty()).then(|| self.ice.for_user(&user, unix_now));
+        self.send(session, protocol::login_ok(&user, ice));
     }
 
     /// Drops the deadlines at the front of the queue whose sessions logged in or closed.

@@ -275,8 +275,14 @@ fn put(v: &mut Value, key: &str, value: Option<&str>) {
     }
 }
 
-pub fn login_ok(user: &str) -> String {
-    json!({"type": "login_ok", "user": user}).to_string()
+/// `login_ok`, with `iceServers` when there are any (`ice`: a JSON array).
+pub fn login_ok(user: &str, ice: Option<serde_json::Value>) -> String {
+    match ice {
+        Some(servers) => {
+            json!({"type": "login_ok", "user": user, "iceServers": servers}).to_string()
+        }
+        None => json!({"type": "login_ok", "user": user}).to_string(),
+    }
 }
 
 pub fn pong() -> String {

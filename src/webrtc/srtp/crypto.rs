@@ -81,16 +81,25 @@ fn keystream<C: BlockCipherEncrypt<BlockSize = aes::cipher::consts::U16>>(
         .expect("a counter block whose low 16 bits are 0 has 2^16 blocks left, more than a packet");
 }
 
-/// HMAC-SHA1 (RFC 2104) with the key's inner and outer pad blocks already absorbed.
+/// HMAC-SHA1 (RFC 2104) with the key's inner and outer pad blocks already absorbed. Used
+/// for SRTP's authentication tags and for TURN credentials (`signal::ice`).
 #[derive(Clone)]
-pub(super) struct HmacSha1 {
+pub(crate) struct HmacSha1 {
     inner: Sha1,
     outer: Sha1,
 }
 
 impl HmacSha1 {
-    /// `key` is an SRTP session authentication key (20 octets, at most one SHA-1 block).
-    pub(super) fn new(key: &[u8]) -> Self {
+    /// `key`: an SRTP session authentication key (20 octets), or any other; one longer
+    /// than a SHA-1 block is hashed first (RFC 2104 §2).
+    pub(crate) fn new(key: &[u8]) -> Self {
+        let hashed: [u8; SHA1_LEN];
+        let key = if key.len() > 64 {
+            hashed = Sha1::digest(key).into();
+            &hashed[..]
+        } else {
+            key
+        };
         let mut ipad = [0x36u8; 64];
         let mut opad = [0x5cu8; 64];
         for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(key) {
@@ -105,7 +114,7 @@ impl HmacSha1 {
     }
 
     /// The MAC of `data || trailer`.
-    pub(super) fn mac(&self, data: &[u8], trailer: &[u8]) -> [u8; SHA1_LEN] {
+    pub(crate) fn mac(&self, data: &[u8], trailer: &[u8]) -> [u8; SHA1_LEN] {
         let mut inner = self.inner.clone();
         inner.update(data);
         inner.update(trailer);
@@ -290,8 +299,8 @@ pub(super) mod tests {
         assert_eq!(derive(&mk, &[0; 15], Label::RtpSalt, &mut salt), Err(()));
     }
 
-    /// RFC 2202 §3 test cases 1, 2 and 6 (the last one with a key longer than a block
-    /// is out of scope: SRTP keys are 20 octets).
+    /// RFC 2202 §3 test cases 1, 2, 3 and 6 (a key longer than a block: TURN secrets
+    /// may be).
     #[test]
     fn rfc2202_hmac_sha1() {
         let mac = HmacSha1::new(&[0x0b; 20]).mac(b"Hi ", b"There");
@@ -308,6 +317,14 @@ pub(super) mod tests {
         assert_eq!(
             mac.to_vec(),
             hex("125d7342b9ac11cd91a39af48aa17b4f63f175d3")
+        );
+        let mac = HmacSha1::new(&[0xaa; 80]).mac(
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            b"",
+        );
+        assert_eq!(
+            mac.to_vec(),
+            hex("aa4ae5e15272d00e95705637ce8a3b55ed402112")
         );
     }
 

@@ -23,6 +23,7 @@
 //! accepted, so forged packets change nothing.
 
 mod crypto;
+pub(crate) use crypto::HmacSha1;
 mod header;
 mod replay;
 
