@@ -9,6 +9,10 @@
 // Commands (every wait bounded by its own `timeout` in seconds, default 20):
 //   {"cmd":"login","user":"1001","token":""}
 //   {"cmd":"only_codecs","mime":["audio/PCMU"]}   offers of later calls carry only these
+//   {"cmd":"relay_only"}                            later calls use TURN relays only
+//                                                   (iceTransportPolicy "relay")
+//   {"cmd":"ice_path"}                              → {"local","remote"}: the candidate types
+//                                                   of the call's selected pair
 //   {"cmd":"call","callee":"1006"}
 //   {"cmd":"wait_state","states":["ACCEPTED_BY_REMOTE"]}   → {"state":…} or the end
 //   {"cmd":"wait_invite"}                               → {"peer","callerName","content"}
@@ -86,6 +90,41 @@ const handlers = {
       };
     }, c.mime);
     return { ok: true };
+  },
+  async relay_only() {
+    await page.evaluate(() => {
+      const Orig = window.RTCPeerConnection;
+      window.RTCPeerConnection = function (config, ...rest) {
+        return new Orig({ ...(config || {}), iceTransportPolicy: 'relay' }, ...rest);
+      };
+      window.RTCPeerConnection.prototype = Orig.prototype;
+      if (window.srgateDemo.client) window.srgateDemo.client._RTCPeerConnection = window.RTCPeerConnection;
+    });
+    return { ok: true };
+  },
+  async ice_path(c) {
+    // the selected pair shows in getStats a moment after the connection is up: polled in
+    // the page, bounded
+    return page.evaluate(async (timeoutMs) => {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const pc = window.srgateDemo.call && window.srgateDemo.call.pc;
+        if (pc) {
+          const stats = await pc.getStats();
+          let pair = null;
+          stats.forEach((s) => {
+            if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+          });
+          if (pair) {
+            const local = stats.get(pair.localCandidateId);
+            const remote = stats.get(pair.remoteCandidateId);
+            return { ok: true, local: local && local.candidateType, remote: remote && remote.candidateType };
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return { ok: false, error: 'no selected candidate pair' };
+    }, (c.timeout ?? 5) * 1000);
   },
   async call(c) {
     await page.fill('#number', c.callee);
