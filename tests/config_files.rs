@@ -48,7 +48,7 @@ fn shipped_config_loads_with_design_defaults() {
     assert!(c.users.is_empty());
     assert_eq!(c.webrtc.listen, addr("127.0.0.1:8080"));
     assert_eq!(c.webrtc.tls_listen, None);
-    assert_eq!(c.webrtc.udp, addr("0.0.0.0:20000"));
+    assert_eq!(c.webrtc.udp, addr("0.0.0.0:50000"));
     assert!(c.webrtc.allowed_origins.is_empty());
     assert_eq!(c.webrtc.max_conns_per_ip, 64);
     assert!(!c.rtm2sip.app_display_name);

@@ -70,7 +70,7 @@ fn a_softphone_registers_with_the_demo_users_and_calls_the_browser_demo() {
     let ports = GatewayConfig {
         sip_port: 5086,
         webrtc_port: 8080,
-        webrtc_udp_port: 20000,
+        webrtc_udp_port: 50000,
         api_port: 9091,
         ..GatewayConfig::standalone()
     };

@@ -42,7 +42,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
         &[
             ("listen", "127.0.0.1:8080"),
             ("tls_listen", ""),
-            ("udp", "0.0.0.0:20000"),
+            ("udp", "0.0.0.0:50000"),
             ("allowed_origins", ""),
             ("max_conns_per_ip", "64"),
             ("ice_servers", ""),
