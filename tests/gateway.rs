@@ -321,3 +321,74 @@ fn shutdown_waits_for_the_other_shards() {
     core.handle_timeout(wait);
     assert!(core.is_shutdown_complete());
 }
+
+/// While srgate stops, no new call starts: shard 0 answers a new INVITE 503 and refuses an
+/// app's invite (`OVERLOADED`); a worker told to stop refuses a call that was on its way
+/// to it, and says it stopped.
+#[test]
+fn no_new_call_starts_while_stopping() {
+    let (mut core, t0) = gateway(2, true);
+    login(&mut core, t0, "alice");
+    core.shutdown(t0);
+    let _ = outputs(&mut core);
+    core.handle_sip(
+        t0,
+        Transport::Udp,
+        addr(PBX),
+        pbx_invite("alice", "s1").as_bytes(),
+    );
+    let out = outputs(&mut core);
+    assert!(
+        sip_statuses(&out)
+            .iter()
+            .any(|s| s.starts_with("SIP/2.0 503")),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::ToShard(..))),
+        "{out:?}"
+    );
+    core.handle_text(
+        t0,
+        1_700_000_000,
+        SESSION,
+        &json!({"type": "invite", "id": "late", "callee": "1006", "sdp": "v=0"}).to_string(),
+    );
+    let replies = frames(&outputs(&mut core));
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["code"], "OVERLOADED");
+
+    // a worker
+    let cert = Certificate::generate().expect("certificate");
+    let calls = Calls::new(config(t0), DtlsContext::new(&cert).expect("dtls"));
+    let mut worker = Gateway::worker(1, calls, Ports::default(), t0);
+    worker.handle_from_control(t0, ToWorker::Shutdown);
+    let invite = CallRequest::Call {
+        user: "alice".into(),
+        request: srgate::signal::protocol::Request::Invite {
+            id: "late".into(),
+            callee: "1006".into(),
+            sdp: "v=0".into(),
+            content: None,
+            channel_id: None,
+        },
+    };
+    worker.handle_from_control(t0, ToWorker::Request(Box::new(invite)));
+    let out = outputs(&mut worker);
+    assert!(
+        matches!(out.first(), Some(Output::ToControl(ToControl::Stopped(1)))),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ToControl(ToControl::Message(m))
+            if m.0 == "alice" && m.1.contains("OVERLOADED"))),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ToControl(ToControl::Route(1, _)))),
+        "the placement is taken back: {out:?}"
+    );
+    assert_eq!(worker.calls().count(), 0);
+}

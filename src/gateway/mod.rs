@@ -406,11 +406,77 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn handle_from_control(&mut self, now: Instant, message: ToWorker) {
         self.now = now;
         match message {
+            // stopping: a new call that was on its way is refused, not started
+            ToWorker::Request(r) if self.stopping && Self::is_invite(&r) => self.refuse_new(*r),
+            ToWorker::Sip(e) if self.stopping && matches!(*e, Event::IncomingCall { .. }) => {
+                self.refuse_incoming(*e)
+            }
             ToWorker::Request(r) => self.with_calls(|c, ctx| c.handle_request(now, *r, ctx)),
             ToWorker::Sip(e) => self.with_calls(|c, ctx| c.handle_sip_event(now, *e, ctx)),
             ToWorker::Shutdown => self.shutdown(now),
         }
         self.settle(now);
+    }
+
+    fn is_invite(request: &CallRequest) -> bool {
+        matches!(
+            request,
+            CallRequest::Call {
+                request: Request::Invite { .. },
+                ..
+            }
+        )
+    }
+
+    /// A worker that is stopping refuses an app's new call: `OVERLOADED` to the user, the
+    /// placement taken back.
+    fn refuse_new(&mut self, request: CallRequest) {
+        let Role::Worker { index, .. } = self.role else {
+            return;
+        };
+        if let CallRequest::Call {
+            user,
+            request: Request::Invite { id, .. },
+        } = request
+        {
+            let text = Refused::Overloaded.refusal(&id).to_json();
+            let dropped = RouteChange::Dropped {
+                user: user.clone(),
+                key: Some((user.clone(), id)),
+                sip: None,
+            };
+            self.out
+                .push_back(Output::ToControl(ToControl::Message(Box::new((
+                    user, text,
+                )))));
+            self.out.push_back(Output::ToControl(ToControl::Route(
+                index,
+                Box::new(dropped),
+            )));
+        }
+    }
+
+    /// A worker that is stopping refuses an incoming SIP call (503), the placement taken
+    /// back.
+    fn refuse_incoming(&mut self, event: Event) {
+        let Role::Worker { index, .. } = self.role else {
+            return;
+        };
+        if let Event::IncomingCall { id, app_user, .. } = event {
+            self.out.push_back(Output::ToControl(ToControl::Sip(
+                index,
+                Box::new(SipCommand::Reject(id, 503)),
+            )));
+            let dropped = RouteChange::Dropped {
+                user: app_user,
+                key: None,
+                sip: Some(id),
+            };
+            self.out.push_back(Output::ToControl(ToControl::Route(
+                index,
+                Box::new(dropped),
+            )));
+        }
     }
 
     /// A message for worker `shard` that the shell could not deliver (its inbox is full
@@ -694,9 +760,20 @@ impl<P: RtpPorts> Gateway<P> {
     /// Hands a user's request to the shard that holds (or gets) the call.
     fn route_request(&mut self, now: Instant, request: CallRequest) {
         let own = self.lagging;
+        let stopping = self.stopping;
         let Role::Control(s) = &mut self.role else {
             return;
         };
+        if stopping
+            && let CallRequest::Call {
+                user,
+                request: Request::Invite { id, .. },
+            } = &request
+        {
+            // srgate is stopping: no new calls
+            s.hub.refuse(user, Refused::Overloaded.refusal(id));
+            return;
+        }
         let route = s
             .router
             .route_request(&request, Self::shard_lagging(own, &s.workers_lagging));
@@ -728,9 +805,15 @@ impl<P: RtpPorts> Gateway<P> {
     /// Hands an endpoint event about a call to the shard that holds (or gets) the call.
     fn route_sip_event(&mut self, now: Instant, event: Event) {
         let own = self.lagging;
+        let stopping = self.stopping;
         let Role::Control(s) = &mut self.role else {
             return;
         };
+        if stopping && let Event::IncomingCall { id, .. } = &event {
+            // srgate is stopping: no new calls (503 with Retry-After)
+            s.endpoint_mut().reject(now, *id, 503);
+            return;
+        }
         let online = matches!(&event, Event::IncomingCall { app_user, .. }
             if s.hub.is_online(app_user));
         let lagging = Self::shard_lagging(own, &s.workers_lagging);
