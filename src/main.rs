@@ -37,6 +37,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     while i < args.len() {
         match args[i].as_str() {
             "-c" | "--config" => {
+                if positional_config {
+                    return Err("give the config file once (-c FILE or FILE)".into());
+                }
+                positional_config = true;
                 i += 1;
                 config = PathBuf::from(args.get(i).ok_or("-c needs a file name")?);
             }
@@ -55,8 +59,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             "-V" | "--version" => return Ok(Command::Version),
             "-h" | "--help" => return Ok(Command::Help),
-            // `srgate FILE`, as SRProxy is started with its rtx.conf
-            file if !file.starts_with('-') && !positional_config => {
+            // `srgate FILE`, as SRProxy is started with its rtx.conf (not after `token`:
+            // its user is the only word there)
+            file if !file.starts_with('-') && !positional_config && token_user.is_none() => {
                 positional_config = true;
                 config = PathBuf::from(file);
             }
@@ -191,6 +196,9 @@ mod tests {
         );
         // one file only, and unknown options stay errors
         assert!(parse(&["a.ini", "b.ini"]).is_err());
+        assert!(parse(&["-c", "a.ini", "b.ini"]).is_err());
+        assert!(parse(&["b.ini", "-c", "a.ini"]).is_err());
+        assert!(parse(&["token", "alice", "x.ini"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
     }
 }

@@ -69,6 +69,22 @@ impl Config {
                 ));
             }
         }
+        if self
+            .global
+            .sip_svr
+            .as_ref()
+            .is_some_and(|s| s.transport == super::Transport::Tls)
+            && self.sip.tls_listen.is_none()
+            && self.proxy.on
+        {
+            let line = r.line("global", "sip_svr");
+            r.warn(
+                "global",
+                Some("sip_svr"),
+                line,
+                "over TLS without [sip] tls_listen: the PBX reaches srgate only over srgate's own connection (the Contact names a port without TLS); set [sip] tls_listen",
+            );
+        }
         if have_tls && self.sip.tls_listen.is_none() && self.webrtc.tls_listen.is_none() {
             let line = r.line("tls", "cert");
             r.warn(

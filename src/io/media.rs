@@ -5,8 +5,8 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mio::net::UdpSocket;
@@ -14,7 +14,7 @@ use mio::{Interest, Registry, Token};
 
 use super::rtp::RtpSockets;
 use super::sys::{self, RecvBatch, SendBatch};
-use crate::call::{HISTOGRAM_BUCKETS, Histogram, MediaSocket};
+use crate::call::{Histogram, MediaSocket};
 use crate::gateway::Gateway;
 
 /// A shard's core, with the RTP sockets of its SIP legs as its port pool.
@@ -61,32 +61,25 @@ impl ShardStats {
     }
 }
 
-/// A [`Histogram`] a shard publishes for shard 0's API to read.
+/// A [`Histogram`] a shard publishes for shard 0's API to read, whole (its buckets, count
+/// and sum change together: a scrape never sees a bucket above `+Inf`). The lock is taken
+/// once per turn of the shard's loop and by a scrape: never contended in practice.
 #[derive(Debug, Default)]
-pub struct HistogramCell {
-    buckets: [AtomicU64; HISTOGRAM_BUCKETS],
-    count: AtomicU64,
-    /// The sum's `f64` bits.
-    sum: AtomicU64,
-}
+pub struct HistogramCell(Mutex<Histogram>);
 
 impl HistogramCell {
     fn store(&self, h: &Histogram) {
-        for (cell, value) in self.buckets.iter().zip(h.buckets) {
-            cell.store(value, Ordering::Relaxed);
-        }
-        self.count.store(h.count, Ordering::Relaxed);
-        self.sum.store(h.sum.to_bits(), Ordering::Relaxed);
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = *h;
     }
 
     pub fn load(&self) -> Histogram {
-        let mut h = Histogram::default();
-        for (value, cell) in h.buckets.iter_mut().zip(&self.buckets) {
-            *value = cell.load(Ordering::Relaxed);
-        }
-        h.count = self.count.load(Ordering::Relaxed);
-        h.sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
-        h
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -115,6 +115,19 @@ impl ControlShard {
                 let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
                     return;
                 };
+                if transport_of(conn) != t.transport {
+                    // never TLS's message on a plain connection (or the other way round)
+                    self.tcp_dropped += 1;
+                    log::warn!(
+                        "SIP {:?} message to {}: its connection is {:?}; dropped",
+                        t.transport,
+                        t.destination,
+                        transport_of(conn)
+                    );
+                    self.core
+                        .handle_transport_error(now, t.transport, t.destination);
+                    return;
+                }
                 if !conn.queue(&t.payload) {
                     log::warn!("SIP TCP peer {} does not read; closing", conn.peer);
                     self.close_sip(now, index);
