@@ -149,10 +149,10 @@ mod tests {
         assert_eq!(err.section.as_deref(), Some("api"));
         assert!(err.message.contains("[webrtc] listen"), "{err}");
         // The same port on UDP and TCP is fine, and so are different addresses.
-        load("[webrtc]\nlisten = 127.0.0.1:20000\n").unwrap();
+        load("[webrtc]\nlisten = 127.0.0.1:50000\n").unwrap();
         load("[sip]\nlisten = 127.0.0.1:9091\n[api]\nlisten = 127.0.0.2:9091\n").unwrap();
         // The shards' UDP ports count as a range.
-        let err = load("[global]\nshards = 4\n[sip]\nlisten = 0.0.0.0:20003\n").unwrap_err();
+        let err = load("[global]\nshards = 4\n[sip]\nlisten = 0.0.0.0:50003\n").unwrap_err();
         assert_eq!(err.section.as_deref(), Some("webrtc"));
         assert_eq!(err.key.as_deref(), Some("udp"));
     }
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn webrtc_udp_ports_follow_shards() {
         let (c, _) = load("[global]\nshards = 3\n").unwrap();
-        assert_eq!(c.webrtc_udp_ports(), 20000..=20002);
+        assert_eq!(c.webrtc_udp_ports(), 50000..=50002);
         let err = load("[global]\nshards = 4\n[webrtc]\nudp = 0.0.0.0:65534\n").unwrap_err();
         assert_eq!((err.kind, err.line), (ErrorKind::Conflict, Some(4)));
         let (c, _) = load("[global]\nshards = 4\n[webrtc]\nudp = 127.0.0.1:0\n").unwrap();
