@@ -231,7 +231,8 @@ impl BridgeCall {
     /// Takes the SIP side's SDES key (answer to srgate's offer, or its offer, for which
     /// srgate makes a fresh key of the same suite) and builds the SRTP contexts. A plain
     /// description after an SRTP offer is refused; a later description (re-offer, 200
-    /// after 183) keeps the keys in use.
+    /// after 183) keeps srgate's key and, when the SIP side changed its own (a re-offer
+    /// may, RFC 4568 §7.1.4), takes the new one for what it sends.
     fn apply_crypto(&mut self, remote: &RemoteRtp) -> Result<(), &'static str> {
         let Some(theirs) = remote.crypto.as_ref() else {
             return if self.sdes_local.is_empty() {
@@ -240,7 +241,15 @@ impl BridgeCall {
                 Err("plain RTP from the SIP side after SRTP")
             };
         };
-        if self.srtp.is_some() {
+        if let Some(srtp) = self.srtp.as_mut() {
+            let previous = self.remote.as_ref().and_then(|r| r.crypto.as_ref());
+            if previous != Some(theirs) {
+                let ours = self.sdes_local.first();
+                if ours.is_none_or(|k| k.tag != theirs.tag || k.profile != theirs.profile) {
+                    return Err("a re-offer's a=crypto changes the suite");
+                }
+                srtp.recv = theirs.context().map_err(|_| "SRTP context setup failed")?;
+            }
             return Ok(());
         }
         // The SIP side offered (srgate answers with a key of its own), or it answered

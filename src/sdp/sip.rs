@@ -242,11 +242,15 @@ pub fn mirror(d: Direction) -> Direction {
 /// srgate's answer to a re-offer in a dialog: its previous description with the version
 /// one higher and the direction mirrored from the re-offer (a hold is accepted). `None`
 /// when the previous description cannot be read, or when the re-offer's security differs
-/// from the session's (SRTP is never dropped by a re-offer, nor added).
+/// from the session's (SRTP is never dropped by a re-offer, nor added, nor its suite
+/// changed).
 pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
     let ours = parse_rtp_sdp(previous).ok()?;
-    if ours.crypto.is_some() != offer.crypto.is_some() {
-        return None;
+    match (&ours.crypto, &offer.crypto) {
+        (None, None) => {}
+        // srgate's key stays; the offer must keep the suite under the same tag
+        (Some(o), Some(t)) if o.tag == t.tag && o.profile == t.profile => {}
+        _ => return None,
     }
     let mut version = 1;
     let mut session_id = 1;
@@ -355,7 +359,7 @@ mod tests {
     #[test]
     fn an_srtp_answer_carries_one_fresh_key_and_reads_back() {
         use crate::webrtc::srtp::SrtpProfile;
-        let key = SdesKey::generate(1, SrtpProfile::AeadAes128Gcm).unwrap();
+        let key = SdesKey::generate(1, SrtpProfile::Aes128CmHmacSha1_80).unwrap();
         let sdp = build_rtp_sdp(&RtpDescription {
             addr: "192.0.2.7:16384".parse().unwrap(),
             codecs: &[(0, Codec::Pcmu)],
@@ -367,7 +371,7 @@ mod tests {
             crypto: std::slice::from_ref(&key),
         });
         assert!(sdp.contains("m=audio 16384 RTP/SAVP 0\r\n"), "{sdp}");
-        assert!(sdp.contains("a=crypto:1 AEAD_AES_128_GCM inline:"));
+        assert!(sdp.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
         assert_eq!(parse_rtp_sdp(&sdp).unwrap().crypto, Some(key));
         // A re-offer keeps the security of the session: plain after SRTP is refused, SRTP
         // after SRTP is answered with srgate's key again.
@@ -380,6 +384,16 @@ mod tests {
         assert!(answer.contains("RTP/SAVP 0"), "{answer}");
         let line = sdp.lines().find(|l| l.starts_with("a=crypto")).unwrap();
         assert!(answer.contains(line), "{answer}");
+        // another suite in the re-offer: refused
+        assert_eq!(
+            reanswer(&answer, &parse_rtp_sdp(&again).unwrap()).map(|_| ()),
+            Some(())
+        );
+        let other = again.replace(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_32",
+        );
+        assert_eq!(reanswer(&sdp, &parse_rtp_sdp(&other).unwrap()), None);
     }
 
     #[test]
