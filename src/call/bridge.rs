@@ -27,27 +27,24 @@ use crate::webrtc::srtp::SrtpContext;
 
 /// Tail room kept for the SRTP/SRTCP trailer when srgate protects toward SIP.
 const SRTP_ROOM: usize = 32;
-/// The largest SRTP datagram from the SIP side that is unprotected (a copy on the stack).
+/// The largest SRTP datagram from the SIP side that is unprotected.
 const SRTP_MAX_IN: usize = 1500;
 
-/// The SIP leg's SRTP: one context a direction.
+/// The SIP leg's SRTP: one context a direction, and where received packets are
+/// unprotected (the receive buffer is shared, so they are copied first).
 struct SipSrtp {
     send: SrtpContext,
     recv: SrtpContext,
+    scratch: [u8; SRTP_MAX_IN],
 }
 
-/// `data` as plain RTP (RTCP): itself on a plain leg, else unprotected in `copy` (the
-/// receive buffer is shared). `None`: refused (too large, forged, replayed).
-fn unprotect<'a>(
-    srtp: Option<&mut SipSrtp>,
-    data: &'a [u8],
-    copy: &'a mut [u8],
-    rtcp: bool,
-) -> Option<&'a [u8]> {
+/// `data` as plain RTP (RTCP): itself on a plain leg, else unprotected in the leg's
+/// scratch buffer. `None`: refused (too large, forged, replayed).
+fn unprotect<'a>(srtp: Option<&'a mut SipSrtp>, data: &'a [u8], rtcp: bool) -> Option<&'a [u8]> {
     let Some(srtp) = srtp else {
         return Some(data);
     };
-    let packet = copy.get_mut(..data.len())?;
+    let packet = srtp.scratch.get_mut(..data.len())?;
     packet.copy_from_slice(data);
     let n = if rtcp {
         srtp.recv.unprotect_rtcp(packet)
@@ -268,7 +265,11 @@ impl BridgeCall {
             return Err("SRTP context setup failed");
         };
         self.sdes_local = vec![local];
-        self.srtp = Some(Box::new(SipSrtp { send, recv }));
+        self.srtp = Some(Box::new(SipSrtp {
+            send,
+            recv,
+            scratch: [0; SRTP_MAX_IN],
+        }));
         Ok(())
     }
 
@@ -457,8 +458,7 @@ impl BridgeCall {
                 self.sip_counters.refused += 1;
                 return;
             }
-            let mut copy = [0u8; SRTP_MAX_IN];
-            let Some(data) = unprotect(self.srtp.as_deref_mut(), data, &mut copy, true) else {
+            let Some(data) = unprotect(self.srtp.as_deref_mut(), data, true) else {
                 self.sip_counters.refused += 1;
                 return;
             };
@@ -478,10 +478,9 @@ impl BridgeCall {
             self.sip_counters.refused += 1;
             return;
         }
-        // SRTP: unprotected in a copy (the receive buffer is shared); a packet that fails
-        // authentication or replay is refused like a stranger's, the latch unmoved.
-        let mut copy = [0u8; SRTP_MAX_IN];
-        let Some(data) = unprotect(self.srtp.as_deref_mut(), data, &mut copy, false) else {
+        // SRTP: a packet that fails authentication or replay is refused like a
+        // stranger's, the latch unmoved.
+        let Some(data) = unprotect(self.srtp.as_deref_mut(), data, false) else {
             self.sip_counters.refused += 1;
             return;
         };
