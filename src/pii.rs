@@ -4,7 +4,8 @@
 //!   It prints the value only when `[log] level = 0` (SENSITIVE) is on, otherwise a short
 //!   redaction: the first and last character around `***` (`1005` → `1***5`), or just `***`
 //!   for values under four characters.
-//! - [`sip_dump`] is a SIP message as text for a level-0 dump, digest responses masked.
+//! - [`sip_dump`] is a SIP message as text for a level-0 dump, digest responses and SDES
+//!   keys masked.
 //! - [`Secret`] holds a password or key (`[proxy] sip_pwd`, `[users]` passwords,
 //!   `[auth] secret`). Its `Debug` and `Display` never print it, at any level; the only way
 //!   to the text is [`Secret::expose`], which digest and token code call.
@@ -122,7 +123,9 @@ impl fmt::Display for Secret {
 /// A SIP message as text for a level-0 dump, with the digest `response` of its
 /// `Authorization` and `Proxy-Authorization` headers masked: a captured response can be
 /// attacked offline for the password (and, within its nonce, replayed), so it never
-/// reaches a log, at any level. Everything else is kept for debugging.
+/// reaches a log, at any level. The SRTP keys of SDP `a=crypto` lines (`inline:<key>`,
+/// RFC 4568) are masked too: with them a recording of the call's media is plain audio.
+/// Everything else is kept for debugging.
 pub fn sip_dump(data: &[u8]) -> String {
     let text = String::from_utf8_lossy(data);
     let mut out = String::with_capacity(text.len());
@@ -132,11 +135,30 @@ pub fn sip_dump(data: &[u8]) -> String {
             || name.eq_ignore_ascii_case("proxy-authorization");
         if credentials {
             mask_response(line, &mut out);
+        } else if line.trim_start().starts_with("a=crypto:") {
+            mask_inline_keys(line, &mut out);
         } else {
             out.push_str(line);
         }
     }
     out
+}
+
+/// Copies an `a=crypto` line into `out` with every `inline:` key (up to its `|` lifetime,
+/// `;` next key or blank) replaced.
+fn mask_inline_keys(line: &str, out: &mut String) {
+    let lower = line.to_ascii_lowercase();
+    let mut copied = 0;
+    while let Some(at) = lower[copied..].find("inline:") {
+        let key_start = copied + at + "inline:".len();
+        let key_end = line[key_start..]
+            .find(['|', ';', ' ', '\t', '\r', '\n'])
+            .map_or(line.len(), |e| key_start + e);
+        out.push_str(&line[copied..key_start]);
+        out.push_str("***");
+        copied = key_end;
+    }
+    out.push_str(&line[copied..]);
 }
 
 /// Copies `line` into `out` with the value of every `response=` parameter replaced.
@@ -191,6 +213,27 @@ mod tests {
         assert!(dump.contains("username=\"1001\""), "{dump}");
         assert!(
             dump.contains("Subject: the response=\"kept\" elsewhere"),
+            "{dump}"
+        );
+        assert_eq!(dump.lines().count(), msg.lines().count());
+    }
+
+    #[test]
+    fn sip_dumps_mask_sdes_keys() {
+        let msg = "INVITE sip:1001@example.com SIP/2.0\r\nContent-Type: application/sdp\r\n\r\n\
+                   v=0\r\nm=audio 4000 RTP/SAVP 0\r\n\
+                   a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20\r\n\
+                   a=crypto:2 AEAD_AES_128_GCM INLINE:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\n\
+                   a=sendrecv\r\n";
+        let dump = sip_dump(msg.as_bytes());
+        assert!(!dump.contains("WVNfX19zZW1jdGwg"), "{dump}");
+        assert!(!dump.contains("c2VjcmV0"), "{dump}");
+        assert!(
+            dump.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:***|2^20\r\n"),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("a=crypto:2 AEAD_AES_128_GCM INLINE:***\n"),
             "{dump}"
         );
         assert_eq!(dump.lines().count(), msg.lines().count());

@@ -74,6 +74,7 @@ fn calls_spread_over_two_shards_with_audio_on_each() {
         "1006pw",
         &tone1000,
         Duration::from_secs(10),
+        "",
     );
     let url = format!("http://{}/", srgate.web_addr());
     let mut anna = Phone::start(&url, &tone440);

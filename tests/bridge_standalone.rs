@@ -125,6 +125,7 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         "1006pw",
         &phone_tone,
         Duration::from_secs(10),
+        "",
     );
     let url = format!("http://{}/", srgate.web_addr());
     let mut app = Phone::start(&url, &browser_tone);

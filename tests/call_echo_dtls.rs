@@ -48,6 +48,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         codecs: vec![Codec::Opus],
         opus_complexity: 5,
         rtp_timeout: Duration::from_secs(30),
+        sip_srtp: srgate::config::SipSrtp::Optional,
         invitation_timeout: Duration::from_secs(60),
         rtm2sip: None,
         standalone: true,

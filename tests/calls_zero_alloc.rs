@@ -1,5 +1,5 @@
 //! The whole per-packet path of a shard's call layer allocates nothing in steady state:
-//! 50 relayed calls (SRTP ⇄ RTP) driven through `Calls` for 30 s of simulated time, RTCP
+//! 50 relayed calls (SRTP ⇄ RTP; and 20 with SDES SRTP toward SIP, SRTP ⇄ SRTP) driven through `Calls` for 30 s of simulated time, RTCP
 //! reports and timers included, counted by a counting allocator. The browsers' ICE consent
 //! checks (one per call every 2 s) are counted apart: the STUN agent allocates there.
 
@@ -34,4 +34,21 @@ fn relayed_packets_through_calls_allocate_nothing() {
         sim.checks_sent >= (calls * 14) as u64,
         "consent checks were answered"
     );
+}
+
+/// The same with the SIP leg SRTP keyed by SDES (SRTP ⇄ SRTP): protecting and
+/// unprotecting toward SIP allocates nothing either.
+#[test]
+fn sdes_srtp_packets_through_calls_allocate_nothing() {
+    let calls = 20;
+    let mut sim = calls_sim::Sim::with_sdes(calls);
+    sim.packets(calls * 300);
+    let m = sim.measure(calls * 1000);
+    assert_eq!(sim.shard.calls.count(), calls, "every call is still up");
+    assert!(
+        sim.sent_to_browsers >= (calls * 1000) as u64,
+        "the phones' SRTP reaches the browsers: {}",
+        sim.sent_to_browsers
+    );
+    assert_eq!(m.media_allocations, 0, "over {} packets", m.packets);
 }

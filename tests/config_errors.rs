@@ -228,6 +228,7 @@ fn bad_values_of_every_type() {
             "opus_complexity",
         ),
         ("[media]\nrtp_timeout = 0\n", "media", "rtp_timeout"),
+        ("[media]\nsip_srtp = required\n", "media", "sip_srtp"),
         ("[users]\nbad name = x\n", "users", "bad name"),
     ] {
         let err = error(text);

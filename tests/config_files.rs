@@ -61,6 +61,7 @@ fn shipped_config_loads_with_design_defaults() {
     );
     assert_eq!(c.media.opus_complexity, 5);
     assert_eq!(c.media.rtp_timeout, Duration::from_secs(30));
+    assert_eq!(c.media.sip_srtp, srgate::config::SipSrtp::Optional);
     assert!(c.auth.secret.is_empty());
     assert_eq!((c.tls.cert.as_ref(), c.tls.key.as_ref()), (None, None));
     assert_eq!(c.api.listen, Some(addr("127.0.0.1:9091")));
@@ -185,6 +186,7 @@ fn effective_masks_secrets_and_reads_back_equal() {
     for line in [
         "rtp_timeout = 30",
         "opus_complexity = 5",
+        "sip_srtp = optional",
         "tls_listen =",
         "cert =",
     ] {

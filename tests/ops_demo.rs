@@ -84,6 +84,7 @@ fn a_softphone_registers_with_the_demo_users_and_calls_the_browser_demo() {
         password,
         &tones.phone,
         Duration::from_secs(10),
+        "",
     );
     let mut app = calls::logged_in(&srgate, &tones, "alice");
     calls::app_calls_phone(&mut app, &sip, user, 2);

@@ -84,6 +84,7 @@ fn an_emulated_arm_build_registers_sip_users_and_bridges_a_call() {
         "1006pw",
         &phone_tone,
         Duration::from_secs(15),
+        "",
     );
     let mut app = Phone::start(&format!("http://{}/", srgate.web_addr()), &browser_tone);
     app.must(json!({"cmd": "login", "user": "1001"}));

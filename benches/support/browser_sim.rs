@@ -61,6 +61,7 @@ pub fn config(now: Instant) -> CallsConfig {
         codecs: vec![Codec::Opus, Codec::Pcmu],
         opus_complexity: 5,
         rtp_timeout: Duration::from_secs(30),
+        sip_srtp: srgate::config::SipSrtp::Optional,
         invitation_timeout: Duration::from_secs(60),
         rtm2sip: Some(Rtm2SipRule {
             acc_rule: AccRule::parse("").expect("empty rule"),

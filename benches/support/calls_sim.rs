@@ -2,7 +2,8 @@
 //! legs: SRTP ⇄ RTP) set up through the real path — the browser's offer, an ICE check, a
 //! DTLS handshake with srgate's own DTLS code as the browser, the SIP side's answer as an
 //! endpoint event — then fed RTP both ways on a simulated clock, with the browser's ICE
-//! consent checks every 2 s. Shared by the `calls` benchmark and the `calls_zero_alloc`
+//! consent checks every 2 s. [`Sim::with_sdes`] makes the SIP leg SRTP too (srgate offers
+//! RTP/SAVP under `[media] sip_srtp = mandatory`, the phone answers one suite). Shared by the `calls` benchmark and the `calls_zero_alloc`
 //! and `calls_memory` tests; all count heap allocations with `stats_alloc` as their global allocator
 //! (`crate::GLOBAL`), and the allocations made while srgate answers a consent check are
 //! counted apart (the STUN agent, a dependency, allocates a few per check). The shard, the
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use srgate::call::link::SipCommand;
+use srgate::config::SipSrtp;
+use srgate::sdp::sdes::SdesKey;
 use srgate::signal::protocol::Request;
 use srgate::sip::endpoint::{Event, SipCallId};
 use srgate::webrtc::srtp::SrtpContext;
@@ -31,6 +34,8 @@ struct Leg {
     phone: SocketAddr,
     port: u16,
     tx: SrtpContext,
+    /// The phone's SRTP (SDES) context, when the SIP leg is SRTP.
+    phone_tx: Option<SrtpContext>,
     seq: u16,
     ts: u32,
     phone_seq: u16,
@@ -59,6 +64,7 @@ pub struct Sim {
     /// Heap bytes the simulation keeps for its browsers and phones (not srgate's).
     pub harness_bytes: i64,
     identity: BrowserIdentity,
+    sdes: bool,
 }
 
 /// Live heap bytes the allocator's counters say `change` added.
@@ -70,10 +76,24 @@ pub fn live_bytes(change: &stats_alloc::Stats) -> i64 {
 impl Sim {
     /// `calls` relayed calls, answered and with DTLS up.
     pub fn new(calls: usize) -> Sim {
+        Sim::build(calls, false)
+    }
+
+    /// As [`Sim::new`], the SIP leg SRTP keyed by SDES.
+    #[allow(dead_code)] // not every user of this module runs SDES calls
+    pub fn with_sdes(calls: usize) -> Sim {
+        Sim::build(calls, true)
+    }
+
+    fn build(calls: usize, sdes: bool) -> Sim {
         #[allow(clippy::disallowed_methods)] // the simulated clock's origin
         let now = Instant::now();
+        let mut config = crate::browser_sim::config(now);
+        if sdes {
+            config.sip_srtp = SipSrtp::Mandatory;
+        }
         let mut sim = Sim {
-            shard: Shard::new(crate::browser_sim::config(now)),
+            shard: Shard::new(config),
             legs: Vec::with_capacity(calls),
             buf: vec![0; 2048],
             sent: 0,
@@ -83,6 +103,7 @@ impl Sim {
             srgate_time: Duration::ZERO,
             harness_bytes: 0,
             identity: BrowserIdentity::generate(),
+            sdes,
         };
         sim.add_calls(calls);
         sim
@@ -129,15 +150,25 @@ impl Sim {
         }
         browser.answered(&answer.expect("srgate answers the browser"));
         let port = *shard.ports.opened.last().expect("an RTP port");
-        let sip_id: SipCallId = match shard.sip.pop() {
-            Some(SipCommand::Start(call)) => call.id,
+        let (sip_id, offer): (SipCallId, String) = match shard.sip.pop() {
+            Some(SipCommand::Start(call)) => (call.id, call.sdp),
             other => panic!("the call starts toward SIP: {other:?}"),
         };
         browser.connect(shard, identity);
-        shard.sip_event(Event::CallAnswered {
-            id: sip_id,
-            sdp: phone_sdp(phone, false, "sendrecv"),
-        });
+        let mut sdp = phone_sdp(phone, false, "sendrecv");
+        let mut phone_tx = None;
+        if self.sdes {
+            // the phone takes srgate's first suite, under a key of its own
+            let first = offer
+                .lines()
+                .find_map(|l| l.strip_prefix("a=crypto:"))
+                .map(|v| SdesKey::parse(v).expect("srgate's a=crypto"))
+                .expect("srgate offers SRTP");
+            let key = SdesKey::generate(first.tag, first.profile).expect("random numbers");
+            sdp = sdp.replace("RTP/AVP", "RTP/SAVP") + &key.attribute();
+            phone_tx = Some(key.context().expect("a context"));
+        }
+        shard.sip_event(Event::CallAnswered { id: sip_id, sdp });
         while shard.calls.poll_message().is_some() {}
         while shard
             .calls
@@ -156,6 +187,7 @@ impl Sim {
             phone,
             port,
             tx: browser.tx.take().expect("keyed"),
+            phone_tx,
             seq: 1,
             ts: 0,
             phone_seq: 1,
@@ -244,6 +276,10 @@ impl Sim {
                 0x2000 + (k % n) as u32,
                 0x2a,
             );
+            let len = match leg.phone_tx.as_mut() {
+                Some(tx) => tx.protect_rtp(&mut self.buf, len).expect("protect"),
+                None => len,
+            };
             leg.seq = leg.seq.wrapping_add(1);
             leg.phone_seq = leg.phone_seq.wrapping_add(1);
             leg.ts = leg.ts.wrapping_add(PAYLOAD as u32);

@@ -1,5 +1,6 @@
 //! One bridged call (B2BUA): the browser's side ([`BrowserSide`]) and a SIP leg (a dialog
-//! driven through the SIP endpoint, plain RTP on a port of `[media] rtp_ports`), with the
+//! driven through the SIP endpoint, RTP on a port of `[media] rtp_ports`, or SRTP keyed by
+//! SDES when the SIP side offers or answers `RTP/SAVP`, see `[media] sip_srtp`), with the
 //! media [`Bridge`] between them: relayed when both sides use the same codec, otherwise
 //! transcoded Opus ⇄ G.711.
 //!
@@ -19,8 +20,39 @@ use crate::media::codec::{Codec as MediaCodec, g711::Law};
 use crate::media::jitter::JitterConfig;
 use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
+use crate::sdp::sdes::{self, SdesKey};
 use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp};
 use crate::sip::endpoint::SipCallId;
+use crate::webrtc::srtp::SrtpContext;
+
+/// Tail room kept for the SRTP/SRTCP trailer when srgate protects toward SIP.
+const SRTP_ROOM: usize = 32;
+/// The largest SRTP datagram from the SIP side that is unprotected.
+const SRTP_MAX_IN: usize = 1500;
+
+/// The SIP leg's SRTP: one context a direction, and where received packets are
+/// unprotected (the receive buffer is shared, so they are copied first).
+struct SipSrtp {
+    send: SrtpContext,
+    recv: SrtpContext,
+    scratch: [u8; SRTP_MAX_IN],
+}
+
+/// `data` as plain RTP (RTCP): itself on a plain leg, else unprotected in the leg's
+/// scratch buffer. `None`: refused (too large, forged, replayed).
+fn unprotect<'a>(srtp: Option<&'a mut SipSrtp>, data: &'a [u8], rtcp: bool) -> Option<&'a [u8]> {
+    let Some(srtp) = srtp else {
+        return Some(data);
+    };
+    let packet = srtp.scratch.get_mut(..data.len())?;
+    packet.copy_from_slice(data);
+    let n = if rtcp {
+        srtp.recv.unprotect_rtcp(packet)
+    } else {
+        srtp.recv.unprotect_rtp(packet)
+    };
+    packet.get(..n.ok()?)
+}
 
 /// The payload type srgate uses for telephone-event/8000 in its own SIP offers.
 pub const TELEPHONE_EVENT_PT: u8 = 101;
@@ -130,6 +162,11 @@ pub struct BridgeCall {
     pub opus_complexity: u8,
     /// `[media] rtp_timeout`.
     pub rtp_timeout: Duration,
+    /// srgate's SDES keys toward SIP: those of its offer (one a suite) until the answer
+    /// picks one, then that one; empty for plain RTP.
+    sdes_local: Vec<SdesKey>,
+    /// Set once both sides' keys are known: from then on the SIP leg is SRTP only.
+    srtp: Option<Box<SipSrtp>>,
 }
 
 impl BridgeCall {
@@ -167,7 +204,73 @@ impl BridgeCall {
             sip_counters: SipCounters::default(),
             opus_complexity,
             rtp_timeout: Duration::from_secs(30),
+            sdes_local: Vec::new(),
+            srtp: None,
         }
+    }
+
+    /// Makes srgate's SIP offer an SRTP one (`[media] sip_srtp = mandatory`): a fresh key
+    /// for each suite srgate implements.
+    pub fn offer_srtp(&mut self) -> Result<(), getrandom::Error> {
+        self.sdes_local = sdes::OFFERED
+            .iter()
+            .zip(1..)
+            .map(|(p, tag)| SdesKey::generate(tag, *p))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    /// Whether the SIP leg is SRTP.
+    pub fn is_srtp(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// Takes the SIP side's SDES key (answer to srgate's offer, or its offer, for which
+    /// srgate makes a fresh key of the same suite) and builds the SRTP contexts. A plain
+    /// description after an SRTP offer is refused; a later description (re-offer, 200
+    /// after 183) keeps srgate's key and, when the SIP side changed its own (a re-offer
+    /// may, RFC 4568 §7.1.4), takes the new one for what it sends.
+    fn apply_crypto(&mut self, remote: &RemoteRtp) -> Result<(), &'static str> {
+        let Some(theirs) = remote.crypto.as_ref() else {
+            return if self.sdes_local.is_empty() {
+                Ok(())
+            } else {
+                Err("plain RTP from the SIP side after SRTP")
+            };
+        };
+        if let Some(srtp) = self.srtp.as_mut() {
+            let previous = self.remote.as_ref().and_then(|r| r.crypto.as_ref());
+            if previous != Some(theirs) {
+                let ours = self.sdes_local.first();
+                if ours.is_none_or(|k| k.tag != theirs.tag || k.profile != theirs.profile) {
+                    return Err("a re-offer's a=crypto changes the suite");
+                }
+                srtp.recv = theirs.context().map_err(|_| "SRTP context setup failed")?;
+            }
+            return Ok(());
+        }
+        // The SIP side offered (srgate answers with a key of its own), or it answered
+        // srgate's offer (with one of the suites srgate offered, under the same tag).
+        let local = if self.way == Way::SipToApp {
+            SdesKey::generate(theirs.tag, theirs.profile)
+                .map_err(|_| "no random numbers for an SRTP key")?
+        } else {
+            self.sdes_local
+                .iter()
+                .find(|k| k.tag == theirs.tag && k.profile == theirs.profile)
+                .cloned()
+                .ok_or("the SIP side's a=crypto answers none of srgate's")?
+        };
+        let (Ok(send), Ok(recv)) = (local.context(), theirs.context()) else {
+            return Err("SRTP context setup failed");
+        };
+        self.sdes_local = vec![local];
+        self.srtp = Some(Box::new(SipSrtp {
+            send,
+            recv,
+            scratch: [0; SRTP_MAX_IN],
+        }));
+        Ok(())
     }
 
     /// srgate's SSRC toward the browser.
@@ -201,6 +304,7 @@ impl BridgeCall {
             session_id,
             version: 1,
             ptime: 20,
+            crypto: &self.sdes_local,
         })
     }
 
@@ -219,6 +323,7 @@ impl BridgeCall {
         let Some(format) = format else {
             return Err("no common codec with the SIP side");
         };
+        self.apply_crypto(&remote)?;
         self.source.set_expected(remote.addr);
         self.sip_format = Some(format);
         self.remote = Some(remote);
@@ -353,6 +458,10 @@ impl BridgeCall {
                 self.sip_counters.refused += 1;
                 return;
             }
+            let Some(data) = unprotect(self.srtp.as_deref_mut(), data, true) else {
+                self.sip_counters.refused += 1;
+                return;
+            };
             self.sip_counters.rtcp_in += 1;
             if let Some(media) = self.media.as_mut() {
                 media.handle_rtcp_sip(now, data);
@@ -369,6 +478,12 @@ impl BridgeCall {
             self.sip_counters.refused += 1;
             return;
         }
+        // SRTP: a packet that fails authentication or replay is refused like a
+        // stranger's, the latch unmoved.
+        let Some(data) = unprotect(self.srtp.as_deref_mut(), data, false) else {
+            self.sip_counters.refused += 1;
+            return;
+        };
         match media.push_sip(now, data) {
             Ok(()) => {
                 self.sip_counters.rtp_in += 1;
@@ -441,9 +556,18 @@ impl BridgeCall {
         let destination = self.sip_destination();
         let may_send = self.may_send_sip();
         let media = self.media.as_mut()?;
+        // Room for the SRTP trailer, protected in place.
+        let room = buf.len().checked_sub(SRTP_ROOM)?;
         for _ in 0..16 {
-            let Some(n) = media.poll_sip(now, buf) else {
+            let Some(n) = media.poll_sip(now, &mut buf[..room]) else {
                 break;
+            };
+            let n = match self.srtp.as_mut() {
+                Some(srtp) => match srtp.send.protect_rtp(buf, n) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                },
+                None => n,
             };
             if let (Some(destination), true) = (destination, may_send) {
                 self.sip_counters.rtp_out += 1;
@@ -457,9 +581,13 @@ impl BridgeCall {
             // stream's clock keeps running.
         }
         if let (Some(n), Some(destination)) = (
-            media.poll_rtcp_sip(now, ntp, buf),
+            media.poll_rtcp_sip(now, ntp, &mut buf[..room]),
             self.sip_rtcp_destination(),
         ) {
+            let n = match self.srtp.as_mut() {
+                Some(srtp) => srtp.send.protect_rtcp(buf, n).ok()?,
+                None => n,
+            };
             self.sip_counters.rtcp_out += 1;
             return Some(MediaTransmit {
                 socket: MediaSocket::Rtp(self.port.wrapping_add(1)),

@@ -94,6 +94,8 @@ pub struct CallsConfig {
     pub opus_complexity: u8,
     /// `[media] rtp_timeout`.
     pub rtp_timeout: Duration,
+    /// `[media] sip_srtp`.
+    pub sip_srtp: crate::config::SipSrtp,
     /// `[calls] invitation_timeout`.
     pub invitation_timeout: Duration,
     /// Proxy mode: `[rtm2sip]` (None: app users may not call SIP numbers); standalone

@@ -349,6 +349,14 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
+        if self.cfg.sip_srtp == crate::config::SipSrtp::Mandatory
+            && let Err(e) = call.offer_srtp()
+        {
+            log::error!("no random numbers for SRTP keys ({e}): call refused");
+            ctx.ports.close(port);
+            self.refuse(user, ErrorCode::Overloaded, "no SRTP keys", id);
+            return;
+        }
         call.local_sdp = call.build_sip_sdp(
             &formats,
             Some(TELEPHONE_EVENT_PT),

@@ -4,8 +4,11 @@
 
 use std::time::Instant;
 
+use crate::config::SipSrtp;
 use crate::sdp::Codec;
+use crate::sdp::Error as SdpError;
 use crate::sdp::answer::Direction;
+use crate::sdp::sdes::CryptoError;
 use crate::sdp::sip::parse_rtp_sdp;
 use crate::signal::protocol;
 use crate::signal::protocol::{CallState, Failure, HangupReason};
@@ -309,7 +312,13 @@ impl Calls {
             );
             return;
         }
-        let remote = match parse_rtp_sdp(sdp) {
+        // `[media] sip_srtp`: off refuses SRTP (never answered in the clear), mandatory
+        // refuses plain RTP.
+        let remote = match parse_rtp_sdp(sdp).and_then(|r| match (self.cfg.sip_srtp, &r.crypto) {
+            (SipSrtp::Off, Some(_)) => Err(SdpError::NotPlainRtp),
+            (SipSrtp::Mandatory, None) => Err(SdpError::Crypto(CryptoError::Missing)),
+            _ => Ok(r),
+        }) {
             Ok(r) => r,
             Err(e) => {
                 log::info!(
@@ -346,7 +355,8 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
-        if call.apply_remote(remote).is_err() {
+        if let Err(why) = call.apply_remote(remote) {
+            log::info!("SIP call: offer unusable ({why}) → 488");
             ctx.ports.close(port);
             ctx.sip.reject(now, sip, 488);
             return;
@@ -359,9 +369,10 @@ impl Calls {
         let id = format!("s{}", self.rng.token(12));
         let content = invitation_content(&id, &caller_shown, cus_data.as_deref());
         let key = (app_user.to_string(), id.clone());
+        let media = if call.is_srtp() { "SRTP" } else { "RTP" };
         self.insert(key, Call::Bridge(Box::new(call)), None);
         log::info!(
-            "SIP call from {} for {}: invitation {id}, RTP port {port}",
+            "SIP call from {} for {}: invitation {id}, {media} port {port}",
             crate::pii::Pii(&caller_shown),
             crate::pii::Pii(app_user)
         );

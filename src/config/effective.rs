@@ -193,6 +193,7 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 c.media.rtp_timeout.as_secs().to_string(),
                 none(),
             ),
+            ("sip_srtp", c.media.sip_srtp.to_string(), none()),
         ],
     );
     section(

@@ -43,7 +43,7 @@ pub use acc_rule::AccRule;
 pub use error::{ConfigError, ErrorKind, Warning};
 pub use types::{
     Api, Auth, CallsSection, Codec, Config, DigestAlgorithm, Global, Log, LogLevel, Media, Proxy,
-    Rtm2Sip, Sip, SipServer, Tls, Transport, WebRtc,
+    Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,
 };
 
 use read::Reader;

@@ -307,6 +307,7 @@ impl Config {
             rtp_timeout: r.get("media", "rtp_timeout", |s| {
                 values::number(s, RTP_TIMEOUT_SECS).map(Duration::from_secs)
             })?,
+            sip_srtp: r.get("media", "sip_srtp", values::sip_srtp)?,
         };
         let calls = CallsSection {
             invitation_timeout: r.get("calls", "invitation_timeout", |s| {

@@ -57,6 +57,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("codecs", "opus,pcmu,pcma,g722"),
             ("opus_complexity", "5"),
             ("rtp_timeout", "30"),
+            ("sip_srtp", "optional"),
         ],
     ),
     (

@@ -176,6 +176,30 @@ pub struct Media {
     pub codecs: Vec<Codec>,
     pub opus_complexity: u8,
     pub rtp_timeout: Duration,
+    pub sip_srtp: SipSrtp,
+}
+
+/// `[media] sip_srtp`: SRTP keyed by SDES (RFC 4568) toward SIP phones and PBXs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SipSrtp {
+    /// Plain RTP only: an `RTP/SAVP` offer is refused (488), never answered in the clear.
+    Off,
+    /// An `RTP/SAVP` offer is answered with SRTP, a plain one with RTP; srgate offers
+    /// plain RTP.
+    #[default]
+    Optional,
+    /// SRTP only: srgate offers `RTP/SAVP`, a plain offer is refused (488).
+    Mandatory,
+}
+
+impl fmt::Display for SipSrtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SipSrtp::Off => "off",
+            SipSrtp::Optional => "optional",
+            SipSrtp::Mandatory => "mandatory",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

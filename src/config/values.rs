@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use super::{Codec, DigestAlgorithm, LogLevel, Transport};
+use super::{Codec, DigestAlgorithm, LogLevel, SipSrtp, Transport};
 
 pub(super) fn boolean(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -105,6 +105,15 @@ pub(super) fn codec(s: &str) -> Result<Codec, String> {
         "pcma" => Ok(Codec::Pcma),
         "g722" => Ok(Codec::G722),
         _ => Err(format!("unknown codec `{s}` (opus, pcmu, pcma, g722)")),
+    }
+}
+
+pub(super) fn sip_srtp(s: &str) -> Result<SipSrtp, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(SipSrtp::Off),
+        "optional" => Ok(SipSrtp::Optional),
+        "mandatory" => Ok(SipSrtp::Mandatory),
+        _ => Err(format!("expected off, optional or mandatory, got `{s}`")),
     }
 }
 

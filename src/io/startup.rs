@@ -182,6 +182,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             opus_complexity: config.media.opus_complexity,
             rtp_ip: advertised.ip(),
             rtp_timeout: config.media.rtp_timeout,
+            sip_srtp: config.media.sip_srtp,
             invitation_timeout: config.calls.invitation_timeout,
             rtm2sip: (config.rtm2sip.on && !config.standalone()).then(|| Rtm2SipRule {
                 acc_rule: config.rtm2sip.acc_rule.clone(),

@@ -12,6 +12,7 @@
 
 pub mod answer;
 pub mod offer;
+pub mod sdes;
 pub mod sip;
 
 use core::fmt;
@@ -57,9 +58,11 @@ pub enum Error {
     NoCommonCodec,
     /// A plain-RTP description (SIP side) has no usable `c=` address.
     NoConnection,
-    /// The SIP side's audio asks for SRTP (`RTP/SAVP`, `RTP/SAVPF`) or another profile than
-    /// plain RTP: refused, never answered in the clear.
+    /// The SIP side's audio is neither RTP (`RTP/AVP(F)`) nor SDES-keyed SRTP
+    /// (`RTP/SAVP(F)`), e.g. DTLS-SRTP: refused, never answered in the clear.
     NotPlainRtp,
+    /// An `RTP/SAVP(F)` section without a usable `a=crypto` line (the first line's reason).
+    Crypto(sdes::CryptoError),
 }
 
 impl fmt::Display for Error {
@@ -71,9 +74,8 @@ impl fmt::Display for Error {
             Error::BadMediaLine(n) => write!(f, "malformed m= line at line {n}"),
             Error::NoAudio => f.write_str("no audio media section"),
             Error::NotDtlsSrtp => f.write_str("audio is not UDP/TLS/RTP/SAVPF"),
-            Error::NotPlainRtp => {
-                f.write_str("audio is not plain RTP/AVP (SRTP toward SIP is not supported)")
-            }
+            Error::NotPlainRtp => f.write_str("audio is neither RTP/AVP nor RTP/SAVP"),
+            Error::Crypto(e) => write!(f, "{e}"),
             Error::NoRtcpMux => f.write_str("a=rtcp-mux is required"),
             Error::BadIceCredentials => f.write_str("missing or malformed ICE credentials"),
             Error::NoFingerprint => f.write_str("no a=fingerprint"),

@@ -1,18 +1,20 @@
-//! Session descriptions of the SIP side: plain RTP (`RTP/AVP`, RFC 3551), the way phones
-//! and PBXs offer and answer (RFC 3264). srgate builds its offers and answers with
-//! [`build_rtp_sdp`] and reads the other side's with [`parse_rtp_sdp`].
+//! Session descriptions of the SIP side: RTP (`RTP/AVP`, RFC 3551) or SRTP keyed by SDES
+//! (`RTP/SAVP` with `a=crypto`, RFC 4568, see [`super::sdes`]), the way phones and PBXs
+//! offer and answer (RFC 3264). srgate builds its offers and answers with [`build_rtp_sdp`]
+//! and reads the other side's with [`parse_rtp_sdp`].
 //!
 //! What is read: the first audio section with a non-zero port, its `c=` (media level,
 //! else session level; `0.0.0.0` is the RFC 2543 hold), its formats (static payload types
 //! 0 PCMU, 8 PCMA, 9 G722 understood without `a=rtpmap`, dynamic ones through it),
-//! `telephone-event/8000`, the direction and `a=ptime`. Codecs srgate does not know are
-//! skipped.
+//! `telephone-event/8000`, the direction, `a=ptime` and, for `RTP/SAVP(F)`, the first
+//! usable `a=crypto` line. Codecs srgate does not know are skipped.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::answer::Direction;
 use super::offer::Offer;
+use super::sdes::{self, SdesKey};
 use super::{Codec, Error};
 
 /// srgate's side of a plain-RTP session.
@@ -29,6 +31,9 @@ pub struct RtpDescription<'a> {
     pub version: u64,
     /// Packet time in milliseconds.
     pub ptime: u8,
+    /// srgate's SDES keys: none for `RTP/AVP`; else `RTP/SAVP` with one `a=crypto` line a
+    /// key (an offer may hold several suites, an answer holds one).
+    pub crypto: &'a [SdesKey],
 }
 
 /// Writes a description (offer or answer alike).
@@ -42,10 +47,15 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
     let _ = write!(
         sdp,
         "v=0\r\no=srgate {} {} IN {family} {ip}\r\ns=srgate\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP",
+         m=audio {} {}",
         d.session_id,
         d.version,
-        d.addr.port()
+        d.addr.port(),
+        if d.crypto.is_empty() {
+            "RTP/AVP"
+        } else {
+            "RTP/SAVP"
+        }
     );
     for (pt, _) in d.codecs {
         let _ = write!(sdp, " {pt}");
@@ -73,6 +83,9 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
         );
     }
     let _ = write!(sdp, "a=ptime:{}\r\na={}\r\n", d.ptime, d.direction.name());
+    for key in d.crypto {
+        sdp.push_str(&key.attribute());
+    }
     sdp
 }
 
@@ -88,6 +101,8 @@ pub struct RemoteRtp {
     /// Its direction (`sendrecv` when not stated).
     pub direction: Direction,
     pub ptime: Option<u8>,
+    /// Its SDES key when the section is `RTP/SAVP(F)`: SRTP with this key, never plain.
+    pub crypto: Option<SdesKey>,
 }
 
 fn direction(name: Option<&str>) -> Direction {
@@ -119,14 +134,20 @@ fn connection(value: &str) -> Option<IpAddr> {
 pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     let offer = Offer::parse(sdp)?;
     let audio = |m: &&crate::sdp::MediaSection| m.kind == "audio" && m.port != 0;
-    // Plain RTP only: a peer that asks for SRTP must not get an answer in the clear.
-    let plain = |proto: &str| {
-        proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+    // RTP, or SRTP keyed by SDES. Any other profile (DTLS-SRTP, ...) is refused: a peer
+    // that asks for SRTP must not get an answer in the clear.
+    let secure = |proto: &str| {
+        proto.eq_ignore_ascii_case("RTP/SAVP") || proto.eq_ignore_ascii_case("RTP/SAVPF")
+    };
+    let known = |proto: &str| {
+        proto.eq_ignore_ascii_case("RTP/AVP")
+            || proto.eq_ignore_ascii_case("RTP/AVPF")
+            || secure(proto)
     };
     let index = match offer
         .media
         .iter()
-        .position(|m| audio(&m) && plain(&m.proto))
+        .position(|m| audio(&m) && known(&m.proto))
     {
         Some(i) => i,
         None if offer.media.iter().any(|m| audio(&m)) => return Err(Error::NotPlainRtp),
@@ -138,6 +159,7 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     let mut session_c = None;
     let mut media_c = None;
     let mut ptime = None;
+    let mut crypto = Vec::new();
     let mut section: Option<usize> = None;
     for line in sdp.split('\n').map(|l| l.trim_end_matches('\r').trim()) {
         if line.starts_with("m=") {
@@ -154,8 +176,19 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
             && section == Some(index)
         {
             ptime = value.trim().parse::<u8>().ok();
+        } else if let Some(value) = line.strip_prefix("a=crypto:")
+            && section == Some(index)
+        {
+            crypto.push(value);
         }
     }
+    // An SRTP section without a usable key is refused as a whole (never answered plain);
+    // a=crypto in a plain section (a non-standard "best effort" offer) is not taken.
+    let crypto = if secure(&media.proto) {
+        Some(sdes::choose(crypto).map_err(Error::Crypto)?)
+    } else {
+        None
+    };
     let ip = media_c.or(session_c).ok_or(Error::NoConnection)?;
     let mut codecs = Vec::new();
     let mut telephone_event = None;
@@ -192,6 +225,7 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
         telephone_event,
         direction: direction(media.direction.as_deref()),
         ptime,
+        crypto,
     })
 }
 
@@ -207,9 +241,17 @@ pub fn mirror(d: Direction) -> Direction {
 
 /// srgate's answer to a re-offer in a dialog: its previous description with the version
 /// one higher and the direction mirrored from the re-offer (a hold is accepted). `None`
-/// when the previous description cannot be read.
+/// when the previous description cannot be read, or when the re-offer's security differs
+/// from the session's (SRTP is never dropped by a re-offer, nor added, nor its suite
+/// changed).
 pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
     let ours = parse_rtp_sdp(previous).ok()?;
+    match (&ours.crypto, &offer.crypto) {
+        (None, None) => {}
+        // srgate's key stays; the offer must keep the suite under the same tag
+        (Some(o), Some(t)) if o.tag == t.tag && o.profile == t.profile => {}
+        _ => return None,
+    }
     let mut version = 1;
     let mut session_id = 1;
     for line in previous.lines() {
@@ -248,6 +290,7 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
         session_id,
         version,
         ptime: ours.ptime.unwrap_or(20),
+        crypto: ours.crypto.as_slice(),
     }))
 }
 
@@ -272,26 +315,85 @@ mod tests {
         assert_eq!(r.ptime, Some(20));
     }
 
+    const CRYPTO: &str =
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
     #[test]
-    fn an_srtp_offer_is_refused_not_answered_in_the_clear() {
-        for proto in ["RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP"] {
+    fn an_sdes_offer_is_read_with_its_key_and_never_as_plain() {
+        for proto in ["RTP/SAVP", "RTP/SAVPF"] {
             let sdp = BARESIP_OFFER.replace("RTP/AVP", proto).replace(
                 "a=sendrecv",
-                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv",
+                &format!("a=crypto:9 BOGUS inline:AAAA\r\n{CRYPTO}\r\na=sendrecv"),
             );
+            let r = parse_rtp_sdp(&sdp).unwrap();
+            let key = r.crypto.expect("the key");
+            assert_eq!(key.tag, 1, "{proto}");
             assert_eq!(
-                parse_rtp_sdp(&sdp).unwrap_err(),
-                Error::NotPlainRtp,
-                "{proto}"
+                key.profile,
+                crate::webrtc::srtp::SrtpProfile::Aes128CmHmacSha1_80
             );
         }
-        // a plain section next to an SRTP one is taken
-        let both = BARESIP_OFFER.replace(
-            "m=audio 10000 RTP/AVP",
-            "m=audio 10002 RTP/SAVP 0\r\nm=audio 10000 RTP/AVP",
+        // SRTP without a usable key: refused, not read as plain RTP
+        let bare = BARESIP_OFFER.replace("RTP/AVP", "RTP/SAVP");
+        assert_eq!(
+            parse_rtp_sdp(&bare),
+            Err(Error::Crypto(sdes::CryptoError::Missing))
         );
-        assert_eq!(parse_rtp_sdp(&both).unwrap().addr.port(), 10000);
+        let bad = bare.replace(
+            "a=sendrecv",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%%%%",
+        );
+        assert_eq!(
+            parse_rtp_sdp(&bad),
+            Err(Error::Crypto(sdes::CryptoError::BadBase64))
+        );
+        // DTLS-SRTP toward SIP is not implemented
+        let dtls = BARESIP_OFFER.replace("RTP/AVP", "UDP/TLS/RTP/SAVP");
+        assert_eq!(parse_rtp_sdp(&dtls), Err(Error::NotPlainRtp));
+        // a=crypto in a plain section is not taken
+        let plain = BARESIP_OFFER.replace("a=sendrecv", CRYPTO);
+        assert_eq!(parse_rtp_sdp(&plain).unwrap().crypto, None);
         assert!(parse_rtp_sdp(&BARESIP_OFFER.replace("RTP/AVP", "RTP/AVPF")).is_ok());
+    }
+
+    #[test]
+    fn an_srtp_answer_carries_one_fresh_key_and_reads_back() {
+        use crate::webrtc::srtp::SrtpProfile;
+        let key = SdesKey::generate(1, SrtpProfile::Aes128CmHmacSha1_80).unwrap();
+        let sdp = build_rtp_sdp(&RtpDescription {
+            addr: "192.0.2.7:16384".parse().unwrap(),
+            codecs: &[(0, Codec::Pcmu)],
+            telephone_event: None,
+            direction: Direction::SendRecv,
+            session_id: 42,
+            version: 1,
+            ptime: 20,
+            crypto: std::slice::from_ref(&key),
+        });
+        assert!(sdp.contains("m=audio 16384 RTP/SAVP 0\r\n"), "{sdp}");
+        assert!(sdp.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+        assert_eq!(parse_rtp_sdp(&sdp).unwrap().crypto, Some(key));
+        // A re-offer keeps the security of the session: plain after SRTP is refused, SRTP
+        // after SRTP is answered with srgate's key again.
+        let plain = parse_rtp_sdp(BARESIP_OFFER).unwrap();
+        assert_eq!(reanswer(&sdp, &plain), None);
+        let again = BARESIP_OFFER
+            .replace("RTP/AVP", "RTP/SAVP")
+            .replace("a=sendrecv", CRYPTO);
+        let answer = reanswer(&sdp, &parse_rtp_sdp(&again).unwrap()).unwrap();
+        assert!(answer.contains("RTP/SAVP 0"), "{answer}");
+        let line = sdp.lines().find(|l| l.starts_with("a=crypto")).unwrap();
+        assert!(answer.contains(line), "{answer}");
+        // another suite in the re-offer: refused
+        assert_eq!(
+            reanswer(&answer, &parse_rtp_sdp(&again).unwrap()).map(|_| ()),
+            Some(())
+        );
+        let other = again.replace(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_32",
+        );
+        assert_eq!(reanswer(&sdp, &parse_rtp_sdp(&other).unwrap()), None);
     }
 
     #[test]
@@ -325,6 +427,7 @@ mod tests {
             session_id: 42,
             version: 1,
             ptime: 20,
+            crypto: &[],
         });
         let r = parse_rtp_sdp(&sdp).unwrap();
         assert_eq!(r.addr, "192.0.2.7:16384".parse().unwrap());
@@ -344,6 +447,7 @@ mod tests {
             session_id: 7,
             version: 1,
             ptime: 20,
+            crypto: &[],
         });
         let hold = parse_rtp_sdp(&BARESIP_OFFER.replace("sendrecv", "sendonly")).unwrap();
         let answer = reanswer(&ours, &hold).unwrap();

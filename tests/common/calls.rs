@@ -105,6 +105,7 @@ pub fn standalone_pair(
         "1006pw",
         &tones.phone,
         std::time::Duration::from_secs(10),
+        "",
     );
     let phone = logged_in(&srgate, tones, app);
     (srgate, sip, phone)

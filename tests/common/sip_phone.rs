@@ -54,6 +54,7 @@ impl SipPhone {
              module\t\t\taufile.so\n\
              module\t\t\tsndfile.so\n\
              module\t\t\tcons.so\n\
+             module\t\t\tsrtp.so\n\
              module_app\t\taccount.so\n\
              module_app\t\tmenu.so\n\
              cons_listen\t\t127.0.0.1:{cons_port}\n\
@@ -91,7 +92,8 @@ impl SipPhone {
     /// stderr, so offsets into this text stay valid).
     /// baresip as SIP user `user` registered at srgate's `gateway` (digest `password`,
     /// answering by itself), playing `tone`; panics with its output if the REGISTER does
-    /// not succeed `within`.
+    /// not succeed `within`. `params`: more account parameters, e.g. `;mediaenc=srtp-mand`
+    /// (baresip's srtp module: SDES, RTP/SAVP offered and nothing plain accepted).
     pub fn registered(
         dir: &Path,
         gateway: std::net::SocketAddr,
@@ -99,12 +101,13 @@ impl SipPhone {
         password: &str,
         tone: &Path,
         within: Duration,
+        params: &str,
     ) -> SipPhone {
         let phone = SipPhone::start(
             dir,
             &format!("baresip-{user}"),
             &format!(
-                "<sip:{user}@{gateway};transport=udp>;auth_pass={password};regint=60;answermode=auto"
+                "<sip:{user}@{gateway};transport=udp>;auth_pass={password};regint=60;answermode=auto{params}"
             ),
             tone,
         );
