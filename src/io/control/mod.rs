@@ -121,6 +121,8 @@ pub(super) struct ControlShard {
     api_deadlines: Deadlines,
     /// The slots due in one turn (kept to reuse its memory).
     due: Vec<usize>,
+    /// SIP connections whose read budget ran out with bytes left: read again next turn.
+    sip_pending: Vec<usize>,
     web_by_session: HashMap<SessionId, usize>,
     next_session: SessionId,
     web_policy: web::WebPolicy,
@@ -256,6 +258,7 @@ impl ControlShard {
             sip_deadlines: Deadlines::default(),
             api_deadlines: Deadlines::default(),
             due: Vec::new(),
+            sip_pending: Vec::new(),
             web_by_session: HashMap::new(),
             next_session: 0,
             web_policy,
@@ -286,12 +289,13 @@ impl ControlShard {
         self.carry_out(now);
         loop {
             let now = Instant::now();
-            let timeout = if self.udp_pending || self.media.has_backlog() {
-                Some(Duration::ZERO)
-            } else {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(now))
-            };
+            let timeout =
+                if self.udp_pending || self.media.has_backlog() || !self.sip_pending.is_empty() {
+                    Some(Duration::ZERO)
+                } else {
+                    self.next_deadline()
+                        .map(|d| d.saturating_duration_since(now))
+                };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -306,6 +310,9 @@ impl ControlShard {
             if self.udp_pending {
                 self.read_udp(now);
             }
+            for index in std::mem::take(&mut self.sip_pending) {
+                self.sip_conn_ready(now, index, (true, false, false));
+            }
             if self.media.has_backlog() {
                 self.media.read_backlog(now, &mut self.core);
             }
@@ -319,7 +326,8 @@ impl ControlShard {
                     SIGNALS => self.on_signal(now),
                     WORKERS => {}
                     Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
-                        self.sip_conn_ready(now, t - SIP_CONN_BASE, event)
+                        let ready = (event.is_readable(), event.is_writable(), event.is_error());
+                        self.sip_conn_ready(now, t - SIP_CONN_BASE, ready)
                     }
                     Token(t) if (API_CONN_BASE..WEB_CONN_BASE).contains(&t) => {
                         self.api_conn_ready(now, t - API_CONN_BASE)

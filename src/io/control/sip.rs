@@ -256,11 +256,19 @@ impl ControlShard {
         }
     }
 
-    pub(super) fn sip_conn_ready(&mut self, now: Instant, index: usize, event: &mio::event::Event) {
+    /// Services SIP connection `index`: the socket is `readable`, `writable` or has an
+    /// `error` (from the poll; a connection whose last read budget ran out is read again
+    /// with `readable` alone).
+    pub(super) fn sip_conn_ready(
+        &mut self,
+        now: Instant,
+        index: usize,
+        (readable, writable, error): (bool, bool, bool),
+    ) {
         let Some(conn) = self.sip_conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        if conn.connecting && (event.is_writable() || event.is_error()) {
+        if conn.connecting && (writable || error) {
             match conn.stream.tcp().take_error() {
                 Ok(None) if conn.stream.tcp().peer_addr().is_ok() => conn.connecting = false,
                 _ => {
@@ -284,7 +292,7 @@ impl ControlShard {
         let mut outcome = ReadOutcome::Open;
         let mut broken = false;
         for _ in 0..SIP_TCP_CHUNKS_PER_WAKE {
-            outcome = if event.is_readable() {
+            outcome = if readable {
                 conn.read_available(now, SIP_TCP_CHUNK)
             } else {
                 ReadOutcome::Open
@@ -328,6 +336,11 @@ impl ControlShard {
         if broken || !matches!(outcome, ReadOutcome::Open | ReadOutcome::More) {
             self.close_sip(now, index);
         } else {
+            if outcome == ReadOutcome::More && !self.sip_pending.contains(&index) {
+                // the budget ran out with bytes left: read on at the next turn (over TLS
+                // they may wait inside rustls, where no readiness would announce them)
+                self.sip_pending.push(index);
+            }
             self.reregister_sip(index);
         }
     }
