@@ -514,16 +514,13 @@ struct Gateway {
 impl Gateway {
     /// srgate for `calls` calls: `[calls] max_calls` is `max_calls` when given, else room
     /// for twice the calls.
-    fn start(
-        o: &Options,
-        calls: usize,
-        max_calls: Option<usize>,
-        transcode: bool,
-    ) -> Result<Gateway, String> {
-        let dir = o.out.join(match (max_calls, transcode) {
-            (Some(m), _) => format!("srgate-{calls}-max-{m}"),
-            (None, true) => format!("srgate-transcode-{calls}"),
-            (None, false) => format!("srgate-{calls}"),
+    fn start(o: &Options, run: &Run) -> Result<Gateway, String> {
+        let (calls, max_calls, transcode) = (run.calls, run.max_calls, run.transcode);
+        let dir = o.out.join(match (max_calls, transcode, run.silent) {
+            (Some(m), _, _) => format!("srgate-{calls}-max-{m}"),
+            (None, true, _) => format!("srgate-transcode-{calls}"),
+            (None, false, true) => format!("srgate-idle-{calls}"),
+            (None, false, false) => format!("srgate-{calls}"),
         });
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let sip = free_port_run(1)?;
@@ -789,7 +786,7 @@ fn measure(
 /// last ones ended: memory that grows from round to round would be a leak). The figures are
 /// the last round's, with the first round's heap after it (`first_after_anon_kb`).
 fn relay_srgate(o: &Options, run: &Run) -> Result<SideFigures, String> {
-    let gw = Gateway::start(o, run.calls, run.max_calls, run.transcode)?;
+    let gw = Gateway::start(o, run)?;
     let phone = Phone::start(
         Some(Account {
             gateway: gw.sip,
