@@ -42,6 +42,8 @@ pub struct Options {
     /// How many times the overload run offers its calls to the same srgate (2 at least:
     /// memory must end each round where the first left it).
     pub overload_rounds: usize,
+    /// Call counts of the idle runs (calls up but silent: srgate's cost of a held call).
+    pub idle_calls: Vec<usize>,
 }
 
 impl Options {
@@ -59,6 +61,7 @@ impl Options {
             overload_capacity: 250,
             overload_rounds: 2,
             transcode_calls: vec![50, 100],
+            idle_calls: vec![250, 500, 1000],
         };
         let mut args = args.iter();
         // bounded: every turn takes at least one argument
@@ -88,12 +91,21 @@ impl Options {
                         counts(flag, v, 1..=2000)?
                     };
                 }
+                "--idle-calls" => {
+                    let v = value()?;
+                    o.idle_calls = if v == "0" {
+                        Vec::new()
+                    } else {
+                        counts(flag, v, 1..=5000)?
+                    };
+                }
                 "--quick" => {
                     o.calls = vec![50, 250, 500];
                     o.seconds = 10;
                     o.setup_calls = 200;
                     o.overload_capacity = 100;
                     o.transcode_calls = vec![50];
+                    o.idle_calls = vec![50, 250, 500];
                 }
                 "--smoke" => {
                     o.calls = vec![4];
@@ -101,6 +113,7 @@ impl Options {
                     o.setup_calls = 4;
                     o.overload_capacity = 5;
                     o.transcode_calls = vec![2];
+                    o.idle_calls = vec![4];
                     o.smoke = true;
                 }
                 other => return Err(format!("unknown option '{other}'")),
@@ -196,6 +209,9 @@ pub fn run(o: &Options) -> Result<(), String> {
             results.transcode.push(transcode_run(o, calls, floor)?);
         }
     }
+    for &calls in &o.idle_calls {
+        results.idle.push(idle_run(o, calls)?);
+    }
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
     }
@@ -257,6 +273,34 @@ fn transcode_run(o: &Options, calls: usize, floor: f64) -> Result<report::Transc
     Ok(row)
 }
 
+/// Idle calls: set up (ICE, DTLS, SIP answered, one frame echoed to prove the path), then
+/// silent for the window: srgate's CPU and memory per held call.
+fn idle_run(o: &Options, calls: usize) -> Result<report::IdleRow, String> {
+    eprintln!("== {calls} idle calls (up, no RTP) through srgate");
+    let s = relay_srgate(
+        o,
+        &Run {
+            silent: true,
+            ..Run::new(o, calls)
+        },
+    )?;
+    let row = report::IdleRow { calls, srgate: s };
+    eprintln!(
+        "   up {}/{calls}, {} frames in the window, {:.2} µs srgate CPU per call-second, {:.1} KB per call",
+        row.srgate.calls_up,
+        row.srgate.sent,
+        row.cpu_us_per_call_s(),
+        row.kb_per_call()
+    );
+    if o.smoke && (row.srgate.calls_up != calls || row.srgate.sent > 0) {
+        return Err(format!(
+            "smoke: idle calls up {}/{calls}, frames sent in the window {} (none expected): {:?}",
+            row.srgate.calls_up, row.srgate.sent, row.srgate.failures
+        ));
+    }
+    Ok(row)
+}
+
 /// Calls set up as fast as srgate takes them (1 000 a second offered, 256 at once), each
 /// hung up once up; then the DTLS crypto floor on this thread.
 fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
@@ -283,6 +327,7 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
         p99_ms: s.setup_p99_ms,
         crypto_floor_per_s: floor,
         failures: s.failures,
+        samples_ms: s.setup_ms,
     };
     eprintln!(
         "   {}/{calls} up in {:.2} s: {:.0} setups/s, {:.0} per srgate CPU-second (crypto floor {:.0}/s: {:.2}), p99 {:.0} ms",
@@ -469,16 +514,13 @@ struct Gateway {
 impl Gateway {
     /// srgate for `calls` calls: `[calls] max_calls` is `max_calls` when given, else room
     /// for twice the calls.
-    fn start(
-        o: &Options,
-        calls: usize,
-        max_calls: Option<usize>,
-        transcode: bool,
-    ) -> Result<Gateway, String> {
-        let dir = o.out.join(match (max_calls, transcode) {
-            (Some(m), _) => format!("srgate-{calls}-max-{m}"),
-            (None, true) => format!("srgate-transcode-{calls}"),
-            (None, false) => format!("srgate-{calls}"),
+    fn start(o: &Options, run: &Run) -> Result<Gateway, String> {
+        let (calls, max_calls, transcode) = (run.calls, run.max_calls, run.transcode);
+        let dir = o.out.join(match (max_calls, transcode, run.silent) {
+            (Some(m), _, _) => format!("srgate-{calls}-max-{m}"),
+            (None, true, _) => format!("srgate-transcode-{calls}"),
+            (None, false, true) => format!("srgate-idle-{calls}"),
+            (None, false, false) => format!("srgate-{calls}"),
         });
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let sip = free_port_run(1)?;
@@ -583,6 +625,8 @@ struct Run {
     rounds: usize,
     /// Opus browsers (srgate transcodes) instead of PCMU (srgate relays).
     transcode: bool,
+    /// Each call goes silent once its first frame came back (idle calls).
+    silent: bool,
 }
 
 impl Run {
@@ -599,6 +643,7 @@ impl Run {
             settle: Duration::from_millis(1500),
             rounds: 1,
             transcode: false,
+            silent: false,
         }
     }
 }
@@ -741,7 +786,7 @@ fn measure(
 /// last ones ended: memory that grows from round to round would be a leak). The figures are
 /// the last round's, with the first round's heap after it (`first_after_anon_kb`).
 fn relay_srgate(o: &Options, run: &Run) -> Result<SideFigures, String> {
-    let gw = Gateway::start(o, run.calls, run.max_calls, run.transcode)?;
+    let gw = Gateway::start(o, run)?;
     let phone = Phone::start(
         Some(Account {
             gateway: gw.sip,
@@ -796,6 +841,7 @@ fn srgate_round(
         Media::Pcmu
     };
     let mut b = Browsers::new(gw.web, PHONE_USER, media).map_err(|e| e.to_string())?;
+    b.silent_once_up = run.silent;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
 
@@ -857,6 +903,7 @@ fn srgate_round(
         heard_hz,
         setup_p50_ms: quantile(&setups, 0.5),
         setup_p99_ms: quantile(&setups, 0.99),
+        setup_ms: setups,
         ended_clean,
         calls_after: health_calls(&health_after),
         ramp_cpu_s: ramp_cpu_ns as f64 / 1e9,

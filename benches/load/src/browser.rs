@@ -88,6 +88,9 @@ pub struct Browsers {
     /// Decodes what the first call hears back (Opus media).
     probe: Option<srgate::media::codec::opus::OpusDecoder>,
     probe_pcm: Vec<i16>,
+    /// Idle calls: each call stops sending once its first frame came back (ICE, DTLS, SIP
+    /// and the media path proven), and then carries no RTP.
+    pub silent_once_up: bool,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -124,6 +127,7 @@ impl Browsers {
             media,
             probe,
             probe_pcm: Vec::new(),
+            silent_once_up: false,
         })
     }
 
@@ -477,6 +481,9 @@ impl Browsers {
                         self.rtt.add(now_us.saturating_sub(mark.sent_us));
                         if c.setup.is_none() {
                             c.setup = Some(d.network_time.duration_since(c.started));
+                            if self.silent_once_up {
+                                c.next_send = None;
+                            }
                         }
                         if c.heard.len() < 1600 {
                             c.heard.extend_from_slice(&d.data[payload::MARK..]);

@@ -7,6 +7,8 @@
 //! ```text
 //! srgate-load bench [--srgate PATH] [--calls 250,500,1000] [--seconds 20] [--shards 2]
 //!                   [--out target/bench] [--quick | --smoke] [--no-rtpengine]
+//!                   [--setup-calls N] [--transcode-calls N,...] [--idle-calls N,...]
+//!                   [--overload-capacity N] [--overload-rounds N] [--rate N]
 //! srgate-load reflector      (started by `bench`; set up over stdin)
 //! ```
 #![deny(unsafe_code)]
@@ -24,6 +26,7 @@ mod opus_floor;
 mod payload;
 mod phone;
 mod plain;
+mod plots;
 mod procfs;
 mod reflector;
 mod report;
@@ -55,6 +58,9 @@ fn main() -> ExitCode {
 fn usage() -> &'static str {
     "usage: srgate-load bench [--srgate PATH] [--calls N,N,...] [--seconds S] [--shards N]\n\
      \x20                        [--out DIR] [--quick | --smoke] [--no-rtpengine]\n\
+     \x20                        [--setup-calls N] [--transcode-calls N,...] [--idle-calls N,...]\n\
+     \x20                        [--overload-capacity N] [--overload-rounds N] [--rate N]\n\
+     \x20                        (0 skips a scenario)\n\
      \x20      srgate-load reflector   (run by bench)"
 }
 

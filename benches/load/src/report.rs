@@ -42,6 +42,8 @@ pub struct SideFigures {
     pub heard_hz: Option<f64>,
     pub setup_p50_ms: f64,
     pub setup_p99_ms: f64,
+    /// Every call's setup time (login to first audio), ms, sorted.
+    pub setup_ms: Vec<f64>,
     pub ended_clean: usize,
     pub calls_after: Option<u64>,
     /// Datagrams the kernel dropped on the process's sockets (receive buffer full) in the
@@ -181,6 +183,35 @@ impl TranscodeRow {
     }
 }
 
+/// An idle run: calls up (ICE, DTLS, SIP answered) carrying no RTP.
+pub struct IdleRow {
+    pub calls: usize,
+    pub srgate: SideFigures,
+}
+
+impl IdleRow {
+    /// srgate's CPU µs per idle call per second of the window.
+    pub fn cpu_us_per_call_s(&self) -> f64 {
+        let ns: u64 = self.srgate.threads.iter().map(|t| t.1).sum();
+        let call_s = self.srgate.calls_up as f64 * self.srgate.window_s;
+        if call_s > 0.0 {
+            ns as f64 / 1e3 / call_s
+        } else {
+            0.0
+        }
+    }
+
+    /// srgate's RSS per idle call over its RSS before the first call.
+    pub fn kb_per_call(&self) -> f64 {
+        let s = &self.srgate;
+        if s.calls_up > 0 {
+            (s.rss_kb as f64 - s.idle_rss_kb as f64) / s.calls_up as f64
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The setup run: calls started as fast as srgate takes them.
 pub struct SetupFigures {
     pub calls: usize,
@@ -194,6 +225,8 @@ pub struct SetupFigures {
     /// Handshakes' worth of P-256 crypto (sign, verify, ECDH) a second on one core.
     pub crypto_floor_per_s: f64,
     pub failures: Vec<String>,
+    /// Every call's setup time, ms, sorted (report.md's CDF).
+    pub samples_ms: Vec<f64>,
 }
 
 impl SetupFigures {
@@ -252,6 +285,7 @@ pub struct Results {
     pub seconds: u64,
     pub relay: Vec<RelayRow>,
     pub transcode: Vec<TranscodeRow>,
+    pub idle: Vec<IdleRow>,
     pub setup: Option<SetupFigures>,
     pub overload: Option<OverloadFigures>,
 }
@@ -263,6 +297,7 @@ impl Results {
             seconds,
             relay: Vec::new(),
             transcode: Vec::new(),
+            idle: Vec::new(),
             setup: None,
             overload: None,
         }
@@ -409,6 +444,18 @@ pub fn to_json(r: &Results) -> Value {
             "generator_saturated": t.srgate.generator_saturated(),
             "failures": t.srgate.failures,
         })).collect::<Vec<_>>(),
+        "idle": r.idle.iter().map(|i| json!({
+            "calls": i.calls,
+            "calls_up": i.srgate.calls_up,
+            "window_s": round(i.srgate.window_s, 2),
+            "frames_sent": i.srgate.sent,
+            "srgate_cpu_us_per_call_s": round(i.cpu_us_per_call_s(), 3),
+            "kb_per_call": round(i.kb_per_call(), 1),
+            "srgate_rss_kb": i.srgate.rss_kb,
+            "srgate_idle_rss_kb": i.srgate.idle_rss_kb,
+            "shard_cpu_share": i.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
+            "failures": i.srgate.failures,
+        })).collect::<Vec<_>>(),
         "setup": r.setup.as_ref().map(|s| json!({
             "calls": s.calls,
             "calls_up": s.calls_up,
@@ -439,7 +486,7 @@ pub fn to_json(r: &Results) -> Value {
     })
 }
 
-pub fn to_markdown(r: &Results) -> String {
+pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# srgate load report\n");
     let _ = writeln!(
@@ -556,6 +603,32 @@ pub fn to_markdown(r: &Results) -> String {
             let _ = writeln!(m, "\nsrgate RSS per transcoded call: {kb:.1} KB.");
         }
     }
+    if !r.idle.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Idle (held) calls: up, no RTP\n\n\
+             Each call is set up as in the relay runs (ICE, DTLS, SIP answered, one frame \
+             echoed to prove the path), then sends nothing; srgate's CPU time over the window \
+             per call and second, and its RSS over its RSS before the first call, per call.\n\n\
+             | calls | up | frames in window | srgate µs CPU per call-second | RSS MB | KB per call |\n\
+             |---|---|---|---|---|---|"
+        );
+        for i in &r.idle {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {:.2} | {:.1} | {:.1} |",
+                i.calls,
+                i.srgate.calls_up,
+                i.srgate.sent,
+                i.cpu_us_per_call_s(),
+                i.srgate.rss_kb as f64 / 1024.0,
+                i.kb_per_call()
+            );
+        }
+        for f in r.idle.iter().flat_map(|i| &i.srgate.failures) {
+            let _ = writeln!(m, "- idle: {f}");
+        }
+    }
     if let Some(s) = &r.setup {
         let _ = writeln!(
             m,
@@ -615,6 +688,22 @@ pub fn to_markdown(r: &Results) -> String {
          window. Not measured yet by this harness: rtpengine transcoding, SIP → app \
          setups (docs/benchmarks.md)."
     );
+    if !plots.files.is_empty() || !plots.errors.is_empty() {
+        let _ = writeln!(m, "\n## Plots\n");
+        if !plots.labelled {
+            let _ = writeln!(
+                m,
+                "No TrueType font was found (install fonts-dejavu-core or set SRGATE_LOAD_FONT): \
+                 the plots have no titles, axis labels or legends.\n"
+            );
+        }
+        for (file, title) in &plots.files {
+            let _ = writeln!(m, "![{title}]({file})\n");
+        }
+        for e in &plots.errors {
+            let _ = writeln!(m, "- plot not drawn: {e}");
+        }
+    }
     for row in &r.relay {
         for f in &row.srgate.failures {
             let _ = writeln!(m, "- {} calls, srgate: {f}", row.calls);
@@ -629,5 +718,6 @@ pub fn to_markdown(r: &Results) -> String {
 pub fn write(r: &Results, dir: &Path) -> io::Result<()> {
     let json = serde_json::to_string_pretty(&to_json(r)).map_err(io::Error::other)?;
     fs::write(dir.join("results.json"), json + "\n")?;
-    fs::write(dir.join("report.md"), to_markdown(r))
+    let plots = crate::plots::write(r, dir);
+    fs::write(dir.join("report.md"), to_markdown(r, &plots))
 }
