@@ -75,7 +75,8 @@ fn check(data: &[u8], head: &Head) {
         }
         Head::Upgrade { response, head_len } => {
             assert!(*head_len <= data.len());
-            assert!(data.starts_with(b"GET "));
+            // httparse skips empty lines before the request line
+            assert!(data.trim_ascii_start().starts_with(b"GET "));
             assert!(data[..*head_len].ends_with(b"\n"));
             assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
             assert!(response.ends_with("\r\n\r\n"));
