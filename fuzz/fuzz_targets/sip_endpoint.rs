@@ -23,8 +23,16 @@ fn config(proxy: bool) -> EndpointConfig {
         local: "127.0.0.1:5086".parse().unwrap(),
         tls_local: None,
         domain: "127.0.0.1".into(),
-        server: proxy.then(|| Server { addr: pbx, transport: Transport::Udp, host_port: "127.0.0.1:5060".into() }),
-        proxy: proxy.then(|| ProxyAccount { user: "1000".into(), password: "1234".into(), expires: 300 }),
+        server: proxy.then(|| Server {
+            addr: pbx,
+            transport: Transport::Udp,
+            host_port: "127.0.0.1:5060".into(),
+        }),
+        proxy: proxy.then(|| ProxyAccount {
+            user: "1000".into(),
+            password: "1234".into(),
+            expires: 300,
+        }),
         users: vec![("1001".into(), "pw1001".into())],
         digest: vec![Algorithm::Md5, Algorithm::Sha256],
         seed: [5; 32],

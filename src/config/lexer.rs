@@ -84,6 +84,15 @@ pub(super) fn lex(text: &str) -> Result<Document<'_>, LexError> {
             key: key.map(str::to_owned),
             message,
         };
+        if let Some(c) = raw_line.chars().find(|c| c.is_control() && *c != '\t') {
+            // a NUL or a lone CR in a password would not survive being written back (srgate
+            // check), and is no one's intent: refused, named
+            return Err(error(
+                ErrorKind::Syntax,
+                None,
+                format!("control character U+{:04X} in the line", u32::from(c)),
+            ));
+        }
         if trimmed.is_empty() || trimmed.starts_with(is_comment_start) {
             continue;
         }
@@ -250,6 +259,22 @@ mod tests {
         assert_eq!(err.section.as_deref(), Some("a"));
         assert_eq!(err.key.as_deref(), Some("x"));
         assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_their_line() {
+        // found by the config fuzz target: a NUL and a lone CR inside a [users] password
+        let err = lex("[users]\r\n1001 = pw\r\nsip_svr = a\0b\r\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.kind),
+            (3, ErrorKind::Syntax),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("U+0000"), "{}", err.message);
+        let err = lex("[users]\n1001 = p\rw\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(lex("[users]\n1001 =\tpw\t; tab is a blank\n").is_ok());
     }
 
     #[test]

@@ -367,4 +367,10 @@ impl Config {
     pub fn effective(&self) -> String {
         effective::write(self, true)
     }
+
+    /// [`Config::effective`] with the secrets in clear: reads back to an equal
+    /// configuration. For tests and the fuzzer; never log it.
+    pub fn effective_unmasked(&self) -> String {
+        effective::write(self, false)
+    }
 }

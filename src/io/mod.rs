@@ -25,3 +25,5 @@ mod worker;
 
 pub use control::SHUTDOWN_GRACE;
 pub use startup::{RunError, run};
+/// The web listener's HTTP side without sockets (the fuzzer drives it).
+pub use web::{Head, WebPolicy, read_head};

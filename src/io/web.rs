@@ -200,132 +200,46 @@ impl WebConn {
                 Err(_) => return Next::Close,
             }
         }
-        let mut headers = [httparse::EMPTY_HEADER; 48];
-        let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Next::Keep,
-            Ok(httparse::Status::Partial) => {
-                *out = reply(
-                    431,
-                    "Request Header Fields Too Large",
-                    "text/plain",
-                    b"request too large\n",
-                );
-                return flush_plain(stream, out);
-            }
-            Err(_) => {
-                *out = reply(400, "Bad Request", "text/plain", b"bad request\n");
-                return flush_plain(stream, out);
-            }
-        };
-        let header = |name: &str| {
-            req.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-        };
-        let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/");
-        if req.method != Some("GET") {
-            *out = reply(
-                405,
-                "Method Not Allowed",
-                "text/plain",
-                b"method not allowed\n",
-            );
-            return flush_plain(stream, out);
+        let (response, head_len) =
+            match read_head(buf, matches!(stream, Stream::Tls(_)), *peer, policy) {
+                Head::Partial => return Next::Keep,
+                Head::Reply(answer) => {
+                    *out = answer;
+                    return flush_plain(stream, out);
+                }
+                Head::Upgrade { response, head_len } => (response, head_len),
+            };
+        // The 101 is tiny: a fresh socket takes it whole, and if not, the peer is broken
+        // and loses the connection.
+        if stream.write_all(response.as_bytes()).is_err() || stream.push_tls().is_err() {
+            return Next::Close;
         }
-        match path {
-            "/" | "/index.html" => {
-                *out = reply(200, "OK", "text/html; charset=utf-8", INDEX_HTML.as_bytes())
-            }
-            "/srgate.js" => {
-                *out = reply(
-                    200,
-                    "OK",
-                    "text/javascript; charset=utf-8",
-                    SRGATE_JS.as_bytes(),
-                )
-            }
-            "/ws" => {
-                let upgrade =
-                    header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-                let key = header("Sec-WebSocket-Key");
-                let version_ok = header("Sec-WebSocket-Version").is_some_and(|v| v.trim() == "13");
-                let (true, Some(key), true) = (upgrade, key, version_ok) else {
-                    *out = reply(
-                        400,
-                        "Bad Request",
-                        "text/plain",
-                        b"expected a WebSocket upgrade (version 13)\n",
-                    );
-                    return flush_plain(stream, out);
-                };
-                let tls = matches!(stream, Stream::Tls(_));
-                if !origin_allowed(
-                    header("Origin"),
-                    header("Host"),
-                    tls,
-                    &policy.allowed_origins,
-                ) {
-                    log::info!(
-                        "WebSocket from {peer} refused: Origin {:?} not allowed (Host {:?})",
-                        header("Origin"),
-                        header("Host")
-                    );
-                    *out = reply(403, "Forbidden", "text/plain", b"origin not allowed\n");
-                    return flush_plain(stream, out);
-                }
-                if policy.loopback_host_only && !header("Host").is_some_and(host_is_loopback) {
-                    log::info!(
-                        "WebSocket from {peer} refused: open login needs a loopback Host, got {:?}",
-                        header("Host")
-                    );
-                    *out = reply(403, "Forbidden", "text/plain", b"host not allowed\n");
-                    return flush_plain(stream, out);
-                }
-                let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
-                let response = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                // The 101 is tiny: a fresh socket takes it whole, and if not, the peer is
-                // broken and loses the connection.
-                if stream.write_all(response.as_bytes()).is_err() || stream.push_tls().is_err() {
-                    return Next::Close;
-                }
-                let rest = buf[head_len..].to_vec();
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(WS_READ_BUFFER)
-                    .write_buffer_size(0)
-                    .max_message_size(Some(WS_HARD_LIMIT))
-                    .max_frame_size(Some(WS_HARD_LIMIT))
-                    .max_write_buffer_size(1 << 20);
-                let peer = *peer;
-                let WebConn::Http { stream, .. } = std::mem::replace(self, WebConn::Closed) else {
-                    return Next::Close;
-                };
-                let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
-                *next_session += 1;
-                let session = *next_session;
-                hub.open(now, session);
-                log::debug!("WebSocket session {session} from {peer}");
-                *self = WebConn::Ws {
-                    ws: Box::new(ws),
-                    peer,
-                    session,
-                    last_heard: now,
-                    last_ping: now,
-                    want_write: false,
-                    more: false,
-                };
-                return Next::Keep;
-            }
-            _ => *out = reply(404, "Not Found", "text/plain", b"not found\n"),
-        }
-        let WebConn::Http { stream, out, .. } = self else {
+        let rest = buf[head_len..].to_vec();
+        let config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(WS_HARD_LIMIT))
+            .max_frame_size(Some(WS_HARD_LIMIT))
+            .max_write_buffer_size(1 << 20);
+        let peer = *peer;
+        let WebConn::Http { stream, .. } = std::mem::replace(self, WebConn::Closed) else {
             return Next::Close;
         };
-        flush_plain(stream, out)
+        let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
+        *next_session += 1;
+        let session = *next_session;
+        hub.open(now, session);
+        log::debug!("WebSocket session {session} from {peer}");
+        *self = WebConn::Ws {
+            ws: Box::new(ws),
+            peer,
+            session,
+            last_heard: now,
+            last_ping: now,
+            want_write: false,
+            more: false,
+        };
+        Next::Keep
     }
 
     fn service_ws(&mut self, now: Instant, unix_now: u64, hub: &mut dyn Sessions) -> Next {
@@ -422,6 +336,115 @@ impl WebConn {
             let _ = ws.close(None);
             let _ = ws.flush();
         }
+    }
+}
+
+/// What to do with the bytes a client sent so far on a fresh HTTP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// The request head is not complete yet (and not over the 8 KiB bound): read more.
+    Partial,
+    /// Send this whole answer, then close.
+    Reply(Vec<u8>),
+    /// A WebSocket upgrade srgate accepts: send `response` (the 101), then speak WebSocket;
+    /// the bytes after `head_len` are the first WebSocket bytes.
+    Upgrade { response: String, head_len: usize },
+}
+
+/// The HTTP side of the web listener, without sockets: reads the request head in `buf`
+/// (what a client sent so far on a connection over TLS or not, from `peer`, for the
+/// logs), serves the demo page and its script, and checks a WebSocket upgrade at `/ws`
+/// against `policy`.
+pub fn read_head(buf: &[u8], tls: bool, peer: SocketAddr, policy: &WebPolicy) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Head::Partial,
+        Ok(httparse::Status::Partial) => {
+            return Head::Reply(reply(
+                431,
+                "Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+            ));
+        }
+        Err(_) => return Head::Reply(reply(400, "Bad Request", "text/plain", b"bad request\n")),
+    };
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/");
+    if req.method != Some("GET") {
+        return Head::Reply(reply(
+            405,
+            "Method Not Allowed",
+            "text/plain",
+            b"method not allowed\n",
+        ));
+    }
+    match path {
+        "/" | "/index.html" => Head::Reply(reply(
+            200,
+            "OK",
+            "text/html; charset=utf-8",
+            INDEX_HTML.as_bytes(),
+        )),
+        "/srgate.js" => Head::Reply(reply(
+            200,
+            "OK",
+            "text/javascript; charset=utf-8",
+            SRGATE_JS.as_bytes(),
+        )),
+        "/ws" => {
+            let upgrade = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+            let key = header("Sec-WebSocket-Key");
+            let version_ok = header("Sec-WebSocket-Version").is_some_and(|v| v.trim() == "13");
+            let (true, Some(key), true) = (upgrade, key, version_ok) else {
+                return Head::Reply(reply(
+                    400,
+                    "Bad Request",
+                    "text/plain",
+                    b"expected a WebSocket upgrade (version 13)\n",
+                ));
+            };
+            if !origin_allowed(
+                header("Origin"),
+                header("Host"),
+                tls,
+                &policy.allowed_origins,
+            ) {
+                log::info!(
+                    "WebSocket from {peer} refused: Origin {:?} not allowed (Host {:?})",
+                    header("Origin"),
+                    header("Host")
+                );
+                return Head::Reply(reply(
+                    403,
+                    "Forbidden",
+                    "text/plain",
+                    b"origin not allowed\n",
+                ));
+            }
+            if policy.loopback_host_only && !header("Host").is_some_and(host_is_loopback) {
+                log::info!(
+                    "WebSocket from {peer} refused: open login needs a loopback Host, got {:?}",
+                    header("Host")
+                );
+                return Head::Reply(reply(403, "Forbidden", "text/plain", b"host not allowed\n"));
+            }
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            Head::Upgrade {
+                response: format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                ),
+                head_len,
+            }
+        }
+        _ => Head::Reply(reply(404, "Not Found", "text/plain", b"not found\n")),
     }
 }
 
@@ -728,6 +751,46 @@ mod tests {
         assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
         assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn request_heads() {
+        let peer: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        let own = WebPolicy::default();
+        let upgrade = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n\
+                        Connection: Upgrade\r\nOrigin: http://127.0.0.1:8080\r\n\
+                        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let mut with_frame = upgrade.to_vec();
+        with_frame.extend_from_slice(b"\x81\x80");
+        match read_head(&with_frame, false, peer, &own) {
+            Head::Upgrade { response, head_len } => {
+                assert_eq!(head_len, upgrade.len());
+                // RFC 6455 §1.3's example key
+                assert!(
+                    response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_head(&upgrade[..40], false, peer, &own), Head::Partial);
+        // over TLS the origin must be https
+        assert!(matches!(
+            read_head(upgrade, true, peer, &own),
+            Head::Reply(r) if r.starts_with(b"HTTP/1.1 403 ")
+        ));
+        let status = |req: &[u8]| match read_head(req, false, peer, &own) {
+            Head::Reply(r) => String::from_utf8_lossy(&r[9..12]).into_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), "200");
+        assert_eq!(status(b"GET /srgate.js?x HTTP/1.1\r\n\r\n"), "200");
+        assert_eq!(status(b"GET /nope HTTP/1.1\r\n\r\n"), "404");
+        assert_eq!(status(b"POST / HTTP/1.1\r\n\r\n"), "405");
+        assert_eq!(status(b"GET /ws HTTP/1.1\r\n\r\n"), "400");
+        assert_eq!(status(b"\x01\r\n\r\n"), "400");
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(status(&long), "431");
     }
 
     #[test]

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Writes the starting inputs of srgate's fuzz targets into fuzz/corpus/<target>/ (the
+working corpus, not committed). The committed seeds in fuzz/seeds/<target>/ are a
+minimized set of what the fuzzers grew from these (see fuzz/README.md).
+
+Usage: python3 fuzz/seeds/generate.py [OUT_DIR]   (default: fuzz/corpus)
+"""
+import hashlib
+import hmac
+import os
+import struct
+import sys
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fuzz", "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def crlf(lines):
+    return "\r\n".join(lines) + "\r\n"
+
+
+FP = ":".join("%02X" % b for b in hashlib.sha256(b"browser certificate").digest())
+
+# --- browser SDP offers (sdp_offer) --------------------------------------------------
+chrome = crlf([
+    "v=0",
+    "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+    "s=-",
+    "t=0 0",
+    "a=group:BUNDLE 0 1",
+    "a=extmap-allow-mixed",
+    "a=msid-semantic: WMS stream1",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+    "c=IN IP4 0.0.0.0",
+    "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=candidate:1 1 udp 2122260223 192.168.1.20 54321 typ host generation 0",
+    "a=ice-ufrag:brWs",
+    "a=ice-pwd:mnopqrstuvwxyz012345ab",
+    "a=ice-options:trickle",
+    "a=fingerprint:sha-256 " + FP,
+    "a=setup:actpass",
+    "a=mid:0",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=sendrecv",
+    "a=msid:stream1 track1",
+    "a=rtcp-mux",
+    "a=rtpmap:111 opus/48000/2",
+    "a=rtcp-fb:111 transport-cc",
+    "a=fmtp:111 minptime=10;useinbandfec=1",
+    "a=rtpmap:63 red/48000/2",
+    "a=fmtp:63 111/111",
+    "a=rtpmap:9 G722/8000",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:8 PCMA/8000",
+    "a=rtpmap:13 CN/8000",
+    "a=rtpmap:110 telephone-event/48000",
+    "a=rtpmap:126 telephone-event/8000",
+    "a=ssrc:3735928559 cname:abcdEFGHijklMNOP",
+    "a=ssrc:3735928559 msid:stream1 track1",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+    "c=IN IP4 0.0.0.0",
+    "a=ice-ufrag:brWs",
+    "a=ice-pwd:mnopqrstuvwxyz012345ab",
+    "a=fingerprint:sha-256 " + FP,
+    "a=setup:actpass",
+    "a=mid:1",
+    "a=sctp-port:5000",
+])
+put("sdp_offer", "chrome", chrome)
+firefox = crlf([
+    "v=0",
+    "o=mozilla...THIS_IS_SDPARTA-99.0 1234567890 0 IN IP4 0.0.0.0",
+    "s=-",
+    "t=0 0",
+    "a=fingerprint:sha-256 " + FP,
+    "a=fingerprint:sha-1 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33",
+    "a=group:BUNDLE 0",
+    "a=ice-options:trickle",
+    "a=msid-semantic:WMS *",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 109 9 0 8 101",
+    "c=IN IP4 0.0.0.0",
+    "a=sendonly",
+    "a=ice-pwd:0123456789abcdef0123456789abcdef",
+    "a=ice-ufrag:f00dcafe",
+    "a=mid:0",
+    "a=rtcp-mux",
+    "a=rtpmap:109 opus/48000/2",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=fmtp:101 0-15",
+    "a=setup:actpass",
+    "a=ssrc:1111 cname:{abc}",
+])
+put("sdp_offer", "firefox", firefox)
+put("sdp_offer", "lf_session_level", "\n".join([
+    "v=0", "o=- 1 1 IN IP6 ::1", "s=-", "t=0 0",
+    "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijklmnopqrstuv",
+    "a=fingerprint:SHA-512 " + ":".join(["AB"] * 64), "a=setup:passive",
+    "m=video 0 UDP/TLS/RTP/SAVPF 96", "a=mid:v",
+    "m=audio 1 UDP/TLS/RTP/SAVP 0 8", "a=rtcp-mux", "a=recvonly", "",
+]))
+
+# --- SIP-side SDP (sdp_sip) ---------------------------------------------------------
+put("sdp_sip", "phone", crlf([
+    "v=0", "o=- 123 456 IN IP4 192.0.2.10", "s=-", "c=IN IP4 192.0.2.10", "t=0 0",
+    "m=audio 10000 RTP/AVP 9 0 8 101", "a=rtpmap:9 G722/8000",
+    "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv",
+]))
+put("sdp_sip", "pbx_ipv6_hold", crlf([
+    "v=0", "o=PBX 1 2 IN IP6 2001:db8::10", "s=call",
+    "t=0 0", "m=video 0 RTP/AVP 96",
+    "m=audio 20000 RTP/AVP 96 8 97", "c=IN IP6 2001:db8::10",
+    "a=rtpmap:96 opus/48000/2", "a=rtpmap:97 telephone-event/8000", "a=ptime:30",
+    "a=sendonly",
+]))
+put("sdp_sip", "srtp_refused", crlf([
+    "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "c=IN IP4 0.0.0.0/127", "t=0 0",
+    "m=audio 4000 RTP/SAVP 0", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+    "m=audio 4002 RTP/AVPF 0 18", "a=inactive",
+]))
+
+# --- STUN (stun) ----------------------------------------------------------------------
+def attr(t, v):
+    return struct.pack("!HH", t, len(v)) + v + b"\0" * (-len(v) % 4)
+
+
+def stun(msg_type, tid, attrs, pwd=None, fingerprint=True):
+    body = b"".join(attr(t, v) for t, v in attrs)
+    head = lambda extra: struct.pack("!HH", msg_type, len(body) + extra) + b"\x21\x12\xa4\x42" + tid
+    if pwd is not None:
+        mac = hmac.new(pwd.encode(), head(24) + body, hashlib.sha1).digest()
+        body += attr(0x0008, mac)
+    if fingerprint:
+        crc = (zlib.crc32(head(8) + body) ^ 0x5354554E) & 0xFFFFFFFF
+        body += attr(0x8028, struct.pack("!I", crc))
+    return head(0) + body
+
+
+TID = bytes(range(1, 13))
+check = [
+    (0x0006, b"srgT:brWs"),
+    (0x0024, struct.pack("!I", 0x6E7F1EFF)),
+    (0x802A, struct.pack("!Q", 0x1122334455667788)),
+    (0x0025, b""),
+]
+put("stun", "binding_request", stun(0x0001, TID, check, pwd="0123456789abcdefghijkl"))
+put("stun", "binding_request_bad_mi", stun(0x0001, TID, check, pwd="wrong"))
+put("stun", "binding_response", stun(0x0101, TID, [
+    (0x0020, struct.pack("!BBH", 0, 1, 50000 ^ 0x2112) + bytes(a ^ b for a, b in zip(bytes([198, 51, 100, 7]), b"\x21\x12\xa4\x42"))),
+], pwd="mnopqrstuvwxyz012345ab"))
+put("stun", "no_integrity", stun(0x0001, TID, [(0x0006, b"srgT:brWs")], fingerprint=False))
+put("stun", "dtls_hello", bytes([22, 0xFE, 0xFD]) + bytes(10) + b"\x00\x10" + bytes(16))
+
+# --- RTP (rtp) --------------------------------------------------------------------------
+def rtp(pt, seq, ts, ssrc, payload, marker=False, csrcs=(), ext=None, pad=0):
+    b0 = 0x80 | (0x20 if pad else 0) | (0x10 if ext is not None else 0) | len(csrcs)
+    out = struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc)
+    out += b"".join(struct.pack("!I", c) for c in csrcs)
+    if ext is not None:
+        profile, data = ext
+        out += struct.pack("!HH", profile, len(data) // 4) + data
+    out += payload
+    if pad:
+        out += bytes(pad - 1) + bytes([pad])
+    return out
+
+
+put("rtp", "opus", rtp(111, 1234, 960 * 7, 0xDEADBEEF, bytes([0xFC]) + bytes(range(40)), marker=True))
+put("rtp", "ext_csrc_pad", rtp(0, 1, 160, 0xAABBCCDD, b"\xff" * 160, csrcs=(1, 2),
+                               ext=(0xBEDE, b"\x10\x7f\x00\x00"), pad=4))
+put("rtp", "telephone_event", rtp(101, 7, 8000, 0x01020304, bytes([5, 0x8A, 0x03, 0x20])))
+
+# --- RTCP (rtcp) ----------------------------------------------------------------------
+def rtcp(count, pt, body, pad=0):
+    if pad:
+        body += bytes(pad - 1) + bytes([pad])
+    return struct.pack("!BBH", 0x80 | (0x20 if pad else 0) | count, pt, len(body) // 4) + body
+
+
+block = struct.pack("!IB", 0xAABBCCDD, 25) + (0xFFFFFE).to_bytes(3, "big") + struct.pack("!IIII", 0x00010005, 120, 0x4A5B6C80, 65536)
+sr = rtcp(1, 200, struct.pack("!IQIII", 0x11223344, 0xE94A5B6C80000000, 960, 50, 8000) + block)
+sdes = rtcp(1, 202, struct.pack("!I", 0x11223344) + bytes([1, 6]) + b"srgate" + bytes(4))
+put("rtcp", "sr_sdes", sr + sdes)
+put("rtcp", "rr_two_blocks_bye", rtcp(2, 201, struct.pack("!I", 0x55) + block + block) +
+    rtcp(1, 203, struct.pack("!I", 0x55)))
+put("rtcp", "rr_pli_padded", rtcp(0, 201, struct.pack("!I", 9)) +
+    rtcp(1, 206, struct.pack("!II", 9, 0xAABBCCDD), pad=4))
+
+# --- browser protocol (signal) -------------------------------------------------------
+def token(secret, user, expiry):
+    mac = hmac.new(secret, b"srgate-login-v1\n%s\n%d" % (user.encode(), expiry), hashlib.sha256).hexdigest()
+    return "v1.%d.%s" % (expiry, mac)
+
+
+RS = "\x1e"
+sdp_json = chrome.replace("\r\n", "\\r\\n")
+put("signal", "login", '{"type":"login","user":"1002","token":"%s"}' % token(b"fuzz-secret-0123456789", "1002", 1_900_000_000))
+put("signal", "session", RS.join([
+    '{"type":"ping"}',
+    '{"type":"invite","id":"c1","callee":"1005","sdp":"%s","content":"hello","channelId":"room-1"}' % sdp_json,
+    '{"type":"dtmf","id":"c1","digits":"12#*A"}',
+    '{"type":"hangup","id":"c1"}',
+]))
+put("signal", "answers", RS.join([
+    '{"type":"accept","id":"c2","sdp":"v=0\\r\\n","response":"ok"}',
+    '{"type":"refuse","id":"c3","response":"busy"}',
+    '{"type":"cancel","id":"c4"}',
+    '{"type":"login","user":"bob@example","token":"v1.1.00"}',
+    '{"type":"what","id":""}',
+]))
+
+# --- HTTP heads (web_head) -------------------------------------------------------------
+put("web_head", "upgrade", crlf([
+    "GET /ws HTTP/1.1", "Host: 127.0.0.1:8080", "Connection: Upgrade", "Pragma: no-cache",
+    "Upgrade: websocket", "Origin: http://127.0.0.1:8080", "Sec-WebSocket-Version: 13",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits", "",
+]) + "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58")
+put("web_head", "upgrade_tls_origin", crlf([
+    "GET /ws?v=1 HTTP/1.1", "Host: app.example", "Upgrade: WebSocket", "Connection: keep-alive, Upgrade",
+    "Origin: https://app.example:443", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==", "",
+]))
+put("web_head", "page", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\nAccept: */*\r\n\r\n")
+put("web_head", "post_partial", "POST /srgate.js HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n")
+
+# --- login tokens (token) ---------------------------------------------------------------
+# minted with another secret than the target's: a fuzzed token must never verify
+put("token", "user_token", "1001\n" + token(b"not-the-secret", "1001", 1_800_000_000) + "\n\x00\x00")
+put("token", "edit", "\x10\x20\x30\x40\x50\x60\x70\x01\x45\x41alice@example\nv1.5.zz")
+
+# --- configuration (config) -------------------------------------------------------------
+with open(os.path.join(ROOT, "conf", "srgate.ini"), encoding="utf-8") as f:
+    put("config", "srgate_ini", f.read())
+put("config", "proxy_tls", "\n".join([
+    "[global]", "sip_svr = sips:[2001:db8::1]:5071", "public_ip = 203.0.113.5", "shards = 2",
+    "[sip]", "listen = 0.0.0.0:5086", "digest = sha256,md5", "domain = example.org",
+    "[proxy]", "on = 1", "sip_account = 1000", 'sip_pwd = " p ;w#d "', "expires = 600",
+    "[rtm2sip]", "acc_rule = 1005;10[06-19];2[00-50]", "allow_any = yes",
+    "[users]", "alice = a#b", 'bob = "x ;y"',
+    "[webrtc]", "listen = 127.0.0.1:8080", "udp = 0.0.0.0:20000",
+    "allowed_origins = https://app.example, http://b:8080", "max_conns_per_ip = 8",
+    "[media]", "rtp_ports = 30000-30100", "codecs = pcma, opus", "rtp_timeout = 7",
+    "[auth]", "secret = 0123456789abcdef0", "[api]", "listen =",
+    "[log]", "level = verbose", "file =", "max_file_size = 5", "",
+]))
+put("config", "rtx_conf", "[global]\r\nappid = x\r\nsip_svr = 192.0.2.1:5060\r\n[rtc]\r\nfoo = 1\r\n[users]\r\n1001 = pw ; comment\r\n")
