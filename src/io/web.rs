@@ -58,6 +58,9 @@ pub enum WebConn {
         buf: Vec<u8>,
         out: Vec<u8>,
         since: Instant,
+        /// The one answer of the connection is queued: what remains is sending it (over
+        /// TLS, records may wait in rustls after `out` is empty), never a second one.
+        answered: bool,
     },
     Ws {
         ws: Box<WebSocket<Stream>>,
@@ -89,6 +92,7 @@ impl WebConn {
             buf: Vec::new(),
             out: Vec::new(),
             since: now,
+            answered: false,
         }
     }
 
@@ -173,6 +177,7 @@ impl WebConn {
             buf,
             out,
             since,
+            answered,
         } = self
         else {
             return Next::Close;
@@ -182,7 +187,7 @@ impl WebConn {
         if now >= *since + HEAD_TIMEOUT {
             return Next::Close;
         }
-        if !out.is_empty() {
+        if *answered {
             return flush_plain(stream, out);
         }
         let mut chunk = [0u8; 4096];
@@ -205,6 +210,7 @@ impl WebConn {
                 Head::Partial => return Next::Keep,
                 Head::Reply(answer) => {
                     *out = answer;
+                    *answered = true;
                     return flush_plain(stream, out);
                 }
                 Head::Upgrade { response, head_len } => (response, head_len),
@@ -524,8 +530,12 @@ fn flush_plain(stream: &mut Stream, out: &mut Vec<u8>) -> Next {
             Err(_) => return Next::Close,
         }
     }
+    // the last TLS records (a service call with `out` already empty pushes them here)
+    if stream.push_tls().is_err() {
+        return Next::Close;
+    }
     if stream.tls_wants_write() {
-        return Next::Keep; // the last TLS records are still on their way
+        return Next::Keep;
     }
     Next::Close // one answer per connection
 }
@@ -641,6 +651,7 @@ mod tests {
             buf: Vec::new(),
             out: vec![b'x'; 64 << 20],
             since: t0,
+            answered: true,
         };
         let poll = mio::Poll::new().unwrap();
         let mut hub = crate::signal::hub::Hub::new("");
