@@ -864,11 +864,6 @@ impl<P: RtpPorts> Gateway<P> {
             s.hub.shrink();
         }
     }
-
-    /// The time of the latest input (what an output that needs a time is stamped with).
-    pub fn now(&self) -> Instant {
-        self.now
-    }
 }
 
 /// The browser sessions' frames go to the hub (shard 0; a worker has no sessions), and
