@@ -63,6 +63,7 @@ impl Worker {
     /// datagrams and messages to the core and fire its timers; send what it produced.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        let anchor = Instant::now();
         loop {
             let now = Instant::now();
             let timeout = if self.media.has_backlog() {
@@ -70,7 +71,7 @@ impl Worker {
             } else {
                 self.core
                     .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now))
+                    .map(|t| super::sleep_until_grid(now, t, anchor))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted

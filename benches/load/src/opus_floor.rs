@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 use srgate::media::codec::opus::{OpusDecoder, OpusEncoder};
 use srgate::media::codec::{MAX_FRAME_SAMPLES, SampleRate};
 
-/// Calls per core raw libopus could transcode, measured on this thread for `time`.
+/// Calls per core raw libopus could transcode, measured on this thread for `time` of wall
+/// time; the cost is this thread's CPU time (schedstat), as srgate's is, so time the
+/// thread spent preempted on a busy machine does not count against libopus.
 pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
     let frames = crate::payload::opus_tone_frames()?;
     let mut dec = OpusDecoder::new(SampleRate::Hz8000).map_err(|e| format!("{e:?}"))?;
     let mut enc = OpusEncoder::new(SampleRate::Hz8000, 5).map_err(|e| format!("{e:?}"))?;
     let mut pcm = [0i16; MAX_FRAME_SAMPLES];
     let mut out = [0u8; 1500];
+    let tid = crate::procfs::thread_id();
+    let cpu_before = crate::procfs::thread_cpu_ns(tid);
     let start = Instant::now();
     let mut pairs = 0u64;
     // bounded by `time`
@@ -26,7 +30,13 @@ pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
             .map_err(|e| format!("{e:?}"))?;
         pairs += 1;
     }
-    let per_pair = start.elapsed().as_secs_f64() / pairs.max(1) as f64;
+    let cpu = crate::procfs::thread_cpu_ns(tid).saturating_sub(cpu_before);
+    let cpu = if cpu > 0 {
+        cpu as f64 / 1e9
+    } else {
+        start.elapsed().as_secs_f64() // no schedstat: wall time
+    };
+    let per_pair = cpu / pairs.max(1) as f64;
     Ok(1.0 / (50.0 * per_pair))
 }
 

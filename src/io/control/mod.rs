@@ -287,6 +287,7 @@ impl ControlShard {
         let now = Instant::now();
         self.core.handle_timeout(now);
         self.carry_out(now);
+        let anchor = now;
         loop {
             let now = Instant::now();
             let timeout =
@@ -294,7 +295,7 @@ impl ControlShard {
                     Some(Duration::ZERO)
                 } else {
                     self.next_deadline()
-                        .map(|d| d.saturating_duration_since(now))
+                        .map(|d| super::sleep_until_grid(now, d, anchor))
                 };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
