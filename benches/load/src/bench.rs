@@ -204,8 +204,8 @@ pub fn run(o: &Options) -> Result<(), String> {
             .push(RelayRow::new(calls, srgate, rtpengine, reflector));
     }
     if !o.transcode_calls.is_empty() {
-        let floor = crate::opus_floor::libopus_calls_per_core(Duration::from_secs(2))?;
         for &calls in &o.transcode_calls {
+            let floor = crate::opus_floor::libopus_calls_per_core(Duration::from_secs(2), calls)?;
             results.transcode.push(transcode_run(o, calls, floor)?);
         }
     }
@@ -238,19 +238,26 @@ fn transcode_run(o: &Options, calls: usize, floor: f64) -> Result<report::Transc
             ..Run::new(o, calls)
         },
     )?;
+    // The machine's packet I/O floor at this packet rate: what any userspace gateway pays
+    // to receive and send the call's packets, on top of the codec work.
+    eprintln!("   the same packet rate through the reflector");
+    let reflector = relay_reflector(o, calls)?;
     let row = report::TranscodeRow {
         calls,
         libopus_calls_per_core: floor,
         srgate: s,
+        reflector_us_per_pkt: reflector.cpu_us_per_pkt,
     };
     eprintln!(
-        "   up {}/{calls}, loss {:.4} %, srgate {:.2} cores: {:.0} calls per core (raw libopus {:.0}: {:.2}), heard {:?} Hz",
+        "   up {}/{calls}, loss {:.4} %, srgate {:.2} cores: {:.0} calls per core (raw libopus {:.0}: {:.2}; libopus + reflector I/O {:.0}: {:.2}), heard {:?} Hz",
         row.srgate.calls_up,
         row.srgate.loss * 100.0,
         row.srgate_cores(),
         row.calls_per_core(),
         floor,
         row.floor_ratio(),
+        row.io_floor_calls_per_core(),
+        row.io_floor_ratio(),
         row.srgate.heard_hz
     );
     if o.smoke {

@@ -8,13 +8,21 @@ use std::time::{Duration, Instant};
 use srgate::media::codec::opus::{OpusDecoder, OpusEncoder};
 use srgate::media::codec::{MAX_FRAME_SAMPLES, SampleRate};
 
-/// Calls per core raw libopus could transcode, measured on this thread for `time` of wall
+/// Calls per core raw libopus could transcode with `calls` calls' codec states (one
+/// decoder and one encoder each, served in turn, as a gateway's are: their state does not
+/// all stay in the CPU's caches), measured on this thread for `time` of wall
 /// time; the cost is this thread's CPU time (schedstat), as srgate's is, so time the
 /// thread spent preempted on a busy machine does not count against libopus.
-pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
+pub fn libopus_calls_per_core(time: Duration, calls: usize) -> Result<f64, String> {
     let frames = crate::payload::opus_tone_frames()?;
-    let mut dec = OpusDecoder::new(SampleRate::Hz8000).map_err(|e| format!("{e:?}"))?;
-    let mut enc = OpusEncoder::new(SampleRate::Hz8000, 5).map_err(|e| format!("{e:?}"))?;
+    let mut codecs = (0..calls.max(1))
+        .map(|_| {
+            Ok((
+                OpusDecoder::new(SampleRate::Hz8000).map_err(|e| format!("{e:?}"))?,
+                OpusEncoder::new(SampleRate::Hz8000, 5).map_err(|e| format!("{e:?}"))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let mut pcm = [0i16; MAX_FRAME_SAMPLES];
     let mut out = [0u8; 1500];
     let tid = crate::procfs::thread_id();
@@ -23,9 +31,11 @@ pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
     let mut pairs = 0u64;
     // bounded by `time`
     while start.elapsed() < time {
-        let n = dec
-            .decode(&frames[pairs as usize % frames.len()], &mut pcm)
-            .map_err(|e| format!("{e:?}"))?;
+        let n_codecs = codecs.len();
+        let (dec, enc) = &mut codecs[pairs as usize % n_codecs];
+        // each call's decoder gets its stream's frames in order
+        let frame = &frames[(pairs as usize / n_codecs) % frames.len()];
+        let n = dec.decode(frame, &mut pcm).map_err(|e| format!("{e:?}"))?;
         enc.encode(&pcm[..n], &mut out)
             .map_err(|e| format!("{e:?}"))?;
         pairs += 1;
@@ -44,7 +54,7 @@ pub fn libopus_calls_per_core(time: Duration) -> Result<f64, String> {
 mod tests {
     #[test]
     fn the_floor_is_measured() {
-        let calls = super::libopus_calls_per_core(std::time::Duration::from_millis(50)).unwrap();
+        let calls = super::libopus_calls_per_core(std::time::Duration::from_millis(50), 4).unwrap();
         assert!(calls > 1.0, "{calls}");
     }
 }

@@ -151,6 +151,9 @@ pub struct TranscodeRow {
     pub srgate: SideFigures,
     /// Calls a core could transcode with raw libopus (`opus_floor.rs`).
     pub libopus_calls_per_core: f64,
+    /// The reflector's CPU per forwarded packet at the same call count: the machine's
+    /// packet I/O floor.
+    pub reflector_us_per_pkt: f64,
 }
 
 impl TranscodeRow {
@@ -177,6 +180,28 @@ impl TranscodeRow {
     pub fn floor_ratio(&self) -> f64 {
         if self.libopus_calls_per_core > 0.0 {
             self.calls_per_core() / self.libopus_calls_per_core
+        } else {
+            0.0
+        }
+    }
+
+    /// Calls per core of a gateway that did nothing but libopus's work and the reflector's
+    /// packet I/O: a transcoded call forwards 100 packets a second (50 each way, each
+    /// received once and sent once), as a relayed one does.
+    pub fn io_floor_calls_per_core(&self) -> f64 {
+        if self.libopus_calls_per_core <= 0.0 {
+            return 0.0;
+        }
+        let core_s_per_call =
+            1.0 / self.libopus_calls_per_core + self.reflector_us_per_pkt * 100.0 / 1e6;
+        1.0 / core_s_per_call
+    }
+
+    /// srgate's calls per core over [`TranscodeRow::io_floor_calls_per_core`].
+    pub fn io_floor_ratio(&self) -> f64 {
+        let floor = self.io_floor_calls_per_core();
+        if floor > 0.0 {
+            self.calls_per_core() / floor
         } else {
             0.0
         }
@@ -438,6 +463,9 @@ pub fn to_json(r: &Results) -> Value {
             "rtpengine_calls_per_core": Value::Null,
             "libopus_calls_per_core": round(t.libopus_calls_per_core, 1),
             "srgate_over_libopus": round(t.floor_ratio(), 3),
+            "reflector_cpu_us_per_pkt": round(t.reflector_us_per_pkt, 2),
+            "libopus_plus_io_calls_per_core": round(t.io_floor_calls_per_core(), 1),
+            "srgate_over_libopus_plus_io": round(t.io_floor_ratio(), 3),
             "heard_hz": t.srgate.heard_hz,
             "srgate_rss_kb": t.srgate.rss_kb,
             "shard_cpu_share": t.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
@@ -578,14 +606,17 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
             "\n## Transcode: Opus (str0m browsers) ⇄ PCMU (echoing phone)\n\n\
              Calls per core = calls up over the cores srgate kept busy in the window; raw \
              libopus = one Opus decode and one encode per 20 ms at srgate's settings (8 kHz \
-             PCM, VoIP, FEC, complexity 5) on one core of the same machine.\n\n\
-             | calls | up | loss | srgate cores | srgate calls/core | libopus calls/core | srgate / libopus | heard Hz | RSS MB |\n\
-             |---|---|---|---|---|---|---|---|---|"
+             PCM, VoIP, FEC, complexity 5) on one core of the same machine; libopus + I/O = \
+             that plus the reflector's CPU for the call's 100 packets a second at the same \
+             call count (the machine's packet I/O floor), which any userspace gateway pays \
+             as well.\n\n\
+             | calls | up | loss | srgate cores | srgate calls/core | libopus calls/core | srgate / libopus | libopus + I/O calls/core | srgate / (libopus + I/O) | heard Hz | RSS MB |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|"
         );
         for t in &r.transcode {
             let _ = writeln!(
                 m,
-                "| {} | {} | {:.3} % | {:.2} | {:.0} | {:.0} | {:.2} | {} | {:.1} |",
+                "| {} | {} | {:.3} % | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {:.1} |",
                 t.calls,
                 t.srgate.calls_up,
                 t.srgate.loss * 100.0,
@@ -593,6 +624,8 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
                 t.calls_per_core(),
                 t.libopus_calls_per_core,
                 t.floor_ratio(),
+                t.io_floor_calls_per_core(),
+                t.io_floor_ratio(),
                 t.srgate
                     .heard_hz
                     .map_or("–".to_string(), |h| format!("{h:.0}")),
