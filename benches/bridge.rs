@@ -20,6 +20,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use srgate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat};
 use srgate::media::codec::{Codec, Law, g711};
 use srgate::media::jitter::JitterConfig;
+use srgate::media::relay::RelayArena;
 use srgate::webrtc::srtp::{SrtpContext, SrtpProfile};
 use srgate::wire::rtp;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -101,6 +102,7 @@ impl CallMedia {
     /// browser SRTP out. Returns the packets sent.
     fn frame(
         &mut self,
+        arena: &mut RelayArena,
         now: Instant,
         i: usize,
         webrtc_payload: &[u8],
@@ -115,19 +117,20 @@ impl CallMedia {
             .srgate_rx
             .unprotect_rtp(&mut buf[..n])
             .expect("unprotect");
-        let _ = self.bridge.push_webrtc(now, &buf[..plain]);
-        while let Some(n) = self.bridge.poll_sip(now, buf) {
+        let _ = self.bridge.push_webrtc(now, &buf[..plain], arena);
+        while let Some(n) = self.bridge.poll_sip(now, buf, arena) {
             black_box(&buf[..n]);
             sent += 1;
         }
         let pcmu = [0x55u8; 160];
         let n = packet(0, i as u16, (i as u32) * 160, &pcmu, buf);
-        let _ = self.bridge.push_sip(now, &buf[..n]);
-        while let Some(n) = self.bridge.poll_webrtc(now, &mut buf[..1400]) {
+        let _ = self.bridge.push_sip(now, &buf[..n], arena);
+        while let Some(n) = self.bridge.poll_webrtc(now, &mut buf[..1400], arena) {
             if self.srgate_tx.protect_rtp(buf, n).is_ok() {
                 sent += 1;
             }
         }
+        arena.clear();
         sent
     }
 }
@@ -149,6 +152,8 @@ fn bench(c: &mut Criterion) {
     let t0 = Instant::now();
     let mut buf = vec![0u8; 2048];
 
+    let mut arena = RelayArena::default();
+
     let mut relay = CallMedia::new(Codec::G711(Law::Mu), 0);
     assert_eq!(relay.bridge.mode(), BridgeMode::Relay);
     let mut i = 0usize;
@@ -156,6 +161,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             relay.frame(
+                &mut arena,
                 t0 + Duration::from_millis(20 * i as u64),
                 i,
                 &pcmu,
@@ -164,6 +170,7 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    let mut arena = RelayArena::default();
     let mut transcode = CallMedia::new(Codec::Opus, 111);
     let mut j = 0usize;
     c.bench_function("transcode_frame_both_ways", |b| {
@@ -171,6 +178,7 @@ fn bench(c: &mut Criterion) {
             j += 1;
             let p = &opus[j % opus.len()];
             transcode.frame(
+                &mut arena,
                 t0 + Duration::from_millis(20 * j as u64),
                 j,
                 p,
@@ -185,6 +193,7 @@ fn bench(c: &mut Criterion) {
         ("relay", Codec::G711(Law::Mu), 0u8),
         ("transcode", Codec::Opus, 111),
     ] {
+        let mut arena = RelayArena::default();
         let mut m = CallMedia::new(codec, pt);
         let mut packets = 0;
         for k in 0..100 {
@@ -194,6 +203,7 @@ fn bench(c: &mut Criterion) {
                 &pcmu
             };
             m.frame(
+                &mut arena,
                 t0 + Duration::from_millis(20 * k as u64),
                 k,
                 p,
@@ -209,6 +219,7 @@ fn bench(c: &mut Criterion) {
                 &pcmu
             };
             packets += m.frame(
+                &mut arena,
                 t0 + Duration::from_millis(20 * k as u64),
                 k,
                 p,
@@ -252,6 +263,7 @@ fn bench(c: &mut Criterion) {
     enc.set_packet_loss_perc(10).expect("loss");
     let mut pcm = [0i16; 160];
     let mut out = [0u8; 400];
+    let mut arena = RelayArena::default();
     let mut m = CallMedia::new(Codec::Opus, 111);
     let (mut ours, mut raw) = (Duration::ZERO, Duration::ZERO);
     let rounds = 20;
@@ -264,6 +276,7 @@ fn bench(c: &mut Criterion) {
             k += 1;
             let p = &opus[k % opus.len()];
             black_box(m.frame(
+                &mut arena,
                 t0 + Duration::from_millis(20 * k as u64),
                 k,
                 p,

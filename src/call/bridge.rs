@@ -18,6 +18,7 @@ use super::{MediaSocket, MediaTransmit, Step};
 use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat};
 use crate::media::codec::{Codec as MediaCodec, g711::Law};
 use crate::media::jitter::JitterConfig;
+use crate::media::relay::RelayArena;
 use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
@@ -435,6 +436,7 @@ impl BridgeCall {
         from: SocketAddr,
         local: SocketAddr,
         data: &mut [u8],
+        arena: &mut RelayArena,
     ) -> Step {
         let Some(browser) = self.browser.as_mut() else {
             return Step::Continue;
@@ -445,14 +447,22 @@ impl BridgeCall {
                 if rtcp {
                     media.handle_rtcp_webrtc(now, packet);
                 } else {
-                    let _ = media.push_webrtc(now, packet);
+                    let _ = media.push_webrtc(now, packet, arena);
                 }
             }
         })
     }
 
-    /// A datagram on the SIP leg's RTP (`rtcp == false`) or RTCP port.
-    pub fn handle_sip(&mut self, now: Instant, from: SocketAddr, data: &[u8], rtcp: bool) {
+    /// A datagram on the SIP leg's RTP (`rtcp == false`) or RTCP port; a relayed packet
+    /// waits in the shard's `arena`.
+    pub fn handle_sip(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        rtcp: bool,
+        arena: &mut RelayArena,
+    ) {
         if rtcp {
             if !self.source.admits_rtcp(from) {
                 self.sip_counters.refused += 1;
@@ -484,7 +494,7 @@ impl BridgeCall {
             self.sip_counters.refused += 1;
             return;
         };
-        match media.push_sip(now, data) {
+        match media.push_sip(now, data, arena) {
             Ok(()) => {
                 self.sip_counters.rtp_in += 1;
                 self.last_sip_rtp = now;
@@ -530,6 +540,7 @@ impl BridgeCall {
         now: Instant,
         ntp: u64,
         buf: &mut [u8],
+        arena: &RelayArena,
     ) -> Option<MediaTransmit> {
         let browser = self.browser.as_mut()?;
         if let Some(t) = browser.poll_setup(buf) {
@@ -540,7 +551,7 @@ impl BridgeCall {
         if browser.can_send() {
             // Bounded: the bridge yields only what is due at `now`.
             for _ in 0..16 {
-                let Some(n) = media.poll_webrtc(now, &mut buf[..room]) else {
+                let Some(n) = media.poll_webrtc(now, &mut buf[..room], arena) else {
                     break;
                 };
                 if let Some(t) = browser.protect(buf, n, false) {
@@ -559,7 +570,7 @@ impl BridgeCall {
         // Room for the SRTP trailer, protected in place.
         let room = buf.len().checked_sub(SRTP_ROOM)?;
         for _ in 0..16 {
-            let Some(n) = media.poll_sip(now, &mut buf[..room]) else {
+            let Some(n) = media.poll_sip(now, &mut buf[..room], arena) else {
                 break;
             };
             let n = match self.srtp.as_mut() {

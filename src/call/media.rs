@@ -44,13 +44,14 @@ impl Calls {
         };
         let local = self.cfg.media_addr;
         self.touch(slot);
+        let arena = &mut self.relay;
         let (step, accepted) = match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((_, Call::Echo(call))) => (
                 guarded(|| call.handle_datagram(now, from, local, data)),
                 check && call.browser().accepts_from(from),
             ),
             Some((_, Call::Bridge(call))) => (
-                guarded(|| call.handle_browser(now, from, local, data)),
+                guarded(|| call.handle_browser(now, from, local, data, arena)),
                 check && call.browser.as_ref().is_some_and(|b| b.accepts_from(from)),
             ),
             None => return,
@@ -80,9 +81,10 @@ impl Calls {
             return;
         };
         self.touch(slot);
-        if let Some(b) = self.bridge_mut(slot) {
+        let arena = &mut self.relay;
+        if let Some((_, Call::Bridge(b))) = self.slots.get_mut(slot).and_then(Option::as_mut) {
             let rtcp = port != b.port;
-            if guarded(|| b.handle_sip(now, from, data, rtcp)).is_none() {
+            if guarded(|| b.handle_sip(now, from, data, rtcp, arena)).is_none() {
                 self.poisoned(now, slot, ctx);
                 return;
             }
@@ -140,7 +142,8 @@ impl Calls {
     }
 
     /// Writes the next datagram to send into `buf` (at least 1500 bytes). Visits only the
-    /// calls that got input since they last had nothing to send.
+    /// calls that got input since they last had nothing to send. Once it has nothing more
+    /// (`None`), the shard's relay arena starts over.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<MediaTransmit> {
         if let Some(t) = self.farewells.pop_front() {
             let len = t.contents.len().min(buf.len());
@@ -159,7 +162,8 @@ impl Calls {
                 Some((_, Call::Echo(c))) => guarded(|| c.poll_transmit(now, buf)),
                 Some((_, Call::Bridge(c))) => {
                     let ntp = ntp_at(self.cfg.clock_anchor, now);
-                    guarded(|| c.poll_transmit(now, ntp, buf))
+                    let arena = &self.relay;
+                    guarded(|| c.poll_transmit(now, ntp, buf, arena))
                 }
                 None => Some(None),
             };
@@ -180,6 +184,7 @@ impl Calls {
                 }
             }
         }
+        self.relay.clear();
         None
     }
 }

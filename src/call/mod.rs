@@ -299,6 +299,8 @@ pub struct Calls {
     ready: VecDeque<usize>,
     /// What ended calls still send their browsers (the DTLS close_notify).
     farewells: VecDeque<crate::webrtc::ice::Transmit>,
+    /// The bytes of relayed packets waiting to leave in this wake-up, for every call.
+    relay: crate::media::relay::RelayArena,
     /// Slots whose timer must be asked again before the next `poll_timeout`.
     dirty: Vec<usize>,
     /// Every call's next deadline: (when, slot, generation), earliest first.
@@ -348,6 +350,7 @@ impl Calls {
             free: Vec::new(),
             ready: VecDeque::new(),
             farewells: VecDeque::new(),
+            relay: crate::media::relay::RelayArena::default(),
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             due: Vec::new(),

@@ -10,5 +10,6 @@ pub mod codec;
 pub mod dtmf;
 pub mod echo;
 pub mod jitter;
+pub mod relay;
 pub mod stats;
 pub mod transcode;

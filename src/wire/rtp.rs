@@ -317,6 +317,23 @@ impl Header {
     }
 }
 
+/// A packet of `payload` with this header (no marker), for tests.
+#[cfg(test)]
+pub(crate) fn test_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; HEADER_LEN + payload.len()];
+    Header {
+        marker: false,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .emit(&mut p)
+    .unwrap();
+    p[HEADER_LEN..].copy_from_slice(payload);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
