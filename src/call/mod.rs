@@ -241,6 +241,9 @@ pub struct CallMetrics {
     pub rtp_ports_exhausted: u64,
     /// Calls ended because their own code panicked.
     pub panicked: u64,
+    /// Relayed packets refused because one wake-up relayed more than the shard's arena
+    /// holds (`media::relay`).
+    pub relay_arena_full: u64,
     /// Bridged calls that were answered: seconds from the invitation to the answer.
     pub answer_time: Histogram,
     /// Bridged calls whose media flowed: the share of packets lost on the way to srgate,
@@ -378,7 +381,10 @@ impl Calls {
     }
 
     pub fn metrics(&self) -> CallMetrics {
-        self.metrics
+        CallMetrics {
+            relay_arena_full: self.relay.full(),
+            ..self.metrics
+        }
     }
 
     fn say(&mut self, user: &str, text: String) {

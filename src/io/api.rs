@@ -163,6 +163,11 @@ const METRICS: &[(&str, bool, &str)] = &[
         true,
         "media datagrams the sockets did not take",
     ),
+    (
+        "media_relay_arena_full_total",
+        true,
+        "relayed packets dropped because one wake-up relayed more than the shard's arena holds",
+    ),
     ("shards", false, "shard threads"),
     (
         "shard_lag_episodes_total",

@@ -47,6 +47,7 @@ pub struct ShardStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub send_dropped: AtomicU64,
+    pub relay_arena_full: AtomicU64,
     /// The shard's loop runs its timers late ([`Gateway::lagging`]).
     pub lagging: AtomicBool,
     /// Times the shard started lagging.
@@ -287,6 +288,7 @@ impl MediaPlane {
         set(&s.packets_in, self.packets_in);
         set(&s.packets_out, self.packets_out);
         set(&s.send_dropped, self.send_dropped);
+        set(&s.relay_arena_full, m.relay_arena_full);
         set(&s.lag_episodes, core.lag_episodes());
         s.answer_time.store(&m.answer_time);
         s.loss.store(&m.loss);

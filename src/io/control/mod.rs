@@ -581,6 +581,7 @@ impl ControlShard {
         m.push(("rtp_ports_exhausted_total", sum(|s| &s.ports_exhausted)));
         m.push(("calls_panicked_total", sum(|s| &s.panicked)));
         m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
+        m.push(("media_relay_arena_full_total", sum(|s| &s.relay_arena_full)));
         m.push(("shards", shards.len() as u64));
         m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
         let cdr = self.cdr.as_ref();
