@@ -242,12 +242,34 @@ fn transcode_run(o: &Options, calls: usize, floor: f64) -> Result<report::Transc
     // to receive and send the call's packets, on top of the codec work.
     eprintln!("   the same packet rate through the reflector");
     let reflector = relay_reflector(o, calls)?;
+    let rtpengine = if o.rtpengine {
+        eprintln!("   the same calls transcoded by rtpengine");
+        match transcode_rtpengine(o, calls) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("   rtpengine: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let row = report::TranscodeRow {
         calls,
         libopus_calls_per_core: floor,
         srgate: s,
         reflector_us_per_pkt: reflector.cpu_us_per_pkt,
+        rtpengine,
     };
+    if let Some(r) = &row.rtpengine {
+        eprintln!(
+            "   rtpengine: up {}/{calls}, loss {:.4} %, {:.0} calls per core, heard {:?} Hz",
+            r.calls_up,
+            r.loss * 100.0,
+            report::calls_per_core(r),
+            r.heard_hz
+        );
+    }
     eprintln!(
         "   up {}/{calls}, loss {:.4} %, srgate {:.2} cores: {:.0} calls per core (raw libopus {:.0}: {:.2}; libopus + reflector I/O {:.0}: {:.2}), heard {:?} Hz",
         row.srgate.calls_up,
@@ -1070,7 +1092,16 @@ impl Rtpengine {
 
     /// The browser's offer through rtpengine to the phone at `phone`, and the phone's
     /// answer back: rtpengine's SDP for the browser.
-    fn connect(&mut self, id: &str, offer: &str, phone: SocketAddr) -> Result<String, String> {
+    /// Sets up one call: the browser's `offer` toward the `phone` (which answers PCMU);
+    /// with `transcode`, rtpengine offers the phone PCMU next to the browser's Opus and
+    /// transcodes between them.
+    fn connect(
+        &mut self,
+        id: &str,
+        offer: &str,
+        phone: SocketAddr,
+        transcode: bool,
+    ) -> Result<String, String> {
         use crate::ng::B;
         let common = |command: &str, sdp: &str| -> Vec<(String, B)> {
             vec![
@@ -1088,6 +1119,12 @@ impl Rtpengine {
         req.push(("SDES".into(), B::list(&["off"])));
         req.push(("transport-protocol".into(), B::s("RTP/AVP")));
         req.push(("rtcp-mux".into(), B::list(&["demux"])));
+        if transcode {
+            req.push((
+                "codec".into(),
+                B::Dict(vec![("transcode".into(), B::list(&["PCMU"]))]),
+            ));
+        }
         self.ng.call(req)?;
         let phone_sdp = format!(
             "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
@@ -1106,7 +1143,8 @@ impl Rtpengine {
             .get("sdp")
             .and_then(B::text)
             .ok_or_else(|| "rtpengine's answer has no SDP".to_string())?;
-        Ok(for_str0m(&sdp, offer))
+        // Transcoding, rtpengine sends from an SSRC of its own it does not announce.
+        Ok(for_str0m(&sdp, offer, !transcode))
     }
 
     fn delete(&mut self, id: &str) {
@@ -1128,12 +1166,13 @@ impl Rtpengine {
 /// passes the phone's SSRC through unsignalled, which str0m does not map to the section
 /// (a browser would). Both are added: the group from the offer's mid, and the SSRC the
 /// harness's phone sends with (the browser's, its top byte XOR 0x5a: `phone.rs`).
-fn for_str0m(answer: &str, offer: &str) -> String {
+fn for_str0m(answer: &str, offer: &str, echo_ssrc: bool) -> String {
     let phone_ssrc = offer
         .lines()
         .find_map(|l| l.trim().strip_prefix("a=ssrc:"))
         .and_then(|l| l.split(' ').next()?.parse::<u32>().ok())
-        .map(|ssrc| ssrc ^ 0x5a00_0000);
+        .map(|ssrc| ssrc ^ 0x5a00_0000)
+        .filter(|_| echo_ssrc);
     let answer = match phone_ssrc {
         Some(ssrc) if !answer.contains("a=ssrc:") => {
             format!(
@@ -1175,11 +1214,26 @@ fn for_str0m(answer: &str, offer: &str) -> String {
 }
 
 fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
+    rtpengine_run(o, calls, false)
+}
+
+/// The transcode job through rtpengine: Opus browsers, PCMU phone (`codec-transcode`).
+fn transcode_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
+    rtpengine_run(o, calls, true)
+}
+
+fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigures, String> {
     let mut engine = Rtpengine::start(o, calls)?;
     let pid = engine.child.id();
     let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
-    let mut b = Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "", Media::Pcmu)
+    let media = if transcode {
+        Media::Opus(payload::opus_tone_frames()?)
+    } else {
+        Media::Pcmu
+    };
+    let mut b = Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "", media)
         .map_err(|e| e.to_string())?;
+    b.learn_ssrc = transcode;
     let turn = |b: &mut Browsers| {
         b.turn(Duration::from_millis(1))
             .map_err(|e| format!("browsers: {e}"))
@@ -1193,7 +1247,7 @@ fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
         },
         |b| {
             let phone_addr = phone.echo_addrs[b.len()];
-            b.start_direct_call(|id, offer| engine.connect(id, offer, phone_addr))
+            b.start_direct_call(|id, offer| engine.connect(id, offer, phone_addr, transcode))
                 .map_err(|e| e.to_string())
         },
     )?;

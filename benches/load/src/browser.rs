@@ -66,6 +66,8 @@ struct Call {
     setup: Option<Duration>,
     /// Tone bytes of the echoed frames, for the frequency check (the first few only).
     heard: Vec<u8>,
+    /// The incoming SSRC taken with `Browsers::learn_ssrc`.
+    learned_ssrc: Option<u32>,
 }
 
 /// The peers and the loop that drives them.
@@ -91,6 +93,9 @@ pub struct Browsers {
     /// Idle calls: each call stops sending once its first frame came back (ICE, DTLS, SIP
     /// and the media path proven), and then carries no RTP.
     pub silent_once_up: bool,
+    /// A relay that sends from an SSRC it never announces (rtpengine transcoding): each
+    /// call takes the first RTP SSRC that reaches it as its incoming stream.
+    pub learn_ssrc: bool,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -128,6 +133,7 @@ impl Browsers {
             probe,
             probe_pcm: Vec::new(),
             silent_once_up: false,
+            learn_ssrc: false,
         })
     }
 
@@ -168,6 +174,7 @@ impl Browsers {
             started: now,
             setup: None,
             heard: Vec::new(),
+            learned_ssrc: None,
         })
     }
 
@@ -403,6 +410,21 @@ impl Browsers {
                 Ok(r) => r,
                 Err(_) => return,
             };
+            // RTP (version 2, not an RTCP packet type: RFC 5761 §4) in the clear header of
+            // SRTP: its SSRC
+            let rtp_ssrc = (n >= 12
+                && self.buf[0] >> 6 == 2
+                && !(192..=223).contains(&self.buf[1]))
+            .then(|| u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]));
+            if self.learn_ssrc
+                && c.learned_ssrc.is_none()
+                && let (Some(ssrc), Some(mid)) = (rtp_ssrc, c.mid)
+            {
+                c.rtc
+                    .direct_api()
+                    .expect_stream_rx(ssrc.into(), None, mid, None);
+                c.learned_ssrc = Some(ssrc);
+            }
             let Ok(contents) = self.buf[..n].try_into() else {
                 continue;
             };

@@ -154,26 +154,42 @@ pub struct TranscodeRow {
     /// The reflector's CPU per forwarded packet at the same call count: the machine's
     /// packet I/O floor.
     pub reflector_us_per_pkt: f64,
+    /// rtpengine doing the same transcoding (Opus ⇄ PCMU, DTLS-SRTP ⇄ RTP), if it ran.
+    pub rtpengine: Option<SideFigures>,
+}
+
+/// Cores a side kept busy in its window.
+pub fn cores(s: &SideFigures) -> f64 {
+    let ns: u64 = s.threads.iter().map(|t| t.1).sum();
+    if s.window_s > 0.0 {
+        ns as f64 / 1e9 / s.window_s
+    } else {
+        0.0
+    }
+}
+
+/// Calls up per core a side kept busy.
+pub fn calls_per_core(s: &SideFigures) -> f64 {
+    let c = cores(s);
+    if c > 0.0 { s.calls_up as f64 / c } else { 0.0 }
 }
 
 impl TranscodeRow {
     /// Cores srgate kept busy in the window.
     pub fn srgate_cores(&self) -> f64 {
-        let ns: u64 = self.srgate.threads.iter().map(|t| t.1).sum();
-        if self.srgate.window_s > 0.0 {
-            ns as f64 / 1e9 / self.srgate.window_s
-        } else {
-            0.0
-        }
+        cores(&self.srgate)
     }
 
     pub fn calls_per_core(&self) -> f64 {
-        let cores = self.srgate_cores();
-        if cores > 0.0 {
-            self.srgate.calls_up as f64 / cores
-        } else {
-            0.0
-        }
+        calls_per_core(&self.srgate)
+    }
+
+    /// rtpengine's transcoded calls per core, when it ran and carried calls.
+    pub fn rtpengine_calls_per_core(&self) -> Option<f64> {
+        self.rtpengine
+            .as_ref()
+            .filter(|r| r.calls_up > 0)
+            .map(calls_per_core)
     }
 
     /// srgate's calls per core over raw libopus's (the target is ≥ 0.8).
@@ -460,7 +476,11 @@ pub fn to_json(r: &Results) -> Value {
             "loss": t.srgate.loss,
             "srgate_cores": round(t.srgate_cores(), 3),
             "srgate_calls_per_core": round(t.calls_per_core(), 1),
-            "rtpengine_calls_per_core": Value::Null,
+            "rtpengine_calls_per_core": t.rtpengine_calls_per_core().map(|x| round(x, 1)),
+            "rtpengine_calls_up": t.rtpengine.as_ref().map(|r| r.calls_up),
+            "rtpengine_loss": t.rtpengine.as_ref().map(|r| r.loss),
+            "rtpengine_heard_hz": t.rtpengine.as_ref().and_then(|r| r.heard_hz),
+            "srgate_over_rtpengine": t.rtpengine_calls_per_core().filter(|x| *x > 0.0).map(|x| round(t.calls_per_core() / x, 3)),
             "libopus_calls_per_core": round(t.libopus_calls_per_core, 1),
             "srgate_over_libopus": round(t.floor_ratio(), 3),
             "reflector_cpu_us_per_pkt": round(t.reflector_us_per_pkt, 2),
@@ -610,13 +630,13 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
              that plus the reflector's CPU for the call's 100 packets a second at the same \
              call count (the machine's packet I/O floor), which any userspace gateway pays \
              as well.\n\n\
-             | calls | up | loss | srgate cores | srgate calls/core | libopus calls/core | srgate / libopus | libopus + I/O calls/core | srgate / (libopus + I/O) | heard Hz | RSS MB |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|"
+             | calls | up | loss | srgate cores | srgate calls/core | libopus calls/core | srgate / libopus | libopus + I/O calls/core | srgate / (libopus + I/O) | rtpengine calls/core | srgate / rtpengine | heard Hz | RSS MB |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for t in &r.transcode {
             let _ = writeln!(
                 m,
-                "| {} | {} | {:.3} % | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {:.1} |",
+                "| {} | {} | {:.3} % | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} | {} | {:.1} |",
                 t.calls,
                 t.srgate.calls_up,
                 t.srgate.loss * 100.0,
@@ -626,6 +646,12 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
                 t.floor_ratio(),
                 t.io_floor_calls_per_core(),
                 t.io_floor_ratio(),
+                t.rtpengine_calls_per_core()
+                    .map_or("–".to_string(), |x| format!("{x:.0}")),
+                t.rtpengine_calls_per_core().filter(|x| *x > 0.0).map_or(
+                    "–".to_string(),
+                    |x| format!("{:.2}", t.calls_per_core() / x)
+                ),
                 t.srgate
                     .heard_hz
                     .map_or("–".to_string(), |h| format!("{h:.0}")),
