@@ -5,7 +5,9 @@
 //! encoded to AAC-LC, with 100 ms of pushed silence in the middle, and published in real
 //! time. `ffprobe` reads the live stream back and must see an AAC track; nginx records the
 //! stream, and `ffmpeg` decodes the recording, whose dominant frequency must be 1 kHz and
-//! whose length must be the three seconds sent.
+//! whose length must be the three seconds sent. The same again over RTMPS: rustls with
+//! srgate's own client configuration (`[tls] ca` = a test authority) through nginx's
+//! stream module terminating TLS in front of nginx-rtmp.
 #![cfg(feature = "aac")]
 #![allow(clippy::disallowed_methods)] // a real server on a real clock: Instant::now belongs here
 
@@ -13,7 +15,9 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nginx_rtmp::{self, NginxRtmp};
@@ -25,12 +29,8 @@ use srgate::rtmp::{self, Event, Publisher, PublisherConfig, RtmpUrl};
 
 /// Writes what the publisher has to send, then reads what the server sent (waiting at most
 /// the socket's read timeout), and returns the events that followed.
-fn pump(socket: &mut TcpStream, publisher: &mut Publisher) -> Vec<Event> {
-    while let Some(bytes) = publisher.poll_transmit() {
-        let n = bytes.len();
-        socket.write_all(bytes).expect("writing to nginx");
-        publisher.advance_transmit(n);
-    }
+fn pump(socket: &mut impl ReadWrite, publisher: &mut Publisher) -> Vec<Event> {
+    write_out(socket, publisher);
     let mut buf = [0u8; 8192];
     match socket.read(&mut buf) {
         Ok(0) => publisher.handle_eof(),
@@ -43,12 +43,34 @@ fn pump(socket: &mut TcpStream, publisher: &mut Publisher) -> Vec<Event> {
         Err(e) => panic!("reading from nginx: {e}"),
     }
     // what the input made the publisher say goes out at once
-    while let Some(bytes) = publisher.poll_transmit() {
-        let n = bytes.len();
-        socket.write_all(bytes).expect("writing to nginx");
-        publisher.advance_transmit(n);
-    }
+    write_out(socket, publisher);
     std::iter::from_fn(|| publisher.poll_event()).collect()
+}
+
+/// Writes what the publisher has to send. A TLS stream still in its handshake may time
+/// out reading the server's part: what is left goes on the next call.
+fn write_out(socket: &mut impl ReadWrite, publisher: &mut Publisher) {
+    while let Some(bytes) = publisher.poll_transmit() {
+        match socket.write(bytes) {
+            Ok(n) => publisher.advance_transmit(n),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return,
+            Err(e) => panic!("writing to nginx: {e}"),
+        }
+    }
+    socket.flush().expect("flushing to nginx");
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A TCP connection to the URL's port on loopback, reads waiting at most 5 ms.
+fn connect(url: &RtmpUrl) -> TcpStream {
+    let socket = TcpStream::connect(("127.0.0.1", url.port)).expect("connecting to nginx");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    socket.set_nodelay(true).unwrap();
+    socket
 }
 
 fn tone_frame(index: usize) -> [i16; 160] {
@@ -63,20 +85,64 @@ fn tone_frame(index: usize) -> [i16; 160] {
 #[test]
 fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
     let peers = [common::NGINX, common::FFMPEG, common::FFPROBE];
-    if !common::peers_available(&peers) || !nginx_rtmp::module_available() {
+    if !common::peers_available(&peers)
+        || !nginx_rtmp::module_available(nginx_rtmp::RTMP_MODULE, "libnginx-mod-rtmp")
+    {
         return;
     }
     let dir = TestDir::new("rtmp_publish");
-    let mut nginx = NginxRtmp::start(dir.path());
-
+    let mut nginx = NginxRtmp::start(dir.path(), None);
     let url = RtmpUrl::parse(&nginx.url(), "tone").unwrap();
-    let mut publisher = Publisher::new(PublisherConfig::new(&url, 0x5eed));
-    let mut socket = TcpStream::connect(("127.0.0.1", url.port)).expect("connecting to nginx");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
-    socket.set_nodelay(true).unwrap();
+    assert!(!url.tls);
+    let mut socket = connect(&url);
+    publish_tone_and_check(&mut nginx, dir.path(), &url, &mut socket);
+}
 
+#[test]
+fn publishes_over_rtmps_through_a_tls_terminator() {
+    let peers = [common::NGINX, common::FFMPEG, common::FFPROBE];
+    if !common::peers_available(&peers)
+        || !nginx_rtmp::module_available(nginx_rtmp::RTMP_MODULE, "libnginx-mod-rtmp")
+        || !nginx_rtmp::module_available(nginx_rtmp::STREAM_MODULE, "libnginx-mod-stream")
+    {
+        return;
+    }
+    let dir = TestDir::new("rtmps_publish");
+    let pki = common::tls::test_pki(dir.path(), "rtmps");
+    let mut nginx = NginxRtmp::start(dir.path(), Some((&pki.cert, &pki.key)));
+    let url = RtmpUrl::parse(&nginx.tls_url().unwrap(), "tone").unwrap();
+    assert!(url.tls);
+
+    // a server whose certificate srgate does not trust is refused in the TLS handshake
+    let system = srgate::io::tls_client_config(None);
+    if let Ok(config) = system {
+        let name = rustls_pki_types::ServerName::try_from(url.host.clone()).unwrap();
+        let tls = rustls::ClientConnection::new(config, name).unwrap();
+        let mut stream = rustls::StreamOwned::new(tls, connect(&url));
+        let publisher = Publisher::new(PublisherConfig::new(&url, 1));
+        let bytes = publisher.poll_transmit().unwrap().to_vec();
+        let refused = stream.write_all(&bytes).and_then(|()| stream.flush());
+        let refused = refused.and_then(|()| stream.read(&mut [0u8; 16]).map(|_| ()));
+        let err = refused.expect_err("an untrusted certificate must fail the handshake");
+        assert!(err.to_string().contains("certificate"), "{err}");
+    }
+
+    let config = srgate::io::tls_client_config(Some(&pki.ca)).expect("the test CA loads");
+    let name = rustls_pki_types::ServerName::try_from(url.host.clone()).unwrap();
+    let tls = rustls::ClientConnection::new(Arc::clone(&config), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, connect(&url));
+    publish_tone_and_check(&mut nginx, dir.path(), &url, &mut stream);
+}
+
+/// Publishes 3 s of the tone on `socket`, checks the live stream with ffprobe and the
+/// recording with ffmpeg.
+fn publish_tone_and_check(
+    nginx: &mut NginxRtmp,
+    dir: &Path,
+    url: &RtmpUrl,
+    socket: &mut impl ReadWrite,
+) {
+    let mut publisher = Publisher::new(PublisherConfig::new(url, 0x5eed));
     let deadline = Deadline::after(Duration::from_secs(10));
     let mut seen = Vec::new();
     while !seen.contains(&Event::Publishing) {
@@ -85,7 +151,7 @@ fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
             "no Publishing within 10 s: {seen:?}\n{}",
             nginx.output()
         );
-        let events = pump(&mut socket, &mut publisher);
+        let events = pump(socket, &mut publisher);
         assert!(
             !events
                 .iter()
@@ -130,7 +196,7 @@ fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
                 .unwrap();
             sent += 1;
         }
-        let events = pump(&mut socket, &mut publisher);
+        let events = pump(socket, &mut publisher);
         assert!(events.is_empty(), "{events:?}\n{}", nginx.output());
         if index == 5 {
             probe = Some(
@@ -146,7 +212,7 @@ fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
                         ])
                         .args(["-of", "default=noprint_wrappers=1"])
                         .arg(format!("{}tone", nginx.url())),
-                    dir.path(),
+                    dir,
                 )
                 .expect("ffprobe starts"),
             );
@@ -173,10 +239,9 @@ fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
     let mut end = Vec::new();
     while !end.contains(&Event::Closed) {
         assert!(!deadline.passed(), "no Closed within 5 s: {end:?}");
-        end.extend(pump(&mut socket, &mut publisher));
+        end.extend(pump(socket, &mut publisher));
     }
     assert_eq!(end, [Event::Closed]);
-    drop(socket);
 
     // nginx closes the recording when the publisher has gone
     let flv = nginx.record_dir.join("tone.flv");

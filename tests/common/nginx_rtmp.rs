@@ -1,6 +1,8 @@
 //! nginx with Debian's `libnginx-mod-rtmp` as the RTMP server of the tests: one process
 //! (`master_process off`, `daemon off`) on a free loopback port, every path under the
-//! test's folder, one `live` application that records each stream to `NAME.flv`.
+//! test's folder, one `live` application that records each stream to `NAME.flv`; with a
+//! certificate, nginx's stream module also terminates TLS on a second port in front of
+//! it (an RTMPS endpoint, as services run theirs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,11 +11,14 @@ use std::time::Duration;
 use super::process::Process;
 use super::{find_binary, net};
 
-/// Where Debian installs the module.
+/// Where Debian installs the modules.
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 pub struct NginxRtmp {
     pub port: u16,
+    /// The RTMPS port (TLS terminated by the stream module), when started with a certificate.
+    pub tls_port: Option<u16>,
     /// Where `record all` writes `STREAM.flv`.
     pub record_dir: PathBuf,
     process: Process,
@@ -21,19 +26,38 @@ pub struct NginxRtmp {
 
 /// True when the module is installed; otherwise says why the test is skipped, or panics
 /// when `CI` is set (like [`super::peers_available`]).
-pub fn module_available() -> bool {
-    if Path::new(RTMP_MODULE).is_file() {
+pub fn module_available(module: &str, package: &str) -> bool {
+    if Path::new(module).is_file() {
         return true;
     }
     super::peer_missing(&format!(
-        "missing {RTMP_MODULE} (Debian package libnginx-mod-rtmp); scripts/test installs it"
+        "missing {module} (Debian package {package}); scripts/test installs it"
     ))
 }
 
 impl NginxRtmp {
-    /// Starts nginx and waits (bounded) until its RTMP port listens.
-    pub fn start(dir: &Path) -> NginxRtmp {
-        let [port] = net::free_ports::<1>();
+    /// Starts nginx and waits (bounded) until its RTMP port listens; with `tls` (the
+    /// certificate and key files), an RTMPS port too.
+    pub fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> NginxRtmp {
+        let [port, tls_port] = net::free_ports::<2>();
+        let (stream_module, stream_block) = match tls {
+            None => (String::new(), String::new()),
+            Some((cert, key)) => (
+                format!("load_module {STREAM_MODULE};\n"),
+                format!(
+                    "stream {{\n\
+                     \x20 server {{\n\
+                     \x20   listen 127.0.0.1:{tls_port} ssl;\n\
+                     \x20   ssl_certificate {};\n\
+                     \x20   ssl_certificate_key {};\n\
+                     \x20   proxy_pass 127.0.0.1:{port};\n\
+                     \x20 }}\n\
+                     }}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+        };
         let record_dir = dir.join("record");
         std::fs::create_dir_all(&record_dir).expect("the test dir is writable");
         let conf = dir.join("nginx.conf");
@@ -45,6 +69,7 @@ impl NginxRtmp {
                  error_log {dir}/nginx-error.log info;\n\
                  pid {dir}/nginx.pid;\n\
                  load_module {RTMP_MODULE};\n\
+                 {stream_module}\
                  events {{ worker_connections 64; }}\n\
                  rtmp {{\n\
                  \x20 server {{\n\
@@ -56,7 +81,8 @@ impl NginxRtmp {
                  \x20     record_path {record};\n\
                  \x20   }}\n\
                  \x20 }}\n\
-                 }}\n",
+                 }}\n\
+                 {stream_block}",
                 dir = dir.display(),
                 record = record_dir.display(),
             ),
@@ -77,10 +103,13 @@ impl NginxRtmp {
         .expect("nginx starts");
         let mut nginx = NginxRtmp {
             port,
+            tls_port: tls.map(|_| tls_port),
             record_dir,
             process,
         };
-        if !net::wait_port_bound(port, false, Duration::from_secs(10)) {
+        let listening = net::wait_port_bound(port, false, Duration::from_secs(10))
+            && (tls.is_none() || net::wait_port_bound(tls_port, false, Duration::from_secs(5)));
+        if !listening {
             nginx.process.terminate(Duration::from_secs(2));
             panic!(
                 "nginx did not listen on {port}\n{}\n{}",
@@ -94,6 +123,12 @@ impl NginxRtmp {
     /// `rtmp://127.0.0.1:PORT/live/`
     pub fn url(&self) -> String {
         format!("rtmp://127.0.0.1:{}/live/", self.port)
+    }
+
+    /// `rtmps://127.0.0.1:TLS_PORT/live/` (the test certificate names 127.0.0.1).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("rtmps://127.0.0.1:{port}/live/"))
     }
 
     /// Stops nginx by its PID (SIGTERM: a fast shutdown that closes recordings).
