@@ -83,7 +83,7 @@ fn tone_frame(index: usize) -> [i16; 160] {
 }
 
 #[test]
-fn publishes_an_aac_tone_that_nginx_rtmp_serves_and_records() {
+fn publishes_an_aac_tone_over_rtmp_that_nginx_serves_and_records() {
     let peers = [common::NGINX, common::FFMPEG, common::FFPROBE];
     if !common::peers_available(&peers)
         || !nginx_rtmp::module_available(nginx_rtmp::RTMP_MODULE, "libnginx-mod-rtmp")

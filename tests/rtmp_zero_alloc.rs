@@ -59,7 +59,7 @@ fn drain(publisher: &mut Publisher) {
 }
 
 #[test]
-fn publishing_allocates_nothing_per_frame() {
+fn rtmp_publishing_allocates_nothing_per_frame() {
     let url = RtmpUrl::parse("rtmp://127.0.0.1/live/", "alloc").unwrap();
     let mut publisher = Publisher::new(PublisherConfig::new(&url, 3));
     let mut server = ChunkWriter::default();
