@@ -19,8 +19,8 @@
 //! - [`publisher`]: the session.
 //!
 //! The framing is our own: `rml_rtmp` (MIT) was considered, but its session allocates a
-//! `Vec` per outgoing packet, sends no `releaseStream`/`FCPublish`, and pulls in second
-//! copies of `rand` and `hmac`; see the README's RTMP section.
+//! `Vec` per outgoing packet, sends no `releaseStream`/`FCPublish`, and pulls in `rand`
+//! 0.8 and a second `hmac`; see the README's RTMP section.
 
 pub mod amf;
 pub mod chunk;
