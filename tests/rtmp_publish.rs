@@ -7,7 +7,8 @@
 //! stream, and `ffmpeg` decodes the recording, whose dominant frequency must be 1 kHz and
 //! whose length must be the three seconds sent. The same again over RTMPS: rustls with
 //! srgate's own client configuration (`[tls] ca` = a test authority) through nginx's
-//! stream module terminating TLS in front of nginx-rtmp.
+//! stream module terminating TLS in front of nginx-rtmp. And once to a second server
+//! implementation, ffmpeg listening (`-listen 1`), whose FLV must decode to the same.
 #![cfg(feature = "aac")]
 #![allow(clippy::disallowed_methods)] // a real server on a real clock: Instant::now belongs here
 
@@ -134,23 +135,54 @@ fn publishes_over_rtmps_through_a_tls_terminator() {
     publish_tone_and_check(&mut nginx, dir.path(), &url, &mut stream);
 }
 
-/// Publishes 3 s of the tone on `socket`, checks the live stream with ffprobe and the
-/// recording with ffmpeg.
-fn publish_tone_and_check(
-    nginx: &mut NginxRtmp,
-    dir: &Path,
-    url: &RtmpUrl,
-    socket: &mut impl ReadWrite,
-) {
+/// A second, independent server implementation: ffmpeg listening for one publisher and
+/// writing what it gets to an FLV file.
+#[test]
+fn publishes_to_ffmpeg_as_rtmp_server() {
+    if !common::peers_available(&[common::FFMPEG]) {
+        return;
+    }
+    let dir = TestDir::new("rtmp_ffmpeg");
+    let [port] = common::free_ports::<1>();
+    let flv = dir.join("ffmpeg.flv");
+    let mut server = Process::spawn(
+        "ffmpeg-server",
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-listen", "1", "-timeout", "10", "-i"])
+            .arg(format!("rtmp://127.0.0.1:{port}/live/tone"))
+            .args(["-c", "copy"])
+            .arg(&flv),
+        dir.path(),
+    )
+    .expect("ffmpeg starts");
+    assert!(
+        common::net::wait_port_bound(port, false, Duration::from_secs(10)),
+        "ffmpeg did not listen\n{}",
+        server.output()
+    );
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/"), "tone").unwrap();
+    let mut socket = connect(&url);
+    publish_tone(&url, &mut socket, |_| {});
+    drop(socket);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ffmpeg as server: {status:?}\n{}",
+        server.output()
+    );
+    let summary = decode(&flv, &dir.join("ffmpeg.wav"))
+        .unwrap_or_else(|| panic!("ffmpeg could not decode its recording\n{}", server.output()));
+    eprintln!("{summary}");
+}
+
+/// Publishes 3 s of the tone on `socket` in real time, calling `at_frame` after each
+/// 20 ms frame, and ends the session cleanly.
+fn publish_tone(url: &RtmpUrl, socket: &mut impl ReadWrite, mut at_frame: impl FnMut(usize)) {
     let mut publisher = Publisher::new(PublisherConfig::new(url, 0x5eed));
     let deadline = Deadline::after(Duration::from_secs(10));
     let mut seen = Vec::new();
     while !seen.contains(&Event::Publishing) {
-        assert!(
-            !deadline.passed(),
-            "no Publishing within 10 s: {seen:?}\n{}",
-            nginx.output()
-        );
+        assert!(!deadline.passed(), "no Publishing within 10 s: {seen:?}");
         let events = pump(socket, &mut publisher);
         assert!(
             !events
@@ -178,8 +210,6 @@ fn publish_tone_and_check(
         )
         .unwrap();
 
-    // a player joins the live stream while it is being published
-    let mut probe: Option<Process> = None;
     let started = Instant::now();
     let frames = 150; // 3 s of 20 ms frames
     let mut sent = 0;
@@ -197,7 +227,35 @@ fn publish_tone_and_check(
             sent += 1;
         }
         let events = pump(socket, &mut publisher);
-        assert!(events.is_empty(), "{events:?}\n{}", nginx.output());
+        assert!(events.is_empty(), "{events:?}");
+        at_frame(index);
+        // real time: frame `index` ends (index + 1) × 20 ms after the start
+        let due = started + Duration::from_millis(20 * (index as u64 + 1));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    assert_eq!(sent, frames * 960 / 1024);
+
+    publisher.close().unwrap();
+    let deadline = Deadline::after(Duration::from_secs(5));
+    let mut end = Vec::new();
+    while !end.contains(&Event::Closed) {
+        assert!(!deadline.passed(), "no Closed within 5 s: {end:?}");
+        end.extend(pump(socket, &mut publisher));
+    }
+    assert_eq!(end, [Event::Closed]);
+}
+
+/// Publishes the tone to nginx with a player joining the live stream, then checks what the
+/// player saw and what nginx recorded.
+fn publish_tone_and_check(
+    nginx: &mut NginxRtmp,
+    dir: &Path,
+    url: &RtmpUrl,
+    socket: &mut impl ReadWrite,
+) {
+    let live = format!("{}tone", nginx.url());
+    let mut probe: Option<Process> = None;
+    publish_tone(url, socket, |index| {
         if index == 5 {
             probe = Some(
                 Process::spawn(
@@ -211,59 +269,56 @@ fn publish_tone_and_check(
                             "stream=codec_type,codec_name,sample_rate,channels",
                         ])
                         .args(["-of", "default=noprint_wrappers=1"])
-                        .arg(format!("{}tone", nginx.url())),
+                        .arg(&live),
                     dir,
                 )
                 .expect("ffprobe starts"),
             );
         }
-        // real time: frame `index` ends (index + 1) × 20 ms after the start
-        let due = started + Duration::from_millis(20 * (index as u64 + 1));
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-    }
-    assert_eq!(sent, frames * 960 / 1024);
+    });
 
     let mut probe = probe.expect("ffprobe was started");
     let status = probe.wait_exit(Duration::from_secs(10));
     let probed = probe.stdout_text();
     assert!(
         status.is_some_and(|s| s.success()) && probed.contains("codec_name=aac"),
-        "ffprobe of the live stream: {status:?}\n{}",
-        probe.output()
+        "ffprobe of the live stream: {status:?}\n{}\n{}",
+        probe.output(),
+        nginx.output()
     );
     assert!(probed.contains("sample_rate=48000"), "{probed}");
     assert!(probed.contains("channels=1"), "{probed}");
 
-    publisher.close().unwrap();
-    let deadline = Deadline::after(Duration::from_secs(5));
-    let mut end = Vec::new();
-    while !end.contains(&Event::Closed) {
-        assert!(!deadline.passed(), "no Closed within 5 s: {end:?}");
-        end.extend(pump(socket, &mut publisher));
-    }
-    assert_eq!(end, [Event::Closed]);
-
     // nginx closes the recording when the publisher has gone
     let flv = nginx.record_dir.join("tone.flv");
-    let wav = dir.join("tone.wav");
     let decoded = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&flv)
-            .args(["-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le"])
-            .arg(&wav)
-            .status()
-            .ok()?;
-        status.success().then_some(())
+        decode(&flv, &dir.join("tone.wav"))
     });
     nginx.stop();
-    assert!(
-        decoded.is_some(),
-        "ffmpeg could not decode {}\n{}",
-        flv.display(),
-        nginx.output()
-    );
-    let (pcm, rate) = audio::read_wav(&wav).expect("ffmpeg wrote a WAV");
+    let Some(summary) = decoded else {
+        panic!(
+            "ffmpeg could not decode {}\n{}",
+            flv.display(),
+            nginx.output()
+        );
+    };
+    eprintln!("{summary}; live: {probed}");
+}
+
+/// Decodes `flv` to `wav` with ffmpeg and checks the tone: 3 s, 1 kHz, loud enough.
+/// `None` while ffmpeg cannot read the file (yet).
+fn decode(flv: &Path, wav: &Path) -> Option<String> {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(flv)
+        .args(["-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le"])
+        .arg(wav)
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let (pcm, rate) = audio::read_wav(wav).expect("ffmpeg wrote a WAV");
     assert_eq!(rate, 48_000);
     let seconds = pcm.len() as f64 / 48_000.0;
     assert!((2.8..=3.2).contains(&seconds), "recorded {seconds} s");
@@ -274,5 +329,7 @@ fn publish_tone_and_check(
     );
     let level = audio::rms_dbfs(&pcm[4800..]);
     assert!(level > -20.0, "the tone is there: {level} dBFS");
-    eprintln!("recorded {seconds:.2} s, dominant {frequency} Hz, {level:.1} dBFS; live: {probed}");
+    Some(format!(
+        "recorded {seconds:.2} s, dominant {frequency} Hz, {level:.1} dBFS"
+    ))
 }
