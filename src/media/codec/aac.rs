@@ -322,7 +322,7 @@ mod tests {
                 assert_eq!(*sample, i as u64 * 1024);
                 assert_eq!(*ms, (i as u64 * 1024 * 1000 / 48_000) as u32);
             }
-            assert!(frames.iter().skip(2).all(|f| f.2 > 0), "{rate:?}");
+            assert!(frames.iter().all(|f| f.2 > 0), "no empty frame: {rate:?}");
         }
     }
 
