@@ -70,6 +70,9 @@ fn connect(url: &RtmpUrl) -> TcpStream {
     socket
         .set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
+    socket
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     socket.set_nodelay(true).unwrap();
     socket
 }
@@ -122,9 +125,21 @@ fn publishes_over_rtmps_through_a_tls_terminator() {
         let mut stream = rustls::StreamOwned::new(tls, connect(&url));
         let publisher = Publisher::new(PublisherConfig::new(&url, 1));
         let bytes = publisher.poll_transmit().unwrap().to_vec();
-        let refused = stream.write_all(&bytes).and_then(|()| stream.flush());
-        let refused = refused.and_then(|()| stream.read(&mut [0u8; 16]).map(|_| ()));
-        let err = refused.expect_err("an untrusted certificate must fail the handshake");
+        // reads time out every 5 ms: retry those until the handshake's own verdict
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let err = loop {
+            assert!(
+                !deadline.passed(),
+                "the TLS handshake did not end within 5 s"
+            );
+            let attempt = stream.write(&bytes).and_then(|_| stream.flush());
+            let attempt = attempt.and_then(|()| stream.read(&mut [0u8; 16]).map(|_| ()));
+            match attempt {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => break e,
+                Ok(()) => panic!("an untrusted certificate must fail the handshake"),
+            }
+        };
         assert!(err.to_string().contains("certificate"), "{err}");
     }
 
