@@ -10,6 +10,8 @@
 //! - [`sdp`], [`webrtc`]: the browser's media transport: SDP offer/answer, ICE-lite, DTLS,
 //!   SRTP/SRTCP in place.
 //! - [`media`]: RTP streams, jitter buffer, codecs (Opus, G.711) and transcoding.
+//! - [`rtmp`]: a sans-IO RTMP publisher (handshake, chunk stream, AMF0 commands, FLV media)
+//!   for relaying a call to an RTMP server.
 //! - [`signal`]: the browser JSON protocol: messages, login tokens, sessions.
 //! - [`call`]: what requests become: calls and their media (the run-loop contract is
 //!   written down there).
@@ -40,6 +42,7 @@ pub mod logging;
 pub mod media;
 pub mod pii;
 pub mod rate;
+pub mod rtmp;
 pub mod sdp;
 pub mod signal;
 pub mod sip;

@@ -254,3 +254,47 @@ put("config", "proxy_tls", "\n".join([
     "[log]", "level = verbose", "file =", "max_file_size = 5", "",
 ]))
 put("config", "rtx_conf", "[global]\r\nappid = x\r\nsip_svr = 192.0.2.1:5060\r\n[rtc]\r\nfoo = 1\r\n[users]\r\n1001 = pw ; comment\r\n")
+
+# --- RTMP server replies (rtmp) ---------------------------------------------------------
+# first byte: where the target cuts the input; then what a server sends after the handshake
+def amf_str(s):
+    b = s.encode()
+    return b"\x02" + struct.pack("!H", len(b)) + b
+
+
+def amf_num(n):
+    return b"\x00" + struct.pack("!d", n)
+
+
+def amf_obj(props):
+    out = b"\x03"
+    for k, v in props:
+        out += struct.pack("!H", len(k)) + k.encode() + v
+    return out + b"\x00\x00\x09"
+
+
+def chunk(csid, type_id, stream_id, body, size=128):
+    out = bytes([csid]) + (0).to_bytes(3, "big") + len(body).to_bytes(3, "big") + bytes([type_id])
+    out += struct.pack("<I", stream_id)
+    for i in range(0, len(body), size):
+        if i:
+            out += bytes([0xC0 | csid])
+        out += body[i:i + size]
+    return out
+
+
+connect_ok = amf_str("_result") + amf_num(1) + amf_obj([("fmsVer", amf_str("FMS/3,0,1,123"))]) + amf_obj([
+    ("level", amf_str("status")), ("code", amf_str("NetConnection.Connect.Success")),
+    ("description", amf_str("Connection succeeded.")), ("objectEncoding", amf_num(0))])
+created = amf_str("_result") + amf_num(4) + b"\x05" + amf_num(1)
+started = amf_str("onStatus") + amf_num(0) + b"\x05" + amf_obj([
+    ("level", amf_str("status")), ("code", amf_str("NetStream.Publish.Start")), ("description", amf_str("Start"))])
+control = (chunk(2, 5, 0, struct.pack("!I", 2500000)) + chunk(2, 6, 0, struct.pack("!IB", 2500000, 2))
+           + chunk(2, 1, 0, struct.pack("!I", 4096)))
+session = control + chunk(3, 20, 0, connect_ok, 4096) + chunk(3, 20, 0, created, 4096) + chunk(5, 20, 1, started, 4096)
+put("rtmp", "session", b"\x07" + session)
+put("rtmp", "session_whole", b"\xff" + session + chunk(2, 4, 0, bytes([0, 6, 0, 0, 0, 1]), 4096))
+put("rtmp", "bad_name", b"\x10" + control + chunk(3, 20, 0, connect_ok, 4096) + chunk(3, 20, 0, created, 4096)
+    + chunk(5, 20, 1, amf_str("onStatus") + amf_num(0) + b"\x05" + amf_obj([
+        ("level", amf_str("error")), ("code", amf_str("NetStream.Publish.BadName"))]), 4096))
+put("rtmp", "url", b"\x00rtmps://[::1]:443/app/inst/")

@@ -25,6 +25,8 @@ mod worker;
 
 pub use control::SHUTDOWN_GRACE;
 pub use startup::{RunError, run};
+/// The TLS client configuration (`[tls] ca` or the system's bundle), for RTMPS too.
+pub use tls::client_config as tls_client_config;
 /// The web listener's HTTP side without sockets (the fuzzer drives it).
 pub use web::{Head, WebPolicy, read_head};
 

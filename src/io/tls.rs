@@ -1,6 +1,7 @@
 //! rustls configurations: the server side of `[sip] tls_listen` and `[webrtc] tls_listen`
-//! from `[tls] cert` and `key`, and the client side toward `sip_svr` over TLS, which
-//! checks the server's certificate against `[tls] ca` or the system's bundle.
+//! from `[tls] cert` and `key`, and the client side toward `sip_svr` over TLS (and RTMPS
+//! servers), which checks the server's certificate against `[tls] ca` or the system's
+//! bundle.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     Ok(Arc::new(config))
 }
 
-/// The client configuration toward `sip_svr`: the authorities of `ca` (PEM), else of the
+/// The client configuration toward `sip_svr` or an RTMPS server: the authorities of `ca` (PEM), else of the
 /// system's bundle. The server's certificate must chain to one of them and name the host
 /// srgate connects to.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
@@ -58,7 +59,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
                 .find(|p| p.is_file())
                 .ok_or_else(|| {
                     format!(
-                        "sip_svr over TLS: no system bundle of certificate authorities ({}); set [tls] ca",
+                        "TLS client: no system bundle of certificate authorities ({}); set [tls] ca",
                         SYSTEM_BUNDLES.join(", ")
                     )
                 })?

@@ -20,6 +20,7 @@ pub mod kamailio;
 pub mod net;
 pub mod netns;
 pub mod nft;
+pub mod nginx_rtmp;
 pub mod phone;
 pub mod process;
 pub mod sip_phone;
@@ -106,6 +107,18 @@ pub const BARESIP: Peer = Peer {
     binary: "baresip",
     package: "baresip-core",
 };
+pub const NGINX: Peer = Peer {
+    binary: "nginx",
+    package: "nginx",
+};
+pub const FFMPEG: Peer = Peer {
+    binary: "ffmpeg",
+    package: "ffmpeg",
+};
+pub const FFPROBE: Peer = Peer {
+    binary: "ffprobe",
+    package: "ffmpeg",
+};
 
 /// Where `binary` is installed: `PATH` first, then the sbin folders (Kamailio lives in
 /// /usr/sbin, which a non-root `PATH` may lack).
@@ -128,10 +141,14 @@ pub fn peers_available(peers: &[Peer]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let why = format!(
+    peer_missing(&format!(
         "missing test peer(s): {}; scripts/test installs them",
         missing.join(", ")
-    );
+    ))
+}
+
+/// Says why a test is skipped and returns false, or panics when `CI` is set.
+pub fn peer_missing(why: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{why} (CI is set, so a missing peer fails the test)");
     }

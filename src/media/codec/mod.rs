@@ -1,8 +1,11 @@
-//! Audio codecs of srgate's media path: Opus through libopus ([`opus`]) and G.711 with our
-//! own tables ([`g711`]), behind one [`Decoder`] / [`Encoder`] pair that the transcoder
-//! drives. Every codec works on 20 ms frames of mono 16-bit PCM in a caller-owned
-//! [`PcmFrame`]; codec state is created once per stream and nothing allocates per frame.
+//! Audio codecs of srgate's media path: Opus through libopus ([`opus`]), G.711 with our
+//! own tables ([`g711`]), both behind one [`Decoder`] / [`Encoder`] pair that the
+//! transcoder drives, and the AAC-LC encoder of RTMP publishing ([`aac`]). Every codec
+//! works on 20 ms frames of mono 16-bit PCM in a caller-owned [`PcmFrame`]; codec state is
+//! created once per stream and nothing allocates per frame.
 
+#[cfg(feature = "aac")]
+pub mod aac;
 pub mod g711;
 pub mod opus;
 
