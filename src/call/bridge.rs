@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::browser::BrowserSide;
 use super::latch::RtpSource;
 use super::{MediaSocket, MediaTransmit, Step};
-use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat};
+use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat, PushError};
 use crate::media::codec::{Codec as MediaCodec, g711::Law};
 use crate::media::jitter::JitterConfig;
 use crate::media::relay::RelayArena;
@@ -495,7 +495,9 @@ impl BridgeCall {
             return;
         };
         match media.push_sip(now, data, arena) {
-            Ok(()) => {
+            // A packet the shard had no room for in this wake-up (counted there) still
+            // came from the phone: the source and the silence clock count it.
+            Ok(()) | Err(PushError::Full) => {
                 self.sip_counters.rtp_in += 1;
                 self.last_sip_rtp = now;
                 self.source.latch(from);
