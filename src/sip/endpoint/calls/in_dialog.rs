@@ -70,6 +70,17 @@ impl Endpoint {
             // re-INVITE would need a fresh offer of srgate's (the codec in use, sendrecv,
             // a new version): not supported, 488.
             Method::Invite | Method::Update => {
+                if super::interval_too_small(msg) {
+                    // the refresh is refused; the session goes on as negotiated
+                    self.respond(
+                        now,
+                        key,
+                        422,
+                        "Session Interval Too Small",
+                        &[("Min-SE", super::MIN_SE.to_string())],
+                    );
+                    return true;
+                }
                 let invite = matches!(method, Method::Invite);
                 let offer = Self::body_sdp(msg);
                 let answer = match &offer {

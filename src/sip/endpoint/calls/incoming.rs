@@ -107,6 +107,16 @@ impl Endpoint {
             self.respond(now, key, 488, "Not Acceptable Here", &[]);
             return;
         };
+        if super::interval_too_small(msg) {
+            self.respond(
+                now,
+                key,
+                422,
+                "Session Interval Too Small",
+                &[("Min-SE", super::MIN_SE.to_string())],
+            );
+            return;
+        }
         if self.calls.calls.len() >= MAX_SIP_CALLS {
             self.respond(
                 now,

@@ -151,14 +151,13 @@ pub(super) struct SipCall {
     session_expires: Option<u32>,
 }
 
-/// RFC 4028 as srgate takes part, as UAS only: when a request asks for a session
-/// interval (`Session-Expires`) and its sender supports the extension (`Supported:
-/// timer`) without asking srgate to refresh (`refresher=uas`), srgate's 2xx names the
-/// interval with `refresher=uac` and `Require: timer`: the caller refreshes (by re-INVITE
-/// or UPDATE, which srgate answers), and the call lasts as long as it does. Otherwise
-/// srgate's 2xx carries no session interval, which per RFC 4028 §7.2 means the session
-/// does not expire; srgate does not run a refresh timer of its own. Returns the interval.
-pub(super) fn session_timer(msg: &Message<'_>) -> Option<u32> {
+/// The smallest session interval srgate grants (RFC 4028 §4: 90 s at least; a shorter
+/// one would have the caller refresh more often than a PBX's timers expect).
+pub(super) const MIN_SE: u32 = 90;
+
+/// A request's `Session-Expires` (RFC 4028): the interval, whether it asks srgate to refresh
+/// (`refresher=uas`), and whether the sender supports the extension (`Supported: timer`).
+fn requested_interval(msg: &Message<'_>) -> Option<(u32, bool, bool)> {
     let value = msg.header(HeaderName::SessionExpires)?;
     let mut parts = value.split(';');
     let seconds: u32 = parts.next()?.trim().parse().ok()?;
@@ -171,7 +170,28 @@ pub(super) fn session_timer(msg: &Message<'_>) -> Option<u32> {
         .header_all(HeaderName::Supported)
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("timer"));
-    (supports && !refresher_uas && seconds > 0).then_some(seconds)
+    Some((seconds, refresher_uas, supports))
+}
+
+/// RFC 4028 as srgate takes part, as UAS only: when a request asks for a session
+/// interval (`Session-Expires`) and its sender supports the extension (`Supported:
+/// timer`) without asking srgate to refresh (`refresher=uas`), srgate's 2xx names the
+/// interval with `refresher=uac` and `Require: timer`: the caller refreshes (by re-INVITE
+/// or UPDATE, which srgate answers), and the call lasts as long as it does. Otherwise
+/// srgate's 2xx carries no session interval, which per RFC 4028 §7.2 means the session
+/// does not expire; srgate does not run a refresh timer of its own. An interval below
+/// [`MIN_SE`] is refused first (see [`interval_too_small`]). Returns the interval.
+pub(super) fn session_timer(msg: &Message<'_>) -> Option<u32> {
+    let (seconds, refresher_uas, supports) = requested_interval(msg)?;
+    (supports && !refresher_uas && seconds >= MIN_SE).then_some(seconds)
+}
+
+/// Whether a request must be refused with 422 Session Interval Too Small and `Min-SE:
+/// 90` (RFC 4028 §9): it asks for an interval below [`MIN_SE`] and its sender supports
+/// the extension, so it can retry with a longer one. (A sender that does not support it
+/// gets no session interval at all: nothing to refuse.)
+pub(super) fn interval_too_small(msg: &Message<'_>) -> bool {
+    requested_interval(msg).is_some_and(|(seconds, _, supports)| supports && seconds < MIN_SE)
 }
 
 /// The headers of srgate's 2xx for a session interval of `seconds` (see [`session_timer`]).

@@ -580,3 +580,68 @@ fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
         );
     }
 }
+
+/// RFC 4028 §9: a caller that supports session timers and asks for an interval below 90 s
+/// gets 422 with `Min-SE: 90` (it may retry with a longer one), on the INVITE and on a
+/// refresh, which leaves the call as it was; a caller that does not support them is not
+/// refused (its session just does not expire), and 90 s itself is granted.
+#[test]
+fn a_session_interval_below_90_s_is_refused_with_422() {
+    let now = t0();
+    let with = |extra: &str| {
+        invite("s1", 1, "", OFFER).replacen(
+            "X-CusData: hello\r\n",
+            &format!("X-CusData: hello\r\n{extra}"),
+            1,
+        )
+    };
+    let mut ep = ep(now);
+    send(
+        &mut ep,
+        now,
+        &with("Supported: timer\r\nSession-Expires: 60\r\n"),
+    );
+    let out = sent(&mut ep);
+    let refusal = out.iter().find(|m| status(m) == 422).expect("a 422");
+    assert!(refusal.contains("Min-SE: 90\r\n"), "{refusal}");
+    assert!(events(&mut ep).is_empty(), "no call for the app");
+
+    // without Supported: timer the short interval is not refused
+    let mut ep = self::ep(now);
+    send(&mut ep, now, &with("Session-Expires: 60\r\n"));
+    assert!(matches!(
+        events(&mut ep).first(),
+        Some(Event::IncomingCall { .. })
+    ));
+
+    // 90 s is granted; a refresh asking for 30 s is refused and the call goes on
+    let mut ep = self::ep(now);
+    send(
+        &mut ep,
+        now,
+        &with("Supported: timer\r\nSession-Expires: 90\r\n"),
+    );
+    let Some(Event::IncomingCall { id, .. }) = events(&mut ep).first().cloned() else {
+        panic!("an incoming call");
+    };
+    sent(&mut ep);
+    ep.answer(now, id, OFFER);
+    let ok = sent(&mut ep).remove(0);
+    assert!(ok.contains("Session-Expires: 90;refresher=uac\r\n"), "{ok}");
+    let tag = to_tag(&ok);
+    let update = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        in_dialog(
+            "UPDATE",
+            "u1",
+            2,
+            &tag,
+            "Supported: timer\r\nSession-Expires: 30;refresher=uac\r\n"
+        )
+    );
+    send(&mut ep, now, &update);
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 422, "{}", out[0]);
+    assert!(out[0].contains("Min-SE: 90\r\n"), "{}", out[0]);
+    assert!(events(&mut ep).is_empty(), "the call goes on");
+}
