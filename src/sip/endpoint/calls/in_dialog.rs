@@ -70,17 +70,14 @@ impl Endpoint {
             // re-INVITE would need a fresh offer of srgate's (the codec in use, sendrecv,
             // a new version): not supported, 488.
             Method::Invite | Method::Update => {
-                if super::interval_too_small(msg) {
-                    // the refresh is refused; the session goes on as negotiated
-                    self.respond(
-                        now,
-                        key,
-                        422,
-                        "Session Interval Too Small",
-                        &[("Min-SE", super::MIN_SE.to_string())],
-                    );
+                // a refresh asking too short an interval is refused; the session goes
+                // on as negotiated
+                if self.refused_short_interval(now, key, msg) {
                     return true;
                 }
+                let Some(c) = self.calls.calls.get_mut(&id) else {
+                    return true;
+                };
                 let invite = matches!(method, Method::Invite);
                 let offer = Self::body_sdp(msg);
                 let answer = match &offer {

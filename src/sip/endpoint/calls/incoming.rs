@@ -95,6 +95,27 @@ impl Endpoint {
 
     /// An INVITE that passed the checks (proxy: from sip_svr; standalone: authenticated),
     /// for `app_user`.
+    /// Answers 422 with `Min-SE` to a request whose session interval is too short
+    /// ([`super::interval_too_small`]); whether it did.
+    pub(super) fn refused_short_interval(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        msg: &Message<'_>,
+    ) -> bool {
+        if !super::interval_too_small(msg) {
+            return false;
+        }
+        self.respond(
+            now,
+            key,
+            422,
+            "Session Interval Too Small",
+            &[("Min-SE", super::MIN_SE.to_string())],
+        );
+        true
+    }
+
     pub(in crate::sip::endpoint) fn incoming_call(
         &mut self,
         now: Instant,
@@ -107,14 +128,7 @@ impl Endpoint {
             self.respond(now, key, 488, "Not Acceptable Here", &[]);
             return;
         };
-        if super::interval_too_small(msg) {
-            self.respond(
-                now,
-                key,
-                422,
-                "Session Interval Too Small",
-                &[("Min-SE", super::MIN_SE.to_string())],
-            );
+        if self.refused_short_interval(now, key, msg) {
             return;
         }
         if self.calls.calls.len() >= MAX_SIP_CALLS {

@@ -514,6 +514,20 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
     assert_eq!(ep.active_calls(), 0);
 }
 
+/// A session refresh by UPDATE (no body) asking for `seconds`, the caller refreshing.
+fn refresh(tag: &str, seconds: u32) -> String {
+    format!(
+        "{}Content-Length: 0\r\n\r\n",
+        in_dialog(
+            "UPDATE",
+            "u1",
+            2,
+            tag,
+            &format!("Supported: timer\r\nSession-Expires: {seconds};refresher=uac\r\n")
+        )
+    )
+}
+
 /// RFC 4028 as srgate answers it: a caller that supports session timers and asks for an
 /// interval gets it back in srgate's 200 with `refresher=uac` and `Require: timer`, on
 /// the INVITE and on each refresh; a caller that does not support them, or asks srgate to
@@ -546,17 +560,7 @@ fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
     );
     // the refresh by UPDATE is answered with the interval again
     let tag = to_tag(&ok);
-    let update = format!(
-        "{}Content-Length: 0\r\n\r\n",
-        in_dialog(
-            "UPDATE",
-            "u1",
-            2,
-            &tag,
-            "Supported: timer\r\nSession-Expires: 1800;refresher=uac\r\n"
-        )
-    );
-    send(&mut ep, now, &update);
+    send(&mut ep, now, &refresh(&tag, 1800));
     let out = sent(&mut ep);
     assert_eq!(status(&out[0]), 200);
     assert!(
@@ -629,17 +633,7 @@ fn a_session_interval_below_90_s_is_refused_with_422() {
     let ok = sent(&mut ep).remove(0);
     assert!(ok.contains("Session-Expires: 90;refresher=uac\r\n"), "{ok}");
     let tag = to_tag(&ok);
-    let update = format!(
-        "{}Content-Length: 0\r\n\r\n",
-        in_dialog(
-            "UPDATE",
-            "u1",
-            2,
-            &tag,
-            "Supported: timer\r\nSession-Expires: 30;refresher=uac\r\n"
-        )
-    );
-    send(&mut ep, now, &update);
+    send(&mut ep, now, &refresh(&tag, 30));
     let out = sent(&mut ep);
     assert_eq!(status(&out[0]), 422, "{}", out[0]);
     assert!(out[0].contains("Min-SE: 90\r\n"), "{}", out[0]);
