@@ -310,7 +310,11 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn handle_sip(&mut self, now: Instant, transport: Transport, from: SocketAddr, msg: &[u8]) {
         self.now = now;
         if let Some(s) = self.signalling() {
-            s.endpoint_mut().handle_receive(now, transport, from, msg);
+            // A keepalive, a datagram over the flood limit or a malformed one (answered
+            // statelessly) leaves every timer as it was: no new look at the deadline.
+            if s.endpoint.handle_receive(now, transport, from, msg) {
+                s.endpoint_changed = true;
+            }
             self.settle(now);
         }
     }

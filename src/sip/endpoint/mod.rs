@@ -639,25 +639,27 @@ impl Endpoint {
         }
     }
 
-    /// One whole SIP message from `source`.
+    /// One whole SIP message from `source`. Returns whether it reached a transaction or a
+    /// call, i.e. whether [`Endpoint::poll_timeout`] may have moved (a keepalive, a
+    /// datagram over the flood limit or a malformed one answered statelessly cannot).
     pub fn handle_receive(
         &mut self,
         now: Instant,
         transport: Transport,
         source: SocketAddr,
         data: &[u8],
-    ) {
+    ) -> bool {
         if data
             .iter()
             .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
         {
-            return; // keepalive (RFC 5626 §3.5.1 CRLF) or padding
+            return false; // keepalive (RFC 5626 §3.5.1 CRLF) or padding
         }
         // UDP: the source may be spoofed and every answer would be sent to it, so what an
         // untrusted source sends is limited (crate::sip::flood). TCP is bounded by its
         // per-address connection cap and the shell's read budget per wake.
         if transport == Transport::Udp && !self.flood.admit(now, source.ip()) {
-            return;
+            return false;
         }
         if log::log_enabled!(log::Level::Trace) {
             log::trace!(
@@ -670,10 +672,12 @@ impl Endpoint {
             Ok(msg) if msg.is_request() => {
                 self.metrics.requests += 1;
                 self.on_request(now, transport, source, &msg);
+                true
             }
             Ok(msg) => {
                 self.metrics.responses += 1;
                 self.on_response(now, &msg);
+                true
             }
             Err(e) => {
                 self.metrics.parse_errors += 1;
@@ -692,6 +696,8 @@ impl Endpoint {
                         log::debug!("malformed SIP from {source} ({e:?}): dropped");
                     }
                 }
+                // answered statelessly: no transaction, no timer
+                false
             }
         }
     }
