@@ -63,17 +63,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
 
 fn endpoint(now: Instant) -> Endpoint {
     Endpoint::new(
-        EndpointConfig {
-            local: addr("127.0.0.1:5086"),
-            tls_local: None,
-            domain: "127.0.0.1".into(),
-            server: None,
-            proxy: None,
-            users: Vec::new(),
-            digest: vec![srgate::sip::auth::Algorithm::Md5],
-            seed: [9; 32],
-            user_agent: "srgate-test".into(),
-        },
+        EndpointConfig::standalone(addr("127.0.0.1:5086"), "127.0.0.1", &[], [9; 32]),
         now,
     )
 }

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 use srgate::call::Calls;
 use srgate::gateway::{Gateway, Output, Sessions, ToControl, ToWorker};
 use srgate::signal::hub::{CallRequest, Hub, HubOutput, RECONNECT_GRACE};
-use srgate::sip::auth::Algorithm;
 use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, ProxyAccount, Server, Transport};
 use srgate::webrtc::cert::Certificate;
 use srgate::webrtc::dtls::DtlsContext;
@@ -41,9 +40,6 @@ fn gateway(shards: usize, account: bool) -> (Gateway<Ports>, Instant) {
     let t0 = Instant::now();
     let endpoint = Endpoint::new(
         EndpointConfig {
-            local: addr(SRGATE),
-            tls_local: None,
-            domain: "127.0.0.1".into(),
             server: Some(Server {
                 addr: addr(PBX),
                 transport: Transport::Udp,
@@ -54,10 +50,7 @@ fn gateway(shards: usize, account: bool) -> (Gateway<Ports>, Instant) {
                 password: "1234".into(),
                 expires: 300,
             }),
-            users: vec![],
-            digest: vec![Algorithm::Md5],
-            seed: [3; 32],
-            user_agent: "srgate".into(),
+            ..EndpointConfig::standalone(addr(SRGATE), "127.0.0.1", &[], [3; 32])
         },
         t0,
     );

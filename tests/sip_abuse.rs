@@ -10,24 +10,19 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use srgate::sip::auth::{Algorithm, Challenge, credentials};
+use srgate::sip::auth::{Challenge, credentials};
 use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, ProxyAccount, Server, Transport};
 
 const DOMAIN: &str = "example.com";
 const URI: &str = "sip:example.com";
 
 fn endpoint(now: Instant) -> Endpoint {
-    let cfg = EndpointConfig {
-        local: "127.0.0.1:5086".parse().unwrap(),
-        tls_local: None,
-        domain: DOMAIN.into(),
-        server: None,
-        proxy: None,
-        users: vec![("1001".into(), "pw1001".into())],
-        digest: vec![Algorithm::Md5],
-        seed: [3; 32],
-        user_agent: "srgate/test".into(),
-    };
+    let cfg = EndpointConfig::standalone(
+        "127.0.0.1:5086".parse().unwrap(),
+        DOMAIN,
+        &[("1001", "pw1001")],
+        [3; 32],
+    );
     Endpoint::new(cfg, now)
 }
 
@@ -255,9 +250,6 @@ fn an_authenticated_phone_cannot_pose_as_another_caller() {
 /// A proxy-mode endpoint whose sip_svr is `pbx`.
 fn proxy_endpoint(now: Instant, pbx: SocketAddr) -> Endpoint {
     let cfg = EndpointConfig {
-        local: "127.0.0.1:5086".parse().unwrap(),
-        tls_local: None,
-        domain: DOMAIN.into(),
         server: Some(Server {
             addr: pbx,
             transport: Transport::Udp,
@@ -268,10 +260,7 @@ fn proxy_endpoint(now: Instant, pbx: SocketAddr) -> Endpoint {
             password: "1234".into(),
             expires: 300,
         }),
-        users: vec![],
-        digest: vec![Algorithm::Md5],
-        seed: [3; 32],
-        user_agent: "srgate/test".into(),
+        ..EndpointConfig::standalone("127.0.0.1:5086".parse().unwrap(), DOMAIN, &[], [3; 32])
     };
     Endpoint::new(cfg, now)
 }

@@ -11,15 +11,13 @@ use srgate::sip::endpoint::{Endpoint, EndpointConfig, Transport};
 
 fn endpoint(now: Instant) -> Endpoint {
     let cfg = EndpointConfig {
-        local: "127.0.0.1:5086".parse().unwrap(),
-        tls_local: None,
-        domain: "example.com".into(),
-        server: None,
-        proxy: None,
-        users: vec![("1001".into(), "pw1001".into())],
         digest: vec![Algorithm::Md5, Algorithm::Sha256],
-        seed: [3; 32],
-        user_agent: "srgate/test".into(),
+        ..EndpointConfig::standalone(
+            "127.0.0.1:5086".parse().unwrap(),
+            "example.com",
+            &[("1001", "pw1001")],
+            [3; 32],
+        )
     };
     Endpoint::new(cfg, now)
 }

@@ -220,6 +220,30 @@ impl fmt::Debug for EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// Standalone mode on `local`: srgate the registrar of `domain` for `users` (name,
+    /// password), MD5 digest, no SIP server, no TLS. The other fields can be set after.
+    pub fn standalone(
+        local: SocketAddr,
+        domain: &str,
+        users: &[(&str, &str)],
+        seed: [u8; 32],
+    ) -> Self {
+        EndpointConfig {
+            local,
+            tls_local: None,
+            domain: domain.to_string(),
+            server: None,
+            proxy: None,
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            digest: vec![Algorithm::Md5],
+            seed,
+            user_agent: "srgate".into(),
+        }
+    }
+
     pub fn from_config(config: &Config, local: SocketAddr, seed: [u8; 32]) -> Self {
         use crate::config::{DigestAlgorithm, Transport as CfgTransport};
         let server = config.global.sip_svr.as_ref().map(|s| Server {
