@@ -248,6 +248,12 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         srgate.metric("call_loss_ratio_bucket{le=\"0.01\"}") >= 50,
         "calls on loopback lose under 1 %"
     );
+    // and their jitter, measured on what each leg sent srgate
+    assert!(srgate.metric("call_jitter_seconds_count") >= 50);
+    assert!(
+        srgate.metric("call_jitter_seconds_bucket{le=\"0.1\"}") >= 50,
+        "calls on loopback have under 100 ms of jitter"
+    );
     assert_eq!(srgate.health().unwrap().calls, 0);
     assert_eq!(srgate.metric("rtp_ports_in_use"), 0);
     assert_eq!(

@@ -138,7 +138,9 @@ fn a_call_goes_on_while_the_registrar_restarts() {
         "srgate registers at the restarted Kamailio:\n{}",
         kamailio.output()
     );
-    measure(&mut app, 2);
+    // 3 s more: the call outlasts srgate's first sender report (5 s) and the reports
+    // that answer it, whatever the restart took
+    measure(&mut app, 3);
     assert_eq!(srgate.health().expect("health").calls, 1);
 
     // the app hangs up: the BYE follows the record-route through the new Kamailio
@@ -152,4 +154,14 @@ fn a_call_goes_on_while_the_registrar_restarts() {
         sip.output()
     );
     calls::assert_phone_heard_browser(&sip, "across the registrar's restart");
+    // the call lasted long enough for RTCP both ways: its round-trip time (from the report
+    // blocks naming srgate's sender reports) is in the histogram
+    let rtt = common::wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
+        (srgate.metric("call_rtt_seconds_count") >= 1).then_some(())
+    });
+    assert!(rtt.is_some(), "the call's round-trip time was measured");
+    assert!(
+        srgate.metric("call_rtt_seconds_bucket{le=\"0.1\"}") >= 1,
+        "under 100 ms between processes on one machine"
+    );
 }

@@ -1,6 +1,6 @@
 //! `/metrics` in the Prometheus text format, read back with a Prometheus-format parser
 //! (the prometheus-parse crate): every metric has its `# HELP` and a `# TYPE` of counter
-//! (the `_total` ones), gauge or histogram (the calls' answer time and loss), nothing is
+//! (the `_total` ones), gauge or histogram (the calls' answer time, loss, jitter, RTT), nothing is
 //! untyped, the per-shard metrics carry one `shard` label per shard, and the values say
 //! what srgate is.
 
@@ -73,7 +73,12 @@ fn metrics_parse_with_help_and_types() {
         .collect();
     assert_eq!(shards, ["0", "1"], "one sample per shard");
     // the calls' histograms: buckets up to +Inf, nothing observed yet
-    for name in ["srgate_call_answer_seconds", "srgate_call_loss_ratio"] {
+    for name in [
+        "srgate_call_answer_seconds",
+        "srgate_call_loss_ratio",
+        "srgate_call_jitter_seconds",
+        "srgate_call_rtt_seconds",
+    ] {
         let sample = scrape
             .samples
             .iter()

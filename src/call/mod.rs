@@ -249,6 +249,12 @@ pub struct CallMetrics {
     /// Bridged calls whose media flowed: the share of packets lost on the way to srgate,
     /// on the worse of the two legs (RFC 3550 A.3).
     pub loss: Histogram,
+    /// Bridged calls whose media flowed: interarrival jitter (RFC 3550 A.8) at the call's
+    /// end, in seconds, worse leg.
+    pub jitter: Histogram,
+    /// Bridged calls whose legs reported on srgate's stream: the round-trip time from
+    /// their last report block, in seconds, worse leg.
+    pub rtt: Histogram,
 }
 
 /// Upper bounds of [`CallMetrics::answer_time`]'s buckets, in seconds.
@@ -256,6 +262,11 @@ pub const ANSWER_TIME_BOUNDS: [f64; HISTOGRAM_BUCKETS] =
     [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds of [`CallMetrics::loss`]'s buckets, as ratios.
 pub const LOSS_BOUNDS: [f64; HISTOGRAM_BUCKETS] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+/// Upper bounds of [`CallMetrics::jitter`]'s buckets, in seconds.
+pub const JITTER_BOUNDS: [f64; HISTOGRAM_BUCKETS] =
+    [0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+/// Upper bounds of [`CallMetrics::rtt`]'s buckets, in seconds.
+pub const RTT_BOUNDS: [f64; HISTOGRAM_BUCKETS] = [0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0];
 pub const HISTOGRAM_BUCKETS: usize = 8;
 
 /// A fixed-bucket histogram (Prometheus style: each bucket counts the observations at or

@@ -159,6 +159,16 @@ impl Calls {
             if let Some(loss) = worse {
                 self.metrics.loss.observe(&super::LOSS_BOUNDS, loss);
             }
+            // the legs that sent srgate media
+            let flowing = [&s.webrtc, &s.sip].into_iter().filter(|l| l.packets_in > 1);
+            if let Some(jitter) = flowing.map(|l| l.jitter_us).max() {
+                let seconds = jitter as f64 / 1e6;
+                self.metrics.jitter.observe(&super::JITTER_BOUNDS, seconds);
+            }
+            if let Some(rtt) = [s.webrtc.rtt_us, s.sip.rtt_us].into_iter().flatten().max() {
+                let seconds = rtt as f64 / 1e6;
+                self.metrics.rtt.observe(&super::RTT_BOUNDS, seconds);
+            }
         }
     }
 

@@ -54,6 +54,8 @@ pub struct ShardStats {
     pub lag_episodes: AtomicU64,
     pub answer_time: HistogramCell,
     pub loss: HistogramCell,
+    pub jitter: HistogramCell,
+    pub rtt: HistogramCell,
 }
 
 impl ShardStats {
@@ -292,6 +294,8 @@ impl MediaPlane {
         set(&s.lag_episodes, core.lag_episodes());
         s.answer_time.store(&m.answer_time);
         s.loss.store(&m.loss);
+        s.jitter.store(&m.jitter);
+        s.rtt.store(&m.rtt);
         s.lagging.store(core.lagging(), Ordering::Relaxed);
     }
 }

@@ -107,6 +107,11 @@ pub struct LegStats {
     pub refused: u64,
     pub dtmf_in: u64,
     pub dtmf_out: u64,
+    /// Interarrival jitter of what the leg sends srgate (RFC 3550 A.8), in microseconds.
+    pub jitter_us: u64,
+    /// Round-trip time to the leg from its last report block about srgate's stream
+    /// (RFC 3550 §6.4.1: arrival − LSR − DLSR), once one came.
+    pub rtt_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +159,9 @@ struct Outgoing {
     received: ReceiveStats,
     /// Middle bits of the last SR received and when.
     last_sr: Option<(u32, Instant)>,
+    /// Middle bits of the last SR srgate sent on this leg and when: a report block that
+    /// names it gives the round-trip time.
+    sr_sent: Option<(u32, Instant)>,
 }
 
 impl Outgoing {
@@ -169,6 +177,7 @@ impl Outgoing {
             next_report: None,
             received: ReceiveStats::default(),
             last_sr: None,
+            sr_sent: None,
         }
     }
 
@@ -323,6 +332,9 @@ impl Bridge {
         outgoing
             .received
             .update(packet.ssrc(), packet.sequence_number());
+        outgoing
+            .received
+            .arrived(packet.timestamp(), now, from.codec.clock_rate());
         let result = match direction {
             Direction::Relay(r) => r
                 .push(&packet, from.codec.frame_ticks(), arena)
@@ -461,6 +473,11 @@ impl Bridge {
         }
         s.webrtc.lost = self.out_webrtc.received.lost();
         s.sip.lost = self.out_sip.received.lost();
+        let micros = |o: &Outgoing| {
+            u64::from(o.received.jitter()) * 1_000_000 / u64::from(o.clock_rate.max(1))
+        };
+        s.webrtc.jitter_us = micros(&self.out_webrtc);
+        s.sip.jitter_us = micros(&self.out_sip);
         s
     }
 
@@ -470,7 +487,8 @@ impl Bridge {
             return None;
         }
         out_leg.next_report = Some(now + RTCP_INTERVAL);
-        let mut block = out_leg.received.report_block(0);
+        let jitter = out_leg.received.jitter();
+        let mut block = out_leg.received.report_block(jitter);
         if let (Some(b), Some((lsr, at))) = (block.as_mut(), out_leg.last_sr) {
             b.last_sr = lsr;
             let delay = now.saturating_duration_since(at);
@@ -487,6 +505,7 @@ impl Bridge {
             blocks,
         };
         let n = report.emit(out).ok()?;
+        out_leg.sr_sent = Some((rtcp::ntp_middle(ntp), now));
         // SDES with CNAME "srgate" (RFC 3550 §6.5): 4 header + 4 SSRC + 2 + 6 + 1 end,
         // padded to 20 bytes.
         let sdes = out.get_mut(n..n + 20)?;
@@ -525,6 +544,14 @@ impl Bridge {
             for block in report.report_blocks() {
                 if block.ssrc == out_leg.ssrc {
                     stats.remote_lost = i64::from(block.cumulative_lost);
+                    if let Some((lsr, at)) = out_leg.sr_sent
+                        && block.last_sr == lsr
+                        && lsr != 0
+                    {
+                        let held = u128::from(block.delay_since_last_sr) * 1_000_000 / 65_536;
+                        let since = now.saturating_duration_since(at).as_micros();
+                        stats.rtt_us = Some(since.saturating_sub(held) as u64);
+                    }
                 }
             }
         }
@@ -757,6 +784,72 @@ mod tests {
             b.push_sip(now, &packet(96, 3, 2400, 5, &[0; 20]), &mut arena),
             Err(PushError::PayloadType(96))
         );
+    }
+
+    /// The SIP leg's jitter (RFC 3550 A.8) goes into srgate's report block and the stats;
+    /// a report block from the phone naming srgate's last SR gives the round-trip time.
+    #[test]
+    fn sip_leg_jitter_and_round_trip_time() {
+        use std::time::Duration;
+        let t0 = base();
+        let mut arena = RelayArena::default();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        let mut out = [0u8; 1500];
+        // srgate sends toward SIP too (its reports on that leg start then)
+        b.push_webrtc(t0, &packet(0, 1, 0, 9, &[0x55; 160]), &mut arena)
+            .unwrap();
+        assert!(b.poll_sip(t0, &mut out, &arena).is_some());
+        arena.clear();
+        // every other packet 10 ms late: about 80 ticks (10 ms) of jitter
+        for i in 0..300u32 {
+            let late = if i % 2 == 1 { 10 } else { 0 };
+            let now = t0 + Duration::from_millis(u64::from(i) * 20 + late);
+            b.push_sip(
+                now,
+                &packet(0, i as u16, i * 160, 7, &[0x55; 160]),
+                &mut arena,
+            )
+            .unwrap();
+            while b.poll_webrtc(now, &mut out, &arena).is_some() {}
+            arena.clear();
+        }
+        let jitter = b.stats().sip.jitter_us;
+        assert!((9_000..=10_000).contains(&jitter), "{jitter} µs");
+        // srgate's SR toward SIP carries the jitter in its report block
+        let sent_at = t0 + Duration::from_secs(7);
+        let ntp = 0x0000_1234_5678_0000u64;
+        let n = b
+            .poll_rtcp_sip(sent_at, ntp, &mut out)
+            .expect("an SR is due");
+        let first = rtcp::Compound::new(&out[..n]).flatten().next().unwrap();
+        let report = rtcp::ReportPacket::new_checked(first).unwrap();
+        let block = report
+            .report_blocks()
+            .next()
+            .expect("a block about the phone");
+        assert!((75..=80).contains(&block.jitter), "{}", block.jitter);
+        assert_eq!(b.stats().sip.rtt_us, None);
+        // the phone's RR 1.05 s later, having held srgate's SR for 1 s: 50 ms round trip
+        let rr = [ReportBlock {
+            ssrc: 0xbbbb,
+            fraction_lost: 0,
+            cumulative_lost: 0,
+            highest_sequence: 300,
+            jitter: 0,
+            last_sr: rtcp::ntp_middle(ntp),
+            delay_since_last_sr: 65_536,
+        }];
+        let mut buf = [0u8; 64];
+        let len = rtcp::Report {
+            ssrc: 7,
+            sender_info: None,
+            blocks: &rr,
+        }
+        .emit(&mut buf)
+        .unwrap();
+        b.handle_rtcp_sip(sent_at + Duration::from_millis(1050), &buf[..len]);
+        let rtt = b.stats().sip.rtt_us.expect("a round-trip time");
+        assert!((49_000..=51_000).contains(&rtt), "{rtt} µs");
     }
 
     #[test]

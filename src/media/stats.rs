@@ -1,6 +1,8 @@
 //! RFC 3550 receive statistics of one incoming RTP stream (A.1 sequence tracking, A.3
-//! loss), and the report block they make (§6.4.1). Shared by the transcoder and the
+//! loss, A.8 interarrival jitter), and the report block they make (§6.4.1). Shared by the transcoder and the
 //! relay. A new SSRC starts the statistics afresh.
+
+use std::time::Instant;
 
 use crate::wire::rtcp::ReportBlock;
 
@@ -13,6 +15,12 @@ pub struct ReceiveStats {
     received: u32,
     expected_prior: u32,
     received_prior: u32,
+    /// The first arrival: arrival times in timestamp units count from it.
+    anchor: Option<Instant>,
+    /// The last packet's relative transit time (arrival − RTP timestamp, wrapping).
+    transit: Option<u32>,
+    /// Interarrival jitter × 16 (A.8 keeps it scaled for integer arithmetic).
+    jitter16: u32,
 }
 
 impl ReceiveStats {
@@ -34,6 +42,29 @@ impl ReceiveStats {
             self.max_seq = seq;
         }
         self.received = self.received.wrapping_add(1);
+    }
+
+    /// RFC 3550 A.8: the packet that `update` just counted carried RTP timestamp `ts` at
+    /// `clock_rate` and arrived at `now`; the interarrival jitter follows it.
+    pub fn arrived(&mut self, ts: u32, now: Instant, clock_rate: u32) {
+        let anchor = *self.anchor.get_or_insert(now);
+        let micros = now.saturating_duration_since(anchor).as_micros();
+        // arrival in timestamp units, modulo 2^32 as RTP timestamps are
+        let arrival = (micros * u128::from(clock_rate) / 1_000_000) as u32;
+        let transit = arrival.wrapping_sub(ts);
+        if let Some(previous) = self.transit {
+            let d = (transit.wrapping_sub(previous) as i32).unsigned_abs();
+            self.jitter16 = self
+                .jitter16
+                .saturating_add(d)
+                .saturating_sub(self.jitter16.saturating_add(8) >> 4);
+        }
+        self.transit = Some(transit);
+    }
+
+    /// Interarrival jitter in timestamp units.
+    pub fn jitter(&self) -> u32 {
+        self.jitter16 >> 4
     }
 
     /// The extended highest sequence number received.
@@ -86,6 +117,44 @@ impl ReceiveStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn jitter_is_zero_for_a_steady_stream_and_follows_uneven_arrivals() {
+        use std::time::Duration;
+        let t0 = base();
+        let mut s = ReceiveStats::default();
+        for i in 0..200u32 {
+            s.update(1, i as u16);
+            s.arrived(
+                5000 + i * 160,
+                t0 + Duration::from_millis(u64::from(i) * 20),
+                8000,
+            );
+        }
+        assert_eq!(s.jitter(), 0);
+        // every other packet 10 ms late: |D| is 80 ticks each time, the estimate nears it
+        let mut s = ReceiveStats::default();
+        for i in 0..400u32 {
+            let late = if i % 2 == 1 { 10 } else { 0 };
+            s.update(1, i as u16);
+            s.arrived(
+                i * 160,
+                t0 + Duration::from_millis(u64::from(i) * 20 + late),
+                8000,
+            );
+        }
+        assert!((75..=80).contains(&s.jitter()), "{}", s.jitter());
+        assert_eq!(s.report_block(s.jitter()).unwrap().jitter, s.jitter());
+        // a new SSRC starts over
+        s.update(2, 7);
+        s.arrived(0, t0 + Duration::from_secs(9), 8000);
+        assert_eq!(s.jitter(), 0);
+    }
 
     #[test]
     fn counts_loss_across_a_wrap_and_restarts_on_a_new_ssrc() {

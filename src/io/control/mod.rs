@@ -26,7 +26,9 @@ use super::sys::RecvBatch;
 use super::tcp::Conn;
 use super::web::{self, WebConn};
 use super::worker::WorkerHandle;
-use crate::call::{ANSWER_TIME_BOUNDS, Calls, Cdr, Histogram, LOSS_BOUNDS};
+use crate::call::{
+    ANSWER_TIME_BOUNDS, Calls, Cdr, Histogram, JITTER_BOUNDS, LOSS_BOUNDS, RTT_BOUNDS,
+};
 use crate::gateway::{Gateway, Output, ToControl};
 use crate::signal::hub::{Hub, HubOutput, SessionId};
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
@@ -531,6 +533,18 @@ impl ControlShard {
                 "bridged calls whose media flowed: the share of packets lost on the way to srgate, worse leg",
                 &LOSS_BOUNDS,
                 sum(|s| &s.loss),
+            ),
+            (
+                "call_jitter_seconds",
+                "bridged calls whose media flowed: interarrival jitter at the end, worse leg",
+                &JITTER_BOUNDS,
+                sum(|s| &s.jitter),
+            ),
+            (
+                "call_rtt_seconds",
+                "bridged calls whose legs reported on srgate's stream: round-trip time, worse leg",
+                &RTT_BOUNDS,
+                sum(|s| &s.rtt),
             ),
         ]
     }
