@@ -48,9 +48,10 @@ impl ReceiveStats {
     /// `clock_rate` and arrived at `now`; the interarrival jitter follows it.
     pub fn arrived(&mut self, ts: u32, now: Instant, clock_rate: u32) {
         let anchor = *self.anchor.get_or_insert(now);
-        let micros = now.saturating_duration_since(anchor).as_micros();
+        // u64 microseconds times a clock rate: centuries before it wraps
+        let micros = now.saturating_duration_since(anchor).as_micros() as u64;
         // arrival in timestamp units, modulo 2^32 as RTP timestamps are
-        let arrival = (micros * u128::from(clock_rate) / 1_000_000) as u32;
+        let arrival = (micros.saturating_mul(u64::from(clock_rate)) / 1_000_000) as u32;
         let transit = arrival.wrapping_sub(ts);
         if let Some(previous) = self.transit {
             let d = (transit.wrapping_sub(previous) as i32).unsigned_abs();
