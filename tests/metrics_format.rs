@@ -95,3 +95,52 @@ fn metrics_parse_with_help_and_types() {
         );
     }
 }
+
+/// `conf/grafana-dashboard.json` is a Grafana dashboard whose every query names only
+/// metrics srgate exports (a renamed metric would leave a panel silently empty), with a
+/// title and the Prometheus datasource variable on every panel.
+#[test]
+fn the_grafana_dashboard_queries_only_what_srgate_exports() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/grafana-dashboard.json");
+    let text = std::fs::read_to_string(path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(dashboard["uid"], "srgate");
+
+    let dir = TestDir::new("metrics-dashboard");
+    let srgate = Srgate::start(GatewayConfig::standalone(), dir.path());
+    let response = http::get(srgate.config.api_addr(), "/metrics", Duration::from_secs(3))
+        .expect("/metrics answers");
+    let scrape = Scrape::parse(response.body.lines().map(|l| Ok(l.to_string()))).expect("parses");
+    let exported = |name: &str| {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        scrape.docs.contains_key(name) || scrape.docs.contains_key(base)
+    };
+
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queried = 0;
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap_or("");
+        assert!(!title.is_empty(), "a panel without a title: {panel}");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} queries something");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            let mut rest = expr;
+            // bounded: each pass consumes at least "srgate_"
+            while let Some(at) = rest.find("srgate_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(exported(&name), "{title}: {name} is not in /metrics");
+                queried += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(queried >= 30, "{queried} metric references");
+}
