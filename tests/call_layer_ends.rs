@@ -209,6 +209,9 @@ fn app_call_whose_browser_never_connects_fails_with_media_failed() {
     let (_, reason, answer) = cdr_end(&mut scene);
     assert_eq!((reason, answer), (json!("TIMEOUT"), Value::Null));
     scene.assert_gone();
+    // counted for /metrics as an ICE failure
+    let m = scene.shard.calls.metrics();
+    assert_eq!((m.ice_failures, m.dtls_failures), (1, 0));
 }
 
 #[test]
@@ -274,6 +277,8 @@ fn accepted_call_whose_dtls_fails_is_told_remote_state_media_failed() {
     );
     assert_reject_toward_sip(&mut scene, 480);
     scene.assert_gone();
+    let m = scene.shard.calls.metrics();
+    assert_eq!((m.ice_failures, m.dtls_failures), (0, 1));
 }
 
 /// docs/protocol.md, as above, when no ICE check comes at all: src/call/mod.rs

@@ -70,6 +70,29 @@ fn t0() -> Instant {
     Instant::now()
 }
 
+/// `/metrics`' SIP responses by class count what the endpoint answers and what it
+/// receives.
+#[test]
+fn responses_are_counted_by_class() {
+    let now = t0();
+    let mut ep = endpoint(now);
+    let phone: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    let (code, challenge) = send(&mut ep, now, phone, &register(phone, "c1", 1, None));
+    assert_eq!(code, 401);
+    let auth = answer_challenge(&challenge, "pw1001", 1);
+    let (code, _) = send(&mut ep, now, phone, &register(phone, "c1", 2, Some(&auth)));
+    assert_eq!(code, 200);
+
+    let (received, sent) = ep.responses_by_class();
+    assert_eq!(sent, [0, 1, 0, 1, 0, 0], "a 401 and a 200");
+    // a stray 180 from the phone: received (and dropped, no transaction)
+    let stray = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5086;branch=z9hG4bK-none\r\n\
+                 From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: s\r\nCSeq: 1 INVITE\r\n\
+                 Content-Length: 0\r\n\r\n";
+    ep.handle_receive(now, Transport::Udp, phone, stray.as_bytes());
+    assert_eq!(ep.responses_by_class().0, [received[0] + 1, 0, 0, 0, 0, 0]);
+}
+
 #[test]
 fn a_captured_authorization_replayed_in_a_new_register_is_refused() {
     let now = t0();

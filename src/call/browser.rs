@@ -66,6 +66,10 @@ pub struct BrowserCounters {
     pub rtcp_in: u64,
     pub rtcp_out: u64,
     pub srtp_errors: u64,
+    /// The leg failed at ICE (no connectivity check in time, or consent expired).
+    pub ice_failed: bool,
+    /// The leg failed at DTLS (handshake, fingerprint, certificate, keys).
+    pub dtls_failed: bool,
 }
 
 /// What the call keeps of the negotiation with the browser (the rest of it, credentials
@@ -236,9 +240,13 @@ impl BrowserSide {
                     log::info!("WebRTC leg failed: {reason:?}");
                     step = Step::Failed(match reason {
                         FailReason::ConsentExpired | FailReason::NoConnectivity => {
+                            self.counters.ice_failed = true;
                             HangupReason::Timeout
                         }
-                        _ => HangupReason::Error,
+                        _ => {
+                            self.counters.dtls_failed = true;
+                            HangupReason::Error
+                        }
                     });
                 }
                 LegEvent::Closed => step = Step::Failed(HangupReason::Remote),

@@ -244,6 +244,10 @@ pub struct CallMetrics {
     /// Relayed packets refused because one wake-up relayed more than the shard's arena
     /// holds (`media::relay`).
     pub relay_arena_full: u64,
+    /// Calls whose browser leg failed at ICE (no check in time, consent expired).
+    pub ice_failures: u64,
+    /// Calls whose browser leg failed at DTLS (handshake, fingerprint, keys).
+    pub dtls_failures: u64,
     /// Bridged calls that were answered: seconds from the invitation to the answer.
     pub answer_time: Histogram,
     /// Bridged calls whose media flowed: the share of packets lost on the way to srgate,

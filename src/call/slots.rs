@@ -244,6 +244,14 @@ impl Calls {
         };
         self.unindex_browser(slot, ufrag);
         self.metrics.ended += 1;
+        let failed = match &call {
+            Call::Echo(echo) => Some(echo.browser_ref().counters()),
+            Call::Bridge(b) => b.browser.as_ref().map(|b| b.counters()),
+        };
+        if let Some(c) = failed {
+            self.metrics.ice_failures += u64::from(c.ice_failed);
+            self.metrics.dtls_failures += u64::from(c.dtls_failed);
+        }
         match call {
             Call::Echo(mut echo) => {
                 echo.browser().close(&mut self.farewells);

@@ -13,6 +13,8 @@ pub struct Status {
     pub per_shard: Vec<(&'static str, Vec<u64>)>,
     /// Histograms of all shards together: (name, help, bucket bounds, histogram).
     pub histograms: Vec<(&'static str, &'static str, &'static [f64], Histogram)>,
+    /// Counters by SIP status class: written `srgate_NAME{class="1xx"}` … `"6xx"`.
+    pub by_class: Vec<(&'static str, [u64; 6])>,
 }
 
 /// A histogram in the text format: cumulative `_bucket`s up to `+Inf`, `_sum`, `_count`.
@@ -168,6 +170,16 @@ const METRICS: &[(&str, bool, &str)] = &[
         true,
         "relayed packets dropped because one wake-up relayed more than the shard's arena holds",
     ),
+    (
+        "webrtc_ice_failures_total",
+        true,
+        "calls whose browser leg failed at ICE (no connectivity check in time, or consent expired)",
+    ),
+    (
+        "webrtc_dtls_failures_total",
+        true,
+        "calls whose browser leg failed at DTLS (handshake, fingerprint, certificate, keys)",
+    ),
     ("shards", false, "shard threads"),
     (
         "shard_lag_episodes_total",
@@ -199,6 +211,16 @@ const METRICS: &[(&str, bool, &str)] = &[
         "shard_packets_sent_total",
         true,
         "media datagrams sent, per shard",
+    ),
+    (
+        "sip_responses_received_total",
+        true,
+        "SIP responses received, by status class",
+    ),
+    (
+        "sip_responses_sent_total",
+        true,
+        "SIP responses sent (retransmissions included), by status class",
     ),
 ];
 
@@ -266,6 +288,15 @@ pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {
                     for (name, help, bounds, h) in &status.histograms {
                         histogram(&mut body, name, help, bounds, h);
                     }
+                    for (name, values) in &status.by_class {
+                        describe(&mut body, name);
+                        for (class, value) in values.iter().enumerate() {
+                            let class = class + 1;
+                            body.push_str(&format!(
+                                "srgate_{name}{{class=\"{class}xx\"}} {value}\n"
+                            ));
+                        }
+                    }
                     reply(200, "OK", "text/plain; version=0.0.4", &body)
                 }
                 (Some("GET"), _) => reply(404, "Not Found", "text/plain", "not found\n"),
@@ -299,6 +330,7 @@ mod tests {
             metrics: vec![("sip_received", 3)],
             per_shard: vec![("shard_calls", vec![2, 5])],
             histograms: Vec::new(),
+            by_class: vec![("sip_responses_sent_total", [1, 7, 0, 2, 0, 0])],
         }
     }
 
@@ -316,6 +348,21 @@ mod tests {
         let out = respond(b"GET /health HTTP/1.1\r\n\r\n", &standalone).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("\"registered\":null}\n"), "{text}");
+    }
+
+    #[test]
+    fn sip_responses_are_counted_by_class() {
+        let out = respond(b"GET /metrics HTTP/1.1\r\n\r\n", &status()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "# TYPE srgate_sip_responses_sent_total counter",
+            "srgate_sip_responses_sent_total{class=\"1xx\"} 1",
+            "srgate_sip_responses_sent_total{class=\"2xx\"} 7",
+            "srgate_sip_responses_sent_total{class=\"4xx\"} 2",
+            "srgate_sip_responses_sent_total{class=\"6xx\"} 0",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
+        }
     }
 
     #[test]

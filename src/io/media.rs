@@ -48,6 +48,8 @@ pub struct ShardStats {
     pub packets_out: AtomicU64,
     pub send_dropped: AtomicU64,
     pub relay_arena_full: AtomicU64,
+    pub ice_failures: AtomicU64,
+    pub dtls_failures: AtomicU64,
     /// The shard's loop runs its timers late ([`Gateway::lagging`]).
     pub lagging: AtomicBool,
     /// Times the shard started lagging.
@@ -291,6 +293,8 @@ impl MediaPlane {
         set(&s.packets_out, self.packets_out);
         set(&s.send_dropped, self.send_dropped);
         set(&s.relay_arena_full, m.relay_arena_full);
+        set(&s.ice_failures, m.ice_failures);
+        set(&s.dtls_failures, m.dtls_failures);
         set(&s.lag_episodes, core.lag_episodes());
         s.answer_time.store(&m.answer_time);
         s.loss.store(&m.loss);

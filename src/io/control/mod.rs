@@ -596,6 +596,8 @@ impl ControlShard {
         m.push(("calls_panicked_total", sum(|s| &s.panicked)));
         m.push(("media_send_dropped_total", sum(|s| &s.send_dropped)));
         m.push(("media_relay_arena_full_total", sum(|s| &s.relay_arena_full)));
+        m.push(("webrtc_ice_failures_total", sum(|s| &s.ice_failures)));
+        m.push(("webrtc_dtls_failures_total", sum(|s| &s.dtls_failures)));
         m.push(("shards", shards.len() as u64));
         m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
         let cdr = self.cdr.as_ref();

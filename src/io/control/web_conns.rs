@@ -112,6 +112,13 @@ impl ControlShard {
             metrics: self.metrics(),
             per_shard: self.shard_metrics(),
             histograms: self.histograms(),
+            by_class: {
+                let (received, sent) = self.core.sip_responses_by_class();
+                vec![
+                    ("sip_responses_received_total", received),
+                    ("sip_responses_sent_total", sent),
+                ]
+            },
         };
         let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
             return;

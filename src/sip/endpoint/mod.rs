@@ -294,6 +294,21 @@ impl EndpointConfig {
     }
 }
 
+/// The class of a status code as an index: 0 for 1xx … 5 for 6xx.
+fn status_class(code: u16) -> Option<usize> {
+    (100..700)
+        .contains(&code)
+        .then(|| usize::from(code / 100 - 1))
+}
+
+/// The class of an outgoing message that is a response (`SIP/2.0 NNN …`).
+fn response_class(payload: &[u8]) -> Option<usize> {
+    let digit = *payload.strip_prefix(b"SIP/2.0 ")?.first()?;
+    (b'1'..=b'6')
+        .contains(&digit)
+        .then(|| usize::from(digit - b'1'))
+}
+
 /// Methods srgate implements (the `Allow` header).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
 /// Methods srgate knows but does not accept (405 with `Allow`, not 501).
@@ -320,6 +335,10 @@ const MAX_RESPONSE_HEAD: usize = 4096;
 pub struct Metrics {
     pub requests: u64,
     pub responses: u64,
+    /// Responses received and sent (retransmissions included), by class: index 0 is
+    /// 1xx, 5 is 6xx.
+    pub responses_received: [u64; 6],
+    pub responses_sent: [u64; 6],
     pub parse_errors: u64,
     pub dropped: u64,
     pub retransmissions_absorbed: u64,
@@ -520,7 +539,16 @@ impl Endpoint {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front()?;
+        if let Some(class) = response_class(&t.payload) {
+            self.metrics.responses_sent[class] += 1;
+        }
+        Some(t)
+    }
+
+    /// SIP responses (received, sent) by class, 1xx to 6xx.
+    pub fn responses_by_class(&self) -> ([u64; 6], [u64; 6]) {
+        (self.metrics.responses_received, self.metrics.responses_sent)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -700,6 +728,9 @@ impl Endpoint {
             }
             Ok(msg) => {
                 self.metrics.responses += 1;
+                if let Some(class) = msg.status().and_then(status_class) {
+                    self.metrics.responses_received[class] += 1;
+                }
                 self.on_response(now, &msg);
                 true
             }
