@@ -133,6 +133,20 @@ fn srproxy_rtx_conf_with_the_placeholder_says_what_to_do() {
     assert!(err.message.contains("placeholder"), "{err}");
 }
 
+/// SRProxy's repository `rtx.conf` also has `[pstn]` (a dialling prefix routed to a PSTN
+/// gateway): srgate starts with a warning that says what happens instead.
+#[test]
+fn srproxy_pstn_section_is_warned_about_not_refused() {
+    let text = "[global]\nsip_svr = 127.0.0.1\n\n[pstn]\nip=192.168.1.122\nprefix=9\n";
+    let (_, warnings) = Config::from_str(text, Path::new("rtx.conf")).unwrap();
+    let pstn = warnings
+        .iter()
+        .find(|w| w.section.as_deref() == Some("pstn"))
+        .expect("a warning about [pstn]");
+    assert_eq!(pstn.line, Some(4));
+    assert!(pstn.to_string().contains("go to sip_svr"), "{pstn}");
+}
+
 #[test]
 fn anyrtc_sections_are_warned_about() {
     let text = "[global]\nsip_svr = 127.0.0.1\n\n[rtc]\nip=RTC_IP\nport=6080\n[rtm]\nip=RTM_IP\nport=7080\n";

@@ -83,6 +83,9 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
 ];
 
 pub(super) const ANYRTC_SECTIONS: &[&str] = &["rtc", "rtm"];
+/// SRProxy's `[pstn]` (`ip`, `prefix`: numbers with the prefix to a PSTN gateway): srgate
+/// has no such route; warned about with what to do instead.
+pub(super) const SRPROXY_PSTN: &str = "pstn";
 pub(super) const ANYRTC_KEYS: &[(&str, &str)] = &[("global", "appid")];
 
 pub(super) fn schema_keys(section: &str) -> Option<&'static [(&'static str, &'static str)]> {
