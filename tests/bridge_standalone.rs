@@ -248,10 +248,13 @@ fn standalone_gateway_bridges_a_registered_phone_and_an_app_user() {
         srgate.metric("call_loss_ratio_bucket{le=\"0.01\"}") >= 50,
         "calls on loopback lose under 1 %"
     );
-    // and their jitter, measured on what each leg sent srgate
-    assert!(srgate.metric("call_jitter_seconds_count") >= 50);
-    assert!(
-        srgate.metric("call_jitter_seconds_bucket{le=\"0.1\"}") >= 50,
+    // and their jitter, measured on what a leg sent srgate: a call hung up at once may have
+    // carried one packet per leg (no jitter yet), but not all of them
+    let jittered = srgate.metric("call_jitter_seconds_count");
+    assert!(jittered >= 1, "no call's jitter was measured");
+    assert_eq!(
+        srgate.metric("call_jitter_seconds_bucket{le=\"0.1\"}"),
+        jittered,
         "calls on loopback have under 100 ms of jitter"
     );
     assert_eq!(srgate.health().unwrap().calls, 0);
