@@ -845,7 +845,6 @@ impl<P: RtpPorts> Gateway<P> {
         }
     }
 
-    /// Shard 0's signalling counters, named as `/metrics` shows them.
     /// SIP responses (received, sent) by class, 1xx to 6xx (shard 0).
     pub fn sip_responses_by_class(&self) -> ([u64; 6], [u64; 6]) {
         match &self.role {
@@ -854,6 +853,7 @@ impl<P: RtpPorts> Gateway<P> {
         }
     }
 
+    /// Shard 0's signalling counters, named as `/metrics` shows them.
     pub fn metrics(&self) -> Vec<(&'static str, u64)> {
         let Role::Control(s) = &self.role else {
             return Vec::new();

@@ -173,7 +173,7 @@ const METRICS: &[(&str, bool, &str)] = &[
     (
         "webrtc_ice_failures_total",
         true,
-        "calls whose browser leg failed at ICE (no connectivity check in time, or consent expired)",
+        "calls whose browser leg failed at ICE (no connectivity check in time, or consent expired: the browser vanished mid-call)",
     ),
     (
         "webrtc_dtls_failures_total",

@@ -344,7 +344,8 @@ impl Bridge {
                 }),
             Direction::Transcode(t) => t.push_rtp(now, data).map_err(PushError::Transcoder),
         };
-        if result.is_err() {
+        // a packet the shard's arena had no room for is counted there, not as refused
+        if result.is_err() && result != Err(PushError::Full) {
             stats.refused += 1;
         }
         result
@@ -550,7 +551,11 @@ impl Bridge {
                     {
                         let held = u128::from(block.delay_since_last_sr) * 1_000_000 / 65_536;
                         let since = now.saturating_duration_since(at).as_micros();
-                        stats.rtt_us = Some(since.saturating_sub(held) as u64);
+                        // a peer that says it held the report longer than the round
+                        // took is wrong: no figure rather than 0
+                        if held <= since {
+                            stats.rtt_us = Some((since - held) as u64);
+                        }
                     }
                 }
             }

@@ -25,8 +25,9 @@ pub const ARENA_BYTES: usize = 512 * 1024;
 pub struct RelayArena {
     buf: Box<[u8]>,
     used: usize,
-    /// Told apart from the packets of earlier rounds by this number.
-    round: u32,
+    /// Told apart from the packets of earlier rounds by this number (64 bits: it never
+    /// comes round again).
+    round: u64,
     /// Packets refused because the arena was full.
     full: u64,
 }
@@ -107,7 +108,7 @@ pub struct Relay {
     /// The waiting packets, oldest at `head`: start in the arena, length, arena round.
     starts: [usize; RELAY_QUEUE],
     lens: [u16; RELAY_QUEUE],
-    rounds: [u32; RELAY_QUEUE],
+    rounds: [u64; RELAY_QUEUE],
     head: usize,
     queued: usize,
     /// Packets dropped because they were still waiting when the arena started over.

@@ -93,8 +93,6 @@ impl Endpoint {
         self.forget(id);
     }
 
-    /// An INVITE that passed the checks (proxy: from sip_svr; standalone: authenticated),
-    /// for `app_user`.
     /// Answers 422 with `Min-SE` to a request whose session interval is too short
     /// ([`super::interval_too_small`]); whether it did.
     pub(super) fn refused_short_interval(
@@ -116,6 +114,8 @@ impl Endpoint {
         true
     }
 
+    /// An INVITE that passed the checks (proxy: from sip_svr; standalone: authenticated),
+    /// for `app_user`.
     pub(in crate::sip::endpoint) fn incoming_call(
         &mut self,
         now: Instant,
