@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::pii::Secret;
 
 use super::lexer::Document;
-use super::schema::{ANYRTC_KEYS, ANYRTC_SECTIONS, SCHEMA, SRPROXY_PSTN, default_of, schema_keys};
+use super::schema::{ANYRTC_KEYS, IGNORED_SECTIONS, SCHEMA, default_of, schema_keys};
 use super::{
     AccRule, Api, Auth, CallsSection, Config, ConfigError, ErrorKind, Global, Log, Media, Proxy,
     Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
@@ -92,24 +92,8 @@ impl<'d> Reader<'_, 'd> {
     pub(super) fn check_names(&mut self) -> Result<(), ConfigError> {
         let doc = self.doc;
         for section in &doc.sections {
-            if section.name == SRPROXY_PSTN {
-                self.warn(
-                    section.name,
-                    None,
-                    Some(section.line),
-                    "SRProxy's PSTN gateway route is not supported and is ignored: calls to \
-                     those numbers go to sip_svr like any other (route the prefix to the \
-                     gateway in the PBX)",
-                );
-                continue;
-            }
-            if ANYRTC_SECTIONS.contains(&section.name) {
-                self.warn(
-                    section.name,
-                    None,
-                    Some(section.line),
-                    "anyRTC-only section, ignored by srgate",
-                );
+            if let Some((_, why)) = IGNORED_SECTIONS.iter().find(|(s, _)| *s == section.name) {
+                self.warn(section.name, None, Some(section.line), why);
                 continue;
             }
             let Some(keys) = schema_keys(section.name) else {

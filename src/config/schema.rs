@@ -82,10 +82,17 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-pub(super) const ANYRTC_SECTIONS: &[&str] = &["rtc", "rtm"];
-/// SRProxy's `[pstn]` (`ip`, `prefix`: numbers with the prefix to a PSTN gateway): srgate
-/// has no such route; warned about with what to do instead.
-pub(super) const SRPROXY_PSTN: &str = "pstn";
+/// Sections of SRProxy's `rtx.conf` srgate ignores, each with the warning it gets.
+pub(super) const IGNORED_SECTIONS: &[(&str, &str)] = &[
+    ("rtc", "anyRTC-only section, ignored by srgate"),
+    ("rtm", "anyRTC-only section, ignored by srgate"),
+    // `ip`, `prefix`: numbers with the prefix to a PSTN gateway
+    (
+        "pstn",
+        "SRProxy's PSTN gateway route is not supported and is ignored: calls to those \
+         numbers go to sip_svr like any other (route the prefix to the gateway in the PBX)",
+    ),
+];
 pub(super) const ANYRTC_KEYS: &[(&str, &str)] = &[("global", "appid")];
 
 pub(super) fn schema_keys(section: &str) -> Option<&'static [(&'static str, &'static str)]> {
