@@ -155,6 +155,11 @@ fn parse_media_line(value: &str) -> Option<MediaSection> {
     })
 }
 
+/// An SDP token (RFC 4566 §9: visible ASCII), as a mid must be.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn session_attribute(offer: &mut Offer, name: &str, value: Option<&str>) {
     if name == "group"
         && let Some(v) = value
@@ -164,7 +169,10 @@ fn session_attribute(offer: &mut Offer, name: &str, value: Option<&str>) {
             .next()
             .is_some_and(|s| s.eq_ignore_ascii_case("BUNDLE"))
         {
-            offer.bundle = Some(words.take(MAX_MEDIA).map(str::to_owned).collect());
+            // A group naming a mid that is not a token (a control character, ...) is
+            // not taken: srgate's answer repeats these names.
+            let mids: Vec<String> = words.take(MAX_MEDIA).map(str::to_owned).collect();
+            offer.bundle = mids.iter().all(|m| is_token(m)).then_some(mids);
         }
         return;
     }
@@ -173,7 +181,7 @@ fn session_attribute(offer: &mut Offer, name: &str, value: Option<&str>) {
 
 fn media_attribute(media: &mut MediaSection, name: &str, value: Option<&str>) {
     match (name, value) {
-        ("mid", Some(v)) => media.mid = Some(v.trim().to_owned()),
+        ("mid", Some(v)) => media.mid = Some(v.trim()).filter(|m| is_token(m)).map(str::to_owned),
         ("rtcp-mux", _) => media.rtcp_mux = true,
         ("sendrecv" | "sendonly" | "recvonly" | "inactive", None) => {
             media.direction = Some(name.to_owned());
@@ -430,5 +438,19 @@ a=ssrc:1193046 cname:{f1e2d3c4-b5a6-4978-8695-a4b3c2d1e0f9}\r\n";
             v[cut] = b"\n:/ =a9"[cut % 7];
             let _ = Offer::parse(&String::from_utf8_lossy(&v));
         }
+    }
+
+    #[test]
+    fn mids_that_are_not_tokens_are_not_taken() {
+        // found by fuzzing: a vertical tab is not split on as whitespace
+        let offer = CHROME_OFFER
+            .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0\u{b}x")
+            .replace("a=mid:0", "a=mid:0\u{0}");
+        let o = Offer::parse(&offer).unwrap();
+        assert_eq!(o.bundle, None);
+        assert_eq!(o.media[0].mid, None);
+        let o = Offer::parse(CHROME_OFFER).unwrap();
+        assert_eq!(o.bundle, Some(vec!["0".to_string()]));
+        assert_eq!(o.media[0].mid.as_deref(), Some("0"));
     }
 }
