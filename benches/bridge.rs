@@ -37,6 +37,7 @@ fn config(webrtc: Codec, pt: u8) -> BridgeConfig {
         payload_type,
         dtmf_payload_type: Some(dtmf),
         dtmf_clock: 8000,
+        packet_time: srgate::media::codec::FRAME,
         ssrc,
         initial_sequence: 1,
         initial_timestamp: 1,

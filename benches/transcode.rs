@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use srgate::media::codec::{Codec, Law, SampleRate, g711};
+use srgate::media::codec::{Codec, FRAME, Law, SampleRate, g711};
 use srgate::media::jitter::JitterConfig;
 use srgate::media::transcode::{MAX_RTP_OUT, Transcoder, TranscoderConfig};
 use srgate::wire::rtp;
@@ -84,6 +84,7 @@ fn transcoder(input: Codec, in_pt: u8, output: Codec, out_pt: u8) -> Transcoder 
         input_payload_type: in_pt,
         output,
         output_payload_type: out_pt,
+        output_frame: FRAME,
         pcm_rate: SampleRate::Hz8000,
         opus_complexity: COMPLEXITY as u8,
         ssrc: 0x0bad_cafe,

@@ -13,7 +13,7 @@
 use std::alloc::System;
 use std::time::{Duration, Instant};
 
-use srgate::media::codec::{Codec, Law, SampleRate, g711};
+use srgate::media::codec::{Codec, FRAME, Law, SampleRate, g711};
 use srgate::media::echo::{Echo, EchoConfig};
 use srgate::media::jitter::JitterConfig;
 use srgate::media::transcode::{MAX_RTP_OUT, Transcoder, TranscoderConfig};
@@ -149,6 +149,7 @@ fn transcoder(input: Codec, in_pt: u8, output: Codec, out_pt: u8) -> Transcoder 
         input_payload_type: in_pt,
         output,
         output_payload_type: out_pt,
+        output_frame: FRAME,
         pcm_rate: SampleRate::Hz8000,
         opus_complexity: 5,
         ssrc: 0x0bad_cafe,

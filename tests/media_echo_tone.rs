@@ -287,7 +287,12 @@ fn other_payload_types_and_garbage_are_refused_without_harm() {
     }
     .emit(&mut bad)
     .expect("header");
-    bad[12] = 0x03; // code-3 packet with a frame count of 0: invalid
+    bad[12] = 0x03; // code-3 packet with a frame count of 0: no packet time at all
+    assert_eq!(echo.push_rtp(t0, &bad[..14]), Err(PushError::PacketTime));
+    // code 2 (two 20 ms SILK frames) whose first frame's length runs past the end: its
+    // packet time reads, its audio does not decode
+    bad[12] = 0x0a;
+    bad[13] = 0xfb;
     echo.push_rtp(t0, &bad[..14])
         .expect("stored; decoding happens later");
     assert_eq!(echo.poll_timeout(), Some(t0 + Duration::from_millis(40)));

@@ -16,13 +16,14 @@ use super::browser::BrowserSide;
 use super::latch::RtpSource;
 use super::{MediaSocket, MediaTransmit, Step};
 use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat, PushError};
-use crate::media::codec::{Codec as MediaCodec, g711::Law};
+use crate::media::codec::{Codec as MediaCodec, FRAME, g711::Law};
 use crate::media::jitter::JitterConfig;
 use crate::media::relay::RelayArena;
+use crate::media::transcode::{MAX_PACKET_TIME, MIN_PACKET_TIME};
 use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
-use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp};
+use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp, pick_format};
 use crate::sip::endpoint::SipCallId;
 use crate::webrtc::srtp::SrtpContext;
 
@@ -304,30 +305,49 @@ impl BridgeCall {
             direction,
             session_id,
             version: 1,
-            ptime: 20,
+            ptime: self.sip_ptime(),
             crypto: &self.sdes_local,
         })
     }
 
+    /// The packet time of the SIP leg in ms: the SIP side's `a=ptime` when it is one
+    /// srgate sends (10 to 60 ms: srgate's answer repeats it and transcoded G.711 goes out
+    /// at it), else 20.
+    fn sip_ptime(&self) -> u8 {
+        let min = MIN_PACKET_TIME.as_millis();
+        let max = MAX_PACKET_TIME.as_millis();
+        self.remote
+            .as_ref()
+            .and_then(|r| r.ptime)
+            .filter(|&p| (min..=max).contains(&u128::from(p)))
+            .unwrap_or(20)
+    }
+
     /// The SIP side's SDP (answer, early media, offer or re-offer): where to send, in
-    /// which format. Builds the media bridge once both sides' formats are known.
-    pub fn apply_remote(&mut self, remote: RemoteRtp) -> Result<(), &'static str> {
-        let format = match self.sip_format {
-            // A re-offer keeps the format (srgate's answer repeats its previous one).
-            Some(f) => Some(f),
-            None => remote
-                .codecs
-                .iter()
-                .copied()
-                .find(|(_, c)| media_codec(*c).is_some() && *c != Codec::Opus),
-        };
-        let Some(format) = format else {
+    /// which format. Builds the media bridge once both sides' formats are known; a
+    /// re-offer without the codec in use moves the bridge to the one srgate's answer
+    /// picked from it (the same [`pick_format`]).
+    pub fn apply_remote(&mut self, now: Instant, remote: RemoteRtp) -> Result<(), &'static str> {
+        let current = self.sip_format.map(|(_, c)| c);
+        let Some(format) = pick_format(&remote.codecs, current) else {
             return Err("no common codec with the SIP side");
         };
         self.apply_crypto(&remote)?;
         self.source.set_expected(remote.addr);
+        let switched = current.is_some_and(|c| c != format.1);
         self.sip_format = Some(format);
         self.remote = Some(remote);
+        let packet_time = Duration::from_millis(u64::from(self.sip_ptime()));
+        let te = self.remote.as_ref().and_then(|r| r.telephone_event);
+        if switched && let Some(media) = self.media.as_mut() {
+            let Some(codec) = media_codec(format.1) else {
+                return Err("codec not supported by the bridge");
+            };
+            media
+                .switch_sip_format(now, codec, format.0, te, packet_time)
+                .map_err(|_| "codec setup failed")?;
+            return Ok(());
+        }
         self.ensure_media()
     }
 
@@ -357,6 +377,7 @@ impl BridgeCall {
                 payload_type: n.payload_type,
                 dtmf_payload_type: n.telephone_event.map(|t| t.payload_type),
                 dtmf_clock: n.telephone_event.map_or(8000, |t| t.clock_rate),
+                packet_time: FRAME,
                 ssrc: self.ids.ssrc_webrtc,
                 initial_sequence: self.ids.seq_webrtc,
                 initial_timestamp: self.ids.ts_webrtc,
@@ -366,6 +387,7 @@ impl BridgeCall {
                 payload_type: sip_pt,
                 dtmf_payload_type: remote.telephone_event,
                 dtmf_clock: 8000,
+                packet_time: Duration::from_millis(u64::from(self.sip_ptime())),
                 ssrc: self.ids.ssrc_sip,
                 initial_sequence: self.ids.seq_sip,
                 initial_timestamp: self.ids.ts_sip,

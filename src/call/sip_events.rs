@@ -79,7 +79,7 @@ impl Calls {
                         && let Ok(remote) = parse_rtp_sdp(&sdp)
                     {
                         // 183 early media: played to the app.
-                        if let Err(why) = b.apply_remote(remote) {
+                        if let Err(why) = b.apply_remote(now, remote) {
                             failed = Some(why);
                         }
                     }
@@ -110,7 +110,7 @@ impl Calls {
                     Some(b) => {
                         cdr_peer = b.peer.clone();
                         match parse_rtp_sdp(&sdp) {
-                            Ok(remote) => b.apply_remote(remote),
+                            Ok(remote) => b.apply_remote(now, remote),
                             Err(_) => Err("unreadable SDP answer"),
                         }
                         .map(|()| {
@@ -247,7 +247,7 @@ impl Calls {
                 if let Some(b) = self.bridge_mut(slot)
                     && let Ok(remote) = parse_rtp_sdp(&sdp)
                 {
-                    if let Err(why) = b.apply_remote(remote) {
+                    if let Err(why) = b.apply_remote(now, remote) {
                         log::info!("re-offer of SIP call {id:?}: {why}");
                     }
                     b.touch_rtp(now);
@@ -355,7 +355,7 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
-        if let Err(why) = call.apply_remote(remote) {
+        if let Err(why) = call.apply_remote(now, remote) {
             log::info!("SIP call: offer unusable ({why}) → 488");
             ctx.ports.close(port);
             ctx.sip.reject(now, sip, 488);

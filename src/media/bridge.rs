@@ -58,6 +58,10 @@ pub struct LegFormat {
     pub dtmf_payload_type: Option<u8>,
     /// telephone-event's clock (8000, or 48000 for browsers that offer that).
     pub dtmf_clock: u32,
+    /// The audio srgate puts in each packet toward this leg when it transcodes: 20 ms
+    /// toward browsers, the SIP side's `ptime` for G.711 (10 to 60 ms). Relayed packets
+    /// keep the sender's.
+    pub packet_time: Duration,
     /// srgate's SSRC, first sequence number and timestamp toward this leg.
     pub ssrc: u32,
     pub initial_sequence: u16,
@@ -200,6 +204,16 @@ impl Outgoing {
         }
     }
 
+    /// A timestamp for a stream that takes over at `now`: past the last one sent by the
+    /// time since, and a 20 ms frame more.
+    fn timestamp_after(&self, now: Instant) -> u32 {
+        let frame = self.clock_rate / 50;
+        match self.last_sent {
+            Some(_) => self.sender_info(now, 0).rtp_timestamp.wrapping_add(frame),
+            None => self.last_ts,
+        }
+    }
+
     fn sender_info(&self, now: Instant, ntp: u64) -> SenderInfo {
         let since = self
             .last_sent
@@ -232,8 +246,26 @@ pub struct Bridge {
 impl Bridge {
     /// Sets up both directions (the only allocations of the call's media).
     pub fn new(config: BridgeConfig) -> Result<Bridge, CodecError> {
+        let (to_sip, to_webrtc, mode) = Self::directions(&config)?;
+        Ok(Bridge {
+            out_sip: Outgoing::new(&config.sip),
+            out_webrtc: Outgoing::new(&config.webrtc),
+            dtmf_out: config.sip.dtmf_payload_type.map(|_| DtmfSender::new(8000)),
+            dtmf_ts: 0,
+            dtmf_in: DtmfReceiver::default(),
+            config,
+            mode,
+            to_sip,
+            to_webrtc,
+            stats: BridgeStats::default(),
+        })
+    }
+
+    /// The two directions between the legs' formats: relayed when both use the same
+    /// codec, else a transcoder each way.
+    fn directions(config: &BridgeConfig) -> Result<(Direction, Direction, BridgeMode), CodecError> {
         let relay = config.webrtc.codec == config.sip.codec;
-        let (to_sip, to_webrtc, mode) = if relay {
+        Ok(if relay {
             (
                 Direction::Relay(Box::new(Relay::new(
                     config.sip.payload_type,
@@ -258,6 +290,7 @@ impl Bridge {
                     input_payload_type: from.payload_type,
                     output: to.codec,
                     output_payload_type: to.payload_type,
+                    output_frame: to.packet_time,
                     pcm_rate: SampleRate::Hz8000,
                     opus_complexity: config.opus_complexity,
                     ssrc: to.ssrc,
@@ -272,19 +305,41 @@ impl Bridge {
                 Direction::Transcode(transcoder(&config.sip, &config.webrtc)?),
                 BridgeMode::Transcode,
             )
-        };
-        Ok(Bridge {
-            out_sip: Outgoing::new(&config.sip),
-            out_webrtc: Outgoing::new(&config.webrtc),
-            dtmf_out: config.sip.dtmf_payload_type.map(|_| DtmfSender::new(8000)),
-            dtmf_ts: 0,
-            dtmf_in: DtmfReceiver::default(),
-            config,
-            mode,
-            to_sip,
-            to_webrtc,
-            stats: BridgeStats::default(),
         })
+    }
+
+    /// The SIP side moved to another codec (a re-offer without the one in use): both
+    /// directions are set up again for it (relay ⇄ transcode as the codecs now match or
+    /// not). Each leg's stream goes on: same SSRC, sequence numbers without a gap, and a
+    /// timestamp past everything sent, by the time since (a new talkspurt).
+    pub fn switch_sip_format(
+        &mut self,
+        now: Instant,
+        codec: Codec,
+        payload_type: u8,
+        dtmf_payload_type: Option<u8>,
+        packet_time: Duration,
+    ) -> Result<(), CodecError> {
+        let mut config = self.config;
+        config.sip.codec = codec;
+        config.sip.payload_type = payload_type;
+        config.sip.dtmf_payload_type = dtmf_payload_type;
+        config.sip.packet_time = packet_time;
+        config.sip.initial_timestamp = self.out_sip.timestamp_after(now);
+        config.webrtc.initial_timestamp = self.out_webrtc.timestamp_after(now);
+        let (to_sip, to_webrtc, mode) = Self::directions(&config)?;
+        // the concealment counts of the transcoders that go
+        let before = self.stats();
+        (self.stats.plc_frames, self.stats.fec_frames) = (before.plc_frames, before.fec_frames);
+        self.to_sip = to_sip;
+        self.to_webrtc = to_webrtc;
+        self.mode = mode;
+        self.out_sip.clock_rate = codec.clock_rate();
+        if dtmf_payload_type.is_some() && self.dtmf_out.is_none() {
+            self.dtmf_out = Some(DtmfSender::new(8000));
+        }
+        self.config = config;
+        Ok(())
     }
 
     pub fn mode(&self) -> BridgeMode {
@@ -590,6 +645,7 @@ mod tests {
             payload_type: pt,
             dtmf_payload_type: dtmf,
             dtmf_clock: 8000,
+            packet_time: crate::media::codec::FRAME,
             ssrc,
             initial_sequence: 1000,
             initial_timestamp: 50_000,
@@ -650,6 +706,88 @@ mod tests {
         }
         assert!(seen.iter().all(|h| h.ssrc == 0xbbbb && h.payload_type == 0));
         assert!(seen[0].marker && seen[3].marker && !seen[4].marker);
+    }
+
+    #[test]
+    fn a_sip_codec_switch_moves_relay_to_transcode_and_both_streams_go_on() {
+        let t0 = base();
+        let mut arena = RelayArena::default();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        assert_eq!(b.mode(), BridgeMode::Relay);
+        let mut out = [0u8; 1500];
+        let payload = [0x55u8; 160];
+        let mut to_browser = Vec::new();
+        for i in 0..3u16 {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            b.push_sip(
+                now,
+                &packet(0, 40 + i, 160 * u32::from(i), 9, &payload),
+                &mut arena,
+            )
+            .unwrap();
+            let n = b.poll_webrtc(now, &mut out, &arena).unwrap();
+            to_browser.push(rtp::Header::parse(
+                &rtp::Packet::new_checked(&out[..n]).unwrap(),
+            ));
+            arena.clear();
+        }
+        // the SIP side re-offers PCMA only: PCMA toward SIP, PCMU toward the browser
+        let switched = t0 + Duration::from_millis(60);
+        b.switch_sip_format(
+            switched,
+            Codec::G711(Law::A),
+            8,
+            Some(101),
+            crate::media::codec::FRAME,
+        )
+        .unwrap();
+        assert_eq!(b.mode(), BridgeMode::Transcode);
+        // PCMU now refused from SIP, PCMA taken and transcoded to the browser
+        assert!(
+            b.push_sip(switched, &packet(0, 43, 480, 9, &payload), &mut arena)
+                .is_err()
+        );
+        let mut pcma = [0u8; 160];
+        g711::encode(Law::A, &[4000i16; 160], &mut pcma);
+        for i in 0..10u16 {
+            let now = switched + Duration::from_millis(20 * u64::from(i));
+            b.push_sip(
+                now,
+                &packet(8, 44 + i, 640 + 160 * u32::from(i), 9, &pcma),
+                &mut arena,
+            )
+            .unwrap();
+            while let Some(n) = b.poll_webrtc(now, &mut out, &arena) {
+                let p = rtp::Packet::new_checked(&out[..n]).unwrap();
+                assert_eq!(p.payload_type(), 0);
+                let mut pcm = [0i16; 160];
+                g711::decode(Law::Mu, p.payload(), &mut pcm);
+                if to_browser.len() > 3 {
+                    // past the jitter buffer's start: the PCMA level comes through as PCMU
+                    assert!(
+                        pcm.iter().all(|&s| (s - 4000).abs() < 200),
+                        "{:?}",
+                        &pcm[..4]
+                    );
+                }
+                to_browser.push(rtp::Header::parse(&p));
+            }
+        }
+        assert!(to_browser.len() >= 6, "{to_browser:?}");
+        // one stream toward the browser: same SSRC, no gap in the sequence, the
+        // timestamp moved on past the relayed part and the new part starts a talkspurt
+        assert!(to_browser.iter().all(|h| h.ssrc == 0xaaaa));
+        for w in to_browser.windows(2) {
+            assert_eq!(w[1].sequence_number, w[0].sequence_number.wrapping_add(1));
+            assert!(w[1].timestamp.wrapping_sub(w[0].timestamp) < 0x8000_0000);
+        }
+        assert!(to_browser[3].marker);
+        assert!(
+            to_browser[3]
+                .timestamp
+                .wrapping_sub(to_browser[2].timestamp)
+                >= 160
+        );
     }
 
     #[test]
@@ -907,6 +1045,7 @@ mod g711_tests {
             payload_type,
             dtmf_payload_type: None,
             dtmf_clock: 8000,
+            packet_time: crate::media::codec::FRAME,
             ssrc,
             initial_sequence: 1,
             initial_timestamp: 1,

@@ -44,6 +44,7 @@ impl Echo {
             input_payload_type: config.payload_type,
             output: Codec::Opus,
             output_payload_type: config.payload_type,
+            output_frame: crate::media::codec::FRAME,
             pcm_rate: config.pcm_rate,
             opus_complexity: config.opus_complexity,
             ssrc: config.ssrc,

@@ -1,4 +1,5 @@
-//! An adaptive jitter buffer for one incoming RTP stream of 20 ms frames.
+//! An adaptive jitter buffer for one incoming RTP stream of equally long packets (20 ms
+//! unless the stream says otherwise: [`JitterBuffer::set_frame`]).
 //!
 //! Packets are stored by sequence number (with wrap-around) in a fixed ring of [`SLOTS`]
 //! slots allocated when the stream is set up; nothing allocates afterwards. The buffer
@@ -256,12 +257,24 @@ impl JitterBuffer {
         self.estimate.jitter as u32
     }
 
-    /// The current target delay: `3 J` between `min_delay` and `max_delay`.
+    /// The current target delay: `3 J` between `min_delay` and `max_delay`, and never
+    /// more than the ring holds with room for reordering (10 ms packets: 140 ms).
     pub fn target_delay(&self) -> Duration {
         let j = Duration::from_secs_f64(
             3.0 * self.estimate.jitter / f64::from(self.config.clock_rate.max(1)),
         );
-        j.clamp(self.config.min_delay, self.config.max_delay)
+        let ring = self.config.frame.saturating_mul(SLOTS as u32 - 2);
+        let max = self.config.max_delay.min(ring);
+        j.clamp(self.config.min_delay.min(max), max)
+    }
+
+    /// Sets the duration of one packet (the pop cadence), e.g. once the stream shows the
+    /// sender's packet time. Buffered packets stay and play at the new cadence, which
+    /// goes on from the next due pop.
+    pub fn set_frame(&mut self, frame: Duration) {
+        if !frame.is_zero() {
+            self.config.frame = frame;
+        }
     }
 
     fn target_frames(&self) -> usize {

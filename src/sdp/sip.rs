@@ -239,9 +239,27 @@ pub fn mirror(d: Direction) -> Direction {
     }
 }
 
+/// The SIP-side codecs srgate's media bridge carries, in its order of preference when an
+/// offer lists several.
+pub const BRIDGED: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+
+/// The format srgate takes from an offer (or answer) `remote`: `current` (the codec in
+/// use, under the payload type `remote` gives it) while `remote` still has it, else the
+/// first of `remote`'s formats the bridge carries ([`BRIDGED`]); `None` when it has none.
+pub fn pick_format(remote: &[(u8, Codec)], current: Option<Codec>) -> Option<(u8, Codec)> {
+    remote
+        .iter()
+        .copied()
+        .find(|&(_, c)| Some(c) == current)
+        .or_else(|| remote.iter().copied().find(|(_, c)| BRIDGED.contains(c)))
+}
+
 /// srgate's answer to a re-offer in a dialog: its previous description with the version
-/// one higher and the direction mirrored from the re-offer (a hold is accepted). `None`
-/// when the previous description cannot be read, or when the re-offer's security differs
+/// one higher, the direction mirrored from the re-offer (a hold is accepted) and the codec
+/// in use, or the re-offer's first one srgate carries when the codec in use is not
+/// offered any more ([`pick_format`]; the call layer switches its media to it). `None`
+/// (answered 488, the session goes on as it was) when the previous description cannot be
+/// read, when the re-offer has no codec srgate carries, or when its security differs
 /// from the session's (SRTP is never dropped by a re-offer, nor added, nor its suite
 /// changed).
 pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
@@ -252,41 +270,51 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
         (Some(o), Some(t)) if o.tag == t.tag && o.profile == t.profile => {}
         _ => return None,
     }
-    let mut version = 1;
-    let mut session_id = 1;
-    for line in previous.lines() {
-        if let Some(o) = line.trim().strip_prefix("o=") {
-            let mut parts = o.split_whitespace().skip(1);
-            session_id = parts.next()?.parse().ok()?;
-            version = parts.next()?.parse::<u64>().ok()?.saturating_add(1);
-        }
-    }
-    // Keep the codec already in use when the re-offer still has it.
-    let codecs: Vec<(u8, Codec)> = ours
-        .codecs
-        .iter()
-        .copied()
-        .filter(|(_, c)| offer.codecs.iter().any(|(_, o)| o == c))
-        .take(1)
-        .map(|(_, c)| {
-            offer
-                .codecs
-                .iter()
-                .copied()
-                .find(|(_, o)| *o == c)
-                .unwrap_or((0, c))
-        })
-        .collect();
-    let codecs = if codecs.is_empty() {
-        ours.codecs.into_iter().take(1).collect()
-    } else {
-        codecs
-    };
+    let (session_id, version) = origin(previous)?;
+    let current = ours.codecs.first().map(|&(_, c)| c);
+    let codecs = [pick_format(&offer.codecs, current)?];
     Some(build_rtp_sdp(&RtpDescription {
         addr: ours.addr,
         codecs: &codecs,
         telephone_event: ours.telephone_event.and(offer.telephone_event),
         direction: mirror(offer.direction),
+        session_id,
+        version: version.saturating_add(1),
+        ptime: ours.ptime.unwrap_or(20),
+        crypto: ours.crypto.as_slice(),
+    }))
+}
+
+/// The session id and version of a description's `o=` line ((1, 1) without one).
+fn origin(description: &str) -> Option<(u64, u64)> {
+    let mut found = (1, 1);
+    for line in description.lines() {
+        if let Some(o) = line.trim().strip_prefix("o=") {
+            let mut parts = o.split_whitespace().skip(1);
+            found = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        }
+    }
+    Some(found)
+}
+
+/// srgate's offer once answered: the same description holding only the codec the answer
+/// chose ([`pick_format`] of the answer), so that a later re-offer is answered with the
+/// codec in use. `None` (the offer is kept as it is) when either cannot be read, when
+/// the answer chose nothing srgate offered, or for an SRTP offer (its several keys are
+/// not all read back here).
+pub fn settle(offer: &str, answer: &RemoteRtp) -> Option<String> {
+    let ours = parse_rtp_sdp(offer).ok()?;
+    if ours.crypto.is_some() {
+        return None;
+    }
+    let (session_id, version) = origin(offer)?;
+    let (_, chosen) = pick_format(&answer.codecs, None)?;
+    let codec = ours.codecs.iter().copied().find(|&(_, c)| c == chosen)?;
+    Some(build_rtp_sdp(&RtpDescription {
+        addr: ours.addr,
+        codecs: &[codec],
+        telephone_event: ours.telephone_event,
+        direction: ours.direction,
         session_id,
         version,
         ptime: ours.ptime.unwrap_or(20),
@@ -436,23 +464,80 @@ mod tests {
         assert!(sdp.contains("m=audio 16384 RTP/AVP 0 8 101\r\n"), "{sdp}");
     }
 
-    #[test]
-    fn a_hold_reoffer_gets_recvonly_and_a_new_version() {
-        let codecs = [(0, Codec::Pcmu)];
-        let ours = build_rtp_sdp(&RtpDescription {
+    /// srgate's plain description at 127.0.0.1:16384 with `codecs` and telephone-event
+    /// 101, session 7 version 1.
+    fn ours_at_16384(codecs: &[(u8, Codec)]) -> String {
+        build_rtp_sdp(&RtpDescription {
             addr: "127.0.0.1:16384".parse().unwrap(),
-            codecs: &codecs,
+            codecs,
             telephone_event: Some(101),
             direction: Direction::SendRecv,
             session_id: 7,
             version: 1,
             ptime: 20,
             crypto: &[],
-        });
+        })
+    }
+
+    #[test]
+    fn a_hold_reoffer_gets_recvonly_and_a_new_version() {
+        let ours = ours_at_16384(&[(0, Codec::Pcmu)]);
         let hold = parse_rtp_sdp(&BARESIP_OFFER.replace("sendrecv", "sendonly")).unwrap();
         let answer = reanswer(&ours, &hold).unwrap();
         assert!(answer.contains("o=srgate 7 2 IN IP4"), "{answer}");
         assert!(answer.contains("a=recvonly"), "{answer}");
         assert!(answer.contains("m=audio 16384 RTP/AVP 0 101"), "{answer}");
+    }
+
+    #[test]
+    fn a_reoffer_without_the_codec_in_use_is_answered_from_its_own_codecs() {
+        let ours = ours_at_16384(&[(0, Codec::Pcmu)]);
+        // PCMA only (and G.722, which the bridge does not carry): answered PCMA
+        let pcma = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 8 101");
+        let answer = reanswer(&ours, &parse_rtp_sdp(&pcma).unwrap()).unwrap();
+        assert!(
+            answer.contains("m=audio 16384 RTP/AVP 8 101\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("a=rtpmap:8 PCMA/8000"), "{answer}");
+        assert!(!answer.contains("PCMU"), "{answer}");
+        // the codec in use is kept while offered, even after others
+        let both = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 0 101");
+        let answer = reanswer(&ours, &parse_rtp_sdp(&both).unwrap()).unwrap();
+        assert!(
+            answer.contains("m=audio 16384 RTP/AVP 0 101\r\n"),
+            "{answer}"
+        );
+        // nothing srgate carries: no answer (488), never a format that was not offered
+        let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
+        assert_eq!(reanswer(&ours, &parse_rtp_sdp(&g722).unwrap()), None);
+        assert_eq!(pick_format(&[(9, Codec::G722)], Some(Codec::Pcmu)), None);
+        assert_eq!(
+            pick_format(
+                &[(9, Codec::G722), (8, Codec::Pcma), (0, Codec::Pcmu)],
+                None
+            ),
+            Some((8, Codec::Pcma))
+        );
+    }
+
+    #[test]
+    fn an_answered_offer_settles_on_the_answer_codec_and_reoffers_keep_it() {
+        let offer = ours_at_16384(&[(0, Codec::Pcmu), (8, Codec::Pcma)]);
+        let answer = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 101");
+        let settled = settle(&offer, &parse_rtp_sdp(&answer).unwrap()).unwrap();
+        assert!(
+            settled.contains("m=audio 16384 RTP/AVP 8 101\r\n"),
+            "{settled}"
+        );
+        assert!(settled.contains("o=srgate 7 1 "), "{settled}");
+        // a re-offer of both: the answer keeps PCMA, the codec in use
+        let both = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 0 8 101");
+        let re = reanswer(&settled, &parse_rtp_sdp(&both).unwrap()).unwrap();
+        assert!(re.contains("m=audio 16384 RTP/AVP 8 101\r\n"), "{re}");
+        assert!(re.contains("o=srgate 7 2 "), "{re}");
+        // an answer with nothing srgate offered settles nothing
+        let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
+        assert_eq!(settle(&offer, &parse_rtp_sdp(&g722).unwrap()), None);
     }
 }

@@ -21,6 +21,7 @@ pub mod net;
 pub mod netns;
 pub mod nft;
 pub mod nginx_rtmp;
+pub mod pcap;
 pub mod phone;
 pub mod process;
 pub mod sip_phone;

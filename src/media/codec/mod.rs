@@ -1,8 +1,9 @@
 //! Audio codecs of srgate's media path: Opus through libopus ([`opus`]), G.711 with our
 //! own tables ([`g711`]), both behind one [`Decoder`] / [`Encoder`] pair that the
 //! transcoder drives, and the AAC-LC encoder of RTMP publishing ([`aac`]). Every codec
-//! works on 20 ms frames of mono 16-bit PCM in a caller-owned [`PcmFrame`]; codec state is
-//! created once per stream and nothing allocates per frame.
+//! works on mono 16-bit PCM in caller-owned buffers: srgate sends 20 ms frames (G.711 also
+//! at the SIP side's packet time) and decodes packets of any common packet time; codec
+//! state is created once per stream and nothing allocates per frame.
 
 #[cfg(feature = "aac")]
 pub mod aac;
@@ -51,6 +52,18 @@ impl SampleRate {
             SampleRate::Hz48000 => 960,
         }
     }
+
+    /// Samples in `duration` (rounded down).
+    pub fn samples(self, duration: Duration) -> usize {
+        let n = duration.as_nanos() * u128::from(self.hz()) / 1_000_000_000;
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// How long `samples` last at this rate.
+    pub fn duration(self, samples: usize) -> Duration {
+        let nanos = samples as u128 * 1_000_000_000 / u128::from(self.hz());
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// A payload format on the wire.
@@ -86,7 +99,8 @@ pub enum CodecError {
     Opus(i32),
     /// G.711 runs at 8 kHz only and this build has no resampler.
     UnsupportedRate,
-    /// A packet holds more than one 20 ms frame, or a PCM slice is not one frame long.
+    /// A packet holds more audio than the PCM buffer, or a PCM slice is not a frame the
+    /// encoder takes.
     FrameSize,
     /// The output buffer cannot hold the coded frame.
     BufferTooSmall,
@@ -97,7 +111,7 @@ impl fmt::Display for CodecError {
         match self {
             CodecError::Opus(code) => write!(f, "libopus error {code}"),
             CodecError::UnsupportedRate => f.write_str("G.711 needs 8 kHz PCM"),
-            CodecError::FrameSize => f.write_str("not a 20 ms frame"),
+            CodecError::FrameSize => f.write_str("frame size not supported"),
             CodecError::BufferTooSmall => f.write_str("output buffer too small"),
         }
     }
@@ -138,12 +152,22 @@ impl Decoder {
         }
     }
 
-    /// Decodes one packet's payload into `pcm` and returns the number of samples.
-    pub fn decode(&mut self, payload: &[u8], pcm: &mut PcmFrame) -> Result<usize, CodecError> {
+    /// The samples (at the decoder's rate) a packet's payload holds, whatever its packet
+    /// time; `None` for a payload that cannot be a packet of the codec.
+    pub fn packet_samples(&self, payload: &[u8]) -> Option<usize> {
+        match self {
+            Decoder::Opus(d) => d.packet_samples(payload),
+            Decoder::G711(_) => (!payload.is_empty()).then_some(payload.len()),
+        }
+    }
+
+    /// Decodes one packet's payload into `pcm` and returns the number of samples; a
+    /// packet holding more than `pcm` takes is [`CodecError::FrameSize`].
+    pub fn decode(&mut self, payload: &[u8], pcm: &mut [i16]) -> Result<usize, CodecError> {
         match self {
             Decoder::Opus(d) => d.decode(payload, pcm),
             Decoder::G711(law) => {
-                if payload.len() > SampleRate::Hz8000.frame_samples() {
+                if payload.len() > pcm.len() {
                     return Err(CodecError::FrameSize);
                 }
                 Ok(g711::decode(*law, payload, pcm))
@@ -151,23 +175,18 @@ impl Decoder {
         }
     }
 
-    /// Fills one frame for a packet that never came: from the in-band FEC of the packet
-    /// after it when there is one (Opus), else by concealment (Opus PLC; G.711 has none
-    /// here and plays silence).
-    pub fn conceal(
-        &mut self,
-        next: Option<&[u8]>,
-        pcm: &mut PcmFrame,
-    ) -> Result<usize, CodecError> {
+    /// Fills all of `pcm` (the missing packet's duration) for a packet that never came:
+    /// from the in-band FEC of the packet after it when there is one (Opus), else by
+    /// concealment (Opus PLC; G.711 has none here and plays silence).
+    pub fn conceal(&mut self, next: Option<&[u8]>, pcm: &mut [i16]) -> Result<usize, CodecError> {
         match self {
             Decoder::Opus(d) => match next {
                 Some(next) => d.recover(next, pcm),
                 None => d.conceal(pcm),
             },
             Decoder::G711(_) => {
-                let n = SampleRate::Hz8000.frame_samples();
-                pcm[..n].fill(0);
-                Ok(n)
+                pcm.fill(0);
+                Ok(pcm.len())
             }
         }
     }
@@ -217,13 +236,13 @@ impl Encoder {
         }
     }
 
-    /// Encodes one 20 ms frame (`pcm.len()` must be `rate().frame_samples()`) into `out`
-    /// and returns the payload length.
+    /// Encodes one frame into `out` and returns the payload length. Opus takes exactly
+    /// 20 ms (`rate().frame_samples()`); G.711 any non-empty frame (one byte per sample).
     pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
         match self {
             Encoder::Opus(e) => e.encode(pcm, out),
             Encoder::G711(law) => {
-                if pcm.len() != SampleRate::Hz8000.frame_samples() {
+                if pcm.is_empty() {
                     return Err(CodecError::FrameSize);
                 }
                 if out.len() < pcm.len() {

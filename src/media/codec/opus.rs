@@ -8,7 +8,7 @@
 
 use ::opus as libopus;
 
-use super::{CodecError, PcmFrame, SampleRate};
+use super::{CodecError, SampleRate};
 
 /// Largest payload of one 20 ms Opus frame (RFC 6716 §3.2.1: 1275 bytes per frame).
 pub const MAX_PAYLOAD: usize = 1275;
@@ -38,40 +38,47 @@ impl OpusDecoder {
         self.rate
     }
 
-    /// Decodes a packet of at most 20 ms into `pcm`; returns the samples written.
-    pub fn decode(&mut self, packet: &[u8], pcm: &mut PcmFrame) -> Result<usize, CodecError> {
+    /// The samples (at this decoder's rate) a packet holds, from its TOC byte and frame
+    /// count (RFC 6716 §3.1); `None` for a packet libopus cannot size.
+    pub fn packet_samples(&self, packet: &[u8]) -> Option<usize> {
+        if packet.is_empty() {
+            return None;
+        }
+        libopus::packet::get_nb_samples(packet, self.rate.hz())
+            .ok()
+            .filter(|&n| n > 0)
+    }
+
+    /// Decodes a packet into `pcm`; returns the samples written. A packet longer than
+    /// `pcm` is [`CodecError::FrameSize`].
+    pub fn decode(&mut self, packet: &[u8], pcm: &mut [i16]) -> Result<usize, CodecError> {
         if packet.is_empty() {
             // An empty payload would mean "lost" to libopus; on the wire it is malformed.
             return Err(CodecError::Opus(-4));
         }
-        let n = self.rate.frame_samples();
         self.decoder
-            .decode(packet, &mut pcm[..n], false)
+            .decode(packet, pcm, false)
             .map_err(|e| match e.code() {
                 libopus::ErrorCode::BufferTooSmall => CodecError::FrameSize,
                 _ => opus_error(e),
             })
     }
 
-    /// Packet loss concealment: one 20 ms frame extrapolated from the decoder's history.
-    pub fn conceal(&mut self, pcm: &mut PcmFrame) -> Result<usize, CodecError> {
-        let n = self.rate.frame_samples();
-        self.decoder
-            .decode(&[], &mut pcm[..n], false)
-            .map_err(opus_error)
+    /// Packet loss concealment: all of `pcm` (a multiple of 2.5 ms) extrapolated from the
+    /// decoder's history.
+    pub fn conceal(&mut self, pcm: &mut [i16]) -> Result<usize, CodecError> {
+        self.decoder.decode(&[], pcm, false).map_err(opus_error)
     }
 
-    /// Forward error correction: rebuilds the lost 20 ms frame before `next` from the
-    /// low-bitrate copy `next` carries in-band (RFC 6716 §2.1.7). When `next` carries none,
-    /// libopus conceals instead. `next` itself must still be decoded afterwards.
-    pub fn recover(&mut self, next: &[u8], pcm: &mut PcmFrame) -> Result<usize, CodecError> {
+    /// Forward error correction: rebuilds the lost packet before `next` (as long as
+    /// `pcm`) from the low-bitrate copy `next` carries in-band (RFC 6716 §2.1.7). When
+    /// `next` carries none, libopus conceals instead. `next` itself must still be decoded
+    /// afterwards.
+    pub fn recover(&mut self, next: &[u8], pcm: &mut [i16]) -> Result<usize, CodecError> {
         if next.is_empty() {
             return self.conceal(pcm);
         }
-        let n = self.rate.frame_samples();
-        self.decoder
-            .decode(next, &mut pcm[..n], true)
-            .map_err(opus_error)
+        self.decoder.decode(next, pcm, true).map_err(opus_error)
     }
 
     /// Forgets the stream's history.
@@ -164,14 +171,17 @@ mod tests {
             let mut enc = OpusEncoder::new(rate, 5).expect("encoder");
             let mut dec = OpusDecoder::new(rate).expect("decoder");
             let mut pcm = [0i16; MAX_FRAME_SAMPLES];
-            let mut out: PcmFrame = [0; MAX_FRAME_SAMPLES];
+            let mut out = [0i16; MAX_FRAME_SAMPLES];
             let mut packet = [0u8; MAX_PAYLOAD];
             let mut last_energy = 0.0;
             for frame in 0..25 {
                 sine(rate, 440.0, frame, &mut pcm[..n]);
                 let len = enc.encode(&pcm[..n], &mut packet).expect("encode");
                 assert!(len > 0 && len < 400, "{rate:?}: {len} bytes");
-                assert_eq!(dec.decode(&packet[..len], &mut out).expect("decode"), n);
+                assert_eq!(
+                    dec.decode(&packet[..len], &mut out[..n]).expect("decode"),
+                    n
+                );
                 last_energy = energy(&out[..n]);
             }
             // A 12000-amplitude sine has mean energy 7.2e7; after the codec's start-up the
@@ -192,7 +202,7 @@ mod tests {
             sine(rate, 440.0, frame, &mut pcm[..n]);
             lens[frame] = enc.encode(&pcm[..n], &mut packets[frame]).expect("encode");
         }
-        let mut out: PcmFrame = [0; MAX_FRAME_SAMPLES];
+        let mut out = [0i16; MAX_FRAME_SAMPLES];
 
         // PLC: frame 20 lost, nothing after it known.
         let mut dec = OpusDecoder::new(rate).expect("decoder");
@@ -200,7 +210,7 @@ mod tests {
             dec.decode(&packets[frame][..lens[frame]], &mut out)
                 .expect("decode");
         }
-        assert_eq!(dec.conceal(&mut out).expect("plc"), n);
+        assert_eq!(dec.conceal(&mut out[..n]).expect("plc"), n);
         assert!(energy(&out[..n]) > 1.0e7, "PLC continues the tone");
 
         // FEC: frame 20 lost, rebuilt from frame 21's in-band copy.
@@ -210,7 +220,7 @@ mod tests {
                 .expect("decode");
         }
         assert_eq!(
-            dec.recover(&packets[21][..lens[21]], &mut out)
+            dec.recover(&packets[21][..lens[21]], &mut out[..n])
                 .expect("fec"),
             n
         );
@@ -225,13 +235,15 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let mut dec = OpusDecoder::new(SampleRate::Hz8000).expect("decoder");
-        let mut out: PcmFrame = [0; MAX_FRAME_SAMPLES];
+        let mut out = [0i16; MAX_FRAME_SAMPLES];
         assert!(dec.decode(&[], &mut out).is_err());
-        // TOC byte for a 60 ms SILK frame: more than one 20 ms frame.
+        // TOC byte for a 60 ms SILK frame: more than a 20 ms buffer holds.
+        assert_eq!(dec.packet_samples(&[0x18, 0, 0]), Some(480));
         assert_eq!(
-            dec.decode(&[0x18, 0, 0], &mut out),
+            dec.decode(&[0x18, 0, 0], &mut out[..160]),
             Err(CodecError::FrameSize)
         );
+        assert_eq!(dec.packet_samples(&[]), None);
         // Code 3 packet with a frame count of 0 is invalid (RFC 6716 §3.2.5).
         assert!(dec.decode(&[0x03, 0x00], &mut out).is_err());
 

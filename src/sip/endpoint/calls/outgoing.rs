@@ -434,6 +434,13 @@ impl Endpoint {
             a.handle_success();
         }
         let sdp = Self::body_sdp(msg).unwrap_or_default();
+        // srgate's offer narrows to the codec the answer chose: a re-offer is answered
+        // with it
+        if let Ok(answer) = crate::sdp::sip::parse_rtp_sdp(&sdp)
+            && let Some(settled) = crate::sdp::sip::settle(&c.sdp, &answer)
+        {
+            c.sdp = settled;
+        }
         self.events.push_back(Event::CallAnswered { id, sdp });
     }
 }

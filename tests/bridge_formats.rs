@@ -1,0 +1,195 @@
+//! G.711 at packet times other than 20 ms, end to end, with standalone srgate and headless
+//! Chromium as app user 1001 (440 Hz; it negotiates Opus, so srgate transcodes and
+//! re-frames):
+//! - SIPp as user 1006 offers PCMA at `a=ptime:30` only and plays a 1000 Hz tone in 30 ms
+//!   packets (a capture the test writes): srgate's answer repeats `a=ptime:30`, the
+//!   browser hears the tone (30 ms packets were silence before);
+//! - baresip registered with `ptime=30` (as 1006) and `ptime=60` (as 1007) calls the app:
+//!   each side hears the other's tone.
+//!
+//! The call's CDR line shows both sides sent packets of that packet time. In a private
+//! network namespace.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use srgate::media::codec::Law;
+
+use common::calls::{self, PHONE_HZ};
+use common::sip_phone::SipPhone;
+use common::{GatewayConfig, Sipp, Srgate, TestDir};
+
+const APP: &str = "1001";
+
+/// The CDR line of the call that ended last, once it is written (at most 5 s).
+fn last_cdr(dir: &TestDir, calls_before: usize) -> Value {
+    common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let text = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        (lines.len() > calls_before)
+            .then(|| serde_json::from_str(lines.last()?).ok())
+            .flatten()
+    })
+    .expect("a CDR line for the call")
+}
+
+fn cdr_count(dir: &TestDir) -> usize {
+    std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// SIPp as SIP user 1006 runs `scenario` calling the app, which accepts; returns once the
+/// call is up on the app's side.
+fn sipp_1006_calls_the_app(
+    scenario: &str,
+    gw: std::net::SocketAddr,
+    dir: &TestDir,
+    app: &mut common::phone::Phone,
+) -> Sipp {
+    let gw = gw.to_string();
+    let args = [
+        "-s", APP, "-key", "caller", "1006", "-au", "1006", "-ap", "1006pw", &gw,
+    ];
+    let sipp = Sipp::spawn(scenario, &args, dir.path());
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    sipp
+}
+
+/// Packets per second srgate sent the SIP leg and got from it over the answered call.
+fn sip_packet_rates(cdr: &Value) -> (f64, f64) {
+    let seconds = cdr["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    assert!(seconds >= 1.5, "the call lasted {seconds} s: {cdr}");
+    let out = cdr["sip"]["rtp_out"].as_f64().unwrap_or(0.0) / seconds;
+    let inn = cdr["sip"]["rtp_in"].as_f64().unwrap_or(0.0) / seconds;
+    (out, inn)
+}
+
+#[test]
+fn g711_at_30_and_60_ms_is_heard_both_ways() {
+    if !calls::browser_and_baresip_ready()
+        || !common::peers_available(&[common::SIPP])
+        || !common::netns::enter(
+            "g711_at_30_and_60_ms_is_heard_both_ways",
+            Duration::from_secs(300),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("bridge-ptime");
+    let tones = calls::tones(&dir, 60.0, 120.0);
+    let mut config = GatewayConfig::standalone();
+    config.users = vec![
+        ("1006".into(), "1006pw".into()),
+        ("1007".into(), "1007pw".into()),
+    ];
+    // baresip 1.0 gives up on any 401 that offers SHA-256: MD5 only.
+    config.extra = "[sip]\ndigest = md5\n".into();
+    let srgate = Srgate::start(config, dir.path());
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+
+    // SIPp offers PCMA at 30 ms only and plays a tone in 30 ms packets; the 200 must say
+    // a=ptime:30 (the scenario checks) and the browser hears the tone.
+    common::pcap::write_g711_tone(&dir.join("pcma_30ms.pcap"), Law::A, PHONE_HZ, 30, 6.0);
+    let before = cdr_count(&dir);
+    let sipp = sipp_1006_calls_the_app("uac_pcma_30ms.xml", gw, &dir, &mut app);
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, PHONE_HZ, "PCMA in 30 ms packets from SIPp");
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 15}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    sipp.wait(Duration::from_secs(20))
+        .assert_success("200 with a=ptime:30, the capture played, BYE");
+    let cdr = last_cdr(&dir, before);
+    assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
+    assert_eq!(cdr["mode"], "transcode", "{cdr}");
+    let (out, inn) = sip_packet_rates(&cdr);
+    assert!(
+        (30.0..=37.0).contains(&inn),
+        "SIPp sent {inn:.1} packets/s: {cdr}"
+    );
+    assert!(
+        (30.0..=37.0).contains(&out),
+        "srgate sent {out:.1} packets/s: {cdr}"
+    );
+
+    // baresip with ptime=30 (then 60) in its account offers that packet time and sends at
+    // it; srgate's answer repeats it, and both directions are heard.
+    for (user, ptime) in [("1006", 30u32), ("1007", 60)] {
+        let mut phone = SipPhone::registered(
+            dir.path(),
+            gw,
+            user,
+            &format!("{user}pw"),
+            &tones.phone,
+            Duration::from_secs(10),
+            &format!(";ptime={ptime}"),
+        );
+        let what = format!("phone → app at {ptime} ms");
+        let before = cdr_count(&dir);
+        calls::phone_calls_app(&mut app, &phone, &format!("sip:{APP}@{gw}"));
+        calls::assert_phone_heard_browser(&phone, &what);
+        let cdr = last_cdr(&dir, before);
+        assert_eq!(cdr["mode"], "transcode", "{what}: {cdr}");
+        let (out, inn) = sip_packet_rates(&cdr);
+        let expected = 1000.0 / f64::from(ptime);
+        // At 20 ms it would be 50 a second either way.
+        for (rate, who) in [(out, "srgate"), (inn, "the phone")] {
+            assert!(
+                (rate - expected).abs() <= expected * 0.15,
+                "{what}: {who} sent {rate:.1} packets/s, expected {expected:.1}: {cdr}"
+            );
+        }
+        let lost = cdr["sip"]["lost"].as_i64().unwrap_or(-1);
+        assert_eq!(lost, 0, "{what}: lost on loopback: {cdr}");
+        phone.stop();
+    }
+}
+
+/// A re-INVITE that drops the codec in use (PCMU → PCMA only) is answered with PCMA (a
+/// format it offered; srgate answered PCMU before, which RFC 3264 forbids) and the media
+/// path follows: relayed PCMU ⇄ PCMU until then, transcoded PCMU ⇄ PCMA after, and the
+/// browser hears each tone in turn.
+#[test]
+fn a_reoffer_without_the_codec_in_use_switches_the_call_to_the_new_one() {
+    if !common::netns::available()
+        || !common::phone::available()
+        || !common::peers_available(&[common::SIPP])
+        || !common::netns::enter(
+            "a_reoffer_without_the_codec_in_use_switches_the_call_to_the_new_one",
+            Duration::from_secs(240),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("bridge-reoffer");
+    let tones = calls::tones(&dir, 60.0, 10.0);
+    let mut config = GatewayConfig::standalone();
+    config.users = vec![("1006".into(), "1006pw".into())];
+    // PCMU first: the browser's leg is PCMU too, so the call starts relayed
+    config.extra = "[media]\ncodecs = pcmu,opus,pcma\n".into();
+    let srgate = Srgate::start(config, dir.path());
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+    common::pcap::write_g711_tone(&dir.join("pcmu_tone.pcap"), Law::Mu, 600.0, 20, 3.0);
+    common::pcap::write_g711_tone(&dir.join("pcma_tone.pcap"), Law::A, PHONE_HZ, 20, 5.0);
+
+    let before = cdr_count(&dir);
+    let sipp = sipp_1006_calls_the_app("uac_reoffer_pcma.xml", gw, &dir, &mut app);
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, 600.0, "PCMU relayed before the re-offer");
+    // the re-offer comes 3 s after the answer; the PCMA tone plays for 5 s after it
+    std::thread::sleep(Duration::from_millis(2000));
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, PHONE_HZ, "PCMA transcoded after the re-offer");
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 15}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    sipp.wait(Duration::from_secs(20))
+        .assert_success("200 PCMU, re-offer answered PCMA, BYE");
+    let cdr = last_cdr(&dir, before);
+    assert_eq!(cdr["codec_webrtc"], "PCMU", "{cdr}");
+    assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
+    assert_eq!(cdr["mode"], "transcode", "{cdr}");
+}
