@@ -193,3 +193,45 @@ fn a_reoffer_without_the_codec_in_use_switches_the_call_to_the_new_one() {
     assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
     assert_eq!(cdr["mode"], "transcode", "{cdr}");
 }
+
+/// An INVITE without SDP (a PBX that lets srgate offer) is answered with srgate's offer in
+/// the 200 and the answer taken from the ACK (it was refused with 488); an offerless
+/// re-INVITE mid-call gets the codec in use offered again. The browser hears the caller's
+/// tone before and after.
+#[test]
+fn an_offerless_invite_gets_srgates_offer_and_the_ack_answers_it() {
+    if !common::netns::available()
+        || !common::phone::available()
+        || !common::peers_available(&[common::SIPP])
+        || !common::netns::enter(
+            "an_offerless_invite_gets_srgates_offer_and_the_ack_answers_it",
+            Duration::from_secs(240),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("bridge-offerless");
+    let tones = calls::tones(&dir, 60.0, 10.0);
+    let mut config = GatewayConfig::standalone();
+    config.users = vec![("1006".into(), "1006pw".into())];
+    let srgate = Srgate::start(config, dir.path());
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+    common::pcap::write_g711_tone(&dir.join("pcmu_tone.pcap"), Law::Mu, PHONE_HZ, 20, 6.0);
+
+    let before = cdr_count(&dir);
+    let sipp = sipp_1006_calls_the_app("uac_offerless.xml", gw, &dir, &mut app);
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, PHONE_HZ, "the answer in the ACK");
+    // the offerless re-INVITE comes 2 s after the ACK
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, PHONE_HZ, "after the offerless re-INVITE");
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 15}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    sipp.wait(Duration::from_secs(20))
+        .assert_success("srgate offered in both 200s, the ACKs answered, BYE");
+    let cdr = last_cdr(&dir, before);
+    assert_eq!(cdr["codec_sip"], "PCMU", "{cdr}");
+    assert_eq!(cdr["sip_code"], 200, "{cdr}");
+}

@@ -122,7 +122,7 @@ fn the_policy_refuses_with_488() {
     let sdp = srtp_sdp(scene.phone, &phone_key);
     offer_from_phone(&mut scene, sip, sdp);
     assert!(
-        matches!(scene.shard.commands().as_slice(), [SipCommand::Reject(id, 488)] if *id == sip)
+        matches!(scene.shard.commands().as_slice(), [SipCommand::RejectOffer(id, why)] if *id == sip && !why.is_empty())
     );
     assert!(scene.shard.messages().is_empty());
     // mandatory: a plain offer
@@ -130,7 +130,7 @@ fn the_policy_refuses_with_488() {
     let sdp = phone_sdp(scene.phone, true, "sendrecv");
     offer_from_phone(&mut scene, sip, sdp);
     assert!(
-        matches!(scene.shard.commands().as_slice(), [SipCommand::Reject(id, 488)] if *id == sip)
+        matches!(scene.shard.commands().as_slice(), [SipCommand::RejectOffer(id, why)] if *id == sip && !why.is_empty())
     );
     // any policy: an RTP/SAVP offer whose only key is unusable
     let mut scene = Scene::new(config(|_| {}), "bob");
@@ -138,7 +138,7 @@ fn the_policy_refuses_with_488() {
         + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=\r\n";
     offer_from_phone(&mut scene, sip, bad);
     assert!(
-        matches!(scene.shard.commands().as_slice(), [SipCommand::Reject(id, 488)] if *id == sip)
+        matches!(scene.shard.commands().as_slice(), [SipCommand::RejectOffer(id, why)] if *id == sip && !why.is_empty())
     );
 }
 

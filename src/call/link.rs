@@ -20,6 +20,8 @@ pub trait SipLink {
     fn ring(&mut self, now: Instant, id: SipCallId);
     fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str);
     fn reject(&mut self, now: Instant, id: SipCallId, code: u16);
+    /// 488 to an offer srgate cannot take, saying why in a `Warning` header.
+    fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str);
     fn hangup(&mut self, now: Instant, id: SipCallId);
 }
 
@@ -36,6 +38,9 @@ impl SipLink for Endpoint {
     fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
         Endpoint::reject(self, now, id, code)
     }
+    fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str) {
+        Endpoint::reject_offer(self, now, id, why)
+    }
     fn hangup(&mut self, now: Instant, id: SipCallId) {
         Endpoint::hangup(self, now, id)
     }
@@ -48,6 +53,7 @@ pub enum SipCommand {
     Ring(SipCallId),
     Answer(SipCallId, String),
     Reject(SipCallId, u16),
+    RejectOffer(SipCallId, String),
     Hangup(SipCallId),
 }
 
@@ -66,6 +72,7 @@ impl SipCommand {
             SipCommand::Ring(id) => endpoint.ring(now, id),
             SipCommand::Answer(id, sdp) => endpoint.answer(now, id, &sdp),
             SipCommand::Reject(id, code) => endpoint.reject(now, id, code),
+            SipCommand::RejectOffer(id, why) => endpoint.reject_offer(now, id, &why),
             SipCommand::Hangup(id) => endpoint.hangup(now, id),
         }
         Ok(())
@@ -99,6 +106,10 @@ impl SipLink for SipOutbox {
     }
     fn reject(&mut self, _now: Instant, id: SipCallId, code: u16) {
         self.commands.push_back(SipCommand::Reject(id, code));
+    }
+    fn reject_offer(&mut self, _now: Instant, id: SipCallId, why: &str) {
+        self.commands
+            .push_back(SipCommand::RejectOffer(id, why.to_owned()));
     }
     fn hangup(&mut self, _now: Instant, id: SipCallId) {
         self.commands.push_back(SipCommand::Hangup(id));

@@ -22,6 +22,22 @@ use super::{
 };
 
 impl Calls {
+    /// The formats of srgate's SIP offer: the configured G.711 laws, the browser's law
+    /// first when it has one (then no transcoding), PCMU and PCMA when none is configured.
+    pub(super) fn sip_offer_formats(&self, browser: Option<Codec>) -> Vec<(u8, Codec)> {
+        let mut sip_offer = sip_codecs(&self.cfg.codecs);
+        if let Some(i) = sip_offer.iter().position(|c| Some(*c) == browser) {
+            sip_offer.swap(0, i);
+        }
+        if sip_offer.is_empty() {
+            sip_offer = vec![Codec::Pcmu, Codec::Pcma];
+        }
+        sip_offer
+            .iter()
+            .filter_map(|c| c.static_payload_type().map(|pt| (pt, *c)))
+            .collect()
+    }
+
     /// A request of a logged-in user, or the news that a user is gone for good.
     pub fn handle_request(&mut self, now: Instant, request: CallRequest, ctx: &mut Ctx<'_>) {
         let key = match &request {
@@ -321,20 +337,7 @@ impl Calls {
                 return;
             }
         };
-        // srgate's SIP offer: the browser's G.711 law first (then no transcoding), or the
-        // configured G.711 laws for an Opus browser.
-        let chosen = browser.negotiated().codec;
-        let mut sip_offer = sip_codecs(&self.cfg.codecs);
-        if let Some(i) = sip_offer.iter().position(|c| *c == chosen) {
-            sip_offer.swap(0, i);
-        }
-        if sip_offer.is_empty() {
-            sip_offer = vec![Codec::Pcmu, Codec::Pcma];
-        }
-        let formats: Vec<(u8, Codec)> = sip_offer
-            .iter()
-            .filter_map(|c| c.static_payload_type().map(|pt| (pt, *c)))
-            .collect();
+        let formats = self.sip_offer_formats(Some(browser.negotiated().codec));
         let sip_id = SipCallId(self.next_sip);
         self.next_sip += 1;
         let mut call = BridgeCall::new(

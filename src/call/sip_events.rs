@@ -16,7 +16,9 @@ use crate::sip::endpoint::{Event as SipEvent, SipCallId};
 
 use super::bridge::BridgeCall;
 use super::content::invitation_content;
-use super::{Call, Calls, Ctx, MAX_CALLS_PER_USER, Phase, Way, link, sip_status};
+use super::{
+    Call, Calls, Ctx, MAX_CALLS_PER_USER, Phase, TELEPHONE_EVENT_PT, Way, link, sip_status,
+};
 
 impl Calls {
     /// A call event of the SIP endpoint (other events are ignored here).
@@ -244,13 +246,30 @@ impl Calls {
                 let Some(&slot) = self.by_sip.get(&id) else {
                     return;
                 };
-                if let Some(b) = self.bridge_mut(slot)
-                    && let Ok(remote) = parse_rtp_sdp(&sdp)
-                {
-                    if let Err(why) = b.apply_remote(now, remote) {
-                        log::info!("re-offer of SIP call {id:?}: {why}");
+                let Some(b) = self.bridge_mut(slot) else {
+                    return;
+                };
+                // the first description of an offerless call (its answer in the ACK) is
+                // what media needs; a later one only updates it
+                let first = b.sip_format().is_none();
+                let applied = parse_rtp_sdp(&sdp)
+                    .map_err(|_| "unreadable SDP")
+                    .and_then(|remote| b.apply_remote(now, remote));
+                b.touch_rtp(now);
+                match applied {
+                    Ok(()) => {}
+                    Err(why) if first => {
+                        log::info!(
+                            "SIP call {id:?}: the answer in the ACK is unusable ({why}): BYE"
+                        );
+                        ctx.sip.hangup(now, id);
+                        let Some(key) = self.key_of(slot) else { return };
+                        let sip = sip_status(488, "Not Acceptable Here");
+                        let reason = HangupReason::Error;
+                        self.say(&key.0, protocol::hangup(&key.1, reason, Some(&sip)));
+                        self.remove(now, slot, ctx, Some(488), reason.as_str());
                     }
-                    b.touch_rtp(now);
+                    Err(why) => log::info!("re-offer of SIP call {id:?}: {why}"),
                 }
             }
             SipEvent::Dtmf { id, digit, .. } => {
@@ -313,19 +332,22 @@ impl Calls {
             return;
         }
         // `[media] sip_srtp`: off refuses SRTP (never answered in the clear), mandatory
-        // refuses plain RTP.
-        let remote = match parse_rtp_sdp(sdp).and_then(|r| match (self.cfg.sip_srtp, &r.crypto) {
-            (SipSrtp::Off, Some(_)) => Err(SdpError::NotPlainRtp),
-            (SipSrtp::Mandatory, None) => Err(SdpError::Crypto(CryptoError::Missing)),
-            _ => Ok(r),
-        }) {
+        // refuses plain RTP. An INVITE without an offer lets srgate offer (in its 200).
+        let offered = (!sdp.is_empty()).then(|| {
+            parse_rtp_sdp(sdp).and_then(|r| match (self.cfg.sip_srtp, &r.crypto) {
+                (SipSrtp::Off, Some(_)) => Err(SdpError::NotPlainRtp),
+                (SipSrtp::Mandatory, None) => Err(SdpError::Crypto(CryptoError::Missing)),
+                _ => Ok(r),
+            })
+        });
+        let remote = match offered.transpose() {
             Ok(r) => r,
             Err(e) => {
                 log::info!(
                     "SIP call for {}: SDP offer unusable ({e}) → 488",
                     crate::pii::Pii(app_user)
                 );
-                ctx.sip.reject(now, sip, 488);
+                ctx.sip.reject_offer(now, sip, &e.to_string());
                 self.record_attempt(now, app_user, caller, "sip_to_app", Some(488), "BAD_SDP");
                 return;
             }
@@ -355,16 +377,41 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
-        if let Err(why) = call.apply_remote(now, remote) {
-            log::info!("SIP call: offer unusable ({why}) → 488");
-            ctx.ports.close(port);
-            ctx.sip.reject(now, sip, 488);
-            return;
+        match remote {
+            Some(remote) => {
+                if let Err(why) = call.apply_remote(now, remote) {
+                    log::info!("SIP call: offer unusable ({why}) → 488");
+                    ctx.ports.close(port);
+                    ctx.sip.reject_offer(now, sip, why);
+                    self.record_attempt(now, app_user, caller, "sip_to_app", Some(488), "BAD_SDP");
+                    return;
+                }
+                let (pt, codec) = call.sip_format().unwrap_or((0, Codec::Pcmu));
+                // telephone-event in the answer only when the caller offered it.
+                let te = call.remote_telephone_event();
+                call.local_sdp =
+                    call.build_sip_sdp(&[(pt, codec)], te, Direction::SendRecv, session_id);
+            }
+            None => {
+                // srgate's offer goes in the 200 and the ACK brings the answer
+                // (`SipEvent::CallUpdated`); SRTP offered only when it is mandatory.
+                if self.cfg.sip_srtp == SipSrtp::Mandatory
+                    && let Err(e) = call.offer_srtp()
+                {
+                    log::error!("no random numbers for SRTP keys ({e}): call refused");
+                    ctx.ports.close(port);
+                    ctx.sip.reject(now, sip, 503);
+                    return;
+                }
+                let formats = self.sip_offer_formats(None);
+                call.local_sdp = call.build_sip_sdp(
+                    &formats,
+                    Some(TELEPHONE_EVENT_PT),
+                    Direction::SendRecv,
+                    session_id,
+                );
+            }
         }
-        let (pt, codec) = call.sip_format().unwrap_or((0, Codec::Pcmu));
-        // telephone-event in the answer only when the caller offered it.
-        let te = call.remote_telephone_event();
-        call.local_sdp = call.build_sip_sdp(&[(pt, codec)], te, Direction::SendRecv, session_id);
         call.deadline = Some(now + self.cfg.invitation_timeout);
         let id = format!("s{}", self.rng.token(12));
         let content = invitation_content(&id, &caller_shown, cus_data.as_deref());

@@ -163,6 +163,10 @@ impl SipLink for Touching<'_> {
         *self.changed = true;
         self.endpoint.reject(now, id, code)
     }
+    fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str) {
+        *self.changed = true;
+        self.endpoint.reject_offer(now, id, why)
+    }
     fn hangup(&mut self, now: Instant, id: SipCallId) {
         *self.changed = true;
         self.endpoint.hangup(now, id)

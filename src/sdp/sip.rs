@@ -285,6 +285,24 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
     }))
 }
 
+/// srgate's fresh offer in the 2xx to an offerless re-INVITE: its previous description
+/// with the version one higher and `sendrecv` (RFC 3264 §8: the codec in use, its
+/// address and keys). `None` when the previous one cannot be read.
+pub fn reoffer(previous: &str) -> Option<String> {
+    let ours = parse_rtp_sdp(previous).ok()?;
+    let (session_id, version) = origin(previous)?;
+    Some(build_rtp_sdp(&RtpDescription {
+        addr: ours.addr,
+        codecs: &ours.codecs,
+        telephone_event: ours.telephone_event,
+        direction: Direction::SendRecv,
+        session_id,
+        version: version.saturating_add(1),
+        ptime: ours.ptime.unwrap_or(20),
+        crypto: ours.crypto.as_slice(),
+    }))
+}
+
 /// The session id and version of a description's `o=` line ((1, 1) without one).
 fn origin(description: &str) -> Option<(u64, u64)> {
     let mut found = (1, 1);

@@ -61,7 +61,7 @@ impl Endpoint {
                     m.handle_ack(now);
                 }
                 Self::drain_server(&mut self.transmits, tx);
-            } else if !self.call_ack(msg) {
+            } else if !self.call_ack(now, msg) {
                 log::debug!("stray ACK from {source} dropped");
             }
             return;

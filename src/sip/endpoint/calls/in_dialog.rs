@@ -1,7 +1,8 @@
-//! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx,
-//! BYE → 200 and the call ends, a re-INVITE or UPDATE answered with srgate's previous
-//! description (direction mirrored; session refreshes included), INFO with a DTMF digit,
-//! OPTIONS; CSeq out of order → 500.
+//! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx
+//! (with the answer when that 2xx offered), BYE → 200 and the call ends, a re-INVITE or
+//! UPDATE answered with srgate's previous description (direction mirrored; session
+//! refreshes included; an offerless re-INVITE gets it as an offer), INFO with a DTMF
+//! digit, OPTIONS; CSeq out of order → 500.
 
 use std::time::Instant;
 
@@ -10,13 +11,37 @@ use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 impl Endpoint {
-    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one.
-    pub(in crate::sip::endpoint) fn call_ack(&mut self, msg: &Message<'_>) -> bool {
+    /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one. When
+    /// that 2xx carried srgate's offer, the ACK carries the answer: it goes to the call
+    /// layer as [`Event::CallUpdated`]; an ACK without one ends the call with a BYE (RFC
+    /// 3264 §5: the offer was not answered).
+    pub(in crate::sip::endpoint) fn call_ack(&mut self, now: Instant, msg: &Message<'_>) -> bool {
         let Some(id) = self.dialog_of(msg) else {
             return false;
         };
-        if let Some(c) = self.calls.calls.get_mut(&id) {
-            c.ok = None;
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return true;
+        };
+        c.ok = None;
+        if !std::mem::take(&mut c.awaiting_answer) || c.silent {
+            return true;
+        }
+        match Self::body_sdp(msg) {
+            Some(sdp) => {
+                // srgate's offer narrows to the answered codec (see `settle`)
+                if let Ok(answer) = crate::sdp::sip::parse_rtp_sdp(&sdp)
+                    && let Some(settled) = crate::sdp::sip::settle(&c.sdp, &answer)
+                {
+                    c.sdp = settled;
+                }
+                self.events.push_back(Event::CallUpdated { id, sdp });
+            }
+            None => {
+                log::info!("SIP call {id:?}: the ACK did not answer srgate's offer: BYE");
+                self.send_bye(now, id);
+                self.events.push_back(Event::CallEnded { id, code: None });
+                self.forget(id);
+            }
         }
         true
     }
@@ -65,10 +90,9 @@ impl Endpoint {
             // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
             // refresh (RFC 4028: the peer's timer, named again in the 2xx, see
             // `session_timer`; srgate does not run one). With an offer: srgate's previous
-            // description,
-            // direction mirrored. An offerless UPDATE is a refresh: 200. An offerless
-            // re-INVITE would need a fresh offer of srgate's (the codec in use, sendrecv,
-            // a new version): not supported, 488.
+            // description, direction mirrored (see `reanswer`). An offerless UPDATE is a
+            // refresh: 200. An offerless re-INVITE gets srgate's description as a fresh
+            // offer (the codec in use, sendrecv, a new version) and the ACK answers it.
             Method::Invite | Method::Update => {
                 // a refresh asking too short an interval is refused; the session goes
                 // on as negotiated
@@ -93,8 +117,14 @@ impl Endpoint {
                         Some(answer)
                     }
                     None if invite => {
-                        self.respond(now, key, 488, "Not Acceptable Here", &[]);
-                        return true;
+                        // srgate offers what it has (RFC 3261 §14.2); the ACK answers
+                        let Some(offer) = crate::sdp::sip::reoffer(&c.sdp) else {
+                            self.respond(now, key, 488, "Not Acceptable Here", &[]);
+                            return true;
+                        };
+                        c.sdp = offer.clone();
+                        c.awaiting_answer = true;
+                        Some(offer)
                     }
                     None => None,
                 };

@@ -70,6 +70,27 @@ impl Endpoint {
 
     /// Refuses an incoming call that is not answered yet.
     pub fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        self.reject_with(now, id, code, &[]);
+    }
+
+    /// 488 Not Acceptable Here to an INVITE whose offer srgate cannot take, with why in a
+    /// `Warning: 305 srgate "..."` header (RFC 3261 §20.43: incompatible media format;
+    /// quotes and control characters in `why` are left out).
+    pub fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str) {
+        let text: String = why
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .take(120)
+            .collect();
+        self.reject_with(
+            now,
+            id,
+            488,
+            &[("Warning", format!("305 srgate \"{text}\""))],
+        );
+    }
+
+    fn reject_with(&mut self, now: Instant, id: SipCallId, code: u16, extra: &[(&str, String)]) {
         let Some(c) = self.calls.calls.get(&id) else {
             return;
         };
@@ -86,7 +107,7 @@ impl Endpoint {
             let retry: &[(&str, String)] = if code == 503 {
                 &[("Retry-After", "5".into())]
             } else {
-                &[]
+                extra
             };
             self.respond(now, &key, code, reason_phrase(code), retry);
         }
@@ -124,10 +145,9 @@ impl Endpoint {
         app_user: &str,
         asserted: Option<&str>,
     ) {
-        let Some(sdp) = Self::body_sdp(msg) else {
-            self.respond(now, key, 488, "Not Acceptable Here", &[]);
-            return;
-        };
+        // Without an offer (RFC 3261 §13.2.1: the PBX lets srgate offer) the call goes
+        // on with an empty `sdp`: srgate's offer goes in the 200, the answer in the ACK.
+        let sdp = Self::body_sdp(msg).unwrap_or_default();
         if self.refused_short_interval(now, key, msg) {
             return;
         }
@@ -225,6 +245,7 @@ impl Endpoint {
             ok: None,
             progress_seen: Vec::new(),
             session_expires: super::session_timer(msg),
+            awaiting_answer: sdp.is_empty(),
         };
         self.calls
             .by_dialog

@@ -149,6 +149,9 @@ pub(super) struct SipCall {
     /// Incoming: the session interval the caller asked for and will refresh (RFC 4028,
     /// see [`session_timer`]), named in srgate's 2xx.
     session_expires: Option<u32>,
+    /// srgate's last 2xx carried an offer (an offerless INVITE or re-INVITE): the answer
+    /// comes in the ACK (RFC 3264 §5, RFC 3261 §13.2.1).
+    awaiting_answer: bool,
 }
 
 /// The smallest session interval srgate grants (RFC 4028 §4: 90 s at least; a shorter

@@ -104,6 +104,7 @@ impl Endpoint {
             ok: None,
             progress_seen: Vec::new(),
             session_expires: None,
+            awaiting_answer: false,
         };
         c.invite_cseq = 1;
         self.calls.by_dialog.insert((call_id, local_tag), id);

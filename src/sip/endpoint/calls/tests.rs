@@ -357,13 +357,19 @@ fn session_refreshes_by_update_and_reinvite_keep_the_call() {
         sent(&mut ep).iter().all(|t| !t.contains("CSeq: 4 INVITE")),
         "not after the ACK"
     );
-    // an offerless re-INVITE: 488, the call goes on
+    // an offerless re-INVITE: srgate offers in the 200, the ACK answers, the call goes on
     let reinvite = format!(
         "{}Content-Length: 0\r\n\r\n",
         in_dialog("INVITE", "r3", 5, &tag, "")
     );
     send(&mut ep, later, &reinvite);
-    assert_eq!(status(&sent(&mut ep)[0]), 488);
+    let ok = sent(&mut ep).remove(0);
+    assert_eq!(status(&ok), 200);
+    assert!(ok.contains("m=audio "), "{ok}");
+    let _ = events(&mut ep);
+    let answer = with_body(&in_dialog("ACK", "a3", 5, &tag, ""), "application/sdp", OFFER);
+    send(&mut ep, later, &answer);
+    assert!(matches!(events(&mut ep).as_slice(), [Event::CallUpdated { .. }]));
     assert_eq!(ep.active_calls(), 1, "the call lives on");
     // UPDATE is allowed
     let options = format!(
@@ -638,4 +644,113 @@ fn a_session_interval_below_90_s_is_refused_with_422() {
     assert_eq!(status(&out[0]), 422, "{}", out[0]);
     assert!(out[0].contains("Min-SE: 90\r\n"), "{}", out[0]);
     assert!(events(&mut ep).is_empty(), "the call goes on");
+}
+
+/// An INVITE without SDP for the app: offered to it with an empty `sdp`.
+fn offerless_incoming(ep: &mut Endpoint, now: Instant, branch: &str) -> SipCallId {
+    let head = invite(branch, 1, "", "");
+    let head = head.replace("Content-Type: application/sdp\r\n", "");
+    send(ep, now, &head);
+    assert_eq!(responses(ep), [100]);
+    let ev = events(ep);
+    match ev.first() {
+        Some(Event::IncomingCall { id, sdp, .. }) if sdp.is_empty() => *id,
+        _ => panic!("an offerless incoming call: {ev:?}"),
+    }
+}
+
+#[test]
+fn an_offerless_invite_is_offered_in_the_200_and_answered_in_the_ack() {
+    let now = t0();
+    let mut ep = ep(now);
+    let id = offerless_incoming(&mut ep, now, "n1");
+    // srgate's offer (PCMU and PCMA) goes in the 200
+    let offer = OFFER.replace("RTP/AVP 0 101", "RTP/AVP 0 8 101");
+    ep.answer(now, id, &offer);
+    let ok = sent(&mut ep);
+    assert_eq!(status(&ok[0]), 200);
+    assert!(ok[0].ends_with(&offer), "{}", ok[0]);
+    let tag = to_tag(&ok[0]);
+    // the ACK answers PCMA: the call layer gets it
+    let answer = OFFER.replace("RTP/AVP 0 101", "RTP/AVP 8 101");
+    let ack = with_body(
+        &in_dialog("ACK", "a1", 1, &tag, ""),
+        "application/sdp",
+        &answer,
+    );
+    send(&mut ep, now, &ack);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::CallUpdated {
+            id,
+            sdp: answer.clone()
+        }]
+    );
+    // a retransmitted ACK is not a second answer
+    send(&mut ep, now, &ack);
+    assert!(events(&mut ep).is_empty());
+    // an offerless re-INVITE: srgate offers the codec in use (PCMA, settled from the
+    // answer) with a new version; the ACK answers again
+    let reinvite = format!(
+        "{}Contact: <sip:1006@{PBX}>\r\nContent-Length: 0\r\n\r\n",
+        in_dialog("INVITE", "r1", 2, &tag, "")
+    );
+    send(&mut ep, now, &reinvite);
+    let ok = sent(&mut ep);
+    let ok = ok
+        .iter()
+        .find(|t| t.starts_with("SIP/2.0 200"))
+        .expect("a 200");
+    assert!(ok.contains("RTP/AVP 8 101\r\n"), "{ok}");
+    assert!(!ok.contains("PCMU"), "{ok}");
+    let ack = with_body(
+        &in_dialog("ACK", "a2", 2, &tag, ""),
+        "application/sdp",
+        &answer,
+    );
+    send(&mut ep, now, &ack);
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::CallUpdated { .. }]
+    ));
+    assert_eq!(ep.active_calls(), 1);
+}
+
+#[test]
+fn an_ack_that_does_not_answer_srgates_offer_ends_the_call() {
+    let now = t0();
+    let mut ep = ep(now);
+    let id = offerless_incoming(&mut ep, now, "n2");
+    ep.answer(now, id, OFFER);
+    let tag = to_tag(&sent(&mut ep)[0]);
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("ACK", "a1", 1, &tag, "")
+        ),
+    );
+    assert_eq!(events(&mut ep), vec![Event::CallEnded { id, code: None }]);
+    assert!(sent(&mut ep).iter().any(|t| t.starts_with("BYE ")));
+    assert_eq!(ep.active_calls(), 0);
+}
+
+#[test]
+fn a_refused_offer_says_why_in_a_warning() {
+    let now = t0();
+    let mut ep = ep(now);
+    send(&mut ep, now, &invite("w1", 1, "", OFFER));
+    let _ = responses(&mut ep);
+    let Some(Event::IncomingCall { id, .. }) = events(&mut ep).first().cloned() else {
+        panic!("an incoming call");
+    };
+    ep.reject_offer(now, id, "no common \"codec\"\r\nX-Evil: 1");
+    let out = sent(&mut ep);
+    assert_eq!(status(&out[0]), 488, "{out:?}");
+    assert!(
+        out[0].contains("\r\nWarning: 305 srgate \"no common codecX-Evil: 1\"\r\n"),
+        "{}",
+        out[0]
+    );
 }

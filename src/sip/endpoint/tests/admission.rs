@@ -44,7 +44,7 @@ fn without_rport_the_response_goes_to_the_via_port() {
 }
 
 #[test]
-fn standalone_invite_needs_proxy_auth_then_an_offerless_one_gets_488_retransmitted_until_ack() {
+fn standalone_invite_needs_proxy_auth_then_one_without_contact_gets_400_retransmitted_until_ack() {
     let now = t0();
     let mut ep = Endpoint::new(standalone(), now);
     let uri = "sip:2000@127.0.0.1:5086";
@@ -55,15 +55,16 @@ fn standalone_invite_needs_proxy_auth_then_an_offerless_one_gets_488_retransmitt
     let auth = credentials(&text, "INVITE", uri, "1001", "pw1001", true);
     let invite = request("INVITE", uri, "i2", 2, &auth);
     send(&mut ep, now, PHONE, &invite);
-    assert_eq!(only_status(&mut ep).0, 488);
-    // Timer G: the 488 is sent again after T1, then 2*T1, until the ACK
+    assert_eq!(only_status(&mut ep).0, 400);
+    // (served: no Contact, 400) Timer G: the 400 is sent again after T1, then 2*T1,
+    // until the ACK
     ep.handle_timeout(now + Duration::from_millis(499));
     assert!(sent(&mut ep).is_empty());
     ep.handle_timeout(now + Duration::from_millis(500));
-    assert_eq!(only_status(&mut ep).0, 488);
-    // a retransmitted INVITE is absorbed: the 488 again, nothing new
+    assert_eq!(only_status(&mut ep).0, 400);
+    // a retransmitted INVITE is absorbed: the 400 again, nothing new
     send(&mut ep, now + Duration::from_millis(600), PHONE, &invite);
-    assert_eq!(only_status(&mut ep).0, 488);
+    assert_eq!(only_status(&mut ep).0, 400);
     let ack = request("ACK", uri, "i2", 2, "");
     send(&mut ep, now + Duration::from_millis(700), PHONE, &ack);
     assert!(sent(&mut ep).is_empty(), "ACK is never answered");
@@ -112,8 +113,8 @@ fn proxy_mode_trusts_only_sip_svr() {
     send(&mut ep, now, PBX, &from_pbx);
     assert_eq!(
         only_status(&mut ep).0,
-        488,
-        "the PBX may; an INVITE without an SDP offer gets 488"
+        400,
+        "the PBX may; its INVITE (no Contact here) is served: 400"
     );
 
     // [proxy] on = 0: sip_svr is known, but srgate takes no calls from it
@@ -194,7 +195,7 @@ fn a_merged_request_is_a_loop() {
     // a call from the PBX (trusted: its transaction is kept)
     let first = request("INVITE", "sip:1000@127.0.0.1:5086", "g1", 1, "").replace(PHONE, PBX);
     send(&mut ep, now, PBX, &first);
-    assert_eq!(only_status(&mut ep).0, 488);
+    assert_eq!(only_status(&mut ep).0, 400);
     // the same request (Call-ID, From tag, CSeq) by another path: another branch
     send(&mut ep, now, PBX, &first.replace("z9hG4bKg1", "z9hG4bKg2"));
     assert_eq!(only_status(&mut ep).0, 482);
@@ -315,7 +316,7 @@ fn cancel_after_the_final_answer_gets_200_only() {
         PBX,
         &request("INVITE", uri, "k1", 1, "").replace(PHONE, PBX),
     );
-    assert_eq!(only_status(&mut ep).0, 488);
+    assert_eq!(only_status(&mut ep).0, 400);
     send(
         &mut ep,
         now,
@@ -351,7 +352,7 @@ fn oversized_via_from_to_are_refused_statelessly_even_from_sip_svr() {
     // below the bound the same call is served (and kept, as it comes from sip_svr)
     let small = request("INVITE", uri, "big2", 1, "").replace(PHONE, PBX);
     send(&mut ep, now, PBX, &small);
-    assert_eq!(only_status(&mut ep).0, 488);
+    assert_eq!(only_status(&mut ep).0, 400);
     assert_eq!(ep.server_txs.len(), 1);
 }
 
