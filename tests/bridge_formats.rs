@@ -235,3 +235,54 @@ fn an_offerless_invite_gets_srgates_offer_and_the_ack_answers_it() {
     assert_eq!(cdr["codec_sip"], "PCMU", "{cdr}");
     assert_eq!(cdr["sip_code"], 200, "{cdr}");
 }
+
+/// A phone that speaks Opus (baresip with only its opus module's codec) gets Opus end to
+/// end: srgate answers its Opus offer with Opus and offers Opus first when the app calls,
+/// and the browser's Opus is relayed to it untouched, no transcoding; tones both ways.
+#[test]
+fn an_opus_phone_gets_opus_relayed_both_ways() {
+    if !calls::browser_and_baresip_ready()
+        || !common::netns::enter(
+            "an_opus_phone_gets_opus_relayed_both_ways",
+            Duration::from_secs(240),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("bridge-opus");
+    let tones = calls::tones(&dir, 60.0, 120.0);
+    let mut config = GatewayConfig::standalone();
+    config.users = vec![("1006".into(), "1006pw".into())];
+    config.extra = "[sip]\ndigest = md5\n".into();
+    let srgate = Srgate::start(config, dir.path());
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+    // baresip's aufile plays only a file of the codec's rate and channels
+    let phone_tone = dir.join("tone1000-48k.wav");
+    common::audio::write_tone_channels(&phone_tone, PHONE_HZ, 120.0, 48_000, 2);
+    let phone = SipPhone::start_with(
+        dir.path(),
+        "baresip-1006",
+        &format!(
+            "<sip:1006@{gw};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto;\
+             audio_codecs=opus/48000/2"
+        ),
+        &phone_tone,
+        "module\t\t\topus.so\n",
+    );
+    phone.must_register("1006", Duration::from_secs(10));
+
+    for way in ["phone → app", "app → phone"] {
+        let before = cdr_count(&dir);
+        if way == "phone → app" {
+            calls::phone_calls_app(&mut app, &phone, &format!("sip:{APP}@{gw}"));
+        } else {
+            calls::app_calls_phone(&mut app, &phone, "1006", 3);
+        }
+        calls::assert_phone_heard_browser(&phone, way);
+        let cdr = last_cdr(&dir, before);
+        assert_eq!(cdr["codec_sip"], "opus", "{way}: {cdr}");
+        assert_eq!(cdr["codec_webrtc"], "opus", "{way}: {cdr}");
+        assert_eq!(cdr["mode"], "relay", "{way}: {cdr}");
+    }
+}

@@ -42,11 +42,15 @@ fn events(packets: &[(u8, Vec<u8>)], pt: u8) -> Vec<(u8, bool, u16)> {
         .collect()
 }
 
-/// srgate's SDP toward SIP: PCMU at its RTP port, telephone-event 101, sendrecv.
-fn assert_sip_sdp(sdp: &str, port: u16) {
+/// srgate's SDP toward SIP: `formats` (an offer: PCMU, the browser's codec, then Opus;
+/// an answer: PCMU) at its RTP port, telephone-event 101, sendrecv.
+fn assert_sip_sdp(sdp: &str, port: u16, formats: &str) {
+    if formats.contains("111") {
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2\r\n"), "{sdp}");
+    }
     for line in [
         "c=IN IP4 127.0.0.1".to_string(),
-        format!("m=audio {port} RTP/AVP 0 101"),
+        format!("m=audio {port} RTP/AVP {formats} 101"),
         "a=rtpmap:101 telephone-event/8000".to_string(),
         "a=sendrecv".to_string(),
     ] {
@@ -99,7 +103,7 @@ fn app_to_sip_answered_carries_media_and_dtmf_and_hangs_up() {
     let port = scene.port;
     assert_eq!(scene.shard.ports.opened, [port]);
     // the browser's law (PCMU) first, then telephone-event
-    assert_sip_sdp(&call.sdp, port);
+    assert_sip_sdp(&call.sdp, port, "0 111");
 
     scene.shard.sip_event(Event::CallProgress {
         id: scene.sip,
@@ -258,7 +262,7 @@ fn sip_to_app_accepted_answers_sip_after_dtls_and_ends_from_sip() {
         [SipCommand::Answer(id, sdp)] => {
             assert_eq!(*id, sip);
             // the caller offered telephone-event: the answer has it
-            assert_sip_sdp(sdp, port);
+            assert_sip_sdp(sdp, port, "0");
         }
         other => panic!("the 200 toward SIP: {other:?}"),
     }

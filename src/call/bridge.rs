@@ -21,9 +21,10 @@ use crate::media::jitter::JitterConfig;
 use crate::media::relay::RelayArena;
 use crate::media::transcode::{MAX_PACKET_TIME, MIN_PACKET_TIME};
 use crate::sdp::Codec;
+use crate::sdp::CodecSet;
 use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
-use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp, pick_format};
+use crate::sdp::sip::{BRIDGED, RemoteRtp, RtpDescription, build_rtp_sdp, pick_format};
 use crate::sip::endpoint::SipCallId;
 use crate::webrtc::srtp::SrtpContext;
 
@@ -102,13 +103,13 @@ pub fn media_codec(codec: Codec) -> Option<MediaCodec> {
     }
 }
 
-/// The codecs srgate offers or accepts on SIP: G.711 (G.722 is not built: no crate
-/// matched ffmpeg's codec, see the README), in the configured order.
+/// The codecs srgate offers or accepts on SIP: G.711 and Opus (G.722 is not built: no
+/// crate matched ffmpeg's codec, see the README), in the configured order.
 pub fn sip_codecs(configured: &[Codec]) -> Vec<Codec> {
     configured
         .iter()
         .copied()
-        .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        .filter(|c| BRIDGED.contains(c))
         .collect()
 }
 
@@ -164,6 +165,8 @@ pub struct BridgeCall {
     pub opus_complexity: u8,
     /// `[media] rtp_timeout`.
     pub rtp_timeout: Duration,
+    /// The codecs the SIP side's SDP may pick (`[media] codecs`, bridged ones).
+    pub sip_allowed: CodecSet,
     /// srgate's SDES keys toward SIP: those of its offer (one a suite) until the answer
     /// picks one, then that one; empty for plain RTP.
     sdes_local: Vec<SdesKey>,
@@ -206,6 +209,7 @@ impl BridgeCall {
             sip_counters: SipCounters::default(),
             opus_complexity,
             rtp_timeout: Duration::from_secs(30),
+            sip_allowed: CodecSet::of(&BRIDGED),
             sdes_local: Vec::new(),
             srtp: None,
         }
@@ -329,7 +333,7 @@ impl BridgeCall {
     /// picked from it (the same [`pick_format`]).
     pub fn apply_remote(&mut self, now: Instant, remote: RemoteRtp) -> Result<(), &'static str> {
         let current = self.sip_format.map(|(_, c)| c);
-        let Some(format) = pick_format(&remote.codecs, current) else {
+        let Some(format) = pick_format(&remote.codecs, current, self.sip_allowed) else {
             return Err("no common codec with the SIP side");
         };
         self.apply_crypto(&remote)?;

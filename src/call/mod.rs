@@ -357,6 +357,11 @@ fn sip_status(code: u16, reason: &str) -> SipStatus {
 }
 
 impl Calls {
+    /// The codecs srgate takes on the SIP side: the bridged ones `[media] codecs` names.
+    pub fn sip_codecs(&self) -> crate::sdp::CodecSet {
+        crate::sdp::CodecSet::of(&bridge::sip_codecs(&self.cfg.codecs))
+    }
+
     pub fn new(cfg: CallsConfig, dtls: DtlsContext) -> Self {
         let next_sip = (u64::from(cfg.shard) << 48) | 1;
         Calls {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
+use crate::sdp::sip::OPUS_PT;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Request};
 use crate::signal::protocol::{CallState, Failure, HangupReason};
@@ -22,8 +23,9 @@ use super::{
 };
 
 impl Calls {
-    /// The formats of srgate's SIP offer: the configured G.711 laws, the browser's law
-    /// first when it has one (then no transcoding), PCMU and PCMA when none is configured.
+    /// The formats of srgate's SIP offer: the configured SIP codecs (G.711 laws, Opus) in
+    /// their order with the browser's codec first when it has one (then no transcoding),
+    /// PCMU and PCMA when none is configured.
     pub(super) fn sip_offer_formats(&self, browser: Option<Codec>) -> Vec<(u8, Codec)> {
         let mut sip_offer = sip_codecs(&self.cfg.codecs);
         if let Some(i) = sip_offer.iter().position(|c| Some(*c) == browser) {
@@ -34,7 +36,13 @@ impl Calls {
         }
         sip_offer
             .iter()
-            .filter_map(|c| c.static_payload_type().map(|pt| (pt, *c)))
+            .filter_map(|c| {
+                let pt = match c {
+                    Codec::Opus => Some(OPUS_PT),
+                    _ => c.static_payload_type(),
+                };
+                pt.map(|pt| (pt, *c))
+            })
             .collect()
     }
 
@@ -352,6 +360,7 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
+        call.sip_allowed = self.sip_codecs();
         if self.cfg.sip_srtp == crate::config::SipSrtp::Mandatory
             && let Err(e) = call.offer_srtp()
         {

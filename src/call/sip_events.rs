@@ -377,6 +377,7 @@ impl Calls {
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
+        call.sip_allowed = self.sip_codecs();
         match remote {
             Some(remote) => {
                 if let Err(why) = call.apply_remote(now, remote) {

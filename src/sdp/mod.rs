@@ -247,6 +247,32 @@ impl Setup {
     }
 }
 
+/// A set of [`Codec`]s (which ones srgate takes on a side), small and `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CodecSet(u8);
+
+impl CodecSet {
+    /// Every codec.
+    pub const ALL: CodecSet = CodecSet(0xf);
+
+    pub fn of(codecs: &[Codec]) -> CodecSet {
+        CodecSet(codecs.iter().fold(0, |bits, c| bits | Self::bit(*c)))
+    }
+
+    pub fn contains(self, codec: Codec) -> bool {
+        self.0 & Self::bit(codec) != 0
+    }
+
+    fn bit(codec: Codec) -> u8 {
+        match codec {
+            Codec::Opus => 1,
+            Codec::Pcmu => 2,
+            Codec::Pcma => 4,
+            Codec::G722 => 8,
+        }
+    }
+}
+
 /// The audio codecs srgate can answer with.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

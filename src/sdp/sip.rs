@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::answer::Direction;
 use super::offer::Offer;
 use super::sdes::{self, SdesKey};
-use super::{Codec, Error};
+use super::{Codec, CodecSet, Error};
 
 /// srgate's side of a plain-RTP session.
 #[derive(Debug, Clone)]
@@ -75,6 +75,12 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
             let _ = write!(sdp, "/{}", codec.channels());
         }
         sdp.push_str("\r\n");
+    }
+    for (pt, codec) in d.codecs {
+        if *codec == Codec::Opus {
+            // in-band FEC both ways (RFC 7587 §6.1)
+            let _ = write!(sdp, "a=fmtp:{pt} useinbandfec=1\r\n");
+        }
     }
     if let Some(te) = d.telephone_event {
         let _ = write!(
@@ -239,19 +245,33 @@ pub fn mirror(d: Direction) -> Direction {
     }
 }
 
-/// The SIP-side codecs srgate's media bridge carries, in its order of preference when an
-/// offer lists several.
-pub const BRIDGED: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+/// The SIP-side codecs srgate's media bridge carries: G.711 both laws and Opus (relayed to
+/// an Opus browser untouched). `[media] codecs` narrows them.
+pub const BRIDGED: [Codec; 3] = [Codec::Pcmu, Codec::Pcma, Codec::Opus];
+
+/// The payload type srgate gives Opus in its SIP offers (dynamic, RFC 3551 §3; the one
+/// browsers use).
+pub const OPUS_PT: u8 = 111;
 
 /// The format srgate takes from an offer (or answer) `remote`: `current` (the codec in
 /// use, under the payload type `remote` gives it) while `remote` still has it, else the
-/// first of `remote`'s formats the bridge carries ([`BRIDGED`]); `None` when it has none.
-pub fn pick_format(remote: &[(u8, Codec)], current: Option<Codec>) -> Option<(u8, Codec)> {
+/// first of `remote`'s formats in `allowed` (the bridged codecs `[media] codecs` names);
+/// `None` when it has none.
+pub fn pick_format(
+    remote: &[(u8, Codec)],
+    current: Option<Codec>,
+    allowed: CodecSet,
+) -> Option<(u8, Codec)> {
     remote
         .iter()
         .copied()
         .find(|&(_, c)| Some(c) == current)
-        .or_else(|| remote.iter().copied().find(|(_, c)| BRIDGED.contains(c)))
+        .or_else(|| {
+            remote
+                .iter()
+                .copied()
+                .find(|&(_, c)| allowed.contains(c) && BRIDGED.contains(&c))
+        })
 }
 
 /// srgate's answer to a re-offer in a dialog: its previous description with the version
@@ -262,7 +282,7 @@ pub fn pick_format(remote: &[(u8, Codec)], current: Option<Codec>) -> Option<(u8
 /// read, when the re-offer has no codec srgate carries, or when its security differs
 /// from the session's (SRTP is never dropped by a re-offer, nor added, nor its suite
 /// changed).
-pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
+pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<String> {
     let ours = parse_rtp_sdp(previous).ok()?;
     match (&ours.crypto, &offer.crypto) {
         (None, None) => {}
@@ -272,7 +292,7 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp) -> Option<String> {
     }
     let (session_id, version) = origin(previous)?;
     let current = ours.codecs.first().map(|&(_, c)| c);
-    let codecs = [pick_format(&offer.codecs, current)?];
+    let codecs = [pick_format(&offer.codecs, current, allowed)?];
     Some(build_rtp_sdp(&RtpDescription {
         addr: ours.addr,
         codecs: &codecs,
@@ -326,7 +346,7 @@ pub fn settle(offer: &str, answer: &RemoteRtp) -> Option<String> {
         return None;
     }
     let (session_id, version) = origin(offer)?;
-    let (_, chosen) = pick_format(&answer.codecs, None)?;
+    let (_, chosen) = pick_format(&answer.codecs, None, CodecSet::ALL)?;
     let codec = ours.codecs.iter().copied().find(|&(_, c)| c == chosen)?;
     Some(build_rtp_sdp(&RtpDescription {
         addr: ours.addr,
@@ -343,6 +363,8 @@ pub fn settle(offer: &str, answer: &RemoteRtp) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: CodecSet = CodecSet::ALL;
 
     const BARESIP_OFFER: &str = "v=0\r\no=- 123 456 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
         t=0 0\r\nm=audio 10000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\n\
@@ -422,24 +444,24 @@ mod tests {
         // A re-offer keeps the security of the session: plain after SRTP is refused, SRTP
         // after SRTP is answered with srgate's key again.
         let plain = parse_rtp_sdp(BARESIP_OFFER).unwrap();
-        assert_eq!(reanswer(&sdp, &plain), None);
+        assert_eq!(reanswer(&sdp, &plain, ALL), None);
         let again = BARESIP_OFFER
             .replace("RTP/AVP", "RTP/SAVP")
             .replace("a=sendrecv", CRYPTO);
-        let answer = reanswer(&sdp, &parse_rtp_sdp(&again).unwrap()).unwrap();
+        let answer = reanswer(&sdp, &parse_rtp_sdp(&again).unwrap(), ALL).unwrap();
         assert!(answer.contains("RTP/SAVP 0"), "{answer}");
         let line = sdp.lines().find(|l| l.starts_with("a=crypto")).unwrap();
         assert!(answer.contains(line), "{answer}");
         // another suite in the re-offer: refused
         assert_eq!(
-            reanswer(&answer, &parse_rtp_sdp(&again).unwrap()).map(|_| ()),
+            reanswer(&answer, &parse_rtp_sdp(&again).unwrap(), ALL).map(|_| ()),
             Some(())
         );
         let other = again.replace(
             "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
             "a=crypto:1 AES_CM_128_HMAC_SHA1_32",
         );
-        assert_eq!(reanswer(&sdp, &parse_rtp_sdp(&other).unwrap()), None);
+        assert_eq!(reanswer(&sdp, &parse_rtp_sdp(&other).unwrap(), ALL), None);
     }
 
     #[test]
@@ -501,7 +523,7 @@ mod tests {
     fn a_hold_reoffer_gets_recvonly_and_a_new_version() {
         let ours = ours_at_16384(&[(0, Codec::Pcmu)]);
         let hold = parse_rtp_sdp(&BARESIP_OFFER.replace("sendrecv", "sendonly")).unwrap();
-        let answer = reanswer(&ours, &hold).unwrap();
+        let answer = reanswer(&ours, &hold, ALL).unwrap();
         assert!(answer.contains("o=srgate 7 2 IN IP4"), "{answer}");
         assert!(answer.contains("a=recvonly"), "{answer}");
         assert!(answer.contains("m=audio 16384 RTP/AVP 0 101"), "{answer}");
@@ -512,7 +534,7 @@ mod tests {
         let ours = ours_at_16384(&[(0, Codec::Pcmu)]);
         // PCMA only (and G.722, which the bridge does not carry): answered PCMA
         let pcma = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 8 101");
-        let answer = reanswer(&ours, &parse_rtp_sdp(&pcma).unwrap()).unwrap();
+        let answer = reanswer(&ours, &parse_rtp_sdp(&pcma).unwrap(), ALL).unwrap();
         assert!(
             answer.contains("m=audio 16384 RTP/AVP 8 101\r\n"),
             "{answer}"
@@ -521,19 +543,23 @@ mod tests {
         assert!(!answer.contains("PCMU"), "{answer}");
         // the codec in use is kept while offered, even after others
         let both = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 0 101");
-        let answer = reanswer(&ours, &parse_rtp_sdp(&both).unwrap()).unwrap();
+        let answer = reanswer(&ours, &parse_rtp_sdp(&both).unwrap(), ALL).unwrap();
         assert!(
             answer.contains("m=audio 16384 RTP/AVP 0 101\r\n"),
             "{answer}"
         );
         // nothing srgate carries: no answer (488), never a format that was not offered
         let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
-        assert_eq!(reanswer(&ours, &parse_rtp_sdp(&g722).unwrap()), None);
-        assert_eq!(pick_format(&[(9, Codec::G722)], Some(Codec::Pcmu)), None);
+        assert_eq!(reanswer(&ours, &parse_rtp_sdp(&g722).unwrap(), ALL), None);
+        assert_eq!(
+            pick_format(&[(9, Codec::G722)], Some(Codec::Pcmu), ALL),
+            None
+        );
         assert_eq!(
             pick_format(
                 &[(9, Codec::G722), (8, Codec::Pcma), (0, Codec::Pcmu)],
-                None
+                None,
+                ALL
             ),
             Some((8, Codec::Pcma))
         );
@@ -551,11 +577,29 @@ mod tests {
         assert!(settled.contains("o=srgate 7 1 "), "{settled}");
         // a re-offer of both: the answer keeps PCMA, the codec in use
         let both = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 0 8 101");
-        let re = reanswer(&settled, &parse_rtp_sdp(&both).unwrap()).unwrap();
+        let re = reanswer(&settled, &parse_rtp_sdp(&both).unwrap(), ALL).unwrap();
         assert!(re.contains("m=audio 16384 RTP/AVP 8 101\r\n"), "{re}");
         assert!(re.contains("o=srgate 7 2 "), "{re}");
         // an answer with nothing srgate offered settles nothing
         let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
         assert_eq!(settle(&offer, &parse_rtp_sdp(&g722).unwrap()), None);
+    }
+
+    #[test]
+    fn opus_toward_sip_is_offered_with_fec_and_taken_only_when_allowed() {
+        let offer = ours_at_16384(&[(OPUS_PT, Codec::Opus), (0, Codec::Pcmu)]);
+        assert!(
+            offer.contains("m=audio 16384 RTP/AVP 111 0 101\r\n"),
+            "{offer}"
+        );
+        assert!(offer.contains("a=rtpmap:111 opus/48000/2\r\n"), "{offer}");
+        assert!(offer.contains("a=fmtp:111 useinbandfec=1\r\n"), "{offer}");
+        let back = parse_rtp_sdp(&offer).unwrap();
+        assert_eq!(back.codecs, vec![(111, Codec::Opus), (0, Codec::Pcmu)]);
+        // a phone offering Opus first gets Opus, unless [media] codecs leaves it out
+        let remote = [(96, Codec::Opus), (8, Codec::Pcma)];
+        assert_eq!(pick_format(&remote, None, ALL), Some((96, Codec::Opus)));
+        let g711 = CodecSet::of(&[Codec::Pcmu, Codec::Pcma]);
+        assert_eq!(pick_format(&remote, None, g711), Some((8, Codec::Pcma)));
     }
 }

@@ -5,23 +5,32 @@ use std::path::Path;
 
 /// Writes a 16-bit mono WAV with a sine of `hz` for `secs` seconds at `rate`.
 pub fn write_tone(path: &Path, hz: f64, secs: f64, rate: u32) {
+    write_tone_channels(path, hz, secs, rate, 1);
+}
+
+/// [`write_tone`] with the tone on each of `channels` channels (baresip's aufile wants
+/// the codec's channel count: 2 for Opus).
+pub fn write_tone_channels(path: &Path, hz: f64, secs: f64, rate: u32, channels: u16) {
     let n = (secs * f64::from(rate)) as usize;
-    let mut data = Vec::with_capacity(n * 2);
+    let mut data = Vec::with_capacity(n * 2 * usize::from(channels));
     for i in 0..n {
         let t = i as f64 / f64::from(rate);
         let s = ((t * hz * std::f64::consts::TAU).sin() * 12_000.0) as i16;
-        data.extend_from_slice(&s.to_le_bytes());
+        for _ in 0..channels {
+            data.extend_from_slice(&s.to_le_bytes());
+        }
     }
+    let block = 2 * channels;
     let mut wav = Vec::with_capacity(44 + data.len());
     wav.extend_from_slice(b"RIFF");
     wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
     wav.extend_from_slice(b"WAVEfmt ");
     wav.extend_from_slice(&16u32.to_le_bytes());
     wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&channels.to_le_bytes());
     wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    wav.extend_from_slice(&block.to_le_bytes());
     wav.extend_from_slice(&16u16.to_le_bytes());
     wav.extend_from_slice(b"data");
     wav.extend_from_slice(&(data.len() as u32).to_le_bytes());

@@ -140,7 +140,7 @@ impl SipPhone {
     }
 
     /// Panics with baresip's output unless `user`'s REGISTER succeeds `within`.
-    fn must_register(&self, user: &str, within: Duration) {
+    pub fn must_register(&self, user: &str, within: Duration) {
         let phone = self;
         assert!(
             phone

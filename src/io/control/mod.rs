@@ -230,15 +230,9 @@ impl ControlShard {
         .map_err(|e| err("register", e))?;
         let now = Instant::now();
         let trusted_ip = config.server.as_ref().map(|s| s.addr.ip());
-        let core = Gateway::control(
-            calls,
-            rtp,
-            Endpoint::new(config, now),
-            hub,
-            workers.len() + 1,
-            max_calls,
-            now,
-        );
+        let mut endpoint = Endpoint::new(config, now);
+        endpoint.set_sip_codecs(calls.sip_codecs());
+        let core = Gateway::control(calls, rtp, endpoint, hub, workers.len() + 1, max_calls, now);
         Ok(ControlShard {
             trusted_ip,
             core,

@@ -417,6 +417,9 @@ enum RegState {
 
 pub struct Endpoint {
     cfg: EndpointConfig,
+    /// The codecs a re-offer may move a call to (`[media] codecs`; all bridged ones
+    /// until told, see [`Endpoint::set_sip_codecs`]).
+    sip_codecs: crate::sdp::CodecSet,
     rng: Rng,
     nonces: auth::NonceSecret,
     /// Failed authentications per source and user, with their back-off.
@@ -451,6 +454,12 @@ struct RequestIds<'a> {
 const BRANCH_PREFIX: &str = "z9hG4bK-sg-";
 
 impl Endpoint {
+    /// The codecs srgate takes on the SIP side (`[media] codecs`): a re-offer is answered
+    /// with one of them only.
+    pub fn set_sip_codecs(&mut self, codecs: crate::sdp::CodecSet) {
+        self.sip_codecs = codecs;
+    }
+
     pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
         let mut rng = Rng::new(cfg.seed);
         let nonces = auth::NonceSecret::from_key(rng.bytes::<32>(), now);
@@ -477,6 +486,7 @@ impl Endpoint {
         };
         Endpoint {
             cfg,
+            sip_codecs: crate::sdp::CodecSet::ALL,
             rng,
             nonces,
             auth_limits: auth::limit::AuthLimiter::default(),

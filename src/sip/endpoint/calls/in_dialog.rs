@@ -99,6 +99,7 @@ impl Endpoint {
                 if self.refused_short_interval(now, key, msg) {
                     return true;
                 }
+                let allowed = self.sip_codecs;
                 let Some(c) = self.calls.calls.get_mut(&id) else {
                     return true;
                 };
@@ -108,7 +109,7 @@ impl Endpoint {
                     Some(offer) => {
                         let answer = crate::sdp::sip::parse_rtp_sdp(offer)
                             .ok()
-                            .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r));
+                            .and_then(|r| crate::sdp::sip::reanswer(&c.sdp, &r, allowed));
                         let Some(answer) = answer else {
                             self.respond(now, key, 488, "Not Acceptable Here", &[]);
                             return true;

@@ -367,9 +367,16 @@ fn session_refreshes_by_update_and_reinvite_keep_the_call() {
     assert_eq!(status(&ok), 200);
     assert!(ok.contains("m=audio "), "{ok}");
     let _ = events(&mut ep);
-    let answer = with_body(&in_dialog("ACK", "a3", 5, &tag, ""), "application/sdp", OFFER);
+    let answer = with_body(
+        &in_dialog("ACK", "a3", 5, &tag, ""),
+        "application/sdp",
+        OFFER,
+    );
     send(&mut ep, later, &answer);
-    assert!(matches!(events(&mut ep).as_slice(), [Event::CallUpdated { .. }]));
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::CallUpdated { .. }]
+    ));
     assert_eq!(ep.active_calls(), 1, "the call lives on");
     // UPDATE is allowed
     let options = format!(
