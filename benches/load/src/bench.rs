@@ -214,6 +214,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     }
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
+        results.setup_in = Some(setup_in_run(o)?);
     }
     if o.overload_capacity > 0 {
         results.overload = Some(overload_run(o)?);
@@ -372,6 +373,150 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
         return Err(format!(
             "smoke: {} of {calls} calls of the setup run came up",
             figures.calls_up
+        ));
+    }
+    Ok(figures)
+}
+
+/// Calls from the SIP side set up as fast as srgate takes them: every app user logs in and
+/// waits, then the phone calls them (INVITE, 407, INVITE with digest) at 1 000 a second
+/// with at most 256 unanswered, each app accepts with its offer; a call counts as up at
+/// the phone's 200 and its setup is the INVITE-to-200 time. Then every call is hung up
+/// from the app.
+fn setup_in_run(o: &Options) -> Result<report::SetupFigures, String> {
+    let calls = o.setup_calls;
+    eprintln!("== setup from SIP: {calls} calls to waiting app users, 1 000 a second");
+    let run = Run {
+        incoming: true,
+        ..Run::new(o, calls)
+    };
+    let gw = Gateway::start(o, &run)?;
+    let phone = Phone::start(
+        Some(Account {
+            gateway: gw.sip,
+            user: PHONE_USER.into(),
+            password: PHONE_PASSWORD.into(),
+        }),
+        0,
+    )
+    .map_err(|e| format!("phone: {e}"))?;
+    if !phone.wait_registered(Duration::from_secs(5)) {
+        return Err("the phone did not register at srgate within 5 s".into());
+    }
+    let mut b = Browsers::new(gw.web, PHONE_USER, Media::Pcmu).map_err(|e| e.to_string())?;
+    b.answer_invitations = true;
+    let turn = |b: &mut Browsers| {
+        b.turn(Duration::from_millis(1))
+            .map_err(|e| format!("browsers: {e}"))
+    };
+    for i in 0..calls {
+        b.start_call()
+            .map_err(|e| format!("logging in app user {i}: {e}"))?;
+        if i % 64 == 63 {
+            turn(&mut b)?;
+        }
+    }
+    drive_until(&mut b, Duration::from_secs(30), turn, |b| {
+        b.listening() + b.census().3 >= calls
+    })?;
+    if b.listening() < calls {
+        return Err(format!(
+            "{} of {calls} app users logged in: {:?}",
+            b.listening(),
+            b.failures()
+        ));
+    }
+
+    let cpu0 = CpuSnapshot::of(gw.pid());
+    let start = Instant::now();
+    let bound = Duration::from_secs(30) + Duration::from_millis(50) * calls as u32;
+    let (mut placed, mut answered_at) = (0, None);
+    let counters = phone.counters.clone();
+    let done = |c: &crate::phone::PhoneCounters| {
+        (c.calls_connected.load(std::sync::atomic::Ordering::Relaxed)
+            + c.calls_refused.load(std::sync::atomic::Ordering::Relaxed)) as usize
+    };
+    // bounded by `bound`
+    while start.elapsed() < bound {
+        let due = (start.elapsed().as_secs_f64() * 1000.0) as usize + 1;
+        // bounded by `calls`
+        while placed < calls.min(due) && phone.dials_pending() < 256 {
+            phone
+                .dial(&format!("load{placed}"))
+                .map_err(|e| format!("phone: {e}"))?;
+            placed += 1;
+        }
+        turn(&mut b)?;
+        if answered_at.is_none() && done(&counters) >= calls {
+            answered_at = Some(start.elapsed());
+        }
+        // every call answered and hearing its echo (or failed)
+        if answered_at.is_some() && b.census().1 + b.census().3 >= calls {
+            break;
+        }
+    }
+    let wall = answered_at.unwrap_or_else(|| start.elapsed());
+    let cpu_ns: u64 = CpuSnapshot::of(gw.pid())
+        .since(&cpu0)
+        .iter()
+        .map(|t| t.2)
+        .sum();
+    let calls_up = counters
+        .calls_connected
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let heard = b.census().1;
+    let mut failures = b.failures();
+    failures.extend(
+        counters
+            .refusals
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default(),
+    );
+    if heard < calls_up {
+        failures.push(format!(
+            "{} of the {calls_up} answered calls heard their echo",
+            heard
+        ));
+    }
+    let mut setups: Vec<f64> = counters
+        .setups
+        .lock()
+        .map(|s| s.iter().map(|d| d.as_secs_f64() * 1000.0).collect())
+        .unwrap_or_default();
+    setups.sort_by(f64::total_cmp);
+
+    b.hang_up_all();
+    drive_until(&mut b, Duration::from_secs(10), turn, |b| b.census().0 == 0)?;
+    drop(b);
+    let _ = phone.stop();
+    gw.stop();
+
+    let floor = crate::crypto::handshakes_per_s(Duration::from_secs(2))?;
+    let figures = report::SetupFigures {
+        calls,
+        calls_up: calls_up.min(heard),
+        wall_s: wall.as_secs_f64(),
+        srgate_cpu_s: cpu_ns as f64 / 1e9,
+        p50_ms: quantile(&setups, 0.5),
+        p99_ms: quantile(&setups, 0.99),
+        crypto_floor_per_s: floor,
+        failures,
+        samples_ms: setups,
+    };
+    eprintln!(
+        "   {}/{calls} up in {:.2} s: {:.0} setups/s, {:.0} per srgate CPU-second ({:.2} × the crypto floor), p99 {:.0} ms",
+        figures.calls_up,
+        figures.wall_s,
+        figures.setups_per_s(),
+        figures.setups_per_cpu_s(),
+        figures.floor_ratio(),
+        figures.p99_ms
+    );
+    if o.smoke && figures.calls_up != calls {
+        return Err(format!(
+            "smoke: {} of {calls} calls from SIP came up: {:?}",
+            figures.calls_up, figures.failures
         ));
     }
     Ok(figures)
@@ -546,6 +691,7 @@ impl Gateway {
     fn start(o: &Options, run: &Run) -> Result<Gateway, String> {
         let (calls, max_calls, transcode) = (run.calls, run.max_calls, run.transcode);
         let dir = o.out.join(match (max_calls, transcode, run.silent) {
+            _ if run.incoming => format!("srgate-in-{calls}"),
             (Some(m), _, _) => format!("srgate-{calls}-max-{m}"),
             (None, true, _) => format!("srgate-transcode-{calls}"),
             (None, false, true) => format!("srgate-idle-{calls}"),
@@ -656,6 +802,8 @@ struct Run {
     transcode: bool,
     /// Each call goes silent once its first frame came back (idle calls).
     silent: bool,
+    /// The calls come from SIP (the setup run from the phone).
+    incoming: bool,
 }
 
 impl Run {
@@ -673,6 +821,7 @@ impl Run {
             rounds: 1,
             transcode: false,
             silent: false,
+            incoming: false,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Media {
 pub enum Stage {
     Handshaking,
     LoggingIn,
+    /// Logged in, waiting for a `remote_invitation` (calls from SIP).
+    Listening,
     Inviting,
     Ringing,
     Up,
@@ -96,6 +98,9 @@ pub struct Browsers {
     /// A relay that sends from an SSRC it never announces (rtpengine transcoding): each
     /// call takes the first RTP SSRC that reaches it as its incoming stream.
     pub learn_ssrc: bool,
+    /// Calls from SIP: each browser logs in and waits; a `remote_invitation` is accepted
+    /// with an offer (setup: from the invitation to the first frame heard back).
+    pub answer_invitations: bool,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -134,6 +139,7 @@ impl Browsers {
             probe_pcm: Vec::new(),
             silent_once_up: false,
             learn_ssrc: false,
+            answer_invitations: false,
         })
     }
 
@@ -312,6 +318,14 @@ impl Browsers {
         }
         let c = self.calls.iter().find(|c| c.heard.len() >= 800)?;
         Some(payload::dominant_hz(&c.heard, FRAME - payload::MARK))
+    }
+
+    /// Browsers logged in and waiting for an invitation.
+    pub fn listening(&self) -> usize {
+        self.calls
+            .iter()
+            .filter(|c| c.stage == Stage::Listening)
+            .count()
     }
 
     /// Asks srgate to end every call that is up or being set up.
@@ -569,6 +583,48 @@ impl Browsers {
         let c = &mut self.calls[idx];
         let kind = v["type"].as_str().unwrap_or("");
         match (kind, v["state"].as_str()) {
+            ("login_ok", _) if self.answer_invitations => c.stage = Stage::Listening,
+            ("remote_invitation", _) if c.stage == Stage::Listening => {
+                let mut api = c.rtc.sdp_api();
+                let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+                let Some((offer, pending)) = api.apply() else {
+                    c.stage = Stage::Failed("str0m made no offer".into());
+                    return;
+                };
+                c.mid = Some(mid);
+                c.pending = Some(pending);
+                c.id = v["id"].as_str().unwrap_or("").to_string();
+                c.started = Instant::now();
+                let (id, sdp) = (c.id.clone(), offer.to_sdp_string());
+                send(c, json!({"type": "accept", "id": id, "sdp": sdp}));
+                c.stage = Stage::Ringing;
+                self.drain(idx);
+            }
+            ("remote_state", Some("ACCEPTED")) => {
+                let sdp = v["sdp"].as_str().unwrap_or("");
+                let Some(pending) = c.pending.take() else {
+                    return;
+                };
+                let answer = match SdpAnswer::from_sdp_string(sdp) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        c.stage = Stage::Failed(format!("answer SDP: {e}"));
+                        return;
+                    }
+                };
+                if let Err(e) = c.rtc.sdp_api().accept_answer(pending, answer) {
+                    c.stage = Stage::Failed(format!("answer refused by str0m: {e}"));
+                    return;
+                }
+                c.stage = Stage::Up;
+                if c.connected && c.next_send.is_none() {
+                    c.next_send = Some(Instant::now());
+                }
+                self.drain(idx);
+            }
+            ("remote_state", Some(state)) => {
+                c.stage = Stage::Failed(format!("invitation ended in {state}: {v}"));
+            }
             ("login_ok", _) => {
                 let mut api = c.rtc.sdp_api();
                 let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);

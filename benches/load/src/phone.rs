@@ -1,22 +1,26 @@
 //! The SIP side: one user agent that registers at srgate (digest, as a `[users]` phone
-//! does), answers every INVITE with PCMU, and echoes each RTP packet back to where it came
-//! from. It runs on its own thread with a mio loop over its SIP socket and one RTP socket
-//! per call. Without a gateway it only echoes (the reflector run).
+//! does), answers every INVITE with PCMU, places calls to app users when told
+//! ([`Phone::dial`]: INVITE, the 407 answered with digest, ACK), and echoes each RTP
+//! packet back to where it came from. It runs on its own thread with a mio loop over its
+//! SIP socket and one RTP socket per call. Without a gateway it only echoes (the reflector
+//! run).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use md5::{Digest as _, Md5};
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 const SIP: Token = Token(usize::MAX - 1);
+const WAKE: Token = Token(usize::MAX - 2);
 
 /// Counters the phone thread publishes.
 #[derive(Default)]
@@ -26,12 +30,23 @@ pub struct PhoneCounters {
     pub calls_ended: AtomicU64,
     pub rtp_echoed: AtomicU64,
     pub cpu_ns: AtomicU64,
+    /// Calls the phone placed ([`Phone::dial`]), answered (200), and refused (a final
+    /// answer above 299 other than the first 407).
+    pub calls_placed: AtomicU64,
+    pub calls_connected: AtomicU64,
+    pub calls_refused: AtomicU64,
+    /// INVITE (the first, before the challenge) to 200, per answered call placed.
+    pub setups: Mutex<Vec<Duration>>,
+    /// The first few refusals (status lines), for the report.
+    pub refusals: Mutex<Vec<String>>,
 }
 
 pub struct Phone {
     pub counters: Arc<PhoneCounters>,
     /// Echo sockets made up front (reflector runs), in order.
     pub echo_addrs: Vec<SocketAddr>,
+    dials: Sender<String>,
+    waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -50,7 +65,9 @@ impl Phone {
     pub fn start(account: Option<Account>, echoes: usize) -> io::Result<Phone> {
         let counters = Arc::new(PhoneCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let mut ua = Ua::new(account, counters.clone())?;
+        let (dials, dial_rx) = channel();
+        let mut ua = Ua::new(account, counters.clone(), dial_rx)?;
+        let waker = Arc::new(Waker::new(ua.poll.registry(), WAKE)?);
         let mut echo_addrs = Vec::with_capacity(echoes);
         for _ in 0..echoes {
             echo_addrs.push(ua.open_rtp()?.1);
@@ -62,6 +79,8 @@ impl Phone {
         Ok(Phone {
             counters,
             echo_addrs,
+            dials,
+            waker,
             stop,
             thread: Some(thread),
         })
@@ -77,6 +96,22 @@ impl Phone {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// Calls app user `callee` at the gateway (from the registered account).
+    pub fn dial(&self, callee: &str) -> io::Result<()> {
+        self.dials
+            .send(callee.to_string())
+            .map_err(|_| io::Error::other("the phone thread is gone"))?;
+        self.waker.wake()
+    }
+
+    /// Calls placed and not answered or refused yet.
+    pub fn dials_pending(&self) -> u64 {
+        let c = &self.counters;
+        c.calls_placed.load(Ordering::Relaxed)
+            - c.calls_connected.load(Ordering::Relaxed)
+            - c.calls_refused.load(Ordering::Relaxed)
     }
 
     /// CPU nanoseconds of the phone's thread so far.
@@ -114,8 +149,23 @@ struct Dialog {
     answer: String,
 }
 
+/// A call the phone placed, by Call-ID.
+struct OutCall {
+    callee: String,
+    token: Token,
+    rtp: SocketAddr,
+    /// The INVITE's CSeq number and Via branch (1, then 2 with credentials).
+    cseq: u32,
+    branch: String,
+    first_sent: Instant,
+    /// The ACK of the 200, once answered (sent again for each 200 that comes again).
+    ack: Option<String>,
+}
+
 struct Ua {
     poll: Poll,
+    dials: Receiver<String>,
+    out: HashMap<String, OutCall>,
     sip: Option<UdpSocket>,
     account: Option<Account>,
     counters: Arc<PhoneCounters>,
@@ -128,7 +178,11 @@ struct Ua {
 }
 
 impl Ua {
-    fn new(account: Option<Account>, counters: Arc<PhoneCounters>) -> io::Result<Ua> {
+    fn new(
+        account: Option<Account>,
+        counters: Arc<PhoneCounters>,
+        dials: Receiver<String>,
+    ) -> io::Result<Ua> {
         let poll = Poll::new()?;
         let sip = match &account {
             Some(a) => {
@@ -145,6 +199,8 @@ impl Ua {
         };
         Ok(Ua {
             poll,
+            dials,
+            out: HashMap::new(),
             sip,
             account,
             counters,
@@ -195,11 +251,18 @@ impl Ua {
             self.poll
                 .poll(&mut events, Some(Duration::from_millis(50)))?;
             for event in &events {
-                if event.token() == SIP {
-                    self.read_sip(&mut buf)?;
-                } else {
-                    self.echo(event.token(), &mut buf);
+                match event.token() {
+                    SIP => self.read_sip(&mut buf)?,
+                    WAKE => {}
+                    token => self.echo(token, &mut buf),
                 }
+            }
+            // bounded: what was asked since the last turn, at most 10 000
+            for _ in 0..10_000 {
+                let Ok(callee) = self.dials.try_recv() else {
+                    break;
+                };
+                self.place(callee)?;
             }
             // not registered yet: try again every 2 s; registered (Expires 3600): refresh
             // every 25 minutes, so a soak of hours keeps its registration
@@ -298,6 +361,164 @@ impl Ua {
         self.send_sip(&text, a.gateway)
     }
 
+    /// Places a call to app user `callee`: a fresh Call-ID and RTP socket, the INVITE
+    /// (PCMU) without credentials; the 407 brings the second one.
+    fn place(&mut self, callee: String) -> io::Result<()> {
+        let Some(gw) = self.account.as_ref().map(|a| a.gateway) else {
+            return Ok(());
+        };
+        let (token, rtp) = self.open_rtp()?;
+        self.tag += 1;
+        let call_id = format!("load-out-{}-{}", std::process::id(), self.tag);
+        let call = OutCall {
+            callee,
+            token,
+            rtp,
+            cseq: 1,
+            branch: format!("z9hG4bKout{}x1", self.tag),
+            first_sent: Instant::now(),
+            ack: None,
+        };
+        let text = self.invite_text(&call_id, &call, "");
+        self.out.insert(call_id, call);
+        self.counters.calls_placed.fetch_add(1, Ordering::Relaxed);
+        self.send_sip(&text, gw)
+    }
+
+    /// The INVITE of `call` with `auth` (a credentials header line, or empty).
+    fn invite_text(&self, call_id: &str, call: &OutCall, auth: &str) -> String {
+        let Some(a) = &self.account else {
+            return String::new();
+        };
+        let local = self.local();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+            ip = call.rtp.ip(),
+            port = call.rtp.port(),
+        );
+        format!(
+            "INVITE sip:{callee}@{gw} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@{gw}>;tag=out{call_id}\r\n\
+             To: <sip:{callee}@{gw}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} INVITE\r\n\
+             Contact: <sip:{user}@{local}>\r\n\
+             {auth}\
+             User-Agent: srgate-load\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {len}\r\n\r\n{sdp}",
+            callee = call.callee,
+            gw = a.gateway,
+            branch = call.branch,
+            user = a.user,
+            cseq = call.cseq,
+            len = sdp.len(),
+        )
+    }
+
+    /// The ACK of a final answer `response` to `call`'s INVITE: for a 2xx a new
+    /// transaction (its own branch), for a refusal the INVITE's (RFC 3261 §17.1.1.3).
+    fn ack_text(&self, call_id: &str, call: &OutCall, response: &str, success: bool) -> String {
+        let gw = self.account.as_ref().map_or(self.local(), |a| a.gateway);
+        let branch = if success {
+            format!("{}ack", call.branch)
+        } else {
+            call.branch.clone()
+        };
+        format!(
+            "ACK sip:{callee}@{gw} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} ACK\r\n\
+             Content-Length: 0\r\n\r\n",
+            callee = call.callee,
+            local = self.local(),
+            from = header(response, "From").unwrap_or(""),
+            to = header(response, "To").unwrap_or(""),
+            cseq = call.cseq,
+        )
+    }
+
+    /// A response to one of the phone's INVITEs.
+    fn on_invite_response(&mut self, code: u16, text: &str, from: SocketAddr) -> io::Result<()> {
+        let call_id = header(text, "Call-ID").unwrap_or("").to_string();
+        let Some(call) = self.out.get(&call_id) else {
+            return Ok(());
+        };
+        let cseq_ok = header(text, "CSeq")
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+            == Some(call.cseq);
+        if code < 200 || !cseq_ok {
+            return Ok(());
+        }
+        if (200..300).contains(&code) {
+            if let Some(ack) = &call.ack {
+                // the 200 again: our ACK was lost
+                return self.send_sip(ack, from);
+            }
+            let ack = self.ack_text(&call_id, call, text, true);
+            let setup = call.first_sent.elapsed();
+            if let Ok(mut s) = self.counters.setups.lock() {
+                s.push(setup);
+            }
+            self.counters
+                .calls_connected
+                .fetch_add(1, Ordering::Relaxed);
+            self.send_sip(&ack, from)?;
+            if let Some(call) = self.out.get_mut(&call_id) {
+                call.ack = Some(ack);
+            }
+            return Ok(());
+        }
+        let ack = self.ack_text(&call_id, call, text, false);
+        self.send_sip(&ack, from)?;
+        if code == 407 && call.cseq == 1 {
+            let challenge = header(text, "Proxy-Authenticate").unwrap_or("").to_string();
+            let (user, password) = match &self.account {
+                Some(a) => (a.user.clone(), a.password.clone()),
+                None => return Ok(()),
+            };
+            let uri = format!("sip:{}@{}", call.callee, from);
+            let auth = authorization(&challenge, &user, &password, "INVITE", &uri).replacen(
+                "Authorization:",
+                "Proxy-Authorization:",
+                1,
+            );
+            self.tag += 1;
+            let tag = self.tag;
+            let Some(call) = self.out.get_mut(&call_id) else {
+                return Ok(());
+            };
+            call.cseq = 2;
+            call.branch = format!("z9hG4bKout{tag}x2");
+            let call = self
+                .out
+                .get(&call_id)
+                .map(|c| self.invite_text(&call_id, c, &auth));
+            if let Some(invite) = call {
+                self.send_sip(&invite, from)?;
+            }
+            return Ok(());
+        }
+        self.counters.calls_refused.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.counters.refusals.lock()
+            && r.len() < 5
+        {
+            r.push(text.lines().next().unwrap_or("").to_string());
+        }
+        if let Some(call) = self.out.remove(&call_id) {
+            self.close_rtp(call.token);
+        }
+        Ok(())
+    }
+
     fn read_sip(&mut self, buf: &mut [u8]) -> io::Result<()> {
         // bounded: at most 10 000 datagrams per wake
         for _ in 0..10_000 {
@@ -321,8 +542,11 @@ impl Ua {
             return Ok(());
         };
         if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
-            // a response: only our REGISTERs are ours to take
+            // a response: to our REGISTERs or to the INVITEs of calls we placed
             let code: u16 = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if header(text, "CSeq").is_some_and(|c| c.ends_with("INVITE")) {
+                return self.on_invite_response(code, text, from);
+            }
             if !header(text, "CSeq").is_some_and(|c| c.ends_with("REGISTER")) {
                 return Ok(());
             }
@@ -377,6 +601,10 @@ impl Ua {
                 self.send_sip(&ok, from)?;
                 if let Some(d) = self.dialogs.remove(&call_id) {
                     self.close_rtp(d.token);
+                    self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(call) = self.out.remove(&call_id) {
+                    self.close_rtp(call.token);
                     self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
                 }
             }

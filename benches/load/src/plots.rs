@@ -163,23 +163,34 @@ pub fn write(r: &Results, dir: &Path) -> Plots {
         }
         charts.push(("rss.png", "srgate RSS vs calls", "calls", "RSS MB", rss));
     }
-    if let Some(s) = r.setup.as_ref().filter(|s| !s.samples_ms.is_empty()) {
+    let cdf = |s: &crate::report::SetupFigures| -> Vec<(f64, f64)> {
         let n = s.samples_ms.len() as f64;
-        let cdf = s
-            .samples_ms
+        s.samples_ms
             .iter()
             .enumerate()
             .map(|(i, ms)| (*ms, (i + 1) as f64 / n))
-            .collect();
+            .collect()
+    };
+    let mut setup_series = Vec::new();
+    if let Some(s) = r.setup.as_ref().filter(|s| !s.samples_ms.is_empty()) {
+        setup_series.push(Series {
+            markers: false,
+            ..Series::new("app → SIP (login to first audio)", SRGATE, cdf(s))
+        });
+    }
+    if let Some(s) = r.setup_in.as_ref().filter(|s| !s.samples_ms.is_empty()) {
+        setup_series.push(Series {
+            markers: false,
+            ..Series::new("SIP → app (INVITE to 200)", RTPENGINE, cdf(s))
+        });
+    }
+    if !setup_series.is_empty() {
         charts.push((
             "setup_cdf.png",
-            "Setup time CDF (login to first audio)",
+            "Setup time CDF",
             "setup ms",
             "fraction of calls",
-            vec![Series {
-                markers: false,
-                ..Series::new("setup run", SRGATE, cdf)
-            }],
+            setup_series,
         ));
     }
     for (file, title, x_desc, y_desc, series) in charts {
