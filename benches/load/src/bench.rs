@@ -378,6 +378,23 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
     Ok(figures)
 }
 
+/// The phone registered at `gw` (bounded: 5 s).
+fn registered_phone(gw: &Gateway) -> Result<Phone, String> {
+    let phone = Phone::start(
+        Some(Account {
+            gateway: gw.sip,
+            user: PHONE_USER.into(),
+            password: PHONE_PASSWORD.into(),
+        }),
+        0,
+    )
+    .map_err(|e| format!("phone: {e}"))?;
+    if !phone.wait_registered(Duration::from_secs(5)) {
+        return Err("the phone did not register at srgate within 5 s".into());
+    }
+    Ok(phone)
+}
+
 /// Calls from the SIP side set up as fast as srgate takes them: every app user logs in and
 /// waits, then the phone calls them (INVITE, 407, INVITE with digest) at 1 000 a second
 /// with at most 256 unanswered, each app accepts with its offer; a call counts as up at
@@ -391,18 +408,7 @@ fn setup_in_run(o: &Options) -> Result<report::SetupFigures, String> {
         ..Run::new(o, calls)
     };
     let gw = Gateway::start(o, &run)?;
-    let phone = Phone::start(
-        Some(Account {
-            gateway: gw.sip,
-            user: PHONE_USER.into(),
-            password: PHONE_PASSWORD.into(),
-        }),
-        0,
-    )
-    .map_err(|e| format!("phone: {e}"))?;
-    if !phone.wait_registered(Duration::from_secs(5)) {
-        return Err("the phone did not register at srgate within 5 s".into());
-    }
+    let phone = registered_phone(&gw)?;
     let mut b = Browsers::new(gw.web, PHONE_USER, Media::Pcmu).map_err(|e| e.to_string())?;
     b.answer_invitations = true;
     let turn = |b: &mut Browsers| {
@@ -965,18 +971,7 @@ fn measure(
 /// the last round's, with the first round's heap after it (`first_after_anon_kb`).
 fn relay_srgate(o: &Options, run: &Run) -> Result<SideFigures, String> {
     let gw = Gateway::start(o, run)?;
-    let phone = Phone::start(
-        Some(Account {
-            gateway: gw.sip,
-            user: PHONE_USER.into(),
-            password: PHONE_PASSWORD.into(),
-        }),
-        0,
-    )
-    .map_err(|e| format!("phone: {e}"))?;
-    if !phone.wait_registered(Duration::from_secs(5)) {
-        return Err("the phone did not register at srgate within 5 s".into());
-    }
+    let phone = registered_phone(&gw)?;
     let idle = (
         procfs::rss_kb(gw.pid()),
         procfs::rss_anon_kb(gw.pid()),

@@ -585,35 +585,16 @@ impl Browsers {
         match (kind, v["state"].as_str()) {
             ("login_ok", _) if self.answer_invitations => c.stage = Stage::Listening,
             ("remote_invitation", _) if c.stage == Stage::Listening => {
-                let mut api = c.rtc.sdp_api();
-                let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-                let Some((offer, pending)) = api.apply() else {
-                    c.stage = Stage::Failed("str0m made no offer".into());
-                    return;
-                };
-                c.mid = Some(mid);
-                c.pending = Some(pending);
+                let Some(sdp) = offer(c) else { return };
                 c.id = v["id"].as_str().unwrap_or("").to_string();
                 c.started = Instant::now();
-                let (id, sdp) = (c.id.clone(), offer.to_sdp_string());
+                let id = c.id.clone();
                 send(c, json!({"type": "accept", "id": id, "sdp": sdp}));
                 c.stage = Stage::Ringing;
                 self.drain(idx);
             }
             ("remote_state", Some("ACCEPTED")) => {
-                let sdp = v["sdp"].as_str().unwrap_or("");
-                let Some(pending) = c.pending.take() else {
-                    return;
-                };
-                let answer = match SdpAnswer::from_sdp_string(sdp) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        c.stage = Stage::Failed(format!("answer SDP: {e}"));
-                        return;
-                    }
-                };
-                if let Err(e) = c.rtc.sdp_api().accept_answer(pending, answer) {
-                    c.stage = Stage::Failed(format!("answer refused by str0m: {e}"));
+                if !take_answer(c, v["sdp"].as_str().unwrap_or("")) {
                     return;
                 }
                 c.stage = Stage::Up;
@@ -626,15 +607,8 @@ impl Browsers {
                 c.stage = Stage::Failed(format!("invitation ended in {state}: {v}"));
             }
             ("login_ok", _) => {
-                let mut api = c.rtc.sdp_api();
-                let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-                let Some((offer, pending)) = api.apply() else {
-                    c.stage = Stage::Failed("str0m made no offer".into());
-                    return;
-                };
-                c.mid = Some(mid);
-                c.pending = Some(pending);
-                let (id, sdp) = (c.id.clone(), offer.to_sdp_string());
+                let Some(sdp) = offer(c) else { return };
+                let id = c.id.clone();
                 let callee = self.callee.clone();
                 let c = &mut self.calls[idx];
                 send(
@@ -645,21 +619,11 @@ impl Browsers {
                 self.drain(idx);
             }
             ("local_state", Some("SENT_TO_REMOTE")) => {
-                let sdp = v["sdp"].as_str().unwrap_or("");
-                let Some(pending) = c.pending.take() else {
+                if !take_answer(c, v["sdp"].as_str().unwrap_or("")) {
                     return;
-                };
-                match SdpAnswer::from_sdp_string(sdp) {
-                    Ok(answer) => {
-                        if let Err(e) = c.rtc.sdp_api().accept_answer(pending, answer) {
-                            c.stage = Stage::Failed(format!("answer refused by str0m: {e}"));
-                            return;
-                        }
-                        c.stage = Stage::Ringing;
-                        self.drain(idx);
-                    }
-                    Err(e) => c.stage = Stage::Failed(format!("answer SDP: {e}")),
                 }
+                c.stage = Stage::Ringing;
+                self.drain(idx);
             }
             ("local_state", Some("ACCEPTED_BY_REMOTE")) => {
                 c.stage = Stage::Up;
@@ -684,6 +648,43 @@ impl Browsers {
                 c.stage = Stage::Failed(format!("srgate error: {v}"));
             }
             _ => {}
+        }
+    }
+}
+
+/// The call's audio offer (str0m's), kept pending for srgate's answer; `None` (the call
+/// failed) when str0m makes none.
+fn offer(c: &mut Call) -> Option<String> {
+    let mut api = c.rtc.sdp_api();
+    let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let Some((offer, pending)) = api.apply() else {
+        c.stage = Stage::Failed("str0m made no offer".into());
+        return None;
+    };
+    c.mid = Some(mid);
+    c.pending = Some(pending);
+    Some(offer.to_sdp_string())
+}
+
+/// Takes srgate's answer `sdp` to the pending offer; false (the call failed) when it is
+/// unreadable or str0m refuses it, or nothing was pending.
+fn take_answer(c: &mut Call, sdp: &str) -> bool {
+    let Some(pending) = c.pending.take() else {
+        return false;
+    };
+    let result = SdpAnswer::from_sdp_string(sdp)
+        .map_err(|e| format!("answer SDP: {e}"))
+        .and_then(|a| {
+            c.rtc
+                .sdp_api()
+                .accept_answer(pending, a)
+                .map_err(|e| format!("answer refused by str0m: {e}"))
+        });
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            c.stage = Stage::Failed(e);
+            false
         }
     }
 }

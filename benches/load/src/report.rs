@@ -348,6 +348,20 @@ impl Results {
     }
 }
 
+fn setup_json(s: &SetupFigures) -> Value {
+    json!({
+        "calls": s.calls,
+        "calls_up": s.calls_up,
+        "setups_per_s": round(s.setups_per_s(), 1),
+        "setups_per_srgate_cpu_s": round(s.setups_per_cpu_s(), 1),
+        "p50_setup_ms": s.p50_ms,
+        "p99_setup_ms": s.p99_ms,
+        "crypto_floor_per_s": round(s.crypto_floor_per_s, 1),
+        "over_crypto_floor": round(s.floor_ratio(), 3),
+        "failures": s.failures,
+    })
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
@@ -507,28 +521,8 @@ pub fn to_json(r: &Results) -> Value {
             "shard_cpu_share": i.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
             "failures": i.srgate.failures,
         })).collect::<Vec<_>>(),
-        "setup": r.setup.as_ref().map(|s| json!({
-            "calls": s.calls,
-            "calls_up": s.calls_up,
-            "setups_per_s": round(s.setups_per_s(), 1),
-            "setups_per_srgate_cpu_s": round(s.setups_per_cpu_s(), 1),
-            "p50_setup_ms": s.p50_ms,
-            "p99_setup_ms": s.p99_ms,
-            "crypto_floor_per_s": round(s.crypto_floor_per_s, 1),
-            "over_crypto_floor": round(s.floor_ratio(), 3),
-            "failures": s.failures,
-        })),
-        "setup_from_sip": r.setup_in.as_ref().map(|s| json!({
-            "calls": s.calls,
-            "calls_up": s.calls_up,
-            "setups_per_s": round(s.setups_per_s(), 1),
-            "setups_per_srgate_cpu_s": round(s.setups_per_cpu_s(), 1),
-            "p50_setup_ms": s.p50_ms,
-            "p99_setup_ms": s.p99_ms,
-            "crypto_floor_per_s": round(s.crypto_floor_per_s, 1),
-            "over_crypto_floor": round(s.floor_ratio(), 3),
-            "failures": s.failures,
-        })),
+        "setup": r.setup.as_ref().map(setup_json),
+        "setup_from_sip": r.setup_in.as_ref().map(setup_json),
         "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": transcode_kb_per_call(&r.transcode).map(|x| round(x, 1))},
         "overload": r.overload.as_ref().map(|o| json!({
             "capacity_calls": o.capacity_calls,
