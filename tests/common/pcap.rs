@@ -10,6 +10,30 @@ use srgate::media::codec::{Law, g711};
 /// stream of G.711 (`law`: payload type 0 or 8) carrying a `hz` tone, `ptime_ms` per
 /// packet, for `seconds`.
 pub fn write_g711_tone(path: &Path, law: Law, hz: f64, ptime_ms: u32, seconds: f64) {
+    write_g711_stream(path, law, hz, ptime_ms, seconds, Impairment::default());
+}
+
+/// What the network does to a captured stream (deterministic: the same file each run).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Impairment {
+    /// Every packet is sent up to this much late (uniform); packets overtake each other
+    /// when it exceeds the packet time.
+    pub jitter_ms: u32,
+    /// This percentage of packets never sent.
+    pub loss_percent: u32,
+}
+
+/// [`write_g711_tone`] through `impair`: the packets keep their RTP numbers and
+/// timestamps, their capture times (when SIPp sends them) are delayed and some are left
+/// out. Returns (packets written, packets that overtook an earlier one).
+pub fn write_g711_stream(
+    path: &Path,
+    law: Law,
+    hz: f64,
+    ptime_ms: u32,
+    seconds: f64,
+    impair: Impairment,
+) -> (usize, usize) {
     let payload_type = match law {
         Law::Mu => 0,
         Law::A => 8,
@@ -26,6 +50,15 @@ pub fn write_g711_tone(path: &Path, law: Law, hz: f64, ptime_ms: u32, seconds: f
     }
     let mut pcm = vec![0i16; samples];
     let mut payload = vec![0u8; samples];
+    // a small deterministic generator (xorshift) for the delays and the losses
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut timed: Vec<(u64, usize, Vec<u8>)> = Vec::with_capacity(packets);
     for k in 0..packets {
         for (i, s) in pcm.iter_mut().enumerate() {
             let t = (k * samples + i) as f64 / 8000.0;
@@ -53,14 +86,27 @@ pub fn write_g711_tone(path: &Path, law: Law, hz: f64, ptime_ms: u32, seconds: f
         frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
         frame.extend_from_slice(&[0, 0]); // no UDP checksum
         frame.extend_from_slice(&rtp);
-        let at_us = k as u64 * u64::from(ptime_ms) * 1000;
+        let delay_us = match impair.jitter_ms {
+            0 => 0,
+            j => next() % (u64::from(j) * 1000 + 1),
+        };
+        let lost = impair.loss_percent > 0 && next() % 100 < u64::from(impair.loss_percent);
+        if !lost {
+            let at_us = k as u64 * u64::from(ptime_ms) * 1000 + delay_us;
+            timed.push((at_us, k, frame));
+        }
+    }
+    timed.sort_by_key(|(at, _, _)| *at);
+    let overtaking = timed.windows(2).filter(|w| w[1].1 < w[0].1).count();
+    for (at_us, _, frame) in &timed {
         file.extend_from_slice(&((at_us / 1_000_000) as u32).to_le_bytes());
         file.extend_from_slice(&((at_us % 1_000_000) as u32).to_le_bytes());
         file.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         file.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        file.extend_from_slice(&frame);
+        file.extend_from_slice(frame);
     }
     std::fs::write(path, file).expect("the test dir is writable");
+    (timed.len(), overtaking)
 }
 
 /// The IPv4 header checksum (RFC 791): one's complement of the one's complement sum.
