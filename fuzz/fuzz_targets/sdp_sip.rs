@@ -8,6 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use srgate::sdp::CodecSet;
 use srgate::sdp::sip::{RtpDescription, build_rtp_sdp, mirror, parse_rtp_sdp, reanswer};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(remote) = parse_rtp_sdp(text) else {
         // a malformed previous description gives no re-answer, and no panic
         if let Ok(other) = parse_rtp_sdp(SEED) {
-            let _ = reanswer(text, &other);
+            let _ = reanswer(text, &other, CodecSet::ALL);
         }
         return;
     };
@@ -51,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
 
     // the previous answer is ours (plain RTP), the re-offer is the fuzzed one: answered
     // unless it asks for SRTP (a re-offer never adds it)
-    let re = reanswer(&written, &remote);
+    let re = reanswer(&written, &remote, CodecSet::ALL);
     if remote.crypto.is_some() {
         assert_eq!(re, None, "SRTP re-offer of a plain session answered");
     } else {
@@ -65,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(re.contains("o=srgate 7 42 "), "{re}");
     }
     // and the fuzzed one as the previous description
-    let _ = reanswer(text, &remote);
+    let _ = reanswer(text, &remote, CodecSet::ALL);
     assert_eq!(mirror(mirror(remote.direction)), remote.direction);
 });
 
