@@ -167,6 +167,9 @@ pub struct BridgeCall {
     pub rtp_timeout: Duration,
     /// The codecs the SIP side's SDP may pick (`[media] codecs`, bridged ones).
     pub sip_allowed: CodecSet,
+    /// srgate made the SDP offer toward SIP (app → SIP, or an offerless INVITE): the SIP
+    /// side's description is an answer to it.
+    pub srgate_offers: bool,
     /// srgate's SDES keys toward SIP: those of its offer (one a suite) until the answer
     /// picks one, then that one; empty for plain RTP.
     sdes_local: Vec<SdesKey>,
@@ -210,6 +213,7 @@ impl BridgeCall {
             opus_complexity,
             rtp_timeout: Duration::from_secs(30),
             sip_allowed: CodecSet::of(&BRIDGED),
+            srgate_offers: way == Way::AppToSip,
             sdes_local: Vec::new(),
             srtp: None,
         }
@@ -256,8 +260,9 @@ impl BridgeCall {
             return Ok(());
         }
         // The SIP side offered (srgate answers with a key of its own), or it answered
-        // srgate's offer (with one of the suites srgate offered, under the same tag).
-        let local = if self.way == Way::SipToApp {
+        // srgate's offer (with one of the suites srgate offered, under the same tag; an
+        // offerless INVITE's answer in the ACK too).
+        let local = if !self.srgate_offers {
             SdesKey::generate(theirs.tag, theirs.profile)
                 .map_err(|_| "no random numbers for an SRTP key")?
         } else {
@@ -336,20 +341,34 @@ impl BridgeCall {
         let Some(format) = pick_format(&remote.codecs, current, self.sip_allowed) else {
             return Err("no common codec with the SIP side");
         };
+        let before = (
+            self.sip_format,
+            self.remote.as_ref().and_then(|r| r.telephone_event),
+            self.sip_ptime(),
+        );
         self.apply_crypto(&remote)?;
         self.source.set_expected(remote.addr);
-        let switched = current.is_some_and(|c| c != format.1);
-        self.sip_format = Some(format);
-        self.remote = Some(remote);
-        let packet_time = Duration::from_millis(u64::from(self.sip_ptime()));
+        let (old_format, old_remote) =
+            (self.sip_format.replace(format), self.remote.replace(remote));
+        let packet_time = self.sip_ptime();
         let te = self.remote.as_ref().and_then(|r| r.telephone_event);
-        if switched && let Some(media) = self.media.as_mut() {
-            let Some(codec) = media_codec(format.1) else {
-                return Err("codec not supported by the bridge");
-            };
-            media
-                .switch_sip_format(now, codec, format.0, te, packet_time)
-                .map_err(|_| "codec setup failed")?;
+        // the format in use moved (codec, its payload type, telephone-event or ptime)
+        let changed = before.0.is_some() && before != (Some(format), te, packet_time);
+        if changed && let Some(media) = self.media.as_mut() {
+            let switched = media_codec(format.1)
+                .ok_or("codec not supported by the bridge")
+                .and_then(|codec| {
+                    let ptime = Duration::from_millis(u64::from(packet_time));
+                    media
+                        .switch_sip_format(now, codec, format.0, te, ptime)
+                        .map_err(|_| "codec setup failed")
+                });
+            if let Err(why) = switched {
+                // the media goes on as it was
+                self.sip_format = old_format;
+                self.remote = old_remote;
+                return Err(why);
+            }
             return Ok(());
         }
         self.ensure_media()

@@ -358,8 +358,13 @@ fn sip_status(code: u16, reason: &str) -> SipStatus {
 
 impl Calls {
     /// The codecs srgate takes on the SIP side: the bridged ones `[media] codecs` names.
+    /// (None configured: PCMU and PCMA, as srgate then offers.)
     pub fn sip_codecs(&self) -> crate::sdp::CodecSet {
-        crate::sdp::CodecSet::of(&bridge::sip_codecs(&self.cfg.codecs))
+        let configured = bridge::sip_codecs(&self.cfg.codecs);
+        if configured.is_empty() {
+            return crate::sdp::CodecSet::of(&[Codec::Pcmu, Codec::Pcma]);
+        }
+        crate::sdp::CodecSet::of(&configured)
     }
 
     pub fn new(cfg: CallsConfig, dtls: DtlsContext) -> Self {

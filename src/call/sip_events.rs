@@ -356,6 +356,7 @@ impl Calls {
             self.metrics.rtp_ports_exhausted += 1;
             log::warn!("SIP call: no free port in [media] rtp_ports → 503");
             ctx.sip.reject(now, sip, 503);
+            self.record_attempt(now, app_user, caller, "sip_to_app", Some(503), "OVERLOADED");
             return;
         };
         let ids = self.stream_ids();
@@ -396,12 +397,14 @@ impl Calls {
             None => {
                 // srgate's offer goes in the 200 and the ACK brings the answer
                 // (`SipEvent::CallUpdated`); SRTP offered only when it is mandatory.
+                call.srgate_offers = true;
                 if self.cfg.sip_srtp == SipSrtp::Mandatory
                     && let Err(e) = call.offer_srtp()
                 {
                     log::error!("no random numbers for SRTP keys ({e}): call refused");
                     ctx.ports.close(port);
                     ctx.sip.reject(now, sip, 503);
+                    self.record_attempt(now, app_user, caller, "sip_to_app", Some(503), "ERROR");
                     return;
                 }
                 let formats = self.sip_offer_formats(None);

@@ -109,9 +109,10 @@ impl Phone {
     /// Calls placed and not answered or refused yet.
     pub fn dials_pending(&self) -> u64 {
         let c = &self.counters;
-        c.calls_placed.load(Ordering::Relaxed)
-            - c.calls_connected.load(Ordering::Relaxed)
-            - c.calls_refused.load(Ordering::Relaxed)
+        c.calls_placed
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.calls_connected.load(Ordering::Relaxed))
+            .saturating_sub(c.calls_refused.load(Ordering::Relaxed))
     }
 
     /// CPU nanoseconds of the phone's thread so far.
@@ -481,11 +482,12 @@ impl Ua {
         self.send_sip(&ack, from)?;
         if code == 407 && call.cseq == 1 {
             let challenge = header(text, "Proxy-Authenticate").unwrap_or("").to_string();
-            let (user, password) = match &self.account {
-                Some(a) => (a.user.clone(), a.password.clone()),
+            let (user, password, gw) = match &self.account {
+                Some(a) => (a.user.clone(), a.password.clone(), a.gateway),
                 None => return Ok(()),
             };
-            let uri = format!("sip:{}@{}", call.callee, from);
+            // the INVITE's request URI
+            let uri = format!("sip:{}@{}", call.callee, gw);
             let auth = authorization(&challenge, &user, &password, "INVITE", &uri).replacen(
                 "Authorization:",
                 "Proxy-Authorization:",

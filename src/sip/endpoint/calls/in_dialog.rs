@@ -22,8 +22,15 @@ impl Endpoint {
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return true;
         };
+        let Some(cseq) = msg.cseq().ok().map(|c| c.seq) else {
+            return true;
+        };
+        if cseq != c.ok_cseq {
+            // a late ACK of an earlier INVITE's 2xx
+            return true;
+        }
         c.ok = None;
-        if !std::mem::take(&mut c.awaiting_answer) || c.silent {
+        if c.awaiting_answer.take() != Some(cseq) || c.silent {
             return true;
         }
         match Self::body_sdp(msg) {
@@ -103,6 +110,7 @@ impl Endpoint {
                 let Some(c) = self.calls.calls.get_mut(&id) else {
                     return true;
                 };
+                let request_cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
                 let invite = matches!(method, Method::Invite);
                 let offer = Self::body_sdp(msg);
                 let answer = match &offer {
@@ -124,7 +132,7 @@ impl Endpoint {
                             return true;
                         };
                         c.sdp = offer.clone();
-                        c.awaiting_answer = true;
+                        c.awaiting_answer = msg.cseq().ok().map(|c| c.seq);
                         Some(offer)
                     }
                     None => None,
@@ -161,6 +169,7 @@ impl Endpoint {
                         let reliable = tx.destination.0.reliable();
                         if let Some(c) = self.calls.calls.get_mut(&id) {
                             c.ok = Some(OkRetransmit::new(now, payload, reliable));
+                            c.ok_cseq = request_cseq;
                         }
                     }
                     ServerMachine::NonInvite(m) => {

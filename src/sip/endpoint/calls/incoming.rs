@@ -218,6 +218,7 @@ impl Endpoint {
             .map(|p| p.user.clone())
             .unwrap_or_else(|| app_user.to_string());
         let contact = self.contact_for(&user, destination.0);
+        let invite_cseq = dialog.remote_seq.unwrap_or(0);
         let c = SipCall {
             id,
             outgoing: false,
@@ -230,7 +231,7 @@ impl Endpoint {
             from_header: String::new(),
             to_header: to_value,
             request_uri: String::new(),
-            invite_cseq: dialog.remote_seq.unwrap_or(0),
+            invite_cseq,
             invite_branch: key.0.clone(),
             destination,
             contact,
@@ -245,7 +246,8 @@ impl Endpoint {
             ok: None,
             progress_seen: Vec::new(),
             session_expires: super::session_timer(msg),
-            awaiting_answer: sdp.is_empty(),
+            awaiting_answer: sdp.is_empty().then_some(invite_cseq),
+            ok_cseq: invite_cseq,
         };
         self.calls
             .by_dialog

@@ -150,8 +150,11 @@ pub(super) struct SipCall {
     /// see [`session_timer`]), named in srgate's 2xx.
     session_expires: Option<u32>,
     /// srgate's last 2xx carried an offer (an offerless INVITE or re-INVITE): the answer
-    /// comes in the ACK (RFC 3264 §5, RFC 3261 §13.2.1).
-    awaiting_answer: bool,
+    /// comes in the ACK (RFC 3264 §5, RFC 3261 §13.2.1). The CSeq of that INVITE: an ACK
+    /// of another (a late one of an earlier INVITE) is not the answer.
+    awaiting_answer: Option<u32>,
+    /// The CSeq of the INVITE whose 2xx `ok` repeats: only its ACK stops it.
+    ok_cseq: u32,
 }
 
 /// The smallest session interval srgate grants (RFC 4028 §4: 90 s at least; a shorter

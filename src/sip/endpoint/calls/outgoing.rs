@@ -104,7 +104,8 @@ impl Endpoint {
             ok: None,
             progress_seen: Vec::new(),
             session_expires: None,
-            awaiting_answer: false,
+            awaiting_answer: None,
+            ok_cseq: 0,
         };
         c.invite_cseq = 1;
         self.calls.by_dialog.insert((call_id, local_tag), id);

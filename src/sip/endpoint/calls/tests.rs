@@ -710,6 +710,17 @@ fn an_offerless_invite_is_offered_in_the_200_and_answered_in_the_ack() {
         .expect("a 200");
     assert!(ok.contains("RTP/AVP 8 101\r\n"), "{ok}");
     assert!(!ok.contains("PCMU"), "{ok}");
+    // a late ACK of the first INVITE (CSeq 1, no body) is not the answer: no BYE
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_dialog("ACK", "a9", 1, &tag, "")
+        ),
+    );
+    assert!(events(&mut ep).is_empty());
+    assert!(sent(&mut ep).iter().all(|t| !t.starts_with("BYE ")));
     let ack = with_body(
         &in_dialog("ACK", "a2", 2, &tag, ""),
         "application/sdp",
