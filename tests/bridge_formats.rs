@@ -17,46 +17,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use srgate::media::codec::Law;
 
+use common::TestDir;
 use common::calls::{self, PHONE_HZ};
 use common::sip_phone::SipPhone;
-use common::{GatewayConfig, Sipp, Srgate, TestDir};
 
 const APP: &str = "1001";
-
-/// The CDR line of the call that ended last, once it is written (at most 5 s).
-fn last_cdr(dir: &TestDir, calls_before: usize) -> Value {
-    common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-        let text = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).ok()?;
-        let lines: Vec<&str> = text.lines().collect();
-        (lines.len() > calls_before)
-            .then(|| serde_json::from_str(lines.last()?).ok())
-            .flatten()
-    })
-    .expect("a CDR line for the call")
-}
-
-fn cdr_count(dir: &TestDir) -> usize {
-    std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).map_or(0, |t| t.lines().count())
-}
-
-/// SIPp as SIP user 1006 runs `scenario` calling the app, which accepts; returns once the
-/// call is up on the app's side.
-fn sipp_1006_calls_the_app(
-    scenario: &str,
-    gw: std::net::SocketAddr,
-    dir: &TestDir,
-    app: &mut common::phone::Phone,
-) -> Sipp {
-    let gw = gw.to_string();
-    let args = [
-        "-s", APP, "-key", "caller", "1006", "-au", "1006", "-ap", "1006pw", &gw,
-    ];
-    let sipp = Sipp::spawn(scenario, &args, dir.path());
-    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
-    app.must(json!({"cmd": "accept"}));
-    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
-    sipp
-}
 
 /// Packets per second srgate sent the SIP leg and got from it over the answered call.
 fn sip_packet_rates(cdr: &Value) -> (f64, f64) {
@@ -80,29 +45,22 @@ fn g711_at_30_and_60_ms_is_heard_both_ways() {
     }
     let dir = TestDir::new("bridge-ptime");
     let tones = calls::tones(&dir, 60.0, 120.0);
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![
-        ("1006".into(), "1006pw".into()),
-        ("1007".into(), "1007pw".into()),
-    ];
-    // baresip 1.0 gives up on any 401 that offers SHA-256: MD5 only.
-    config.extra = "[sip]\ndigest = md5\n".into();
-    let srgate = Srgate::start(config, dir.path());
+    let srgate = calls::standalone_gateway(&dir, &["1006", "1007"], "");
     let gw = srgate.sip_addr();
     let mut app = calls::logged_in(&srgate, &tones, APP);
 
     // SIPp offers PCMA at 30 ms only and plays a tone in 30 ms packets; the 200 must say
     // a=ptime:30 (the scenario checks) and the browser hears the tone.
     common::pcap::write_g711_tone(&dir.join("pcma_30ms.pcap"), Law::A, PHONE_HZ, 30, 6.0);
-    let before = cdr_count(&dir);
-    let sipp = sipp_1006_calls_the_app("uac_pcma_30ms.xml", gw, &dir, &mut app);
+    let before = calls::cdr_count(&dir);
+    let sipp = calls::sipp_1006_calls_the_app("uac_pcma_30ms.xml", gw, &dir, &mut app, APP);
     let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
     calls::assert_heard(&heard, PHONE_HZ, "PCMA in 30 ms packets from SIPp");
     let end = app.must(json!({"cmd": "wait_end", "timeout": 15}));
     assert_eq!(end["reason"], "REMOTE", "{end}");
     sipp.wait(Duration::from_secs(20))
         .assert_success("200 with a=ptime:30, the capture played, BYE");
-    let cdr = last_cdr(&dir, before);
+    let cdr = calls::last_cdr(&dir, before);
     assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
     assert_eq!(cdr["mode"], "transcode", "{cdr}");
     let (out, inn) = sip_packet_rates(&cdr);
@@ -128,10 +86,10 @@ fn g711_at_30_and_60_ms_is_heard_both_ways() {
             &format!(";ptime={ptime}"),
         );
         let what = format!("phone → app at {ptime} ms");
-        let before = cdr_count(&dir);
+        let before = calls::cdr_count(&dir);
         calls::phone_calls_app(&mut app, &phone, &format!("sip:{APP}@{gw}"));
         calls::assert_phone_heard_browser(&phone, &what);
-        let cdr = last_cdr(&dir, before);
+        let cdr = calls::last_cdr(&dir, before);
         assert_eq!(cdr["mode"], "transcode", "{what}: {cdr}");
         let (out, inn) = sip_packet_rates(&cdr);
         let expected = 1000.0 / f64::from(ptime);
@@ -166,18 +124,15 @@ fn a_reoffer_without_the_codec_in_use_switches_the_call_to_the_new_one() {
     }
     let dir = TestDir::new("bridge-reoffer");
     let tones = calls::tones(&dir, 60.0, 10.0);
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![("1006".into(), "1006pw".into())];
     // PCMU first: the browser's leg is PCMU too, so the call starts relayed
-    config.extra = "[media]\ncodecs = pcmu,opus,pcma\n".into();
-    let srgate = Srgate::start(config, dir.path());
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "[media]\ncodecs = pcmu,opus,pcma\n");
     let gw = srgate.sip_addr();
     let mut app = calls::logged_in(&srgate, &tones, APP);
     common::pcap::write_g711_tone(&dir.join("pcmu_tone.pcap"), Law::Mu, 600.0, 20, 3.0);
     common::pcap::write_g711_tone(&dir.join("pcma_tone.pcap"), Law::A, PHONE_HZ, 20, 5.0);
 
-    let before = cdr_count(&dir);
-    let sipp = sipp_1006_calls_the_app("uac_reoffer_pcma.xml", gw, &dir, &mut app);
+    let before = calls::cdr_count(&dir);
+    let sipp = calls::sipp_1006_calls_the_app("uac_reoffer_pcma.xml", gw, &dir, &mut app, APP);
     let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
     calls::assert_heard(&heard, 600.0, "PCMU relayed before the re-offer");
     // the re-offer comes 3 s after the answer; the PCMA tone plays for 5 s after it
@@ -188,7 +143,7 @@ fn a_reoffer_without_the_codec_in_use_switches_the_call_to_the_new_one() {
     assert_eq!(end["reason"], "REMOTE", "{end}");
     sipp.wait(Duration::from_secs(20))
         .assert_success("200 PCMU, re-offer answered PCMA, BYE");
-    let cdr = last_cdr(&dir, before);
+    let cdr = calls::last_cdr(&dir, before);
     assert_eq!(cdr["codec_webrtc"], "PCMU", "{cdr}");
     assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
     assert_eq!(cdr["mode"], "transcode", "{cdr}");
@@ -212,15 +167,13 @@ fn an_offerless_invite_gets_srgates_offer_and_the_ack_answers_it() {
     }
     let dir = TestDir::new("bridge-offerless");
     let tones = calls::tones(&dir, 60.0, 10.0);
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![("1006".into(), "1006pw".into())];
-    let srgate = Srgate::start(config, dir.path());
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "");
     let gw = srgate.sip_addr();
     let mut app = calls::logged_in(&srgate, &tones, APP);
     common::pcap::write_g711_tone(&dir.join("pcmu_tone.pcap"), Law::Mu, PHONE_HZ, 20, 6.0);
 
-    let before = cdr_count(&dir);
-    let sipp = sipp_1006_calls_the_app("uac_offerless.xml", gw, &dir, &mut app);
+    let before = calls::cdr_count(&dir);
+    let sipp = calls::sipp_1006_calls_the_app("uac_offerless.xml", gw, &dir, &mut app, APP);
     let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
     calls::assert_heard(&heard, PHONE_HZ, "the answer in the ACK");
     // the offerless re-INVITE comes 2 s after the ACK
@@ -231,7 +184,7 @@ fn an_offerless_invite_gets_srgates_offer_and_the_ack_answers_it() {
     assert_eq!(end["reason"], "REMOTE", "{end}");
     sipp.wait(Duration::from_secs(20))
         .assert_success("srgate offered in both 200s, the ACKs answered, BYE");
-    let cdr = last_cdr(&dir, before);
+    let cdr = calls::last_cdr(&dir, before);
     assert_eq!(cdr["codec_sip"], "PCMU", "{cdr}");
     assert_eq!(cdr["sip_code"], 200, "{cdr}");
 }
@@ -251,10 +204,7 @@ fn an_opus_phone_gets_opus_relayed_both_ways() {
     }
     let dir = TestDir::new("bridge-opus");
     let tones = calls::tones(&dir, 60.0, 120.0);
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![("1006".into(), "1006pw".into())];
-    config.extra = "[sip]\ndigest = md5\n".into();
-    let srgate = Srgate::start(config, dir.path());
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "");
     let gw = srgate.sip_addr();
     let mut app = calls::logged_in(&srgate, &tones, APP);
     // baresip's aufile plays only a file of the codec's rate and channels
@@ -273,14 +223,14 @@ fn an_opus_phone_gets_opus_relayed_both_ways() {
     phone.must_register("1006", Duration::from_secs(10));
 
     for way in ["phone → app", "app → phone"] {
-        let before = cdr_count(&dir);
+        let before = calls::cdr_count(&dir);
         if way == "phone → app" {
             calls::phone_calls_app(&mut app, &phone, &format!("sip:{APP}@{gw}"));
         } else {
             calls::app_calls_phone(&mut app, &phone, "1006", 3);
         }
         calls::assert_phone_heard_browser(&phone, way);
-        let cdr = last_cdr(&dir, before);
+        let cdr = calls::last_cdr(&dir, before);
         assert_eq!(cdr["codec_sip"], "opus", "{way}: {cdr}");
         assert_eq!(cdr["codec_webrtc"], "opus", "{way}: {cdr}");
         assert_eq!(cdr["mode"], "relay", "{way}: {cdr}");

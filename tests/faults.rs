@@ -28,7 +28,7 @@ use common::calls::{self, PHONE_HZ};
 use common::nft::{self, Faults};
 use common::pcap::{Impairment, write_g711_stream};
 use common::phone::Phone;
-use common::{GatewayConfig, Kamailio, Sipp, Srgate, Stopwatch, TestDir, free_ports};
+use common::{GatewayConfig, Kamailio, Srgate, Stopwatch, TestDir, free_ports};
 use srgate::media::codec::Law;
 
 const APP: &str = "1001";
@@ -196,26 +196,16 @@ fn call_from_a_capture(
             "the capture reorders: {overtaking} of {sent}"
         );
     }
-    let gw = srgate.sip_addr().to_string();
-    let args = [
-        "-s", APP, "-key", "caller", "1006", "-au", "1006", "-ap", "1006pw", &gw,
-    ];
-    let sipp = Sipp::spawn("uac_pcma_30ms.xml", &args, dir.path());
-    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
-    app.must(json!({"cmd": "accept"}));
-    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    let before = calls::cdr_count(dir);
+    let sipp =
+        calls::sipp_1006_calls_the_app("uac_pcma_30ms.xml", srgate.sip_addr(), dir, app, APP);
     std::thread::sleep(Duration::from_millis(500));
     let heard = measure(app, 2);
     app.must(json!({"cmd": "wait_end", "timeout": 15}));
     sipp.wait(Duration::from_secs(20))
         .assert_success("the capture played, BYE");
-    let cdr = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-        let text = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).ok()?;
-        serde_json::from_str::<serde_json::Value>(text.lines().last()?)
-            .ok()
-            .filter(|v| v["codec_sip"] == "PCMA")
-    })
-    .expect("the call's CDR line");
+    let cdr = calls::last_cdr(dir, before);
+    assert_eq!(cdr["codec_sip"], "PCMA", "{cdr}");
     (heard, cdr)
 }
 
@@ -233,9 +223,7 @@ fn jitter_reordering_and_loss_from_sip_are_absorbed() {
     }
     let dir = TestDir::new("faults-jitter");
     let tones = calls::tones(&dir, 60.0, 10.0);
-    let mut config = GatewayConfig::standalone();
-    config.users = vec![("1006".into(), "1006pw".into())];
-    let srgate = Srgate::start(config, dir.path());
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "");
     let mut app = calls::logged_in(&srgate, &tones, APP);
 
     let ((_, clean_rms), clean) =

@@ -142,3 +142,57 @@ pub fn phone_at_kamailio(dir: &TestDir, tones: &Tones, kamailio_port: u16) -> Si
     );
     sip
 }
+
+/// A standalone srgate in `dir` with SIP users `users` (password: the user and `pw`,
+/// MD5 digest only, which baresip 1.0 needs) and `extra` INI text.
+pub fn standalone_gateway(dir: &TestDir, users: &[&str], extra: &str) -> super::Srgate {
+    let mut config = super::GatewayConfig::standalone();
+    config.users = users
+        .iter()
+        .map(|u| (u.to_string(), format!("{u}pw")))
+        .collect();
+    config.extra = format!("[sip]\ndigest = md5\n{extra}");
+    super::Srgate::start(config, dir.path())
+}
+
+/// The number of lines in `dir`'s CDR file so far.
+pub fn cdr_count(dir: &TestDir) -> usize {
+    std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// The CDR line of the call that ended last, once there are more than `before` lines
+/// (at most 5 s).
+pub fn last_cdr(dir: &TestDir, before: usize) -> Value {
+    super::wait_for(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(100),
+        || {
+            let text = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).ok()?;
+            let lines: Vec<&str> = text.lines().collect();
+            (lines.len() > before)
+                .then(|| serde_json::from_str(lines.last()?).ok())
+                .flatten()
+        },
+    )
+    .expect("a CDR line for the call")
+}
+
+/// SIPp as SIP user 1006 (password 1006pw) runs `scenario` calling app user `app_user` at
+/// srgate's `gw`; the app accepts. Returns once the call is up on the app's side.
+pub fn sipp_1006_calls_the_app(
+    scenario: &str,
+    gw: std::net::SocketAddr,
+    dir: &TestDir,
+    app: &mut Phone,
+    app_user: &str,
+) -> super::Sipp {
+    let gw = gw.to_string();
+    let args = [
+        "-s", app_user, "-key", "caller", "1006", "-au", "1006", "-ap", "1006pw", &gw,
+    ];
+    let sipp = super::Sipp::spawn(scenario, &args, dir.path());
+    app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    sipp
+}

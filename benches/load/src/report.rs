@@ -348,6 +348,30 @@ impl Results {
     }
 }
 
+/// A setup run's section of report.md: `what` the calls were, then the figures.
+fn setup_section(m: &mut String, title: &str, what: &str, s: &SetupFigures) {
+    let _ = writeln!(
+        m,
+        "\n## {title}\n\n{} {what}: {}/{} up in {:.2} s, **{:.0} setups/s**, {:.0} per second \
+         of srgate CPU time; p50 {:.0} ms, p99 {:.0} ms. DTLS crypto floor (P-256 sign + \
+         verify + ECDH, the crates srgate uses): {:.0} handshakes/s on one core, so srgate \
+         sets up **{:.2} ×** the floor per core (target ≥ 0.3).",
+        s.calls,
+        s.calls_up,
+        s.calls,
+        s.wall_s,
+        s.setups_per_s(),
+        s.setups_per_cpu_s(),
+        s.p50_ms,
+        s.p99_ms,
+        s.crypto_floor_per_s,
+        s.floor_ratio()
+    );
+    for f in &s.failures {
+        let _ = writeln!(m, "- {title}: {f}");
+    }
+}
+
 fn setup_json(s: &SetupFigures) -> Value {
     json!({
         "calls": s.calls,
@@ -697,49 +721,23 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
         }
     }
     if let Some(s) = &r.setup {
-        let _ = writeln!(
-            m,
-            "\n## Setup\n\n{} calls offered at 1 000 a second (256 at once), each from WebSocket \
-             login to the first echoed frame: {}/{} up in {:.2} s, **{:.0} setups/s**, {:.0} per \
-             second of srgate CPU time; p50 {:.0} ms, p99 {:.0} ms. DTLS crypto floor (P-256 \
-             sign + verify + ECDH, the crates srgate uses): {:.0} handshakes/s on one core, so \
-             srgate sets up **{:.2} ×** the floor per core (target ≥ 0.3).",
-            s.calls,
-            s.calls_up,
-            s.calls,
-            s.wall_s,
-            s.setups_per_s(),
-            s.setups_per_cpu_s(),
-            s.p50_ms,
-            s.p99_ms,
-            s.crypto_floor_per_s,
-            s.floor_ratio()
+        setup_section(
+            &mut m,
+            "Setup",
+            "calls offered at 1 000 a second (256 at once), each from WebSocket login to the \
+             first echoed frame",
+            s,
         );
-        for f in &s.failures {
-            let _ = writeln!(m, "- setup: {f}");
-        }
     }
     if let Some(s) = &r.setup_in {
-        let _ = writeln!(
-            m,
-            "\n## Setup from SIP\n\n{} calls from the phone to app users logged in and waiting, \
-             offered at 1 000 a second (256 unanswered at most), each from the first INVITE \
-             (407, INVITE with digest) to the phone's 200, the app accepting with its offer: \
-             {}/{} up and echoing in {:.2} s, **{:.0} setups/s**, {:.0} per second of srgate \
-             CPU time ({:.2} × the DTLS crypto floor); p50 {:.0} ms, p99 {:.0} ms.",
-            s.calls,
-            s.calls_up,
-            s.calls,
-            s.wall_s,
-            s.setups_per_s(),
-            s.setups_per_cpu_s(),
-            s.floor_ratio(),
-            s.p50_ms,
-            s.p99_ms,
+        setup_section(
+            &mut m,
+            "Setup from SIP",
+            "calls from the phone to app users logged in and waiting, offered at 1 000 a \
+             second (256 unanswered at most), each from the first INVITE (407, INVITE with \
+             digest) to the phone's 200, the app accepting with its offer",
+            s,
         );
-        for f in &s.failures {
-            let _ = writeln!(m, "- setup from SIP: {f}");
-        }
     }
     if let Some(o) = &r.overload {
         let _ = writeln!(
