@@ -44,6 +44,10 @@ pub struct Options {
     pub overload_rounds: usize,
     /// Call counts of the idle runs (calls up but silent: srgate's cost of a held call).
     pub idle_calls: Vec<usize>,
+    /// Length of the soak in seconds (0: no soak): `soak_calls` relayed calls through one
+    /// srgate, memory and descriptors sampled through the window.
+    pub soak: u64,
+    pub soak_calls: usize,
 }
 
 impl Options {
@@ -62,6 +66,8 @@ impl Options {
             overload_rounds: 2,
             transcode_calls: vec![50, 100],
             idle_calls: vec![250, 500, 1000],
+            soak: 0,
+            soak_calls: 400,
         };
         let mut args = args.iter();
         // bounded: every turn takes at least one argument
@@ -99,6 +105,16 @@ impl Options {
                         counts(flag, v, 1..=5000)?
                     };
                 }
+                // the soak alone, unless scenarios are named after it
+                "--soak" => {
+                    o.soak = number(flag, value()?, 60..=86_400)?;
+                    o.calls.clear();
+                    o.transcode_calls.clear();
+                    o.idle_calls.clear();
+                    o.setup_calls = 0;
+                    o.overload_capacity = 0;
+                }
+                "--soak-calls" => o.soak_calls = number(flag, value()?, 1..=5000)?,
                 "--quick" => {
                     o.calls = vec![50, 250, 500];
                     o.seconds = 10;
@@ -114,6 +130,8 @@ impl Options {
                     o.overload_capacity = 5;
                     o.transcode_calls = vec![2];
                     o.idle_calls = vec![4];
+                    o.soak = 6;
+                    o.soak_calls = 4;
                     o.smoke = true;
                 }
                 other => return Err(format!("unknown option '{other}'")),
@@ -218,6 +236,9 @@ pub fn run(o: &Options) -> Result<(), String> {
     }
     if o.overload_capacity > 0 {
         results.overload = Some(overload_run(o)?);
+    }
+    if o.soak > 0 {
+        results.soak = Some(soak_run(o)?);
     }
     report::write(&results, &o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     eprintln!(
@@ -329,6 +350,57 @@ fn idle_run(o: &Options, calls: usize) -> Result<report::IdleRow, String> {
         ));
     }
     Ok(row)
+}
+
+/// The soak: `--soak-calls` relayed calls through one srgate for `--soak` seconds, its
+/// memory, descriptors and the calls' loss sampled twelve times over the window (every
+/// 10 s to 5 min); then every call hung up and srgate's descriptors counted again.
+fn soak_run(o: &Options) -> Result<report::SoakFigures, String> {
+    let calls = o.soak_calls;
+    eprintln!(
+        "== soak: {calls} relayed calls through srgate ({} shards) for {} s",
+        o.shards, o.soak
+    );
+    let every = if o.smoke {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs((o.soak / 12).clamp(10, 300))
+    };
+    let s = relay_srgate(
+        o,
+        &Run {
+            seconds: o.soak,
+            sample_every: Some(every),
+            ..Run::new(o, calls)
+        },
+    )?;
+    let soak = report::SoakFigures { calls, srgate: s };
+    let s = &soak.srgate;
+    eprintln!(
+        "   up {}/{calls}, loss {:.4} %, RSS {} → {} KB (max {} KB, drift {:.3} %), descriptors {} idle, {} after, /health calls after: {:?}",
+        s.calls_up,
+        s.loss * 100.0,
+        s.rss_start_kb,
+        s.rss_kb,
+        soak.max_rss_kb(),
+        s.rss_drift() * 100.0,
+        s.idle_fds,
+        s.after_fds,
+        s.calls_after
+    );
+    if o.smoke {
+        check_smoke(s, calls)?;
+        if s.samples.is_empty() || s.after_fds != s.idle_fds || s.calls_after != Some(0) {
+            return Err(format!(
+                "smoke: soak samples {}, descriptors {} idle and {} after, /health calls after {:?}",
+                s.samples.len(),
+                s.idle_fds,
+                s.after_fds,
+                s.calls_after
+            ));
+        }
+    }
+    Ok(soak)
 }
 
 /// Calls set up as fast as srgate takes them (1 000 a second offered, 256 at once), each
@@ -810,6 +882,8 @@ struct Run {
     silent: bool,
     /// The calls come from SIP (the setup run from the phone).
     incoming: bool,
+    /// Memory, descriptors and loss sampled this often in the window (a soak).
+    sample_every: Option<Duration>,
 }
 
 impl Run {
@@ -828,6 +902,7 @@ impl Run {
             transcode: false,
             silent: false,
             incoming: false,
+            sample_every: None,
         }
     }
 }
@@ -916,6 +991,7 @@ fn measure(
     pid: u32,
     phone: &Phone,
     seconds: u64,
+    sample_every: Option<Duration>,
 ) -> Result<SideFigures, String> {
     let me = procfs::thread_id();
     let cpu0 = CpuSnapshot::of(pid);
@@ -925,10 +1001,29 @@ fn measure(
     let _ = load.take_rtt();
     let rss_start_kb = procfs::rss_kb(pid);
     let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next_sample = sample_every.map(|every| start + every);
     drive_until(
         load,
         Duration::from_secs(seconds),
-        |l| l.turn_once(),
+        |l| {
+            l.turn_once()?;
+            if let (Some(at), Some(every)) = (next_sample, sample_every)
+                && Instant::now() >= at
+            {
+                let t = l.totals().minus(&t0);
+                samples.push(report::Sample {
+                    t_s: start.elapsed().as_secs_f64(),
+                    rss_kb: procfs::rss_kb(pid),
+                    anon_kb: procfs::rss_anon_kb(pid),
+                    fds: procfs::open_fds(pid),
+                    sent: t.sent,
+                    received: t.received,
+                });
+                next_sample = Some(at + every);
+            }
+            Ok(())
+        },
         |_| false,
     )?;
     let wall = start.elapsed();
@@ -962,6 +1057,7 @@ fn measure(
         phone_cpu_share: phone_ns as f64 / wall_ns,
         late_sends: load.late_sends() - late0,
         socket_drops,
+        samples,
         ..SideFigures::default()
     })
 }
@@ -1039,7 +1135,7 @@ fn srgate_round(
     if seconds > 0 {
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
     }
-    let m = measure(&mut b, gw.pid(), phone, seconds)?;
+    let m = measure(&mut b, gw.pid(), phone, seconds, run.sample_every)?;
     let fds = procfs::open_fds(gw.pid());
     let heard_hz = b.heard_hz();
     let mut setups: Vec<f64> = b
@@ -1125,7 +1221,7 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
         let turn =
             |b: &mut PlainBrowsers| b.turn(Duration::from_millis(1)).map_err(|e| e.to_string());
         drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
-        let m = measure(&mut b, pid, &phone, o.seconds)?;
+        let m = measure(&mut b, pid, &phone, o.seconds, None)?;
         Ok(SideFigures {
             calls_up: calls,
             ..m
@@ -1401,7 +1497,7 @@ fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigur
         return Err(format!("no call came up through rtpengine: {failures:?}"));
     }
     drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
-    let m = measure(&mut b, pid, &phone, o.seconds)?;
+    let m = measure(&mut b, pid, &phone, o.seconds, None)?;
     let heard_hz = b.heard_hz();
     for id in b.end_direct_calls() {
         engine.delete(&id);

@@ -193,6 +193,29 @@ pub fn write(r: &Results, dir: &Path) -> Plots {
             setup_series,
         ));
     }
+    if let Some(k) = r.soak.as_ref().filter(|k| !k.srgate.samples.is_empty()) {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let rss = k
+            .srgate
+            .samples
+            .iter()
+            .map(|x| (x.t_s / 60.0, mb(x.rss_kb)));
+        let anon = k
+            .srgate
+            .samples
+            .iter()
+            .map(|x| (x.t_s / 60.0, mb(x.anon_kb)));
+        charts.push((
+            "soak_rss.png",
+            "srgate memory through the soak",
+            "minutes",
+            "MB",
+            vec![
+                Series::new("RSS", SRGATE, rss.collect()),
+                Series::new("heap (RssAnon)", RTPENGINE, anon.collect()),
+            ],
+        ));
+    }
     for (file, title, x_desc, y_desc, series) in charts {
         match chart(&dir.join(file), title, x_desc, y_desc, &series, labelled) {
             Ok(()) => plots.files.push((file, title)),
@@ -311,6 +334,28 @@ mod tests {
             failures: Vec::new(),
             samples_ms: (0..50).map(|i| 20.0 + f64::from(i) * 1.5).collect(),
         });
+        let sample = |t: u32, rss_kb, sent, received| crate::report::Sample {
+            t_s: f64::from(t),
+            rss_kb,
+            anon_kb: rss_kb / 2,
+            fds: 60,
+            sent,
+            received,
+        };
+        r.soak = Some(crate::report::SoakFigures {
+            calls: 20,
+            srgate: SideFigures {
+                rss_start_kb: 8000,
+                samples: vec![
+                    sample(60, 8040, 1000, 1000),
+                    sample(120, 8100, 2000, 1990),
+                    sample(180, 8020, 3000, 2990),
+                ],
+                idle_fds: 12,
+                after_fds: 12,
+                ..side(20, 3.0, 0.0, 8040)
+            },
+        });
         r
     }
 
@@ -324,7 +369,13 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         crate::report::write(&results(), &dir).unwrap();
         let md = fs::read_to_string(dir.join("report.md")).unwrap();
-        for file in ["cpu_per_packet.png", "loss.png", "rss.png", "setup_cdf.png"] {
+        for file in [
+            "cpu_per_packet.png",
+            "loss.png",
+            "rss.png",
+            "setup_cdf.png",
+            "soak_rss.png",
+        ] {
             assert!(is_png(&dir.join(file)), "{file} is not a PNG");
             assert!(
                 md.contains(&format!("]({file})")),
@@ -334,6 +385,19 @@ mod tests {
         assert!(!md.contains("plot not drawn"), "{md}");
         let json = fs::read_to_string(dir.join("results.json")).unwrap();
         assert!(json.contains("\"kb_per_call\": 10.0"), "{json}");
+        // the soak: its drift (8000 → 8040 KB), its peak, each interval's own loss
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let soak = &v["soak"];
+        assert_eq!(soak["rss_drift"], 0.005, "{soak}");
+        assert_eq!(soak["rss_max_kb"], 8100, "{soak}");
+        let losses: Vec<f64> = soak["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(losses, [0.0, 0.01, 0.0], "{soak}");
+        assert!(md.contains("**drift 0.500 %**"), "{md}");
         let _ = fs::remove_dir_all(&dir);
     }
 

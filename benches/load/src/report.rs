@@ -58,6 +58,20 @@ pub struct SideFigures {
     /// Open descriptors before the first call and after the last one ended.
     pub idle_fds: usize,
     pub after_fds: usize,
+    /// The process sampled through the window (a soak), oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// The gateway at one moment of a soak's window; `sent`/`received` count the calls'
+/// frames since the window began.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub t_s: f64,
+    pub rss_kb: u64,
+    pub anon_kb: u64,
+    pub fds: usize,
+    pub sent: u64,
+    pub received: u64,
 }
 
 impl SideFigures {
@@ -321,6 +335,44 @@ pub struct OverloadFigures {
     pub calls_after: Option<u64>,
 }
 
+/// The soak: relayed calls through one srgate for a long window.
+pub struct SoakFigures {
+    pub calls: usize,
+    pub srgate: SideFigures,
+}
+
+impl SoakFigures {
+    /// The largest RSS seen: at the window's ends or at a sample.
+    pub fn max_rss_kb(&self) -> u64 {
+        let s = &self.srgate;
+        s.samples
+            .iter()
+            .map(|x| x.rss_kb)
+            .chain([s.rss_start_kb, s.rss_kb])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Each sample with the loss of the frames sent since the one before it.
+    pub fn intervals(&self) -> Vec<(&Sample, f64)> {
+        let mut before = (0, 0);
+        self.srgate
+            .samples
+            .iter()
+            .map(|x| {
+                let (sent, received) = (x.sent - before.0, x.received.saturating_sub(before.1));
+                before = (x.sent, x.received);
+                let loss = if sent == 0 {
+                    0.0
+                } else {
+                    (sent - received.min(sent)) as f64 / sent as f64
+                };
+                (x, loss)
+            })
+            .collect()
+    }
+}
+
 pub struct Results {
     pub shards: usize,
     pub seconds: u64,
@@ -331,6 +383,7 @@ pub struct Results {
     /// The setup run from the SIP side (the phone calls waiting app users).
     pub setup_in: Option<SetupFigures>,
     pub overload: Option<OverloadFigures>,
+    pub soak: Option<SoakFigures>,
 }
 
 impl Results {
@@ -344,7 +397,59 @@ impl Results {
             setup: None,
             setup_in: None,
             overload: None,
+            soak: None,
         }
+    }
+}
+
+/// The soak's section of report.md: the figures, then one line per sample.
+fn soak_section(m: &mut String, k: &SoakFigures) {
+    let s = &k.srgate;
+    let _ = writeln!(
+        m,
+        "\n## Soak\n\n{} relayed calls ({} up) through one srgate for {:.0} s: loss {:.4} % \
+         ({} damaged), {:.2} µs CPU per packet, p99 round trip {:.2} ms; RSS {:.1} MB at the \
+         window's start, {:.1} MB at its end, {:.1} MB at most: **drift {:.3} %** (target < 1 % \
+         over an hour); open descriptors {} before the first call, {} with the calls up, **{} \
+         after the last ended**; `/health` calls after: {}.{}\n",
+        k.calls,
+        s.calls_up,
+        s.window_s,
+        s.loss * 100.0,
+        s.damaged,
+        s.cpu_us_per_pkt,
+        s.p99_ms,
+        s.rss_start_kb as f64 / 1024.0,
+        s.rss_kb as f64 / 1024.0,
+        k.max_rss_kb() as f64 / 1024.0,
+        s.rss_drift() * 100.0,
+        s.idle_fds,
+        s.open_fds,
+        s.after_fds,
+        s.calls_after.map_or("?".to_string(), |c| c.to_string()),
+        if s.generator_saturated() {
+            " The harness was saturated during the window: the loss is its as much as srgate's."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        m,
+        "| time s | RSS KB | heap (RssAnon) KB | descriptors | loss since the sample before |\n|---|---|---|---|---|"
+    );
+    for (x, loss) in k.intervals() {
+        let _ = writeln!(
+            m,
+            "| {:.0} | {} | {} | {} | {:.4} % |",
+            x.t_s,
+            x.rss_kb,
+            x.anon_kb,
+            x.fds,
+            loss * 100.0
+        );
+    }
+    for f in &s.failures {
+        let _ = writeln!(m, "- soak: {f}");
     }
 }
 
@@ -563,6 +668,38 @@ pub fn to_json(r: &Results) -> Value {
             "anon_after_kb": o.after_anon_kb,
             "calls_after": o.calls_after,
         })),
+        "soak": r.soak.as_ref().map(|k| {
+            let s = &k.srgate;
+            json!({
+                "calls": k.calls,
+                "calls_up": s.calls_up,
+                "window_s": round(s.window_s, 1),
+                "loss": s.loss,
+                "damaged": s.damaged,
+                "pps": round(s.pps(), 0),
+                "srgate_cpu_us_per_pkt": round(s.cpu_us_per_pkt, 3),
+                "p99_ms": s.p99_ms,
+                "rss_start_kb": s.rss_start_kb,
+                "rss_end_kb": s.rss_kb,
+                "rss_max_kb": k.max_rss_kb(),
+                "rss_drift": round(s.rss_drift(), 5),
+                "idle_fds": s.idle_fds,
+                "open_fds": s.open_fds,
+                "fds_after": s.after_fds,
+                "calls_after": s.calls_after,
+                "calls_ended_clean": s.ended_clean,
+                "socket_drops": s.socket_drops,
+                "generator_saturated": s.generator_saturated(),
+                "samples": k.intervals().iter().map(|(x, loss)| json!({
+                    "t_s": round(x.t_s, 1),
+                    "rss_kb": x.rss_kb,
+                    "anon_kb": x.anon_kb,
+                    "fds": x.fds,
+                    "loss": loss,
+                })).collect::<Vec<_>>(),
+                "failures": s.failures,
+            })
+        }),
     })
 }
 
@@ -763,18 +900,22 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
             o.calls_after.map_or("?".to_string(), |c| c.to_string())
         );
     }
+    if let Some(k) = &r.soak {
+        soak_section(&mut m, k);
+    }
     if let Some(kb) = relay_kb_per_call(&r.relay) {
         let _ = writeln!(
             m,
             "\nsrgate RSS per relayed call (slope over the runs): {kb:.1} KB."
         );
     }
-    let _ = writeln!(
-        m,
-        "\nGenerator column: CPU share of the harness's browser thread / phone thread in the \
-         window. Not measured yet by this harness: rtpengine transcoding, SIP → app \
-         setups (docs/benchmarks.md)."
-    );
+    if !r.relay.is_empty() {
+        let _ = writeln!(
+            m,
+            "\nGenerator column: CPU share of the harness's browser thread / phone thread in \
+             the window."
+        );
+    }
     if !plots.files.is_empty() || !plots.errors.is_empty() {
         let _ = writeln!(m, "\n## Plots\n");
         if !plots.labelled {
