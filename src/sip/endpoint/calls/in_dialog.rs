@@ -1,8 +1,9 @@
 //! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx
 //! (with the answer when that 2xx offered), BYE → 200 and the call ends, a re-INVITE or
 //! UPDATE answered with srgate's previous description (direction mirrored; session
-//! refreshes included; an offerless re-INVITE gets it as an offer), INFO with a DTMF
-//! digit, OPTIONS; CSeq out of order → 500.
+//! refreshes included; an offerless re-INVITE gets it as an offer; a new offer while
+//! srgate's awaits its answer → 491), INFO with a DTMF digit, OPTIONS; CSeq out of order
+//! → 500.
 
 use std::time::Instant;
 
@@ -113,6 +114,13 @@ impl Endpoint {
                 let request_cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
                 let invite = matches!(method, Method::Invite);
                 let offer = Self::body_sdp(msg);
+                // srgate's own offer (in a 200) awaits its answer in the ACK: a new offer,
+                // or a re-INVITE asking srgate for one, crosses it (RFC 3311 §5.2, RFC
+                // 6337 §3.3); the peer retries after the ACK
+                if c.awaiting_answer.is_some() && (offer.is_some() || invite) {
+                    self.respond(now, key, 491, "Request Pending", &[]);
+                    return true;
+                }
                 let answer = match &offer {
                     Some(offer) => {
                         let answer = crate::sdp::sip::parse_rtp_sdp(offer)

@@ -734,6 +734,59 @@ fn an_offerless_invite_is_offered_in_the_200_and_answered_in_the_ack() {
     assert_eq!(ep.active_calls(), 1);
 }
 
+/// An UPDATE or re-INVITE with an offer while srgate's offer (in its 200) awaits the
+/// ACK's answer crosses it: 491, and the call goes on; once the ACK answered, the same
+/// UPDATE is taken.
+#[test]
+fn an_offer_crossing_srgates_pending_offer_gets_491() {
+    let now = t0();
+    let mut ep = ep(now);
+    let id = offerless_incoming(&mut ep, now, "g1");
+    ep.answer(now, id, OFFER);
+    let tag = to_tag(&sent(&mut ep)[0]);
+    let update = |branch: &str, cseq: u32| {
+        with_body(
+            &format!(
+                "{}Contact: <sip:1006@{PBX}>\r\n",
+                in_dialog("UPDATE", branch, cseq, &tag, "")
+            ),
+            "application/sdp",
+            OFFER,
+        )
+    };
+    send(&mut ep, now, &update("u1", 2));
+    assert_eq!(responses(&mut ep), [491]);
+    let reinvite = with_body(
+        &format!(
+            "{}Contact: <sip:1006@{PBX}>\r\n",
+            in_dialog("INVITE", "r1", 3, &tag, "")
+        ),
+        "application/sdp",
+        OFFER,
+    );
+    send(&mut ep, now, &reinvite);
+    assert_eq!(responses(&mut ep), [491]);
+    assert!(events(&mut ep).is_empty());
+    // the ACK answers srgate's offer; the UPDATE again is answered
+    let ack = with_body(
+        &in_dialog("ACK", "a1", 1, &tag, ""),
+        "application/sdp",
+        OFFER,
+    );
+    send(&mut ep, now, &ack);
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::CallUpdated { .. }]
+    ));
+    send(&mut ep, now, &update("u2", 4));
+    assert_eq!(responses(&mut ep), [200]);
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::CallUpdated { .. }]
+    ));
+    assert_eq!(ep.active_calls(), 1);
+}
+
 #[test]
 fn an_ack_that_does_not_answer_srgates_offer_ends_the_call() {
     let now = t0();
