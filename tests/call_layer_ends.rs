@@ -95,7 +95,10 @@ fn app_cancels_a_ringing_call() {
 #[test]
 fn sip_caller_cancels_a_call_ringing_at_the_app() {
     let mut scene = ringing_at_app(|_| {});
-    scene.shard.sip_event(Event::CallCanceled { id: INCOMING });
+    scene.shard.sip_event(Event::CallCanceled {
+        id: INCOMING,
+        elsewhere: false,
+    });
     assert_eq!(
         scene.one_message(),
         json!({"type": "remote_state", "id": scene.id, "state": "CANCELED"})
@@ -105,6 +108,43 @@ fn sip_caller_cancels_a_call_ringing_at_the_app() {
         cdr_end(&mut scene),
         (json!(487), json!("CANCELED"), Value::Null)
     );
+    scene.assert_gone();
+}
+
+/// A ring group's branch: another member took the call. Still ringing: `CANCELED` with
+/// the reason; already accepted (claimed second): a `hangup` saying SIP's "completed
+/// elsewhere". Either way the SIP side is not touched (the endpoint ended the branch).
+#[test]
+fn a_ring_group_branch_taken_elsewhere_ends_saying_so() {
+    let mut scene = ringing_at_app(|_| {});
+    scene.shard.sip_event(Event::CallCanceled {
+        id: INCOMING,
+        elsewhere: true,
+    });
+    assert_eq!(
+        scene.one_message(),
+        json!({"type": "remote_state", "id": scene.id, "state": "CANCELED", "reason": "ANSWERED_ELSEWHERE"})
+    );
+    assert!(scene.shard.commands().is_empty(), "the SIP side is over");
+    assert_eq!(
+        cdr_end(&mut scene),
+        (json!(487), json!("ANSWERED_ELSEWHERE"), Value::Null)
+    );
+    scene.assert_gone();
+
+    // accepted (the accept claimed the call: `Scene::accept` checks it)
+    let mut scene = ringing_at_app(|_| {});
+    assert_eq!(scene.accept()["state"], "ACCEPTED");
+    scene.shard.sip_event(Event::CallCanceled {
+        id: INCOMING,
+        elsewhere: true,
+    });
+    assert_eq!(
+        scene.one_message(),
+        json!({"type": "hangup", "id": scene.id, "reason": "REMOTE",
+               "sip": {"code": 200, "reason": "Call completed elsewhere"}})
+    );
+    assert!(scene.shard.commands().is_empty(), "the SIP side is over");
     scene.assert_gone();
 }
 

@@ -36,6 +36,7 @@ fn offer_from_phone(scene: &mut Scene, sip: SipCallId, sdp: String) {
         caller_name: None,
         cus_data: None,
         sdp,
+        group: None,
     });
 }
 

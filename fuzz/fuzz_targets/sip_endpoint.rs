@@ -37,6 +37,7 @@ fn config(proxy: bool) -> EndpointConfig {
         digest: vec![Algorithm::Md5, Algorithm::Sha256],
         seed: [5; 32],
         user_agent: "srgate/fuzz".into(),
+        groups: Default::default(),
     }
 }
 

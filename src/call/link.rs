@@ -23,6 +23,9 @@ pub trait SipLink {
     /// 488 to an offer srgate cannot take, saying why in a `Warning` header.
     fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str);
     fn hangup(&mut self, now: Instant, id: SipCallId);
+    /// The app user accepted incoming call `id`: when it is a ring group's branch, the call
+    /// is theirs and the other branches are cancelled.
+    fn claim(&mut self, id: SipCallId);
 }
 
 impl SipLink for Endpoint {
@@ -44,6 +47,9 @@ impl SipLink for Endpoint {
     fn hangup(&mut self, now: Instant, id: SipCallId) {
         Endpoint::hangup(self, now, id)
     }
+    fn claim(&mut self, id: SipCallId) {
+        Endpoint::claim(self, id)
+    }
 }
 
 /// A [`SipLink`] verb on its way to the shard with the endpoint.
@@ -55,6 +61,7 @@ pub enum SipCommand {
     Reject(SipCallId, u16),
     RejectOffer(SipCallId, String),
     Hangup(SipCallId),
+    Claim(SipCallId),
 }
 
 impl SipCommand {
@@ -74,6 +81,7 @@ impl SipCommand {
             SipCommand::Reject(id, code) => endpoint.reject(now, id, code),
             SipCommand::RejectOffer(id, why) => endpoint.reject_offer(now, id, &why),
             SipCommand::Hangup(id) => endpoint.hangup(now, id),
+            SipCommand::Claim(id) => endpoint.claim(id),
         }
         Ok(())
     }
@@ -113,6 +121,9 @@ impl SipLink for SipOutbox {
     }
     fn hangup(&mut self, _now: Instant, id: SipCallId) {
         self.commands.push_back(SipCommand::Hangup(id));
+    }
+    fn claim(&mut self, id: SipCallId) {
+        self.commands.push_back(SipCommand::Claim(id));
     }
 }
 

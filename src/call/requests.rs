@@ -149,7 +149,7 @@ impl Calls {
                         .bridge_mut(slot)
                         .is_some_and(|b| b.phase == Phase::Offered) =>
                 {
-                    self.accept(now, slot, &sdp)
+                    self.accept(now, slot, &sdp, ctx)
                 }
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
             },
@@ -435,7 +435,7 @@ impl Calls {
         );
     }
 
-    fn accept(&mut self, now: Instant, slot: usize, offer: &str) {
+    fn accept(&mut self, now: Instant, slot: usize, offer: &str, ctx: &mut Ctx<'_>) {
         let Some(key) = self.key_of(slot) else {
             return;
         };
@@ -483,6 +483,8 @@ impl Calls {
         }
         b.phase = Phase::Accepting;
         b.deadline = Some(now + ACCEPT_WAIT);
+        // a ring group's call is this user's from now on (the other members' are cancelled)
+        ctx.sip.claim(b.sip);
         self.by_ufrag.insert(ufrag, slot);
         self.say(
             &key.0,

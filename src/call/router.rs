@@ -334,6 +334,7 @@ mod tests {
             caller_name: None,
             cus_data: None,
             sdp: String::new(),
+            group: None,
         }
     }
 

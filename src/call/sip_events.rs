@@ -55,14 +55,18 @@ impl Calls {
                 caller_name,
                 cus_data,
                 sdp,
+                group,
             } => self.incoming(
                 now,
                 id,
                 &app_user,
-                &caller,
-                caller_name,
-                cus_data,
-                &sdp,
+                Invitation {
+                    caller,
+                    caller_name,
+                    cus_data,
+                    group,
+                    sdp,
+                },
                 ctx,
             ),
             SipEvent::CallProgress { id, code, sdp } => {
@@ -205,7 +209,7 @@ impl Calls {
                 self.say(&key.0, text);
                 self.remove(now, slot, ctx, Some(code), "REMOTE");
             }
-            SipEvent::CallCanceled { id } => {
+            SipEvent::CallCanceled { id, elsewhere } => {
                 let Some(&slot) = self.by_sip.get(&id) else {
                     return;
                 };
@@ -217,13 +221,25 @@ impl Calls {
                     }
                     None => return,
                 };
-                let text = if phase == Phase::Accepting {
-                    protocol::hangup(&key.1, HangupReason::Remote, None)
-                } else {
-                    protocol::remote_state(&key.1, CallState::Canceled, None, None)
+                // another member of the ring group took the call: said as SIP says it
+                // (RFC 3326 Reason cause 200)
+                let elsewhere_sip = sip_status(200, "Call completed elsewhere");
+                let text = match (phase, elsewhere) {
+                    (Phase::Accepting, false) => {
+                        protocol::hangup(&key.1, HangupReason::Remote, None)
+                    }
+                    (Phase::Accepting, true) => {
+                        protocol::hangup(&key.1, HangupReason::Remote, Some(&elsewhere_sip))
+                    }
+                    _ => protocol::remote_canceled(&key.1, elsewhere),
                 };
                 self.say(&key.0, text);
-                self.remove(now, slot, ctx, Some(487), "CANCELED");
+                let reason = if elsewhere {
+                    "ANSWERED_ELSEWHERE"
+                } else {
+                    "CANCELED"
+                };
+                self.remove(now, slot, ctx, Some(487), reason);
             }
             SipEvent::CallEnded { id, code } => {
                 let Some(&slot) = self.by_sip.get(&id) else {
@@ -284,18 +300,22 @@ impl Calls {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn incoming(
         &mut self,
         now: Instant,
         sip: SipCallId,
         app_user: &str,
-        caller: &str,
-        caller_name: Option<String>,
-        cus_data: Option<String>,
-        sdp: &str,
+        invitation: Invitation,
         ctx: &mut Ctx<'_>,
     ) {
+        let Invitation {
+            caller,
+            caller_name,
+            cus_data,
+            group,
+            sdp,
+        } = invitation;
+        let (caller, sdp) = (caller.as_str(), sdp.as_str());
         self.metrics.sip_invites_in += 1;
         if !protocol::valid_user(app_user) || !(ctx.online)(app_user) {
             log::info!(
@@ -436,7 +456,19 @@ impl Calls {
                 caller_name.as_deref(),
                 Some(&content),
                 None,
+                group.as_deref(),
             ),
         );
     }
+}
+
+/// An incoming SIP call as the app user is invited to it, with the caller's offer.
+struct Invitation {
+    caller: String,
+    caller_name: Option<String>,
+    cus_data: Option<String>,
+    /// The ring group dialled, when the invitation is one of its branches.
+    group: Option<String>,
+    /// The caller's SDP offer (empty: none, srgate offers).
+    sdp: String,
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use super::read::Reader;
-use super::{Config, ConfigError, ErrorKind};
+use super::{Config, ConfigError, ErrorKind, MemberKind};
 
 /// Below this an `[auth] secret` is easy to guess.
 const SECRET_MIN_LEN: usize = 16;
@@ -177,6 +177,26 @@ impl Config {
                 users_line,
                 "ignored: with sip_svr set srgate is not a registrar",
             );
+        }
+        for g in self.groups.iter() {
+            let line = r.line("groups", &g.key);
+            if g.members.iter().any(|m| m.kind == MemberKind::Sip) {
+                r.warn(
+                    "groups",
+                    Some(&g.key),
+                    line,
+                    "its sip: members are not rung: srgate does not place SIP-to-SIP calls \
+                     yet; only its app: members ring",
+                );
+            }
+            if self.users.iter().any(|(name, _)| *name == g.key) {
+                r.warn(
+                    "groups",
+                    Some(&g.key),
+                    line,
+                    "also a [users] name: a call to it rings the group",
+                );
+            }
         }
         if self.rtm2sip.on && !self.rtm2sip.allow_any && self.rtm2sip.acc_rule.is_empty() {
             let line = r.line("rtm2sip", "acc_rule");

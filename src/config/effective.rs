@@ -143,6 +143,18 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
         .map(|(name, password)| (name.as_str(), secret(password, mask), none()))
         .collect();
     section("users", &users);
+    let groups: Vec<(&str, String, Option<String>)> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let note = g
+                .key
+                .contains('[')
+                .then(|| "each number of the range; {n}: the number called".to_owned());
+            (g.key.as_str(), g.to_string(), note)
+        })
+        .collect();
+    section("groups", &groups);
     section(
         "webrtc",
         &[

@@ -31,6 +31,7 @@ mod acc_rule;
 mod check;
 mod effective;
 mod error;
+mod groups;
 mod lexer;
 mod read;
 mod schema;
@@ -41,6 +42,7 @@ use std::path::Path;
 
 pub use acc_rule::AccRule;
 pub use error::{ConfigError, ErrorKind, Warning};
+pub use groups::{Group, Groups, MAX_MEMBERS as MAX_GROUP_MEMBERS, MemberKind};
 pub use types::{
     Api, Auth, CallsSection, Codec, Config, DigestAlgorithm, Global, Log, LogLevel, Media, Proxy,
     Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,

@@ -12,8 +12,8 @@ use crate::pii::Secret;
 use super::lexer::Document;
 use super::schema::{ANYRTC_KEYS, IGNORED_SECTIONS, SCHEMA, default_of, schema_keys};
 use super::{
-    AccRule, Api, Auth, CallsSection, Config, ConfigError, ErrorKind, Global, Log, Media, Proxy,
-    Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
+    AccRule, Api, Auth, CallsSection, Config, ConfigError, ErrorKind, Global, Groups, Log, Media,
+    Proxy, Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
 };
 
 const SHARDS_MAX: usize = 1024;
@@ -114,7 +114,7 @@ impl<'d> Reader<'_, 'd> {
                     format!("unknown section; {hint}"),
                 ));
             };
-            if section.name == "users" {
+            if section.name == "users" || section.name == "groups" {
                 continue;
             }
             for entry in &section.entries {
@@ -263,6 +263,18 @@ impl Config {
             }
             users.push((entry.key.to_owned(), Secret::from(entry.value)));
         }
+        let mut groups = Groups::default();
+        for entry in r.doc.section("groups").map_or(&[][..], |s| &s.entries[..]) {
+            groups.add(entry.key, entry.value).map_err(|message| {
+                r.error(
+                    "groups",
+                    Some(entry.key),
+                    Some(entry.line),
+                    ErrorKind::BadValue,
+                    message,
+                )
+            })?;
+        }
         let webrtc = WebRtc {
             listen: r.get("webrtc", "listen", values::socket_addr)?,
             tls_listen: r.get("webrtc", "tls_listen", values::optional_socket_addr)?,
@@ -346,6 +358,7 @@ impl Config {
             proxy,
             rtm2sip,
             users,
+            groups,
             webrtc,
             media,
             calls,

@@ -2,7 +2,7 @@
 //! it, and the anyRTC-only sections and keys that are only warned about.
 
 /// Every section and key with its default, as `conf/srgate.ini` documents them. `[users]` takes any key
-/// (user names); `[rtc]`, `[rtm]` and `[global] appid` are anyRTC's and only warned about.
+/// (user names), `[groups]` any number or range; `[rtc]`, `[rtm]` and `[global] appid` are anyRTC's and only warned about.
 pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     (
         "global",
@@ -37,6 +37,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     ("users", &[]),
+    ("groups", &[]),
     (
         "webrtc",
         &[

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::pii::Secret;
 
-use super::{AccRule, effective};
+use super::{AccRule, Groups, effective};
 
 /// Everything in the configuration file, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,8 @@ pub struct Config {
     /// `[users]`: SIP users allowed to REGISTER in standalone mode, name and password, in
     /// file order.
     pub users: Vec<(String, Secret)>,
+    /// `[groups]`: ring groups, a number that rings several app users at once.
+    pub groups: Groups,
     pub webrtc: WebRtc,
     pub media: Media,
     pub calls: CallsSection,

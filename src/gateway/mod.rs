@@ -171,6 +171,10 @@ impl SipLink for Touching<'_> {
         *self.changed = true;
         self.endpoint.hangup(now, id)
     }
+    fn claim(&mut self, id: SipCallId) {
+        *self.changed = true;
+        self.endpoint.claim(id)
+    }
 }
 
 enum Role {

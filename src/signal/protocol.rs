@@ -388,11 +388,21 @@ pub fn remote_invitation(
     caller_name: Option<&str>,
     content: Option<&str>,
     channel_id: Option<&str>,
+    group: Option<&str>,
 ) -> String {
     let mut v = json!({"type": "remote_invitation", "id": id, "caller": caller});
     put(&mut v, "callerName", caller_name);
     put(&mut v, "content", content);
     put(&mut v, "channelId", channel_id);
+    put(&mut v, "group", group);
+    v.to_string()
+}
+
+/// `remote_state` `CANCELED`: the caller gave up, or (`elsewhere`) another member of the
+/// ring group called took the call (`"reason":"ANSWERED_ELSEWHERE"`).
+pub fn remote_canceled(id: &str, elsewhere: bool) -> String {
+    let mut v = json!({"type": "remote_state", "id": id, "state": CallState::Canceled.as_str()});
+    put(&mut v, "reason", elsewhere.then_some("ANSWERED_ELSEWHERE"));
     v.to_string()
 }
 

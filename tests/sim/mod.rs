@@ -121,6 +121,7 @@ impl Scene {
             caller_name: Some("Front door".into()),
             cus_data: Some("floor 2".into()),
             sdp: phone_sdp(self.phone, true, "sendrecv"),
+            group: None,
         });
         let invitation = self.one_message();
         self.id = invitation["id"].as_str().expect("an id").to_owned();
@@ -128,7 +129,8 @@ impl Scene {
         invitation
     }
 
-    /// The browser's `accept` of the invitation with its offer: returns srgate's reply.
+    /// The browser's `accept` of the invitation with its offer: returns srgate's reply
+    /// (the claim of the SIP call checked and consumed).
     pub fn accept(&mut self) -> Value {
         let accept = Request::Accept {
             id: self.id.clone(),
@@ -139,6 +141,13 @@ impl Scene {
         let reply = self.one_message();
         if let Some(sdp) = reply["sdp"].as_str() {
             self.browser.answered(sdp);
+            // the accept claims the call at the endpoint (a ring group's other members'
+            // invitations end)
+            let commands = self.shard.commands();
+            assert!(
+                matches!(commands.as_slice(), [SipCommand::Claim(id)] if *id == self.sip),
+                "an accepted invitation claims its SIP call: {commands:?}"
+            );
         }
         reply
     }

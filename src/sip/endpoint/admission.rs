@@ -15,6 +15,7 @@ use super::{
     ALLOW, BRANCH_PREFIX, Endpoint, KNOWN_NOT_ALLOWED, MAX_RESPONSE_HEAD, MAX_SERVER_TRANSACTIONS,
     RequestIds, ServerKey, ServerMachine, ServerTx, Transmit, Transport,
 };
+use crate::config::MemberKind;
 use crate::sip::auth;
 use crate::sip::transaction::{ServerInviteTransaction, ServerTransaction};
 use crate::wire::sip::{HeaderName, Message, Method};
@@ -332,7 +333,30 @@ impl Endpoint {
             return;
         };
         let callee = callee.to_string();
-        self.incoming_call(now, key, msg, &callee, asserted.as_deref());
+        // a ring group's number rings its app members (none: nobody there)
+        let group: Option<Vec<String>> = self.cfg.groups.members(&callee).map(|members| {
+            members
+                .into_iter()
+                .filter(|(kind, _)| *kind == MemberKind::App)
+                .map(|(_, name)| name)
+                .collect()
+        });
+        if group.as_ref().is_some_and(Vec::is_empty) {
+            log::info!(
+                "INVITE for ring group {}: no app member → 480",
+                crate::pii::Pii(&callee)
+            );
+            self.respond(now, key, 480, "Temporarily Unavailable", &[]);
+            return;
+        }
+        self.incoming_call(
+            now,
+            key,
+            msg,
+            &callee,
+            asserted.as_deref(),
+            group.as_deref(),
+        );
     }
 
     /// Digest check of a REGISTER (`Authorization`, 401) or INVITE (`Proxy-Authorization`,

@@ -38,7 +38,7 @@ use super::auth::{self, Algorithm};
 use super::registrar::Registrar;
 use super::rng::Rng;
 use super::transaction::{ClientTransaction, ServerInviteTransaction, ServerTransaction};
-use crate::config::Config;
+use crate::config::{Config, Groups};
 use crate::wire::sip::{HeaderName, Message, Method, Via};
 
 /// How a message travels.
@@ -103,6 +103,9 @@ pub enum Event {
         caller_name: Option<String>,
         cus_data: Option<String>,
         sdp: String,
+        /// The ring group (`[groups]`) the caller dialled when this is one of its
+        /// branches: the first branch claimed takes the call, the others are cancelled.
+        group: Option<String>,
     },
     /// An outgoing call got 180 or 183 (with early-media SDP when present).
     CallProgress {
@@ -118,8 +121,9 @@ pub enum Event {
         code: u16,
         reason: String,
     },
-    /// An incoming call was cancelled by its caller before the answer.
-    CallCanceled { id: SipCallId },
+    /// An incoming call was cancelled before the answer: by its caller, or (`elsewhere`)
+    /// because another branch of its ring group took the call.
+    CallCanceled { id: SipCallId, elsewhere: bool },
     /// An answered call ended from the SIP side: BYE (`None`), or no ACK came (408).
     CallEnded { id: SipCallId, code: Option<u16> },
     /// A re-INVITE brought a new SDP (answered by the endpoint with srgate's previous one).
@@ -140,7 +144,7 @@ impl Event {
             | Event::CallProgress { id, .. }
             | Event::CallAnswered { id, .. }
             | Event::CallFailed { id, .. }
-            | Event::CallCanceled { id }
+            | Event::CallCanceled { id, .. }
             | Event::CallEnded { id, .. }
             | Event::CallUpdated { id, .. }
             | Event::Dtmf { id, .. } => Some(*id),
@@ -200,6 +204,8 @@ pub struct EndpointConfig {
     /// Seeds tags, branches, Call-IDs and the nonce key.
     pub seed: [u8; 32],
     pub user_agent: String,
+    /// `[groups]`: ring groups, whose numbers ring their app members at once.
+    pub groups: Groups,
 }
 
 /// Passwords and the seed never show (the proxy account masks its own).
@@ -241,6 +247,7 @@ impl EndpointConfig {
             digest: vec![Algorithm::Md5],
             seed,
             user_agent: "srgate".into(),
+            groups: Groups::default(),
         }
     }
 
@@ -290,6 +297,7 @@ impl EndpointConfig {
             seed,
             // the product, not its version: a scanner learns nothing to match exploits with
             user_agent: "srgate".into(),
+            groups: config.groups.clone(),
         }
     }
 }

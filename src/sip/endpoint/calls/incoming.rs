@@ -12,9 +12,17 @@ use crate::wire::sip::{HeaderName, Message, MessageBuilder, reason_phrase};
 impl Endpoint {
     /// Rings an incoming call: 180.
     pub fn ring(&mut self, now: Instant, id: SipCallId) {
+        // a ring group's caller hears one 180, at its first branch that rings
+        let (id, first_only) = match self.parent_of(id) {
+            Some(parent) => (parent, true),
+            None => (id, false),
+        };
         let Some(c) = self.calls.calls.get(&id) else {
             return;
         };
+        if first_only && c.phase == Phase::Early {
+            return;
+        }
         let (Some(key), Phase::Trying | Phase::Early) = (c.server_key.clone(), c.phase) else {
             return;
         };
@@ -27,6 +35,8 @@ impl Endpoint {
 
     /// Answers an incoming call with srgate's SDP: 200, retransmitted until the ACK.
     pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        // a ring group's branch answering unclaimed claims the call first
+        self.claim(id);
         let user_agent = self.cfg.user_agent.clone();
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
@@ -82,6 +92,9 @@ impl Endpoint {
             .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
             .take(120)
             .collect();
+        if self.branch_refused(now, id, 488, Some(text.clone())) {
+            return;
+        }
         self.reject_with(
             now,
             id,
@@ -91,6 +104,9 @@ impl Endpoint {
     }
 
     fn reject_with(&mut self, now: Instant, id: SipCallId, code: u16, extra: &[(&str, String)]) {
+        if self.branch_refused(now, id, code, None) {
+            return;
+        }
         let Some(c) = self.calls.calls.get(&id) else {
             return;
         };
@@ -136,7 +152,8 @@ impl Endpoint {
     }
 
     /// An INVITE that passed the checks (proxy: from sip_svr; standalone: authenticated),
-    /// for `app_user`.
+    /// for `app_user`, or for the app users `group` rings when `app_user` is a ring
+    /// group's number.
     pub(in crate::sip::endpoint) fn incoming_call(
         &mut self,
         now: Instant,
@@ -144,6 +161,7 @@ impl Endpoint {
         msg: &Message<'_>,
         app_user: &str,
         asserted: Option<&str>,
+        group: Option<&[String]>,
     ) {
         // Without an offer (RFC 3261 §13.2.1: the PBX lets srgate offer) the call goes
         // on with an empty `sdp`: srgate's offer goes in the 200, the answer in the ACK.
@@ -248,6 +266,7 @@ impl Endpoint {
             session_expires: super::session_timer(msg),
             awaiting_answer: sdp.is_empty().then_some(invite_cseq),
             ok_cseq: invite_cseq,
+            fork: None,
         };
         self.calls
             .by_dialog
@@ -255,6 +274,23 @@ impl Endpoint {
         self.calls.by_server.insert(key.clone(), id);
         self.calls.calls.insert(id, c);
         self.respond(now, key, 100, "Trying", &[]);
+        if let Some(members) = group {
+            log::info!(
+                "INVITE for ring group {} from {}: offered to {} members",
+                crate::pii::Pii(app_user),
+                crate::pii::Pii(&caller),
+                members.len()
+            );
+            let offer = super::fork::Offered {
+                called: app_user.to_string(),
+                caller,
+                caller_name,
+                cus_data,
+                sdp,
+            };
+            self.fork(id, offer, members);
+            return;
+        }
         log::info!(
             "INVITE for {} from {}: offered to the app",
             crate::pii::Pii(app_user),
@@ -267,15 +303,25 @@ impl Endpoint {
             caller_name,
             cus_data,
             sdp,
+            group: None,
         });
     }
 
     /// The caller cancelled the INVITE of server transaction `invite_key` (the 487 is sent).
     pub(in crate::sip::endpoint) fn call_cancelled(&mut self, invite_key: &ServerKey) {
         if let Some(id) = self.calls.by_server.get(invite_key).copied() {
-            let silent = self.calls.calls.get(&id).is_none_or(|c| c.silent);
-            if !silent {
-                self.events.push_back(Event::CallCanceled { id });
+            let c = self.calls.calls.get(&id);
+            let (silent, forked) = (
+                c.is_none_or(|c| c.silent),
+                c.is_some_and(|c| c.fork.is_some()),
+            );
+            if forked {
+                self.cancel_branches(id);
+            } else if !silent {
+                self.events.push_back(Event::CallCanceled {
+                    id,
+                    elsewhere: false,
+                });
             }
             self.forget(id);
         }

@@ -11,13 +11,16 @@
 //!   one comes it waits), a 2xx that crosses it gets ACK and BYE.
 //! - Incoming: `100 Trying` at once, then `Event::IncomingCall`; the 2xx is retransmitted
 //!   by srgate (T1 doubling up to T2, §13.3.1.4) until the ACK, and without an ACK in 64·T1
-//!   the dialog ends with a BYE. INVITEs without an SDP offer get 488: srgate never makes
-//!   the offer toward SIP for an incoming call.
+//!   the dialog ends with a BYE. An INVITE without an SDP offer gets srgate's offer in the
+//!   2xx and the answer comes in the ACK.
 //! - In a dialog: BYE → 200 and the call ends; a re-INVITE (hold, new address) is
 //!   answered with srgate's previous description, direction mirrored
 //!   ([`crate::sdp::sip::reanswer`]); INFO with `application/dtmf-relay` or
 //!   `application/dtmf` → 200 and a digit; OPTIONS → 200; anything else for a dialog we do
 //!   not know → 481.
+//!
+//! - Ring groups (`[groups]`): the INVITE is offered to every app member at once as
+//!   branches of one call; the first claimed takes it (see `fork`).
 //!
 //! This file holds the call table and what both directions share (hangup, BYE and CANCEL
 //! transactions, the calls' timers); `outgoing` has calls toward SIP, `incoming` calls
@@ -35,6 +38,9 @@ use crate::sip::transaction::client_invite::ClientInviteTransaction;
 use crate::sip::transaction::{T1, T2};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
+mod fork;
+#[cfg(test)]
+mod fork_tests;
 mod in_dialog;
 mod incoming;
 mod outgoing;
@@ -155,6 +161,9 @@ pub(super) struct SipCall {
     awaiting_answer: Option<u32>,
     /// The CSeq of the INVITE whose 2xx `ok` repeats: only its ACK stops it.
     ok_cseq: u32,
+    /// Incoming for a ring group: the branches offered to its members, until one is
+    /// claimed (see `fork`).
+    fork: Option<fork::Fork>,
 }
 
 /// The smallest session interval srgate grants (RFC 4028 §4: 90 s at least; a shorter
@@ -239,6 +248,8 @@ pub(super) struct CallTable {
     by_server: HashMap<ServerKey, SipCallId>,
     invites: HashMap<String, InviteTx>,
     others: HashMap<String, OtherTx>,
+    /// A ring group's branches not claimed yet → their parent call.
+    branches: HashMap<SipCallId, SipCallId>,
     next_incoming: u64,
 }
 
@@ -324,6 +335,9 @@ impl Endpoint {
 
     fn forget(&mut self, id: SipCallId) {
         if let Some(c) = self.calls.calls.remove(&id) {
+            for branch in c.fork.iter().flat_map(|f| f.branches()) {
+                self.calls.branches.remove(branch);
+            }
             self.calls.by_dialog.remove(&(c.call_id, c.local_tag));
             if let Some(key) = c.server_key {
                 self.calls.by_server.remove(&key);
@@ -430,6 +444,10 @@ impl Endpoint {
 
     /// Ends a call in whatever state it is (see the module doc); no event follows.
     pub fn hangup(&mut self, now: Instant, id: SipCallId) {
+        // a ring group's branch before the call is taken: it leaves the group ringing
+        if self.branch_refused(now, id, 480, None) {
+            return;
+        }
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
         };

@@ -105,6 +105,7 @@ impl Endpoint {
             progress_seen: Vec::new(),
             session_expires: None,
             awaiting_answer: None,
+            fork: None,
             ok_cseq: 0,
         };
         c.invite_cseq = 1;

@@ -31,17 +31,22 @@ fn tags_and_headers() {
 use super::super::{EndpointConfig, ProxyAccount, Server};
 use crate::sip::auth::Algorithm;
 
-const PBX: &str = "127.0.0.1:5060";
-const OURS: &str = "127.0.0.1:5086";
-const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+pub(super) const PBX: &str = "127.0.0.1:5060";
+pub(super) const OURS: &str = "127.0.0.1:5086";
+pub(super) const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
     m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
 #[allow(clippy::disallowed_methods)]
-fn t0() -> Instant {
+pub(super) fn t0() -> Instant {
     Instant::now()
 }
 
 fn ep(now: Instant) -> Endpoint {
+    ep_with_groups(now, Default::default())
+}
+
+/// An endpoint in proxy mode (the PBX at [`PBX`]) with ring groups `groups`.
+pub(super) fn ep_with_groups(now: Instant, groups: crate::config::Groups) -> Endpoint {
     let mut ep = Endpoint::new(
         EndpointConfig {
             local: OURS.parse().unwrap(),
@@ -61,6 +66,7 @@ fn ep(now: Instant) -> Endpoint {
             digest: vec![Algorithm::Md5],
             seed: [3; 32],
             user_agent: "srgate-test".into(),
+            groups,
         },
         now,
     );
@@ -68,18 +74,18 @@ fn ep(now: Instant) -> Endpoint {
     ep
 }
 
-fn send(ep: &mut Endpoint, now: Instant, text: &str) {
+pub(super) fn send(ep: &mut Endpoint, now: Instant, text: &str) {
     ep.handle_receive(now, Transport::Udp, PBX.parse().unwrap(), text.as_bytes());
 }
 
-fn sent(ep: &mut Endpoint) -> Vec<String> {
+pub(super) fn sent(ep: &mut Endpoint) -> Vec<String> {
     std::iter::from_fn(|| ep.poll_transmit())
         .map(|t| String::from_utf8(t.payload).unwrap())
         .collect()
 }
 
 /// The responses sent (the proxy account's REGISTERs left out).
-fn responses(ep: &mut Endpoint) -> Vec<u16> {
+pub(super) fn responses(ep: &mut Endpoint) -> Vec<u16> {
     sent(ep)
         .iter()
         .filter(|t| t.starts_with("SIP/2.0 "))
@@ -87,18 +93,18 @@ fn responses(ep: &mut Endpoint) -> Vec<u16> {
         .collect()
 }
 
-fn events(ep: &mut Endpoint) -> Vec<Event> {
+pub(super) fn events(ep: &mut Endpoint) -> Vec<Event> {
     std::iter::from_fn(|| ep.poll_event()).collect()
 }
 
-fn with_body(head: &str, ct: &str, body: &str) -> String {
+pub(super) fn with_body(head: &str, ct: &str, body: &str) -> String {
     format!(
         "{head}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }
 
-fn invite(branch: &str, cseq: u32, to_tag: &str, body: &str) -> String {
+pub(super) fn invite(branch: &str, cseq: u32, to_tag: &str, body: &str) -> String {
     with_body(
         &format!(
             "INVITE sip:1000@{OURS} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK{branch}\r\n\
@@ -111,7 +117,7 @@ fn invite(branch: &str, cseq: u32, to_tag: &str, body: &str) -> String {
     )
 }
 
-fn in_dialog(method: &str, branch: &str, cseq: u32, tag: &str, extra: &str) -> String {
+pub(super) fn in_dialog(method: &str, branch: &str, cseq: u32, tag: &str, extra: &str) -> String {
     format!(
         "{method} sip:1000@{OURS} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK{branch}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:1006@127.0.0.1>;tag=pbx1\r\n\
@@ -119,7 +125,7 @@ fn in_dialog(method: &str, branch: &str, cseq: u32, tag: &str, extra: &str) -> S
     )
 }
 
-fn status(text: &str) -> u16 {
+pub(super) fn status(text: &str) -> u16 {
     text.get(8..11)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a response: {text}"))
@@ -138,6 +144,7 @@ fn answered(now: Instant) -> (Endpoint, SipCallId, String) {
         caller_name,
         cus_data,
         sdp,
+        ..
     }) = ev.first().cloned()
     else {
         panic!("{ev:?}");
@@ -160,7 +167,7 @@ fn answered(now: Instant) -> (Endpoint, SipCallId, String) {
 }
 
 /// The To tag of a response (srgate's tag on an incoming call).
-fn to_tag(response: &str) -> String {
+pub(super) fn to_tag(response: &str) -> String {
     response
         .lines()
         .find(|l| l.starts_with("To:"))

@@ -34,6 +34,7 @@ fn standalone() -> EndpointConfig {
         digest: vec![Algorithm::Md5, Algorithm::Sha256],
         seed: [7; 32],
         user_agent: "srgate/test".into(),
+        groups: Default::default(),
     }
 }
 

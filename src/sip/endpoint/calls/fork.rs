@@ -1,0 +1,180 @@
+//! Ring groups (part of the SIP endpoint's calls): an INVITE for a `[groups]` number is
+//! offered to every app member at once. The caller's INVITE stays one call here (the
+//! *parent*); each member is offered a *branch* of it, an incoming call of its own id
+//! ([`Event::IncomingCall`] with `group`), which the call layer rings, claims, answers or
+//! rejects like any other.
+//!
+//! - The first branch claimed (its app user accepted: [`Endpoint::claim`], or answered)
+//!   takes the call: the parent becomes that branch (its id, so every later event and
+//!   verb of the call uses the branch's), and every other branch gets
+//!   [`Event::CallCanceled`] with `elsewhere` set.
+//! - A branch refused, expired or gone leaves the others ringing; when the last one goes,
+//!   the caller gets the strongest of their answers (603/600, then 486, 488, 503, else
+//!   480: nobody there or nobody answered).
+//! - The caller's CANCEL cancels every branch.
+//! - One 180 goes to the caller, at the first branch that rings.
+
+use std::time::Instant;
+
+use super::{INCOMING_BIT, SipCallId};
+use crate::sip::endpoint::{Endpoint, Event};
+
+/// The branches of a parent call not claimed yet.
+#[derive(Debug, Default)]
+pub(in crate::sip::endpoint) struct Fork {
+    /// Branches still offered.
+    branches: Vec<SipCallId>,
+    /// The strongest refusal so far, with its `Warning` when it was a 488 saying why.
+    refusal: Option<(u16, Option<String>)>,
+}
+
+impl Fork {
+    pub(super) fn branches(&self) -> &[SipCallId] {
+        &self.branches
+    }
+}
+
+/// How strongly a refusal speaks for the whole group (RFC 3261 §16.7 picks 6xx first):
+/// a decline, then busy, an offer nobody can take, overload, else 480.
+fn rank(code: u16) -> u8 {
+    match code {
+        600 | 603 => 5,
+        486 => 4,
+        488 => 3,
+        503 => 2,
+        _ => 1,
+    }
+}
+
+impl Endpoint {
+    /// A ring group's INVITE, already made call `parent` (100 sent): one branch per app
+    /// member, each offered as an incoming call. No member: 480 at once.
+    pub(in crate::sip::endpoint) fn fork(
+        &mut self,
+        parent: SipCallId,
+        offer: Offered,
+        members: &[String],
+    ) {
+        let mut fork = Fork::default();
+        for member in members {
+            self.calls.next_incoming += 1;
+            let branch = SipCallId(INCOMING_BIT | self.calls.next_incoming);
+            self.calls.branches.insert(branch, parent);
+            fork.branches.push(branch);
+            self.events.push_back(Event::IncomingCall {
+                id: branch,
+                app_user: member.clone(),
+                caller: offer.caller.clone(),
+                caller_name: offer.caller_name.clone(),
+                cus_data: offer.cus_data.clone(),
+                sdp: offer.sdp.clone(),
+                group: Some(offer.called.clone()),
+            });
+        }
+        if let Some(c) = self.calls.calls.get_mut(&parent) {
+            c.fork = Some(fork);
+        }
+    }
+
+    /// The parent of branch `id` while the fork is undecided.
+    pub(super) fn parent_of(&self, id: SipCallId) -> Option<SipCallId> {
+        self.calls.branches.get(&id).copied()
+    }
+
+    /// The app user of branch `id` accepted: the call is theirs, every other branch is
+    /// cancelled; a branch that comes second is cancelled itself. Other calls: nothing.
+    pub fn claim(&mut self, id: SipCallId) {
+        let Some(parent) = self.parent_of(id) else {
+            return;
+        };
+        let Some(mut c) = self.calls.calls.remove(&parent) else {
+            self.calls.branches.remove(&id);
+            return;
+        };
+        let fork = c.fork.take().unwrap_or_default();
+        for other in fork.branches.iter().filter(|b| **b != id) {
+            self.calls.branches.remove(other);
+            self.events.push_back(Event::CallCanceled {
+                id: *other,
+                elsewhere: true,
+            });
+        }
+        self.calls.branches.remove(&id);
+        // the parent goes on as the branch: its id from now on
+        c.id = id;
+        self.calls
+            .by_dialog
+            .insert((c.call_id.clone(), c.local_tag.clone()), id);
+        if let Some(key) = &c.server_key {
+            self.calls.by_server.insert(key.clone(), id);
+        }
+        log::info!("ring group call {parent:?}: taken by branch {id:?}");
+        self.calls.calls.insert(id, c);
+    }
+
+    /// Branch `id` will not take the call (`code`, and why for a 488): the others ring on;
+    /// the last one gone answers the caller. True if `id` was a branch.
+    pub(super) fn branch_refused(
+        &mut self,
+        now: Instant,
+        id: SipCallId,
+        code: u16,
+        warning: Option<String>,
+    ) -> bool {
+        let Some(parent) = self.calls.branches.remove(&id) else {
+            return false;
+        };
+        let Some(fork) = self
+            .calls
+            .calls
+            .get_mut(&parent)
+            .and_then(|c| c.fork.as_mut())
+        else {
+            return true;
+        };
+        fork.branches.retain(|b| *b != id);
+        if fork
+            .refusal
+            .as_ref()
+            .is_none_or(|(best, _)| rank(code) > rank(*best))
+        {
+            fork.refusal = Some((code, warning));
+        }
+        if !fork.branches.is_empty() {
+            return true;
+        }
+        let (code, warning) = fork.refusal.take().unwrap_or((480, None));
+        // a single refusal code stands for a group that is simply unreachable
+        let code = if rank(code) == 1 { 480 } else { code };
+        log::info!("ring group call {parent:?}: no member took it → {code}");
+        match warning.filter(|_| code == 488) {
+            Some(why) => self.reject_offer(now, parent, &why),
+            None => self.reject(now, parent, code),
+        }
+        true
+    }
+
+    /// The caller cancelled parent `id`: every branch still offered is cancelled.
+    pub(super) fn cancel_branches(&mut self, id: SipCallId) {
+        let Some(fork) = self.calls.calls.get_mut(&id).and_then(|c| c.fork.take()) else {
+            return;
+        };
+        for branch in fork.branches {
+            self.calls.branches.remove(&branch);
+            self.events.push_back(Event::CallCanceled {
+                id: branch,
+                elsewhere: false,
+            });
+        }
+    }
+}
+
+/// What every branch of a group call is offered.
+pub(in crate::sip::endpoint) struct Offered {
+    /// The group's number.
+    pub called: String,
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub cus_data: Option<String>,
+    pub sdp: String,
+}
