@@ -83,7 +83,8 @@ function fire(target, type, detail) {
  * (`detail.state`: RTCPeerConnection.connectionState), and `end` once, when the call is over
  * (`detail.reason`: REFUSED_BY_REMOTE, CANCELED, FAILURE, REFUSED, LOCAL, REMOTE, TIMEOUT,
  * ERROR, KICKED, DISCONNECTED, CLOSED or SETUP_FAILED; `detail.error` / `detail.sip` when
- * known).
+ * known; `detail.cause` ANSWERED_ELSEWHERE when another member of the ring group called
+ * took the call).
  */
 export class Call extends EventTarget {
   /** @param {SrgateClient} client @param {object} init @internal */
@@ -102,6 +103,8 @@ export class Call extends EventTarget {
     this.content = init.content;
     /** The invitation's `channelId`. */
     this.channelId = init.channelId;
+    /** The ring group the caller dialled (incoming calls to a `[groups]` number). */
+    this.group = init.group;
     /**
      * The latest state: NEW, INVITING (invite sent), then srgate's local_state states
      * (SENT_TO_REMOTE, RECEIVED_BY_REMOTE, ACCEPTED_BY_REMOTE) for outgoing calls; INVITED,
@@ -336,7 +339,7 @@ export class Call extends EventTarget {
         if (s === 'ACCEPTED') this.answered = true;
         fire(this, 'remotestate', msg);
         fire(this._client, 'remotestate', Object.assign({ call: this }, msg));
-        if (s === 'CANCELED' || s === 'FAILURE') this._end(s, { error: msg.error });
+        if (s === 'CANCELED' || s === 'FAILURE') this._end(s, { error: msg.error, cause: msg.reason });
         break;
       }
       case 'hangup':
@@ -609,7 +612,7 @@ export class SrgateClient extends EventTarget {
         if (this._calls.has(msg.id)) break;
         const c = new Call(this, {
           id: msg.id, direction: 'incoming', peer: msg.caller, callerName: msg.callerName,
-          content: msg.content, channelId: msg.channelId,
+          content: msg.content, channelId: msg.channelId, group: msg.group,
         });
         this._calls.set(msg.id, c);
         fire(this, 'remoteinvitation', Object.assign({ call: c }, msg));

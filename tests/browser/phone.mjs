@@ -15,11 +15,11 @@
 //                                                   of the call's selected pair
 //   {"cmd":"call","callee":"1006"}
 //   {"cmd":"wait_state","states":["ACCEPTED_BY_REMOTE"]}   → {"state":…} or the end
-//   {"cmd":"wait_invite"}                               → {"peer","callerName","content"}
+//   {"cmd":"wait_invite"}                               → {"peer","callerName","content","group"}
 //   {"cmd":"accept"}  {"cmd":"refuse","response":"…"}  {"cmd":"hangup"}
 //   {"cmd":"dtmf","digits":"123#"}
 //   {"cmd":"measure","seconds":4}                       → {"dominant_hz","rms",…}
-//   {"cmd":"wait_end"}                                  → {"reason","error","sip"}
+//   {"cmd":"wait_end"}                                  → {"reason","error","sip","cause"}
 //   {"cmd":"wait_dtmf","count":4}                       → {"digits":"…"}
 //   {"cmd":"messages"}                                  → every protocol message seen
 //   {"cmd":"quit"}
@@ -148,7 +148,7 @@ const handlers = {
     if (!ok) return { ok: false, error: 'no invitation', call: await callInfo() };
     return page.evaluate(() => {
       const cl = window.srgateDemo.call;
-      return { ok: true, id: cl.id, peer: cl.peer, callerName: cl.callerName ?? null, content: cl.content ?? null };
+      return { ok: true, id: cl.id, peer: cl.peer, callerName: cl.callerName ?? null, content: cl.content ?? null, group: cl.group ?? null };
     });
   },
   async accept() {
@@ -179,7 +179,7 @@ const handlers = {
     return page.evaluate(() => {
       const ends = window.srgateDemo.events.filter((e) => e.kind === 'end');
       const e = ends[ends.length - 1] || {};
-      return { ok: true, reason: e.reason ?? null, error: e.error ?? null, sip: e.sip ?? null };
+      return { ok: true, reason: e.reason ?? null, error: e.error ?? null, sip: e.sip ?? null, cause: e.cause ?? null };
     });
   },
   async wait_dtmf(c) {
