@@ -202,6 +202,47 @@ fn bad_acc_rule() {
     assert!(err.message.contains("empty"), "{err}");
 }
 
+/// A bad `[groups]` line names its line and key and says which member is wrong; a good
+/// one with a `sip:` member loads with a warning (SIP members are not rung), and the
+/// effective configuration (`srgate check`) prints the groups.
+#[test]
+fn bad_groups_and_the_sip_member_warning() {
+    let err = expect(
+        "[groups]\n301 = app:anna, app:ben\n302 = app:anna, phone:3021\n",
+        ErrorKind::BadValue,
+        3,
+        "groups",
+        Some("302"),
+    );
+    assert!(err.message.contains("member 2 `phone:3021`"), "{err}");
+    let err = expect(
+        "[groups]\n3[01-9] = app:flat{n}\n",
+        ErrorKind::BadValue,
+        2,
+        "groups",
+        Some("3[01-9]"),
+    );
+    assert!(err.message.contains("differ in width"), "{err}");
+    let (config, warnings) = Config::from_str(
+        "[users]\n3011 = pw-3011\n[groups]\n301 = app:anna, sip:3011\n3[02-99] = app:flat{n}\n",
+        Path::new(FILE),
+    )
+    .expect("valid groups");
+    let warning = warnings
+        .iter()
+        .map(ToString::to_string)
+        .find(|w| w.contains("[groups] 301"))
+        .expect("a warning about the sip: member");
+    assert!(warning.contains(":4:"), "{warning}");
+    assert!(warning.contains("not rung"), "{warning}");
+    let effective = config.effective();
+    assert!(
+        effective.contains("301 = app:anna, sip:3011"),
+        "{effective}"
+    );
+    assert!(effective.contains("3[02-99] = app:flat{n}"), "{effective}");
+}
+
 #[test]
 fn bad_values_of_every_type() {
     for (text, section, key) in [
