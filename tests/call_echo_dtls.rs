@@ -56,6 +56,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         app_display_name: false,
         shard: 0,
         max_calls: 4096,
+        door: None,
         seed: [seed; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

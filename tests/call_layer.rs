@@ -411,3 +411,71 @@ fn a_forged_ice_check_cannot_reroute_a_browsers_media() {
         "alice's audio still reaches her phone"
     );
 }
+
+/// `[door] open_dtmf = *1`: the app user who answered a door station's call keys `*`
+/// then `1` (each goes to SIP as RFC 4733); the sequence also goes as SIP INFO and the
+/// door opens once. Keyed on an app's own outgoing call, it opens nothing.
+#[test]
+fn the_door_sequence_keyed_by_the_answering_app_opens_the_door() {
+    let door = srgate::call::DoorOpening {
+        sequence: "*1".into(),
+        info: true,
+    };
+    let mut scene = Scene::new(config(|c| c.door = Some(door.clone())), "bob");
+    let sip = SipCallId((1 << 63) | 9);
+    scene.incoming(sip);
+    scene.shard.commands();
+    scene.accept();
+    scene.connect();
+    assert!(matches!(
+        scene.shard.commands().as_slice(),
+        [SipCommand::Answer(..)]
+    ));
+    scene.shard.transmits();
+    media_flows(&mut scene);
+    let id = scene.id.clone();
+    let dtmf = |scene: &mut Scene, digits: &str| {
+        scene.request(Request::Dtmf {
+            id: id.clone(),
+            digits: digits.into(),
+        });
+        scene.shard.commands()
+    };
+    assert!(dtmf(&mut scene, "5*").is_empty());
+    assert!(scene.shard.calls.poll_door().is_none());
+    let commands = dtmf(&mut scene, "1");
+    assert!(
+        matches!(
+            commands.as_slice(),
+            [SipCommand::Info(a, '*', _), SipCommand::Info(b, '1', _)] if *a == sip && *b == sip
+        ),
+        "{commands:?}"
+    );
+    let opened = scene.shard.calls.poll_door().expect("the door opened");
+    assert_eq!(
+        (
+            opened.user.as_str(),
+            opened.door.as_str(),
+            opened.digits.as_str()
+        ),
+        ("bob", "1006", "*1")
+    );
+    assert_eq!(opened.call, id);
+    assert!(scene.shard.calls.poll_door().is_none(), "once");
+    assert!(scene.shard.messages().is_empty(), "no error to the app");
+
+    // the app's own call to a phone: its digits open nothing
+    let mut scene = Scene::new(config(|c| c.door = Some(door)), "alice");
+    scene.invite("c1", "1006", None);
+    scene.answer();
+    scene.connect();
+    scene.shard.commands();
+    scene.shard.transmits();
+    media_flows(&mut scene);
+    scene.request(Request::Dtmf {
+        id: "c1".into(),
+        digits: "*1".into(),
+    });
+    assert!(scene.shard.commands().is_empty());
+    assert!(scene.shard.calls.poll_door().is_none());
+}

@@ -243,6 +243,57 @@ fn bad_groups_and_the_sip_member_warning() {
     assert!(effective.contains("3[02-99] = app:flat{n}"), "{effective}");
 }
 
+/// `[door]`: a sequence of DTMF digits, a hook at an IP address over plain HTTP.
+#[test]
+fn bad_door_settings() {
+    for (text, line, key, says) in [
+        (
+            "[door]\nopen_dtmf = *9x\n",
+            2,
+            "open_dtmf",
+            "`x` is not a DTMF digit",
+        ),
+        (
+            "[door]\nopen_dtmf = 123456789\n",
+            2,
+            "open_dtmf",
+            "at most 8",
+        ),
+        (
+            "[door]\n\nopen_hook = http://relay.local/open\n",
+            3,
+            "open_hook",
+            "host names are not looked up",
+        ),
+        (
+            "[door]\nopen_hook = https://10.0.0.5:443/open\n",
+            2,
+            "open_hook",
+            "https is not supported",
+        ),
+        (
+            "[door]\nopen_hook = http://10.0.0.5/open\n",
+            2,
+            "open_hook",
+            "needs a port",
+        ),
+    ] {
+        let err = expect(text, ErrorKind::BadValue, line, "door", Some(key));
+        assert!(err.message.contains(says), "{err}");
+    }
+    let (config, _) = Config::from_str(
+        "[door]\nopen_dtmf = *1\nopen_hook = http://[::1]:8080/relay?n=1\n",
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert_eq!(config.door.open_dtmf, "*1");
+    assert!(config.door.open_info, "INFO by default");
+    assert_eq!(
+        config.door.open_hook.map(|h| h.to_string()).as_deref(),
+        Some("http://[::1]:8080/relay?n=1")
+    );
+}
+
 #[test]
 fn bad_values_of_every_type() {
     for (text, section, key) in [

@@ -72,6 +72,7 @@ pub fn config(now: Instant) -> CallsConfig {
         app_display_name: false,
         shard: 0,
         max_calls: 100_000,
+        door: None,
         seed: [5; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

@@ -161,6 +161,8 @@ pub struct BridgeCall {
     pub answered: Option<Instant>,
     /// The SIP leg still exists at the endpoint (a hangup must reach it).
     pub sip_alive: bool,
+    /// The last digits the app user keyed (`[door] open_dtmf`).
+    pub keyed: super::door::Keyed,
     pub sip_counters: SipCounters,
     pub opus_complexity: u8,
     /// `[media] rtp_timeout`.
@@ -209,6 +211,7 @@ impl BridgeCall {
             started: now,
             answered: None,
             sip_alive: true,
+            keyed: Default::default(),
             sip_counters: SipCounters::default(),
             opus_complexity,
             rtp_timeout: Duration::from_secs(30),

@@ -26,6 +26,8 @@ pub trait SipLink {
     /// The app user accepted incoming call `id`: when it is a ring group's branch, the call
     /// is theirs and the other branches are cancelled.
     fn claim(&mut self, id: SipCallId);
+    /// A digit to the other side of answered call `id` as SIP INFO.
+    fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32);
 }
 
 impl SipLink for Endpoint {
@@ -50,6 +52,9 @@ impl SipLink for Endpoint {
     fn claim(&mut self, id: SipCallId) {
         Endpoint::claim(self, id)
     }
+    fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
+        Endpoint::info(self, now, id, digit, duration_ms)
+    }
 }
 
 /// A [`SipLink`] verb on its way to the shard with the endpoint.
@@ -62,6 +67,7 @@ pub enum SipCommand {
     RejectOffer(SipCallId, String),
     Hangup(SipCallId),
     Claim(SipCallId),
+    Info(SipCallId, char, u32),
 }
 
 impl SipCommand {
@@ -82,6 +88,7 @@ impl SipCommand {
             SipCommand::RejectOffer(id, why) => endpoint.reject_offer(now, id, &why),
             SipCommand::Hangup(id) => endpoint.hangup(now, id),
             SipCommand::Claim(id) => endpoint.claim(id),
+            SipCommand::Info(id, digit, ms) => endpoint.info(now, id, digit, ms),
         }
         Ok(())
     }
@@ -124,6 +131,10 @@ impl SipLink for SipOutbox {
     }
     fn claim(&mut self, id: SipCallId) {
         self.commands.push_back(SipCommand::Claim(id));
+    }
+    fn info(&mut self, _now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
+        self.commands
+            .push_back(SipCommand::Info(id, digit, duration_ms));
     }
 }
 

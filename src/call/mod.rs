@@ -40,7 +40,8 @@
 //! table and the indexes that lead to a call), `requests` (app users' requests),
 //! `sip_events` (the SIP endpoint's call events), `media` (datagrams in and out), `timers`
 //! (deadlines), `guard` (fault isolation) and `content` (SRProxy's invitation content).
-//! `bridge`, `browser` and `echo` are the calls themselves, `cdr` their records, `latch`
+//! `door` opens a door station's door from the call. `bridge`, `browser` and `echo` are
+//! the calls themselves, `cdr` their records, `latch`
 //! the SIP side's RTP source, `link` the way to the SIP endpoint and the other shards, and
 //! `router` which shard holds which call (used by shard 0).
 
@@ -48,6 +49,7 @@ mod bridge;
 mod browser;
 mod cdr;
 mod content;
+mod door;
 mod echo;
 mod guard;
 pub mod latch;
@@ -75,6 +77,7 @@ use crate::webrtc::dtls::DtlsContext;
 use bridge::{BridgeCall, StreamIds};
 pub use bridge::{Phase, TELEPHONE_EVENT_PT, Way};
 pub use cdr::Cdr;
+pub use door::{DoorOpened, DoorOpening};
 use echo::EchoCall;
 use slots::SlotMeta;
 
@@ -112,6 +115,8 @@ pub struct CallsConfig {
     pub shard: u16,
     /// `[calls] max_calls`: this shard never holds more (shard 0 counts all shards).
     pub max_calls: usize,
+    /// `[door] open_dtmf` (and `open_info`): None when no sequence opens a door.
+    pub door: Option<DoorOpening>,
     pub seed: [u8; 32],
     /// A wall-clock reading at one instant: CDR times and RTCP NTP timestamps.
     pub clock_anchor: (Instant, u64),
@@ -334,6 +339,8 @@ pub struct Calls {
     by_port: HashMap<u16, usize>,
     messages: VecDeque<(String, String)>,
     cdrs: VecDeque<Cdr>,
+    /// Doors opened from calls (`[door]`), for the shell.
+    doors: VecDeque<door::DoorOpened>,
     metrics: CallMetrics,
     next_sip: u64,
     /// Calls whose code panicked where no context was at hand, to end at the next tick.
@@ -390,6 +397,7 @@ impl Calls {
             by_port: HashMap::new(),
             messages: VecDeque::new(),
             cdrs: VecDeque::new(),
+            doors: VecDeque::new(),
             metrics: CallMetrics::default(),
             next_sip,
             poison: Vec::new(),

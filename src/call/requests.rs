@@ -140,7 +140,7 @@ impl Calls {
                 None => self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id),
             },
             Request::Dtmf { id, digits } => match slot {
-                Some(slot) => self.dtmf_from_app(now, slot, &user, &id, &digits),
+                Some(slot) => self.dtmf_from_app(now, slot, &user, &id, &digits, ctx),
                 None => self.refuse(&user, ErrorCode::NoSuchCall, "no such call", &id),
             },
             Request::Accept { id, sdp, .. } => match slot {
@@ -175,7 +175,15 @@ impl Calls {
         }
     }
 
-    fn dtmf_from_app(&mut self, now: Instant, slot: usize, user: &str, id: &str, digits: &str) {
+    fn dtmf_from_app(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        user: &str,
+        id: &str,
+        digits: &str,
+        ctx: &mut Ctx<'_>,
+    ) {
         let sent = match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((_, Call::Echo(_))) => {
                 // The echo service echoes DTMF too: one message per digit.
@@ -194,7 +202,9 @@ impl Calls {
                 "DTMF needs the media path: the call is not connected yet, or too many digits are queued",
                 id,
             );
+            return;
         }
+        self.door_digits(now, slot, digits, ctx);
     }
 
     fn invite_echo(&mut self, now: Instant, user: &str, id: &str, offer: &str) {

@@ -226,6 +226,21 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
         ],
     );
     section(
+        "door",
+        &[
+            ("open_dtmf", c.door.open_dtmf.clone(), none()),
+            ("open_info", flag(c.door.open_info).to_owned(), none()),
+            (
+                "open_hook",
+                c.door
+                    .open_hook
+                    .as_ref()
+                    .map_or(String::new(), |h| h.to_string()),
+                none(),
+            ),
+        ],
+    );
+    section(
         "auth",
         &[
             ("secret", secret(&c.auth.secret, mask), none()),

@@ -44,8 +44,8 @@ pub use acc_rule::AccRule;
 pub use error::{ConfigError, ErrorKind, Warning};
 pub use groups::{Group, Groups, MAX_MEMBERS as MAX_GROUP_MEMBERS, MemberKind};
 pub use types::{
-    Api, Auth, CallsSection, Codec, Config, DigestAlgorithm, Global, Log, LogLevel, Media, Proxy,
-    Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,
+    Api, Auth, CallsSection, Codec, Config, DigestAlgorithm, Door, Global, HookUrl, Log, LogLevel,
+    Media, Proxy, Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,
 };
 
 use read::Reader;

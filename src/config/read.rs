@@ -12,8 +12,8 @@ use crate::pii::Secret;
 use super::lexer::Document;
 use super::schema::{ANYRTC_KEYS, IGNORED_SECTIONS, SCHEMA, default_of, schema_keys};
 use super::{
-    AccRule, Api, Auth, CallsSection, Config, ConfigError, ErrorKind, Global, Groups, Log, Media,
-    Proxy, Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
+    AccRule, Api, Auth, CallsSection, Config, ConfigError, Door, ErrorKind, Global, Groups, Log,
+    Media, Proxy, Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
 };
 
 const SHARDS_MAX: usize = 1024;
@@ -329,6 +329,11 @@ impl Config {
                 values::number(s, MAX_FILE_SIZE_MB).map_err(|e| format!("{e} (MB)"))
             })?,
         };
+        let door = Door {
+            open_dtmf: r.get("door", "open_dtmf", values::dtmf_sequence)?,
+            open_info: r.get("door", "open_info", values::boolean)?,
+            open_hook: r.get("door", "open_hook", values::hook_url)?,
+        };
         let auth = Auth {
             secret: Secret::from(r.raw("auth", "secret").0),
             open: r.get("auth", "open", values::boolean)?,
@@ -362,6 +367,7 @@ impl Config {
             webrtc,
             media,
             calls,
+            door,
             auth,
             tls,
             api,

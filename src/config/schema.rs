@@ -70,6 +70,10 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("max_calls", "4096"),
         ],
     ),
+    (
+        "door",
+        &[("open_dtmf", ""), ("open_info", "1"), ("open_hook", "")],
+    ),
     ("auth", &[("secret", ""), ("open", "0")]),
     ("tls", &[("cert", ""), ("key", ""), ("ca", "")]),
     ("api", &[("listen", "127.0.0.1:9091")]),

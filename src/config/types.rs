@@ -29,6 +29,7 @@ pub struct Config {
     pub webrtc: WebRtc,
     pub media: Media,
     pub calls: CallsSection,
+    pub door: Door,
     pub auth: Auth,
     pub tls: Tls,
     pub api: Api,
@@ -234,6 +235,33 @@ pub struct CallsSection {
     pub cdr_max_file_size_mb: u64,
     /// Calls in progress at once on all shards; more are refused (SIP 503, `OVERLOADED`).
     pub max_calls: u32,
+}
+
+/// `[door]`: opening the door from a call the app answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Door {
+    /// The DTMF sequence the answering app user keys to open the door (`#`, `*1`); empty:
+    /// off.
+    pub open_dtmf: String,
+    /// Also send the sequence's digits to the caller (the door station) as SIP INFO.
+    pub open_info: bool,
+    /// POSTed to when the sequence is keyed (the relay of a door controller).
+    pub open_hook: Option<HookUrl>,
+}
+
+/// An `http://IP:PORT/PATH` URL: no host names (no DNS lookups on the call path), no
+/// TLS: the door controller's relay sits on the local network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookUrl {
+    pub addr: SocketAddr,
+    /// The path and query, starting with `/`.
+    pub path: String,
+}
+
+impl fmt::Display for HookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.addr, self.path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

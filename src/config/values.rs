@@ -35,6 +35,56 @@ pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("expected ADDRESS:PORT such as 0.0.0.0:5086 or [::]:5086, got `{s}`"))
 }
 
+/// A DTMF sequence: 1 to 8 of `0-9 * # A-D` (empty: off).
+pub(super) fn dtmf_sequence(s: &str) -> Result<String, String> {
+    if s.len() > 8 {
+        return Err("at most 8 digits".into());
+    }
+    match s
+        .chars()
+        .find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+    {
+        Some(c) => Err(format!("`{c}` is not a DTMF digit (0-9, *, #, A-D)")),
+        None => Ok(s.to_owned()),
+    }
+}
+
+/// `http://IP:PORT/PATH` (empty: none). Host names are refused: srgate resolves nothing
+/// while calls run.
+pub(super) fn hook_url(s: &str) -> Result<Option<super::HookUrl>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let expected =
+        || format!("expected http://IP:PORT/PATH such as http://127.0.0.1:8000/open, got `{s}`");
+    let rest = s.strip_prefix("http://").ok_or_else(|| {
+        if s.starts_with("https://") {
+            "https is not supported: give the relay's http:// address on the local network"
+                .to_string()
+        } else {
+            expected()
+        }
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let addr = SocketAddr::from_str(authority).map_err(|_| {
+        if authority.parse::<IpAddr>().is_ok() {
+            format!("`{authority}` needs a port, e.g. {authority}:80")
+        } else {
+            format!("`{authority}` is not IP:PORT (host names are not looked up)")
+        }
+    })?;
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(expected());
+    }
+    Ok(Some(super::HookUrl {
+        addr,
+        path: path.to_owned(),
+    }))
+}
+
 /// Empty means off.
 pub(super) fn optional_socket_addr(s: &str) -> Result<Option<SocketAddr>, String> {
     if s.is_empty() {

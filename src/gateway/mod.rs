@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::link::{RouteChange, SipCommand, SipLink, SipOutbox, refusal_of};
 use crate::call::router::{Refused, Route, Router};
-use crate::call::{Calls, Cdr, Ctx, MediaTransmit, RtpPorts};
+use crate::call::{Calls, Cdr, Ctx, DoorOpened, MediaTransmit, RtpPorts};
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::Request;
 use crate::sip::endpoint::{
@@ -58,6 +58,8 @@ pub enum ToControl {
     /// A message for a user's WebSocket: (user, text).
     Message(Box<(String, String)>),
     Cdr(Box<Cdr>),
+    /// A door opened from a call on the shard.
+    Door(Box<DoorOpened>),
     Route(usize, Box<RouteChange>),
     /// The shard ended its calls and stopped.
     Stopped(usize),
@@ -77,6 +79,8 @@ pub enum Output {
     ToControl(ToControl),
     /// A call's record, for the CDR file (shard 0).
     Cdr(Box<Cdr>),
+    /// A door opened from a call (`[door]`): for the log and the door hook (shard 0).
+    Door(Box<DoorOpened>),
     /// A user's reconnection grace ended and its session state was freed (shard 0: a
     /// reason to give memory back after many of them).
     UserGone,
@@ -174,6 +178,10 @@ impl SipLink for Touching<'_> {
     fn claim(&mut self, id: SipCallId) {
         *self.changed = true;
         self.endpoint.claim(id)
+    }
+    fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
+        *self.changed = true;
+        self.endpoint.info(now, id, digit, duration_ms)
     }
 }
 
@@ -401,6 +409,7 @@ impl<P: RtpPorts> Gateway<P> {
                 s.hub.send_to_user(&user, text);
             }
             ToControl::Cdr(cdr) => self.out.push_back(Output::Cdr(cdr)),
+            ToControl::Door(door) => self.out.push_back(Output::Door(door)),
             ToControl::Route(shard, change) => s.router.apply(shard, *change),
             ToControl::Stopped(shard) => {
                 log::debug!("shard {shard} stopped");
@@ -702,6 +711,9 @@ impl<P: RtpPorts> Gateway<P> {
         while let Some(cdr) = self.calls.poll_cdr() {
             send(ToControl::Cdr(Box::new(cdr)));
         }
+        while let Some(door) = self.calls.poll_door() {
+            send(ToControl::Door(Box::new(door)));
+        }
         false
     }
 
@@ -739,6 +751,9 @@ impl<P: RtpPorts> Gateway<P> {
             }
             while let Some(cdr) = self.calls.poll_cdr() {
                 self.out.push_back(Output::Cdr(Box::new(cdr)));
+            }
+            while let Some(door) = self.calls.poll_door() {
+                self.out.push_back(Output::Door(Box::new(door)));
             }
             while let Some(change) = self.calls.poll_route() {
                 s.router.apply(0, change);

@@ -13,6 +13,7 @@
 mod api;
 mod cdr;
 mod control;
+mod hook;
 mod media;
 mod rtp;
 mod startup;

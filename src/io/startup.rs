@@ -193,6 +193,10 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             app_display_name: config.rtm2sip.app_display_name,
             shard: shard as u16,
             max_calls: config.calls.max_calls as usize,
+            door: (!config.door.open_dtmf.is_empty()).then(|| crate::call::DoorOpening {
+                sequence: config.door.open_dtmf.clone(),
+                info: config.door.open_info,
+            }),
             seed,
             clock_anchor,
         })
@@ -206,6 +210,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 Instant::now(),
             )
             .map_err(|e| err(format_args!("[calls] cdr_file {}", path.display()), e))?,
+        ),
+        None => None,
+    };
+    let door_hook = match &config.door.open_hook {
+        Some(url) => Some(
+            super::hook::DoorHook::start(url.clone()).map_err(|e| err("door hook thread", e))?,
         ),
         None => None,
     };
@@ -300,7 +310,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         (UdpSocket::from_std(media_udp), calls),
         web_tls,
         (rtp_bind_ip, rtp_share(&config.media.rtp_ports, shards, 0)),
-        cdr,
+        (cdr, door_hook),
         (workers, from_workers),
         config.calls.max_calls,
         sip_tls,

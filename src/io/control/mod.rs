@@ -19,6 +19,7 @@ use mio::net::{TcpListener, UdpSocket, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::cdr::CdrLog;
+use super::hook::DoorHook;
 use super::media::{Core, HistogramCell, MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
@@ -148,6 +149,8 @@ pub(super) struct ControlShard {
     workers: Vec<WorkerHandle>,
     from_workers: Receiver<ToControl>,
     cdr: Option<CdrLog>,
+    /// `[door] open_hook`'s thread.
+    door_hook: Option<DoorHook>,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -170,7 +173,7 @@ impl ControlShard {
         (media_udp, calls): (UdpSocket, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
-        cdr: Option<CdrLog>,
+        (cdr, door_hook): (Option<CdrLog>, Option<DoorHook>),
         (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
         max_calls: u32,
         mut sip_tls: SipTls,
@@ -269,6 +272,7 @@ impl ControlShard {
             workers,
             from_workers,
             cdr,
+            door_hook,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -450,6 +454,12 @@ impl ControlShard {
                 }
             }
             Output::Cdr(cdr) => self.write_cdr(now, &cdr),
+            // (the door-open line itself is logged by the call layer)
+            Output::Door(door) => {
+                if let Some(hook) = &self.door_hook {
+                    hook.send(&door, unix_time());
+                }
+            }
             Output::UserGone => {
                 // the end of a user's grace frees its session memory: count it like a close
                 self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);

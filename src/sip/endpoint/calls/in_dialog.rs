@@ -1,4 +1,5 @@
-//! Requests within a call's dialog (part of the SIP endpoint's calls): the ACK of our 2xx
+//! Requests within a call's dialog (part of the SIP endpoint's calls): INFO srgate sends
+//! (a digit for a door station); the ACK of our 2xx
 //! (with the answer when that 2xx offered), BYE → 200 and the call ends, a re-INVITE or
 //! UPDATE answered with srgate's previous description (direction mirrored; session
 //! refreshes included; an offerless re-INVITE gets it as an offer; a new offer while
@@ -7,11 +8,37 @@
 
 use std::time::Instant;
 
-use super::{OkRetransmit, SipCallId, info_digit};
+use super::{OkRetransmit, OtherKind, Phase, SipCallId, info_digit};
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 impl Endpoint {
+    /// Sends `digit` to the other side of answered call `id` as SIP INFO
+    /// (`application/dtmf-relay`, `duration_ms`): the way many door stations take the
+    /// digit that opens the door. A call not answered yet, or gone: nothing.
+    pub fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
+        let transport = match self.calls.calls.get(&id) {
+            Some(c) if c.phase == Phase::Confirmed && !c.silent => c.destination.0,
+            _ => return,
+        };
+        let (via, branch) = self.via(transport);
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(dialog) = c.dialog.as_mut() else {
+            return;
+        };
+        let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
+        let payload = dialog
+            .request(Method::Info, None)
+            .header(HeaderName::Via, &via)
+            .header(HeaderName::MaxForwards, 70)
+            .body("application/dtmf-relay", body.as_bytes())
+            .build();
+        let destination = c.destination;
+        self.start_other(now, branch, OtherKind::Info, payload, destination);
+    }
+
     /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one. When
     /// that 2xx carried srgate's offer, the ACK carries the answer: it goes to the call
     /// layer as [`Event::CallUpdated`]; an ACK without one ends the call with a BYE (RFC

@@ -224,6 +224,7 @@ pub(super) fn session_timer_headers(seconds: u32) -> [(HeaderName<'static>, Stri
 enum OtherKind {
     Bye,
     Cancel,
+    Info,
 }
 
 #[derive(Debug)]

@@ -177,6 +177,40 @@ pub(super) fn to_tag(response: &str) -> String {
         .to_string()
 }
 
+/// A digit srgate sends as SIP INFO (door opening): in the dialog, after the answer only.
+#[test]
+fn a_digit_goes_as_info_in_the_dialog_once_answered() {
+    let now = t0();
+    let mut ep = ep(now);
+    send(&mut ep, now, &invite("d1", 1, "", OFFER));
+    let id = match events(&mut ep).first() {
+        Some(Event::IncomingCall { id, .. }) => *id,
+        other => panic!("{other:?}"),
+    };
+    sent(&mut ep);
+    ep.info(now, id, '#', 160);
+    assert!(sent(&mut ep).is_empty(), "not before the answer");
+    ep.answer(now, id, OFFER);
+    let tag = to_tag(&sent(&mut ep)[0]);
+    ep.info(now, id, '#', 160);
+    let out = sent(&mut ep);
+    let info = out
+        .iter()
+        .find(|t| t.starts_with("INFO sip:1006@127.0.0.1:5060 SIP/2.0\r\n"))
+        .unwrap_or_else(|| panic!("an INFO to the caller's Contact: {out:?}"));
+    assert!(info.contains(&format!(";tag={tag}")), "{info}");
+    assert!(info.contains("Call-ID: c1@pbx\r\n"), "{info}");
+    assert!(info.contains("CSeq: 1 INFO\r\n"), "{info}");
+    assert!(
+        info.contains("Content-Type: application/dtmf-relay\r\n"),
+        "{info}"
+    );
+    assert!(
+        info.ends_with("\r\n\r\nSignal=#\r\nDuration=160\r\n"),
+        "{info}"
+    );
+}
+
 #[test]
 fn an_incoming_call_refused_for_overload_gets_503_with_retry_after() {
     let now = t0();
