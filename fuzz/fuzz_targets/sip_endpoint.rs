@@ -1,7 +1,10 @@
 //! Fuzzes the whole sans-IO SIP endpoint and the browser protocol parser with arbitrary
 //! datagrams: standalone (registrar) and proxy mode, a datagram from the trusted sip_svr
-//! address and one from a stranger, then timers. Any panic is a bug, and every answer must
-//! be a SIP response.
+//! address and one from a stranger, then timers. Every incoming call the endpoint offers
+//! (ring group 301's branches included) gets the call layer's verbs in an order the input
+//! picks (ring, claim, answer, reject, 488, hang up), then the datagram comes again (a
+//! CANCEL, a BYE, a retransmission). Any panic is a bug, and everything sent must be a SIP
+//! response or one of srgate's own requests.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use srgate::sip::auth::Algorithm;
-use srgate::sip::endpoint::{Endpoint, EndpointConfig, ProxyAccount, Server, Transport};
+use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, ProxyAccount, Server, Transport};
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -37,8 +40,50 @@ fn config(proxy: bool) -> EndpointConfig {
         digest: vec![Algorithm::Md5, Algorithm::Sha256],
         seed: [5; 32],
         user_agent: "srgate/fuzz".into(),
-        groups: Default::default(),
+        groups: {
+            let mut groups = srgate::config::Groups::default();
+            groups.add("301", "app:anna, app:ben, sip:3011").unwrap();
+            groups.add("3[02-99]", "app:flat{n}").unwrap();
+            groups
+        },
     }
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+    m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+/// What srgate may send: responses, and its own requests.
+fn sendable(payload: &[u8]) -> bool {
+    ["SIP/2.0 ", "REGISTER ", "BYE ", "CANCEL ", "ACK ", "INFO "]
+        .iter()
+        .any(|p| payload.starts_with(p.as_bytes()))
+}
+
+/// The call layer's verbs on every call offered, in an order `data` picks.
+fn drive_calls(ep: &mut Endpoint, now: Instant, data: &[u8]) {
+    let offered: Vec<_> = std::iter::from_fn(|| ep.poll_event())
+        .filter_map(|e| match e {
+            Event::IncomingCall { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    for (i, id) in offered.iter().enumerate() {
+        let pick = data.get(data.len().saturating_sub(1 + i)).copied().unwrap_or(0);
+        match pick % 7 {
+            0 => ep.ring(now, *id),
+            1 => ep.claim(*id),
+            2 => ep.answer(now, *id, SDP),
+            3 => ep.reject(now, *id, 486),
+            4 => ep.reject_offer(now, *id, "no common codec"),
+            5 => ep.hangup(now, *id),
+            _ => {
+                ep.claim(*id);
+                ep.answer(now, *id, SDP);
+                ep.info(now, *id, '#', 160);
+            }
+        }
+    }
+    while ep.poll_event().is_some() {}
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -51,8 +96,11 @@ fuzz_target!(|data: &[u8]| {
             let from: SocketAddr = from.parse().unwrap();
             ep.handle_receive(now, Transport::Udp, from, data);
             ep.handle_receive(now, Transport::Tcp, from, data);
+            drive_calls(&mut ep, now, data);
+            ep.handle_receive(now, Transport::Udp, from, data);
+            drive_calls(&mut ep, now, data);
             while let Some(t) = ep.poll_transmit() {
-                assert!(t.payload.starts_with(b"SIP/2.0 ") || t.payload.starts_with(b"REGISTER "));
+                assert!(sendable(&t.payload), "{:?}", String::from_utf8_lossy(&t.payload));
             }
         }
         ep.handle_timeout(now + Duration::from_secs(40));

@@ -298,3 +298,28 @@ put("rtmp", "bad_name", b"\x10" + control + chunk(3, 20, 0, connect_ok, 4096) + 
     + chunk(5, 20, 1, amf_str("onStatus") + amf_num(0) + b"\x05" + amf_obj([
         ("level", amf_str("error")), ("code", amf_str("NetStream.Publish.BadName"))]), 4096))
 put("rtmp", "url", b"\x00rtmps://[::1]:443/app/inst/")
+
+# sip_endpoint: calls from the trusted PBX (proxy mode) for an app user and for ring groups
+# 301 and 342 (the harness's `[groups]`), with and without an offer; a CANCEL and a BYE of
+# the same dialog (the harness feeds each input twice and answers the calls it is offered).
+SIP_SDP = crlf(["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+                "m=audio 40000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"])
+
+
+def sip_request(method, user, cseq, body="", to_tag=""):
+    lines = [f"{method} sip:{user}@127.0.0.1:5086 SIP/2.0",
+             "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfz1",
+             "Max-Forwards: 70", "From: <sip:1006@127.0.0.1>;tag=pbx1",
+             f"To: <sip:{user}@127.0.0.1>{to_tag}", "Call-ID: fz1@pbx",
+             f"CSeq: {cseq} {method}", "Contact: <sip:1006@127.0.0.1:5060>"]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return crlf(lines) + "\r\n" + body
+
+
+for user in ["1001", "301", "342"]:
+    put("sip_endpoint", f"invite_{user}", sip_request("INVITE", user, 1, SIP_SDP))
+    put("sip_endpoint", f"invite_{user}_offerless", sip_request("INVITE", user, 1))
+    put("sip_endpoint", f"cancel_{user}", sip_request("CANCEL", user, 1))
+put("sip_endpoint", "bye", sip_request("BYE", "301", 2, to_tag=";tag=x"))
