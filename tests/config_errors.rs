@@ -243,6 +243,29 @@ fn bad_groups_and_the_sip_member_warning() {
     assert!(effective.contains("3[02-99] = app:flat{n}"), "{effective}");
 }
 
+/// `[media] codecs` without G.711 loads, with a warning naming the line: most SIP peers
+/// offer nothing else.
+#[test]
+fn codecs_without_g711_are_warned_about() {
+    let (_, warnings) = Config::from_str("[media]\n\ncodecs = opus\n", Path::new(FILE)).unwrap();
+    let warning = warnings
+        .iter()
+        .map(ToString::to_string)
+        .find(|w| w.contains("[media] codecs"))
+        .expect("a warning");
+    assert!(
+        warning.contains(":3:") && warning.contains("488"),
+        "{warning}"
+    );
+    let (_, warnings) = Config::from_str("[media]\ncodecs = opus,pcma\n", Path::new(FILE)).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.to_string().contains("[media] codecs")),
+        "{warnings:?}"
+    );
+}
+
 /// `[door]`: a sequence of DTMF digits, a hook at an IP address over plain HTTP.
 #[test]
 fn bad_door_settings() {

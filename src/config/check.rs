@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use super::read::Reader;
-use super::{Config, ConfigError, ErrorKind, MemberKind};
+use super::{Codec, Config, ConfigError, ErrorKind, MemberKind};
 
 /// Below this an `[auth] secret` is easy to guess.
 const SECRET_MIN_LEN: usize = 16;
@@ -176,6 +176,21 @@ impl Config {
                 None,
                 users_line,
                 "ignored: with sip_svr set srgate is not a registrar",
+            );
+        }
+        if !self
+            .media
+            .codecs
+            .iter()
+            .any(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        {
+            let line = r.line("media", "codecs");
+            r.warn(
+                "media",
+                Some("codecs"),
+                line,
+                "no G.711 (pcmu, pcma): a PBX or phone that offers only G.711, as most do, \
+                 is refused with 488",
             );
         }
         for g in self.groups.iter() {
