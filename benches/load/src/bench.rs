@@ -1001,7 +1001,18 @@ fn measure(
     let _ = load.take_rtt();
     let rss_start_kb = procfs::rss_kb(pid);
     let start = Instant::now();
-    let mut samples = Vec::new();
+    // a soak's first sample is the window's start
+    let mut samples: Vec<report::Sample> = sample_every
+        .map(|_| report::Sample {
+            t_s: 0.0,
+            rss_kb: rss_start_kb,
+            anon_kb: procfs::rss_anon_kb(pid),
+            fds: procfs::open_fds(pid),
+            sent: 0,
+            received: 0,
+        })
+        .into_iter()
+        .collect();
     let mut next_sample = sample_every.map(|every| start + every);
     drive_until(
         load,

@@ -347,6 +347,7 @@ mod tests {
             srgate: SideFigures {
                 rss_start_kb: 8000,
                 samples: vec![
+                    sample(0, 8000, 0, 0),
                     sample(60, 8040, 1000, 1000),
                     sample(120, 8100, 2000, 1990),
                     sample(180, 8020, 3000, 2990),
@@ -396,7 +397,9 @@ mod tests {
             .iter()
             .map(|x| x["loss"].as_f64().unwrap())
             .collect();
-        assert_eq!(losses, [0.0, 0.01, 0.0], "{soak}");
+        assert_eq!(losses, [0.0, 0.0, 0.01, 0.0], "{soak}");
+        // from the end of the first interval (8040 KB) to the end (8040 KB)
+        assert_eq!(soak["rss_drift_after_first_interval"], 0.0, "{soak}");
         assert!(md.contains("**drift 0.500 %**"), "{md}");
         let _ = fs::remove_dir_all(&dir);
     }

@@ -353,6 +353,15 @@ impl SoakFigures {
             .unwrap_or(0)
     }
 
+    /// RSS growth from the end of the first interval (the sample after the window's start)
+    /// to the window's end: the drift once buffers reached their high-water mark. None
+    /// with fewer than three samples.
+    pub fn settled_drift(&self) -> Option<f64> {
+        let s = &self.srgate;
+        let first = s.samples.get(1).filter(|_| s.samples.len() >= 3)?.rss_kb;
+        (first > 0).then(|| (s.rss_kb as f64 - first as f64) / first as f64)
+    }
+
     /// Each sample with the loss of the frames sent since the one before it.
     pub fn intervals(&self) -> Vec<(&Sample, f64)> {
         let mut before = (0, 0);
@@ -410,7 +419,7 @@ fn soak_section(m: &mut String, k: &SoakFigures) {
         "\n## Soak\n\n{} relayed calls ({} up) through one srgate for {:.0} s: loss {:.4} % \
          ({} damaged), {:.2} µs CPU per packet, p99 round trip {:.2} ms; RSS {:.1} MB at the \
          window's start, {:.1} MB at its end, {:.1} MB at most: **drift {:.3} %** (target < 1 % \
-         over an hour); open descriptors {} before the first call, {} with the calls up, **{} \
+         over an hour; {} from the end of the first interval); open descriptors {} before the first call, {} with the calls up, **{} \
          after the last ended**; `/health` calls after: {}.{}\n",
         k.calls,
         s.calls_up,
@@ -423,6 +432,8 @@ fn soak_section(m: &mut String, k: &SoakFigures) {
         s.rss_kb as f64 / 1024.0,
         k.max_rss_kb() as f64 / 1024.0,
         s.rss_drift() * 100.0,
+        k.settled_drift()
+            .map_or("–".to_string(), |x| format!("{:.3} %", x * 100.0)),
         s.idle_fds,
         s.open_fds,
         s.after_fds,
@@ -683,6 +694,7 @@ pub fn to_json(r: &Results) -> Value {
                 "rss_end_kb": s.rss_kb,
                 "rss_max_kb": k.max_rss_kb(),
                 "rss_drift": round(s.rss_drift(), 5),
+                "rss_drift_after_first_interval": k.settled_drift().map(|x| round(x, 5)),
                 "idle_fds": s.idle_fds,
                 "open_fds": s.open_fds,
                 "fds_after": s.after_fds,
