@@ -37,6 +37,7 @@ fn offer_from_phone(scene: &mut Scene, sip: SipCallId, sdp: String) {
         cus_data: None,
         sdp,
         group: None,
+        sip_member: false,
     });
 }
 

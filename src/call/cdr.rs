@@ -2,9 +2,9 @@
 //! `[calls] cdr_file` by the I/O shell.
 //!
 //! Fields: `call` (the browser protocol's call id), `user` (the app user), `peer` (the SIP
-//! number called or calling; `echo`), `direction` (`app_to_sip`, `sip_to_app`, `echo`),
-//! `start`, `answer` (null when never answered), `end` (Unix milliseconds),
-//! `duration_ms` (answer to end), `sip_code` (the final SIP code when one was sent or
+//! number called or calling; `echo`), `direction` (`app_to_sip`, `sip_to_app`, `echo`,
+//! `sip_to_sip`: then `user` is the SIP user called and `peer` the caller), `start`,
+//! `answer` (null when never answered), `end` (Unix milliseconds), `duration_ms` (answer to end), `sip_code` (the final SIP code when one was sent or
 //! received), `reason` (how it ended), `codec_webrtc`, `codec_sip`, `mode` (`relay`,
 //! `transcode`, or null when media never flowed), and per leg the packets in and out
 //! and the packets lost (RFC 3550 A.3, as srgate received them).
@@ -99,6 +99,46 @@ impl Cdr {
                            "lost": lost_webrtc, "srtp_errors": browser.srtp_errors},
                 "sip": {"rtp_in": sip.rtp_in, "rtp_out": sip.rtp_out, "lost": lost_sip,
                         "refused": sip.refused, "rtp_port": call.port},
+            }),
+        }
+    }
+
+    /// A SIP ↔ SIP call: `user` is the callee, `peer` the caller, the legs are `caller`
+    /// and `callee`; `codec_sip` the relayed codec, `mode` relay.
+    pub(super) fn pair(
+        id: &str,
+        call: &super::sip_pair::SipPairCall,
+        start_ms: u64,
+        answer_ms: Option<u64>,
+        end_ms: u64,
+        sip_code: Option<u16>,
+        reason: &str,
+    ) -> Cdr {
+        let leg = |l: &super::sip_pair::PairLeg| {
+            let c = l.counters;
+            json!({"rtp_in": c.rtp_in, "rtp_out": c.rtp_out, "refused": c.refused,
+                   "rtp_port": l.port})
+        };
+        let duration = answer_ms.map(|a| end_ms.saturating_sub(a));
+        let sip_code = sip_code.or(answer_ms.map(|_| 200));
+        Cdr {
+            value: json!({
+                "call": id,
+                "user": call.callee,
+                "peer": call.caller,
+                "direction": "sip_to_sip",
+                "group": call.group,
+                "start": start_ms,
+                "answer": answer_ms,
+                "end": end_ms,
+                "duration_ms": duration,
+                "sip_code": sip_code,
+                "reason": reason,
+                "codec_webrtc": null,
+                "codec_sip": call.codec.map(|c| c.encoding_name()),
+                "mode": answer_ms.map(|_| "relay"),
+                "caller": leg(&call.a),
+                "callee": leg(&call.b),
             }),
         }
     }

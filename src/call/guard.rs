@@ -28,17 +28,24 @@ impl Calls {
             crate::pii::Pii(&key.0)
         );
         let standing = match self.slots.get_mut(slot).and_then(Option::as_mut) {
-            Some((_, Call::Bridge(b))) => Standing::end_sip_leg(b, now, 500, ctx),
-            Some((_, Call::Echo(_))) => Standing {
+            Some((_, Call::Bridge(b))) => Some(Standing::end_sip_leg(b, now, 500, ctx)),
+            Some((_, Call::Echo(_))) => Some(Standing {
                 answered: true,
                 incoming: false,
-            },
-            None => Standing {
+            }),
+            // no app user to tell
+            Some((_, Call::Pair(_))) => {
+                self.end_pair(now, slot, 500, ctx);
+                None
+            }
+            None => Some(Standing {
                 answered: false,
                 incoming: false,
-            },
+            }),
         };
-        self.say(&key.0, standing.message(&key.1, HangupReason::Error));
+        if let Some(standing) = standing {
+            self.say(&key.0, standing.message(&key.1, HangupReason::Error));
+        }
         // Freeing may touch the broken state again: guarded too, and if that fails the
         // slot is simply dropped with its index entries.
         let mut this = std::panic::AssertUnwindSafe(&mut *self);
@@ -48,23 +55,28 @@ impl Calls {
         })
         .is_ok();
         if !ok {
-            self.index.remove(&key);
-            // the call (and with it its ufrag) may be gone: every entry is looked at
-            self.unindex_browser(slot, None);
-            self.by_sip.retain(|_, s| *s != slot);
-            self.by_port.retain(|_, s| *s != slot);
-            // remove() may have taken the slot (and reported it) before it panicked
-            if let Some((_, call)) = self.slots.get_mut(slot).and_then(Option::take) {
-                let sip = match call {
-                    Call::Bridge(b) => Some(b.sip),
-                    Call::Echo(_) => None,
-                };
-                self.vacate(slot);
-                self.routes.push_back(link::RouteChange::Removed {
-                    key: key.clone(),
-                    sip,
-                });
-            }
+            self.drop_slot(slot, key);
+        }
+    }
+
+    /// Takes the call in `slot` out of every index without touching its state (freeing it
+    /// panicked).
+    fn drop_slot(&mut self, slot: usize, key: super::CallKey) {
+        self.index.remove(&key);
+        // the call (and with it its ufrag) may be gone: every entry is looked at
+        self.unindex_browser(slot, None);
+        self.by_sip.retain(|_, s| *s != slot);
+        self.by_port.retain(|_, s| *s != slot);
+        // remove() may have taken the slot (and reported it) before it panicked
+        if let Some((_, call)) = self.slots.get_mut(slot).and_then(Option::take) {
+            let sip = match call {
+                Call::Bridge(b) => Some(b.sip),
+                Call::Pair(p) => Some(p.a.sip),
+                Call::Echo(_) => None,
+            };
+            self.vacate(slot);
+            self.routes
+                .push_back(link::RouteChange::Removed { key, sip });
         }
     }
 }

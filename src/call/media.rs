@@ -54,7 +54,7 @@ impl Calls {
                 guarded(|| call.handle_browser(now, from, local, data, arena)),
                 check && call.browser.as_ref().is_some_and(|b| b.accepts_from(from)),
             ),
-            None => return,
+            Some((_, Call::Pair(_))) | None => return,
         };
         // Later non-STUN datagrams from this address belong to this call once one of its
         // ICE checks from there passed, MESSAGE-INTEGRITY included: a check with a
@@ -82,12 +82,17 @@ impl Calls {
         };
         self.touch(slot);
         let arena = &mut self.relay;
-        if let Some((_, Call::Bridge(b))) = self.slots.get_mut(slot).and_then(Option::as_mut) {
-            let rtcp = port != b.port;
-            if guarded(|| b.handle_sip(now, from, data, rtcp, arena)).is_none() {
-                self.poisoned(now, slot, ctx);
-                return;
+        let handled = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) => {
+                let rtcp = port != b.port;
+                guarded(|| b.handle_sip(now, from, data, rtcp, arena))
             }
+            Some((_, Call::Pair(p))) => guarded(|| p.handle_rtp(now, port, from, data, arena)),
+            _ => Some(()),
+        };
+        if handled.is_none() {
+            self.poisoned(now, slot, ctx);
+            return;
         }
         self.after(now, slot, Step::Continue, ctx);
     }
@@ -130,6 +135,7 @@ impl Calls {
                     messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));
                 }
             }
+            Some((_, Call::Pair(_))) => {}
             None => return,
         }
         if let Some(mode) = mode {
@@ -164,6 +170,10 @@ impl Calls {
                     let ntp = ntp_at(self.cfg.clock_anchor, now);
                     let arena = &self.relay;
                     guarded(|| c.poll_transmit(now, ntp, buf, arena))
+                }
+                Some((_, Call::Pair(c))) => {
+                    let arena = &self.relay;
+                    guarded(|| c.poll_transmit(buf, arena))
                 }
                 None => Some(None),
             };

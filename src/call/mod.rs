@@ -58,6 +58,7 @@ mod media;
 mod requests;
 pub mod router;
 mod sip_events;
+mod sip_pair;
 mod slots;
 mod timers;
 
@@ -233,6 +234,8 @@ pub const ACCEPT_WAIT: Duration = Duration::from_secs(20);
 enum Call {
     Echo(Box<EchoCall>),
     Bridge(Box<BridgeCall>),
+    /// SIP ↔ SIP (standalone): no app user in it.
+    Pair(Box<sip_pair::SipPairCall>),
 }
 
 /// Counters for `/metrics`.
@@ -493,6 +496,12 @@ impl Calls {
                 incoming: false,
             },
             Some((_, Call::Bridge(b))) => Standing::end_sip_leg(b, now, 480, ctx),
+            Some((_, Call::Pair(_))) => {
+                self.end_pair(now, slot, 480, ctx);
+                let code = (reason == HangupReason::Timeout).then_some(408);
+                self.remove(now, slot, ctx, code, reason.as_str());
+                return;
+            }
             None => return,
         };
         self.say(&key.0, standing.message(&key.1, reason));

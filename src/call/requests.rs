@@ -83,10 +83,11 @@ impl Calls {
         let (user, request) = match request {
             CallRequest::Call { user, request } => (user, request),
             CallRequest::UserGone { user } => {
+                // (a SIP user's calls share the name's key space, and are not the app's)
                 let slots: Vec<usize> = self
                     .index
                     .iter()
-                    .filter(|(k, _)| k.0 == user)
+                    .filter(|(k, s)| k.0 == user && !self.is_pair(**s))
                     .map(|(_, s)| *s)
                     .collect();
                 for slot in slots {
@@ -97,7 +98,8 @@ impl Calls {
         };
         let slot = request
             .id()
-            .and_then(|id| self.index.get(&(user.clone(), id.to_string())).copied());
+            .and_then(|id| self.index.get(&(user.clone(), id.to_string())).copied())
+            .filter(|s| !self.is_pair(*s));
         match request {
             Request::Invite {
                 id,
@@ -193,7 +195,7 @@ impl Calls {
                 return;
             }
             Some((_, Call::Bridge(b))) => b.send_dtmf(now, digits),
-            None => return,
+            Some((_, Call::Pair(_))) | None => return,
         };
         if !sent {
             self.refuse(
@@ -553,7 +555,7 @@ impl Calls {
                     }
                 }
             }
-            None => return,
+            Some((_, Call::Pair(_))) | None => return,
         };
         if let Some(text) = text {
             self.say(&key.0, text);

@@ -335,6 +335,7 @@ mod tests {
             cus_data: None,
             sdp: String::new(),
             group: None,
+            sip_member: false,
         }
     }
 

@@ -47,6 +47,12 @@ impl Calls {
     }
 
     fn sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
+        if let Some(id) = event.call_id()
+            && let Some(&slot) = self.by_sip.get(&id)
+            && self.is_pair(slot)
+        {
+            return self.pair_event(now, slot, event, ctx);
+        }
         match event {
             SipEvent::IncomingCall {
                 id,
@@ -56,6 +62,7 @@ impl Calls {
                 cus_data,
                 sdp,
                 group,
+                sip_member,
             } => self.incoming(
                 now,
                 id,
@@ -66,6 +73,7 @@ impl Calls {
                     cus_data,
                     group,
                     sdp,
+                    sip_member,
                 },
                 ctx,
             ),
@@ -314,10 +322,38 @@ impl Calls {
             cus_data,
             group,
             sdp,
+            sip_member,
         } = invitation;
-        let (caller, sdp) = (caller.as_str(), sdp.as_str());
         self.metrics.sip_invites_in += 1;
-        if !protocol::valid_user(app_user) || !(ctx.online)(app_user) {
+        // Standalone: a SIP user (a ring group's sip: member, or a callee who is not an
+        // app user logged in) is called through srgate as a SIP ↔ SIP call.
+        let online = protocol::valid_user(app_user) && (ctx.online)(app_user);
+        let to_sip = self.cfg.standalone && (sip_member || !online);
+        if to_sip {
+            let refused = if self.index.len() >= self.cfg.max_calls {
+                Some((503, "OVERLOADED"))
+            } else if self.index.keys().filter(|k| k.0 == app_user).count() >= MAX_CALLS_PER_USER {
+                Some((486, "TOO_MANY_CALLS"))
+            } else {
+                None
+            };
+            if let Some((code, reason)) = refused {
+                ctx.sip.reject(now, sip, code);
+                self.record_attempt(now, app_user, &caller, "sip_to_sip", Some(code), reason);
+                return;
+            }
+            let req = super::sip_pair::PairRequest {
+                sip,
+                callee: app_user.to_string(),
+                caller,
+                caller_name,
+                group,
+                sdp,
+            };
+            return self.incoming_pair(now, req, ctx);
+        }
+        let (caller, sdp) = (caller.as_str(), sdp.as_str());
+        if !online {
             log::info!(
                 "SIP call for {}: not logged in → 480",
                 crate::pii::Pii(app_user)
@@ -471,4 +507,6 @@ struct Invitation {
     group: Option<String>,
     /// The caller's SDP offer (empty: none, srgate offers).
     sdp: String,
+    /// The callee is a ring group's `sip:` member.
+    sip_member: bool,
 }

@@ -46,6 +46,13 @@ impl Calls {
             self.by_port.insert(b.port, slot);
             self.by_port.insert(b.port.wrapping_add(1), slot);
         }
+        if let Call::Pair(p) = &call {
+            for leg in [&p.a, &p.b] {
+                self.by_sip.insert(leg.sip, slot);
+                self.by_port.insert(leg.port, slot);
+                self.by_port.insert(leg.port.wrapping_add(1), slot);
+            }
+        }
         self.index.insert(key.clone(), slot);
         self.slots[slot] = Some((key, call));
         self.touch(slot);
@@ -126,6 +133,11 @@ impl Calls {
                 key: key.clone(),
                 sip: Some(b.sip),
             },
+            // (the callee's leg is routed by the shard with the endpoint, which started it)
+            Some((key, Call::Pair(p))) => link::RouteChange::Added {
+                key: key.clone(),
+                sip: Some(p.a.sip),
+            },
             None => return,
         };
         self.routes.push_back(change);
@@ -189,6 +201,11 @@ impl Calls {
         }
     }
 
+    /// Whether `slot` holds a SIP ↔ SIP call (no app user in it).
+    pub(super) fn is_pair(&self, slot: usize) -> bool {
+        matches!(self.slots.get(slot), Some(Some((_, Call::Pair(_)))))
+    }
+
     pub(super) fn key_of(&self, slot: usize) -> Option<CallKey> {
         self.slots
             .get(slot)
@@ -234,6 +251,7 @@ impl Calls {
             key: key.clone(),
             sip: match &call {
                 Call::Bridge(b) => Some(b.sip),
+                Call::Pair(p) => Some(p.a.sip),
                 Call::Echo(_) => None,
             },
         });
@@ -241,12 +259,16 @@ impl Calls {
         let ufrag = match &call {
             Call::Echo(echo) => Some(echo.browser_ref().local_ufrag()),
             Call::Bridge(b) => b.browser.as_ref().map(|b| b.local_ufrag()),
+            Call::Pair(_) => None,
         };
-        self.unindex_browser(slot, ufrag);
+        if !matches!(call, Call::Pair(_)) {
+            self.unindex_browser(slot, ufrag);
+        }
         self.metrics.ended += 1;
         let failed = match &call {
             Call::Echo(echo) => Some(echo.browser_ref().counters()),
             Call::Bridge(b) => b.browser.as_ref().map(|b| b.counters()),
+            Call::Pair(_) => None,
         };
         if let Some(c) = failed {
             self.metrics.ice_failures += u64::from(c.ice_failed);
@@ -290,6 +312,44 @@ impl Calls {
                     crate::pii::Pii(&key.0),
                     b.way.name(),
                     cdr.summary()
+                );
+                self.cdrs.push_back(cdr);
+            }
+            Call::Pair(mut p) => {
+                for (alive, sip) in [(p.a.alive, p.a.sip), (p.b.alive, p.b.sip)] {
+                    if alive {
+                        ctx.sip.hangup(now, sip);
+                    }
+                }
+                (p.a.alive, p.b.alive) = (false, false);
+                for port in [p.a.port, p.b.port] {
+                    self.by_port.remove(&port);
+                    self.by_port.remove(&port.wrapping_add(1));
+                    ctx.ports.close(port);
+                }
+                self.by_sip.remove(&p.a.sip);
+                self.by_sip.remove(&p.b.sip);
+                if let Some(answered) = p.answered {
+                    let seconds = answered.saturating_duration_since(p.started).as_secs_f64();
+                    self.metrics
+                        .answer_time
+                        .observe(&super::ANSWER_TIME_BOUNDS, seconds);
+                }
+                let cdr = Cdr::pair(
+                    &key.1,
+                    &p,
+                    self.unix_ms(p.started),
+                    p.answered.map(|t| self.unix_ms(t)),
+                    self.unix_ms(now),
+                    code,
+                    reason,
+                );
+                log::info!(
+                    "call {} from {} to SIP user {} ended ({reason}): {}",
+                    key.1,
+                    crate::pii::Pii(&p.caller),
+                    crate::pii::Pii(&p.callee),
+                    p.rtp_summary()
                 );
                 self.cdrs.push_back(cdr);
             }

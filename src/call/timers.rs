@@ -22,6 +22,7 @@ impl Calls {
             let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
                 Some((_, Call::Echo(c))) => guarded(|| c.poll_timeout()),
                 Some((_, Call::Bridge(c))) => guarded(|| c.poll_timeout()),
+                Some((_, Call::Pair(c))) => guarded(|| c.poll_timeout()),
                 None => continue,
             };
             let Some(meta) = self.meta.get_mut(slot) else {
@@ -118,6 +119,26 @@ impl Calls {
 
     fn timeout_of(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>) {
         let step = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Pair(p))) => {
+                if p.deadline.is_some_and(|d| d <= now) {
+                    // nobody answered in time: CANCEL toward the callee, 480 to the caller
+                    log::info!(
+                        "SIP call to SIP user {}: not answered in time",
+                        crate::pii::Pii(&p.callee)
+                    );
+                    self.end_pair(now, slot, 480, ctx);
+                    return self.remove(now, slot, ctx, Some(480), "INVITATION_EXPIRE");
+                }
+                if let Some(side) = p.silent_leg(now) {
+                    log::info!(
+                        "SIP call to SIP user {}: no RTP from the {side:?} leg for {:?}",
+                        crate::pii::Pii(&p.callee),
+                        p.rtp_timeout
+                    );
+                    return self.fail(now, slot, HangupReason::Timeout, ctx);
+                }
+                return;
+            }
             Some((_, Call::Echo(c))) => match guarded(|| c.handle_timeout(now)) {
                 Some(step) => step,
                 None => return self.poisoned(now, slot, ctx),

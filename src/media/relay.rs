@@ -151,6 +151,18 @@ impl Relay {
         frame_ticks: u32,
         arena: &mut RelayArena,
     ) -> Result<(), RelayError> {
+        self.push_as(packet, self.out_pt, frame_ticks, arena)
+    }
+
+    /// [`Relay::push`] with payload type `out_pt` instead of the direction's own (a
+    /// telephone-event packet in the same stream: one sequence and timestamp space).
+    pub fn push_as(
+        &mut self,
+        packet: &rtp::Packet<&[u8]>,
+        out_pt: u8,
+        frame_ticks: u32,
+        arena: &mut RelayArena,
+    ) -> Result<(), RelayError> {
         let bytes = packet.as_bytes();
         if bytes.len() > self.max {
             return Err(RelayError::TooLarge);
@@ -186,7 +198,7 @@ impl Relay {
         let slot = &mut arena.buf[start..start + bytes.len()];
         slot.copy_from_slice(bytes);
         let mut out = rtp::Packet::new_unchecked(slot);
-        out.set_payload_type(self.out_pt);
+        out.set_payload_type(out_pt);
         out.set_marker(marker);
         out.set_sequence_number(out_seq);
         out.set_timestamp(out_ts);

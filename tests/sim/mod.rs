@@ -122,6 +122,7 @@ impl Scene {
             cus_data: Some("floor 2".into()),
             sdp: phone_sdp(self.phone, true, "sendrecv"),
             group: None,
+            sip_member: false,
         });
         let invitation = self.one_message();
         self.id = invitation["id"].as_str().expect("an id").to_owned();

@@ -333,17 +333,22 @@ impl Endpoint {
             return;
         };
         let callee = callee.to_string();
-        // a ring group's number rings its app members (none: nobody there)
-        let group: Option<Vec<String>> = self.cfg.groups.members(&callee).map(|members| {
-            members
-                .into_iter()
-                .filter(|(kind, _)| *kind == MemberKind::App)
-                .map(|(_, name)| name)
-                .collect()
-        });
+        // a ring group's number rings its members: app members, and in standalone mode
+        // its sip: members too, but not the caller itself (none left: nobody there)
+        let standalone = self.cfg.server.is_none();
+        let group: Option<Vec<(MemberKind, String)>> =
+            self.cfg.groups.members(&callee).map(|members| {
+                members
+                    .into_iter()
+                    .filter(|(kind, name)| match kind {
+                        MemberKind::App => true,
+                        MemberKind::Sip => standalone && asserted.as_deref() != Some(name),
+                    })
+                    .collect()
+            });
         if group.as_ref().is_some_and(Vec::is_empty) {
             log::info!(
-                "INVITE for ring group {}: no app member → 480",
+                "INVITE for ring group {}: no member to ring → 480",
                 crate::pii::Pii(&callee)
             );
             self.respond(now, key, 480, "Temporarily Unavailable", &[]);

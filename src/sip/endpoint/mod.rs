@@ -106,6 +106,9 @@ pub enum Event {
         /// The ring group (`[groups]`) the caller dialled when this is one of its
         /// branches: the first branch claimed takes the call, the others are cancelled.
         group: Option<String>,
+        /// The branch is for the group's `sip:` member `app_user` (a SIP user, called by
+        /// srgate), not an app user.
+        sip_member: bool,
     },
     /// An outgoing call got 180 or 183 (with early-media SDP when present).
     CallProgress {

@@ -1,5 +1,6 @@
 //! Ring groups (part of the SIP endpoint's calls): an INVITE for a `[groups]` number is
-//! offered to every app member at once. The caller's INVITE stays one call here (the
+//! offered to every member at once (an app member is invited by the call layer, a `sip:`
+//! member called by it, standalone mode). The caller's INVITE stays one call here (the
 //! *parent*); each member is offered a *branch* of it, an incoming call of its own id
 //! ([`Event::IncomingCall`] with `group`), which the call layer rings, claims, answers or
 //! rejects like any other.
@@ -17,6 +18,7 @@
 use std::time::Instant;
 
 use super::{INCOMING_BIT, SipCallId};
+use crate::config::MemberKind;
 use crate::sip::endpoint::{Endpoint, Event};
 
 /// The branches of a parent call not claimed yet.
@@ -53,10 +55,10 @@ impl Endpoint {
         &mut self,
         parent: SipCallId,
         offer: Offered,
-        members: &[String],
+        members: &[(MemberKind, String)],
     ) {
         let mut fork = Fork::default();
-        for member in members {
+        for (kind, member) in members {
             self.calls.next_incoming += 1;
             let branch = SipCallId(INCOMING_BIT | self.calls.next_incoming);
             self.calls.branches.insert(branch, parent);
@@ -69,6 +71,7 @@ impl Endpoint {
                 cus_data: offer.cus_data.clone(),
                 sdp: offer.sdp.clone(),
                 group: Some(offer.called.clone()),
+                sip_member: *kind == MemberKind::Sip,
             });
         }
         if let Some(c) = self.calls.calls.get_mut(&parent) {

@@ -161,7 +161,7 @@ impl Endpoint {
         msg: &Message<'_>,
         app_user: &str,
         asserted: Option<&str>,
-        group: Option<&[String]>,
+        group: Option<&[(crate::config::MemberKind, String)]>,
     ) {
         // Without an offer (RFC 3261 §13.2.1: the PBX lets srgate offer) the call goes
         // on with an empty `sdp`: srgate's offer goes in the 200, the answer in the ACK.
@@ -304,6 +304,7 @@ impl Endpoint {
             cus_data,
             sdp,
             group: None,
+            sip_member: false,
         });
     }
 
