@@ -203,8 +203,8 @@ fn bad_acc_rule() {
 }
 
 /// A bad `[groups]` line names its line and key and says which member is wrong; a good
-/// one with a `sip:` member loads with a warning (SIP members are not rung), and the
-/// effective configuration (`srgate check`) prints the groups.
+/// one loads, with a warning for a `sip:` member that is no `[users]` name (it can never
+/// register), and the effective configuration (`srgate check`) prints the groups.
 #[test]
 fn bad_groups_and_the_sip_member_warning() {
     let err = expect(
@@ -224,17 +224,24 @@ fn bad_groups_and_the_sip_member_warning() {
     );
     assert!(err.message.contains("differ in width"), "{err}");
     let (config, warnings) = Config::from_str(
-        "[users]\n3011 = pw-3011\n[groups]\n301 = app:anna, sip:3011\n3[02-99] = app:flat{n}\n",
+        "[users]\n3011 = pw-3011\n[groups]\n301 = app:anna, sip:3011\n3[02-99] = app:flat{n}\n\
+         303 = app:carl, sip:3031\n",
         Path::new(FILE),
     )
     .expect("valid groups");
-    let warning = warnings
-        .iter()
-        .map(ToString::to_string)
-        .find(|w| w.contains("[groups] 301"))
-        .expect("a warning about the sip: member");
-    assert!(warning.contains(":4:"), "{warning}");
-    assert!(warning.contains("not rung"), "{warning}");
+    let about = |key: &str| {
+        warnings
+            .iter()
+            .map(ToString::to_string)
+            .find(|w| w.contains(&format!("[groups] {key}")))
+    };
+    assert_eq!(about("301"), None, "3011 is a [users] phone: {warnings:?}");
+    let warning = about("303").expect("a warning about sip:3031");
+    assert!(warning.contains(":6:"), "{warning}");
+    assert!(
+        warning.contains("sip:3031 is not a [users] name"),
+        "{warning}"
+    );
     let effective = config.effective();
     assert!(
         effective.contains("301 = app:anna, sip:3011"),

@@ -195,13 +195,29 @@ impl Config {
         }
         for g in self.groups.iter() {
             let line = r.line("groups", &g.key);
-            if g.members.iter().any(|m| m.kind == MemberKind::Sip) {
+            let sip_members = g.members.iter().filter(|m| m.kind == MemberKind::Sip);
+            if !self.standalone() {
+                if sip_members.count() > 0 {
+                    r.warn(
+                        "groups",
+                        Some(&g.key),
+                        line,
+                        "its sip: members are not rung: with sip_svr set srgate is not a \
+                         registrar (the PBX calls its phones); only its app: members ring",
+                    );
+                }
+            } else if let Some(m) = sip_members
+                .filter(|m| !m.written().contains("{n}"))
+                .find(|m| !self.users.iter().any(|(name, _)| name == m.written()))
+            {
                 r.warn(
                     "groups",
                     Some(&g.key),
                     line,
-                    "its sip: members are not rung: srgate does not place SIP-to-SIP calls \
-                     yet; only its app: members ring",
+                    &format!(
+                        "sip:{} is not a [users] name: it cannot register, so it never rings",
+                        m.written()
+                    ),
                 );
             }
             if self.users.iter().any(|(name, _)| *name == g.key) {

@@ -46,6 +46,11 @@ impl Member {
     pub fn name_for(&self, number: &str) -> String {
         self.name.replace("{n}", number)
     }
+
+    /// The name as written (`{n}` standing for the number called in a range).
+    pub fn written(&self) -> &str {
+        &self.name
+    }
 }
 
 /// One `[groups]` line.

@@ -7,8 +7,8 @@ use super::tests::{
 };
 use super::*;
 
-/// An endpoint whose group 301 is anna, ben and carl (and a SIP phone, not rung), and
-/// whose group 302 has only a SIP phone.
+/// An endpoint (proxy mode) whose group 301 is anna, ben and carl (and a SIP phone, not
+/// rung: the PBX, not srgate, calls its phones), and whose group 302 has only a SIP phone.
 fn ep(now: Instant) -> Endpoint {
     let mut groups = crate::config::Groups::default();
     groups
