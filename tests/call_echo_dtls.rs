@@ -45,6 +45,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
     CallsConfig {
         media_addr: addr(SRGATE),
         rtp_ip: addr(SRGATE).ip(),
+        loop_ip: addr(SRGATE).ip(),
         codecs: vec![Codec::Opus],
         opus_complexity: 5,
         rtp_timeout: Duration::from_secs(30),

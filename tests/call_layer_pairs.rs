@@ -53,6 +53,7 @@ fn door_calls_the_monitor(s: &mut Shard) -> OutgoingCall {
         sdp: phone_sdp(addr(DOOR), true, "sendrecv"),
         group: Some("301".into()),
         sip_member: true,
+        internal: false,
     });
     match s.commands().as_slice() {
         [SipCommand::Start(call)] => call.clone(),
@@ -258,6 +259,7 @@ fn an_offer_without_a_codec_srgate_relays_is_refused_with_488() {
         sdp: offer,
         group: None,
         sip_member: true,
+        internal: false,
     });
     assert!(
         matches!(s.commands().as_slice(), [SipCommand::RejectOffer(A, _)]),

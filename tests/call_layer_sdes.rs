@@ -38,6 +38,7 @@ fn offer_from_phone(scene: &mut Scene, sip: SipCallId, sdp: String) {
         sdp,
         group: None,
         sip_member: false,
+        internal: false,
     });
 }
 

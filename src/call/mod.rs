@@ -92,6 +92,10 @@ pub struct CallsConfig {
     /// The address srgate advertises for RTP toward SIP (`public_ip`, else the SIP
     /// listen address).
     pub rtp_ip: IpAddr,
+    /// The address srgate's RTP sockets are reached at from srgate itself (their bind
+    /// address, loopback when they bind to all): the media of calls that stay inside
+    /// srgate (app ↔ app) goes there, never through a NAT's public address.
+    pub loop_ip: IpAddr,
     /// `[media] codecs`.
     pub codecs: Vec<Codec>,
     /// `[media] opus_complexity`.

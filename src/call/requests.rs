@@ -403,6 +403,8 @@ impl Calls {
             // the offer is needed no more once sent
             sdp: std::mem::take(&mut call.local_sdp),
             headers,
+            // standalone: an app user calling another who is logged in stays inside srgate
+            local: self.cfg.standalone && callee != user && (ctx.online)(callee),
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port);

@@ -336,6 +336,7 @@ mod tests {
             sdp: String::new(),
             group: None,
             sip_member: false,
+            internal: false,
         }
     }
 

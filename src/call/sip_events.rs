@@ -63,6 +63,7 @@ impl Calls {
                 sdp,
                 group,
                 sip_member,
+                internal,
             } => self.incoming(
                 now,
                 id,
@@ -74,6 +75,7 @@ impl Calls {
                     group,
                     sdp,
                     sip_member,
+                    internal,
                 },
                 ctx,
             ),
@@ -323,6 +325,7 @@ impl Calls {
             group,
             sdp,
             sip_member,
+            internal,
         } = invitation;
         self.metrics.sip_invites_in += 1;
         // Standalone: a SIP user (a ring group's sip: member, or a callee who is not an
@@ -349,6 +352,7 @@ impl Calls {
                 caller_name,
                 group,
                 sdp,
+                internal,
             };
             return self.incoming_pair(now, req, ctx);
         }
@@ -397,6 +401,11 @@ impl Calls {
             })
         });
         let remote = match offered.transpose() {
+            // an internal call's offer is srgate's own: its media is reached at loop_ip
+            Ok(r) if internal => r.map(|mut r| {
+                r.addr = std::net::SocketAddr::new(self.cfg.loop_ip, r.addr.port());
+                r
+            }),
             Ok(r) => r,
             Err(e) => {
                 log::info!(
@@ -430,7 +439,11 @@ impl Calls {
             Phase::Offered,
             ids,
             port,
-            self.cfg.rtp_ip,
+            if internal {
+                self.cfg.loop_ip
+            } else {
+                self.cfg.rtp_ip
+            },
             self.cfg.opus_complexity,
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
@@ -509,4 +522,7 @@ struct Invitation {
     sdp: String,
     /// The callee is a ring group's `sip:` member.
     sip_member: bool,
+    /// An app user's call offered inside srgate: the offer's media is on srgate's own
+    /// ports, reached at `loop_ip`.
+    internal: bool,
 }

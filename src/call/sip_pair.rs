@@ -146,7 +146,9 @@ pub struct SipPairCall {
     /// The caller's offer.
     offer: RemoteRtp,
     ids: StreamIds,
-    rtp_ip: IpAddr,
+    /// srgate's RTP address toward the caller and toward the callee.
+    a_ip: IpAddr,
+    b_ip: IpAddr,
     session_id: u64,
 }
 
@@ -162,7 +164,7 @@ impl SipPairCall {
         (b_sip, b_port): (SipCallId, u16),
         mut offer: RemoteRtp,
         ids: StreamIds,
-        rtp_ip: IpAddr,
+        (a_ip, b_ip): (IpAddr, IpAddr),
         session_id: u64,
     ) -> Result<SipPairCall, &'static str> {
         if offer.crypto.is_some() {
@@ -186,7 +188,8 @@ impl SipPairCall {
             codec: None,
             offer,
             ids,
-            rtp_ip,
+            a_ip,
+            b_ip,
             session_id,
         })
     }
@@ -231,7 +234,7 @@ impl SipPairCall {
     /// srgate's offer to the callee: the caller's formats at srgate's address.
     pub fn offer_sdp(&self) -> String {
         build_rtp_sdp(&RtpDescription {
-            addr: SocketAddr::new(self.rtp_ip, self.b.port),
+            addr: SocketAddr::new(self.b_ip, self.b.port),
             codecs: &self.offer.codecs,
             telephone_event: self.offer.telephone_event,
             direction: self.offer.direction,
@@ -269,7 +272,7 @@ impl SipPairCall {
             _ => (None, None),
         };
         let sdp = build_rtp_sdp(&RtpDescription {
-            addr: SocketAddr::new(self.rtp_ip, self.a.port),
+            addr: SocketAddr::new(self.a_ip, self.a.port),
             codecs: &[(pt_a, codec)],
             telephone_event: te_a,
             direction: answer.direction,
@@ -469,6 +472,8 @@ pub(super) struct PairRequest {
     pub caller_name: Option<String>,
     pub group: Option<String>,
     pub sdp: String,
+    /// An app user's call offered inside srgate (its media on srgate's own ports).
+    pub internal: bool,
 }
 
 impl Calls {
@@ -491,6 +496,7 @@ impl Calls {
             caller_name,
             group,
             sdp,
+            internal,
         } = req;
         let refuse = |this: &mut Calls, ctx: &mut Ctx<'_>, code: u16, reason: &str| {
             ctx.sip.reject(now, sip, code);
@@ -507,6 +513,11 @@ impl Calls {
             return;
         }
         let offer = match parse_rtp_sdp(&sdp) {
+            // an internal caller's media is on srgate's own ports, reached at loop_ip
+            Ok(mut offer) if internal => {
+                offer.addr = SocketAddr::new(self.cfg.loop_ip, offer.addr.port());
+                offer
+            }
             Ok(offer) => offer,
             Err(e) => {
                 ctx.sip.reject_offer(now, sip, &e.to_string());
@@ -537,7 +548,14 @@ impl Calls {
             (b_sip, port_b),
             offer,
             ids,
-            self.cfg.rtp_ip,
+            (
+                if internal {
+                    self.cfg.loop_ip
+                } else {
+                    self.cfg.rtp_ip
+                },
+                self.cfg.rtp_ip,
+            ),
             session_id,
         );
         let mut call = match call {
@@ -560,6 +578,7 @@ impl Calls {
             display_name: caller_name,
             sdp: call.offer_sdp(),
             headers: Vec::new(),
+            local: false,
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port_a);
@@ -746,7 +765,7 @@ mod tests {
             (SipCallId(2), 40002),
             offer,
             ids(),
-            "127.0.0.1".parse().unwrap(),
+            ("127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap()),
             7,
         )
         .unwrap()
@@ -798,7 +817,7 @@ mod tests {
             (SipCallId(2), 3),
             srtp,
             ids(),
-            "127.0.0.1".parse().unwrap(),
+            ("127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap()),
             1,
         );
         assert!(refused.is_err());

@@ -387,9 +387,11 @@ impl<P: RtpPorts> Gateway<P> {
         };
         match message {
             ToControl::Sip(shard, command) => {
-                let command = *command;
-                if let SipCommand::Start(call) = &command {
+                let mut command = *command;
+                if let SipCommand::Start(call) = &mut command {
                     s.router.sip_started(shard, call.id);
+                    // a worker cannot tell who is logged in: shard 0 knows
+                    call.local = call.local && s.hub.is_online(&call.callee);
                 }
                 if let Err((id, e)) = command.apply(now, s.endpoint_mut()) {
                     // the shard learns it as the call's failure

@@ -166,6 +166,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let dtls = crate::webrtc::dtls::DtlsContext::new(&certificate)
         .map_err(|e| RunError(format!("DTLS context: {e:?}")))?;
     let clock_anchor = (Instant::now(), unix_time_ms());
+    let rtp_bind_ip = if config.sip.listen.ip().is_unspecified() {
+        config.sip.listen.ip()
+    } else {
+        advertised.ip()
+    };
     let calls_config = |shard: usize, media_addr: SocketAddr| -> Result<CallsConfig, RunError> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
@@ -181,6 +186,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 .collect(),
             opus_complexity: config.media.opus_complexity,
             rtp_ip: advertised.ip(),
+            loop_ip: match rtp_bind_ip {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            },
             rtp_timeout: config.media.rtp_timeout,
             sip_srtp: config.media.sip_srtp,
             invitation_timeout: config.calls.invitation_timeout,
@@ -218,11 +228,6 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             super::hook::DoorHook::start(url.clone()).map_err(|e| err("door hook thread", e))?,
         ),
         None => None,
-    };
-    let rtp_bind_ip = if config.sip.listen.ip().is_unspecified() {
-        config.sip.listen.ip()
-    } else {
-        advertised.ip()
     };
 
     let poll = Poll::new().map_err(|e| err("poll", e))?;

@@ -123,6 +123,7 @@ impl Scene {
             sdp: phone_sdp(self.phone, true, "sendrecv"),
             group: None,
             sip_member: false,
+            internal: false,
         });
         let invitation = self.one_message();
         self.id = invitation["id"].as_str().expect("an id").to_owned();

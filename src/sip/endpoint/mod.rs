@@ -109,6 +109,9 @@ pub enum Event {
         /// The branch is for the group's `sip:` member `app_user` (a SIP user, called by
         /// srgate), not an app user.
         sip_member: bool,
+        /// Offered inside srgate (an app user's call, see `calls::internal`): the offer's
+        /// media is on srgate's own RTP ports.
+        internal: bool,
     },
     /// An outgoing call got 180 or 183 (with early-media SDP when present).
     CallProgress {
@@ -444,6 +447,7 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     calls: calls::CallTable,
+    internal: calls::internal::Internal,
     shutting_down: bool,
     metrics: Metrics,
 }
@@ -509,6 +513,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             calls: calls::CallTable::default(),
+            internal: Default::default(),
             shutting_down: false,
             metrics: Metrics::default(),
         }

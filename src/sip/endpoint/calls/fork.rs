@@ -38,7 +38,7 @@ impl Fork {
 
 /// How strongly a refusal speaks for the whole group (RFC 3261 §16.7 picks 6xx first):
 /// a decline, then busy, an offer nobody can take, overload, else 480.
-fn rank(code: u16) -> u8 {
+pub(super) fn rank(code: u16) -> u8 {
     match code {
         600 | 603 => 5,
         486 => 4,
@@ -72,6 +72,7 @@ impl Endpoint {
                 sdp: offer.sdp.clone(),
                 group: Some(offer.called.clone()),
                 sip_member: *kind == MemberKind::Sip,
+                internal: false,
             });
         }
         if let Some(c) = self.calls.calls.get_mut(&parent) {
@@ -87,6 +88,10 @@ impl Endpoint {
     /// The app user of branch `id` accepted: the call is theirs, every other branch is
     /// cancelled; a branch that comes second is cancelled itself. Other calls: nothing.
     pub fn claim(&mut self, id: SipCallId) {
+        if self.is_internal_id(id) {
+            self.internal_claim(id);
+            return;
+        }
         let Some(parent) = self.parent_of(id) else {
             return;
         };

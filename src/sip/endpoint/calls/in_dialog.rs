@@ -17,6 +17,9 @@ impl Endpoint {
     /// (`application/dtmf-relay`, `duration_ms`): the way many door stations take the
     /// digit that opens the door. A call not answered yet, or gone: nothing.
     pub fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
+        if self.is_internal_id(id) {
+            return self.internal_info(id, digit, duration_ms);
+        }
         let transport = match self.calls.calls.get(&id) {
             Some(c) if c.phase == Phase::Confirmed && !c.silent => c.destination.0,
             _ => return,

@@ -12,6 +12,9 @@ use crate::wire::sip::{HeaderName, Message, MessageBuilder, reason_phrase};
 impl Endpoint {
     /// Rings an incoming call: 180.
     pub fn ring(&mut self, now: Instant, id: SipCallId) {
+        if self.is_internal_id(id) {
+            return self.internal_ring(id);
+        }
         // a ring group's caller hears one 180, at its first branch that rings
         let (id, first_only) = match self.parent_of(id) {
             Some(parent) => (parent, true),
@@ -35,6 +38,9 @@ impl Endpoint {
 
     /// Answers an incoming call with srgate's SDP: 200, retransmitted until the ACK.
     pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        if self.is_internal_id(id) {
+            return self.internal_answer(id, sdp);
+        }
         // a ring group's branch answering unclaimed claims the call first
         self.claim(id);
         let user_agent = self.cfg.user_agent.clone();
@@ -80,6 +86,9 @@ impl Endpoint {
 
     /// Refuses an incoming call that is not answered yet.
     pub fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
+        if self.is_internal_id(id) {
+            return self.internal_refuse(id, code);
+        }
         self.reject_with(now, id, code, &[]);
     }
 
@@ -87,6 +96,9 @@ impl Endpoint {
     /// `Warning: 305 srgate "..."` header (RFC 3261 §20.43: incompatible media format;
     /// quotes and control characters in `why` are left out).
     pub fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str) {
+        if self.is_internal_id(id) {
+            return self.internal_refuse(id, 488);
+        }
         let text: String = why
             .chars()
             .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
@@ -305,6 +317,7 @@ impl Endpoint {
             sdp,
             group: None,
             sip_member: false,
+            internal: false,
         });
     }
 

@@ -21,6 +21,8 @@
 //!
 //! - Ring groups (`[groups]`): the INVITE is offered to every app member at once as
 //!   branches of one call; the first claimed takes it (see `fork`).
+//! - Internal calls (standalone): an app user's call to an app user or a ring group is
+//!   offered back to the call layer without a message on the wire (see `internal`).
 //!
 //! This file holds the call table and what both directions share (hangup, BYE and CANCEL
 //! transactions, the calls' timers); `outgoing` has calls toward SIP, `incoming` calls
@@ -43,6 +45,7 @@ mod fork;
 mod fork_tests;
 mod in_dialog;
 mod incoming;
+pub(super) mod internal;
 mod outgoing;
 #[cfg(test)]
 mod tests;
@@ -68,6 +71,10 @@ pub struct OutgoingCall {
     pub sdp: String,
     /// Extra headers (e.g. `X-ArInfo`).
     pub headers: Vec<(String, String)>,
+    /// Standalone: the callee may be reached inside srgate (an app user logged in): the
+    /// call is offered back as incoming calls, not sent (see `internal`). A ring group's
+    /// number is reached inside srgate whatever this says.
+    pub local: bool,
 }
 
 /// Why a call could not be started.
@@ -445,6 +452,9 @@ impl Endpoint {
 
     /// Ends a call in whatever state it is (see the module doc); no event follows.
     pub fn hangup(&mut self, now: Instant, id: SipCallId) {
+        if self.is_internal_id(id) {
+            return self.internal_hangup(id);
+        }
         // a ring group's branch before the call is taken: it leaves the group ringing
         if self.branch_refused(now, id, 480, None) {
             return;

@@ -31,6 +31,9 @@ impl Endpoint {
         {
             return Err(CallError::BadHeader);
         }
+        if self.is_internal(&call) {
+            return self.start_internal(call);
+        }
         let domain = self.cfg.domain.clone();
         let (request_uri, destination, from_user, auth) = match (&self.cfg.server, &self.cfg.proxy)
         {

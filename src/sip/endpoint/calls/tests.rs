@@ -443,6 +443,7 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
             display_name: None,
             sdp: OFFER.into(),
             headers: vec![("X-ArInfo".into(), "data".into())],
+            local: false,
         },
     )
     .unwrap();
@@ -455,7 +456,8 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
                 caller: "1".into(),
                 display_name: None,
                 sdp: String::new(),
-                headers: vec![]
+                headers: vec![],
+                local: false,
             }
         ),
         Err(CallError::Duplicate)
