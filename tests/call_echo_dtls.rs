@@ -46,6 +46,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         media_addr: addr(SRGATE),
         rtp_ip: addr(SRGATE).ip(),
         loop_ip: addr(SRGATE).ip(),
+        ice_tcp: false,
         codecs: vec![Codec::Opus],
         opus_complexity: 5,
         rtp_timeout: Duration::from_secs(30),

@@ -269,3 +269,19 @@ fn an_offer_without_a_codec_srgate_relays_is_refused_with_488() {
     let [cdr] = records(&mut s).try_into().expect("one record");
     assert_eq!(cdr.get("sip_code").unwrap(), 488);
 }
+
+#[test]
+fn a_member_answered_elsewhere_gets_a_cancel_saying_so() {
+    let mut s = shard(|_| {});
+    let to_monitor = door_calls_the_monitor(&mut s);
+    s.sip_event(Event::CallCanceled {
+        id: A,
+        elsewhere: true,
+    });
+    match s.commands().as_slice() {
+        [SipCommand::CancelElsewhere(id)] => assert_eq!(*id, to_monitor.id),
+        other => panic!("a CANCEL with the reason toward the monitor: {other:?}"),
+    }
+    let [cdr] = records(&mut s).try_into().expect("one record");
+    assert_eq!(cdr.get("reason").unwrap(), "ANSWERED_ELSEWHERE");
+}

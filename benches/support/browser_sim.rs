@@ -59,6 +59,7 @@ pub fn config(now: Instant) -> CallsConfig {
         media_addr: SRGATE_MEDIA.parse().unwrap(),
         rtp_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         loop_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ice_tcp: false,
         codecs: vec![Codec::Opus, Codec::Pcmu],
         opus_complexity: 5,
         rtp_timeout: Duration::from_secs(30),

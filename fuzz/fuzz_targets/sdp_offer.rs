@@ -145,6 +145,7 @@ fn check_answer(offer: &Offer, n: &Negotiated) {
         ice: &ice,
         fingerprint: &fingerprint,
         candidates: &candidates,
+        tcp: true,
         ssrc: 0x1234_5678,
         cname: "srgate",
         session_id: u64::MAX,

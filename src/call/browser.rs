@@ -30,6 +30,8 @@ pub struct BrowserSetup<'a> {
     pub codecs: &'a [Codec],
     pub dtls: &'a DtlsContext,
     pub media_addr: SocketAddr,
+    /// The media address also takes ICE-TCP (a passive TCP candidate in the answer).
+    pub ice_tcp: bool,
     pub ufrag: &'a str,
     pub pwd: &'a str,
     /// srgate's SSRC toward the browser (announced in the answer).
@@ -123,6 +125,7 @@ impl BrowserSide {
                 ice: &ice,
                 fingerprint: s.dtls.fingerprint(),
                 candidates: &candidates,
+                tcp: s.ice_tcp,
                 ssrc: s.ssrc,
                 cname: "srgate",
                 session_id: s.session_id,

@@ -17,12 +17,21 @@ use crate::sip::endpoint::{CallError, Endpoint, OutgoingCall, SipCallId};
 /// The verbs the call layer uses on the SIP side.
 pub trait SipLink {
     fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError>;
+    /// Whether a call to `callee` may be started at all (standalone: it has a registered
+    /// contact), so that a refusal costs no RTP ports. Only a hint: `start_call` decides.
+    fn can_reach(&self, now: Instant, callee: &str) -> bool {
+        let _ = (now, callee);
+        true
+    }
     fn ring(&mut self, now: Instant, id: SipCallId);
     fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str);
     fn reject(&mut self, now: Instant, id: SipCallId, code: u16);
     /// 488 to an offer srgate cannot take, saying why in a `Warning` header.
     fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str);
     fn hangup(&mut self, now: Instant, id: SipCallId);
+    /// Hangs up outgoing call `id` because another ring group member answered: its
+    /// CANCEL says "Call completed elsewhere".
+    fn cancel_elsewhere(&mut self, now: Instant, id: SipCallId);
     /// The app user accepted incoming call `id`: when it is a ring group's branch, the call
     /// is theirs and the other branches are cancelled.
     fn claim(&mut self, id: SipCallId);
@@ -33,6 +42,9 @@ pub trait SipLink {
 impl SipLink for Endpoint {
     fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
         Endpoint::start_call(self, now, call)
+    }
+    fn can_reach(&self, now: Instant, callee: &str) -> bool {
+        Endpoint::can_reach(self, now, callee)
     }
     fn ring(&mut self, now: Instant, id: SipCallId) {
         Endpoint::ring(self, now, id)
@@ -48,6 +60,9 @@ impl SipLink for Endpoint {
     }
     fn hangup(&mut self, now: Instant, id: SipCallId) {
         Endpoint::hangup(self, now, id)
+    }
+    fn cancel_elsewhere(&mut self, now: Instant, id: SipCallId) {
+        Endpoint::cancel_elsewhere(self, now, id)
     }
     fn claim(&mut self, id: SipCallId) {
         Endpoint::claim(self, id)
@@ -66,6 +81,7 @@ pub enum SipCommand {
     Reject(SipCallId, u16),
     RejectOffer(SipCallId, String),
     Hangup(SipCallId),
+    CancelElsewhere(SipCallId),
     Claim(SipCallId),
     Info(SipCallId, char, u32),
 }
@@ -87,6 +103,7 @@ impl SipCommand {
             SipCommand::Reject(id, code) => endpoint.reject(now, id, code),
             SipCommand::RejectOffer(id, why) => endpoint.reject_offer(now, id, &why),
             SipCommand::Hangup(id) => endpoint.hangup(now, id),
+            SipCommand::CancelElsewhere(id) => endpoint.cancel_elsewhere(now, id),
             SipCommand::Claim(id) => endpoint.claim(id),
             SipCommand::Info(id, digit, ms) => endpoint.info(now, id, digit, ms),
         }
@@ -128,6 +145,9 @@ impl SipLink for SipOutbox {
     }
     fn hangup(&mut self, _now: Instant, id: SipCallId) {
         self.commands.push_back(SipCommand::Hangup(id));
+    }
+    fn cancel_elsewhere(&mut self, _now: Instant, id: SipCallId) {
+        self.commands.push_back(SipCommand::CancelElsewhere(id));
     }
     fn claim(&mut self, id: SipCallId) {
         self.commands.push_back(SipCommand::Claim(id));

@@ -89,6 +89,8 @@ pub const ECHO: &str = "echo";
 pub struct CallsConfig {
     /// The ICE host candidate: the media socket's advertised address.
     pub media_addr: SocketAddr,
+    /// `[webrtc] ice_tcp`: the media address also listens on TCP (RFC 6544).
+    pub ice_tcp: bool,
     /// The address srgate advertises for RTP toward SIP (`public_ip`, else the SIP
     /// listen address).
     pub rtp_ip: IpAddr,

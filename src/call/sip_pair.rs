@@ -525,6 +525,14 @@ impl Calls {
                 return;
             }
         };
+        if !ctx.sip.can_reach(now, &callee) {
+            log::info!(
+                "SIP call from {} for {}: neither logged in nor registered → 480",
+                crate::pii::Pii(&caller),
+                crate::pii::Pii(&callee)
+            );
+            return refuse(self, ctx, 480, "NOT_REGISTERED");
+        }
         let Some(port_a) = ctx.ports.open() else {
             self.metrics.rtp_ports_exhausted += 1;
             log::warn!("SIP call to SIP user: no free port in [media] rtp_ports → 503");
@@ -666,8 +674,13 @@ impl Calls {
             (Side::A, SipEvent::CallCanceled { elsewhere, .. }) => {
                 p.a.alive = false;
                 p.b.alive = false;
-                // CANCEL toward the callee (or BYE, had it just answered)
-                ctx.sip.hangup(now, p.b.sip);
+                // CANCEL toward the callee (or BYE, had it just answered), saying so when
+                // another member of the group took the call
+                if elsewhere {
+                    ctx.sip.cancel_elsewhere(now, p.b.sip);
+                } else {
+                    ctx.sip.hangup(now, p.b.sip);
+                }
                 let reason = if elsewhere {
                     "ANSWERED_ELSEWHERE"
                 } else {

@@ -184,6 +184,7 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ("ice_servers", c.webrtc.ice_servers.join(","), none()),
             ("turn_secret", secret(&c.webrtc.turn_secret, mask), none()),
             ("turn_ttl", c.webrtc.turn_ttl.to_string(), none()),
+            ("ice_tcp", flag(c.webrtc.ice_tcp).to_owned(), none()),
         ],
     );
     section(

@@ -300,6 +300,7 @@ impl Config {
             })?,
             turn_secret: Secret::from(r.raw("webrtc", "turn_secret").0),
             turn_ttl: r.get("webrtc", "turn_ttl", |s| values::number(s, 60..=2_592_000))?,
+            ice_tcp: r.get("webrtc", "ice_tcp", values::boolean)?,
         };
         let media = Media {
             rtp_ports: r.get("media", "rtp_ports", values::port_range)?,

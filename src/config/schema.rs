@@ -49,6 +49,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("ice_servers", ""),
             ("turn_secret", ""),
             ("turn_ttl", "86400"),
+            ("ice_tcp", "1"),
         ],
     ),
     (

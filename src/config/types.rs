@@ -170,6 +170,9 @@ pub struct WebRtc {
     /// it per login, valid `turn_ttl` seconds. Needed when a `turn:` URL is given.
     pub turn_secret: Secret,
     pub turn_ttl: u64,
+    /// ICE-TCP (RFC 6544): each shard's media port also listens on TCP, offered to
+    /// browsers as a passive candidate (for networks that drop UDP).
+    pub ice_tcp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -155,6 +155,9 @@ impl SipLink for Touching<'_> {
         *self.changed = true;
         self.endpoint.start_call(now, call)
     }
+    fn can_reach(&self, now: Instant, callee: &str) -> bool {
+        self.endpoint.can_reach(now, callee)
+    }
     fn ring(&mut self, now: Instant, id: SipCallId) {
         *self.changed = true;
         self.endpoint.ring(now, id)
@@ -174,6 +177,10 @@ impl SipLink for Touching<'_> {
     fn hangup(&mut self, now: Instant, id: SipCallId) {
         *self.changed = true;
         self.endpoint.hangup(now, id)
+    }
+    fn cancel_elsewhere(&mut self, now: Instant, id: SipCallId) {
+        *self.changed = true;
+        self.endpoint.cancel_elsewhere(now, id)
     }
     fn claim(&mut self, id: SipCallId) {
         *self.changed = true;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use super::ice_tcp::IceTcp;
 use super::rtp::RtpSockets;
 use super::sys::{self, RecvBatch, SendBatch};
 use crate::call::{Histogram, MediaSocket};
@@ -105,6 +106,8 @@ pub struct MediaPlane {
     send_dropped: u64,
     /// The most calls this shard held since its memory was last given back.
     peak_calls: usize,
+    /// ICE-TCP on the media port (`[webrtc] ice_tcp`).
+    tcp: Option<IceTcp>,
     pub stats: Arc<ShardStats>,
 }
 
@@ -132,13 +135,41 @@ impl MediaPlane {
             packets_out: 0,
             send_dropped: 0,
             peak_calls: 0,
+            tcp: None,
             stats,
         })
     }
 
+    /// Adds ICE-TCP: `tcp` listens on the media address.
+    pub fn with_ice_tcp(mut self, tcp: IceTcp) -> Self {
+        self.tcp = Some(tcp);
+        self
+    }
+
     /// Whether datagrams wait that the last wake-up left (the loop must not sleep).
     pub fn has_backlog(&self) -> bool {
-        self.pending || !self.rtp_pending.is_empty()
+        self.pending
+            || !self.rtp_pending.is_empty()
+            || self.tcp.as_ref().is_some_and(IceTcp::has_backlog)
+    }
+
+    /// The ICE-TCP listener is ready: connections come in.
+    pub fn tcp_accept(&mut self, now: Instant) {
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.accept(now);
+        }
+    }
+
+    /// ICE-TCP connection `index` is ready: its frames go to the core as datagrams.
+    pub fn tcp_ready(&mut self, now: Instant, index: usize, core: &mut Core) {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return;
+        };
+        let packets_in = &mut self.packets_in;
+        tcp.ready(now, index, &mut |from, bytes| {
+            *packets_in += 1;
+            core.handle_datagram(now, from, bytes);
+        });
     }
 
     /// Reads the WebRTC socket (up to its budget) and hands each datagram to the core.
@@ -215,6 +246,13 @@ impl MediaPlane {
         if self.pending {
             self.read_webrtc(now, core);
         }
+        if let Some(tcp) = self.tcp.as_mut() {
+            let packets_in = &mut self.packets_in;
+            tcp.read_backlog(now, &mut |from, bytes| {
+                *packets_in += 1;
+                core.handle_datagram(now, from, bytes);
+            });
+        }
         for port in std::mem::take(&mut self.rtp_pending) {
             self.read_rtp(now, port, core);
         }
@@ -230,6 +268,15 @@ impl MediaPlane {
                 break;
             };
             match t.socket {
+                // a browser connected over ICE-TCP: framed on its connection
+                MediaSocket::WebRtc
+                    if self
+                        .tcp
+                        .as_mut()
+                        .is_some_and(|tcp| tcp.send(t.destination, &self.out.slot()[..t.len])) =>
+                {
+                    self.packets_out += 1;
+                }
                 MediaSocket::WebRtc => self.out.commit(t.destination, t.len),
                 MediaSocket::Rtp(port) => {
                     let Some(socket) = core.ports().socket(port) else {
@@ -246,6 +293,9 @@ impl MediaPlane {
             }
         }
         self.flush_batch();
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.sweep(now);
+        }
     }
 
     fn flush_batch(&mut self) {

@@ -14,6 +14,7 @@ mod api;
 mod cdr;
 mod control;
 mod hook;
+mod ice_tcp;
 mod media;
 mod rtp;
 mod startup;

@@ -120,6 +120,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         .set_nonblocking(true)
         .map_err(|e| err("socket", e))?;
     media_socket_buffers(&media_udp);
+    let media_tcp = ice_tcp_listener(config, &media_udp)?;
     let web_listener = std::net::TcpListener::bind(config.webrtc.listen)
         .map_err(|e| err(format_args!("[webrtc] listen {}", config.webrtc.listen), e))?;
     web_listener
@@ -151,7 +152,8 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             .map_err(|e| err(format_args!("[webrtc] udp {addr} (shard {index})"), e))?;
         socket.set_nonblocking(true).map_err(|e| err("socket", e))?;
         media_socket_buffers(&socket);
-        worker_sockets.push(socket);
+        let tcp = ice_tcp_listener(config, &socket)?;
+        worker_sockets.push((socket, tcp));
     }
     let advertise = |socket: &std::net::UdpSocket| -> Result<SocketAddr, RunError> {
         let local = socket.local_addr().map_err(|e| err("socket", e))?;
@@ -176,6 +178,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         getrandom::getrandom(&mut seed).map_err(|e| RunError(format!("random seed: {e}")))?;
         Ok(CallsConfig {
             media_addr,
+            ice_tcp: config.webrtc.ice_tcp,
             codecs: config
                 .media
                 .codecs
@@ -235,7 +238,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         Arc::new(Waker::new(poll.registry(), control::WORKERS).map_err(|e| err("waker", e))?);
     let (to_control, from_workers) = sync_channel(worker::CHANNEL);
     let mut workers = Vec::new();
-    for (i, socket) in worker_sockets.into_iter().enumerate() {
+    for (i, (socket, tcp)) in worker_sockets.into_iter().enumerate() {
         let index = i + 1;
         let cfg = calls_config(index, advertise(&socket)?)?;
         let dtls = dtls.clone();
@@ -260,12 +263,14 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             .spawn(move || {
                 let rtp = RtpSockets::new(registry, rtp_bind_ip, ports, port_seed);
                 let core = Gateway::worker(index, Calls::new(cfg, dtls), rtp, Instant::now());
-                let media = match MediaPlane::new(
+                let media = MediaPlane::new(
                     UdpSocket::from_std(socket),
                     worker_poll.registry(),
                     worker::MEDIA_UDP,
                     shard_stats,
-                ) {
+                )
+                .and_then(|m| with_ice_tcp(m, tcp, worker_poll.registry(), worker::MEDIA_TCP));
+                let media = match media {
                     Ok(m) => m,
                     Err(e) => {
                         log::error!("shard {index}: {e}");
@@ -312,7 +317,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             loopback_host_only: config.auth.open_login() && !config.auth.open,
         },
         config.webrtc.max_conns_per_ip,
-        (UdpSocket::from_std(media_udp), calls),
+        (UdpSocket::from_std(media_udp), media_tcp, calls),
         web_tls,
         (rtp_bind_ip, rtp_share(&config.media.rtp_ports, shards, 0)),
         (cdr, door_hook),
@@ -394,6 +399,47 @@ fn rtp_share(
 /// The address srgate puts in Via and Contact: `public_ip`, else the listen address,
 /// else (listening on any address) the local address the kernel would use to reach
 /// `sip_svr` (a UDP connect sends nothing), else loopback.
+/// `[webrtc] ice_tcp`: a TCP listener on a shard's media address (same IP and port).
+fn ice_tcp_listener(
+    config: &Config,
+    udp: &std::net::UdpSocket,
+) -> Result<Option<std::net::TcpListener>, RunError> {
+    if !config.webrtc.ice_tcp {
+        return Ok(None);
+    }
+    let addr = udp.local_addr().map_err(|e| err("socket", e))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        err(
+            format_args!(
+                "[webrtc] ice_tcp: TCP on the media address {addr} (ice_tcp = 0 turns it off)"
+            ),
+            e,
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| err("socket", e))?;
+    Ok(Some(listener))
+}
+
+/// The media plane with its ICE-TCP listener, when there is one.
+pub(super) fn with_ice_tcp(
+    media: MediaPlane,
+    tcp: Option<std::net::TcpListener>,
+    registry: &mio::Registry,
+    token: mio::Token,
+) -> std::io::Result<MediaPlane> {
+    let Some(tcp) = tcp else {
+        return Ok(media);
+    };
+    let tcp = super::ice_tcp::IceTcp::new(
+        mio::net::TcpListener::from_std(tcp),
+        registry.try_clone()?,
+        token,
+    )?;
+    Ok(media.with_ice_tcp(tcp))
+}
+
 fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
     if let Some(ip) = config.global.public_ip {
         return SocketAddr::new(ip, local.port());

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
+use super::ice_tcp::IceTcp;
 use super::media::{Core, MediaPlane};
 use super::rtp::RTP_TOKEN_BASE;
 use crate::gateway::{Output, ToControl, ToWorker};
 
 pub const WAKER: Token = Token(0);
 pub const MEDIA_UDP: Token = Token(1);
+pub const MEDIA_TCP: Token = Token(2);
 
 /// Messages a channel holds; a full channel is a shard that cannot keep up (logged). The
 /// channel's slots are allocated and touched up front, so messages are small (payloads
@@ -87,6 +89,12 @@ impl Worker {
                 match event.token() {
                     WAKER => {}
                     MEDIA_UDP => self.media.read_webrtc(now, &mut self.core),
+                    MEDIA_TCP => self.media.tcp_accept(now),
+                    Token(t) if IceTcp::conn_of(t).is_some() => {
+                        if let Some(index) = IceTcp::conn_of(t) {
+                            self.media.tcp_ready(now, index, &mut self.core);
+                        }
+                    }
                     Token(t) if t >= RTP_TOKEN_BASE => {
                         if let Ok(port) = u16::try_from(t - RTP_TOKEN_BASE) {
                             self.media.read_rtp(now, port, &mut self.core);

@@ -276,6 +276,9 @@ pub struct LocalDescription<'a> {
     pub fingerprint: &'a Fingerprint,
     /// Host candidates, in preference order; the first is the default address.
     pub candidates: &'a [SocketAddr],
+    /// ICE-TCP (RFC 6544): each candidate's address is also a passive TCP candidate,
+    /// below every UDP one in priority.
+    pub tcp: bool,
     /// The SSRC srgate sends with.
     pub ssrc: u32,
     /// RTCP CNAME (RFC 7022).
@@ -289,6 +292,13 @@ pub struct LocalDescription<'a> {
 fn host_priority(rank: usize) -> u32 {
     let local_pref = 65535u32.saturating_sub(u32::try_from(rank).unwrap_or(u32::MAX));
     (126 << 24) | (local_pref << 8) | 255
+}
+
+/// A passive TCP host candidate's priority (RFC 6544 §4.2): local preference
+/// 2^13 · 4 (passive) + other preference, so below every UDP host candidate.
+fn tcp_passive_priority(rank: usize) -> u32 {
+    let other = 8191u32.saturating_sub(u32::try_from(rank).unwrap_or(u32::MAX));
+    (126 << 24) | (((4 << 13) | other) << 8) | 255
 }
 
 fn ip_words(addr: &SocketAddr) -> (&'static str, String) {
@@ -414,6 +424,18 @@ fn write_audio(
             c.ip(),
             c.port()
         );
+    }
+    if local.tcp {
+        for (rank, c) in local.candidates.iter().enumerate() {
+            let _ = write!(
+                s,
+                "a=candidate:{} 1 tcp {} {} {} typ host tcptype passive\r\n",
+                local.candidates.len() + rank + 1,
+                tcp_passive_priority(rank),
+                c.ip(),
+                c.port()
+            );
+        }
     }
     s.push_str("a=end-of-candidates\r\n");
 }
@@ -579,6 +601,7 @@ mod tests {
             ice: &ice,
             fingerprint: &fp,
             candidates: &cands,
+            tcp: false,
             ssrc: 42,
             cname: "srgatecname",
             session_id: 7,
@@ -637,6 +660,7 @@ mod tests {
                 ice: &ice,
                 fingerprint: &fp,
                 candidates: &[],
+                tcp: false,
                 ssrc: 1,
                 cname: "c",
                 session_id: 1,

@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::cdr::CdrLog;
 use super::hook::DoorHook;
+use super::ice_tcp::IceTcp;
 use super::media::{Core, HistogramCell, MediaPlane, ShardStats};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
@@ -54,6 +55,7 @@ const WEB_TLS_LISTEN: Token = Token(6);
 /// The other shards have news (their channel to shard 0).
 pub(super) const WORKERS: Token = Token(7);
 const SIP_TLS_LISTEN: Token = Token(8);
+const MEDIA_TCP: Token = Token(9);
 const WEB_CONN_BASE: usize = 3 << 20;
 const SIP_CONN_BASE: usize = 1 << 20;
 const API_CONN_BASE: usize = 2 << 20;
@@ -170,7 +172,7 @@ impl ControlShard {
         hub: Hub,
         web_policy: web::WebPolicy,
         web_per_source_max: u32,
-        (media_udp, calls): (UdpSocket, Calls),
+        (media_udp, media_tcp, calls): (UdpSocket, Option<std::net::TcpListener>, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
         (cdr, door_hook): (Option<CdrLog>, Option<DoorHook>),
@@ -230,6 +232,7 @@ impl ControlShard {
             MEDIA_UDP,
             Arc::new(ShardStats::default()),
         )
+        .and_then(|m| super::startup::with_ice_tcp(m, media_tcp, registry, MEDIA_TCP))
         .map_err(|e| err("register", e))?;
         let now = Instant::now();
         let trusted_ip = config.server.as_ref().map(|s| s.addr.ip());
@@ -321,6 +324,12 @@ impl ControlShard {
                 match event.token() {
                     UDP => self.read_udp(now),
                     MEDIA_UDP => self.media.read_webrtc(now, &mut self.core),
+                    MEDIA_TCP => self.media.tcp_accept(now),
+                    Token(t) if IceTcp::conn_of(t).is_some() => {
+                        if let Some(index) = IceTcp::conn_of(t) {
+                            self.media.tcp_ready(now, index, &mut self.core);
+                        }
+                    }
                     SIP_TCP_LISTEN => self.accept_sip(now, false),
                     SIP_TLS_LISTEN => self.accept_sip(now, true),
                     API_LISTEN => self.accept_api(now),

@@ -270,6 +270,7 @@ impl Endpoint {
             auth: None,
             dialog: Some(dialog),
             cancel_owed: false,
+            cancel_elsewhere: false,
             cancel_sent: false,
             ack: None,
             server_key: Some(key.clone()),

@@ -152,6 +152,9 @@ pub(super) struct SipCall {
     dialog: Option<Dialog>,
     /// Outgoing: a CANCEL is owed as soon as a provisional response comes.
     cancel_owed: bool,
+    /// The CANCEL says the call was answered elsewhere (RFC 3326 `Reason`, cause 200): a
+    /// ring group's other member took it.
+    cancel_elsewhere: bool,
     cancel_sent: bool,
     /// Outgoing: the ACK for the 2xx, resent for each retransmission of it.
     ack: Option<Vec<u8>>,
@@ -381,8 +384,16 @@ impl Endpoint {
             .header(HeaderName::From, &c.from_header)
             .header(HeaderName::To, &c.to_header)
             .header(HeaderName::CallId, &c.call_id)
-            .header(HeaderName::CSeq, format_args!("{} CANCEL", c.invite_cseq))
-            .build();
+            .header(HeaderName::CSeq, format_args!("{} CANCEL", c.invite_cseq));
+        let payload = if c.cancel_elsewhere {
+            payload.header(
+                HeaderName::new("Reason"),
+                "SIP;cause=200;text=\"Call completed elsewhere\"",
+            )
+        } else {
+            payload
+        }
+        .build();
         let branch = format!("cancel:{}", c.invite_branch);
         let destination = c.destination;
         self.start_other(now, branch, OtherKind::Cancel, payload, destination);
@@ -451,6 +462,18 @@ impl Endpoint {
     }
 
     /// Ends a call in whatever state it is (see the module doc); no event follows.
+    /// [`Endpoint::hangup`] of an outgoing call that another member of a ring group
+    /// answered: its CANCEL says so (`Reason: SIP;cause=200;text="Call completed
+    /// elsewhere"`, RFC 3326), so the phone does not show a missed call.
+    pub fn cancel_elsewhere(&mut self, now: Instant, id: SipCallId) {
+        if let Some(c) = self.calls.calls.get_mut(&id)
+            && c.outgoing
+        {
+            c.cancel_elsewhere = true;
+        }
+        self.hangup(now, id);
+    }
+
     pub fn hangup(&mut self, now: Instant, id: SipCallId) {
         if self.is_internal_id(id) {
             return self.internal_hangup(id);

@@ -18,6 +18,18 @@ use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method, reason_phras
 
 impl Endpoint {
     /// Starts a call toward SIP (see the module doc).
+    /// Whether a call to `callee` can be routed: in proxy mode through the PBX, in
+    /// standalone mode to a registered contact (or inside srgate, to a ring group).
+    pub fn can_reach(&self, now: Instant, callee: &str) -> bool {
+        match &self.cfg.server {
+            Some(_) => self.cfg.proxy.is_some(),
+            None => {
+                self.cfg.groups.members(callee).is_some()
+                    || self.registrar.bindings(now, callee).next().is_some()
+            }
+        }
+    }
+
     pub fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
         if self.calls.calls.contains_key(&call.id) || call.id.0 & INCOMING_BIT != 0 {
             return Err(CallError::Duplicate);
@@ -101,6 +113,7 @@ impl Endpoint {
             auth,
             dialog: None,
             cancel_owed: false,
+            cancel_elsewhere: false,
             cancel_sent: false,
             ack: None,
             server_key: None,

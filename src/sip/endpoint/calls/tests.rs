@@ -868,3 +868,49 @@ fn a_refused_offer_says_why_in_a_warning() {
         out[0]
     );
 }
+
+#[test]
+fn a_call_answered_elsewhere_is_cancelled_with_a_reason() {
+    let now = t0();
+    let mut ep = ep(now);
+    let call = |id: u64| OutgoingCall {
+        id: SipCallId(id),
+        callee: "3011".into(),
+        caller: "1006".into(),
+        display_name: None,
+        sdp: OFFER.into(),
+        headers: vec![],
+        local: false,
+    };
+    for (id, elsewhere) in [(21, true), (22, false)] {
+        ep.start_call(now, call(id)).unwrap();
+        let invite = sent(&mut ep).remove(0);
+        let field = |name: &str| {
+            invite
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_string()
+        };
+        let ringing = format!(
+            "SIP/2.0 180 Ringing\r\n{}\r\n{}\r\n{};tag=mon\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            field("Via:"),
+            field("From:"),
+            field("To:"),
+            field("Call-ID:"),
+            field("CSeq:")
+        );
+        send(&mut ep, now, &ringing);
+        if elsewhere {
+            ep.cancel_elsewhere(now, SipCallId(id));
+        } else {
+            ep.hangup(now, SipCallId(id));
+        }
+        let cancel = sent(&mut ep)
+            .into_iter()
+            .find(|m| m.starts_with("CANCEL "))
+            .expect("a CANCEL");
+        let reason = "Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n";
+        assert_eq!(cancel.contains(reason), elsewhere, "{cancel}");
+    }
+}
