@@ -586,6 +586,35 @@ mod tests {
     }
 
     #[test]
+    fn ice_tcp_adds_passive_tcp_candidates_below_the_udp_ones() {
+        let n = negotiate_str(CHROME_OFFER, &AnswerPolicy::default()).unwrap();
+        let ice = IceCredentials {
+            ufrag: "srgU".into(),
+            pwd: "abcdefghijklmnopqrstuvwx".into(),
+        };
+        let fp = Fingerprint::of_certificate(HashAlgorithm::Sha256, b"cert");
+        let cands = ["192.0.2.7:20000".parse().unwrap()];
+        let local = LocalDescription {
+            ice: &ice,
+            fingerprint: &fp,
+            candidates: &cands,
+            tcp: true,
+            ssrc: 42,
+            cname: "c",
+            session_id: 7,
+        };
+        let a = build_answer(&n, &local);
+        let udp = "a=candidate:1 1 udp 2130706431 192.0.2.7 20000 typ host\r\n";
+        let tcp = format!(
+            "a=candidate:2 1 tcp {} 192.0.2.7 20000 typ host tcptype passive\r\n",
+            (126u32 << 24) | (((4 << 13) | 8191) << 8) | 255
+        );
+        assert!(a.contains(udp) && a.contains(&tcp), "{a}");
+        assert!(tcp_passive_priority(0) < host_priority(3));
+        assert!(a.find(&tcp).unwrap() < a.find("a=end-of-candidates").unwrap());
+    }
+
+    #[test]
     fn answer_text() {
         let n = negotiate_str(CHROME_OFFER, &AnswerPolicy::default()).unwrap();
         let ice = IceCredentials {

@@ -11,8 +11,9 @@
 //   {"cmd":"only_codecs","mime":["audio/PCMU"]}   offers of later calls carry only these
 //   {"cmd":"relay_only"}                            later calls use TURN relays only
 //                                                   (iceTransportPolicy "relay")
-//   {"cmd":"ice_path"}                              → {"local","remote"}: the candidate types
-//                                                   of the call's selected pair
+//   {"cmd":"ice_path"}                              → {"local","remote","protocol"}: the
+//                                                   candidate types of the call's selected
+//                                                   pair, and its transport (udp, tcp)
 //   {"cmd":"call","callee":"1006"}
 //   {"cmd":"wait_state","states":["ACCEPTED_BY_REMOTE"]}   → {"state":…} or the end
 //   {"cmd":"wait_invite"}                               → {"peer","callerName","content","group"}
@@ -118,7 +119,12 @@ const handlers = {
           if (pair) {
             const local = stats.get(pair.localCandidateId);
             const remote = stats.get(pair.remoteCandidateId);
-            return { ok: true, local: local && local.candidateType, remote: remote && remote.candidateType };
+            return {
+              ok: true,
+              local: local && local.candidateType,
+              remote: remote && remote.candidateType,
+              protocol: local && local.protocol,
+            };
           }
         }
         await new Promise((r) => setTimeout(r, 100));
