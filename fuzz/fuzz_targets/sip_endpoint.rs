@@ -3,8 +3,10 @@
 //! address and one from a stranger, then timers. Every incoming call the endpoint offers
 //! (ring group 301's branches included) gets the call layer's verbs in an order the input
 //! picks (ring, claim, answer, reject, 488, hang up), then the datagram comes again (a
-//! CANCEL, a BYE, a retransmission). Any panic is a bug, and everything sent must be a SIP
-//! response or one of srgate's own requests.
+//! CANCEL, a BYE, a retransmission). In standalone mode an app user's call is also placed
+//! inside srgate (to the group, an app user or a SIP user, as the input picks), its
+//! branches driven the same way and the caller's side hung up or keyed. Any panic is a
+//! bug, and everything sent must be a SIP response or one of srgate's own requests.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use srgate::sip::auth::Algorithm;
-use srgate::sip::endpoint::{Endpoint, EndpointConfig, Event, ProxyAccount, Server, Transport};
+use srgate::sip::endpoint::{
+    Endpoint, EndpointConfig, Event, OutgoingCall, ProxyAccount, Server, SipCallId, Transport,
+};
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -86,6 +90,34 @@ fn drive_calls(ep: &mut Endpoint, now: Instant, data: &[u8]) {
     while ep.poll_event().is_some() {}
 }
 
+/// An app user's call placed inside srgate (standalone), driven as the input picks.
+fn internal_call(ep: &mut Endpoint, now: Instant, data: &[u8]) {
+    let pick = data.first().copied().unwrap_or(0);
+    let callee = ["301", "anna", "3011", "flat7", "305"][usize::from(pick % 5)];
+    let id = SipCallId(7000 + u64::from(pick));
+    let call = OutgoingCall {
+        id,
+        callee: callee.into(),
+        caller: "anna".into(),
+        display_name: None,
+        sdp: SDP.into(),
+        headers: vec![("X-ArInfo".into(), "fuzz".into())],
+        local: pick & 0x80 != 0,
+    };
+    if ep.start_call(now, call).is_err() {
+        return;
+    }
+    drive_calls(ep, now, data);
+    match pick % 3 {
+        0 => ep.hangup(now, id),
+        1 => ep.info(now, id, '5', 160),
+        _ => ep.cancel_elsewhere(now, id),
+    }
+    drive_calls(ep, now, data);
+    ep.hangup(now, id);
+    while ep.poll_event().is_some() {}
+}
+
 fuzz_target!(|data: &[u8]| {
     let now = base();
     for proxy in [false, true] {
@@ -102,6 +134,9 @@ fuzz_target!(|data: &[u8]| {
             while let Some(t) = ep.poll_transmit() {
                 assert!(sendable(&t.payload), "{:?}", String::from_utf8_lossy(&t.payload));
             }
+        }
+        if !proxy {
+            internal_call(&mut ep, now, data);
         }
         ep.handle_timeout(now + Duration::from_secs(40));
         while ep.poll_transmit().is_some() {}
