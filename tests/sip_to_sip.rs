@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::TestDir;
 use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
-use common::calls;
+use common::calls::{self, assert_heard};
 use common::sip_phone::SipPhone;
 use serde_json::{Value, json};
 
@@ -22,8 +22,13 @@ const MONITOR_HZ: f64 = 600.0;
 /// The dominant frequency of what `phone` heard last (the first half second skipped),
 /// asserting it is not silence.
 fn heard(phone: &SipPhone, what: &str) -> f64 {
-    let file = phone.last_recording().expect("baresip recorded the call");
-    let (pcm, rate) = read_wav(&file).expect("a WAV recording");
+    // baresip finishes the file a moment after the call ends: waited for, bounded
+    let (pcm, rate) = common::wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
+        let (pcm, rate) = read_wav(&phone.last_recording()?)?;
+        (pcm.len() > rate as usize).then_some((pcm, rate))
+    })
+    .or_else(|| read_wav(&phone.last_recording()?))
+    .expect("baresip recorded the call");
     let pcm = pcm.get(rate as usize / 2..).unwrap_or(&[]);
     assert!(
         pcm.len() > rate as usize && rms_dbfs(pcm) > -40.0,
@@ -242,4 +247,97 @@ fn a_monitor_in_a_ring_group_answers_and_the_app_member_stops_ringing() {
         (&json!("301"), &json!("1007"), &json!("REMOTE")),
         "{pair}"
     );
+}
+
+#[test]
+fn an_app_member_answers_first_and_the_ringing_monitor_is_cancelled_as_completed_elsewhere() {
+    if !calls::browser_and_baresip_ready()
+        || !common::netns::enter(
+            "an_app_member_answers_first_and_the_ringing_monitor_is_cancelled_as_completed_elsewhere",
+            Duration::from_secs(240),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("sip-to-sip-group-app");
+    let door_tone = dir.join("door1000.wav");
+    let monitor_tone = dir.join("monitor600.wav");
+    write_tone(&door_tone, DOOR_HZ, 120.0, 8000);
+    write_tone(&monitor_tone, MONITOR_HZ, 120.0, 8000);
+    let srgate = calls::standalone_gateway(
+        &dir,
+        &["1006", "1007"],
+        "[groups]\n301 = app:anna, sip:1007\n",
+    );
+    let door = SipPhone::registered(
+        dir.path(),
+        srgate.sip_addr(),
+        "1006",
+        "1006pw",
+        &door_tone,
+        Duration::from_secs(10),
+        "",
+    );
+    // the monitor rings and waits for a hand to pick it up
+    let monitor = SipPhone::start(
+        dir.path(),
+        "baresip-1007",
+        &format!(
+            "<sip:1007@{};transport=udp>;auth_pass=1007pw;regint=60;answermode=manual",
+            srgate.sip_addr()
+        ),
+        &monitor_tone,
+    );
+    monitor.must_register("1007", Duration::from_secs(10));
+    let tones = calls::tones(&dir, 60.0, 60.0);
+    let mut anna = calls::logged_in(&srgate, &tones, "anna");
+    let monitor_mark = monitor.mark();
+    door.dial(&format!("sip:301@{}", srgate.sip_addr()));
+    let invitation = anna.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    assert_eq!(invitation["group"], "301", "{invitation}");
+    assert!(
+        saw(
+            &monitor,
+            monitor_mark,
+            "Incoming call",
+            Duration::from_secs(10)
+        ),
+        "the monitor rings too:\n{}",
+        &monitor.output()[monitor_mark..]
+    );
+    anna.must(json!({"cmd": "accept"}));
+    anna.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    // the monitor's INVITE is cancelled (baresip closes a cancelled session as a reset;
+    // the CANCEL's Reason header is checked by the endpoint's tests)
+    assert!(
+        saw(
+            &monitor,
+            monitor_mark,
+            "session closed",
+            Duration::from_secs(10)
+        ),
+        "the monitor stops ringing:\n{}",
+        &monitor.output()[monitor_mark..]
+    );
+    let heard = anna.must(json!({"cmd": "measure", "seconds": 2}));
+    assert_heard(&heard, DOOR_HZ, "anna hears the door");
+    anna.must(json!({"cmd": "hangup"}));
+    assert!(
+        saw(&door, 0, "session closed", Duration::from_secs(10)),
+        "{}",
+        door.output()
+    );
+    let records = std::fs::read_to_string(dir.join("srgate-cdr.jsonl")).unwrap_or_default();
+    let pair = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["direction"] == "sip_to_sip")
+        .expect("the monitor's record");
+    assert_eq!(
+        (&pair["reason"], &pair["answer"]),
+        (&json!("ANSWERED_ELSEWHERE"), &Value::Null),
+        "{pair}"
+    );
+    let log = srgate.log();
+    assert!(!log.contains("panicked"), "srgate logged no internal error");
 }
