@@ -72,6 +72,8 @@ fn ice_tcp_connections_are_limited_per_address_and_broken_framing_closes_them() 
         closed(&mut ninth),
         "a ninth connection from one address is closed"
     );
+    assert_eq!(srgate.metric("ice_tcp_refused_total"), 1);
+    assert_eq!(srgate.metric("ice_tcp_connections"), 8);
     // a frame of 65 535 bytes is no packet srgate takes: the connection goes
     conns[0].write_all(&[0xff, 0xff, 1, 2, 3]).expect("write");
     assert!(

@@ -176,6 +176,16 @@ const METRICS: &[(&str, bool, &str)] = &[
         "calls whose browser leg failed at ICE (no connectivity check in time, or consent expired: the browser vanished mid-call)",
     ),
     (
+        "ice_tcp_connections",
+        false,
+        "ICE-TCP connections of browsers open on the media ports",
+    ),
+    (
+        "ice_tcp_refused_total",
+        true,
+        "ICE-TCP connections closed at once by the per-address and per-shard limits",
+    ),
+    (
         "webrtc_dtls_failures_total",
         true,
         "calls whose browser leg failed at DTLS (handshake, fingerprint, certificate, keys)",

@@ -51,6 +51,8 @@ pub struct ShardStats {
     pub relay_arena_full: AtomicU64,
     pub ice_failures: AtomicU64,
     pub dtls_failures: AtomicU64,
+    pub ice_tcp_connections: AtomicU64,
+    pub ice_tcp_refused: AtomicU64,
     /// The shard's loop runs its timers late ([`Gateway::lagging`]).
     pub lagging: AtomicBool,
     /// Times the shard started lagging.
@@ -341,10 +343,15 @@ impl MediaPlane {
         set(&s.panicked, m.panicked);
         set(&s.packets_in, self.packets_in);
         set(&s.packets_out, self.packets_out);
-        set(&s.send_dropped, self.send_dropped);
+        let tcp_dropped = self.tcp.as_ref().map_or(0, |t| t.dropped);
+        set(&s.send_dropped, self.send_dropped + tcp_dropped);
         set(&s.relay_arena_full, m.relay_arena_full);
         set(&s.ice_failures, m.ice_failures);
         set(&s.dtls_failures, m.dtls_failures);
+        if let Some(tcp) = self.tcp.as_ref() {
+            set(&s.ice_tcp_connections, tcp.open() as u64);
+            set(&s.ice_tcp_refused, tcp.refused);
+        }
         set(&s.lag_episodes, core.lag_episodes());
         s.answer_time.store(&m.answer_time);
         s.loss.store(&m.loss);

@@ -611,6 +611,8 @@ impl ControlShard {
         m.push(("media_relay_arena_full_total", sum(|s| &s.relay_arena_full)));
         m.push(("webrtc_ice_failures_total", sum(|s| &s.ice_failures)));
         m.push(("webrtc_dtls_failures_total", sum(|s| &s.dtls_failures)));
+        m.push(("ice_tcp_connections", sum(|s| &s.ice_tcp_connections)));
+        m.push(("ice_tcp_refused_total", sum(|s| &s.ice_tcp_refused)));
         m.push(("shards", shards.len() as u64));
         m.push(("shard_lag_episodes_total", sum(|s| &s.lag_episodes)));
         let cdr = self.cdr.as_ref();
