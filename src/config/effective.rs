@@ -61,11 +61,18 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
     let mut section = |name: &str, entries: &[(&str, String, Option<String>)]| {
         let _ = writeln!(out, "[{name}]");
         for (key, value, comment) in entries {
+            // A value that starts with `;` or `#` and holds a `"` cannot be quoted: it is
+            // written right after the `=`, where `;` and `#` start no comment.
+            let eq = if value.starts_with([';', '#']) {
+                "="
+            } else {
+                "= "
+            };
             let _ = match (value.is_empty(), comment) {
                 (true, Some(comment)) => writeln!(out, "{key} =    ; {comment}"),
                 (true, None) => writeln!(out, "{key} ="),
-                (false, Some(comment)) => writeln!(out, "{key} = {value}    ; {comment}"),
-                (false, None) => writeln!(out, "{key} = {value}"),
+                (false, Some(comment)) => writeln!(out, "{key} {eq}{value}    ; {comment}"),
+                (false, None) => writeln!(out, "{key} {eq}{value}"),
             };
         }
         if entries.is_empty() {
@@ -287,5 +294,18 @@ mod tests {
         assert_eq!(quoted("a ;b"), "\"a ;b\"");
         assert_eq!(quoted("#a"), "\"#a\"");
         assert_eq!(quoted(""), "");
+    }
+
+    /// A password that starts with `;` and holds a `"` cannot be quoted: it is written
+    /// right after the `=` and reads back the same (found by the config fuzz target).
+    #[test]
+    fn a_value_that_cannot_be_quoted_still_reads_back() {
+        let path = std::path::Path::new("x.ini");
+        let (c, _) = Config::from_str("[users]\nbob =; \"x ;y\"\n", path).unwrap();
+        assert_eq!(c.users[0].1.expose(), "; \"x");
+        let written = c.effective_unmasked();
+        assert!(written.contains("bob =; \"x\n"), "{written}");
+        let (again, _) = Config::from_str(&written, path).unwrap();
+        assert_eq!(again, c);
     }
 }
