@@ -33,6 +33,9 @@ pub enum UrlError {
     Scheme,
     /// Nothing between `//` and the path.
     EmptyHost,
+    /// A host that is neither a name (letters, digits, `-`, `.`, `_`), an IPv4 address nor
+    /// an IPv6 address in brackets.
+    BadHost,
     /// A port that is not a number in 1..=65535.
     BadPort,
     /// No application in the path.
@@ -50,6 +53,9 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::Scheme => f.write_str("the URL must start with rtmp:// or rtmps://"),
             UrlError::EmptyHost => f.write_str("the URL has no host"),
+            UrlError::BadHost => f.write_str(
+                "the URL's host is no name, IPv4 address or bracketed IPv6 address",
+            ),
             UrlError::BadPort => f.write_str("the URL's port is not a number in 1..65535"),
             UrlError::EmptyApp => f.write_str("the URL names no application (rtmp://host/app/)"),
             UrlError::EmptyStream => f.write_str("no stream name"),
@@ -139,16 +145,27 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UrlError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or(UrlError::EmptyHost)?;
+        // brackets hold an IPv6 address, nothing else (tcUrl writes it back in them)
+        if !host.is_empty() && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(UrlError::BadHost);
+        }
         match after.strip_prefix(':') {
             Some(port) => (host, Some(port)),
             None if after.is_empty() => (host, None),
             None => return Err(UrlError::BadPort),
         }
     } else {
-        match authority.split_once(':') {
+        let (host, port) = match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
+        };
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return Err(UrlError::BadHost);
         }
+        (host, port)
     };
     let port = match port {
         None => None,
@@ -214,6 +231,11 @@ mod tests {
             ("rtmp://h/live/", "a b", UrlError::BadCharacter(' ')),
             ("rtmp://u:p@h/live/", "s", UrlError::BadCharacter('@')),
             ("rtmp://[::1/live/", "s", UrlError::EmptyHost),
+            // found by the rtmp fuzz target: a bracketed host that is no IPv6 address
+            // came back from tcUrl unreadable
+            ("rtmps://[[[]:443/app/", "s", UrlError::BadHost),
+            ("rtmp://[h]/live/", "s", UrlError::BadHost),
+            ("rtmp://h[1]/live/", "s", UrlError::BadHost),
         ];
         for (url, stream, want) in cases {
             assert_eq!(RtmpUrl::parse(url, stream), Err(want), "{url} {stream}");
