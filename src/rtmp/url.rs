@@ -53,9 +53,9 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::Scheme => f.write_str("the URL must start with rtmp:// or rtmps://"),
             UrlError::EmptyHost => f.write_str("the URL has no host"),
-            UrlError::BadHost => f.write_str(
-                "the URL's host is no name, IPv4 address or bracketed IPv6 address",
-            ),
+            UrlError::BadHost => {
+                f.write_str("the URL's host is no name, IPv4 address or bracketed IPv6 address")
+            }
             UrlError::BadPort => f.write_str("the URL's port is not a number in 1..65535"),
             UrlError::EmptyApp => f.write_str("the URL names no application (rtmp://host/app/)"),
             UrlError::EmptyStream => f.write_str("no stream name"),
