@@ -30,8 +30,10 @@ use crate::sip::endpoint::{Endpoint, Event};
 struct Outer {
     /// Branches offered and not refused, while nobody answered.
     branches: Vec<SipCallId>,
-    /// The branch that answered.
+    /// The branch that took the call (claimed it; its answer may be on its way).
     answered: Option<SipCallId>,
+    /// Whether the caller has that branch's answer.
+    connected: bool,
     rang: bool,
     /// The strongest refusal so far.
     refusal: Option<u16>,
@@ -181,6 +183,9 @@ impl Endpoint {
             return;
         };
         if self.internal_claim(id) {
+            if let Some(o) = self.internal.outers.get_mut(&outer) {
+                o.connected = true;
+            }
             self.events.push_back(Event::CallAnswered {
                 id: outer,
                 sdp: sdp.to_owned(),
@@ -197,8 +202,20 @@ impl Endpoint {
         let Some(o) = self.internal.outers.get_mut(&outer) else {
             return;
         };
-        if o.answered.is_some() {
-            return;
+        match o.answered {
+            // the branch that took the call failed before its answer (its browser could
+            // not set up): the caller hears that refusal, nobody else rings any more
+            Some(answered) if answered == id => {
+                self.end_internal(outer);
+                self.events.push_back(Event::CallFailed {
+                    id: outer,
+                    code,
+                    reason: crate::wire::sip::reason_phrase(code).to_owned(),
+                });
+                return;
+            }
+            Some(_) => return,
+            None => {}
         }
         self.internal.branches.remove(&id);
         o.branches.retain(|b| *b != id);
@@ -240,8 +257,12 @@ impl Endpoint {
         let Some(outer) = self.outer_of(id) else {
             return;
         };
-        let answered = self.internal.outers.get(&outer).and_then(|o| o.answered);
-        if answered == Some(id) {
+        let connected = self
+            .internal
+            .outers
+            .get(&outer)
+            .is_some_and(|o| o.connected && o.answered == Some(id));
+        if connected {
             self.end_internal(outer);
             self.events.push_back(Event::CallEnded {
                 id: outer,
@@ -424,5 +445,45 @@ mod tests {
             e,
             Event::CallCanceled { id: c, elsewhere: false } if c == id
         )));
+    }
+
+    #[test]
+    fn a_member_that_took_the_call_and_failed_before_its_answer_fails_the_caller() {
+        let now = t0();
+        let mut ep = ep();
+        ep.start_call(now, call(13, "301", false)).unwrap();
+        let b: Vec<SipCallId> = offered(&mut ep).into_iter().map(|(id, ..)| id).collect();
+        // anna accepts: the others are cancelled; her browser then fails to set up
+        ep.claim(b[0]);
+        let got = events(&mut ep);
+        assert_eq!(got.len(), 2, "{got:?}");
+        ep.reject(now, b[0], 500);
+        assert!(
+            matches!(
+                events(&mut ep).as_slice(),
+                [Event::CallFailed {
+                    id: SipCallId(13),
+                    code: 500,
+                    ..
+                }]
+            ),
+            "the caller does not ring on until its timeout"
+        );
+        assert!(!ep.is_internal_id(b[0]) && !ep.is_internal_id(SipCallId(13)));
+        // the same with a hangup of the claimed branch before its answer: a failure too
+        ep.start_call(now, call(14, "dora", true)).unwrap();
+        let [(d, ..)] = offered(&mut ep)[..] else {
+            panic!("one branch")
+        };
+        ep.claim(d);
+        ep.hangup(now, d);
+        assert!(matches!(
+            events(&mut ep).as_slice(),
+            [Event::CallFailed {
+                id: SipCallId(14),
+                code: 480,
+                ..
+            }]
+        ));
     }
 }
