@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestDir;
 use common::calls::{self, BROWSER_HZ, assert_heard};
@@ -26,7 +26,7 @@ fn a_browser_without_udp_reaches_srgate_over_ice_tcp() {
     }
     let dir = TestDir::new("ice-tcp");
     let tones = calls::tones(&dir, 60.0, 1.0);
-    let srgate = calls::standalone_gateway(&dir, &[], "");
+    let srgate = calls::standalone_gateway(&dir, &[], "[webrtc]\nmax_conns_per_ip = 8\n");
     let _no_udp = Faults::udp_cut(srgate.config.webrtc_udp_port);
     let mut app = calls::logged_in(&srgate, &tones, "anna");
     app.must(json!({"cmd": "call", "callee": "echo"}));
@@ -41,9 +41,10 @@ fn a_browser_without_udp_reaches_srgate_over_ice_tcp() {
     assert_eq!(health.calls, 0);
 }
 
-/// srgate's ICE-TCP listener keeps its limits: at most 8 connections from one address (a
-/// ninth is closed at once, and one of the eight closing makes room), and a frame longer
-/// than any packet (or empty) closes its connection.
+/// srgate's ICE-TCP listener keeps its limits: at most `max_conns_per_ip` connections from
+/// one address (a ninth is closed at once, and one of the eight closing makes room), a
+/// frame longer than any packet (or empty) closes its connection, and a connection srgate
+/// never answers on is closed after its grace time however much its peer sends.
 #[test]
 fn ice_tcp_connections_are_limited_per_address_and_broken_framing_closes_them() {
     use std::io::{Read, Write};
@@ -62,7 +63,7 @@ fn ice_tcp_connections_are_limited_per_address_and_broken_framing_closes_them() 
     }
 
     let dir = TestDir::new("ice-tcp-limits");
-    let srgate = calls::standalone_gateway(&dir, &[], "");
+    let srgate = calls::standalone_gateway(&dir, &[], "[webrtc]\nmax_conns_per_ip = 8\n");
     let media = SocketAddr::from(([127, 0, 0, 1], srgate.config.webrtc_udp_port));
     let mut conns: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(media).expect("srgate takes ICE-TCP"))
@@ -105,4 +106,29 @@ fn ice_tcp_connections_are_limited_per_address_and_broken_framing_closes_them() 
         matches!(again.read(&mut byte), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
         "a connection is taken once others closed"
     );
+    // conns[2] keeps sending packets nobody answers: they do not keep it open (10 s of
+    // grace, swept every 2 s even while srgate is idle)
+    #[allow(clippy::disallowed_methods)] // a test measures real time
+    let start = Instant::now();
+    let mut gone = None;
+    for _ in 0..20 {
+        let sent = conns[2].write_all(&[0, 4, 1, 2, 3, 4]).is_ok();
+        conns[2]
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("socket");
+        let read = conns[2].read(&mut byte);
+        if !sent
+            || matches!(read, Ok(0))
+            || matches!(read, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        {
+            gone = Some(start.elapsed());
+            break;
+        }
+    }
+    let gone = gone.expect("an unanswered connection is closed within 20 s");
+    assert!(
+        gone >= Duration::from_secs(7),
+        "closed after its grace, not before: {gone:?}"
+    );
+    assert!(srgate.metric("ice_tcp_connections") < 8);
 }

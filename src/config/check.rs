@@ -268,7 +268,7 @@ impl Config {
                 section: "webrtc",
                 key: "udp",
                 ip: self.webrtc.udp.ip(),
-                ports: webrtc_udp,
+                ports: webrtc_udp.clone(),
             },
             Listener {
                 udp: false,
@@ -278,6 +278,20 @@ impl Config {
                 ports: single(self.webrtc.listen),
             },
         ];
+        if self.webrtc.ice_tcp {
+            // ICE-TCP listens on TCP on each shard's media address (before the listeners
+            // named in the file, so a clash is reported at theirs)
+            listeners.insert(
+                3,
+                Listener {
+                    udp: false,
+                    section: "webrtc",
+                    key: "ice_tcp",
+                    ip: self.webrtc.udp.ip(),
+                    ports: webrtc_udp,
+                },
+            );
+        }
         for (section, key, addr) in [
             ("sip", "tls_listen", self.sip.tls_listen),
             ("webrtc", "tls_listen", self.webrtc.tls_listen),

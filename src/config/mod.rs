@@ -151,7 +151,17 @@ mod tests {
         assert_eq!(err.section.as_deref(), Some("api"));
         assert!(err.message.contains("[webrtc] listen"), "{err}");
         // The same port on UDP and TCP is fine, and so are different addresses.
-        load("[webrtc]\nlisten = 127.0.0.1:50000\n").unwrap();
+        load("[webrtc]\nice_tcp = 0\nlisten = 127.0.0.1:50000\n").unwrap();
+        // ICE-TCP listens on TCP on the media ports
+        let err = load("[webrtc]\nlisten = 127.0.0.1:50000\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("listen"));
+        assert!(err.message.contains("[webrtc] ice_tcp"), "{err}");
+        let err = load("[global]\nshards = 2\n[api]\nlisten = 127.0.0.1:50001\n");
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.message.contains("TCP port 50001")),
+            "{err:?}"
+        );
         load("[sip]\nlisten = 127.0.0.1:9091\n[api]\nlisten = 127.0.0.2:9091\n").unwrap();
         // The shards' UDP ports count as a range.
         let err = load("[global]\nshards = 4\n[sip]\nlisten = 0.0.0.0:50003\n").unwrap_err();

@@ -5,11 +5,15 @@
 //! datagram from the connection's peer address, handed to the shard's core as if it had
 //! come on UDP. What the core sends to that address goes back framed on the connection.
 //!
-//! Bounded like every listener of srgate: at most [`MAX_PER_IP`] connections from one
-//! address and [`MAX_CONNS`] per shard (more are closed at once and counted), frames of at
-//! most [`FRAME_MAX`] bytes (a longer one closes the connection), at most [`WRITE_MAX`]
-//! bytes waiting to be written (a packet that does not fit is dropped, as UDP would lose
-//! it), and a connection that carries nothing for [`IDLE`] is closed.
+//! Bounded like every listener of srgate: at most `[webrtc] max_conns_per_ip` connections
+//! from one address and [`MAX_CONNS`] per shard (more are closed at once and counted),
+//! frames of at most [`FRAME_MAX`] bytes (a longer one closes the connection), at most
+//! [`WRITE_MAX`] bytes waiting to be written (a packet that does not fit is dropped, as
+//! UDP would lose it). A connection counts as a browser's only once srgate has sent on it
+//! (the core answers only STUN that carries a session's credentials): one that srgate has
+//! not answered within [`GRACE`] is closed, and so is one srgate has sent nothing on for
+//! [`IDLE`]. What a peer sends does not keep a connection open, so a stranger cannot hold
+//! slots; when the shard is full, the oldest connection not yet answered makes room.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,11 +25,12 @@ use mio::{Interest, Registry, Token};
 
 /// Connections one shard holds at once.
 pub const MAX_CONNS: usize = 256;
-/// Connections from one address (an IPv6 /64) at once.
-pub const MAX_PER_IP: usize = 8;
-/// A connection that carries nothing this long is closed (ICE consent checks come every
-/// few seconds while a call is up).
+/// A connection srgate sends nothing on this long is closed (it answers the browser's ICE
+/// consent checks, every few seconds while a call is up).
 pub const IDLE: Duration = Duration::from_secs(30);
+/// A new connection srgate has not answered on within this is closed (a browser sends its
+/// first connectivity check as soon as it connects).
+pub const GRACE: Duration = Duration::from_secs(10);
 /// The largest frame taken (any packet srgate handles fits).
 pub const FRAME_MAX: usize = 2048;
 /// Bytes waiting to be written on one connection at most.
@@ -37,7 +42,7 @@ const ACCEPT_BUDGET: usize = 64;
 /// Reads per readiness event of one connection (a later turn of the loop goes on).
 const READ_BUDGET: usize = 64;
 /// How often idle connections are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 struct Conn {
     stream: TcpStream,
@@ -47,7 +52,20 @@ struct Conn {
     read_len: usize,
     /// Framed packets waiting to be written.
     write: Vec<u8>,
-    last: Instant,
+    /// When it was accepted.
+    accepted: Instant,
+    /// When srgate last sent on it (none yet: not a browser's so far).
+    last_sent: Option<Instant>,
+}
+
+impl Conn {
+    /// When it is closed unless srgate sends on it before.
+    fn expires(&self) -> Instant {
+        match self.last_sent {
+            Some(t) => t + IDLE,
+            None => self.accepted + GRACE,
+        }
+    }
 }
 
 /// The address a per-address limit counts: the IP, an IPv6 address by its /64.
@@ -73,9 +91,13 @@ pub struct IceTcp {
     free: Vec<usize>,
     by_peer: HashMap<SocketAddr, usize>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Connections from one address at most.
+    max_per_ip: usize,
     last_sweep: Option<Instant>,
     /// Connections whose read budget ran out with bytes left: read again at once.
     pending: Vec<usize>,
+    /// The accept budget ran out with connections maybe waiting: accept again at once.
+    accept_pending: bool,
     /// Connections closed at once for a limit.
     pub refused: u64,
     /// Packets dropped because their connection's write queue was full.
@@ -83,8 +105,14 @@ pub struct IceTcp {
 }
 
 impl IceTcp {
-    /// Takes `listener` (registered as `token`) and registers connections in `registry`.
-    pub fn new(mut listener: TcpListener, registry: Registry, token: Token) -> io::Result<Self> {
+    /// Takes `listener` (registered as `token`) and registers connections in `registry`;
+    /// `max_per_ip`: connections from one address (an IPv6 /64) at most.
+    pub fn new(
+        mut listener: TcpListener,
+        registry: Registry,
+        token: Token,
+        max_per_ip: usize,
+    ) -> io::Result<Self> {
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(IceTcp {
             listener,
@@ -93,8 +121,10 @@ impl IceTcp {
             free: Vec::new(),
             by_peer: HashMap::new(),
             per_ip: HashMap::new(),
+            max_per_ip: max_per_ip.max(1),
             last_sweep: None,
             pending: Vec::new(),
+            accept_pending: false,
             refused: 0,
             dropped: 0,
         })
@@ -112,6 +142,7 @@ impl IceTcp {
 
     /// Accepts waiting connections, within the limits.
     pub fn accept(&mut self, now: Instant) {
+        self.accept_pending = false;
         for _ in 0..ACCEPT_BUDGET {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
@@ -123,8 +154,21 @@ impl IceTcp {
                 }
             };
             let key = limit_key(peer.ip());
+            if self.per_ip.get(&key).copied().unwrap_or(0) >= self.max_per_ip
+                || self.open() >= MAX_CONNS
+            {
+                self.expire(now);
+            }
+            if self.open() >= MAX_CONNS {
+                self.close_oldest_unanswered();
+            }
             let from_there = self.per_ip.get(&key).copied().unwrap_or(0);
-            if self.open() >= MAX_CONNS || from_there >= MAX_PER_IP {
+            // (a second connection from the same address and port would take the first
+            // one's packets)
+            if self.open() >= MAX_CONNS
+                || from_there >= self.max_per_ip
+                || self.by_peer.contains_key(&peer)
+            {
                 self.refused += 1;
                 log::debug!("ICE-TCP connection from {peer} refused: connection limit");
                 continue; // dropped: closed
@@ -154,19 +198,16 @@ impl IceTcp {
                 read: vec![0; 2 + FRAME_MAX].into_boxed_slice(),
                 read_len: 0,
                 write: Vec::new(),
-                last: now,
+                accepted: now,
+                last_sent: None,
             });
         }
+        self.accept_pending = true;
     }
 
     /// Connection `index` is ready: reads its frames (each handed to `deliver` with the
     /// peer's address) and writes what waits.
-    pub fn ready(
-        &mut self,
-        now: Instant,
-        index: usize,
-        deliver: &mut dyn FnMut(SocketAddr, &mut [u8]),
-    ) {
+    pub fn ready(&mut self, index: usize, deliver: &mut dyn FnMut(SocketAddr, &mut [u8])) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
@@ -182,7 +223,6 @@ impl IceTcp {
                 Ok(0) => open = false,
                 Ok(n) => {
                     conn.read_len += n;
-                    conn.last = now;
                     open = frames(conn, deliver);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -200,26 +240,31 @@ impl IceTcp {
         }
     }
 
-    /// Whether a connection has bytes left from the last turn (the loop must not sleep).
+    /// Whether a connection has bytes left from the last turn, or connections may wait to
+    /// be accepted (the loop must not sleep).
     pub fn has_backlog(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.accept_pending
     }
 
-    /// Reads the connections the last turn left with bytes.
+    /// Accepts and reads what the last turn left.
     pub fn read_backlog(&mut self, now: Instant, deliver: &mut dyn FnMut(SocketAddr, &mut [u8])) {
+        if self.accept_pending {
+            self.accept(now);
+        }
         for index in std::mem::take(&mut self.pending) {
-            self.ready(now, index, deliver);
+            self.ready(index, deliver);
         }
     }
 
     /// Sends `packet` to `to` framed, when `to` is a connection's peer; whether it is.
-    pub fn send(&mut self, to: SocketAddr, packet: &[u8]) -> bool {
+    pub fn send(&mut self, now: Instant, to: SocketAddr, packet: &[u8]) -> bool {
         let Some(&index) = self.by_peer.get(&to) else {
             return false;
         };
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return false;
         };
+        conn.last_sent = Some(now);
         let Ok(len) = u16::try_from(packet.len()) else {
             self.dropped += 1;
             return true;
@@ -236,7 +281,17 @@ impl IceTcp {
         true
     }
 
-    /// Closes connections idle for [`IDLE`] (looked for every few seconds).
+    /// When [`sweep`](Self::sweep) wants to run next: every [`SWEEP_EVERY`] while
+    /// connections are open.
+    pub fn next_sweep(&self) -> Option<Instant> {
+        if self.by_peer.is_empty() {
+            return None;
+        }
+        Some(self.last_sweep.map_or(Instant::now(), |t| t + SWEEP_EVERY))
+    }
+
+    /// Closes connections not answered within [`GRACE`] or idle for [`IDLE`] (looked
+    /// for every [`SWEEP_EVERY`]).
     pub fn sweep(&mut self, now: Instant) {
         if self
             .last_sweep
@@ -244,25 +299,40 @@ impl IceTcp {
         {
             return;
         }
+        self.expire(now);
+    }
+
+    /// Closes every connection past its [`Conn::expires`].
+    fn expire(&mut self, now: Instant) {
         self.last_sweep = Some(now);
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                c.as_ref()
-                    .filter(|c| now.saturating_duration_since(c.last) >= IDLE)
-                    .map(|_| i)
-            })
-            .collect();
-        for index in idle {
-            self.close(index);
+        for index in 0..self.conns.len() {
+            if self.conns[index]
+                .as_ref()
+                .is_some_and(|c| c.expires() <= now)
+            {
+                self.close(index);
+            }
         }
         if self.by_peer.is_empty() {
             self.conns.clear();
             self.conns.shrink_to_fit();
             self.free.clear();
             self.free.shrink_to_fit();
+        }
+    }
+
+    /// Makes room: closes the connection srgate has not answered on that came first.
+    fn close_oldest_unanswered(&mut self) {
+        let oldest = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| c.last_sent.is_none()).map(|c| (i, c)))
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(i, _)| i);
+        if let Some(index) = oldest {
+            self.refused += 1;
+            self.close(index);
         }
     }
 

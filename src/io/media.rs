@@ -155,6 +155,12 @@ impl MediaPlane {
             || self.tcp.as_ref().is_some_and(IceTcp::has_backlog)
     }
 
+    /// When the media plane wants a turn of the loop without any readiness: ICE-TCP's
+    /// sweep of connections nobody answered or that went idle.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tcp.as_ref().and_then(IceTcp::next_sweep)
+    }
+
     /// The ICE-TCP listener is ready: connections come in.
     pub fn tcp_accept(&mut self, now: Instant) {
         if let Some(tcp) = self.tcp.as_mut() {
@@ -168,7 +174,7 @@ impl MediaPlane {
             return;
         };
         let packets_in = &mut self.packets_in;
-        tcp.ready(now, index, &mut |from, bytes| {
+        tcp.ready(index, &mut |from, bytes| {
             *packets_in += 1;
             core.handle_datagram(now, from, bytes);
         });
@@ -272,10 +278,9 @@ impl MediaPlane {
             match t.socket {
                 // a browser connected over ICE-TCP: framed on its connection
                 MediaSocket::WebRtc
-                    if self
-                        .tcp
-                        .as_mut()
-                        .is_some_and(|tcp| tcp.send(t.destination, &self.out.slot()[..t.len])) =>
+                    if self.tcp.as_mut().is_some_and(|tcp| {
+                        tcp.send(now, t.destination, &self.out.slot()[..t.len])
+                    }) =>
                 {
                     self.packets_out += 1;
                 }

@@ -396,14 +396,18 @@ fn rtp_share(
     (lo as u16)..=(hi as u16)
 }
 
-/// The address srgate puts in Via and Contact: `public_ip`, else the listen address,
-/// else (listening on any address) the local address the kernel would use to reach
-/// `sip_svr` (a UDP connect sends nothing), else loopback.
+/// `[webrtc] ice_tcp`'s listener, bound before the shard's loop starts.
+pub(super) struct IceTcpListener {
+    listener: std::net::TcpListener,
+    /// `[webrtc] max_conns_per_ip`.
+    max_per_ip: usize,
+}
+
 /// `[webrtc] ice_tcp`: a TCP listener on a shard's media address (same IP and port).
 fn ice_tcp_listener(
     config: &Config,
     udp: &std::net::UdpSocket,
-) -> Result<Option<std::net::TcpListener>, RunError> {
+) -> Result<Option<IceTcpListener>, RunError> {
     if !config.webrtc.ice_tcp {
         return Ok(None);
     }
@@ -419,13 +423,16 @@ fn ice_tcp_listener(
     listener
         .set_nonblocking(true)
         .map_err(|e| err("socket", e))?;
-    Ok(Some(listener))
+    Ok(Some(IceTcpListener {
+        listener,
+        max_per_ip: usize::try_from(config.webrtc.max_conns_per_ip).unwrap_or(usize::MAX),
+    }))
 }
 
 /// The media plane with its ICE-TCP listener, when there is one.
 pub(super) fn with_ice_tcp(
     media: MediaPlane,
-    tcp: Option<std::net::TcpListener>,
+    tcp: Option<IceTcpListener>,
     registry: &mio::Registry,
     token: mio::Token,
 ) -> std::io::Result<MediaPlane> {
@@ -433,13 +440,17 @@ pub(super) fn with_ice_tcp(
         return Ok(media);
     };
     let tcp = super::ice_tcp::IceTcp::new(
-        mio::net::TcpListener::from_std(tcp),
+        mio::net::TcpListener::from_std(tcp.listener),
         registry.try_clone()?,
         token,
+        tcp.max_per_ip,
     )?;
     Ok(media.with_ice_tcp(tcp))
 }
 
+/// The address srgate puts in Via and Contact: `public_ip`, else the listen address,
+/// else (listening on any address) the local address the kernel would use to reach
+/// `sip_svr` (a UDP connect sends nothing), else loopback.
 fn advertised_addr(config: &Config, local: SocketAddr) -> SocketAddr {
     if let Some(ip) = config.global.public_ip {
         return SocketAddr::new(ip, local.port());

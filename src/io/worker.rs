@@ -71,8 +71,11 @@ impl Worker {
             let timeout = if self.media.has_backlog() {
                 Some(Duration::ZERO)
             } else {
-                self.core
-                    .poll_timeout()
+                let core = self.core.poll_timeout();
+                let media = self.media.poll_timeout();
+                core.into_iter()
+                    .chain(media)
+                    .min()
                     .map(|t| super::sleep_until_grid(now, t, anchor))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)

@@ -172,7 +172,7 @@ impl ControlShard {
         hub: Hub,
         web_policy: web::WebPolicy,
         web_per_source_max: u32,
-        (media_udp, media_tcp, calls): (UdpSocket, Option<std::net::TcpListener>, Calls),
+        (media_udp, media_tcp, calls): (UdpSocket, Option<super::startup::IceTcpListener>, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
         (cdr, door_hook): (Option<CdrLog>, Option<DoorHook>),
@@ -380,6 +380,9 @@ impl ControlShard {
     fn next_deadline(&mut self) -> Option<Instant> {
         let mut next = self.core.poll_timeout();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.media.poll_timeout() {
+            consider(t);
+        }
         if let Some(d) = self.shutdown_deadline {
             consider(d);
         }
