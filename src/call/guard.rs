@@ -69,14 +69,13 @@ impl Calls {
         self.by_port.retain(|_, s| *s != slot);
         // remove() may have taken the slot (and reported it) before it panicked
         if let Some((_, call)) = self.slots.get_mut(slot).and_then(Option::take) {
-            let sip = match call {
-                Call::Bridge(b) => Some(b.sip),
-                Call::Pair(p) => Some(p.a.sip),
-                Call::Echo(_) => None,
-            };
+            let (sip, other_sip) = call.sip_legs();
             self.vacate(slot);
-            self.routes
-                .push_back(link::RouteChange::Removed { key, sip });
+            self.routes.push_back(link::RouteChange::Removed {
+                key,
+                sip,
+                other_sip,
+            });
         }
     }
 }

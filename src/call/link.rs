@@ -167,10 +167,11 @@ pub enum RouteChange {
         key: CallKey,
         sip: Option<SipCallId>,
     },
-    /// A call is gone from here.
+    /// A call is gone from here, with its SIP leg and, for a SIP ↔ SIP call, its second.
     Removed {
         key: CallKey,
         sip: Option<SipCallId>,
+        other_sip: Option<SipCallId>,
     },
     /// A routed invite or incoming SIP call of `user` did not become a new call here;
     /// `key` and `sip` name the routes to forget (none when the invite named a call that

@@ -244,6 +244,17 @@ enum Call {
     Pair(Box<sip_pair::SipPairCall>),
 }
 
+impl Call {
+    /// The call's SIP legs: a bridged call's one, a SIP ↔ SIP call's two.
+    fn sip_legs(&self) -> (Option<SipCallId>, Option<SipCallId>) {
+        match self {
+            Call::Bridge(b) => (Some(b.sip), None),
+            Call::Pair(p) => (Some(p.a.sip), Some(p.b.sip)),
+            Call::Echo(_) => (None, None),
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallMetrics {

@@ -260,8 +260,13 @@ impl Router {
                 }
                 (key.0, -1, 1, false)
             }
-            RouteChange::Removed { key, sip } => {
+            RouteChange::Removed {
+                key,
+                sip,
+                other_sip,
+            } => {
                 self.forget(shard, Some(&key), sip);
+                self.forget(shard, None, other_sip);
                 (key.0, 0, -1, true)
             }
             RouteChange::Dropped { user, key, sip } => {
@@ -495,6 +500,7 @@ mod tests {
             RouteChange::Removed {
                 key: key("a", "1"),
                 sip: Some(SipCallId(3)),
+                other_sip: None,
             },
         );
         r.apply(
@@ -502,6 +508,7 @@ mod tests {
             RouteChange::Removed {
                 key: key("b", "s7"),
                 sip: Some(SipCallId(7)),
+                other_sip: None,
             },
         );
         r.apply(
@@ -509,6 +516,7 @@ mod tests {
             RouteChange::Removed {
                 key: key("c", "s8"),
                 sip: Some(SipCallId(8)),
+                other_sip: None,
             },
         );
         assert_eq!(r.load(), [0, 0]);
@@ -553,5 +561,36 @@ mod tests {
             r.route_request(&invite("a", "2"), CALM),
             Err(Refused::Overloaded)
         );
+    }
+
+    #[test]
+    fn a_sip_to_sip_call_on_a_worker_forgets_both_legs() {
+        let mut r = Router::new(2, 100);
+        // the door's INVITE to the monitor is placed on shard 1
+        assert_eq!(r.route_sip_event(&incoming(20, "3011"), true, CALM), Ok(1));
+        r.apply(
+            1,
+            RouteChange::Added {
+                key: key("3011", "p20"),
+                sip: Some(SipCallId(20)),
+            },
+        );
+        // its second leg, toward the monitor, is started from there
+        r.sip_started(1, SipCallId(21));
+        let ringing = Event::CallProgress {
+            id: SipCallId(21),
+            code: 180,
+            sdp: None,
+        };
+        assert_eq!(r.route_sip_event(&ringing, true, CALM), Ok(1));
+        r.apply(
+            1,
+            RouteChange::Removed {
+                key: key("3011", "p20"),
+                sip: Some(SipCallId(20)),
+                other_sip: Some(SipCallId(21)),
+            },
+        );
+        assert_eq!(r.entries(), 0, "{r:?}");
     }
 }

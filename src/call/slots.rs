@@ -247,13 +247,11 @@ impl Calls {
             return;
         };
         self.vacate(slot);
+        let (sip, other_sip) = call.sip_legs();
         self.routes.push_back(link::RouteChange::Removed {
             key: key.clone(),
-            sip: match &call {
-                Call::Bridge(b) => Some(b.sip),
-                Call::Pair(p) => Some(p.a.sip),
-                Call::Echo(_) => None,
-            },
+            sip,
+            other_sip,
         });
         self.index.remove(&key);
         let ufrag = match &call {
