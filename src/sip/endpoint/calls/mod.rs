@@ -461,7 +461,6 @@ impl Endpoint {
         }
     }
 
-    /// Ends a call in whatever state it is (see the module doc); no event follows.
     /// [`Endpoint::hangup`] of an outgoing call that another member of a ring group
     /// answered: its CANCEL says so (`Reason: SIP;cause=200;text="Call completed
     /// elsewhere"`, RFC 3326), so the phone does not show a missed call.
@@ -474,6 +473,7 @@ impl Endpoint {
         self.hangup(now, id);
     }
 
+    /// Ends a call in whatever state it is (see the module doc); no event follows.
     pub fn hangup(&mut self, now: Instant, id: SipCallId) {
         if self.is_internal_id(id) {
             return self.internal_hangup(id);

@@ -17,7 +17,6 @@ use crate::sip::transaction::client_invite::ClientInviteTransaction;
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method, reason_phrase};
 
 impl Endpoint {
-    /// Starts a call toward SIP (see the module doc).
     /// Whether a call to `callee` can be routed: in proxy mode through the PBX, in
     /// standalone mode to a registered contact (or inside srgate, to a ring group).
     pub fn can_reach(&self, now: Instant, callee: &str) -> bool {
@@ -30,6 +29,7 @@ impl Endpoint {
         }
     }
 
+    /// Starts a call toward SIP (see the module doc).
     pub fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
         if self.calls.calls.contains_key(&call.id) || call.id.0 & INCOMING_BIT != 0 {
             return Err(CallError::Duplicate);
