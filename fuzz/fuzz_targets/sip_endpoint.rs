@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use srgate::sip::auth::Algorithm;
 use srgate::sip::endpoint::{
-    Endpoint, EndpointConfig, Event, OutgoingCall, ProxyAccount, Server, SipCallId, Transport,
+    Endpoint, EndpointConfig, Event, OutgoingCall, ProxyAccount, Reach, Server, SipCallId, Transport,
 };
 
 fn base() -> Instant {
@@ -102,7 +102,11 @@ fn internal_call(ep: &mut Endpoint, now: Instant, data: &[u8]) {
         display_name: None,
         sdp: SDP.into(),
         headers: vec![("X-ArInfo".into(), "fuzz".into())],
-        local: pick & 0x80 != 0,
+        reach: match pick >> 6 {
+            0 => Reach::Phone,
+            1 | 2 => Reach::GroupOrPhone,
+            _ => Reach::App,
+        },
     };
     if ep.start_call(now, call).is_err() {
         return;

@@ -11,7 +11,7 @@ use crate::sdp::sip::OPUS_PT;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Request};
 use crate::signal::protocol::{CallState, Failure, HangupReason};
-use crate::sip::endpoint::{CallError, OutgoingCall, SipCallId};
+use crate::sip::endpoint::{CallError, OutgoingCall, Reach, SipCallId};
 
 use super::bridge::{BridgeCall, media_codec, sip_codecs};
 use super::browser::{BrowserSetup, BrowserSide};
@@ -406,7 +406,11 @@ impl Calls {
             sdp: std::mem::take(&mut call.local_sdp),
             headers,
             // standalone: an app user calling another who is logged in stays inside srgate
-            local: self.cfg.standalone && callee != user && (ctx.online)(callee),
+            reach: if self.cfg.standalone && callee != user && (ctx.online)(callee) {
+                Reach::App
+            } else {
+                Reach::GroupOrPhone
+            },
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port);

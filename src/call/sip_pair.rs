@@ -33,7 +33,7 @@ use crate::media::relay::{RELAY_MAX, Relay, RelayArena};
 use crate::sdp::Codec;
 use crate::sdp::answer::Direction;
 use crate::sdp::sip::{RemoteRtp, RtpDescription, build_rtp_sdp, parse_rtp_sdp};
-use crate::sip::endpoint::{CallError, Event as SipEvent, OutgoingCall, SipCallId};
+use crate::sip::endpoint::{CallError, Event as SipEvent, OutgoingCall, Reach, SipCallId};
 use crate::wire::rtp;
 
 use super::bridge::{SipCounters, StreamIds};
@@ -586,7 +586,7 @@ impl Calls {
             display_name: caller_name,
             sdp: call.offer_sdp(),
             headers: Vec::new(),
-            local: false,
+            reach: Reach::Phone,
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port_a);

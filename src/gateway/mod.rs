@@ -398,7 +398,11 @@ impl<P: RtpPorts> Gateway<P> {
                 if let SipCommand::Start(call) = &mut command {
                     s.router.sip_started(shard, call.id);
                     // a worker cannot tell who is logged in: shard 0 knows
-                    call.local = call.local && s.hub.is_online(&call.callee);
+                    if call.reach == crate::sip::endpoint::Reach::App
+                        && !s.hub.is_online(&call.callee)
+                    {
+                        call.reach = crate::sip::endpoint::Reach::GroupOrPhone;
+                    }
                 }
                 if let Err((id, e)) = command.apply(now, s.endpoint_mut()) {
                     // the shard learns it as the call's failure

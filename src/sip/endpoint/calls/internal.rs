@@ -1,6 +1,6 @@
 //! Calls that stay inside srgate (standalone mode): an app user calling another app user
 //! who is logged in, or a ring group's number. The call layer places such a call like any
-//! call toward SIP ([`Endpoint::start_call`] with [`OutgoingCall::local`]), and the
+//! call toward SIP ([`Endpoint::start_call`] with [`Reach::App`], or [`Reach::GroupOrPhone`] to a group's number), and the
 //! endpoint, instead of sending an INVITE, offers it back to the call layer as incoming
 //! calls ([`Event::IncomingCall`] with `internal`): one for the app user called, or one
 //! branch per member of the group (app members invited, `sip:` members called by srgate).
@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use super::fork::rank;
-use super::{CallError, INCOMING_BIT, OutgoingCall, SipCallId};
+use super::{CallError, INCOMING_BIT, OutgoingCall, Reach, SipCallId};
 use crate::config::MemberKind;
 use crate::sip::endpoint::{Endpoint, Event};
 
@@ -56,7 +56,12 @@ impl Endpoint {
     /// Whether `call` is delivered inside srgate: standalone mode, a call of the app layer
     /// to an app user logged in or to a ring group.
     pub(super) fn is_internal(&self, call: &OutgoingCall) -> bool {
-        self.cfg.server.is_none() && (call.local || self.cfg.groups.members(&call.callee).is_some())
+        self.cfg.server.is_none()
+            && match call.reach {
+                Reach::Phone => false,
+                Reach::GroupOrPhone => self.cfg.groups.members(&call.callee).is_some(),
+                Reach::App => true,
+            }
     }
 
     /// Offers `call` to its callee (or the group's members) as incoming calls.
@@ -316,7 +321,11 @@ mod tests {
             display_name: None,
             sdp: OFFER.into(),
             headers: vec![("X-ArInfo".into(), "door 2".into())],
-            local,
+            reach: if local {
+                Reach::App
+            } else {
+                Reach::GroupOrPhone
+            },
         }
     }
 
@@ -485,5 +494,24 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_phone_leg_never_rings_a_group_so_groups_naming_each_other_do_not_loop() {
+        let now = t0();
+        let mut config =
+            EndpointConfig::standalone(OURS.parse().unwrap(), "127.0.0.1", &[], [4; 32]);
+        config.groups.add("401", "sip:402").unwrap();
+        config.groups.add("402", "sip:401").unwrap();
+        let mut ep = Endpoint::new(config, t0());
+        ep.start_call(now, call(15, "401", false)).unwrap();
+        let branches = offered(&mut ep);
+        assert!(matches!(branches.as_slice(), [(_, m, true)] if m == "402"));
+        // the call layer calls the sip: member as a phone: 402 has no binding, it is no
+        // second ring of group 402
+        let mut leg = call(16, "402", false);
+        leg.reach = Reach::Phone;
+        assert_eq!(ep.start_call(now, leg), Err(CallError::NoRoute));
+        assert!(events(&mut ep).is_empty());
     }
 }

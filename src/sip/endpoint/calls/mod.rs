@@ -71,10 +71,22 @@ pub struct OutgoingCall {
     pub sdp: String,
     /// Extra headers (e.g. `X-ArInfo`).
     pub headers: Vec<(String, String)>,
-    /// Standalone: the callee may be reached inside srgate (an app user logged in): the
-    /// call is offered back as incoming calls, not sent (see `internal`). A ring group's
-    /// number is reached inside srgate whatever this says.
-    pub local: bool,
+    /// Where the callee may be (standalone; proxy mode sends every call to the PBX).
+    pub reach: Reach,
+}
+
+/// Where a standalone call's callee may be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// A `[users]` phone's registered contacts only: a SIP ↔ SIP call's callee leg (a
+    /// ring group's `sip:` member that names a group is not rung through it, so groups
+    /// cannot ring each other in a loop).
+    Phone,
+    /// A ring group's number inside srgate (its members offered back as incoming calls,
+    /// see `internal`), else a phone.
+    GroupOrPhone,
+    /// An app user logged in (offered back inside srgate), a group, else a phone.
+    App,
 }
 
 /// Why a call could not be started.

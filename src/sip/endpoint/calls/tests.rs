@@ -443,7 +443,7 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
             display_name: None,
             sdp: OFFER.into(),
             headers: vec![("X-ArInfo".into(), "data".into())],
-            local: false,
+            reach: Reach::GroupOrPhone,
         },
     )
     .unwrap();
@@ -457,7 +457,7 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
                 display_name: None,
                 sdp: String::new(),
                 headers: vec![],
-                local: false,
+                reach: Reach::GroupOrPhone,
             }
         ),
         Err(CallError::Duplicate)
@@ -880,7 +880,7 @@ fn a_call_answered_elsewhere_is_cancelled_with_a_reason() {
         display_name: None,
         sdp: OFFER.into(),
         headers: vec![],
-        local: false,
+        reach: Reach::GroupOrPhone,
     };
     for (id, elsewhere) in [(21, true), (22, false)] {
         ep.start_call(now, call(id)).unwrap();
