@@ -10,7 +10,7 @@
 //! for users), `poll_cdr` (call records) and asks `poll_timeout` when to call
 //! `handle_timeout` next. Nothing here reads a clock, touches a socket or spawns a
 //! thread; the I/O shell (`src/io/`) does that. The call layer drives the SIP
-//! [`Endpoint`] (a B2BUA on top of it) and asks the shell for RTP sockets through
+//! [`Endpoint`](crate::sip::endpoint::Endpoint) (a B2BUA on top of it) and asks the shell for RTP sockets through
 //! [`RtpPorts`]; both come in a [`Ctx`] with every call that may need them.
 //!
 //! # Calls
