@@ -48,25 +48,43 @@ impl Calls {
         }
         // Freeing may touch the broken state again: guarded too, and if that fails the
         // slot is simply dropped with its index entries.
-        let mut this = std::panic::AssertUnwindSafe(&mut *self);
-        let mut ctx = std::panic::AssertUnwindSafe(ctx);
-        let ok = std::panic::catch_unwind(move || {
-            this.remove(now, slot, &mut ctx, Some(500), "ERROR");
-        })
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.remove(now, slot, ctx, Some(500), "ERROR");
+        }))
         .is_ok();
         if !ok {
-            self.drop_slot(slot, key);
+            self.drop_slot(now, slot, key, ctx);
         }
     }
 
     /// Takes the call in `slot` out of every index without touching its state (freeing it
-    /// panicked).
-    fn drop_slot(&mut self, slot: usize, key: super::CallKey) {
+    /// panicked); its SIP legs still indexed are hung up and its RTP ports closed (the
+    /// indexes name them), so neither a phone nor a port is left behind.
+    fn drop_slot(&mut self, now: Instant, slot: usize, key: super::CallKey, ctx: &mut Ctx<'_>) {
         self.index.remove(&key);
         // the call (and with it its ufrag) may be gone: every entry is looked at
         self.unindex_browser(slot, None);
-        self.by_sip.retain(|_, s| *s != slot);
-        self.by_port.retain(|_, s| *s != slot);
+        let mut legs = Vec::new();
+        self.by_sip.retain(|sip, s| {
+            if *s == slot {
+                legs.push(*sip);
+            }
+            *s != slot
+        });
+        for sip in legs {
+            ctx.sip.hangup(now, sip);
+        }
+        let mut ports = Vec::new();
+        self.by_port.retain(|port, s| {
+            // the RTP port (even) stands for its RTCP port too
+            if *s == slot && port % 2 == 0 {
+                ports.push(*port);
+            }
+            *s != slot
+        });
+        for port in ports {
+            ctx.ports.close(port);
+        }
         // remove() may have taken the slot (and reported it) before it panicked
         if let Some((_, call)) = self.slots.get_mut(slot).and_then(Option::take) {
             let (sip, other_sip) = call.sip_legs();
