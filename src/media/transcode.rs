@@ -328,6 +328,34 @@ impl Transcoder {
         None
     }
 
+    /// Writes the decoded audio of the outgoing packet due at `now` into `pcm` (one
+    /// output packet time at the PCM rate: 160 samples at 8 kHz for 20 ms) and returns
+    /// its length; `None` when nothing is due. For a consumer of the PCM itself (the
+    /// RTMP publisher's AAC encoder): the encoder is not used, the jitter buffer, decoder
+    /// and concealment are as for [`Transcoder::poll_rtp`].
+    pub fn poll_pcm(&mut self, now: Instant, pcm: &mut [i16]) -> Option<usize> {
+        let samples = self.output_samples;
+        if pcm.len() < samples {
+            return None;
+        }
+        for _ in 0..4 * crate::media::jitter::SLOTS {
+            if self.queued >= samples {
+                pcm[..samples].copy_from_slice(&self.pcm[..samples]);
+                self.pcm.copy_within(samples..self.queued, 0);
+                self.queued -= samples;
+                self.marker_pending = false;
+                return Some(samples);
+            }
+            self.queue_next(now)?;
+        }
+        None
+    }
+
+    /// The PCM rate and samples of one [`Transcoder::poll_pcm`] frame.
+    pub fn pcm_frame(&self) -> (SampleRate, usize) {
+        (self.config.pcm_rate, self.output_samples)
+    }
+
     /// Pops one due packet from the jitter buffer and queues its audio (decoded, or
     /// concealed when missing or undecodable); `None` when nothing is due.
     fn queue_next(&mut self, now: Instant) -> Option<()> {
@@ -518,6 +546,45 @@ mod tests {
         }
         g711::encode(Law::Mu, &pcm, &mut p[12..]);
         p
+    }
+
+    #[test]
+    fn poll_pcm_gives_the_decoded_audio_at_the_packet_cadence() {
+        let t0 = base();
+        let mut t = Transcoder::new(config(Codec::G711(Law::Mu), 0, Codec::G711(Law::Mu), 0))
+            .expect("set up");
+        assert_eq!(t.pcm_frame(), (SampleRate::Hz8000, 160));
+        for seq in 0..5u16 {
+            let now = t0 + Duration::from_millis(u64::from(seq) * 20);
+            t.push_rtp(now, &pcmu(seq, 9)).expect("taken");
+        }
+        let mut pcm = [0i16; 160];
+        let mut frames = 0;
+        let mut now = t0;
+        for _ in 0..15 {
+            now += Duration::from_millis(20);
+            while let Some(n) = t.poll_pcm(now, &mut pcm) {
+                assert_eq!(n, 160);
+                if pcm.iter().all(|s| *s == 0) {
+                    // concealment after the stream's end, until the buffer goes idle
+                    assert!(frames >= 5, "silence before the audio");
+                    continue;
+                }
+                // the square wave of ±3000 comes back through G.711 (within its step)
+                assert!(
+                    pcm[..4].iter().all(|s| (2900..=3100).contains(s)),
+                    "{pcm:?}"
+                );
+                assert!(
+                    pcm[4..8].iter().all(|s| (-3100..=-2900).contains(s)),
+                    "{pcm:?}"
+                );
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 5);
+        assert_eq!(t.stats().packets_sent, 0, "nothing was encoded");
+        assert_eq!(t.poll_pcm(now, &mut [0i16; 80]), None, "a buffer too small");
     }
 
     #[test]
