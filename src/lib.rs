@@ -42,6 +42,7 @@ pub mod logging;
 pub mod media;
 pub mod pii;
 pub mod rate;
+pub mod rest;
 pub mod rtmp;
 pub mod sdp;
 pub mod signal;

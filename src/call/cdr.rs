@@ -143,6 +143,11 @@ impl Cdr {
         }
     }
 
+    /// A record made elsewhere in the call layer (a REST call's).
+    pub(super) fn from_value(value: Value) -> Cdr {
+        Cdr { value }
+    }
+
     /// A call that never got a media path: refused or failed before it was set up.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attempt(

@@ -78,6 +78,8 @@ impl Calls {
         ctx: &mut Ctx<'_>,
     ) {
         let Some(&slot) = self.by_port.get(&port) else {
+            // a REST call's (few, and never a bridged call's port)
+            self.rtmp_rtp(now, port, from, data);
             return;
         };
         self.touch(slot);

@@ -57,6 +57,7 @@ pub mod link;
 mod media;
 mod requests;
 pub mod router;
+pub mod rtmp_call;
 mod sip_events;
 mod sip_pair;
 mod slots;
@@ -365,6 +366,8 @@ pub struct Calls {
     next_sip: u64,
     /// Calls whose code panicked where no context was at hand, to end at the next tick.
     poison: Vec<(usize, Instant)>,
+    /// REST calls published to RTMP (shard 0).
+    rtmp: rtmp_call::RtmpCalls,
 }
 
 /// Milliseconds since the Unix epoch at `at`, given an anchor `(instant, unix ms)`.
@@ -421,12 +424,13 @@ impl Calls {
             metrics: CallMetrics::default(),
             next_sip,
             poison: Vec::new(),
+            rtmp: rtmp_call::RtmpCalls::default(),
         }
     }
 
     /// Calls in progress (from invite to hangup): `/health` `calls`.
     pub fn count(&self) -> usize {
-        self.index.len()
+        self.index.len() + self.rtmp.count()
     }
 
     pub fn ended_total(&self) -> u64 {
@@ -500,6 +504,7 @@ impl Calls {
                 self.fail(now, slot, HangupReason::Error, ctx);
             }
         }
+        self.end_rtmp_calls(now, ctx);
     }
 
     /// The browser's transport failed, or media stopped: end the call, telling both.

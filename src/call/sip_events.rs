@@ -24,6 +24,11 @@ impl Calls {
     /// A call event of the SIP endpoint (other events are ignored here).
     pub fn handle_sip_event(&mut self, now: Instant, event: SipEvent, ctx: &mut Ctx<'_>) {
         let id = event.call_id();
+        if id.is_some_and(|id| !self.by_sip.contains_key(&id))
+            && self.rtmp_sip_event(now, &event, ctx)
+        {
+            return;
+        }
         let incoming_for = match &event {
             SipEvent::IncomingCall { app_user, .. } => Some(app_user.clone()),
             _ => None,

@@ -79,6 +79,7 @@ impl Calls {
         for (slot, _) in std::mem::take(&mut self.poison) {
             self.poisoned(now, slot, ctx);
         }
+        self.rtmp_timeout(now, ctx);
         // Only the calls whose deadline passed: the heap knows which.
         self.refresh_timers();
         let mut due = std::mem::take(&mut self.due);
@@ -207,6 +208,9 @@ impl Calls {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.refresh_timers();
         let poison = self.poison.iter().map(|(_, at)| *at).min();
-        earliest(poison, self.next_timer())
+        earliest(
+            earliest(poison, self.next_timer()),
+            self.rtmp.poll_timeout(),
+        )
     }
 }

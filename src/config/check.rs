@@ -119,6 +119,26 @@ impl Config {
         }
         self.check_listeners(r, udp_ports)?;
 
+        if let Some(listen) = self.api.listen
+            && !listen.ip().is_loopback()
+            && self.api.token.is_empty()
+        {
+            return Err(conflict(
+                r,
+                "api",
+                "listen",
+                format!(
+                    "{listen} is not loopback and [api] token is empty: anyone who reaches it \
+                     could start calls through the REST API. Set [api] token to 24 or more \
+                     random characters, or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        if !self.api.token.is_empty() && self.api.token.expose().len() < SECRET_MIN_LEN {
+            let line = r.line("api", "token");
+            let message = format!("shorter than {SECRET_MIN_LEN} characters: easy to guess");
+            r.warn("api", Some("token"), line, &message);
+        }
         if self.auth.secret.is_empty() {
             let exposed: Vec<String> = self
                 .exposed_web_listeners()

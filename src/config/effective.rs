@@ -263,7 +263,13 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
             ("ca", path(c.tls.ca.as_deref()), none()),
         ],
     );
-    section("api", &[("listen", addr(c.api.listen), none())]);
+    section(
+        "api",
+        &[
+            ("listen", addr(c.api.listen), none()),
+            ("token", secret(&c.api.token, mask), none()),
+        ],
+    );
     section(
         "log",
         &[

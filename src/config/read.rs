@@ -346,6 +346,7 @@ impl Config {
         };
         let api = Api {
             listen: r.get("api", "listen", values::optional_socket_addr)?,
+            token: Secret::from(r.raw("api", "token").0),
         };
         let log = Log {
             level: r.get("log", "level", values::log_level)?,

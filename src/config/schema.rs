@@ -77,7 +77,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
     ),
     ("auth", &[("secret", ""), ("open", "0")]),
     ("tls", &[("cert", ""), ("key", ""), ("ca", "")]),
-    ("api", &[("listen", "127.0.0.1:9091")]),
+    ("api", &[("listen", "127.0.0.1:9091"), ("token", "")]),
     (
         "log",
         &[

@@ -297,6 +297,9 @@ pub struct Tls {
 pub struct Api {
     /// `None`: no API listener.
     pub listen: Option<SocketAddr>,
+    /// The bearer token the REST calls' requests must carry (`Authorization: Bearer …`);
+    /// empty: none (then the API must listen on loopback).
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq)]

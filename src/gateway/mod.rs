@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::link::{RouteChange, SipCommand, SipLink, SipOutbox, refusal_of};
 use crate::call::router::{Refused, Route, Router};
+use crate::call::rtmp_call::RtmpOutput;
 use crate::call::{Calls, Cdr, Ctx, DoorOpened, MediaTransmit, RtpPorts};
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::Request;
@@ -84,6 +85,8 @@ pub enum Output {
     /// A user's reconnection grace ended and its session state was freed (shard 0: a
     /// reason to give memory back after many of them).
     UserGone,
+    /// A connection of the REST calls' RTMP sessions to open or close (shard 0).
+    Rtmp(RtmpOutput),
 }
 
 /// The browser sessions' side of the core, as the WebSocket shell feeds it.
@@ -365,6 +368,46 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, packet: &[u8]) {
         self.now = now;
         self.with_calls(|c, ctx| c.handle_rtp(now, port, from, packet, ctx));
+        self.settle(now);
+    }
+
+    /// A REST request of the control API (shard 0; a worker answers 503): the HTTP
+    /// status and JSON body of its answer.
+    pub fn handle_rest(
+        &mut self,
+        now: Instant,
+        request: crate::rest::RestRequest,
+    ) -> (u16, String) {
+        self.now = now;
+        if self.signalling().is_none() {
+            return (503, crate::rest::RestError::unavailable().json());
+        }
+        let answer = self.with_calls(|c, ctx| c.handle_rest(now, request, ctx));
+        self.settle(now);
+        answer
+    }
+
+    /// Bytes the REST calls' RTMP connection `conn` should write now.
+    pub fn rtmp_transmit(&self, conn: u64) -> Option<&[u8]> {
+        self.calls.rtmp_transmit(conn)
+    }
+
+    /// `n` bytes of [`Gateway::rtmp_transmit`] were written.
+    pub fn rtmp_advance(&mut self, conn: u64, n: usize) {
+        self.calls.rtmp_advance(conn, n);
+    }
+
+    /// Bytes read on RTMP connection `conn`.
+    pub fn rtmp_input(&mut self, now: Instant, conn: u64, bytes: &[u8]) {
+        self.now = now;
+        self.calls.rtmp_input(now, conn, bytes);
+        self.settle(now);
+    }
+
+    /// RTMP connection `conn` closed or could not be opened (`why`).
+    pub fn rtmp_closed(&mut self, now: Instant, conn: u64, why: Option<String>) {
+        self.now = now;
+        self.calls.rtmp_closed(now, conn, why);
         self.settle(now);
     }
 
@@ -767,6 +810,9 @@ impl<P: RtpPorts> Gateway<P> {
             }
             while let Some(door) = self.calls.poll_door() {
                 self.out.push_back(Output::Door(Box::new(door)));
+            }
+            while let Some(rtmp) = self.calls.poll_rtmp_output() {
+                self.out.push_back(Output::Rtmp(rtmp));
             }
             while let Some(change) = self.calls.poll_route() {
                 s.router.apply(0, change);

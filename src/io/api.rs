@@ -1,5 +1,7 @@
-//! The HTTP API on `[api] listen`: `GET /health` (and `/metrics` counters). Small,
-//! bounded requests only: one request per connection, answered and closed.
+//! The HTTP API on `[api] listen`: `GET /health`, `/metrics` counters, and the REST
+//! control of "SIP as RTMP" calls (`POST /rest-api/call/…`, see [`crate::rest`]; with
+//! `[api] token` each must carry `Authorization: Bearer TOKEN`). Small, bounded requests
+//! only: one request per connection, answered and closed.
 
 use crate::call::Histogram;
 
@@ -253,6 +255,89 @@ fn describe(body: &mut String, name: &str) {
 
 /// Largest request head accepted; more is answered with 431 and closed.
 pub const MAX_REQUEST: usize = 8192;
+
+/// What the bytes of an API connection are, as far as the REST API goes.
+pub enum RestRead {
+    /// Not a REST request (or not one yet: [`respond`] decides).
+    Other,
+    /// A REST request whose body has not all come.
+    Incomplete,
+    /// A REST request refused before the core (bad token, body, field): its answer.
+    Refused(Vec<u8>),
+    /// A REST request for the core.
+    Request(crate::rest::RestRequest),
+}
+
+/// Reads a REST request (`/rest-api/…`) in `buf`: head, `Content-Length` body, token.
+pub fn rest(buf: &[u8], token: &crate::pii::Secret) -> RestRead {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(buf) else {
+        return RestRead::Other;
+    };
+    let path = req.path.unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    if !path.starts_with("/rest-api/") {
+        return RestRead::Other;
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let refused = |e: crate::rest::RestError| RestRead::Refused(json_reply(e.status, &e.json()));
+    let expected = (!token.is_empty()).then(|| token.expose());
+    if !crate::rest::authorized(expected, header("authorization")) {
+        return refused(crate::rest::unauthorized());
+    }
+    let length = match header("content-length").map(|v| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    }) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return refused(crate::rest::RestError {
+                status: 400,
+                code: "BAD_REQUEST",
+                message: "Content-Length: not a number".into(),
+            });
+        }
+    };
+    if length > crate::rest::MAX_BODY {
+        return refused(crate::rest::RestError {
+            status: 413,
+            code: "TOO_LARGE",
+            message: format!("the body is over {} bytes", crate::rest::MAX_BODY),
+        });
+    }
+    let Some(body) = buf.get(head_len..head_len + length) else {
+        return RestRead::Incomplete;
+    };
+    match crate::rest::parse(req.method.unwrap_or(""), path, body) {
+        Ok(request) => RestRead::Request(request),
+        Err(e) => refused(e),
+    }
+}
+
+/// A JSON answer.
+pub fn json_reply(code: u16, body: &str) -> Vec<u8> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    reply(code, reason, "application/json", body)
+}
 
 /// The answer to the request in `buf`, or `None` while the head is incomplete.
 pub fn respond(buf: &[u8], status: &Status) -> Option<Vec<u8>> {

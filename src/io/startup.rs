@@ -298,6 +298,15 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         });
     }
     drop(to_control);
+    // rtmps:// checks RTMP servers against the system's authorities or [tls] ca
+    let rtmp_tls = super::tls::client_config(config.tls.ca.as_deref())
+        .map_err(|e| log::warn!("RTMPS: no TLS client configuration ({e}): rtmps:// URLs fail"))
+        .ok();
+    let rtmp = super::rtmp_conns::RtmpConns::new(
+        poll.registry().try_clone().map_err(|e| err("poll", e))?,
+        control_waker.clone(),
+        rtmp_tls,
+    );
 
     let mut control = ControlShard::new(
         poll,
@@ -320,7 +329,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         (UdpSocket::from_std(media_udp), media_tcp, calls),
         web_tls,
         (rtp_bind_ip, rtp_share(&config.media.rtp_ports, shards, 0)),
-        (cdr, door_hook),
+        (cdr, door_hook, rtmp, config.api.token.clone()),
         (workers, from_workers),
         config.calls.max_calls,
         sip_tls,

@@ -22,6 +22,7 @@ use super::cdr::CdrLog;
 use super::hook::DoorHook;
 use super::ice_tcp::IceTcp;
 use super::media::{Core, HistogramCell, MediaPlane, ShardStats};
+use super::rtmp_conns::{RtmpConns, RtmpCore};
 use super::rtp::{RTP_TOKEN_BASE, RtpSockets};
 use super::startup::{RunError, err};
 use super::sys::RecvBatch;
@@ -153,6 +154,10 @@ pub(super) struct ControlShard {
     cdr: Option<CdrLog>,
     /// `[door] open_hook`'s thread.
     door_hook: Option<DoorHook>,
+    /// The REST calls' RTMP connections.
+    rtmp: RtmpConns,
+    /// `[api] token`.
+    api_token: crate::pii::Secret,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -175,7 +180,12 @@ impl ControlShard {
         (media_udp, media_tcp, calls): (UdpSocket, Option<super::startup::IceTcpListener>, Calls),
         mut web_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
         rtp: (IpAddr, std::ops::RangeInclusive<u16>),
-        (cdr, door_hook): (Option<CdrLog>, Option<DoorHook>),
+        (cdr, door_hook, rtmp, api_token): (
+            Option<CdrLog>,
+            Option<DoorHook>,
+            RtmpConns,
+            crate::pii::Secret,
+        ),
         (workers, from_workers): (Vec<WorkerHandle>, Receiver<ToControl>),
         max_calls: u32,
         mut sip_tls: SipTls,
@@ -276,6 +286,8 @@ impl ControlShard {
             from_workers,
             cdr,
             door_hook,
+            rtmp,
+            api_token,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -334,7 +346,13 @@ impl ControlShard {
                     SIP_TLS_LISTEN => self.accept_sip(now, true),
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
-                    WORKERS => {}
+                    // (also the RTMP connections' threads)
+                    WORKERS => self.rtmp.connected(now, &mut self.core),
+                    Token(t) if RtmpConns::slot_of(t).is_some() => {
+                        if let Some(slot) = RtmpConns::slot_of(t) {
+                            self.rtmp.ready(now, slot, &mut self.core);
+                        }
+                    }
                     Token(t) if (SIP_CONN_BASE..API_CONN_BASE).contains(&t) => {
                         let ready = (event.is_readable(), event.is_writable(), event.is_error());
                         self.sip_conn_ready(now, t - SIP_CONN_BASE, ready)
@@ -434,6 +452,7 @@ impl ControlShard {
     fn carry_out(&mut self, now: Instant) {
         loop {
             self.media.transmit(now, &mut self.core);
+            self.rtmp.flush(now, &mut self.core);
             let Some(output) = self.core.poll_output() else {
                 return;
             };
@@ -477,6 +496,7 @@ impl ControlShard {
                 self.web_closed_since_reclaim = self.web_closed_since_reclaim.saturating_add(1);
                 self.last_web_close = now;
             }
+            Output::Rtmp(command) => self.rtmp.command(now, command, &mut self.core),
             Output::ToControl(_) => {} // only worker shards' cores say this
         }
     }
@@ -635,4 +655,19 @@ fn unix_time() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+impl RtmpCore for Core {
+    fn rtmp_transmit(&self, conn: u64) -> Option<&[u8]> {
+        Gateway::rtmp_transmit(self, conn)
+    }
+    fn rtmp_advance(&mut self, conn: u64, n: usize) {
+        Gateway::rtmp_advance(self, conn, n)
+    }
+    fn rtmp_input(&mut self, now: Instant, conn: u64, bytes: &[u8]) {
+        Gateway::rtmp_input(self, now, conn, bytes)
+    }
+    fn rtmp_closed(&mut self, now: Instant, conn: u64, why: Option<String>) {
+        Gateway::rtmp_closed(self, now, conn, why)
+    }
 }

@@ -89,7 +89,7 @@ impl ControlShard {
                                 Stream::Plain(stream),
                                 peer,
                                 now,
-                                api::MAX_REQUEST + 1,
+                                api::MAX_REQUEST + crate::rest::MAX_BODY + 1,
                                 1 << 20,
                             ),
                             answered: false,
@@ -125,8 +125,36 @@ impl ControlShard {
         };
         let conn = &mut api_conn.conn;
         let mut close = false;
+        let mut outcome = ReadOutcome::Open;
         if !api_conn.answered {
-            let outcome = conn.read_available(now, usize::MAX);
+            outcome = conn.read_available(now, usize::MAX);
+            let rest = match api::rest(&conn.rbuf, &self.api_token) {
+                api::RestRead::Other => None,
+                api::RestRead::Incomplete if outcome != ReadOutcome::Open => Some(None),
+                api::RestRead::Incomplete => return,
+                api::RestRead::Refused(answer) => Some(Some(answer)),
+                api::RestRead::Request(request) => {
+                    let (code, body) = self.core.handle_rest(now, request);
+                    Some(Some(api::json_reply(code, &body)))
+                }
+            };
+            let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
+                return;
+            };
+            match rest {
+                Some(Some(answer)) => {
+                    api_conn.conn.queue(&answer);
+                    api_conn.answered = true;
+                }
+                Some(None) => close = true,
+                None => {}
+            }
+        }
+        let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let conn = &mut api_conn.conn;
+        if !api_conn.answered && !close {
             match api::respond(&conn.rbuf, &status) {
                 Some(answer) => {
                     conn.queue(&answer);
