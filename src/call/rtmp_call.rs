@@ -137,6 +137,8 @@ struct RtmpCall {
     aac_frames: u64,
     frames_dropped: u64,
     last_rtp: Instant,
+    /// `[media] rtp_timeout`.
+    rtp_timeout: Duration,
 }
 
 impl RtmpCall {
@@ -167,7 +169,7 @@ impl RtmpCall {
         let silence = self
             .answered
             .filter(|_| self.sends())
-            .map(|_| self.last_rtp);
+            .map(|_| self.last_rtp + self.rtp_timeout);
         earliest(
             earliest(self.deadline, self.next_tick),
             earliest(self.retry_at, earliest(publish, silence)),
@@ -503,6 +505,7 @@ impl Calls {
             aac_frames: 0,
             frames_dropped: 0,
             last_rtp: now,
+            rtp_timeout: self.cfg.rtp_timeout,
         });
         let index = self.rtmp.calls.len() - 1;
         let seed = u64::from_be_bytes(self.rng.bytes::<8>());
@@ -790,12 +793,12 @@ impl Calls {
             }
             if call.answered.is_some()
                 && call.sends()
-                && now.saturating_duration_since(call.last_rtp) >= self.cfg.rtp_timeout
+                && now.saturating_duration_since(call.last_rtp) >= call.rtp_timeout
             {
                 log::info!(
                     "REST call {}: no RTP for {:?}",
                     call.call_id,
-                    self.cfg.rtp_timeout
+                    call.rtp_timeout
                 );
                 self.end_rtmp(now, index, None, "RTP_TIMEOUT", ctx);
                 continue;
