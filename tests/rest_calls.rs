@@ -1,0 +1,348 @@
+//! The REST API's calls published to RTMP, with real peers: a standalone srgate, baresip
+//! registered as the `[users]` phone 1007 (answering by itself, playing 1000 Hz) and nginx
+//! with `libnginx-mod-rtmp`. `startup` makes srgate call the phone and publish the call's
+//! audio: ffprobe sees an AAC track in the live stream, `find` follows the call, and once
+//! `terminate` ended it nginx's recording of the stream decodes to the phone's tone. Bad
+//! requests get JSON errors and change nothing; with `[api] token` a request must carry it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestDir;
+use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
+use common::calls;
+use common::nginx_rtmp::{self, NginxRtmp};
+use common::process::Process;
+use common::sip_phone::SipPhone;
+use serde_json::{Value, json};
+
+const PHONE_HZ: f64 = 1000.0;
+
+/// `POST path` with `body` (and `Authorization: Bearer token`): the status and the JSON.
+fn post(api: SocketAddr, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&api, timeout).expect("the API listens");
+    stream.set_read_timeout(Some(timeout)).expect("socket");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    let mut raw = String::new();
+    stream
+        .take(1 << 20)
+        .read_to_string(&mut raw)
+        .expect("an answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body}"));
+    (status, json)
+}
+
+fn find(api: SocketAddr, call_id: &str) -> Value {
+    let (status, json) = post(
+        api,
+        "/rest-api/call/find",
+        &json!({"callId": call_id}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{json}");
+    json
+}
+
+fn peers_ready() -> bool {
+    let peers = [
+        common::NGINX,
+        common::FFMPEG,
+        common::FFPROBE,
+        common::BARESIP,
+    ];
+    common::peers_available(&peers)
+        && nginx_rtmp::module_available(nginx_rtmp::RTMP_MODULE, "libnginx-mod-rtmp")
+}
+
+#[test]
+fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
+    if !peers_ready() {
+        return;
+    }
+    let dir = TestDir::new("rest-rtmp");
+    let mut nginx = NginxRtmp::start(dir.path(), None);
+    let tone = dir.join("phone1000.wav");
+    write_tone(&tone, PHONE_HZ, 120.0, 8000);
+    let srgate = calls::standalone_gateway(&dir, &["1007"], "");
+    let api = srgate.config.api_addr();
+    let phone = SipPhone::registered(
+        dir.path(),
+        srgate.sip_addr(),
+        "1007",
+        "1007pw",
+        &tone,
+        Duration::from_secs(10),
+        "",
+    );
+    let before = calls::cdr_count(&dir);
+    // WCS clients send booleans as strings
+    let startup = json!({"callId": "door-1", "callee": "1007", "rtmpUrl": nginx.url(),
+        "rtmpStream": "door1", "hasAudio": "true", "hasVideo": "false"})
+    .to_string();
+    let (status, state) = post(api, "/rest-api/call/startup", &startup, None);
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["callId"], "door-1");
+    assert!(
+        ["NEW", "RINGING", "ESTABLISHED"].contains(&state["state"].as_str().unwrap_or("")),
+        "{state}"
+    );
+
+    // the phone answers, the stream publishes
+    let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "door-1");
+        (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
+    });
+    let up = up.unwrap_or_else(|| {
+        panic!(
+            "established and publishing: {}\n{}\n{}",
+            find(api, "door-1"),
+            srgate.log(),
+            nginx.output()
+        )
+    });
+    assert_eq!(up["sipStatus"], 200);
+    assert!(
+        !up.to_string().contains("door1"),
+        "the stream key is never shown: {up}"
+    );
+    assert_eq!(
+        srgate.health().expect("/health").calls,
+        1,
+        "the REST call counts"
+    );
+    // a second startup under the same id changes nothing
+    let (status, e) = post(api, "/rest-api/call/startup", &startup, None);
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("DUPLICATE")),
+        "{e}"
+    );
+    // send_dtmf while up
+    let (status, e) = post(
+        api,
+        "/rest-api/call/send_dtmf",
+        &json!({"callId": "door-1", "dtmf": "1#"}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{e}");
+
+    // the live stream carries AAC at 48 kHz mono
+    let live = format!("{}door1", nginx.url());
+    let mut probe = Process::spawn(
+        "ffprobe",
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000"])
+            .args(["-analyzeduration", "1000000"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name,sample_rate,channels",
+            ])
+            .args(["-of", "default=noprint_wrappers=1"])
+            .arg(&live),
+        dir.path(),
+    )
+    .expect("ffprobe starts");
+    let probed_ok = probe.wait_exit(Duration::from_secs(10));
+    let probed = probe.stdout_text();
+    assert!(
+        probed_ok.is_some_and(|s| s.success()) && probed.contains("codec_name=aac"),
+        "ffprobe of the live stream: {probed_ok:?}\n{}\n{}",
+        probe.output(),
+        nginx.output()
+    );
+    assert!(
+        probed.contains("sample_rate=48000") && probed.contains("channels=1"),
+        "{probed}"
+    );
+    // a few seconds of the phone's audio go out, then the call is ended by the API
+    std::thread::sleep(Duration::from_secs(2));
+    let running = find(api, "door-1");
+    assert!(running["packetsIn"].as_u64().unwrap_or(0) > 50, "{running}");
+    assert!(running["aacFrames"].as_u64().unwrap_or(0) > 50, "{running}");
+    let (status, ended) = post(
+        api,
+        "/rest-api/call/terminate",
+        &json!({"callId": "door-1"}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["state"], "FINISHED", "{ended}");
+    assert_eq!(find(api, "door-1")["state"], "FINISHED");
+    let idle = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        (srgate.health()?.calls == 0).then_some(())
+    });
+    assert!(idle.is_some(), "the call is gone from /health");
+    let cdr = calls::last_cdr(&dir, before);
+    assert_eq!(cdr["mode"], "rtmp", "{cdr}");
+    assert_eq!(cdr["direction"], "rest_to_sip", "{cdr}");
+    assert_eq!(cdr["call"], "door-1", "{cdr}");
+    assert!(
+        cdr["rtmp"]["aac_frames"].as_u64().unwrap_or(0) > 100,
+        "{cdr}"
+    );
+    assert!(
+        !cdr.to_string().contains("door1"),
+        "no stream key in the record: {cdr}"
+    );
+    assert!(
+        phone
+            .wait_for_line(0, &["terminated"], Duration::from_secs(5))
+            .is_some(),
+        "the phone's call ended: {}",
+        phone.output()
+    );
+
+    // nginx closes its recording once the publisher has gone (deleteStream): the phone's
+    // tone is in it
+    let flv = nginx.record_dir.join("door1.flv");
+    let wav = dir.join("door1.wav");
+    let decoded = common::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&flv)
+            .args(["-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le"])
+            .arg(&wav)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| read_wav(&wav)).flatten()
+    });
+    nginx.stop();
+    let (pcm, rate) =
+        decoded.unwrap_or_else(|| panic!("the recording decodes\n{}", nginx.output()));
+    let seconds = pcm.len() as f64 / f64::from(rate);
+    assert!(seconds >= 3.0, "recorded {seconds:.2} s");
+    // skip the first second: the jitter buffer's start and the answer
+    let pcm = &pcm[rate as usize..];
+    let level = rms_dbfs(pcm);
+    assert!(level > -35.0, "the phone's audio is there: {level:.1} dBFS");
+    let hz = dominant_frequency(pcm, rate);
+    assert!((hz - PHONE_HZ).abs() <= 20.0, "the phone's tone: {hz} Hz");
+    eprintln!("recorded {seconds:.2} s, {hz} Hz, {level:.1} dBFS");
+}
+
+#[test]
+fn bad_rest_requests_get_json_errors_and_change_nothing() {
+    let dir = TestDir::new("rest-errors");
+    let srgate = calls::standalone_gateway(&dir, &["1007"], "");
+    let api = srgate.config.api_addr();
+    let startup = "/rest-api/call/startup";
+    let cases = [
+        (
+            startup,
+            json!({"callId": "a", "rtmpUrl": "rtmp://127.0.0.1/live/", "rtmpStream": "s"})
+                .to_string(),
+            400,
+            "BAD_FIELD",
+            "callee",
+        ),
+        (
+            startup,
+            json!({"callId": "a", "callee": "1007", "rtmpUrl": "http://x/", "rtmpStream": "s"})
+                .to_string(),
+            400,
+            "BAD_FIELD",
+            "rtmpUrl",
+        ),
+        (startup, "{not json".to_owned(), 400, "BAD_JSON", ""),
+        (
+            "/rest-api/call/terminate",
+            json!({"callId": "nobody"}).to_string(),
+            404,
+            "UNKNOWN_CALL",
+            "",
+        ),
+        (
+            "/rest-api/call/find",
+            json!({"callId": "nobody"}).to_string(),
+            404,
+            "UNKNOWN_CALL",
+            "",
+        ),
+        (
+            startup,
+            json!({"callId": "a", "callee": "1007", "rtmpUrl": "rtmp://127.0.0.1/live/",
+                   "rtmpStream": "s", "sipLogin": "x", "sipDomain": "pbx.example.com",
+                   "sipPassword": "secret-pw"})
+            .to_string(),
+            501,
+            "NOT_SUPPORTED",
+            "sipLogin",
+        ),
+    ];
+    for (path, body, code, error, field) in cases {
+        let (status, json) = post(api, path, &body, None);
+        assert_eq!(status, code, "{path} {body}: {json}");
+        assert_eq!(json["error"], error, "{path} {body}: {json}");
+        let message = json["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{path} {body}: {json}");
+    }
+    // GET is not how the API is used
+    let get = common::http::get(api, "/rest-api/call/find", Duration::from_secs(3)).expect("GET");
+    assert_eq!(get.status, 405, "{}", get.body);
+    // a callee that is not registered: the call fails at once, nothing is up
+    let (status, failed) = post(
+        api,
+        startup,
+        &json!({"callId": "b", "callee": "1999", "rtmpUrl": "rtmp://127.0.0.1:9/live/",
+                "rtmpStream": "s"})
+        .to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    assert_eq!(failed["sipStatus"], 480, "{failed}");
+    assert_eq!(find(api, "b")["state"], "FAILED");
+    let (status, all) = post(api, "/rest-api/call/find_all", "{}", None);
+    assert_eq!(status, 200);
+    let all = all.as_array().expect("an array");
+    assert_eq!(all.len(), 1, "only the failed call: {all:?}");
+    assert_eq!(srgate.health().expect("/health").calls, 0);
+    assert!(
+        !srgate.log().contains("secret-pw"),
+        "no password in the log"
+    );
+}
+
+#[test]
+fn with_an_api_token_rest_requests_must_carry_it() {
+    let token = "Zq4vT8mPw2nR6xL0cH3jY7sB";
+    let dir = TestDir::new("rest-token");
+    let srgate = calls::standalone_gateway(&dir, &[], &format!("[api]\ntoken = {token}\n"));
+    let api = srgate.config.api_addr();
+    let (status, e) = post(api, "/rest-api/call/find_all", "{}", None);
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (401, Some("UNAUTHORIZED")),
+        "{e}"
+    );
+    let (status, e) = post(
+        api,
+        "/rest-api/call/find_all",
+        "{}",
+        Some("wrong-token-wrong-token"),
+    );
+    assert_eq!(status, 401, "{e}");
+    let (status, all) = post(api, "/rest-api/call/find_all", "{}", Some(token));
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all, json!([]));
+    // /health needs no token
+    assert!(srgate.health().is_some());
+}
