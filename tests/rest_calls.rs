@@ -346,3 +346,79 @@ fn with_an_api_token_rest_requests_must_carry_it() {
     // /health needs no token
     assert!(srgate.health().is_some());
 }
+
+#[test]
+fn a_rest_call_publishes_over_rtmps_and_reports_a_lost_server_while_the_call_goes_on() {
+    if !peers_ready()
+        || !nginx_rtmp::module_available(nginx_rtmp::STREAM_MODULE, "libnginx-mod-stream")
+    {
+        return;
+    }
+    let dir = TestDir::new("rest-rtmps");
+    let pki = common::tls::test_pki(dir.path(), "rtmps");
+    let mut nginx = NginxRtmp::start(dir.path(), Some((&pki.cert, &pki.key)));
+    let tone = dir.join("phone1000.wav");
+    write_tone(&tone, PHONE_HZ, 120.0, 8000);
+    // srgate trusts the test authority for rtmps://
+    let srgate = calls::standalone_gateway(
+        &dir,
+        &["1007"],
+        &format!("[tls]\nca = {}\n", pki.ca.display()),
+    );
+    let api = srgate.config.api_addr();
+    let _phone = SipPhone::registered(
+        dir.path(),
+        srgate.sip_addr(),
+        "1007",
+        "1007pw",
+        &tone,
+        Duration::from_secs(10),
+        "",
+    );
+    let url = nginx.tls_url().expect("a TLS front");
+    let (status, state) = post(
+        api,
+        "/rest-api/call/startup",
+        &json!({"callId": "door-2", "callee": "1007", "rtmpUrl": url, "toStream": "door2"})
+            .to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{state}");
+    let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "door-2");
+        (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
+    });
+    assert!(
+        up.is_some(),
+        "publishing over TLS: {}\n{}\n{}",
+        find(api, "door-2"),
+        srgate.log(),
+        nginx.output()
+    );
+    // the server goes away: the call goes on, the session is retried and says why
+    nginx.stop();
+    let retrying = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "door-2");
+        (s["rtmpState"] == "RETRYING" && !s["rtmpError"].is_null()).then_some(s)
+    });
+    let retrying = retrying.unwrap_or_else(|| panic!("retrying: {}", find(api, "door-2")));
+    assert_eq!(retrying["state"], "ESTABLISHED", "{retrying}");
+    // a retry or two fail (connection refused) while the call lasts
+    let retried = common::wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
+        let s = find(api, "door-2");
+        (s["rtmpReconnects"].as_u64().unwrap_or(0) >= 1).then_some(s)
+    });
+    assert!(retried.is_some(), "retried: {}", find(api, "door-2"));
+    let (status, ended) = post(
+        api,
+        "/rest-api/call/terminate",
+        &json!({"callId": "door-2"}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["state"], "FINISHED", "{ended}");
+    assert!(
+        srgate.log().contains("RTMP session to rtmps://127.0.0.1"),
+        "the lost session is logged"
+    );
+}
