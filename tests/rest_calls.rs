@@ -134,7 +134,8 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
         (409, Some("DUPLICATE")),
         "{e}"
     );
-    // send_dtmf while up
+    // send_dtmf while up: RFC 4733 events (baresip takes telephone-event)
+    let mark = phone.mark();
     let (status, e) = post(
         api,
         "/rest-api/call/send_dtmf",
@@ -142,6 +143,15 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
         None,
     );
     assert_eq!(status, 200, "{e}");
+    for key in ["'1'", "'#'"] {
+        assert!(
+            phone
+                .wait_for_line(mark, &["received event", key], Duration::from_secs(3))
+                .is_some(),
+            "the phone got {key}: {}",
+            phone.output()
+        );
+    }
 
     // the live stream carries AAC at 48 kHz mono
     let live = format!("{}door1", nginx.url());

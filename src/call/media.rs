@@ -165,6 +165,9 @@ impl Calls {
                 len,
             });
         }
+        if let Some(t) = self.rtmp_transmit_rtp(buf) {
+            return Some(t);
+        }
         while let Some(&slot) = self.ready.front() {
             let t = match self.slots.get_mut(slot).and_then(Option::as_mut) {
                 Some((_, Call::Echo(c))) => guarded(|| c.poll_transmit(now, buf)),

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::media::codec::{Codec as MediaCodec, SampleRate};
+use crate::media::dtmf::DtmfSender;
 use crate::media::transcode::Transcoder;
 use crate::rest::{CallInfo, CallState, RestError, RestRequest, RtmpState, Startup};
 use crate::rtmp::publisher::{Publisher, PublisherConfig};
@@ -139,6 +140,16 @@ struct RtmpCall {
     last_rtp: Instant,
     /// `[media] rtp_timeout`.
     rtp_timeout: Duration,
+    /// `send_dtmf` digits as RFC 4733 events, when the phone takes telephone-event.
+    dtmf: DtmfSender,
+    /// The phone's telephone-event payload type (its answer's).
+    te_pt: Option<u8>,
+    /// srgate's RTP stream toward the phone (only event packets go on it).
+    ssrc: u32,
+    seq: u16,
+    ts_base: u32,
+    /// The timestamp of the event playing (all its packets carry its start's).
+    event_ts: u32,
 }
 
 impl RtmpCall {
@@ -172,8 +183,56 @@ impl RtmpCall {
             .map(|_| self.last_rtp + self.rtp_timeout);
         earliest(
             earliest(self.deadline, self.next_tick),
-            earliest(self.retry_at, earliest(publish, silence)),
+            earliest(
+                self.retry_at,
+                earliest(publish, earliest(silence, self.dtmf.poll_timeout())),
+            ),
         )
+    }
+
+    /// Where srgate's packets to the phone go: where its RTP comes from, else its SDP's
+    /// address; none while it does not receive.
+    fn destination(&self) -> Option<SocketAddr> {
+        let remote = self.remote.as_ref()?;
+        if matches!(remote.direction, Direction::SendOnly | Direction::Inactive) {
+            return None;
+        }
+        self.source.latched().or_else(|| {
+            (!remote.addr.ip().is_unspecified() && remote.addr.port() != 0).then_some(remote.addr)
+        })
+    }
+
+    /// The RFC 4733 packets due at `now`, into `out` (port, destination, packet).
+    fn send_dtmf(&mut self, now: Instant, out: &mut VecDeque<(u16, SocketAddr, [u8; 16])>) {
+        let (Some(pt), Some(answered)) = (self.te_pt, self.answered) else {
+            return;
+        };
+        // a digit is a handful of packets
+        for _ in 0..8 {
+            let Some(event) = self.dtmf.poll(now) else {
+                return;
+            };
+            let ticks = now.saturating_duration_since(answered).as_micros() * 8 / 1000;
+            if event.marker {
+                self.event_ts = self.ts_base.wrapping_add(ticks as u32);
+            }
+            let mut packet = [0u8; 16];
+            let header = crate::wire::rtp::Header {
+                marker: event.marker,
+                payload_type: pt,
+                sequence_number: self.seq,
+                timestamp: self.event_ts,
+                ssrc: self.ssrc,
+            };
+            if header.emit(&mut packet).is_err() {
+                return;
+            }
+            packet[12..].copy_from_slice(&event.payload);
+            self.seq = self.seq.wrapping_add(1);
+            if let Some(to) = self.destination() {
+                out.push_back((self.port, to, packet));
+            }
+        }
     }
 
     /// The phone sends (its SDP says so, at a real address).
@@ -192,6 +251,8 @@ pub struct RtmpCalls {
     finished: VecDeque<CallInfo>,
     /// Sessions of ended calls writing their `deleteStream`, until when.
     closing: Vec<(Session, Instant)>,
+    /// RFC 4733 packets for the phones: (srgate's port, destination, packet).
+    out: VecDeque<(u16, SocketAddr, [u8; 16])>,
     outputs: VecDeque<RtmpOutput>,
     next_conn: u64,
 }
@@ -451,6 +512,7 @@ impl Calls {
         });
         let sip = SipCallId(self.next_sip);
         self.next_sip += 1;
+        let ids = self.stream_ids();
         let outgoing = OutgoingCall {
             id: sip,
             callee: callee.clone(),
@@ -506,6 +568,12 @@ impl Calls {
             frames_dropped: 0,
             last_rtp: now,
             rtp_timeout: self.cfg.rtp_timeout,
+            dtmf: DtmfSender::new(8000),
+            te_pt: None,
+            ssrc: ids.ssrc_sip,
+            seq: ids.seq_sip,
+            ts_base: ids.ts_sip,
+            event_ts: 0,
         });
         let index = self.rtmp.calls.len() - 1;
         let seed = u64::from_be_bytes(self.rng.bytes::<8>());
@@ -562,10 +630,26 @@ impl Calls {
                 message: "callId: the call is not answered yet".into(),
             });
         }
-        // SIP INFO (application/dtmf-relay), one request a digit
-        for digit in dtmf.chars() {
-            ctx.sip.info(now, call.sip, digit, 160);
+        if call.te_pt.is_some() && call.destination().is_some() {
+            // RFC 4733 events on srgate's stream toward the phone
+            let call = &mut self.rtmp.calls[index];
+            if call.dtmf.queue(now, dtmf).is_err() {
+                return Err(RestError {
+                    status: 409,
+                    code: "DTMF_BUSY",
+                    message: format!(
+                        "dtmf: more than {} digits would wait",
+                        crate::media::dtmf::MAX_QUEUED
+                    ),
+                });
+            }
+        } else {
+            // the phone takes no telephone-event: SIP INFO, one request a digit
+            for digit in dtmf.chars() {
+                ctx.sip.info(now, call.sip, digit, 160);
+            }
         }
+        let call = &self.rtmp.calls[index];
         Ok(call.info(now).json().to_string())
     }
 
@@ -670,6 +754,7 @@ impl Calls {
                     });
                 match answered {
                     Ok((remote, codec, audio)) => {
+                        call.te_pt = remote.telephone_event;
                         call.source.set_expected(remote.addr);
                         call.remote = Some(remote);
                         call.codec = Some(codec);
@@ -817,8 +902,22 @@ impl Calls {
                     .session_failed(now, index, "not publishing in time".into());
             }
             self.rtmp.tick(now, index);
+            let RtmpCalls { calls, out, .. } = &mut self.rtmp;
+            calls[index].send_dtmf(now, out);
             index += 1;
         }
+    }
+
+    /// The next RFC 4733 packet of a REST call for its phone, written into `buf`.
+    pub(super) fn rtmp_transmit_rtp(&mut self, buf: &mut [u8]) -> Option<super::MediaTransmit> {
+        let (port, destination, packet) = self.rtmp.out.pop_front()?;
+        let len = packet.len().min(buf.len());
+        buf[..len].copy_from_slice(&packet[..len]);
+        Some(super::MediaTransmit {
+            socket: super::MediaSocket::Rtp(port),
+            destination,
+            len,
+        })
     }
 
     /// The next command of the RTMP sessions for the shell.
