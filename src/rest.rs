@@ -70,8 +70,8 @@ pub struct Startup {
     pub has_video: bool,
     /// The per-call SIP account, when `sipLogin`, `sipDomain` or `sipOutboundProxy` is given.
     pub sip: Option<SipAccount>,
-    /// `hookUrl`: an `http://` URL, as given.
-    pub hook_url: Option<String>,
+    /// `hookUrl`: `http://IP:PORT/PATH`, POSTed to on each state change of the call.
+    pub hook_url: Option<crate::config::HookUrl>,
 }
 
 /// The stream name is a key: it is shown as `***`, the callee as personal data ([`Pii`]).
@@ -335,16 +335,10 @@ fn startup(fields: &Fields) -> Result<Startup, RestError> {
         };
         bad_field(field, e)
     })?;
-    let hook_url = plain(fields, "hookUrl", false)?;
-    let http = |url: &str| {
-        url.get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    let hook_url = match plain(fields, "hookUrl", false)? {
+        Some(url) => crate::config::HookUrl::parse(&url).map_err(|e| bad_field("hookUrl", e))?,
+        None => None,
     };
-    if let Some(url) = &hook_url
-        && (!http(url) || url.len() == 7 || url[7..].starts_with('/'))
-    {
-        return Err(bad_field("hookUrl", "expected an http:// URL"));
-    }
 
     let login = optional(fields, "sipLogin")?;
     let domain = plain(fields, "sipDomain", false)?;
@@ -534,7 +528,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.rtmp_url.stream, "door1");
         assert!(!s.has_audio && s.has_video && s.sip.is_none());
-        assert_eq!(s.hook_url.as_deref(), Some("http://10.0.0.2:8000/h"));
+        assert_eq!(
+            s.hook_url.map(|h| h.to_string()).as_deref(),
+            Some("http://10.0.0.2:8000/h")
+        );
         assert!(startup_with(json!({"callee": "*97;phone-context=x/(1)"})).is_ok());
     }
 

@@ -59,6 +59,7 @@ fn calls_config(seed: u8, now: Instant) -> CallsConfig {
         shard: 0,
         max_calls: 4096,
         door: None,
+        rest_hook: None,
         seed: [seed; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

@@ -60,6 +60,59 @@ fn find(api: SocketAddr, call_id: &str) -> Value {
     json
 }
 
+/// A hook receiver on loopback: each POSTed JSON body, until one says `FINISHED` or
+/// `FAILED` (or 30 s pass, or 64 posts came).
+fn hook_server() -> (SocketAddr, std::thread::JoinHandle<Vec<Value>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.set_nonblocking(true).expect("socket");
+    let addr = listener.local_addr().expect("bound");
+    let server = std::thread::spawn(move || {
+        let deadline = common::Deadline::after(Duration::from_secs(30));
+        let mut bodies = Vec::new();
+        while !deadline.passed() && bodies.len() < 64 {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).expect("socket");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("socket");
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // bounded: one small request, until its body is whole
+            for _ in 0..64 {
+                let Ok(n) = s.read(&mut buf) else { break };
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw);
+                let whole = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        == Some(body.len())
+                });
+                if n == 0 || whole {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let Some((_, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<Value>(body) else {
+                continue;
+            };
+            let done = json["state"] == "FINISHED" || json["state"] == "FAILED";
+            bodies.push(json);
+            if done {
+                break;
+            }
+        }
+        bodies
+    });
+    (addr, server)
+}
+
 fn peers_ready() -> bool {
     let peers = [
         common::NGINX,
@@ -92,9 +145,11 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
         "",
     );
     let before = calls::cdr_count(&dir);
+    let (hook, hook_posts) = hook_server();
     // WCS clients send booleans as strings
     let startup = json!({"callId": "door-1", "callee": "1007", "rtmpUrl": nginx.url(),
-        "rtmpStream": "door1", "hasAudio": "true", "hasVideo": "false"})
+        "rtmpStream": "door1", "hasAudio": "true", "hasVideo": "false",
+        "hookUrl": format!("http://{hook}/srgate/events")})
     .to_string();
     let (status, state) = post(api, "/rest-api/call/startup", &startup, None);
     assert_eq!(status, 200, "{state}");
@@ -211,6 +266,38 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
         !cdr.to_string().contains("door1"),
         "no stream key in the record: {cdr}"
     );
+    // the hook was told each change, the last one FINISHED
+    let posts = hook_posts.join().expect("the hook server");
+    let states: Vec<String> = posts
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["state"].as_str().unwrap_or("?"),
+                p["rtmpState"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert!(
+        posts
+            .iter()
+            .all(|p| p["event"] == "call_state" && p["callId"] == "door-1"),
+        "{posts:?}"
+    );
+    assert!(
+        states.iter().any(|s| s == "ESTABLISHED/PUBLISHING"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("FINISHED/CLOSED"),
+        "{states:?}"
+    );
+    assert!(
+        !format!("{posts:?}").contains("door1"),
+        "no stream key in hook posts"
+    );
+    eprintln!("hook: {states:?}");
     assert!(
         phone
             .wait_for_line(0, &["terminated"], Duration::from_secs(5))

@@ -75,6 +75,7 @@ pub fn config(now: Instant) -> CallsConfig {
         shard: 0,
         max_calls: 100_000,
         door: None,
+        rest_hook: None,
         seed: [5; 32],
         clock_anchor: (now, 1_700_000_000_000),
     }

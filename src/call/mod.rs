@@ -125,6 +125,8 @@ pub struct CallsConfig {
     pub max_calls: usize,
     /// `[door] open_dtmf` (and `open_info`): None when no sequence opens a door.
     pub door: Option<DoorOpening>,
+    /// `[rest] hook_url`: where a REST call without its own `hookUrl` reports its states.
+    pub rest_hook: Option<crate::config::HookUrl>,
     pub seed: [u8; 32],
     /// A wall-clock reading at one instant: CDR times and RTCP NTP timestamps.
     pub clock_anchor: (Instant, u64),

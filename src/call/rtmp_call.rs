@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::config::HookUrl;
 use crate::media::codec::{Codec as MediaCodec, SampleRate};
 use crate::media::dtmf::DtmfSender;
 use crate::media::transcode::Transcoder;
@@ -150,6 +151,10 @@ struct RtmpCall {
     ts_base: u32,
     /// The timestamp of the event playing (all its packets carry its start's).
     event_ts: u32,
+    /// `hookUrl` (or `[rest] hook_url`): told each change of state.
+    hook: Option<HookUrl>,
+    /// The states the hook was last told.
+    notified: Option<(CallState, RtmpState)>,
 }
 
 impl RtmpCall {
@@ -253,11 +258,37 @@ pub struct RtmpCalls {
     closing: Vec<(Session, Instant)>,
     /// RFC 4733 packets for the phones: (srgate's port, destination, packet).
     out: VecDeque<(u16, SocketAddr, [u8; 16])>,
+    /// Hook posts: (URL, JSON body).
+    hooks: VecDeque<(HookUrl, String)>,
     outputs: VecDeque<RtmpOutput>,
     next_conn: u64,
 }
 
+/// The body of a hook post: the call's state as `find` gives it, and the event.
+fn hook_body(info: &CallInfo) -> String {
+    let mut json = info.json();
+    if let Some(object) = json.as_object_mut() {
+        object.insert("event".into(), "call_state".into());
+    }
+    json.to_string()
+}
+
 impl RtmpCalls {
+    /// Queues a hook post for every call whose state changed since its last one.
+    fn notify_changes(&mut self, now: Instant) {
+        for call in &mut self.calls {
+            let Some(hook) = &call.hook else {
+                continue;
+            };
+            let states = (call.state, call.rtmp_state);
+            if call.notified != Some(states) {
+                call.notified = Some(states);
+                self.hooks
+                    .push_back((hook.clone(), hook_body(&call.info(now))));
+            }
+        }
+    }
+
     /// Calls up (from startup to their end).
     pub fn count(&self) -> usize {
         self.calls.len()
@@ -574,6 +605,8 @@ impl Calls {
             seq: ids.seq_sip,
             ts_base: ids.ts_sip,
             event_ts: 0,
+            hook: startup.hook_url.or_else(|| self.cfg.rest_hook.clone()),
+            notified: None,
         });
         let index = self.rtmp.calls.len() - 1;
         let seed = u64::from_be_bytes(self.rng.bytes::<8>());
@@ -717,6 +750,9 @@ impl Calls {
                      "reconnects": call.reconnects, "error": call.rtmp_error},
             "sip": {"rtp_in": call.packets_in, "refused": call.refused, "rtp_port": call.port},
         })));
+        if let Some(hook) = call.hook.take() {
+            self.rtmp.hooks.push_back((hook, hook_body(&info)));
+        }
         self.keep_finished(info.clone());
         info
     }
@@ -918,6 +954,12 @@ impl Calls {
             destination,
             len,
         })
+    }
+
+    /// The next post to a REST call's hook: (URL, JSON body).
+    pub fn poll_rest_hook(&mut self, now: Instant) -> Option<(HookUrl, String)> {
+        self.rtmp.notify_changes(now);
+        self.rtmp.hooks.pop_front()
     }
 
     /// The next command of the RTMP sessions for the shell.

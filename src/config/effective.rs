@@ -249,6 +249,17 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
         ],
     );
     section(
+        "rest",
+        &[(
+            "hook_url",
+            c.rest
+                .hook_url
+                .as_ref()
+                .map_or(String::new(), |h| h.to_string()),
+            none(),
+        )],
+    );
+    section(
         "auth",
         &[
             ("secret", secret(&c.auth.secret, mask), none()),

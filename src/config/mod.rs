@@ -45,7 +45,7 @@ pub use error::{ConfigError, ErrorKind, Warning};
 pub use groups::{Group, Groups, MAX_MEMBERS as MAX_GROUP_MEMBERS, MemberKind};
 pub use types::{
     Api, Auth, CallsSection, Codec, Config, DigestAlgorithm, Door, Global, HookUrl, Log, LogLevel,
-    Media, Proxy, Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,
+    Media, Proxy, RestHooks, Rtm2Sip, Sip, SipServer, SipSrtp, Tls, Transport, WebRtc,
 };
 
 use read::Reader;

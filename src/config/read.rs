@@ -13,7 +13,7 @@ use super::lexer::Document;
 use super::schema::{ANYRTC_KEYS, IGNORED_SECTIONS, SCHEMA, default_of, schema_keys};
 use super::{
     AccRule, Api, Auth, CallsSection, Config, ConfigError, Door, ErrorKind, Global, Groups, Log,
-    Media, Proxy, Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
+    Media, Proxy, RestHooks, Rtm2Sip, Sip, SipServer, Tls, Warning, WebRtc, values,
 };
 
 const SHARDS_MAX: usize = 1024;
@@ -335,6 +335,9 @@ impl Config {
             open_info: r.get("door", "open_info", values::boolean)?,
             open_hook: r.get("door", "open_hook", values::hook_url)?,
         };
+        let rest = RestHooks {
+            hook_url: r.get("rest", "hook_url", values::hook_url)?,
+        };
         let auth = Auth {
             secret: Secret::from(r.raw("auth", "secret").0),
             open: r.get("auth", "open", values::boolean)?,
@@ -370,6 +373,7 @@ impl Config {
             media,
             calls,
             door,
+            rest,
             auth,
             tls,
             api,

@@ -75,6 +75,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
         "door",
         &[("open_dtmf", ""), ("open_info", "1"), ("open_hook", "")],
     ),
+    ("rest", &[("hook_url", "")]),
     ("auth", &[("secret", ""), ("open", "0")]),
     ("tls", &[("cert", ""), ("key", ""), ("ca", "")]),
     ("api", &[("listen", "127.0.0.1:9091"), ("token", "")]),

@@ -30,6 +30,7 @@ pub struct Config {
     pub media: Media,
     pub calls: CallsSection,
     pub door: Door,
+    pub rest: RestHooks,
     pub auth: Auth,
     pub tls: Tls,
     pub api: Api,
@@ -259,6 +260,21 @@ pub struct HookUrl {
     pub addr: SocketAddr,
     /// The path and query, starting with `/`.
     pub path: String,
+}
+
+impl HookUrl {
+    /// `http://IP:PORT/PATH`; empty: none. Host names are refused (nothing is looked up
+    /// while calls run).
+    pub fn parse(s: &str) -> Result<Option<HookUrl>, String> {
+        super::values::hook_url(s)
+    }
+}
+
+/// `[rest]`: the REST calls' defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestHooks {
+    /// POSTed to on each state change of a REST call without its own `hookUrl`.
+    pub hook_url: Option<HookUrl>,
 }
 
 impl fmt::Display for HookUrl {

@@ -87,6 +87,8 @@ pub enum Output {
     UserGone,
     /// A connection of the REST calls' RTMP sessions to open or close (shard 0).
     Rtmp(RtmpOutput),
+    /// A REST call's state for its hook: (URL, JSON body) to POST (shard 0).
+    RestHook(Box<(crate::config::HookUrl, String)>),
 }
 
 /// The browser sessions' side of the core, as the WebSocket shell feeds it.
@@ -813,6 +815,9 @@ impl<P: RtpPorts> Gateway<P> {
             }
             while let Some(rtmp) = self.calls.poll_rtmp_output() {
                 self.out.push_back(Output::Rtmp(rtmp));
+            }
+            while let Some(hook) = self.calls.poll_rest_hook(now) {
+                self.out.push_back(Output::RestHook(Box::new(hook)));
             }
             while let Some(change) = self.calls.poll_route() {
                 s.router.apply(0, change);

@@ -20,32 +20,65 @@ const QUEUE: usize = 64;
 /// Each step of a post (connect, write, read) gives up after this.
 const STEP_LIMIT: Duration = Duration::from_secs(2);
 
-/// The door hook's queue; dropping it ends the thread once the queue is empty.
+/// A thread that POSTs JSON bodies to hooks one after the other; dropping it ends the
+/// thread once its queue is empty. At most [`QUEUE`] posts wait; more are dropped and
+/// logged.
+pub struct Poster {
+    tx: SyncSender<(HookUrl, String)>,
+    /// What the log calls these hooks (`door hook`, `REST hook`).
+    what: &'static str,
+}
+
+impl Poster {
+    pub fn start(what: &'static str) -> std::io::Result<Poster> {
+        let (tx, rx) = sync_channel::<(HookUrl, String)>(QUEUE);
+        std::thread::Builder::new()
+            .name(what.replace(' ', "-"))
+            .spawn(move || {
+                // ends when the shard drops its sender
+                for (target, body) in rx {
+                    match post(&target, &body) {
+                        Ok(code) if (200..300).contains(&code) => {
+                            log::info!("{what} {target}: {code}")
+                        }
+                        Ok(code) => log::warn!("{what} {target} answered {code}"),
+                        Err(why) => log::warn!("{what} {target}: {why}"),
+                    }
+                }
+            })?;
+        Ok(Poster { tx, what })
+    }
+
+    /// Queues the post of `body` to `url`.
+    pub fn send(&self, url: &HookUrl, body: String) {
+        match self.tx.try_send((url.clone(), body)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!(
+                    "{} {url}: {QUEUE} posts waiting, this one dropped",
+                    self.what
+                )
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::warn!("{} {url}: its thread is gone", self.what)
+            }
+        }
+    }
+}
+
+/// The door hook's queue.
 pub struct DoorHook {
-    tx: SyncSender<String>,
+    poster: Poster,
     url: HookUrl,
 }
 
 impl DoorHook {
     /// Starts the thread that posts to `url`.
     pub fn start(url: HookUrl) -> std::io::Result<DoorHook> {
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        let target = url.clone();
-        std::thread::Builder::new()
-            .name("door-hook".into())
-            .spawn(move || {
-                // ends when the shard drops its sender
-                for body in rx {
-                    match post(&target, &body) {
-                        Ok(code) if (200..300).contains(&code) => {
-                            log::info!("door hook {target}: {code}")
-                        }
-                        Ok(code) => log::warn!("door hook {target} answered {code}"),
-                        Err(why) => log::warn!("door hook {target}: {why}"),
-                    }
-                }
-            })?;
-        Ok(DoorHook { tx, url })
+        Ok(DoorHook {
+            poster: Poster::start("door hook")?,
+            url,
+        })
     }
 
     /// Queues the post of `door` (`unix_s`: when, in Unix seconds).
@@ -59,18 +92,7 @@ impl DoorHook {
             "time": unix_s,
         })
         .to_string();
-        match self.tx.try_send(body) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                log::warn!(
-                    "door hook {}: {QUEUE} posts waiting, this one dropped",
-                    self.url
-                )
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                log::warn!("door hook {}: its thread is gone", self.url)
-            }
-        }
+        self.poster.send(&self.url, body);
     }
 }
 

@@ -206,6 +206,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             app_display_name: config.rtm2sip.app_display_name,
             shard: shard as u16,
             max_calls: config.calls.max_calls as usize,
+            rest_hook: config.rest.hook_url.clone(),
             door: (!config.door.open_dtmf.is_empty()).then(|| crate::call::DoorOpening {
                 sequence: config.door.open_dtmf.clone(),
                 info: config.door.open_info,

@@ -158,6 +158,8 @@ pub(super) struct ControlShard {
     rtmp: RtmpConns,
     /// `[api] token`.
     api_token: crate::pii::Secret,
+    /// The REST calls' hook posts (started with the first REST call that has a hook).
+    rest_hooks: Option<super::hook::Poster>,
     udp_pending: bool,
     shutdown_deadline: Option<Instant>,
     udp_send_dropped: u64,
@@ -288,6 +290,7 @@ impl ControlShard {
             door_hook,
             rtmp,
             api_token,
+            rest_hooks: None,
             udp_pending: false,
             shutdown_deadline: None,
             udp_send_dropped: 0,
@@ -497,6 +500,19 @@ impl ControlShard {
                 self.last_web_close = now;
             }
             Output::Rtmp(command) => self.rtmp.command(now, command, &mut self.core),
+            Output::RestHook(hook) => {
+                let (url, body) = *hook;
+                if self.rest_hooks.is_none() {
+                    match super::hook::Poster::start("REST hook") {
+                        Ok(poster) => self.rest_hooks = Some(poster),
+                        Err(e) => log::warn!("REST hook: no thread ({e})"),
+                    }
+                }
+                match &self.rest_hooks {
+                    Some(poster) => poster.send(&url, body),
+                    None => log::warn!("REST hook {url}: no thread to post it"),
+                }
+            }
             Output::ToControl(_) => {} // only worker shards' cores say this
         }
     }
