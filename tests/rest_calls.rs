@@ -113,6 +113,36 @@ fn hook_server() -> (SocketAddr, std::thread::JoinHandle<Vec<Value>>) {
     (addr, server)
 }
 
+/// Stops nginx once its recording of `stream` decodes (the publisher gone: deleteStream),
+/// and checks it: at least `seconds` long, the phone's tone after the first second.
+fn assert_recorded_tone(nginx: &mut NginxRtmp, dir: &TestDir, stream: &str, seconds: f64) {
+    let flv = nginx.record_dir.join(format!("{stream}.flv"));
+    let wav = dir.join(&format!("{stream}.wav"));
+    let decoded = common::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&flv)
+            .args(["-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le"])
+            .arg(&wav)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| read_wav(&wav)).flatten()
+    });
+    nginx.stop();
+    let (pcm, rate) =
+        decoded.unwrap_or_else(|| panic!("the recording decodes\n{}", nginx.output()));
+    let recorded = pcm.len() as f64 / f64::from(rate);
+    assert!(recorded >= seconds, "recorded {recorded:.2} s");
+    // skip the first second: the jitter buffer's start and the answer
+    let pcm = &pcm[rate as usize..];
+    let level = rms_dbfs(pcm);
+    assert!(level > -35.0, "the phone's audio is there: {level:.1} dBFS");
+    let hz = dominant_frequency(pcm, rate);
+    assert!((hz - PHONE_HZ).abs() <= 20.0, "the phone's tone: {hz} Hz");
+    eprintln!("recorded {recorded:.2} s, {hz} Hz, {level:.1} dBFS");
+}
+
 fn peers_ready() -> bool {
     let peers = [
         common::NGINX,
@@ -308,31 +338,7 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
 
     // nginx closes its recording once the publisher has gone (deleteStream): the phone's
     // tone is in it
-    let flv = nginx.record_dir.join("door1.flv");
-    let wav = dir.join("door1.wav");
-    let decoded = common::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
-        let ok = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&flv)
-            .args(["-ac", "1", "-ar", "48000", "-c:a", "pcm_s16le"])
-            .arg(&wav)
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| read_wav(&wav)).flatten()
-    });
-    nginx.stop();
-    let (pcm, rate) =
-        decoded.unwrap_or_else(|| panic!("the recording decodes\n{}", nginx.output()));
-    let seconds = pcm.len() as f64 / f64::from(rate);
-    assert!(seconds >= 3.0, "recorded {seconds:.2} s");
-    // skip the first second: the jitter buffer's start and the answer
-    let pcm = &pcm[rate as usize..];
-    let level = rms_dbfs(pcm);
-    assert!(level > -35.0, "the phone's audio is there: {level:.1} dBFS");
-    let hz = dominant_frequency(pcm, rate);
-    assert!((hz - PHONE_HZ).abs() <= 20.0, "the phone's tone: {hz} Hz");
-    eprintln!("recorded {seconds:.2} s, {hz} Hz, {level:.1} dBFS");
+    assert_recorded_tone(&mut nginx, &dir, "door1", 3.0);
 }
 
 #[test]
@@ -518,4 +524,81 @@ fn a_rest_call_publishes_over_rtmps_and_reports_a_lost_server_while_the_call_goe
         srgate.log().contains("RTMP session to rtmps://127.0.0.1"),
         "the lost session is logged"
     );
+}
+
+#[test]
+fn in_proxy_mode_a_rest_call_goes_from_the_proxy_account_through_kamailio() {
+    if !peers_ready()
+        || !common::peers_available(&[common::KAMAILIO])
+        || !common::netns::available()
+        || !common::netns::enter(
+            "in_proxy_mode_a_rest_call_goes_from_the_proxy_account_through_kamailio",
+            Duration::from_secs(120),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("rest-kamailio");
+    let mut nginx = NginxRtmp::start(dir.path(), None);
+    let tone = dir.join("phone1000.wav");
+    write_tone(&tone, PHONE_HZ, 60.0, 8000);
+    let [kamailio_port] = common::net::free_ports::<1>();
+    let kamailio = common::kamailio::Kamailio::start(dir.path(), kamailio_port, "1000");
+    let srgate = common::Srgate::start(common::GatewayConfig::proxy(kamailio.addr()), dir.path());
+    assert!(
+        srgate
+            .wait_registered(true, Duration::from_secs(10))
+            .is_some(),
+        "srgate's proxy account registers at Kamailio"
+    );
+    let phone = SipPhone::start(
+        dir.path(),
+        "baresip-1006",
+        &format!(
+            "<sip:1006@127.0.0.1:{kamailio_port};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"
+        ),
+        &tone,
+    );
+    assert!(
+        phone
+            .wait_for_line(0, &["1006@127.0.0.1", "200 OK"], Duration::from_secs(10))
+            .is_some(),
+        "baresip registers at Kamailio:\n{}",
+        phone.output()
+    );
+    let api = srgate.config.api_addr();
+    let (status, state) = post(
+        api,
+        "/rest-api/call/startup",
+        &json!({"callId": "pbx-1", "callee": "1006", "rtmpUrl": nginx.url(),
+                "rtmpStream": "pbx1"})
+        .to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{state}");
+    let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "pbx-1");
+        (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
+    });
+    assert!(up.is_some(), "up: {}\n{}", find(api, "pbx-1"), srgate.log());
+    assert!(
+        phone
+            .wait_for_line(0, &["from sip:1000@"], Duration::from_secs(3))
+            .is_some(),
+        "the call came from the proxy account: {}",
+        phone.output()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, ended) = post(
+        api,
+        "/rest-api/call/terminate",
+        &json!({"callId": "pbx-1"}).to_string(),
+        None,
+    );
+    assert_eq!(
+        (status, ended["state"].as_str()),
+        (200, Some("FINISHED")),
+        "{ended}"
+    );
+    assert_recorded_tone(&mut nginx, &dir, "pbx1", 2.5);
 }
