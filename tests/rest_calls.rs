@@ -5,6 +5,8 @@
 //! `terminate` ended it nginx's recording of the stream decodes to the phone's tone. Bad
 //! requests get JSON errors and change nothing; with `[api] token` a request must carry it.
 
+#![cfg(feature = "aac")]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -140,6 +142,16 @@ fn assert_recorded_tone(nginx: &mut NginxRtmp, dir: &TestDir, stream: &str, seco
     assert!(level > -35.0, "the phone's audio is there: {level:.1} dBFS");
     let hz = dominant_frequency(pcm, rate);
     assert!((hz - PHONE_HZ).abs() <= 20.0, "the phone's tone: {hz} Hz");
+    // no gaps: every 200 ms but the last holds the tone
+    let window = rate as usize / 5;
+    let quiet = pcm
+        .chunks(window)
+        .filter(|w| w.len() == window && rms_dbfs(w) < -30.0)
+        .count();
+    assert!(
+        quiet <= 1,
+        "{quiet} silent windows of 200 ms in the recording"
+    );
     eprintln!("recorded {recorded:.2} s, {hz} Hz, {level:.1} dBFS");
 }
 
@@ -328,6 +340,7 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
         "no stream key in hook posts"
     );
     eprintln!("hook: {states:?}");
+    assert!(!srgate.log().contains("door1"), "no stream key in the log");
     assert!(
         phone
             .wait_for_line(0, &["terminated"], Duration::from_secs(5))
