@@ -116,13 +116,18 @@ impl RtmpUrl {
         if name.is_empty() {
             return Err(UrlError::EmptyStream);
         }
-        Ok(RtmpUrl {
+        let url = RtmpUrl {
             tls,
             host: host.to_owned(),
             port,
             app: app.to_owned(),
             stream: name.to_owned(),
-        })
+        };
+        // the limit holds for what srgate sends too: the tcUrl names the port
+        if url.tc_url().len() + url.stream.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
+        Ok(url)
     }
 
     /// `connect`'s `tcUrl`: the URL up to and including the application.
@@ -242,6 +247,12 @@ mod tests {
         }
         let long = format!("rtmp://h/live/{}", "x".repeat(MAX_URL_LEN));
         assert_eq!(RtmpUrl::parse(&long, ""), Err(UrlError::TooLong));
+        // the limit is the tcUrl's, which names the port: a URL just under it without a
+        // port is over it with one (fuzzed: rest target)
+        let app = "a".repeat(MAX_URL_LEN - "rtmp://h/".len() - 2);
+        let near = format!("rtmp://h/{app}/");
+        assert_eq!(RtmpUrl::parse(&near, "s"), Err(UrlError::TooLong));
+        assert!(RtmpUrl::parse(&format!("rtmp://h/{}/", &app[6..]), "s").is_ok());
         assert_eq!(RtmpUrl::parse("rtmpé", ""), Err(UrlError::Scheme));
     }
 }
