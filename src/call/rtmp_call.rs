@@ -260,6 +260,8 @@ pub struct RtmpCalls {
     out: VecDeque<(u16, SocketAddr, [u8; 16])>,
     /// Hook posts: (URL, JSON body).
     hooks: VecDeque<(HookUrl, String)>,
+    /// A request, SIP event, timer or RTMP input came since the hooks were last looked at.
+    touched: bool,
     outputs: VecDeque<RtmpOutput>,
     next_conn: u64,
 }
@@ -276,6 +278,10 @@ fn hook_body(info: &CallInfo) -> String {
 impl RtmpCalls {
     /// Queues a hook post for every call whose state changed since its last one.
     fn notify_changes(&mut self, now: Instant) {
+        // only after what can change a state (not after every media packet)
+        if !std::mem::take(&mut self.touched) {
+            return;
+        }
         for call in &mut self.calls {
             let Some(hook) = &call.hook else {
                 continue;
@@ -440,6 +446,7 @@ impl Calls {
         request: RestRequest,
         ctx: &mut Ctx<'_>,
     ) -> (u16, String) {
+        self.rtmp.touched = true;
         let result = match request {
             RestRequest::Startup(startup) => self.rest_startup(now, *startup, ctx),
             RestRequest::Terminate { call_id } => self.rest_terminate(now, &call_id, ctx),
@@ -767,6 +774,7 @@ impl Calls {
         let Some(index) = event.call_id().and_then(|id| self.rtmp.by_sip(id)) else {
             return false;
         };
+        self.rtmp.touched = true;
         let call = &mut self.rtmp.calls[index];
         match event {
             SipEvent::CallProgress { .. } if call.state == CallState::New => {
@@ -893,6 +901,7 @@ impl Calls {
     /// invitation and RTP timeouts, closing sessions.
     pub(super) fn rtmp_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         let rtmp = &mut self.rtmp;
+        rtmp.touched |= !rtmp.calls.is_empty();
         let before = rtmp.closing.len();
         rtmp.closing.retain(|(s, until)| {
             let done = s.publisher.state() == crate::rtmp::State::Closed || *until <= now;
@@ -987,6 +996,7 @@ impl Calls {
 
     /// Bytes read on connection `conn`.
     pub fn rtmp_input(&mut self, now: Instant, conn: u64, bytes: &[u8]) {
+        self.rtmp.touched = true;
         if let Some(s) = self.rtmp.session_mut(conn) {
             let _ = s.publisher.handle_input(bytes);
         }
@@ -995,6 +1005,7 @@ impl Calls {
 
     /// Connection `conn` closed, or could not be opened (`why`).
     pub fn rtmp_closed(&mut self, now: Instant, conn: u64, why: Option<String>) {
+        self.rtmp.touched = true;
         if let Some(i) = self.rtmp.closing.iter().position(|(s, _)| s.conn == conn) {
             self.rtmp.closing.swap_remove(i);
             return;
