@@ -54,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(again, s.rtmp_url);
                     // a key long enough not to be part of the rest by chance
                     let key = &s.rtmp_url.stream;
-                    let elsewhere = [s.rtmp_url.tc_url(), s.call_id.clone(), s.callee.clone()]
+                    let hook = s.hook_url.as_ref().map(|h| h.to_string()).unwrap_or_default();
+                    let elsewhere = [s.rtmp_url.tc_url(), s.call_id.clone(), s.callee.clone(), hook]
                         .iter()
                         .any(|t| t.contains(key.as_str()));
                     if key.len() >= 12 && !elsewhere {
