@@ -242,10 +242,10 @@ impl RtmpCall {
 
     /// The phone sends (its SDP says so, at a real address).
     fn sends(&self) -> bool {
-        self.remote.as_ref().is_some_and(|r| {
-            matches!(r.direction, Direction::SendRecv | Direction::SendOnly)
-                && !r.addr.ip().is_unspecified()
-        })
+        // a phone that holds (sendonly, inactive) may send nothing: not timed out
+        self.remote
+            .as_ref()
+            .is_some_and(|r| r.direction == Direction::SendRecv && !r.addr.ip().is_unspecified())
     }
 }
 
@@ -360,6 +360,9 @@ impl RtmpCalls {
         let Some(session) = call.session.take() else {
             return;
         };
+        // a server's text may repeat the stream name (a key): never kept or logged
+        let mut why = why.replace(call.url.stream.as_str(), "***");
+        why.truncate(why.floor_char_boundary(200));
         log::warn!(
             "REST call {}: RTMP session to {} failed: {why}; trying again in {} s",
             call.call_id,
@@ -499,9 +502,9 @@ impl Calls {
         }
         let call_id = startup.call_id.clone();
         let callee = startup.callee.clone();
-        // a new call under an id that ended before replaces its record
-        self.rtmp.finished.retain(|c| c.call_id != call_id);
         let fail = |this: &mut Calls, code: u16, reason: &str| {
+            // a new call under an id that ended before replaces its record
+            this.rtmp.finished.retain(|c| c.call_id != call_id);
             this.record_attempt(now, CALLER, &callee, "rest_to_sip", Some(code), reason);
             let info = CallInfo {
                 call_id: call_id.clone(),
@@ -571,6 +574,7 @@ impl Calls {
             return fail(self, code, reason);
         }
         self.metrics.sip_invites_out += 1;
+        self.rtmp.finished.retain(|c| c.call_id != call_id);
         log::info!(
             "REST call {call_id} to {}: calling, RTP port {port}, publishing to {}",
             crate::pii::Pii(&callee),

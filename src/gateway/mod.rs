@@ -381,7 +381,7 @@ impl<P: RtpPorts> Gateway<P> {
         request: crate::rest::RestRequest,
     ) -> (u16, String) {
         self.now = now;
-        if self.signalling().is_none() {
+        if self.signalling().is_none() || self.stopping {
             return (503, crate::rest::RestError::unavailable().json());
         }
         let answer = self.with_calls(|c, ctx| c.handle_rest(now, request, ctx));

@@ -175,9 +175,22 @@ impl AacEncoder {
             return None;
         }
         let encoded = self.encoder.encode(&self.pcm[..AAC_FRAME], &mut self.out);
+        let drop_frame = |this: &mut AacEncoder| {
+            // a frame the library did not take is dropped, so a caller draining frames
+            // in a loop always ends
+            this.pcm.copy_within(AAC_FRAME..this.filled, 0);
+            this.filled -= AAC_FRAME;
+        };
         let info = match encoded {
-            Ok(info) => info,
-            Err(e) => return Some(Err(AacError::Library(e.to_string()))),
+            Ok(info) if info.input_consumed > 0 => info,
+            Ok(_) => {
+                drop_frame(self);
+                return Some(Err(AacError::Library("no input taken".into())));
+            }
+            Err(e) => {
+                drop_frame(self);
+                return Some(Err(AacError::Library(e.to_string())));
+            }
         };
         // the encoder takes whole frames; anything else would shift the timeline
         let consumed = info.input_consumed.min(self.filled);
