@@ -15,14 +15,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestDir;
-use common::audio::{dominant_frequency, read_wav, rms_dbfs, write_tone};
+use common::audio::{dominant_frequency, read_wav, rms_dbfs};
 use common::calls;
 use common::nginx_rtmp::{self, NginxRtmp};
-use common::process::Process;
 use common::sip_phone::SipPhone;
 use serde_json::{Value, json};
 
-const PHONE_HZ: f64 = 1000.0;
+use calls::PHONE_HZ;
 
 /// `POST path` with `body` (and `Authorization: Bearer token`): the status and the JSON.
 fn post(api: SocketAddr, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
@@ -155,6 +154,23 @@ fn assert_recorded_tone(nginx: &mut NginxRtmp, dir: &TestDir, stream: &str, seco
     eprintln!("recorded {recorded:.2} s, {hz} Hz, {level:.1} dBFS");
 }
 
+/// A standalone srgate with the `[users]` phone 1007 (and `extra` INI text), and baresip
+/// registered as 1007, answering by itself and playing the phone's tone.
+fn gateway_with_phone(dir: &TestDir, extra: &str) -> (common::Srgate, SipPhone) {
+    let tones = calls::tones(dir, 1.0, 120.0);
+    let srgate = calls::standalone_gateway(dir, &["1007"], extra);
+    let phone = SipPhone::registered(
+        dir.path(),
+        srgate.sip_addr(),
+        "1007",
+        "1007pw",
+        &tones.phone,
+        Duration::from_secs(10),
+        "",
+    );
+    (srgate, phone)
+}
+
 fn peers_ready() -> bool {
     let peers = [
         common::NGINX,
@@ -173,19 +189,8 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
     }
     let dir = TestDir::new("rest-rtmp");
     let mut nginx = NginxRtmp::start(dir.path(), None);
-    let tone = dir.join("phone1000.wav");
-    write_tone(&tone, PHONE_HZ, 120.0, 8000);
-    let srgate = calls::standalone_gateway(&dir, &["1007"], "");
+    let (srgate, phone) = gateway_with_phone(&dir, "");
     let api = srgate.config.api_addr();
-    let phone = SipPhone::registered(
-        dir.path(),
-        srgate.sip_addr(),
-        "1007",
-        "1007pw",
-        &tone,
-        Duration::from_secs(10),
-        "",
-    );
     let before = calls::cdr_count(&dir);
     let (hook, hook_posts) = hook_server();
     // WCS clients send booleans as strings
@@ -252,20 +257,7 @@ fn a_rest_call_publishes_the_phones_audio_to_rtmp_until_terminated() {
 
     // the live stream carries AAC at 48 kHz mono
     let live = format!("{}door1", nginx.url());
-    let mut probe = Process::spawn(
-        "ffprobe",
-        Command::new("ffprobe")
-            .args(["-v", "error", "-rw_timeout", "5000000"])
-            .args(["-analyzeduration", "1000000"])
-            .args([
-                "-show_entries",
-                "stream=codec_type,codec_name,sample_rate,channels",
-            ])
-            .args(["-of", "default=noprint_wrappers=1"])
-            .arg(&live),
-        dir.path(),
-    )
-    .expect("ffprobe starts");
+    let mut probe = nginx_rtmp::probe_live(&live, dir.path());
     let probed_ok = probe.wait_exit(Duration::from_secs(10));
     let probed = probe.stdout_text();
     assert!(
@@ -377,20 +369,20 @@ fn bad_rest_requests_get_json_errors_and_change_nothing() {
             "BAD_FIELD",
             "rtmpUrl",
         ),
-        (startup, "{not json".to_owned(), 400, "BAD_JSON", ""),
+        (startup, "{not json".to_owned(), 400, "BAD_JSON", "not JSON"),
         (
             "/rest-api/call/terminate",
             json!({"callId": "nobody"}).to_string(),
             404,
             "UNKNOWN_CALL",
-            "",
+            "callId",
         ),
         (
             "/rest-api/call/find",
             json!({"callId": "nobody"}).to_string(),
             404,
             "UNKNOWN_CALL",
-            "",
+            "callId",
         ),
         (
             startup,
@@ -473,24 +465,9 @@ fn a_rest_call_publishes_over_rtmps_and_reports_a_lost_server_while_the_call_goe
     let dir = TestDir::new("rest-rtmps");
     let pki = common::tls::test_pki(dir.path(), "rtmps");
     let mut nginx = NginxRtmp::start(dir.path(), Some((&pki.cert, &pki.key)));
-    let tone = dir.join("phone1000.wav");
-    write_tone(&tone, PHONE_HZ, 120.0, 8000);
     // srgate trusts the test authority for rtmps://
-    let srgate = calls::standalone_gateway(
-        &dir,
-        &["1007"],
-        &format!("[tls]\nca = {}\n", pki.ca.display()),
-    );
+    let (srgate, _phone) = gateway_with_phone(&dir, &format!("[tls]\nca = {}\n", pki.ca.display()));
     let api = srgate.config.api_addr();
-    let _phone = SipPhone::registered(
-        dir.path(),
-        srgate.sip_addr(),
-        "1007",
-        "1007pw",
-        &tone,
-        Duration::from_secs(10),
-        "",
-    );
     let url = nginx.tls_url().expect("a TLS front");
     let (status, state) = post(
         api,
@@ -553,8 +530,7 @@ fn in_proxy_mode_a_rest_call_goes_from_the_proxy_account_through_kamailio() {
     }
     let dir = TestDir::new("rest-kamailio");
     let mut nginx = NginxRtmp::start(dir.path(), None);
-    let tone = dir.join("phone1000.wav");
-    write_tone(&tone, PHONE_HZ, 60.0, 8000);
+    let tones = calls::tones(&dir, 1.0, 60.0);
     let [kamailio_port] = common::net::free_ports::<1>();
     let kamailio = common::kamailio::Kamailio::start(dir.path(), kamailio_port, "1000");
     let srgate = common::Srgate::start(common::GatewayConfig::proxy(kamailio.addr()), dir.path());
@@ -564,21 +540,7 @@ fn in_proxy_mode_a_rest_call_goes_from_the_proxy_account_through_kamailio() {
             .is_some(),
         "srgate's proxy account registers at Kamailio"
     );
-    let phone = SipPhone::start(
-        dir.path(),
-        "baresip-1006",
-        &format!(
-            "<sip:1006@127.0.0.1:{kamailio_port};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto"
-        ),
-        &tone,
-    );
-    assert!(
-        phone
-            .wait_for_line(0, &["1006@127.0.0.1", "200 OK"], Duration::from_secs(10))
-            .is_some(),
-        "baresip registers at Kamailio:\n{}",
-        phone.output()
-    );
+    let phone = calls::phone_at_kamailio(&dir, &tones, kamailio_port);
     let api = srgate.config.api_addr();
     let (status, state) = post(
         api,

@@ -272,23 +272,7 @@ fn publish_tone_and_check(
     let mut probe: Option<Process> = None;
     publish_tone(url, socket, |index| {
         if index == 5 {
-            probe = Some(
-                Process::spawn(
-                    "ffprobe",
-                    Command::new("ffprobe")
-                        .args(["-v", "error", "-rw_timeout", "5000000"])
-                        // audio only: do not wait the default 5 s for a video track
-                        .args(["-analyzeduration", "1000000"])
-                        .args([
-                            "-show_entries",
-                            "stream=codec_type,codec_name,sample_rate,channels",
-                        ])
-                        .args(["-of", "default=noprint_wrappers=1"])
-                        .arg(&live),
-                    dir,
-                )
-                .expect("ffprobe starts"),
-            );
+            probe = Some(nginx_rtmp::probe_live(&live, dir));
         }
     });
 

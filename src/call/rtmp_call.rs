@@ -311,6 +311,13 @@ impl RtmpCalls {
         self.calls.iter().position(|c| c.sip == id)
     }
 
+    /// The call whose current session is on connection `conn`.
+    fn by_conn(&self, conn: u64) -> Option<usize> {
+        self.calls
+            .iter()
+            .position(|c| c.session.as_ref().is_some_and(|s| s.conn == conn))
+    }
+
     fn by_call_id(&self, call_id: &str) -> Option<usize> {
         self.calls.iter().position(|c| c.call_id == call_id)
     }
@@ -1014,12 +1021,7 @@ impl Calls {
             self.rtmp.closing.swap_remove(i);
             return;
         }
-        let Some(index) = self
-            .rtmp
-            .calls
-            .iter()
-            .position(|c| c.session.as_ref().is_some_and(|s| s.conn == conn))
-        else {
+        let Some(index) = self.rtmp.by_conn(conn) else {
             return;
         };
         let why = why.unwrap_or_else(|| "the RTMP server closed the connection".into());
@@ -1028,12 +1030,7 @@ impl Calls {
 
     /// What connection `conn`'s session says after its input.
     fn rtmp_events(&mut self, now: Instant, conn: u64) {
-        let Some(index) = self
-            .rtmp
-            .calls
-            .iter()
-            .position(|c| c.session.as_ref().is_some_and(|s| s.conn == conn))
-        else {
+        let Some(index) = self.rtmp.by_conn(conn) else {
             return;
         };
         // a session gives a handful of events per input

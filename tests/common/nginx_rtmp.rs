@@ -140,3 +140,23 @@ impl NginxRtmp {
         self.process.output()
     }
 }
+
+/// Starts ffprobe on the live stream `live` (audio only: it does not wait the default 5 s
+/// for a video track; I/O bounded to 5 s): its stdout lists each stream's type, codec,
+/// sample rate and channels.
+pub fn probe_live(live: &str, dir: &Path) -> Process {
+    Process::spawn(
+        "ffprobe",
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000"])
+            .args(["-analyzeduration", "1000000"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name,sample_rate,channels",
+            ])
+            .args(["-of", "default=noprint_wrappers=1"])
+            .arg(live),
+        dir,
+    )
+    .expect("ffprobe starts")
+}
