@@ -14,6 +14,8 @@
 //! address, and when it names a private one it can be heard at most until the phone's own
 //! first packet. RTCP is taken from the IP address RTP is taken from.
 
+use crate::sdp::answer::Direction;
+use crate::sdp::sip::RemoteRtp;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Debug, Default)]
@@ -92,6 +94,17 @@ impl RtpSource {
     /// Where srgate sends RTP: where it comes from, else the SDP's address.
     pub fn destination(&self) -> Option<SocketAddr> {
         self.latched.or(self.expected)
+    }
+
+    /// Where srgate sends to a phone described by `remote`: where its RTP comes from,
+    /// else its SDP's address; nowhere while it does not receive (sendonly, inactive).
+    pub fn send_to(&self, remote: &RemoteRtp) -> Option<SocketAddr> {
+        if matches!(remote.direction, Direction::SendOnly | Direction::Inactive) {
+            return None;
+        }
+        self.latched().or_else(|| {
+            (!remote.addr.ip().is_unspecified() && remote.addr.port() != 0).then_some(remote.addr)
+        })
     }
 
     pub fn latched(&self) -> Option<SocketAddr> {

@@ -198,13 +198,7 @@ impl RtmpCall {
     /// Where srgate's packets to the phone go: where its RTP comes from, else its SDP's
     /// address; none while it does not receive.
     fn destination(&self) -> Option<SocketAddr> {
-        let remote = self.remote.as_ref()?;
-        if matches!(remote.direction, Direction::SendOnly | Direction::Inactive) {
-            return None;
-        }
-        self.source.latched().or_else(|| {
-            (!remote.addr.ip().is_unspecified() && remote.addr.port() != 0).then_some(remote.addr)
-        })
+        self.source.send_to(self.remote.as_ref()?)
     }
 
     /// The RFC 4733 packets due at `now`, into `out` (port, destination, packet).

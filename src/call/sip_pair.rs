@@ -96,14 +96,7 @@ impl PairLeg {
     /// Where srgate sends this phone's media: where it comes from, else its SDP's address;
     /// nothing while the phone does not receive (hold).
     fn destination(&self) -> Option<SocketAddr> {
-        let remote = self.remote.as_ref()?;
-        if matches!(remote.direction, Direction::SendOnly | Direction::Inactive) {
-            return None;
-        }
-        if let Some(addr) = self.source.latched() {
-            return Some(addr);
-        }
-        (!remote.addr.ip().is_unspecified() && remote.addr.port() != 0).then_some(remote.addr)
+        self.source.send_to(self.remote.as_ref()?)
     }
 }
 
