@@ -130,6 +130,15 @@ impl RestError {
         json!({"error": self.code, "message": self.message}).to_string()
     }
 
+    /// 503: srgate carries `[calls] max_calls` calls already.
+    pub fn overloaded() -> RestError {
+        RestError::new(
+            503,
+            "OVERLOADED",
+            "srgate is at its call limit ([calls] max_calls)",
+        )
+    }
+
     /// 503: REST calls are not served here (a worker shard).
     pub fn unavailable() -> RestError {
         RestError::new(503, "UNAVAILABLE", "REST calls are not served here")

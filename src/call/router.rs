@@ -101,6 +101,16 @@ impl Router {
         self.refused_overload
     }
 
+    /// Whether the shards' calls and `extra` others (REST calls) reach `max_calls`.
+    pub fn full(&self, extra: u64) -> bool {
+        self.load.iter().sum::<u64>() + extra >= self.max_calls
+    }
+
+    /// A new call was refused for `max_calls` outside [`Router::place`].
+    pub fn refused(&mut self) {
+        self.refused_overload += 1;
+    }
+
     /// Calls counted on each shard, those being placed included.
     pub fn load(&self) -> &[u64] {
         &self.load

@@ -381,8 +381,15 @@ impl<P: RtpPorts> Gateway<P> {
         request: crate::rest::RestRequest,
     ) -> (u16, String) {
         self.now = now;
-        if self.signalling().is_none() || self.stopping {
+        let stopping = self.stopping;
+        let rest_calls = self.calls.rtmp_calls() as u64;
+        let Some(s) = self.signalling().filter(|_| !stopping) else {
             return (503, crate::rest::RestError::unavailable().json());
+        };
+        // a REST call counts toward `[calls] max_calls` like any other
+        if matches!(request, crate::rest::RestRequest::Startup(_)) && s.router.full(rest_calls) {
+            s.router.refused();
+            return (503, crate::rest::RestError::overloaded().json());
         }
         let answer = self.with_calls(|c, ctx| c.handle_rest(now, request, ctx));
         self.settle(now);
