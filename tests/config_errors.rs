@@ -334,6 +334,8 @@ fn bad_values_of_every_type() {
         ("[sip]\ndigest = md5,md4\n", "sip", "digest"),
         ("[sip]\ndigest = md5,md5\n", "sip", "digest"),
         ("[sip]\ndomain = a b\n", "sip", "domain"),
+        ("[sip]\nsession_expires = 60\n", "sip", "session_expires"),
+        ("[sip]\nsession_expires = never\n", "sip", "session_expires"),
         ("[proxy]\nexpires = 5\n", "proxy", "expires"),
         ("[proxy]\nsip_account = 10 00\n", "proxy", "sip_account"),
         ("[proxy]\nrtm_account = \n", "proxy", "rtm_account"),

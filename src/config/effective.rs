@@ -119,6 +119,7 @@ pub(super) fn write(c: &Config, mask: bool) -> String {
                 c.sip.domain.clone().unwrap_or_default(),
                 Some(format!("in use: {}", c.domain())),
             ),
+            ("session_expires", c.sip.session_expires.to_string(), none()),
         ],
     );
     section(

@@ -18,6 +18,8 @@ use super::{
 
 const SHARDS_MAX: usize = 1024;
 const EXPIRES: RangeInclusive<u32> = 10..=86_400;
+/// `[sip] session_expires`: RFC 4028's smallest interval (Min-SE 90) up to a day.
+const SESSION_EXPIRES: RangeInclusive<u32> = 90..=86_400;
 const RTP_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
 const INVITATION_TIMEOUT_SECS: RangeInclusive<u64> = 1..=600;
 const MAX_FILE_SIZE_MB: RangeInclusive<u64> = 1..=1_048_576;
@@ -212,6 +214,10 @@ impl Config {
             })?,
             tls_listen: r.get("sip", "tls_listen", values::optional_socket_addr)?,
             domain: r.get("sip", "domain", values::domain)?,
+            session_expires: r.get("sip", "session_expires", |s| match s {
+                "0" => Ok(0),
+                _ => values::number(s, SESSION_EXPIRES).map_err(|e| format!("{e}, or 0 (off)")),
+            })?,
         };
         let proxy = Proxy {
             on: r.get("proxy", "on", values::boolean)?,

@@ -15,6 +15,7 @@ pub(super) const SCHEMA: &[(&str, &[(&str, &str)])] = &[
             ("digest", "md5,sha256"),
             ("tls_listen", ""),
             ("domain", ""),
+            ("session_expires", "1800"),
         ],
     ),
     (

@@ -114,6 +114,8 @@ pub struct Sip {
     pub digest: Vec<DigestAlgorithm>,
     pub tls_listen: Option<SocketAddr>,
     pub domain: Option<String>,
+    /// RFC 4028: the session interval srgate asks for on its INVITEs (seconds); 0 = off.
+    pub session_expires: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -212,6 +212,9 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// `[groups]`: ring groups, whose numbers ring their app members at once.
     pub groups: Groups,
+    /// `[sip] session_expires`: the session interval srgate's INVITEs ask for (RFC
+    /// 4028), seconds; 0: none asked.
+    pub session_expires: u32,
 }
 
 /// Passwords and the seed never show (the proxy account masks its own).
@@ -227,6 +230,7 @@ impl fmt::Debug for EndpointConfig {
             .field("users", &users)
             .field("digest", &self.digest)
             .field("user_agent", &self.user_agent)
+            .field("session_expires", &self.session_expires)
             .finish_non_exhaustive()
     }
 }
@@ -254,6 +258,7 @@ impl EndpointConfig {
             seed,
             user_agent: "srgate".into(),
             groups: Groups::default(),
+            session_expires: 1800,
         }
     }
 
@@ -304,6 +309,7 @@ impl EndpointConfig {
             // the product, not its version: a scanner learns nothing to match exploits with
             user_agent: "srgate".into(),
             groups: config.groups.clone(),
+            session_expires: config.sip.session_expires,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::{OkRetransmit, OtherKind, Phase, SipCallId, info_digit};
+use super::{OkRetransmit, OtherKind, Phase, SipCallId, info_digit, session_timer};
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
@@ -39,7 +39,7 @@ impl Endpoint {
             .body("application/dtmf-relay", body.as_bytes())
             .build();
         let destination = c.destination;
-        self.start_other(now, branch, OtherKind::Info, payload, destination);
+        self.start_other(now, branch, (id, OtherKind::Info), payload, destination);
     }
 
     /// An ACK for a 2xx of ours (not matched by a transaction). True if it was one. When
@@ -126,8 +126,7 @@ impl Endpoint {
                 self.forget(id);
             }
             // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
-            // refresh (RFC 4028: the peer's timer, named again in the 2xx, see
-            // `session_timer`; srgate does not run one). With an offer: srgate's previous
+            // refresh (RFC 4028: the interval granted again, see `session_timer`). With an offer: srgate's previous
             // description, direction mirrored (see `reanswer`). An offerless UPDATE is a
             // refresh: 200. An offerless re-INVITE gets srgate's description as a fresh
             // offer (the codec in use, sendrecv, a new version) and the ACK answers it.
@@ -177,7 +176,9 @@ impl Endpoint {
                 };
                 let contact = c.contact.clone();
                 let silent = c.silent;
-                let timer = super::session_timer(msg);
+                // the refresh renews the interval (or, naming none, ends the timer)
+                let grant = session_timer::grant(msg);
+                c.timer = grant.map(|g| session_timer::SessionTimer::new(now, g));
                 let user_agent = self.cfg.user_agent.clone();
                 let Some(tx) = self.server_txs.get_mut(key) else {
                     return true;
@@ -189,8 +190,8 @@ impl Endpoint {
                 b = b
                     .header(HeaderName::Contact, &contact)
                     .header(HeaderName::new("Server"), &user_agent);
-                if let Some(seconds) = timer {
-                    for (name, value) in super::session_timer_headers(seconds) {
+                if let Some(grant) = grant {
+                    for (name, value) in session_timer::grant_headers(grant) {
                         b = b.header(name, value);
                     }
                 }

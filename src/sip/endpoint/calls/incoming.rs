@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::{INCOMING_BIT, MAX_SIP_CALLS, OkRetransmit, Phase, SipCall, SipCallId, tag_of};
+use super::{
+    INCOMING_BIT, MAX_SIP_CALLS, OkRetransmit, Phase, SipCall, SipCallId, session_timer, tag_of,
+};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, ServerKey, ServerMachine};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, reason_phrase};
@@ -64,10 +66,11 @@ impl Endpoint {
             .header(HeaderName::Contact, &c.contact)
             .header(HeaderName::Allow, ALLOW)
             .header(HeaderName::new("Server"), &user_agent);
-        if let Some(seconds) = c.session_expires {
-            for (name, value) in super::session_timer_headers(seconds) {
+        if let Some(grant) = c.session {
+            for (name, value) in session_timer::grant_headers(grant) {
                 b = b.header(name, value);
             }
+            c.timer = Some(session_timer::SessionTimer::new(now, grant));
         }
         let payload = b.body("application/sdp", sdp.as_bytes()).build();
         c.sdp = sdp.to_string();
@@ -150,7 +153,7 @@ impl Endpoint {
         key: &ServerKey,
         msg: &Message<'_>,
     ) -> bool {
-        if !super::interval_too_small(msg) {
+        if !session_timer::interval_too_small(msg) {
             return false;
         }
         self.respond(
@@ -158,7 +161,7 @@ impl Endpoint {
             key,
             422,
             "Session Interval Too Small",
-            &[("Min-SE", super::MIN_SE.to_string())],
+            &[("Min-SE", session_timer::MIN_SE.to_string())],
         );
         true
     }
@@ -276,7 +279,10 @@ impl Endpoint {
             server_key: Some(key.clone()),
             ok: None,
             progress_seen: Vec::new(),
-            session_expires: super::session_timer(msg),
+            session: session_timer::grant(msg),
+            timer: None,
+            se_asked: 0,
+            se_min: session_timer::MIN_SE,
             awaiting_answer: sdp.is_empty().then_some(invite_cseq),
             ok_cseq: invite_cseq,
             fork: None,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use super::{BRANCH_PREFIX, ClientTx, Endpoint, Event, ServerKey, Transmit, Transport};
 use crate::sip::auth;
 use crate::sip::dialog::Dialog;
+use crate::sip::transaction::Event as TxEvent;
 use crate::sip::transaction::client::ClientTransaction;
 use crate::sip::transaction::client_invite::ClientInviteTransaction;
 use crate::sip::transaction::{T1, T2};
@@ -47,6 +48,9 @@ mod in_dialog;
 mod incoming;
 pub(super) mod internal;
 mod outgoing;
+mod session_timer;
+#[cfg(test)]
+mod session_timer_tests;
 #[cfg(test)]
 mod tests;
 
@@ -174,9 +178,15 @@ pub(super) struct SipCall {
     server_key: Option<ServerKey>,
     ok: Option<OkRetransmit>,
     progress_seen: Vec<u16>,
-    /// Incoming: the session interval the caller asked for and will refresh (RFC 4028,
-    /// see [`session_timer`]), named in srgate's 2xx.
-    session_expires: Option<u32>,
+    /// Incoming: the session interval granted to the caller's INVITE (RFC 4028, see
+    /// `session_timer`), named in srgate's 2xx.
+    session: Option<session_timer::Grant>,
+    /// Confirmed: the session timer running.
+    timer: Option<session_timer::SessionTimer>,
+    /// Outgoing: the interval srgate's INVITE and refreshes ask for (0: none) and the
+    /// smallest it takes (a 422's `Min-SE` raises both).
+    se_asked: u32,
+    se_min: u32,
     /// srgate's last 2xx carried an offer (an offerless INVITE or re-INVITE): the answer
     /// comes in the ACK (RFC 3264 §5, RFC 3261 §13.2.1). The CSeq of that INVITE: an ACK
     /// of another (a late one of an earlier INVITE) is not the answer.
@@ -188,65 +198,13 @@ pub(super) struct SipCall {
     fork: Option<fork::Fork>,
 }
 
-/// The smallest session interval srgate grants (RFC 4028 §4: 90 s at least; a shorter
-/// one would have the caller refresh more often than a PBX's timers expect).
-pub(super) const MIN_SE: u32 = 90;
-
-/// A request's `Session-Expires` (RFC 4028): the interval, whether it asks srgate to refresh
-/// (`refresher=uas`), and whether the sender supports the extension (`Supported: timer`).
-fn requested_interval(msg: &Message<'_>) -> Option<(u32, bool, bool)> {
-    let value = msg.header(HeaderName::SessionExpires)?;
-    let mut parts = value.split(';');
-    let seconds: u32 = parts.next()?.trim().parse().ok()?;
-    let refresher_uas = parts.any(|p| {
-        p.split_once('=').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("refresher") && v.trim().eq_ignore_ascii_case("uas")
-        })
-    });
-    let supports = msg
-        .header_all(HeaderName::Supported)
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("timer"));
-    Some((seconds, refresher_uas, supports))
-}
-
-/// RFC 4028 as srgate takes part, as UAS only: when a request asks for a session
-/// interval (`Session-Expires`) and its sender supports the extension (`Supported:
-/// timer`) without asking srgate to refresh (`refresher=uas`), srgate's 2xx names the
-/// interval with `refresher=uac` and `Require: timer`: the caller refreshes (by re-INVITE
-/// or UPDATE, which srgate answers), and the call lasts as long as it does. Otherwise
-/// srgate's 2xx carries no session interval, which per RFC 4028 §7.2 means the session
-/// does not expire; srgate does not run a refresh timer of its own. An interval below
-/// [`MIN_SE`] is refused first (see [`interval_too_small`]). Returns the interval.
-pub(super) fn session_timer(msg: &Message<'_>) -> Option<u32> {
-    let (seconds, refresher_uas, supports) = requested_interval(msg)?;
-    (supports && !refresher_uas && seconds >= MIN_SE).then_some(seconds)
-}
-
-/// Whether a request must be refused with 422 Session Interval Too Small and `Min-SE:
-/// 90` (RFC 4028 §9): it asks for an interval below [`MIN_SE`] and its sender supports
-/// the extension, so it can retry with a longer one. (A sender that does not support it
-/// gets no session interval at all: nothing to refuse.)
-pub(super) fn interval_too_small(msg: &Message<'_>) -> bool {
-    requested_interval(msg).is_some_and(|(seconds, _, supports)| supports && seconds < MIN_SE)
-}
-
-/// The headers of srgate's 2xx for a session interval of `seconds` (see [`session_timer`]).
-pub(super) fn session_timer_headers(seconds: u32) -> [(HeaderName<'static>, String); 2] {
-    [
-        (
-            HeaderName::SessionExpires,
-            format!("{seconds};refresher=uac"),
-        ),
-        (HeaderName::Require, "timer".to_string()),
-    ]
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OtherKind {
     Bye,
     Cancel,
     Info,
+    /// srgate's session refresh (UPDATE, see `session_timer`).
+    Refresh,
 }
 
 #[derive(Debug)]
@@ -259,6 +217,8 @@ pub(super) struct InviteTx {
 #[derive(Debug)]
 pub(super) struct OtherTx {
     kind: OtherKind,
+    /// The call it belongs to.
+    call: SipCallId,
     tx: ClientTx,
 }
 
@@ -408,7 +368,7 @@ impl Endpoint {
         .build();
         let branch = format!("cancel:{}", c.invite_branch);
         let destination = c.destination;
-        self.start_other(now, branch, OtherKind::Cancel, payload, destination);
+        self.start_other(now, branch, (id, OtherKind::Cancel), payload, destination);
     }
 
     fn send_bye(&mut self, now: Instant, id: SipCallId) {
@@ -429,14 +389,14 @@ impl Endpoint {
             .header(HeaderName::MaxForwards, 70)
             .build();
         let destination = c.destination;
-        self.start_other(now, branch, OtherKind::Bye, payload, destination);
+        self.start_other(now, branch, (id, OtherKind::Bye), payload, destination);
     }
 
     fn start_other(
         &mut self,
         now: Instant,
         key: String,
-        kind: OtherKind,
+        (call, kind): (SipCallId, OtherKind),
         payload: Vec<u8>,
         destination: (Transport, SocketAddr),
     ) {
@@ -445,16 +405,18 @@ impl Endpoint {
             key.clone(),
             OtherTx {
                 kind,
+                call,
                 tx: ClientTx {
                     machine,
                     destination,
                 },
             },
         );
-        self.after_other_input(&key);
+        self.after_other_input(now, &key, None);
     }
 
-    fn after_other_input(&mut self, key: &str) {
+    /// After a response (`msg`) or a timer of a BYE, CANCEL, INFO or refresh transaction.
+    fn after_other_input(&mut self, now: Instant, key: &str, msg: Option<&Message<'_>>) {
         let Some(other) = self.calls.others.get_mut(key) else {
             return;
         };
@@ -466,10 +428,23 @@ impl Endpoint {
                 payload: bytes.to_vec(),
             });
         }
-        while other.tx.machine.poll_event().is_some() {}
+        let (kind, call) = (other.kind, other.call);
+        let mut outcome = None;
+        while let Some(event) = other.tx.machine.poll_event() {
+            match event {
+                TxEvent::Response(code) if code >= 200 => outcome = Some(code),
+                TxEvent::Timeout | TxEvent::TransportError => outcome = Some(408),
+                _ => {}
+            }
+        }
         if other.tx.machine.is_terminated() {
-            log::debug!("{:?} transaction done", other.kind);
+            log::debug!("{kind:?} transaction done");
             self.calls.others.remove(key);
+        }
+        if kind == OtherKind::Refresh
+            && let Some(code) = outcome
+        {
+            self.refresh_answered(now, call, code, msg);
         }
     }
 
@@ -520,6 +495,7 @@ impl Endpoint {
         };
         for c in self.calls.calls.values() {
             consider(c.ok.as_ref().map(|o| o.next.min(o.give_up)));
+            consider(c.timer.as_ref().and_then(|t| t.poll_timeout()));
         }
         for tx in self.calls.invites.values() {
             consider(tx.machine.poll_timeout());
@@ -555,7 +531,7 @@ impl Endpoint {
             if let Some(o) = self.calls.others.get_mut(&k) {
                 o.tx.machine.handle_timeout(now);
             }
-            self.after_other_input(&k);
+            self.after_other_input(now, &k, None);
         }
         let mut dead = Vec::new();
         for c in self.calls.calls.values_mut() {
@@ -574,21 +550,30 @@ impl Endpoint {
                 ok.next = now + ok.interval;
             }
         }
+        self.session_timers_due(now);
         for id in dead {
             // No ACK for our 2xx: the dialog is ended with a BYE (§13.3.1.4).
             log::info!("no ACK for the 2xx of SIP call {id:?}: BYE");
-            if let Some(c) = self.calls.calls.get_mut(&id) {
-                c.ok = None;
-                let silent = c.silent;
-                self.send_bye(now, id);
-                if !silent {
-                    self.events.push_back(Event::CallEnded {
-                        id,
-                        code: Some(408),
-                    });
-                }
-            }
-            self.forget(id);
+            self.end_timed_out(now, id);
         }
+    }
+
+    /// Ends confirmed call `id` from srgate's side for a timeout (no ACK, a session not
+    /// refreshed): BYE, and the call layer sees it end with 408.
+    fn end_timed_out(&mut self, now: Instant, id: SipCallId) {
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        c.ok = None;
+        c.timer = None;
+        let silent = c.silent;
+        self.send_bye(now, id);
+        if !silent {
+            self.events.push_back(Event::CallEnded {
+                id,
+                code: Some(408),
+            });
+        }
+        self.forget(id);
     }
 }

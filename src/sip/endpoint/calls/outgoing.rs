@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{
     CallError, INCOMING_BIT, InviteTx, MAX_SIP_CALLS, OutgoingCall, Phase, SipCall, SipCallId,
 };
-use super::{header_ok, quote};
+use super::{header_ok, quote, session_timer};
 use crate::sip::auth;
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{ALLOW, Endpoint, Event, Transmit};
@@ -119,7 +119,10 @@ impl Endpoint {
             server_key: None,
             ok: None,
             progress_seen: Vec::new(),
-            session_expires: None,
+            session: None,
+            timer: None,
+            se_asked: self.cfg.session_expires,
+            se_min: session_timer::MIN_SE,
             awaiting_answer: None,
             fork: None,
             ok_cseq: 0,
@@ -153,6 +156,11 @@ impl Endpoint {
             .header(HeaderName::UserAgent, &user_agent);
         for (name, value) in &c.headers {
             b = b.header(HeaderName::new(name), value);
+        }
+        if c.se_asked > 0 {
+            for (name, value) in session_timer::request_headers(c.se_asked, c.se_min, false) {
+                b = b.header(name, value);
+            }
         }
         if let Some(auth) = c.auth.as_mut() {
             for h in auth.authorize("INVITE", &c.request_uri) {
@@ -214,7 +222,7 @@ impl Endpoint {
         if let Some(other) = self.calls.others.get_mut(branch) {
             let _ = other.tx.machine.handle_response(now, status);
             let key = branch.to_string();
-            self.after_other_input(&key);
+            self.after_other_input(now, &key, Some(msg));
             return true;
         }
         // A 2xx retransmitted after the INVITE transaction ended: ACK it again.
@@ -386,6 +394,18 @@ impl Endpoint {
                     self.end_outgoing(id, code, &reason);
                 }
             }
+            // Session Interval Too Small: once more with the peer's Min-SE
+            422 if !c.silent
+                && c.se_asked > 0
+                && let Some(raised) = session_timer::raised(msg, c.se_asked) =>
+            {
+                log::debug!("SIP call {id:?}: 422, session interval raised to {raised} s");
+                c.se_asked = raised;
+                c.se_min = raised;
+                c.invite_cseq += 1;
+                c.phase = Phase::Trying;
+                self.send_invite(now, id);
+            }
             _ => {
                 let reason = msg.reason().unwrap_or("").to_string();
                 self.end_outgoing(id, code, &reason);
@@ -452,6 +472,7 @@ impl Endpoint {
         if let Some(a) = c.auth.as_mut() {
             a.handle_success();
         }
+        c.timer = session_timer::answered(msg).map(|g| session_timer::SessionTimer::new(now, g));
         let sdp = Self::body_sdp(msg).unwrap_or_default();
         // srgate's offer narrows to the codec the answer chose: a re-offer is answered
         // with it

@@ -47,29 +47,34 @@ fn ep(now: Instant) -> Endpoint {
 
 /// An endpoint in proxy mode (the PBX at [`PBX`]) with ring groups `groups`.
 pub(super) fn ep_with_groups(now: Instant, groups: crate::config::Groups) -> Endpoint {
-    let mut ep = Endpoint::new(
-        EndpointConfig {
-            local: OURS.parse().unwrap(),
-            tls_local: None,
-            domain: "127.0.0.1".into(),
-            server: Some(Server {
-                addr: PBX.parse().unwrap(),
-                transport: Transport::Udp,
-                host_port: PBX.into(),
-            }),
-            proxy: Some(ProxyAccount {
-                user: "1000".into(),
-                password: "1234".into(),
-                expires: 300,
-            }),
-            users: vec![],
-            digest: vec![Algorithm::Md5],
-            seed: [3; 32],
-            user_agent: "srgate-test".into(),
-            groups,
-        },
-        now,
-    );
+    ep_with(now, |c| c.groups = groups)
+}
+
+/// An endpoint in proxy mode (the PBX at [`PBX`]), its configuration changed by `tune`.
+pub(super) fn ep_with(now: Instant, tune: impl FnOnce(&mut EndpointConfig)) -> Endpoint {
+    let mut config = EndpointConfig {
+        local: OURS.parse().unwrap(),
+        tls_local: None,
+        domain: "127.0.0.1".into(),
+        server: Some(Server {
+            addr: PBX.parse().unwrap(),
+            transport: Transport::Udp,
+            host_port: PBX.into(),
+        }),
+        proxy: Some(ProxyAccount {
+            user: "1000".into(),
+            password: "1234".into(),
+            expires: 300,
+        }),
+        users: vec![],
+        digest: vec![Algorithm::Md5],
+        seed: [3; 32],
+        user_agent: "srgate-test".into(),
+        groups: Default::default(),
+        session_expires: 0,
+    };
+    tune(&mut config);
+    let mut ep = Endpoint::new(config, now);
     while ep.poll_transmit().is_some() {}
     ep
 }
@@ -586,8 +591,10 @@ fn refresh(tag: &str, seconds: u32) -> String {
 
 /// RFC 4028 as srgate answers it: a caller that supports session timers and asks for an
 /// interval gets it back in srgate's 200 with `refresher=uac` and `Require: timer`, on
-/// the INVITE and on each refresh; a caller that does not support them, or asks srgate to
-/// refresh, gets no interval (the session then does not expire).
+/// the INVITE and on each refresh; a caller that asks srgate to refresh, or does not
+/// support them (a proxy put the interval in), gets `refresher=uas` (srgate refreshes,
+/// see `session_timer_tests`); one whose `Allow` leaves UPDATE out, or whose interval is
+/// not a number, gets none (the session does not expire).
 #[test]
 fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
     let now = t0();
@@ -625,11 +632,29 @@ fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
         out[0]
     );
 
+    for (extra, granted) in [
+        // no Supported: timer: srgate refreshes, without Require
+        (
+            "Session-Expires: 1800\r\n",
+            "Session-Expires: 1800;refresher=uas\r\n",
+        ),
+        // srgate asked to refresh
+        (
+            "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\n",
+            "Session-Expires: 1800;refresher=uas\r\nRequire: timer\r\n",
+        ),
+    ] {
+        let (_, ok) = answer_to(extra);
+        assert!(ok.contains(granted), "{extra:?}: {ok}");
+        assert_eq!(
+            ok.contains("Require:"),
+            granted.contains("Require:"),
+            "{ok}"
+        );
+    }
     for extra in [
-        // no Supported: timer
-        "Session-Expires: 1800\r\n",
-        // srgate asked to refresh: it does not run a timer, so no interval
-        "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\n",
+        // srgate asked to refresh by a caller that takes no UPDATE
+        "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\nAllow: INVITE, ACK, BYE\r\n",
         // a value that is not a number
         "Supported: timer\r\nSession-Expires: soon\r\n",
     ] {

@@ -35,6 +35,7 @@ fn standalone() -> EndpointConfig {
         seed: [7; 32],
         user_agent: "srgate/test".into(),
         groups: Default::default(),
+        session_expires: 0,
     }
 }
 
