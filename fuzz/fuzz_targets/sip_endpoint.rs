@@ -50,6 +50,8 @@ fn config(proxy: bool) -> EndpointConfig {
             groups.add("3[02-99]", "app:flat{n}").unwrap();
             groups
         },
+        // session timers on: INVITEs, 422s, refreshes and their answers are fuzzed too
+        session_expires: 1800,
     }
 }
 
