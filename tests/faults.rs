@@ -3,8 +3,8 @@
 //!
 //! - 5 % of the media datagrams lost at random (nftables) both ways: the tone still comes
 //!   through, at a level close to the unimpaired one;
-//! - the browser's media cut for 5 s: the call survives (ICE consent allows 30 s) and the
-//!   audio comes back;
+//! - the browser's network cut for 5 s (its media and its WebSocket): the call survives
+//!   (ICE consent allows 30 s, TCP retransmits) and the audio comes back;
 //! - the phone vanishes (SIGKILL): srgate ends the call after `rtp_timeout` and tells the
 //!   app (`TIMEOUT`); nothing is left;
 //! - the registrar (Kamailio, proxy mode) restarts mid-call: the call goes on with its
@@ -72,16 +72,24 @@ fn a_call_carries_its_audio_through_loss_and_a_cut_and_ends_when_the_phone_vanis
         "with 5 % loss the tone keeps most of its level: RMS {lossy_rms} against {clean_rms}"
     );
 
-    // the browser's media cut for 5 s, then back
-    let cut = Faults::udp_cut(srgate.config.webrtc_udp_port);
+    // the browser's network gone for 5 s — media and its WebSocket — then back: the
+    // call survives (ICE consent allows 30 s, the WebSocket's TCP retransmits), and the
+    // audio comes back
+    let cut = Faults::browser_cut(srgate.config.webrtc_udp_port, srgate.config.webrtc_port);
     std::thread::sleep(Duration::from_secs(5));
     cut.clear();
-    std::thread::sleep(Duration::from_secs(1));
-    measure(&mut app, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    measure(&mut app, 2); // the phone's tone is heard again
     assert_eq!(
         srgate.health().expect("health").calls,
         1,
         "the call survived the cut"
+    );
+    let state =
+        app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 1}));
+    assert_eq!(
+        state["state"], "ACCEPTED_BY_REMOTE",
+        "the app's call is still up: {state}"
     );
 
     // the phone vanishes: no BYE from it, srgate notices by rtp_timeout

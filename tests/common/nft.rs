@@ -83,6 +83,18 @@ impl Faults {
         ])
     }
 
+    /// The browser's network gone, as far as srgate sees it: every UDP datagram and TCP
+    /// segment to or from srgate's media port (`media`, UDP and ICE-TCP) and its web port
+    /// (`web`: the WebSocket of the JSON protocol) dropped.
+    pub fn browser_cut(media: u16, web: u16) -> Faults {
+        Faults::set(&[
+            format!("udp dport {media} drop"),
+            format!("udp sport {media} drop"),
+            format!("tcp dport {{ {media}, {web} }} drop"),
+            format!("tcp sport {{ {media}, {web} }} drop"),
+        ])
+    }
+
     /// Removes the rules (as dropping does).
     pub fn clear(self) {}
 }
