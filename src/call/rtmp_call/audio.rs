@@ -57,16 +57,27 @@ impl RtmpCalls {
                     continue;
                 }
                 if !session.header_sent {
-                    let _ = session.publisher.send_metadata(&[
-                        ("audiocodecid", crate::rtmp::FLV_AUDIO_AAC),
-                        ("audiosamplerate", 48_000.0),
-                        ("audiosamplesize", 16.0),
-                        ("audiochannels", 1.0),
-                        ("stereo", 0.0),
-                    ]);
-                    let _ = session
+                    let sent = session
                         .publisher
-                        .send_audio(0, &[&crate::rtmp::AAC_SEQUENCE_HEADER, &asc[..asc_len]]);
+                        .send_metadata(&[
+                            ("audiocodecid", crate::rtmp::FLV_AUDIO_AAC),
+                            ("audiosamplerate", 48_000.0),
+                            ("audiosamplesize", 16.0),
+                            ("audiochannels", 1.0),
+                            ("stereo", 0.0),
+                        ])
+                        .and_then(|_| {
+                            session.publisher.send_audio(
+                                0,
+                                &[&crate::rtmp::AAC_SEQUENCE_HEADER, &asc[..asc_len]],
+                            )
+                        });
+                    if sent.is_err() {
+                        // not written (the server reads too slowly): a frame without
+                        // its header could not be decoded; both again with the next
+                        call.frames_dropped += 1;
+                        continue;
+                    }
                     session.header_sent = true;
                 }
                 let ms = frame.timestamp_ms();

@@ -83,6 +83,14 @@ impl Calls {
                 "srgate was built without AAC (feature aac): no RTMP publishing",
             ));
         }
+        if !startup.has_audio {
+            return Err(error(
+                501,
+                "NOT_SUPPORTED",
+                "hasAudio: srgate publishes the call's audio (video is not supported yet): \
+                 a stream without audio would be empty",
+            ));
+        }
         if startup.sip.is_some() {
             return Err(error(
                 501,
@@ -100,6 +108,10 @@ impl Calls {
         }
         let call_id = startup.call_id.clone();
         let callee = startup.callee.clone();
+        let hook = startup
+            .hook_url
+            .clone()
+            .or_else(|| self.cfg.rest_hook.clone());
         let fail = |this: &mut Calls, code: u16, reason: &str| {
             // a new call under an id that ended before replaces its record
             this.rtmp.finished.retain(|c| c.call_id != call_id);
@@ -119,6 +131,10 @@ impl Calls {
                 duration_ms: 0,
             };
             let body = info.json().to_string();
+            // the back end is told of this end as of any other
+            if let Some(hook) = hook.clone() {
+                this.rtmp.hooks.push_back((hook, super::hook_body(&info)));
+            }
             this.keep_finished(info);
             Ok(body)
         };
@@ -214,7 +230,7 @@ impl Calls {
             seq: ids.seq_sip,
             ts_base: ids.ts_sip,
             event_ts: 0,
-            hook: startup.hook_url.or_else(|| self.cfg.rest_hook.clone()),
+            hook,
             notified: None,
             #[cfg(test)]
             fault: None,

@@ -292,6 +292,21 @@ fn startup_counts_toward_the_call_limits_and_refuses_a_duplicate() {
     };
     assert_eq!(refused(&mut s, "x"), (409, "DUPLICATE".into()));
     assert!(s.commands().is_empty(), "no second INVITE");
+    // a stream without audio would be empty (no video yet): refused, not published silent
+    let no_audio = startup_body("w").replace('}', r#","hasAudio":"false"}"#);
+    let (status, error) = s.rest("startup", &no_audio);
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (501, Some("NOT_SUPPORTED")),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hasAudio")
+    );
+    assert!(s.commands().is_empty(), "no INVITE");
     for i in 1..MAX_RTMP_CALLS {
         s.startup(&format!("y{i}"));
     }
