@@ -135,3 +135,70 @@ fn sdes_srtp_calls_both_ways_and_the_policy_refusals() {
         sip.output()
     );
 }
+
+/// "Best effort" SRTP: baresip with `mediaenc=srtp` offers `RTP/AVP` with `a=crypto`.
+/// With `sip_srtp = optional` srgate answers in kind (`RTP/AVP` with a key of its own) and
+/// the call is SRTP; srgate's own offer toward it stays plain and baresip takes that; with
+/// `sip_srtp = off` the same offer is answered plain (no 488), as the offer allows. Audio
+/// is checked by frequency each time.
+#[test]
+fn best_effort_sdes_is_answered_in_kind_or_plain_where_srtp_is_off() {
+    if !ready()
+        || !common::netns::enter(
+            "best_effort_sdes_is_answered_in_kind_or_plain_where_srtp_is_off",
+            Duration::from_secs(300),
+        )
+    {
+        return;
+    }
+    let browser_tone_hz = 440.0;
+    for mode in ["optional", "off"] {
+        let dir = TestDir::new(&format!("bridge-sdes-best-effort-{mode}"));
+        let browser_tone = dir.join("tone440.wav");
+        let phone_tone = dir.join("tone1000.wav");
+        write_tone(&browser_tone, browser_tone_hz, 30.0, 48_000);
+        write_tone(&phone_tone, 1000.0, 120.0, 8000);
+        let srgate = gateway(&dir, mode);
+        let gw = srgate.sip_addr();
+        let within = Duration::from_secs(10);
+        let sip = SipPhone::registered(
+            dir.path(),
+            gw,
+            "1006",
+            "1006pw",
+            &phone_tone,
+            within,
+            ";mediaenc=srtp",
+        );
+        let url = format!("http://{}/", srgate.web_addr());
+        let mut app = Phone::start(&url, &browser_tone);
+        app.must(json!({"cmd": "login", "user": APP}));
+
+        // phone → app: the best-effort offer
+        sip.dial(&format!("sip:{APP}@{gw}"));
+        app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+        app.must(json!({"cmd": "accept"}));
+        app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+        assert_hears(&mut app, 1000.0);
+        sip.hangup();
+        let end = app.must(json!({"cmd": "wait_end", "timeout": 10}));
+        assert_eq!(end["reason"], "REMOTE", "{mode}: {end}");
+        assert_phone_heard(&sip, browser_tone_hz);
+        let log = srgate.log();
+        let srtp = log.contains("SRTP port");
+        assert_eq!(
+            srtp,
+            mode == "optional",
+            "{mode}: the call is SRTP exactly where srgate takes SRTP:\n{log}"
+        );
+        assert!(!log.contains("inline:"), "no SDES key in srgate's log");
+
+        // app → phone: srgate's plain offer, which baresip takes
+        app.must(json!({"cmd": "call", "callee": "1006"}));
+        app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
+        assert_hears(&mut app, 1000.0);
+        app.must(json!({"cmd": "hangup"}));
+        app.must(json!({"cmd": "wait_end"}));
+        assert_phone_heard(&sip, browser_tone_hz);
+    }
+}

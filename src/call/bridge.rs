@@ -319,6 +319,8 @@ impl BridgeCall {
             version: 1,
             ptime: self.sip_ptime(),
             crypto: &self.sdes_local,
+            // a best-effort offer is answered in kind (srgate's own offers are RTP/SAVP)
+            best_effort: !self.srgate_offers && self.remote.as_ref().is_some_and(|r| r.best_effort),
         })
     }
 
@@ -340,6 +342,13 @@ impl BridgeCall {
     /// re-offer without the codec in use moves the bridge to the one srgate's answer
     /// picked from it (the same [`pick_format`]).
     pub fn apply_remote(&mut self, now: Instant, remote: RemoteRtp) -> Result<(), &'static str> {
+        // srgate offered plain RTP: a key in the answer (or a later re-offer) in an
+        // RTP/AVP section does not make the session SRTP
+        let remote = if self.srgate_offers && self.sdes_local.is_empty() {
+            remote.plain()
+        } else {
+            remote
+        };
         let current = self.sip_format.map(|(_, c)| c);
         let Some(format) = pick_format(&remote.codecs, current, self.sip_allowed) else {
             return Err("no common codec with the SIP side");

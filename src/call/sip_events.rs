@@ -400,6 +400,8 @@ impl Calls {
         // refuses plain RTP. An INVITE without an offer lets srgate offer (in its 200).
         let offered = (!sdp.is_empty()).then(|| {
             parse_rtp_sdp(sdp).and_then(|r| match (self.cfg.sip_srtp, &r.crypto) {
+                // a best-effort SRTP offer takes plain RTP too
+                (SipSrtp::Off, Some(_)) if r.best_effort => Ok(r.plain()),
                 (SipSrtp::Off, Some(_)) => Err(SdpError::NotPlainRtp),
                 (SipSrtp::Mandatory, None) => Err(SdpError::Crypto(CryptoError::Missing)),
                 _ => Ok(r),

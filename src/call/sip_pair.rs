@@ -155,11 +155,13 @@ impl SipPairCall {
         callee: String,
         (a_sip, a_port): (SipCallId, u16),
         (b_sip, b_port): (SipCallId, u16),
-        mut offer: RemoteRtp,
+        offer: RemoteRtp,
         ids: StreamIds,
         (a_ip, b_ip): (IpAddr, IpAddr),
         session_id: u64,
     ) -> Result<SipPairCall, &'static str> {
+        // a best-effort SRTP offer takes plain RTP too
+        let mut offer = offer.plain();
         if offer.crypto.is_some() {
             return Err("SRTP is not relayed between SIP phones: offer RTP/AVP");
         }
@@ -235,6 +237,7 @@ impl SipPairCall {
             version: 1,
             ptime: Self::ptime(&self.offer),
             crypto: &[],
+            best_effort: false,
         })
     }
 
@@ -250,6 +253,7 @@ impl SipPairCall {
     /// The callee's answer: the codec it picked from the caller's formats; returns srgate's
     /// answer to the caller. Media flows from now on.
     pub fn answer(&mut self, now: Instant, answer: RemoteRtp) -> Result<String, &'static str> {
+        let answer = answer.plain();
         if answer.crypto.is_some() {
             return Err("the callee answered with SRTP to an RTP offer");
         }
@@ -273,6 +277,7 @@ impl SipPairCall {
             version: 1,
             ptime: Self::ptime(&answer),
             crypto: &[],
+            best_effort: false,
         });
         let ids = self.ids;
         self.a.out = Some(Relay::new(
@@ -748,6 +753,7 @@ mod tests {
             direction: Direction::SendRecv,
             ptime: Some(20),
             crypto: None,
+            best_effort: false,
         }
     }
 

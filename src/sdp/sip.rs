@@ -34,6 +34,9 @@ pub struct RtpDescription<'a> {
     /// srgate's SDES keys: none for `RTP/AVP`; else `RTP/SAVP` with one `a=crypto` line a
     /// key (an offer may hold several suites, an answer holds one).
     pub crypto: &'a [SdesKey],
+    /// The keys go in an `RTP/AVP` section: the answer to a "best effort" SRTP offer
+    /// (see [`RemoteRtp::best_effort`]).
+    pub best_effort: bool,
 }
 
 /// Writes a description (offer or answer alike).
@@ -51,7 +54,7 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
         d.session_id,
         d.version,
         d.addr.port(),
-        if d.crypto.is_empty() {
+        if d.crypto.is_empty() || d.best_effort {
             "RTP/AVP"
         } else {
             "RTP/SAVP"
@@ -107,8 +110,28 @@ pub struct RemoteRtp {
     /// Its direction (`sendrecv` when not stated).
     pub direction: Direction,
     pub ptime: Option<u8>,
-    /// Its SDES key when the section is `RTP/SAVP(F)`: SRTP with this key, never plain.
+    /// Its SDES key when the section is `RTP/SAVP(F)`: SRTP with this key, never plain;
+    /// or when a plain `RTP/AVP` section carries a usable `a=crypto` ([`best_effort`]).
+    ///
+    /// [`best_effort`]: RemoteRtp::best_effort
     pub crypto: Option<SdesKey>,
+    /// The key came in an `RTP/AVP` section: "best effort" SRTP (baresip's and linphone's
+    /// optional SRTP, FreeSWITCH's and Asterisk's too): answered in kind (`RTP/AVP` with a
+    /// key) it is SRTP; where SRTP is off, the key is dropped ([`RemoteRtp::plain`]) and
+    /// the session is plain RTP, which such an offer allows.
+    pub best_effort: bool,
+}
+
+impl RemoteRtp {
+    /// This description without a "best effort" key: the plain session its sender also
+    /// takes (a key in `RTP/SAVP` stays: such a peer must never be answered plain).
+    pub fn plain(mut self) -> RemoteRtp {
+        if self.best_effort {
+            self.crypto = None;
+            self.best_effort = false;
+        }
+        self
+    }
 }
 
 fn direction(name: Option<&str>) -> Direction {
@@ -189,12 +212,17 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
         }
     }
     // An SRTP section without a usable key is refused as a whole (never answered plain);
-    // a=crypto in a plain section (a non-standard "best effort" offer) is not taken.
+    // a=crypto in a plain section (a "best effort" offer) is taken when usable, else the
+    // section is plain.
+    let best_effort = !secure(&media.proto) && !crypto.is_empty();
     let crypto = if secure(&media.proto) {
         Some(sdes::choose(crypto).map_err(Error::Crypto)?)
+    } else if best_effort {
+        sdes::choose(crypto).ok()
     } else {
         None
     };
+    let best_effort = best_effort && crypto.is_some();
     let ip = media_c.or(session_c).ok_or(Error::NoConnection)?;
     let mut codecs = Vec::new();
     let mut telephone_event = None;
@@ -232,6 +260,7 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
         direction: direction(media.direction.as_deref()),
         ptime,
         crypto,
+        best_effort,
     })
 }
 
@@ -286,6 +315,8 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
     let ours = parse_rtp_sdp(previous).ok()?;
     match (&ours.crypto, &offer.crypto) {
         (None, None) => {}
+        // a plain session re-offered with a best-effort key stays plain
+        (None, Some(_)) if offer.best_effort => {}
         // srgate's key stays; the offer must keep the suite under the same tag
         (Some(o), Some(t)) if o.tag == t.tag && o.profile == t.profile => {}
         _ => return None,
@@ -302,6 +333,7 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
         version: version.saturating_add(1),
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
+        best_effort: ours.best_effort,
     }))
 }
 
@@ -320,6 +352,7 @@ pub fn reoffer(previous: &str) -> Option<String> {
         version: version.saturating_add(1),
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
+        best_effort: ours.best_effort,
     }))
 }
 
@@ -357,6 +390,7 @@ pub fn settle(offer: &str, answer: &RemoteRtp) -> Option<String> {
         version,
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
+        best_effort: ours.best_effort,
     }))
 }
 
@@ -418,10 +452,53 @@ mod tests {
         // DTLS-SRTP toward SIP is not implemented
         let dtls = BARESIP_OFFER.replace("RTP/AVP", "UDP/TLS/RTP/SAVP");
         assert_eq!(parse_rtp_sdp(&dtls), Err(Error::NotPlainRtp));
-        // a=crypto in a plain section is not taken
-        let plain = BARESIP_OFFER.replace("a=sendrecv", CRYPTO);
-        assert_eq!(parse_rtp_sdp(&plain).unwrap().crypto, None);
         assert!(parse_rtp_sdp(&BARESIP_OFFER.replace("RTP/AVP", "RTP/AVPF")).is_ok());
+    }
+
+    /// "Best effort" SRTP: a usable key in an `RTP/AVP` section is taken (and marked so),
+    /// an unusable one leaves the section plain; answered in kind, the answer stays
+    /// `RTP/AVP` with srgate's key and reads back the same; without the key it is plain.
+    #[test]
+    fn a_best_effort_sdes_offer_is_taken_and_answered_in_kind() {
+        let offer = BARESIP_OFFER.replace("a=sendrecv", &format!("{CRYPTO}\r\na=sendrecv"));
+        let r = parse_rtp_sdp(&offer).unwrap();
+        assert!(r.best_effort && r.crypto.as_ref().is_some_and(|k| k.tag == 1));
+        let plain = r.clone().plain();
+        assert!(!plain.best_effort && plain.crypto.is_none());
+        let unusable = BARESIP_OFFER.replace("a=sendrecv", "a=crypto:1 BOGUS inline:AAAA");
+        let r2 = parse_rtp_sdp(&unusable).unwrap();
+        assert!(!r2.best_effort && r2.crypto.is_none());
+        // a key in RTP/SAVP is not best effort: plain() keeps it
+        let savp = offer.replace("RTP/AVP", "RTP/SAVP");
+        let strict = parse_rtp_sdp(&savp).unwrap();
+        assert!(!strict.best_effort && strict.clone().plain().crypto.is_some());
+
+        let key = SdesKey::generate(1, r.crypto.as_ref().unwrap().profile).unwrap();
+        let answer = build_rtp_sdp(&RtpDescription {
+            addr: "192.0.2.7:16384".parse().unwrap(),
+            codecs: &[(0, Codec::Pcmu)],
+            telephone_event: None,
+            direction: Direction::SendRecv,
+            session_id: 42,
+            version: 1,
+            ptime: 20,
+            crypto: std::slice::from_ref(&key),
+            best_effort: true,
+        });
+        assert!(answer.contains("m=audio 16384 RTP/AVP 0\r\n"), "{answer}");
+        assert!(answer.contains("a=crypto:1 "), "{answer}");
+        let back = parse_rtp_sdp(&answer).unwrap();
+        assert!(back.best_effort && back.crypto == Some(key));
+        // a re-offer of the same key is answered in kind; a plain session re-offered
+        // with a best-effort key stays plain
+        let again = reanswer(&answer, &r, CodecSet::ALL).expect("answered");
+        assert!(
+            again.contains("RTP/AVP") && again.contains("a=crypto:1 "),
+            "{again}"
+        );
+        let plain_session = ours_at_16384(&[(0, Codec::Pcmu)]);
+        let kept_plain = reanswer(&plain_session, &r, CodecSet::ALL).expect("answered");
+        assert!(!kept_plain.contains("a=crypto"), "{kept_plain}");
     }
 
     #[test]
@@ -437,6 +514,7 @@ mod tests {
             version: 1,
             ptime: 20,
             crypto: std::slice::from_ref(&key),
+            best_effort: false,
         });
         assert!(sdp.contains("m=audio 16384 RTP/SAVP 0\r\n"), "{sdp}");
         assert!(sdp.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
@@ -496,6 +574,7 @@ mod tests {
             version: 1,
             ptime: 20,
             crypto: &[],
+            best_effort: false,
         });
         let r = parse_rtp_sdp(&sdp).unwrap();
         assert_eq!(r.addr, "192.0.2.7:16384".parse().unwrap());
@@ -516,6 +595,7 @@ mod tests {
             version: 1,
             ptime: 20,
             crypto: &[],
+            best_effort: false,
         })
     }
 

@@ -41,6 +41,7 @@ impl Calls {
             }
             SipEvent::CallAnswered { sdp, .. } => {
                 let answered = parse_rtp_sdp(sdp)
+                    .map(RemoteRtp::plain)
                     .map_err(|e| e.to_string())
                     .and_then(|remote| {
                         if remote.crypto.is_some() {

@@ -164,6 +164,7 @@ impl Calls {
             version: 1,
             ptime: 20,
             crypto: &[],
+            best_effort: false,
         });
         let sip = SipCallId(self.next_sip);
         self.next_sip += 1;
