@@ -375,6 +375,39 @@ fn sendonly_hold_without_music_outlives_rtp_timeout() {
     assert_eq!(scene.shard.calls.count(), 1);
 }
 
+/// Once the browser's media flowed, srgate keeps no DTLS state (most of a call's memory):
+/// a DTLS alert from the browser's address then cannot be authenticated. While the
+/// browser's media goes on (a forged alert) the call stays; when its media stops after
+/// the alert (a real close_notify) the call ends within 5 s as the browser's hang-up,
+/// and the phone gets its BYE.
+#[test]
+fn an_alert_after_the_handshake_ends_the_call_only_when_the_media_stops() {
+    let mut scene = Scene::established(config(|c| c.rtp_timeout = Duration::from_secs(60)));
+    media_flows(&mut scene);
+    // an alert record (content type 21, epoch 1) from the browser's address
+    let mut alert = vec![21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 1, 0];
+    let browser = scene.browser.addr;
+    scene.shard.datagram(browser, &mut alert.clone());
+    for i in 0..400u16 {
+        // 8 s of the browser's media: it is still there
+        scene.browser_says((i % 200) as u8);
+        scene.advance(Duration::from_millis(20), false);
+    }
+    assert!(scene.shard.messages().is_empty(), "the call goes on");
+    assert_eq!(scene.shard.calls.count(), 1);
+
+    scene.shard.datagram(browser, &mut alert);
+    scene.advance(Duration::from_secs(4), false);
+    assert_eq!(scene.shard.calls.count(), 1, "not before the grace");
+    scene.advance(Duration::from_millis(1500), false);
+    assert_eq!(
+        scene.one_message(),
+        json!({"type": "hangup", "id": "c1", "reason": "REMOTE"}),
+    );
+    let sip = scene.sip;
+    assert!(matches!(scene.shard.commands().as_slice(), [SipCommand::Hangup(id)] if *id == sip));
+}
+
 /// A STUN check with another call's ufrag and a wrong password, sent from a browser's
 /// address (spoofed), does not take that address's media to the other call.
 #[test]

@@ -383,6 +383,49 @@ fn browser_close_notify_closes_the_leg() {
     assert!(p.leg.is_ended());
 }
 
+/// Retired DTLS (its state dropped once the browser's media proved the handshake over)
+/// still says goodbye: the close_notify made at retirement reaches the browser, which
+/// reads it as one. An alert from the browser afterwards is reported as `PeerAlert` (it
+/// cannot be authenticated any more), not as the end of the leg.
+#[test]
+fn retired_dtls_still_says_goodbye_and_reports_the_browsers_alert() {
+    let mut p = Pair::new("actpass", false);
+    p.connect();
+    assert!(!p.leg.dtls_retired());
+    p.leg.retire_dtls();
+    assert!(p.leg.dtls_retired());
+    assert_eq!(p.drain(), 0, "nothing is sent at retirement");
+    p.leg.close();
+    assert_eq!(p.drain(), 1, "one close_notify datagram");
+    p.drain();
+    assert!(p.browser_closed, "the browser read srgate's close_notify");
+    assert!(p.leg_events.contains(&LegEvent::Closed));
+
+    let mut p = Pair::new("actpass", false);
+    p.connect();
+    p.leg.retire_dtls();
+    p.browser.close().expect("browser close");
+    p.drain();
+    assert!(
+        p.leg_events.contains(&LegEvent::PeerAlert),
+        "{:?}",
+        p.leg_events
+    );
+    assert!(!p.leg_events.contains(&LegEvent::Closed));
+    assert!(
+        !p.leg.is_ended(),
+        "the caller decides (media stops after a real close)"
+    );
+}
+
+/// Before the handshake is over there is nothing to retire.
+#[test]
+fn dtls_is_not_retired_before_it_connects() {
+    let mut p = Pair::new("actpass", false);
+    p.leg.retire_dtls();
+    assert!(!p.leg.dtls_retired());
+}
+
 /// xorshift32: a fixed pseudo-random stream (no dependency, reproducible).
 struct Rng(u32);
 

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{MediaSocket, MediaTransmit, SRTP_TAIL, Step};
 use crate::sdp::Codec;
@@ -96,7 +96,17 @@ pub struct BrowserSide {
     newly_connected: bool,
     /// The handshake's room was freed (see [`WebRtcLeg::release_handshake_room`]).
     settled: bool,
+    /// When the browser's last authenticated SRTP or SRTCP packet came.
+    media_at: Option<Instant>,
+    /// A DTLS alert came after DTLS was retired (see [`LegEvent::PeerAlert`]): the call
+    /// ends unless authenticated media follows within [`ALERT_GRACE`].
+    alert_at: Option<Instant>,
 }
+
+/// How long a browser whose DTLS alert came (after DTLS was retired) has to show it is
+/// still there by sending authenticated media or RTCP (it sends both every few seconds
+/// even when it holds): a browser that closed sends neither.
+const ALERT_GRACE: Duration = Duration::from_secs(5);
 
 impl BrowserSide {
     /// Negotiates the offer and builds the leg; returns srgate's SDP answer too.
@@ -145,6 +155,8 @@ impl BrowserSide {
             connected: false,
             newly_connected: false,
             settled: false,
+            media_at: None,
+            alert_at: None,
         };
         side.collect();
         Ok((side, answer))
@@ -232,6 +244,11 @@ impl BrowserSide {
                             } else {
                                 self.counters.rtp_in += 1;
                             }
+                            if self.media_at.is_none() {
+                                // the browser finished the handshake: its state can go
+                                self.leg.retire_dtls();
+                            }
+                            self.media_at = Some(now);
                             if let Some(plain) = packet.get(..len) {
                                 media(now, plain, rtcp);
                             }
@@ -253,6 +270,19 @@ impl BrowserSide {
                     });
                 }
                 LegEvent::Closed => step = Step::Failed(HangupReason::Remote),
+                LegEvent::PeerAlert => {
+                    self.alert_at.get_or_insert(now);
+                }
+            }
+        }
+        if let Some(at) = self.alert_at
+            && now >= at + ALERT_GRACE
+            && matches!(step, Step::Continue)
+        {
+            self.alert_at = None;
+            if self.media_at.is_none_or(|m| m <= at) {
+                log::info!("WebRTC leg: DTLS alert and no media since: the browser closed");
+                step = Step::Failed(HangupReason::Remote);
             }
         }
         step
@@ -317,7 +347,11 @@ impl BrowserSide {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.leg.poll_timeout()
+        let alert = self.alert_at.map(|at| at + ALERT_GRACE);
+        match (self.leg.poll_timeout(), alert) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True once, when DTLS has just connected.

@@ -81,6 +81,11 @@ pub enum LegEvent {
     Failed { reason: FailReason },
     /// The peer or srgate closed the DTLS association.
     Closed,
+    /// After [`WebRtcLeg::retire_dtls`]: the peer sent a DTLS alert, which srgate can no
+    /// longer authenticate. A peer closing (close_notify) stops its media too; the caller
+    /// ends the call if no authenticated media follows (an alert forged by someone who
+    /// can spoof the browser's address changes nothing while media flows).
+    PeerAlert,
 }
 
 /// Why a leg could not be made.
@@ -108,7 +113,13 @@ enum State {
 #[derive(Debug)]
 pub struct WebRtcLeg {
     ice: IceLite,
-    dtls: DtlsTransport,
+    /// `None` once retired ([`WebRtcLeg::retire_dtls`]): a connected association's state
+    /// is most of a call's memory and nothing needs it once the browser's media proved
+    /// the handshake over.
+    dtls: Option<Box<DtlsTransport>>,
+    /// Retired DTLS: the close_notify made at retirement (its record sequence number is
+    /// the next: nothing else is sent after it), sent when srgate ends the leg.
+    farewell: Vec<Vec<u8>>,
     local_ufrag: String,
     state: State,
     /// The source of the latest valid DTLS datagram: where DTLS replies go before
@@ -142,7 +153,8 @@ impl WebRtcLeg {
         let dtls = DtlsTransport::new(now, ctx, role, negotiated.remote_fingerprint.clone());
         Ok(WebRtcLeg {
             ice,
-            dtls,
+            dtls: Some(Box::new(dtls)),
+            farewell: Vec::new(),
             local_ufrag: local_ice.ufrag.clone(),
             state: State::Running,
             dtls_peer: None,
@@ -194,12 +206,17 @@ impl WebRtcLeg {
                     self.dropped += 1;
                 }
             }
-            Datagram::Dtls(b) if self.ice.is_valid_remote(from) => {
-                self.dtls_peer = Some(from);
-                self.dtls.handle_packet(now, b);
-            }
+            Datagram::Dtls(b) if self.ice.is_valid_remote(from) => match self.dtls.as_mut() {
+                Some(dtls) => {
+                    self.dtls_peer = Some(from);
+                    dtls.handle_packet(now, b);
+                }
+                // retired: a record of content type 21 is an alert (its text encrypted)
+                None if b.first() == Some(&21) => self.push_event(LegEvent::PeerAlert),
+                None => self.dropped += 1,
+            },
             Datagram::Rtp(_) | Datagram::Rtcp(_)
-                if self.dtls.is_connected() && self.ice.is_valid_remote(from) =>
+                if self.keyed() && self.ice.is_valid_remote(from) =>
             {
                 let rtcp = matches!(demux::classify(buf), Datagram::Rtcp(_));
                 self.push_event(LegEvent::RtpReceived {
@@ -218,8 +235,39 @@ impl WebRtcLeg {
             return;
         }
         self.ice.handle_timeout(now);
-        self.dtls.handle_timeout(now);
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.handle_timeout(now);
+        }
         self.progress(now);
+    }
+
+    /// DTLS is connected (or was, and is retired): media keys exist.
+    fn keyed(&self) -> bool {
+        self.dtls.as_ref().is_none_or(|d| d.is_connected())
+    }
+
+    /// Drops the DTLS association's state once the handshake is over for both sides
+    /// (call it when the browser's first SRTP or SRTCP packet authenticated: the browser
+    /// sends media only after srgate's last flight reached it), keeping only the
+    /// close_notify to send at the end. Afterwards a DTLS alert from the peer is reported
+    /// as [`LegEvent::PeerAlert`] and other DTLS records are dropped. Nothing before the
+    /// handshake's end, and nothing twice.
+    pub fn retire_dtls(&mut self) {
+        if self.state == State::Ended || !self.dtls.as_ref().is_some_and(|d| d.is_connected()) {
+            return;
+        }
+        let Some(mut dtls) = self.dtls.take() else {
+            return;
+        };
+        dtls.close();
+        while let Some(contents) = dtls.poll_transmit() {
+            self.farewell.push(contents);
+        }
+    }
+
+    /// Whether DTLS was retired ([`WebRtcLeg::retire_dtls`]).
+    pub fn dtls_retired(&self) -> bool {
+        self.dtls.is_none()
     }
 
     fn progress(&mut self, now: Instant) {
@@ -242,24 +290,31 @@ impl WebRtcLeg {
         }
 
         // A client may only start once it knows where to send; a server only talks back.
+        let Some(dtls) = self.dtls.as_mut() else {
+            return; // retired: nothing more from DTLS
+        };
         let destination = self.dtls_peer.or_else(|| self.ice.send_address());
         if let Some(destination) = destination {
-            self.dtls.poll_output();
+            dtls.poll_output();
             let source = self.ice.local_for(destination);
             for _ in 0..MAX_QUEUE {
-                let Some(contents) = self.dtls.poll_transmit() else {
+                let Some(contents) = dtls.poll_transmit() else {
                     break;
                 };
                 if let Some(source) = source {
-                    self.push_transmit(Transmit {
-                        source,
-                        destination,
-                        contents,
-                    });
+                    push_transmit(
+                        &mut self.transmits,
+                        &mut self.dropped,
+                        Transmit {
+                            source,
+                            destination,
+                            contents,
+                        },
+                    );
                 }
             }
         }
-        while let Some(e) = self.dtls.poll_event() {
+        while let Some(e) = self.dtls.as_mut().and_then(|d| d.poll_event()) {
             match e {
                 DtlsEvent::Connected(keys) => self.push_event(LegEvent::DtlsConnected(keys)),
                 DtlsEvent::Failed(why) => return self.fail(why.into()),
@@ -279,9 +334,12 @@ impl WebRtcLeg {
         log::info!("webrtc leg {}: {reason}", self.local_ufrag);
         self.state = State::Ended;
         self.transmits.clear();
-        self.dtls.close();
-        // Nothing more goes out: a failed peer gets no close_notify.
-        while self.dtls.poll_transmit().is_some() {}
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.close();
+            // Nothing more goes out: a failed peer gets no close_notify.
+            while dtls.poll_transmit().is_some() {}
+        }
+        self.farewell = Vec::new();
         self.push_event(LegEvent::Failed { reason });
     }
 
@@ -295,11 +353,7 @@ impl WebRtcLeg {
     }
 
     fn push_transmit(&mut self, t: Transmit) {
-        if self.transmits.len() >= MAX_QUEUE {
-            self.dropped += 1;
-            return;
-        }
-        self.transmits.push_back(t);
+        push_transmit(&mut self.transmits, &mut self.dropped, t);
     }
 
     /// Ends the leg: sends DTLS close_notify if connected and reports [`LegEvent::Closed`].
@@ -308,11 +362,17 @@ impl WebRtcLeg {
             return;
         }
         self.state = State::Ended;
-        self.dtls.close();
+        let mut farewell = std::mem::take(&mut self.farewell);
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.close();
+            while let Some(contents) = dtls.poll_transmit() {
+                farewell.push(contents);
+            }
+        }
         if let Some(destination) = self.dtls_peer.or_else(|| self.ice.send_address())
             && let Some(source) = self.ice.local_for(destination)
         {
-            while let Some(contents) = self.dtls.poll_transmit() {
+            for contents in farewell {
                 self.push_transmit(Transmit {
                     source,
                     destination,
@@ -327,7 +387,9 @@ impl WebRtcLeg {
     /// caller has drained the leg: what stays is a queue slot each for the one event per
     /// media packet and the one answer per consent check.
     pub fn release_handshake_room(&mut self) {
-        self.dtls.release_handshake_room();
+        if let Some(dtls) = self.dtls.as_mut() {
+            dtls.release_handshake_room();
+        }
         self.events.shrink_to(1);
         self.transmits.shrink_to(1);
     }
@@ -350,11 +412,20 @@ impl WebRtcLeg {
         let consent = self.ice.consent_deadline();
         [
             self.ice.poll_timeout(),
-            self.dtls.poll_timeout(),
+            self.dtls.as_ref().and_then(|d| d.poll_timeout()),
             Some(consent),
         ]
         .into_iter()
         .flatten()
         .min()
     }
+}
+
+/// Queues `t` unless [`MAX_QUEUE`] datagrams wait already (then it is dropped and counted).
+fn push_transmit(transmits: &mut VecDeque<Transmit>, dropped: &mut u64, t: Transmit) {
+    if transmits.len() >= MAX_QUEUE {
+        *dropped += 1;
+        return;
+    }
+    transmits.push_back(t);
 }
