@@ -1,5 +1,6 @@
 //! The whole per-packet path of a shard's call layer allocates nothing in steady state:
-//! 50 relayed calls (SRTP ⇄ RTP; and 20 with SDES SRTP toward SIP, SRTP ⇄ SRTP) driven
+//! 50 relayed calls (SRTP ⇄ RTP; and 20 with SDES SRTP toward SIP, SRTP ⇄ SRTP; and 20
+//! transcoded, Opus ⇄ PCMU) driven
 //! through `Calls` for 15 s (and 20 s) of simulated time after a warm-up, RTCP
 //! reports and timers included, counted by a counting allocator. The browsers' ICE consent
 //! checks (one per call every 2 s) are counted apart: the STUN agent allocates there.
@@ -65,6 +66,29 @@ fn sdes_srtp_packets_through_calls_allocate_nothing() {
     assert!(
         sim.sent_to_browsers >= (calls * 1000) as u64,
         "the phones' SRTP reaches the browsers: {}",
+        sim.sent_to_browsers
+    );
+    assert_eq!(m.media_allocations, 0, "over {} packets", m.packets);
+}
+
+/// The same for transcoded calls (the browsers send Opus, the phones PCMU: srgate decodes,
+/// re-frames and encodes both ways through the jitter buffers): nothing allocated either.
+#[test]
+fn transcoded_packets_through_calls_allocate_nothing() {
+    let _turn = one_at_a_time();
+    let calls = 20;
+    let mut sim = calls_sim::Sim::transcoded(calls);
+    assert_eq!(
+        sim.shard.calls.metrics().transcoded,
+        calls as u64,
+        "every call is transcoded (Opus ⇄ PCMU)"
+    );
+    sim.packets(calls * 300);
+    let m = sim.measure(calls * 750);
+    assert_eq!(sim.shard.calls.count(), calls, "every call is still up");
+    assert!(
+        sim.sent_to_browsers >= (calls * 700) as u64,
+        "the phones' audio reaches the browsers, transcoded: {}",
         sim.sent_to_browsers
     );
     assert_eq!(m.media_allocations, 0, "over {} packets", m.packets);

@@ -255,6 +255,17 @@ impl Browser {
         )
     }
 
+    /// Its SDP offer with Opus only (payload type 111, in-band FEC), as a browser whose
+    /// call srgate transcodes to G.711 makes it.
+    pub fn offer_opus(&self, identity: &BrowserIdentity) -> String {
+        self.offer(identity, false)
+            .replace("UDP/TLS/RTP/SAVPF 0\r\n", "UDP/TLS/RTP/SAVPF 111\r\n")
+            .replace(
+                "a=rtpmap:0 PCMU/8000\r\n",
+                "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
+            )
+    }
+
     /// Reads srgate's SDP answer: its ICE credentials and fingerprint.
     pub fn answered(&mut self, answer: &str) {
         let fp = attribute(answer, "fingerprint");

@@ -39,6 +39,8 @@ struct Leg {
     seq: u16,
     ts: u32,
     phone_seq: u16,
+    /// The browser's RTP timestamp when it sends Opus (48 kHz).
+    ts_opus: u32,
 }
 
 /// What [`Sim::measure`] found.
@@ -65,6 +67,9 @@ pub struct Sim {
     pub harness_bytes: i64,
     identity: BrowserIdentity,
     sdes: bool,
+    /// Transcoded calls: the browsers send these Opus frames (a 440 Hz tone, 20 ms each)
+    /// in turn, the phones PCMU; empty for relayed calls.
+    opus_frames: Vec<Vec<u8>>,
 }
 
 /// Live heap bytes the allocator's counters say `change` added.
@@ -85,7 +90,18 @@ impl Sim {
         Sim::build(calls, true)
     }
 
+    /// `calls` transcoded calls: the browsers offer Opus only, the phones answer PCMU, so
+    /// srgate decodes and encodes both ways.
+    #[allow(dead_code)] // not every user of this module runs transcoded calls
+    pub fn transcoded(calls: usize) -> Sim {
+        Sim::with_frames(calls, false, opus_tone())
+    }
+
     fn build(calls: usize, sdes: bool) -> Sim {
+        Sim::with_frames(calls, sdes, Vec::new())
+    }
+
+    fn with_frames(calls: usize, sdes: bool, opus_frames: Vec<Vec<u8>>) -> Sim {
         #[allow(clippy::disallowed_methods)] // the simulated clock's origin
         let now = Instant::now();
         let mut config = crate::browser_sim::config(now);
@@ -104,6 +120,7 @@ impl Sim {
             harness_bytes: 0,
             identity: BrowserIdentity::generate(),
             sdes,
+            opus_frames,
         };
         sim.add_calls(calls);
         sim
@@ -135,7 +152,11 @@ impl Sim {
         let invite = Request::Invite {
             id: format!("c{i}"),
             callee: "1006".into(),
-            sdp: browser.offer(identity, false),
+            sdp: if self.opus_frames.is_empty() {
+                browser.offer(identity, false)
+            } else {
+                browser.offer_opus(identity)
+            },
             content: None,
             channel_id: None,
         };
@@ -191,6 +212,7 @@ impl Sim {
             seq: 1,
             ts: 0,
             phone_seq: 1,
+            ts_opus: 0,
         });
     }
 
@@ -252,14 +274,30 @@ impl Sim {
                 self.checks_sent += 1;
             }
             let leg = &mut self.legs[k % n];
-            // browser → SIP: SRTP
-            let plain = pcmu_packet(
-                &mut self.buf,
-                leg.seq,
-                leg.ts,
-                0x1000 + (k % n) as u32,
-                0x55,
-            );
+            // browser → SIP: SRTP (PCMU, or Opus for transcoded calls)
+            let plain = if self.opus_frames.is_empty() {
+                pcmu_packet(
+                    &mut self.buf,
+                    leg.seq,
+                    leg.ts,
+                    0x1000 + (k % n) as u32,
+                    0x55,
+                )
+            } else {
+                let frame = &self.opus_frames[usize::from(leg.seq) % self.opus_frames.len()];
+                let header = srgate::wire::rtp::Header {
+                    marker: false,
+                    payload_type: 111,
+                    sequence_number: leg.seq,
+                    timestamp: leg.ts_opus,
+                    ssrc: 0x1000 + (k % n) as u32,
+                };
+                header.emit(&mut self.buf).expect("room");
+                let end = srgate::wire::rtp::HEADER_LEN + frame.len();
+                self.buf[srgate::wire::rtp::HEADER_LEN..end].copy_from_slice(frame);
+                leg.ts_opus = leg.ts_opus.wrapping_add(960);
+                end
+            };
             let len = leg.tx.protect_rtp(&mut self.buf, plain).expect("protect");
             let (browser, phone, port) = (leg.browser, leg.phone, leg.port);
             let now = self.shard.now;
@@ -298,4 +336,23 @@ impl Sim {
             self.srgate_time += started.elapsed();
         }
     }
+}
+
+/// One second of a 440 Hz tone as 20 ms Opus frames (48 kHz mono, srgate's encoder).
+fn opus_tone() -> Vec<Vec<u8>> {
+    use srgate::media::codec::SampleRate;
+    use srgate::media::codec::opus::OpusEncoder;
+    let mut encoder = OpusEncoder::new(SampleRate::Hz48000, 5).expect("an Opus encoder");
+    let mut pcm = [0i16; 960];
+    let mut out = [0u8; 400];
+    (0..50)
+        .map(|f| {
+            for (i, s) in pcm.iter_mut().enumerate() {
+                let t = (f * 960 + i) as f64 / 48_000.0;
+                *s = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+            }
+            let n = encoder.encode(&pcm, &mut out).expect("encoded");
+            out[..n].to_vec()
+        })
+        .collect()
 }
