@@ -2,7 +2,8 @@
 //! unless the stream says otherwise: [`JitterBuffer::set_frame`]).
 //!
 //! Packets are stored by sequence number (with wrap-around) in a fixed ring of [`SLOTS`]
-//! slots allocated when the stream is set up; nothing allocates afterwards. The buffer
+//! slots, their payloads one after the other in a byte ring of [`ARENA`] bytes, both
+//! allocated when the stream is set up; nothing allocates afterwards. The buffer
 //! owns the playout cadence: [`JitterBuffer::poll_timeout`] says when the next frame is
 //! due and [`JitterBuffer::pop`] then yields exactly one [`Pop`]: the packet, or
 //! [`Pop::Missing`] so the decoder conceals the gap (Opus PLC, or FEC from the next packet,
@@ -29,8 +30,6 @@ use core::fmt;
 use core::time::Duration;
 use std::time::Instant;
 
-use heapless::Vec as HVec;
-
 /// Slots in the ring: 16 frames of 20 ms = 320 ms, above the largest `max_delay` plus
 /// reordering.
 pub const SLOTS: usize = 16;
@@ -38,6 +37,14 @@ pub const SLOTS: usize = 16;
 /// Largest payload a slot stores: one 20 ms Opus frame (TOC + 1275 bytes, RFC 6716
 /// §3.2.1), rounded up; a 20 ms G.711 payload is 160 bytes.
 pub const MAX_PAYLOAD: usize = 1280;
+
+/// Bytes the buffered payloads share: each is written after the previous one, wrapping to
+/// the start (a payload is never split), so only what is buffered takes room. Every slot
+/// holds a packet of up to 384 bytes at once (Opus up to about 150 kbit/s at 20 ms, G.711
+/// at 40 ms); larger packets are taken too, and when the room runs out the oldest payload
+/// written is given up (its frame concealed). A slot each of [`MAX_PAYLOAD`] would be
+/// 20 KiB per stream, most of a transcoded call's memory.
+pub const ARENA: usize = SLOTS * 384;
 
 /// Pops over which the low watermark of buffered frames is taken before shrinking.
 pub const WATERMARK_WINDOW: u32 = 25;
@@ -160,12 +167,14 @@ enum State {
     Playing,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     filled: bool,
     sequence_number: u16,
     timestamp: u32,
-    payload: HVec<u8, MAX_PAYLOAD>,
+    /// The payload: `arena[start..start + len]`.
+    start: u16,
+    len: u16,
 }
 
 /// The interarrival jitter estimator of RFC 3550 A.8, in timestamp units.
@@ -196,6 +205,9 @@ impl JitterEstimate {
 pub struct JitterBuffer {
     config: JitterConfig,
     slots: Box<[Slot]>,
+    /// The payloads of the slots (see [`ARENA`]); `head`: where the next one goes.
+    arena: Box<[u8]>,
+    head: usize,
     state: State,
     /// Sequence number of the next frame to play.
     next_seq: u16,
@@ -219,11 +231,14 @@ impl JitterBuffer {
             filled: false,
             sequence_number: 0,
             timestamp: 0,
-            payload: HVec::new(),
+            start: 0,
+            len: 0,
         };
         JitterBuffer {
             config,
             slots: vec![empty; SLOTS].into_boxed_slice(),
+            arena: vec![0; ARENA].into_boxed_slice(),
+            head: 0,
             state: State::Idle,
             next_seq: 0,
             newest_seq: 0,
@@ -342,10 +357,33 @@ impl JitterBuffer {
             self.stats.duplicate += 1;
             return Err(JitterError::Duplicate);
         }
-        slot.payload.clear();
-        slot.payload
-            .extend_from_slice(payload)
-            .map_err(|()| JitterError::TooLarge)?;
+        let len = payload.len();
+        if len > MAX_PAYLOAD {
+            return Err(JitterError::TooLarge);
+        }
+        let start = if self.head + len > ARENA {
+            0
+        } else {
+            self.head
+        };
+        let end = start + len;
+        // payloads whose bytes this one takes are given up (their frames concealed)
+        for other in self.slots.iter_mut() {
+            let (s, e) = (
+                usize::from(other.start),
+                usize::from(other.start + other.len),
+            );
+            if other.filled && s < end && start < e {
+                other.filled = false;
+                self.stats.discarded += 1;
+            }
+        }
+        self.arena[start..end].copy_from_slice(payload);
+        self.head = end;
+        let slot = &mut self.slots[Self::slot_index(seq)];
+        // (MAX_PAYLOAD and ARENA fit in u16)
+        slot.start = start as u16;
+        slot.len = len as u16;
         slot.filled = true;
         slot.sequence_number = seq;
         slot.timestamp = timestamp;
@@ -432,11 +470,11 @@ impl JitterBuffer {
             self.underrun_for = Duration::ZERO;
             self.stats.played += 1;
             let talkspurt_start = core::mem::take(&mut self.talkspurt_pending);
-            let slot = &self.slots[i];
+            let slot = self.slots[i];
             return Some(Pop::Packet(Frame {
                 sequence_number: slot.sequence_number,
                 timestamp: slot.timestamp,
-                payload: &slot.payload,
+                payload: self.payload(slot),
                 talkspurt_start,
             }));
         }
@@ -447,9 +485,9 @@ impl JitterBuffer {
             self.underrun_for = Duration::ZERO;
             self.stats.lost += 1;
             let j = Self::slot_index(self.next_seq);
-            let slot = &self.slots[j];
+            let slot = self.slots[j];
             let next =
-                (slot.filled && slot.sequence_number == self.next_seq).then_some(&slot.payload[..]);
+                (slot.filled && slot.sequence_number == self.next_seq).then(|| self.payload(slot));
             return Some(Pop::Missing { next });
         }
 
@@ -462,6 +500,11 @@ impl JitterBuffer {
         }
         self.stats.stretched += 1;
         Some(Pop::Missing { next: None })
+    }
+
+    fn payload(&self, slot: Slot) -> &[u8] {
+        let start = usize::from(slot.start);
+        &self.arena[start..start + usize::from(slot.len)]
     }
 
     /// Discards the next frame when the low watermark of the last window stayed above the
@@ -612,6 +655,62 @@ mod tests {
         assert_eq!(jb.target_delay(), ms(40));
         // After the last packet: a few concealed frames, then paused.
         assert_eq!(jb.poll_timeout(), None);
+    }
+
+    /// The payloads share one byte ring: many small ones are kept whole across its
+    /// wrap-around, and when large ones run it out the oldest buffered payload is given
+    /// up (its frame concealed, counted as discarded), never a newer one mangled.
+    #[test]
+    fn payloads_share_the_arena_and_the_oldest_gives_way() {
+        let t0 = base();
+        let mut jb = JitterBuffer::new(JitterConfig::new(48_000));
+        // 200 packets of 100 bytes (each filled with its sequence number's low byte),
+        // played as they come: the ring wraps several times
+        let mut played = 0;
+        for seq in 0..200u16 {
+            let now = t0 + ms(20 * u64::from(seq));
+            jb.push(now, seq, u32::from(seq) * TICKS, &[seq as u8; 100])
+                .expect("stored");
+            while let Some(pop) = jb.pop(now) {
+                if let Pop::Packet(f) = pop {
+                    assert_eq!(f.payload, &[f.sequence_number as u8; 100][..]);
+                    played += 1;
+                }
+            }
+        }
+        assert!(played >= 195, "{played} played");
+        assert_eq!(jb.stats().discarded, 0);
+
+        // six packets of MAX_PAYLOAD at once do not fit the ring: the first gives way
+        let mut jb = JitterBuffer::new(JitterConfig::new(48_000));
+        let big = ARENA / MAX_PAYLOAD + 1;
+        for seq in 0..big as u16 {
+            jb.push(
+                t0,
+                seq,
+                u32::from(seq) * TICKS,
+                &[seq as u8 + 1; MAX_PAYLOAD],
+            )
+            .expect("stored");
+        }
+        assert_eq!(jb.stats().discarded, 1);
+        let mut frames = Vec::new();
+        let mut now = t0;
+        while frames.len() < big {
+            now += ms(20);
+            match jb.pop(now) {
+                Some(Pop::Packet(f)) => {
+                    assert_eq!(f.payload, &[f.sequence_number as u8 + 1; MAX_PAYLOAD][..]);
+                    frames.push(Some(f.sequence_number));
+                }
+                Some(Pop::Missing { .. }) => frames.push(None),
+                None => {}
+            }
+        }
+        let expected: Vec<Option<u16>> = std::iter::once(None)
+            .chain((1..big as u16).map(Some))
+            .collect();
+        assert_eq!(frames, expected);
     }
 
     #[test]
