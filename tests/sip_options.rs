@@ -25,6 +25,21 @@ fn options_over_udp_is_answered_200_with_allow_and_accept() {
         SIPP_BOUND,
     );
     run.assert_success("OPTIONS over UDP");
+    // the product, never its version: a scanner learns nothing to match exploits with
+    let servers: Vec<&str> = run
+        .messages
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("server:"))
+        .collect();
+    assert!(
+        !servers.is_empty(),
+        "srgate's answer names its Server:\n{}",
+        run.messages
+    );
+    assert!(
+        servers.iter().all(|l| l.trim_end() == "Server: srgate"),
+        "Server header without a version: {servers:?}"
+    );
 }
 
 #[test]
