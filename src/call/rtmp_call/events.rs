@@ -238,6 +238,7 @@ impl Calls {
         self.rtmp.tick(now, index);
         let RtmpCalls { calls, out, .. } = &mut self.rtmp;
         calls[index].send_dtmf(now, out);
+        calls[index].send_info(now, ctx);
         true
     }
 

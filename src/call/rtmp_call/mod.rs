@@ -64,6 +64,10 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The caller's name on the SIP leg (the From user in standalone mode).
 const CALLER: &str = "rtmp";
+/// SIP INFO digits go one every this long: a 160 ms key press and a pause.
+const INFO_EVERY: Duration = Duration::from_millis(250);
+/// A digit's length as SIP INFO says it.
+const INFO_DURATION_MS: u32 = 160;
 
 /// What the shell does for the RTMP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +147,10 @@ struct RtmpCall {
     rtp_timeout: Duration,
     /// `send_dtmf` digits as RFC 4733 events, when the phone takes telephone-event.
     dtmf: DtmfSender,
+    /// `send_dtmf` digits as SIP INFO (a phone without telephone-event), sent one every
+    /// [`INFO_EVERY`] so a phone sees them as separate key presses; when the next goes.
+    info_digits: heapless::Deque<char, { crate::media::dtmf::MAX_QUEUED }>,
+    next_info: Option<Instant>,
     /// The phone's telephone-event payload type (its answer's).
     te_pt: Option<u8>,
     /// srgate's RTP stream toward the phone (only event packets go on it).
@@ -193,7 +201,10 @@ impl RtmpCall {
             earliest(self.deadline, self.next_tick),
             earliest(
                 self.retry_at,
-                earliest(publish, earliest(silence, self.dtmf.poll_timeout())),
+                earliest(
+                    publish,
+                    earliest(silence, earliest(self.dtmf.poll_timeout(), self.next_info)),
+                ),
             ),
         )
     }
@@ -234,6 +245,18 @@ impl RtmpCall {
             if let Some(to) = self.destination() {
                 out.push_back((self.port, to, packet));
             }
+        }
+    }
+
+    /// The SIP INFO digit due at `now`, if any (the next one [`INFO_EVERY`] later).
+    fn send_info(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if self.next_info.is_some_and(|t| t <= now)
+            && let Some(digit) = self.info_digits.pop_front()
+        {
+            ctx.sip.info(now, self.sip, digit, INFO_DURATION_MS);
+            self.next_info = (!self.info_digits.is_empty()).then_some(now + INFO_EVERY);
+        } else if self.info_digits.is_empty() {
+            self.next_info = None;
         }
     }
 

@@ -226,6 +226,8 @@ impl Calls {
             last_rtp: now,
             rtp_timeout: self.cfg.rtp_timeout,
             dtmf: DtmfSender::new(8000),
+            info_digits: heapless::Deque::new(),
+            next_info: None,
             te_pt: None,
             ssrc: ids.ssrc_sip,
             seq: ids.seq_sip,
@@ -305,10 +307,23 @@ impl Calls {
                 });
             }
         } else {
-            // the phone takes no telephone-event: SIP INFO, one request a digit
-            for digit in dtmf.chars() {
-                ctx.sip.info(now, call.sip, digit, 160);
+            // the phone takes no telephone-event: SIP INFO, one request a digit, paced
+            let call = &mut self.rtmp.calls[index];
+            if call.info_digits.len() + dtmf.chars().count() > call.info_digits.capacity() {
+                return Err(RestError {
+                    status: 409,
+                    code: "DTMF_BUSY",
+                    message: format!(
+                        "dtmf: more than {} digits would wait",
+                        crate::media::dtmf::MAX_QUEUED
+                    ),
+                });
             }
+            for digit in dtmf.chars() {
+                let _ = call.info_digits.push_back(digit);
+            }
+            call.next_info.get_or_insert(now);
+            call.send_info(now, ctx);
         }
         let call = &self.rtmp.calls[index];
         Ok(call.info(now).json().to_string())

@@ -126,13 +126,17 @@ impl Shard {
         }
     }
 
-    /// The phone answers PCMU from 127.0.0.1:`port`.
+    /// The phone answers PCMU (and telephone-event) from 127.0.0.1:`port`.
     fn answer(&mut self, id: SipCallId, port: u16) {
         let sdp = format!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
         );
+        self.answer_with(id, sdp);
+    }
+
+    fn answer_with(&mut self, id: SipCallId, sdp: String) {
         self.with(|c, now, ctx| c.handle_sip_event(now, SipEvent::CallAnswered { id, sdp }, ctx));
     }
 
@@ -313,4 +317,47 @@ fn startup_counts_toward_the_call_limits_and_refuses_a_duplicate() {
     assert_eq!(refused(&mut s, "z"), (503, "TOO_MANY_CALLS".into()));
     assert!(s.commands().is_empty(), "no INVITE beyond the limit");
     assert_eq!(s.ports.open.len(), MAX_RTMP_CALLS);
+}
+
+/// A phone without telephone-event gets `send_dtmf`'s digits as SIP INFO, one every 250 ms
+/// (separate key presses), never all at once; too many waiting is refused.
+#[test]
+#[cfg(feature = "aac")]
+fn dtmf_to_a_phone_without_telephone_event_goes_as_paced_info() {
+    let mut s = Shard::new();
+    let leg = s.startup("d");
+    s.answer_with(
+        leg,
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+            .into(),
+    );
+    let (status, _) = s.rest("send_dtmf", r#"{"callId":"d","dtmf":"123"}"#);
+    assert_eq!(status, 200);
+    let digits = |commands: Vec<SipCommand>| -> String {
+        commands
+            .into_iter()
+            .filter_map(|c| match c {
+                SipCommand::Info(id, digit, 160) if id == leg => Some(digit),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(digits(s.commands()), "1", "the first at once");
+    s.run(Duration::from_millis(200));
+    assert_eq!(digits(s.commands()), "", "not the next before 250 ms");
+    s.run(Duration::from_millis(60));
+    assert_eq!(digits(s.commands()), "2");
+    s.run(Duration::from_millis(260));
+    assert_eq!(digits(s.commands()), "3");
+    s.run(Duration::from_secs(1));
+    assert_eq!(digits(s.commands()), "", "nothing more");
+    let many = format!(r#"{{"callId":"d","dtmf":"{}"}}"#, "5".repeat(20));
+    assert_eq!(s.rest("send_dtmf", &many).0, 200);
+    let (status, error) = s.rest("send_dtmf", &many);
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (409, Some("DTMF_BUSY")),
+        "{error}"
+    );
 }
