@@ -377,27 +377,33 @@ fn sendonly_hold_without_music_outlives_rtp_timeout() {
 
 /// Once the browser's media flowed, srgate keeps no DTLS state (most of a call's memory):
 /// a DTLS alert from the browser's address then cannot be authenticated. While the
-/// browser's media goes on (a forged alert) the call stays; when its media stops after
-/// the alert (a real close_notify) the call ends within 5 s as the browser's hang-up,
-/// and the phone gets its BYE.
+/// browser is there — its media, or on hold only its ICE consent checks — a forged alert
+/// changes nothing; when both stop after the alert (a real close_notify: the peer
+/// connection closed) the call ends within 15 s as the browser's hang-up, and the phone
+/// gets its BYE.
 #[test]
-fn an_alert_after_the_handshake_ends_the_call_only_when_the_media_stops() {
-    let mut scene = Scene::established(config(|c| c.rtp_timeout = Duration::from_secs(60)));
+fn an_alert_after_the_handshake_ends_the_call_only_when_the_browser_is_gone() {
+    let mut scene = Scene::established(config(|c| c.rtp_timeout = Duration::from_secs(120)));
     media_flows(&mut scene);
     // an alert record (content type 21, epoch 1) from the browser's address
-    let mut alert = vec![21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 1, 0];
+    let alert = vec![21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 1, 0];
     let browser = scene.browser.addr;
     scene.shard.datagram(browser, &mut alert.clone());
-    for i in 0..400u16 {
-        // 8 s of the browser's media: it is still there
+    for i in 0..1000u16 {
+        // 20 s of the browser's media: it is still there
         scene.browser_says((i % 200) as u8);
         scene.advance(Duration::from_millis(20), false);
     }
+    // then a hold: no media from it, only its consent checks
+    scene.shard.datagram(browser, &mut alert.clone());
+    scene.advance(Duration::from_secs(20), false);
     assert!(scene.shard.messages().is_empty(), "the call goes on");
     assert_eq!(scene.shard.calls.count(), 1);
 
-    scene.shard.datagram(browser, &mut alert);
-    scene.advance(Duration::from_secs(4), false);
+    // the browser closes: an alert, then nothing at all
+    scene.shard.datagram(browser, &mut alert.clone());
+    scene.next_check = None;
+    scene.advance(Duration::from_secs(14), false);
     assert_eq!(scene.shard.calls.count(), 1, "not before the grace");
     scene.advance(Duration::from_millis(1500), false);
     assert_eq!(

@@ -342,9 +342,11 @@ impl BridgeCall {
     /// re-offer without the codec in use moves the bridge to the one srgate's answer
     /// picked from it (the same [`pick_format`]).
     pub fn apply_remote(&mut self, now: Instant, remote: RemoteRtp) -> Result<(), &'static str> {
-        // srgate offered plain RTP: a key in the answer (or a later re-offer) in an
-        // RTP/AVP section does not make the session SRTP
-        let remote = if self.srgate_offers && self.sdes_local.is_empty() {
+        // srgate offered plain RTP, or the session is plain already: a key in an RTP/AVP
+        // section (the answer, a later re-offer) does not make it SRTP (the endpoint
+        // answered such a re-offer plain)
+        let remote = if self.sdes_local.is_empty() && (self.srgate_offers || self.remote.is_some())
+        {
             remote.plain()
         } else {
             remote

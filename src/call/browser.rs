@@ -99,14 +99,15 @@ pub struct BrowserSide {
     /// When the browser's last authenticated SRTP or SRTCP packet came.
     media_at: Option<Instant>,
     /// A DTLS alert came after DTLS was retired (see [`LegEvent::PeerAlert`]): the call
-    /// ends unless authenticated media follows within [`ALERT_GRACE`].
+    /// ends unless the browser shows it is there within [`ALERT_GRACE`].
     alert_at: Option<Instant>,
 }
 
 /// How long a browser whose DTLS alert came (after DTLS was retired) has to show it is
-/// still there by sending authenticated media or RTCP (it sends both every few seconds
-/// even when it holds): a browser that closed sends neither.
-const ALERT_GRACE: Duration = Duration::from_secs(5);
+/// still there: by authenticated media, RTCP, or an ICE consent check (browsers send one
+/// every 5 s or so, RFC 7675, also while they hold): a browser that closed sends none of
+/// them. Three consent intervals, so a forged alert never ends a live call.
+const ALERT_GRACE: Duration = Duration::from_secs(15);
 
 impl BrowserSide {
     /// Negotiates the offer and builds the leg; returns srgate's SDP answer too.
@@ -280,7 +281,8 @@ impl BrowserSide {
             && matches!(step, Step::Continue)
         {
             self.alert_at = None;
-            if self.media_at.is_none_or(|m| m <= at) {
+            let alive = |t: Option<Instant>| t.is_some_and(|t| t > at);
+            if !alive(self.media_at) && !alive(self.leg.last_consent()) {
                 log::info!("WebRTC leg: DTLS alert and no media since: the browser closed");
                 step = Step::Failed(HangupReason::Remote);
             }

@@ -78,6 +78,9 @@ pub struct Router {
     /// Per shard: still running (shard 0 always is; a worker that stopped takes no calls).
     up: Vec<bool>,
     max_calls: u64,
+    /// Calls no shard route holds that count toward `max_calls` too (REST calls, on
+    /// shard 0), as last told ([`Router::set_outside`]).
+    outside: u64,
     refused_overload: u64,
 }
 
@@ -92,6 +95,7 @@ impl Router {
             load: vec![0; shards],
             up: vec![true; shards],
             max_calls: u64::from(max_calls),
+            outside: 0,
             refused_overload: 0,
         }
     }
@@ -101,9 +105,14 @@ impl Router {
         self.refused_overload
     }
 
-    /// Whether the shards' calls and `extra` others (REST calls) reach `max_calls`.
-    pub fn full(&self, extra: u64) -> bool {
-        self.load.iter().sum::<u64>() + extra >= self.max_calls
+    /// `n` calls outside the shards' routes (REST calls) are up.
+    pub fn set_outside(&mut self, n: u64) {
+        self.outside = n;
+    }
+
+    /// Whether the calls up (the shards' and those outside) reach `max_calls`.
+    pub fn full(&self) -> bool {
+        self.load.iter().sum::<u64>() + self.outside >= self.max_calls
     }
 
     /// A new call was refused for `max_calls` outside [`Router::place`].
@@ -158,7 +167,7 @@ impl Router {
             self.refused_overload += 1;
             return Err(Refused::Overloaded);
         }
-        let full = self.load.iter().sum::<u64>() >= self.max_calls;
+        let full = self.full();
         if full || lagging(shard) {
             self.refused_overload += 1;
             log::warn!(
@@ -427,6 +436,22 @@ mod tests {
         );
         assert_eq!(r.refused_overload(), 0);
         // another user is not affected
+        assert!(r.route_request(&invite("b", "1"), CALM).is_ok());
+    }
+
+    /// REST calls (outside the routes) take their share of `max_calls` too.
+    #[test]
+    fn calls_outside_the_routes_count_toward_max_calls() {
+        let mut r = Router::new(2, 2);
+        r.set_outside(1);
+        assert!(!r.full());
+        assert!(r.route_request(&invite("a", "1"), CALM).is_ok());
+        assert!(r.full());
+        assert_eq!(
+            r.route_request(&invite("b", "1"), CALM),
+            Err(Refused::Overloaded)
+        );
+        r.set_outside(0);
         assert!(r.route_request(&invite("b", "1"), CALM).is_ok());
     }
 

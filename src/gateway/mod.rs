@@ -387,7 +387,8 @@ impl<P: RtpPorts> Gateway<P> {
             return (503, crate::rest::RestError::unavailable().json());
         };
         // a REST call counts toward `[calls] max_calls` like any other
-        if matches!(request, crate::rest::RestRequest::Startup(_)) && s.router.full(rest_calls) {
+        s.router.set_outside(rest_calls);
+        if matches!(request, crate::rest::RestRequest::Startup(_)) && s.router.full() {
             s.router.refused();
             return (503, crate::rest::RestError::overloaded().json());
         }
@@ -786,10 +787,13 @@ impl<P: RtpPorts> Gateway<P> {
         let mut moved = false;
         let mut events = Vec::new();
         let mut requests = Vec::new();
+        let rest_calls = self.calls.rtmp_calls() as u64;
         {
             let Role::Control(s) = &mut self.role else {
                 return false;
             };
+            // REST calls count toward `[calls] max_calls` for the calls placed next too
+            s.router.set_outside(rest_calls);
             while let Some(t) = s.endpoint.poll_transmit() {
                 self.out.push_back(Output::Sip(t));
             }

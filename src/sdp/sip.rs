@@ -333,7 +333,7 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
         version: version.saturating_add(1),
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
-        best_effort: ours.best_effort,
+        best_effort: offer.best_effort, // the answer takes the offer's transport
     }))
 }
 

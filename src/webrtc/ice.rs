@@ -238,6 +238,11 @@ impl IceLite {
     }
 
     /// Whether any check has passed yet.
+    /// When the last connectivity check that passed came (the browser's consent).
+    pub fn last_consent(&self) -> Option<Instant> {
+        self.last_consent
+    }
+
     pub fn had_consent(&self) -> bool {
         self.last_consent.is_some()
     }

@@ -82,9 +82,9 @@ pub enum LegEvent {
     /// The peer or srgate closed the DTLS association.
     Closed,
     /// After [`WebRtcLeg::retire_dtls`]: the peer sent a DTLS alert, which srgate can no
-    /// longer authenticate. A peer closing (close_notify) stops its media too; the caller
-    /// ends the call if no authenticated media follows (an alert forged by someone who
-    /// can spoof the browser's address changes nothing while media flows).
+    /// longer authenticate. A peer closing (close_notify) stops its media and consent
+    /// checks too; the caller ends the call if neither follows (an alert forged by someone
+    /// who can spoof the browser's address changes nothing while the browser is there).
     PeerAlert,
 }
 
@@ -263,6 +263,12 @@ impl WebRtcLeg {
         while let Some(contents) = dtls.poll_transmit() {
             self.farewell.push(contents);
         }
+    }
+
+    /// When the browser's last connectivity check that passed came (RFC 7675 consent:
+    /// authenticated, every few seconds while its peer connection is open).
+    pub fn last_consent(&self) -> Option<Instant> {
+        self.ice.last_consent()
     }
 
     /// Whether DTLS was retired ([`WebRtcLeg::retire_dtls`]).

@@ -49,7 +49,9 @@ pub struct Scene {
     pub port: u16,
     browser_seq: u16,
     phone_seq: u16,
-    next_check: Option<Instant>,
+    /// When the browser sends its next ICE consent check (`None`: it sends none, as a
+    /// browser whose peer connection closed).
+    pub next_check: Option<Instant>,
 }
 
 /// What a datagram srgate sent is.

@@ -125,6 +125,13 @@ impl Calls {
             return false;
         };
         let sip = call.sip;
+        // a call whose code panicked takes nothing more until its end (next timer)
+        if self.rtmp.poisoned.iter().any(|(s, _)| *s == sip) {
+            return true;
+        }
+        let Some(call) = self.rtmp.calls.iter_mut().find(|c| c.sip == sip) else {
+            return true;
+        };
         if guarded(|| call.handle_rtp(now, port, from, data)).is_none() {
             self.rtmp.poison(sip);
         }

@@ -286,6 +286,9 @@ pub struct RtmpCalls {
     next_conn: u64,
     /// Calls whose own code panicked, to be ended at the next timer: (SIP leg, due).
     poisoned: Vec<(SipCallId, Instant)>,
+    /// A startup under way: its port and, once the INVITE is out, its SIP leg, freed if
+    /// the startup panics before the call is in `calls`.
+    starting: Option<(u16, Option<SipCallId>)>,
 }
 
 /// The body of a hook post: the call's state as `find` gives it, and the event.

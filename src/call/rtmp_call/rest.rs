@@ -27,6 +27,13 @@ impl Calls {
             Some(Ok(body)) => (200, body),
             Some(Err(e)) => (e.status, e.json()),
             None => {
+                // a startup's port and SIP leg not yet in a call are freed
+                if let Some((port, sip)) = self.rtmp.starting.take() {
+                    ctx.ports.close(port);
+                    if let Some(sip) = sip {
+                        ctx.sip.hangup(now, sip);
+                    }
+                }
                 // the call the request named, if it is up, ends
                 // (counted when it ends)
                 if let Some(i) = call_id.and_then(|id| self.rtmp.by_call_id(&id)) {
@@ -150,6 +157,7 @@ impl Calls {
             log::warn!("REST call {call_id}: no free port in [media] rtp_ports");
             return Err(error(503, "OVERLOADED", "no free RTP port"));
         };
+        self.rtmp.starting = Some((port, None));
         let formats: Vec<(u8, Codec)> = self
             .sip_offer_formats(None)
             .into_iter()
@@ -183,11 +191,18 @@ impl Calls {
             },
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
+            self.rtmp.starting = None;
             ctx.ports.close(port);
             let (code, reason) = crate::call::link::refusal_of(&e);
             log::info!("REST call {call_id}: SIP call not started ({e:?})");
             return fail(self, code, reason);
         }
+        self.rtmp.starting = Some((port, Some(sip)));
+        #[cfg(test)]
+        tests::fault_at(
+            (callee == tests::PANIC_AFTER_INVITE).then_some(tests::Fault::Start),
+            tests::Fault::Start,
+        );
         self.metrics.sip_invites_out += 1;
         self.rtmp.finished.retain(|c| c.call_id != call_id);
         log::info!(
@@ -238,6 +253,7 @@ impl Calls {
             #[cfg(test)]
             fault: None,
         });
+        self.rtmp.starting = None; // the call owns them now
         let index = self.rtmp.calls.len() - 1;
         let seed = u64::from_be_bytes(self.rng.bytes::<8>());
         self.rtmp.connect(now, index, seed);

@@ -17,7 +17,12 @@ pub(super) enum Fault {
     Tick,
     /// While it is being ended.
     End,
+    /// While it starts, once its INVITE is out (callee [`PANIC_AFTER_INVITE`]).
+    Start,
 }
+
+/// The callee whose startup panics once its INVITE is out.
+pub(super) const PANIC_AFTER_INVITE: &str = "7777";
 
 /// Panics when the call's `fault` is `at`.
 pub(super) fn fault_at(fault: Option<Fault>, at: Fault) {
@@ -360,4 +365,27 @@ fn dtmf_to_a_phone_without_telephone_event_goes_as_paced_info() {
         (409, Some("DTMF_BUSY")),
         "{error}"
     );
+}
+
+/// A startup that panics after its INVITE went out answers 500 and leaves nothing: the
+/// INVITE is cancelled and the port closed.
+#[test]
+fn a_startup_that_panics_frees_its_port_and_sip_leg() {
+    let mut s = Shard::new();
+    let body = startup_body("p").replace("\"1007\"", &format!("\"{PANIC_AFTER_INVITE}\""));
+    let (status, error) = s.rest("startup", &body);
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (500, Some("INTERNAL")),
+        "{error}"
+    );
+    let commands = s.commands();
+    match commands.as_slice() {
+        [SipCommand::Start(call), SipCommand::Hangup(id)] => assert_eq!(call.id, *id),
+        other => panic!("the INVITE, then its CANCEL: {other:?}"),
+    }
+    assert!(s.ports.open.is_empty(), "the port is closed");
+    assert_eq!(s.calls.rtmp_calls(), 0);
+    // and the next startup works
+    s.startup("q");
 }

@@ -16,7 +16,8 @@
 //!   half interval; a 2xx renews the interval (as it names it), a 422 retries with the
 //!   peer's `Min-SE`, a 408, a 481 or no answer ends the call (BYE, as §10 says), a peer
 //!   that does not take UPDATE (405, 501) stops srgate's refreshes (logged), any other
-//!   refusal is retried 10 s later.
+//!   refusal is retried 10 s later, until the session lapses (a third of the interval, at
+//!   most 32 s, before its end): then the call ends with a BYE.
 //! - **The peer refreshes**: each re-INVITE or UPDATE it sends renews the interval; when
 //!   none came by `interval − min(32 s, interval / 3)` srgate ends the call with a BYE
 //!   (§10), the call layer seeing it end as a timeout (408).
@@ -97,8 +98,10 @@ pub(super) fn grant(msg: &Message<'_>) -> Option<Grant> {
     if seconds < MIN_SE {
         return None;
     }
+    // §9: a caller that does not support the extension cannot refresh (whatever a proxy
+    // wrote in `refresher`)
     let refresher = match (refresher, supports) {
-        (Some("uas"), _) | (None, false) => Refresher::Srgate,
+        (Some("uas"), _) | (_, false) => Refresher::Srgate,
         _ => Refresher::Peer,
     };
     if refresher == Refresher::Srgate && refuses_update(msg) {
@@ -196,21 +199,27 @@ pub(super) struct SessionTimer {
     pub due: Instant,
     /// srgate's refresh is on its way (its answer sets the next `due`).
     pub pending: bool,
+    /// srgate refreshes: past this the session has expired for the peer too (§10: the
+    /// refresher's last chance is a third of the interval, at most 32 s, before its end),
+    /// so refreshes refused until then end the call.
+    pub lapses: Instant,
 }
 
 impl SessionTimer {
     pub fn new(now: Instant, grant: Grant) -> Self {
         let seconds = u64::from(grant.seconds);
+        // §10: the refresher's last chance is a third (at most 32 s) before the end
+        let lapses = now + Duration::from_secs(seconds - (seconds / 3).min(32));
         let due = match grant.refresher {
             Refresher::Srgate => now + Duration::from_secs(seconds / 2),
-            // §10: the refresher's last chance is a third (at most 32 s) before the end
-            Refresher::Peer => now + Duration::from_secs(seconds - (seconds / 3).min(32)),
+            Refresher::Peer => lapses,
         };
         SessionTimer {
             seconds: grant.seconds,
             refresher: grant.refresher,
             due,
             pending: false,
+            lapses,
         }
     }
 
@@ -219,10 +228,11 @@ impl SessionTimer {
         (!self.pending).then_some(self.due)
     }
 
-    /// A refresh of srgate's was refused for no reason of RFC 4028's: tried again later.
+    /// A refresh of srgate's was refused for no reason of RFC 4028's: tried again later,
+    /// at the latest when the session lapses (then the call ends).
     pub fn retry(&mut self, now: Instant) {
         self.pending = false;
-        self.due = now + RETRY;
+        self.due = (now + RETRY).min(self.lapses);
     }
 }
 
@@ -242,7 +252,17 @@ impl Endpoint {
             })
             .collect();
         for (id, refresher) in due {
+            let lapsed = self
+                .calls
+                .calls
+                .get(&id)
+                .and_then(|c| c.timer.as_ref())
+                .is_some_and(|t| now >= t.lapses);
             match refresher {
+                Refresher::Srgate if lapsed => {
+                    log::info!("SIP call {id:?}: the session lapsed unrefreshed (refused): BYE");
+                    self.end_timed_out(now, id);
+                }
                 Refresher::Srgate => self.send_refresh(now, id),
                 Refresher::Peer => {
                     log::info!("SIP call {id:?}: the session was not refreshed in time: BYE");

@@ -351,3 +351,45 @@ fn a_caller_that_asks_srgate_to_refresh_gets_updates() {
         updates[0]
     );
 }
+
+/// Refreshes the peer keeps refusing (500) are tried again every 10 s, and when the
+/// session lapses unrefreshed (a third of the interval before its end) the call ends.
+#[test]
+fn refreshes_refused_until_the_session_lapses_end_the_call() {
+    let now = t0();
+    let (mut ep, _) = placed(
+        now,
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+    );
+    let mut at = now;
+    let mut refused = 0;
+    for until in [45, 55] {
+        let to = now + Duration::from_secs(until);
+        let out = run(&mut ep, at, to);
+        at = to;
+        let update = requests(&out, "UPDATE")
+            .first()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| panic!("a refresh by {until} s: {out:?}"));
+        send(
+            &mut ep,
+            at,
+            &reply("500 Server Internal Error", &update, "", ""),
+        );
+        refused += 1;
+        assert!(
+            events(&mut ep).is_empty(),
+            "the call goes on after {refused}"
+        );
+    }
+    // the session lapses at 90 − 30 s: BYE, seen as a timeout
+    let out = run(&mut ep, at, now + Duration::from_secs(61));
+    assert!(!requests(&out, "BYE").is_empty(), "{out:?}");
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::CallEnded {
+            code: Some(408),
+            ..
+        }]
+    ));
+}

@@ -638,6 +638,11 @@ fn a_session_interval_is_granted_to_a_caller_that_refreshes() {
             "Session-Expires: 1800\r\n",
             "Session-Expires: 1800;refresher=uas\r\n",
         ),
+        // the same when a proxy wrote refresher=uac for a caller that cannot refresh
+        (
+            "Session-Expires: 1800;refresher=uac\r\n",
+            "Session-Expires: 1800;refresher=uas\r\n",
+        ),
         // srgate asked to refresh
         (
             "Supported: timer\r\nSession-Expires: 1800;refresher=uas\r\n",
