@@ -31,11 +31,17 @@ fuzz_target!(|data: &[u8]| {
     // the token check: only the exact value passes
     let token = "k3y-the-fuzzer-cannot-know-1234";
     assert!(!rest::authorized(Some(token), Some(body)) || body.ends_with(token.as_bytes()));
-    assert!(rest::authorized(Some(token), Some(format!("Bearer {token}").as_bytes())));
+    assert!(rest::authorized(
+        Some(token),
+        Some(format!("Bearer {token}").as_bytes())
+    ));
 
     match rest::parse(method, path, body) {
         Err(e) => {
-            assert!((400..500).contains(&e.status) && !e.code.is_empty(), "{e:?}");
+            assert!(
+                (400..500).contains(&e.status) && !e.code.is_empty(),
+                "{e:?}"
+            );
             let json: serde_json::Value = serde_json::from_str(&e.json()).expect("JSON");
             assert_eq!(json["error"], e.code);
         }
@@ -46,18 +52,25 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!s.call_id.is_empty() && s.call_id.len() <= rest::MAX_CALL_ID);
                     assert!(!s.callee.is_empty() && s.callee.len() <= rest::MAX_USER);
                     assert!(!s.callee.contains(['@', ':', '<', '>', ' ', '\r', '\n']));
-                    let again = srgate::rtmp::RtmpUrl::parse(
-                        &s.rtmp_url.tc_url(),
-                        &s.rtmp_url.stream,
-                    )
-                    .expect("a taken URL reads back");
+                    let again =
+                        srgate::rtmp::RtmpUrl::parse(&s.rtmp_url.tc_url(), &s.rtmp_url.stream)
+                            .expect("a taken URL reads back");
                     assert_eq!(again, s.rtmp_url);
                     // a key long enough not to be part of the rest by chance
                     let key = &s.rtmp_url.stream;
-                    let hook = s.hook_url.as_ref().map(|h| h.to_string()).unwrap_or_default();
-                    let elsewhere = [s.rtmp_url.tc_url(), s.call_id.clone(), s.callee.clone(), hook]
-                        .iter()
-                        .any(|t| t.contains(key.as_str()));
+                    let hook = s
+                        .hook_url
+                        .as_ref()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default();
+                    let elsewhere = [
+                        s.rtmp_url.tc_url(),
+                        s.call_id.clone(),
+                        s.callee.clone(),
+                        hook,
+                    ]
+                    .iter()
+                    .any(|t| t.contains(key.as_str()));
                     if key.len() >= 12 && !elsewhere {
                         let shown = format!("{s:?}");
                         assert!(!shown.contains(key.as_str()), "{shown}");

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let mut publisher = Publisher::new(PublisherConfig::new(&url, 1));
     let mut handshake = vec![3u8];
     handshake.resize(1 + 2 * PACKET, 0);
-    publisher.handle_input(&handshake).expect("a valid handshake");
+    publisher
+        .handle_input(&handshake)
+        .expect("a valid handshake");
     let mut failed = false;
     for piece in rest.chunks(usize::from(cut) + 1) {
         let result = publisher.handle_input(piece);

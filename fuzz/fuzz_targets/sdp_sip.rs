@@ -55,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
     // unless it asks for SRTP (a re-offer never adds it; a best-effort key is answered
     // plain)
     let re = reanswer(&written, &remote, CodecSet::ALL);
-    assert_eq!(remote.best_effort, remote.best_effort && remote.crypto.is_some());
+    assert_eq!(
+        remote.best_effort,
+        remote.best_effort && remote.crypto.is_some()
+    );
     if remote.crypto.is_some() && !remote.best_effort {
         assert_eq!(re, None, "SRTP re-offer of a plain session answered");
     } else {
@@ -67,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
         // RFC 3264 §6.1: the answer's format is one the offer had, with its number
         assert!(remote.codecs.contains(&re_read.codecs[0]), "{re}");
         assert!(re.contains("o=srgate 7 42 "), "{re}");
-        assert!(re_read.crypto.is_none(), "a plain session stays plain: {re}");
+        assert!(
+            re_read.crypto.is_none(),
+            "a plain session stays plain: {re}"
+        );
     }
     // and the fuzzed one as the previous description
     let _ = reanswer(text, &remote, CodecSet::ALL);

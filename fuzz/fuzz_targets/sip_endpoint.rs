@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use srgate::sip::auth::Algorithm;
 use srgate::sip::endpoint::{
-    Endpoint, EndpointConfig, Event, OutgoingCall, ProxyAccount, Reach, Server, SipCallId, Transport,
+    Endpoint, EndpointConfig, Event, OutgoingCall, ProxyAccount, Reach, Server, SipCallId,
+    Transport,
 };
 
 fn base() -> Instant {
@@ -74,7 +75,10 @@ fn drive_calls(ep: &mut Endpoint, now: Instant, data: &[u8]) {
         })
         .collect();
     for (i, id) in offered.iter().enumerate() {
-        let pick = data.get(data.len().saturating_sub(1 + i)).copied().unwrap_or(0);
+        let pick = data
+            .get(data.len().saturating_sub(1 + i))
+            .copied()
+            .unwrap_or(0);
         match pick % 7 {
             0 => ep.ring(now, *id),
             1 => ep.claim(*id),
@@ -138,7 +142,11 @@ fuzz_target!(|data: &[u8]| {
             ep.handle_receive(now, Transport::Udp, from, data);
             drive_calls(&mut ep, now, data);
             while let Some(t) = ep.poll_transmit() {
-                assert!(sendable(&t.payload), "{:?}", String::from_utf8_lossy(&t.payload));
+                assert!(
+                    sendable(&t.payload),
+                    "{:?}",
+                    String::from_utf8_lossy(&t.payload)
+                );
             }
         }
         if !proxy {

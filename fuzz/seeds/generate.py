@@ -127,6 +127,12 @@ put("sdp_sip", "srtp_refused", crlf([
     "m=audio 4000 RTP/SAVP 0", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA",
     "m=audio 4002 RTP/AVPF 0 18", "a=inactive",
 ]))
+put("sdp_sip", "best_effort_srtp", crlf([
+    "v=0", "o=- 7 7 IN IP4 192.0.2.11", "s=-", "c=IN IP4 192.0.2.11", "t=0 0",
+    "m=audio 10002 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:bad", "a=sendrecv",
+]))
 
 # --- STUN (stun) ----------------------------------------------------------------------
 def attr(t, v):
