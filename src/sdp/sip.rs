@@ -474,17 +474,7 @@ mod tests {
         assert!(!strict.best_effort && strict.clone().plain().crypto.is_some());
 
         let key = SdesKey::generate(1, r.crypto.as_ref().unwrap().profile).unwrap();
-        let answer = build_rtp_sdp(&RtpDescription {
-            addr: "192.0.2.7:16384".parse().unwrap(),
-            codecs: &[(0, Codec::Pcmu)],
-            telephone_event: None,
-            direction: Direction::SendRecv,
-            session_id: 42,
-            version: 1,
-            ptime: 20,
-            crypto: std::slice::from_ref(&key),
-            best_effort: true,
-        });
+        let answer = pcmu_answer_at_16384(&key, true);
         assert!(answer.contains("m=audio 16384 RTP/AVP 0\r\n"), "{answer}");
         assert!(answer.contains("a=crypto:1 "), "{answer}");
         let back = parse_rtp_sdp(&answer).unwrap();
@@ -501,11 +491,10 @@ mod tests {
         assert!(!kept_plain.contains("a=crypto"), "{kept_plain}");
     }
 
-    #[test]
-    fn an_srtp_answer_carries_one_fresh_key_and_reads_back() {
-        use crate::webrtc::srtp::SrtpProfile;
-        let key = SdesKey::generate(1, SrtpProfile::Aes128CmHmacSha1_80).unwrap();
-        let sdp = build_rtp_sdp(&RtpDescription {
+    /// srgate's PCMU answer at 192.0.2.7:16384 keyed by `key` (`RTP/AVP` when
+    /// `best_effort`, else `RTP/SAVP`).
+    fn pcmu_answer_at_16384(key: &SdesKey, best_effort: bool) -> String {
+        build_rtp_sdp(&RtpDescription {
             addr: "192.0.2.7:16384".parse().unwrap(),
             codecs: &[(0, Codec::Pcmu)],
             telephone_event: None,
@@ -513,9 +502,16 @@ mod tests {
             session_id: 42,
             version: 1,
             ptime: 20,
-            crypto: std::slice::from_ref(&key),
-            best_effort: false,
-        });
+            crypto: std::slice::from_ref(key),
+            best_effort,
+        })
+    }
+
+    #[test]
+    fn an_srtp_answer_carries_one_fresh_key_and_reads_back() {
+        use crate::webrtc::srtp::SrtpProfile;
+        let key = SdesKey::generate(1, SrtpProfile::Aes128CmHmacSha1_80).unwrap();
+        let sdp = pcmu_answer_at_16384(&key, false);
         assert!(sdp.contains("m=audio 16384 RTP/SAVP 0\r\n"), "{sdp}");
         assert!(sdp.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
         assert_eq!(parse_rtp_sdp(&sdp).unwrap().crypto, Some(key));

@@ -116,9 +116,10 @@ impl Calls {
         from: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Some(call) = self
-            .rtmp
-            .calls
+        let RtmpCalls {
+            calls, poisoned, ..
+        } = &mut self.rtmp;
+        let Some(call) = calls
             .iter_mut()
             .find(|c| c.port == port || c.port.wrapping_add(1) == port)
         else {
@@ -126,12 +127,9 @@ impl Calls {
         };
         let sip = call.sip;
         // a call whose code panicked takes nothing more until its end (next timer)
-        if self.rtmp.poisoned.iter().any(|(s, _)| *s == sip) {
+        if poisoned.iter().any(|(s, _)| *s == sip) {
             return true;
         }
-        let Some(call) = self.rtmp.calls.iter_mut().find(|c| c.sip == sip) else {
-            return true;
-        };
         if guarded(|| call.handle_rtp(now, port, from, data)).is_none() {
             self.rtmp.poison(sip);
         }

@@ -313,27 +313,13 @@ impl Calls {
             // RFC 4733 events on srgate's stream toward the phone
             let call = &mut self.rtmp.calls[index];
             if call.dtmf.queue(now, dtmf).is_err() {
-                return Err(RestError {
-                    status: 409,
-                    code: "DTMF_BUSY",
-                    message: format!(
-                        "dtmf: more than {} digits would wait",
-                        crate::media::dtmf::MAX_QUEUED
-                    ),
-                });
+                return Err(dtmf_busy());
             }
         } else {
             // the phone takes no telephone-event: SIP INFO, one request a digit, paced
             let call = &mut self.rtmp.calls[index];
             if call.info_digits.len() + dtmf.chars().count() > call.info_digits.capacity() {
-                return Err(RestError {
-                    status: 409,
-                    code: "DTMF_BUSY",
-                    message: format!(
-                        "dtmf: more than {} digits would wait",
-                        crate::media::dtmf::MAX_QUEUED
-                    ),
-                });
+                return Err(dtmf_busy());
             }
             for digit in dtmf.chars() {
                 let _ = call.info_digits.push_back(digit);
@@ -417,6 +403,18 @@ impl Calls {
         self.keep_finished(info.clone());
         info
     }
+}
+
+/// 409: the digits would not all fit in the call's queue.
+fn dtmf_busy() -> RestError {
+    RestError::new(
+        409,
+        "DTMF_BUSY",
+        format!(
+            "dtmf: more than {} digits would wait",
+            crate::media::dtmf::MAX_QUEUED
+        ),
+    )
 }
 
 fn unknown_call() -> RestError {
