@@ -99,12 +99,12 @@ pub fn media_codec(codec: Codec) -> Option<MediaCodec> {
         Codec::Opus => Some(MediaCodec::Opus),
         Codec::Pcmu => Some(MediaCodec::G711(Law::Mu)),
         Codec::Pcma => Some(MediaCodec::G711(Law::A)),
-        _ => None,
+        Codec::G722 => Some(MediaCodec::G722),
     }
 }
 
-/// The codecs srgate offers or accepts on SIP: G.711 and Opus (G.722 is not built: no
-/// crate matched ffmpeg's codec, see the README), in the configured order.
+/// The codecs srgate offers or accepts on SIP (G.711, G.722 and Opus), in the configured
+/// order.
 pub fn sip_codecs(configured: &[Codec]) -> Vec<Codec> {
     configured
         .iter()

@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::codec::{Codec, CodecError, SampleRate};
+use super::codec::{Codec, CodecError};
 use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender};
 use super::jitter::JitterConfig;
 use super::relay::{RELAY_MAX, Relay, RelayArena, RelayError};
@@ -37,15 +37,15 @@ use crate::wire::rtp;
 
 /// How often each leg gets a sender report.
 pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
-/// The largest relayed G.711 packet: 8 000 bytes a second, so a 60 ms frame is 480 bytes;
-/// 640 leaves room for CSRCs and header extensions.
+/// The largest relayed G.711 or G.722 packet: 8 000 bytes a second, so a 60 ms frame is
+/// 480 bytes; 640 leaves room for CSRCs and header extensions.
 const RELAY_MAX_NARROW: usize = 640;
 
 /// How large a relayed packet of `codec` may be.
 fn relay_max(codec: Codec) -> usize {
     match codec {
         Codec::Opus => RELAY_MAX,
-        Codec::G711(_) => RELAY_MAX_NARROW,
+        Codec::G711(_) | Codec::G722 => RELAY_MAX_NARROW,
     }
 }
 
@@ -291,7 +291,7 @@ impl Bridge {
                     output: to.codec,
                     output_payload_type: to.payload_type,
                     output_frame: to.packet_time,
-                    pcm_rate: SampleRate::Hz8000,
+                    pcm_rate: from.codec.pcm_rate_with(to.codec),
                     opus_complexity: config.opus_complexity,
                     ssrc: to.ssrc,
                     initial_sequence: to.initial_sequence,

@@ -172,12 +172,16 @@ fn ticks(clock_rate: u32, duration: Duration) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The outgoing packet time for `codec`: Opus always 20 ms; G.711 as asked when it is
+/// The outgoing packet time for `codec`: Opus always 20 ms; G.711 and G.722 as asked when it is
 /// between [`MIN_PACKET_TIME`] and [`MAX_PACKET_TIME`] in whole milliseconds, else 20 ms.
 fn output_frame(codec: Codec, asked: Duration) -> Duration {
     let whole_ms = asked.subsec_nanos().is_multiple_of(1_000_000);
     match codec {
-        Codec::G711(_) if whole_ms && (MIN_PACKET_TIME..=MAX_PACKET_TIME).contains(&asked) => asked,
+        Codec::G711(_) | Codec::G722
+            if whole_ms && (MIN_PACKET_TIME..=MAX_PACKET_TIME).contains(&asked) =>
+        {
+            asked
+        }
         _ => FRAME,
     }
 }
@@ -890,5 +894,134 @@ mod tests {
         assert_eq!(t.jitter.config().frame, Duration::from_millis(30));
         assert_eq!(t.stats().packet_time_changes, 1);
         assert_eq!(t.jitter_stats().discarded, 0);
+    }
+
+    /// Power of `hz` in `pcm` at `rate` (Goertzel), relative to the signal's total power.
+    fn share_at(pcm: &[i16], rate: u32, hz: f64) -> f64 {
+        let w = std::f64::consts::TAU * hz / f64::from(rate);
+        let (mut s1, mut s2) = (0f64, 0f64);
+        let mut total = 0f64;
+        for &x in pcm {
+            let x = f64::from(x);
+            total += x * x;
+            let s0 = x + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+        // a pure tone of N samples gives N/2 * total here
+        power / (total.max(1.0) * pcm.len() as f64 / 2.0)
+    }
+
+    /// `count` 20 ms RTP packets (payload type `pt`, `ticks` apart) of a `hz` tone coded by
+    /// `encoder` from PCM at `rate`.
+    fn tone_packets(
+        encoder: &mut Encoder,
+        pt: u8,
+        ticks: u32,
+        hz: f64,
+        count: usize,
+    ) -> Vec<Vec<u8>> {
+        let rate = encoder.rate();
+        let n = rate.frame_samples();
+        (0..count)
+            .map(|k| {
+                let pcm: Vec<i16> = (0..n)
+                    .map(|i| {
+                        let t = (k * n + i) as f64 / f64::from(rate.hz());
+                        (8_000.0 * (std::f64::consts::TAU * hz * t).sin()) as i16
+                    })
+                    .collect();
+                let mut p = vec![0u8; 12 + 400];
+                rtp::Header {
+                    marker: false,
+                    payload_type: pt,
+                    sequence_number: k as u16,
+                    timestamp: k as u32 * ticks,
+                    ssrc: 5,
+                }
+                .emit(&mut p)
+                .expect("room");
+                let len = encoder.encode(&pcm, &mut p[12..]).expect("encoded");
+                p.truncate(12 + len);
+                p
+            })
+            .collect()
+    }
+
+    /// Pushes `packets` 20 ms apart and decodes what comes out with `decoder`.
+    fn through(t: &mut Transcoder, packets: &[Vec<u8>], decoder: &mut Decoder) -> Vec<i16> {
+        let t0 = base();
+        let mut heard = Vec::new();
+        let mut out = [0u8; MAX_RTP_OUT];
+        let mut pcm = [0i16; 960];
+        for (k, packet) in packets.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * k as u64);
+            t.push_rtp(now, packet).expect("taken");
+            while let Some(n) = t.poll_rtp(now, &mut out) {
+                let p = rtp::Packet::new_checked(&out[..n]).expect("valid");
+                let got = decoder.decode(p.payload(), &mut pcm).expect("decodes");
+                heard.extend_from_slice(&pcm[..got]);
+            }
+        }
+        heard
+    }
+
+    #[test]
+    fn g722_and_opus_carry_wideband_audio_through_16_khz() {
+        let rate = Codec::G722.pcm_rate_with(Codec::Opus);
+        assert_eq!(rate, SampleRate::Hz16000);
+        // 6 kHz: above anything G.711 carries, inside G.722's 7 kHz
+        for (from, from_pt, to, to_pt) in [
+            (Codec::G722, 9, Codec::Opus, 111),
+            (Codec::Opus, 111, Codec::G722, 9),
+        ] {
+            let mut c = config(from, from_pt, to, to_pt);
+            c.pcm_rate = rate;
+            c.jitter = JitterConfig::new(from.clock_rate());
+            let mut t = Transcoder::new(c).expect("set up");
+            let mut encoder = Encoder::new(from, rate, 5).unwrap();
+            let packets = tone_packets(&mut encoder, from_pt, from.frame_ticks(), 6_000.0, 60);
+            let mut decoder = Decoder::new(to, rate).unwrap();
+            let heard = through(&mut t, &packets, &mut decoder);
+            assert!(
+                heard.len() >= 40 * 320,
+                "{from:?} → {to:?}: {}",
+                heard.len()
+            );
+            let tail = &heard[heard.len() - 20 * 320..];
+            let share = share_at(tail, 16_000, 6_000.0);
+            assert!(
+                share > 0.8,
+                "{from:?} → {to:?}: 6 kHz is {share:.2} of the power"
+            );
+        }
+        assert_eq!(
+            Codec::G722.pcm_rate_with(Codec::G711(Law::A)),
+            SampleRate::Hz8000
+        );
+        assert_eq!(Codec::Opus.pcm_rate_with(Codec::Opus), SampleRate::Hz48000);
+    }
+
+    #[test]
+    fn g722_and_g711_meet_at_8_khz() {
+        for (from, from_pt, to, to_pt) in [
+            (Codec::G722, 9, Codec::G711(Law::Mu), 0),
+            (Codec::G711(Law::Mu), 0, Codec::G722, 9),
+        ] {
+            let t = Transcoder::new(config(from, from_pt, to, to_pt));
+            let mut t = t.expect("set up at 8 kHz");
+            let mut encoder = Encoder::new(from, SampleRate::Hz8000, 5).unwrap();
+            let packets = tone_packets(&mut encoder, from_pt, 160, 1_000.0, 40);
+            assert_eq!(packets[0].len(), 12 + 160, "{from:?}: 160 bytes per 20 ms");
+            let mut decoder = Decoder::new(to, SampleRate::Hz8000).unwrap();
+            let heard = through(&mut t, &packets, &mut decoder);
+            let tail = &heard[heard.len() - 20 * 160..];
+            let share = share_at(tail, 8_000, 1_000.0);
+            assert!(
+                share > 0.8,
+                "{from:?} → {to:?}: 1 kHz is {share:.2} of the power"
+            );
+        }
     }
 }

@@ -274,9 +274,10 @@ pub fn mirror(d: Direction) -> Direction {
     }
 }
 
-/// The SIP-side codecs srgate's media bridge carries: G.711 both laws and Opus (relayed to
-/// an Opus browser untouched). `[media] codecs` narrows them.
-pub const BRIDGED: [Codec; 3] = [Codec::Pcmu, Codec::Pcma, Codec::Opus];
+/// The SIP-side codecs srgate's media bridge carries: G.711 both laws, G.722 (transcoded
+/// to and from the browser's Opus at 16 kHz, relayed to a G.722 browser) and Opus (relayed
+/// to an Opus browser untouched). `[media] codecs` narrows them.
+pub const BRIDGED: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
 
 /// The payload type srgate gives Opus in its SIP offers (dynamic, RFC 3551 §3; the one
 /// browsers use).
@@ -608,8 +609,8 @@ mod tests {
     #[test]
     fn a_reoffer_without_the_codec_in_use_is_answered_from_its_own_codecs() {
         let ours = ours_at_16384(&[(0, Codec::Pcmu)]);
-        // PCMA only (and G.722, which the bridge does not carry): answered PCMA
-        let pcma = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 8 101");
+        // PCMA only: answered PCMA
+        let pcma = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 101");
         let answer = reanswer(&ours, &parse_rtp_sdp(&pcma).unwrap(), ALL).unwrap();
         assert!(
             answer.contains("m=audio 16384 RTP/AVP 8 101\r\n"),
@@ -617,6 +618,20 @@ mod tests {
         );
         assert!(answer.contains("a=rtpmap:8 PCMA/8000"), "{answer}");
         assert!(!answer.contains("PCMU"), "{answer}");
+        // G.722 then PCMA: the first offered that srgate carries
+        let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 8 101");
+        let answer = reanswer(&ours, &parse_rtp_sdp(&g722).unwrap(), ALL).unwrap();
+        assert!(
+            answer.contains("m=audio 16384 RTP/AVP 9 101\r\n"),
+            "{answer}"
+        );
+        // ... unless [media] codecs leaves G.722 out
+        let narrow = CodecSet::of(&[Codec::Pcmu, Codec::Pcma]);
+        let answer = reanswer(&ours, &parse_rtp_sdp(&g722).unwrap(), narrow).unwrap();
+        assert!(
+            answer.contains("m=audio 16384 RTP/AVP 8 101\r\n"),
+            "{answer}"
+        );
         // the codec in use is kept while offered, even after others
         let both = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 8 0 101");
         let answer = reanswer(&ours, &parse_rtp_sdp(&both).unwrap(), ALL).unwrap();
@@ -624,18 +639,20 @@ mod tests {
             answer.contains("m=audio 16384 RTP/AVP 0 101\r\n"),
             "{answer}"
         );
-        // nothing srgate carries: no answer (488), never a format that was not offered
-        let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
-        assert_eq!(reanswer(&ours, &parse_rtp_sdp(&g722).unwrap(), ALL), None);
+        // nothing srgate may use (G.722 only, left out of codecs): no answer (488), never a
+        // format that was not offered
+        let g722_only = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
+        let offer = parse_rtp_sdp(&g722_only).unwrap();
+        assert_eq!(reanswer(&ours, &offer, narrow), None);
         assert_eq!(
-            pick_format(&[(9, Codec::G722)], Some(Codec::Pcmu), ALL),
+            pick_format(&[(9, Codec::G722)], Some(Codec::Pcmu), narrow),
             None
         );
         assert_eq!(
             pick_format(
                 &[(9, Codec::G722), (8, Codec::Pcma), (0, Codec::Pcmu)],
                 None,
-                ALL
+                narrow
             ),
             Some((8, Codec::Pcma))
         );
@@ -656,7 +673,7 @@ mod tests {
         let re = reanswer(&settled, &parse_rtp_sdp(&both).unwrap(), ALL).unwrap();
         assert!(re.contains("m=audio 16384 RTP/AVP 8 101\r\n"), "{re}");
         assert!(re.contains("o=srgate 7 2 "), "{re}");
-        // an answer with nothing srgate offered settles nothing
+        // an answer with nothing srgate offered (G.722, not in this offer) settles nothing
         let g722 = BARESIP_OFFER.replace("RTP/AVP 9 0 8 101", "RTP/AVP 9 101");
         assert_eq!(settle(&offer, &parse_rtp_sdp(&g722).unwrap()), None);
     }

@@ -437,6 +437,7 @@ fn decodable(c: Codec) -> Option<(MediaCodec, SampleRate)> {
     let rate = match media {
         MediaCodec::Opus => SampleRate::Hz48000,
         MediaCodec::G711(_) => SampleRate::Hz8000,
+        MediaCodec::G722 => SampleRate::Hz16000,
     };
     Some((media, rate))
 }

@@ -94,6 +94,9 @@ pub struct OpusEncoder {
     rate: SampleRate,
 }
 
+/// The bitrate of an encoder fed 16 kHz PCM (from G.722).
+const WIDEBAND_BITRATE: i32 = 32_000;
+
 impl OpusEncoder {
     /// A VoIP-tuned encoder with in-band FEC on and `complexity` 0-10 (`[media]
     /// opus_complexity`; larger values are clamped to 10).
@@ -111,6 +114,13 @@ impl OpusEncoder {
         encoder
             .set_packet_loss_perc(i32::from(DEFAULT_EXPECTED_LOSS_PERCENT))
             .map_err(opus_error)?;
+        if rate == SampleRate::Hz16000 {
+            // libopus' own choice at 16 kHz with FEC (about 19 kbit/s) is mediumband, which
+            // cuts a G.722 phone's 6-7 kHz: 32 kbit/s (a browser's default) keeps wideband
+            encoder
+                .set_bitrate(libopus::Bitrate::Bits(WIDEBAND_BITRATE))
+                .map_err(opus_error)?;
+        }
         Ok(OpusEncoder { encoder, rate })
     }
 
