@@ -9,6 +9,8 @@
 //!
 //! - `pcmu_pcm8k_pcmu`: srgate's path with G.711 on both sides: what RTP, the jitter
 //!   buffer and the cadence cost per frame around the codecs.
+//! - `pcm16k_encode_decode`: srgate's G.722 against libopus, both encoding and decoding
+//!   one 20 ms frame of 16 kHz audio (what a G.722 phone's call adds to the Opus side).
 //!
 //! One iteration is one 20 ms frame (per direction). After criterion, a plain timed loop
 //! prints the ratio srgate / raw in frames per second (target ≥ 0.8) and the heap
@@ -21,7 +23,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use srgate::media::codec::{Codec, FRAME, Law, SampleRate, g711};
+use srgate::media::codec::{Codec, Decoder, Encoder, FRAME, Law, SampleRate, g711};
 use srgate::media::jitter::JitterConfig;
 use srgate::media::transcode::{MAX_RTP_OUT, Transcoder, TranscoderConfig};
 use srgate::wire::rtp;
@@ -211,6 +213,36 @@ impl OursBridge {
     }
 }
 
+/// Encode + decode of one 20 ms frame of a 16 kHz tone through a codec at 16 kHz.
+struct Wideband {
+    encoder: Encoder,
+    decoder: Decoder,
+    pcm: [i16; 320],
+    out: [i16; 960],
+    payload: [u8; 1500],
+}
+
+impl Wideband {
+    fn new(codec: Codec) -> Wideband {
+        let mut pcm = [0i16; 320];
+        sine(6_000.0, 16_000.0, 0, &mut pcm);
+        Wideband {
+            encoder: Encoder::new(codec, SampleRate::Hz16000, COMPLEXITY as u8).unwrap(),
+            decoder: Decoder::new(codec, SampleRate::Hz16000).unwrap(),
+            pcm,
+            out: [0; 960],
+            payload: [0; 1500],
+        }
+    }
+
+    fn frame(&mut self) -> usize {
+        let n = self.encoder.encode(&self.pcm, &mut self.payload).unwrap();
+        self.decoder
+            .decode(&self.payload[..n], &mut self.out)
+            .unwrap()
+    }
+}
+
 #[allow(clippy::disallowed_methods)]
 fn wall_clock() -> Instant {
     Instant::now()
@@ -309,6 +341,23 @@ fn bench(c: &mut Criterion) {
     c.bench_function("pcmu_pcm8k_pcmu/srgate", |b| {
         b.iter(|| black_box(plain.frame()))
     });
+
+    // G.722 (srgate's own, bit-exact with ffmpeg's) against libopus at the same 16 kHz:
+    // one 20 ms frame encoded and decoded.
+    let mut g722 = Wideband::new(Codec::G722);
+    let mut opus16 = Wideband::new(Codec::Opus);
+    let mut group = c.benchmark_group("pcm16k_encode_decode");
+    group.bench_function("g722", |b| b.iter(|| black_box(g722.frame())));
+    group.bench_function("opus", |b| b.iter(|| black_box(opus16.frame())));
+    group.finish();
+    let region = Region::new(GLOBAL);
+    let (g, o) = fps_pair(500, || g722.frame(), || opus16.frame());
+    println!(
+        "pcm16k_encode_decode: G.722 {g:.0} frames/s, libopus {o:.0} frames/s \
+         (G.722 costs {:.3} of Opus), heap allocations: {}",
+        o / g,
+        region.change().allocations
+    );
 
     // The ratio in one place, and allocations per frame on srgate's side.
     let (mut ours, mut raw, mut bridge, mut raw_bridge) = setups(t0);

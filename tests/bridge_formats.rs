@@ -7,8 +7,10 @@
 //! - baresip registered with `ptime=30` (as 1006) and `ptime=60` (as 1007) calls the app:
 //!   each side hears the other's tone.
 //!
-//! The call's CDR line shows both sides sent packets of that packet time. In a private
-//! network namespace.
+//! The call's CDR line shows both sides sent packets of that packet time. Also: a re-offer
+//! that changes the codec, offerless INVITEs, an Opus phone (relayed) and a G.722 phone
+//! (wideband tones both ways through Opus ⇄ G.722 at 16 kHz). In a private network
+//! namespace.
 
 mod common;
 
@@ -234,5 +236,83 @@ fn an_opus_phone_gets_opus_relayed_both_ways() {
         assert_eq!(cdr["codec_sip"], "opus", "{way}: {cdr}");
         assert_eq!(cdr["codec_webrtc"], "opus", "{way}: {cdr}");
         assert_eq!(cdr["mode"], "relay", "{way}: {cdr}");
+    }
+}
+
+/// A G.722 phone (baresip with only its g722 codec) and the browser hear each other in
+/// wideband: srgate answers and offers G.722 and transcodes it to and from the browser's
+/// Opus at 16 kHz. The tones are above 4 kHz (the phone's 6 kHz, the browser's 5.5 kHz),
+/// where G.711 carries nothing, so hearing them shows the whole path is wideband.
+#[test]
+fn a_g722_phone_and_the_browser_hear_each_other_in_wideband() {
+    if !calls::browser_and_baresip_ready()
+        || !common::netns::enter(
+            "a_g722_phone_and_the_browser_hear_each_other_in_wideband",
+            Duration::from_secs(240),
+        )
+    {
+        return;
+    }
+    const PHONE_WIDE_HZ: f64 = 6_000.0;
+    const BROWSER_WIDE_HZ: f64 = 5_500.0;
+    let dir = TestDir::new("bridge-g722");
+    let tones = calls::Tones {
+        browser: dir.join("tone5500-48k.wav"),
+        // baresip's aufile plays only a file of the codec's rate: 16 kHz for G.722
+        phone: dir.join("tone6000-16k.wav"),
+    };
+    common::audio::write_tone(&tones.browser, BROWSER_WIDE_HZ, 60.0, 48_000);
+    common::audio::write_tone(&tones.phone, PHONE_WIDE_HZ, 120.0, 16_000);
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "");
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+    let phone = SipPhone::start_with(
+        dir.path(),
+        "baresip-1006",
+        &format!(
+            "<sip:1006@{gw};transport=udp>;auth_pass=1006pw;regint=60;answermode=auto;\
+             audio_codecs=G722/16000/1"
+        ),
+        &tones.phone,
+        "module\t\t\tg722.so\n",
+    );
+    phone.must_register("1006", Duration::from_secs(10));
+
+    for way in ["phone → app", "app → phone"] {
+        let before = calls::cdr_count(&dir);
+        if way == "phone → app" {
+            phone.dial(&format!("sip:{APP}@{gw}"));
+            app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+            app.must(json!({"cmd": "accept"}));
+            app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+        } else {
+            app.must(json!({"cmd": "call", "callee": "1006"}));
+            app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED_BY_REMOTE"], "timeout": 20}));
+        }
+        let heard = app.must(json!({"cmd": "measure", "seconds": 3}));
+        calls::assert_heard(&heard, PHONE_WIDE_HZ, &format!("{way}: G.722's 6 kHz"));
+        if way == "phone → app" {
+            phone.hangup();
+        } else {
+            app.must(json!({"cmd": "hangup"}));
+        }
+        app.must(json!({"cmd": "wait_end", "timeout": 10}));
+        let recording = phone.last_recording().expect("baresip recorded");
+        let (pcm, rate) = common::audio::read_wav(&recording).expect("a WAV");
+        assert_eq!(rate, 16_000, "{way}: baresip decodes G.722 at 16 kHz");
+        let hz = common::audio::dominant_frequency_between(
+            pcm.get(rate as usize..).unwrap_or(&[]),
+            rate,
+            200.0,
+            7_500.0,
+        );
+        assert!(
+            common::audio::close_to(hz, BROWSER_WIDE_HZ),
+            "{way}: baresip hears the browser's {BROWSER_WIDE_HZ} Hz, got {hz}"
+        );
+        let cdr = calls::last_cdr(&dir, before);
+        assert_eq!(cdr["codec_sip"], "G722", "{way}: {cdr}");
+        assert_eq!(cdr["codec_webrtc"], "opus", "{way}: {cdr}");
+        assert_eq!(cdr["mode"], "transcode", "{way}: {cdr}");
     }
 }

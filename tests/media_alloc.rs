@@ -1,7 +1,8 @@
 //! Heap allocations per packet in steady state through the media pipeline: 0.
 //!
 //! A counting global allocator watches the echo (Opus → PCM 48 kHz → Opus) and both
-//! directions of a transcoded call (Opus → PCM 8 kHz → PCMU, PCMU → PCM 8 kHz → Opus)
+//! directions of a transcoded call (Opus → PCM 8 kHz → PCMU, PCMU → PCM 8 kHz → Opus, and
+//! G.722 ⇄ Opus at 16 kHz)
 //! while packets, with jitter, reordering and losses, go in and out after a warm-up.
 //! Setup may allocate; the packet path may not. (libopus itself is built with C99
 //! variable-length arrays, `OPUS_VAR_ARRAYS`, so it works on the stack too; a Rust
@@ -13,7 +14,7 @@
 use std::alloc::System;
 use std::time::{Duration, Instant};
 
-use srgate::media::codec::{Codec, FRAME, Law, SampleRate, g711};
+use srgate::media::codec::{Codec, Encoder, FRAME, Law, SampleRate, g711};
 use srgate::media::echo::{Echo, EchoConfig};
 use srgate::media::jitter::JitterConfig;
 use srgate::media::transcode::{MAX_RTP_OUT, Transcoder, TranscoderConfig};
@@ -87,6 +88,24 @@ fn pcmu_stream() -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn g722_stream() -> Vec<Vec<u8>> {
+    let mut enc = Encoder::new(Codec::G722, SampleRate::Hz16000, 5).expect("encoder");
+    let mut pcm = [0i16; 320];
+    let mut buf = [0u8; 160];
+    (0..FRAMES)
+        .map(|f| {
+            sine(5_000.0, 16_000.0, f, &mut pcm);
+            let n = enc.encode(&pcm, &mut buf).expect("encode");
+            rtp_packet(
+                9,
+                60_000u16.wrapping_add(f as u16),
+                (f * 160) as u32,
+                &buf[..n],
+            )
+        })
+        .collect()
+}
+
 /// Arrival time of packet `i`: 20 ms apart with up to 8 ms of jitter, every 50th pair
 /// swapped; `None` for the lost ones.
 fn arrival(i: usize) -> Option<Duration> {
@@ -150,7 +169,7 @@ fn transcoder(input: Codec, in_pt: u8, output: Codec, out_pt: u8) -> Transcoder 
         output,
         output_payload_type: out_pt,
         output_frame: FRAME,
-        pcm_rate: SampleRate::Hz8000,
+        pcm_rate: input.pcm_rate_with(output),
         opus_complexity: 5,
         ssrc: 0x0bad_cafe,
         initial_sequence: 1,
@@ -165,6 +184,7 @@ fn no_heap_allocation_per_packet_in_steady_state() {
     let t0 = base();
     let opus_packets = opus_stream();
     let pcmu_packets = pcmu_stream();
+    let g722_packets = g722_stream();
 
     // Echo, Opus at 48 kHz both ways.
     let setup = Region::new(GLOBAL);
@@ -234,6 +254,9 @@ fn no_heap_allocation_per_packet_in_steady_state() {
             Codec::Opus,
             111,
         ),
+        // G.722 ⇄ Opus at 16 kHz
+        ("opus→g722", &opus_packets, Codec::Opus, 111, Codec::G722, 9),
+        ("g722→opus", &g722_packets, Codec::G722, 9, Codec::Opus, 111),
     ] {
         let t = std::cell::RefCell::new(transcoder(input, in_pt, output, out_pt));
         let push = |now, p: &[u8]| {

@@ -86,9 +86,15 @@ fn goertzel(pcm: &[i16], rate: f64, freq: f64) -> f64 {
 
 /// The strongest frequency between 200 and 3400 Hz (5 Hz steps) in `pcm`.
 pub fn dominant_frequency(pcm: &[i16], rate: u32) -> f64 {
+    dominant_frequency_between(pcm, rate, 200.0, 3400.0)
+}
+
+/// The strongest frequency between `low` and `high` Hz (5 Hz steps) in `pcm`.
+pub fn dominant_frequency_between(pcm: &[i16], rate: u32, low: f64, high: f64) -> f64 {
     let mut best = (0.0, 0.0);
-    let mut f = 200.0;
-    while f <= 3400.0 {
+    let mut f = low;
+    // bounded: (high - low) / 5 steps
+    while f <= high {
         let p = goertzel(pcm, f64::from(rate), f);
         if p > best.1 {
             best = (f, p);
