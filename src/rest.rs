@@ -105,6 +105,30 @@ pub struct SipAccount {
     pub port: u16,
     /// Default false.
     pub register_required: bool,
+    /// Where the outbound proxy (or the domain) resolved to, when it is a name: filled in
+    /// by the I/O layer before the request reaches the core.
+    pub resolved: Option<std::net::SocketAddr>,
+}
+
+impl SipAccount {
+    /// Where the account's requests go: `sipOutboundProxy` (its own `:PORT`, else
+    /// `sipPort`), else `sipDomain:sipPort`. The host without brackets.
+    pub fn proxy_host_port(&self) -> (&str, u16) {
+        let value = self.outbound_proxy.as_deref().unwrap_or(&self.domain);
+        let (host, port) = split_host_port(value).unwrap_or((value, None));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host, port.unwrap_or(self.port))
+    }
+
+    /// The IP address of [`SipAccount::proxy_host_port`], when it is one (else a name to
+    /// resolve) or when the I/O layer resolved it.
+    pub fn proxy_addr(&self) -> Option<std::net::SocketAddr> {
+        let (host, port) = self.proxy_host_port();
+        self.resolved.or_else(|| {
+            let ip = host.parse::<std::net::IpAddr>().ok()?;
+            Some(std::net::SocketAddr::new(ip, port))
+        })
+    }
 }
 
 /// A refused request: its HTTP status, `error` code and a message naming the field.
@@ -327,6 +351,51 @@ fn sip_user(name: &str, user: String) -> Result<String, RestError> {
     checked(name, user, MAX_USER, allowed, what)
 }
 
+/// A host name or address for a SIP URI: letters, digits, `-` and `.`, or an IPv6
+/// address in brackets; with `port`, `HOST:PORT` too.
+fn sip_host(name: &str, value: String, port: bool) -> Result<String, RestError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-.[]:".contains(c);
+    let what = if port {
+        "a host name or IP address (IPv6 in brackets), with :PORT or not"
+    } else {
+        "a host name or IP address (IPv6 in brackets)"
+    };
+    let value = checked(name, value, MAX_TEXT, allowed, what)?;
+    match split_host_port(&value) {
+        Some((host, p)) if (p.is_none() || port) && !host.is_empty() => Ok(value),
+        _ => Err(bad_field(name, what)),
+    }
+}
+
+/// `HOST` or `HOST:PORT` (`[V6]` or `[V6]:PORT`): the host and the port; `None` when the
+/// brackets or the port do not fit.
+fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if v6.contains(['[', ']']) {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&value[..v6.len() + 2], port)
+    } else {
+        if value.contains(['[', ']']) {
+            return None;
+        }
+        match value.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p > 0)?),
+        None => None,
+    };
+    Some((host, port))
+}
+
 fn startup(fields: &Fields) -> Result<Startup, RestError> {
     let call_id = call_id(fields)?;
     let callee = sip_user("callee", required(fields, "callee")?)?;
@@ -350,8 +419,12 @@ fn startup(fields: &Fields) -> Result<Startup, RestError> {
     };
 
     let login = optional(fields, "sipLogin")?;
-    let domain = plain(fields, "sipDomain", false)?;
-    let outbound_proxy = plain(fields, "sipOutboundProxy", false)?;
+    let domain = plain(fields, "sipDomain", false)?
+        .map(|d| sip_host("sipDomain", d, false))
+        .transpose()?;
+    let outbound_proxy = plain(fields, "sipOutboundProxy", false)?
+        .map(|p| sip_host("sipOutboundProxy", p, true))
+        .transpose()?;
     let auth_name = plain(fields, "sipAuthenticationName", false)?;
     let password = plain(fields, "sipPassword", true)?;
     let sip_port = port(fields, "sipPort", 5060)?;
@@ -367,6 +440,7 @@ fn startup(fields: &Fields) -> Result<Startup, RestError> {
             outbound_proxy,
             port: sip_port,
             register_required,
+            resolved: None,
         })
     } else {
         None
@@ -615,6 +689,45 @@ mod tests {
         assert_eq!(sip.outbound_proxy.as_deref(), Some("10.0.0.1:5060"));
         assert_eq!((sip.port, sip.register_required), (5060, false));
         assert!(sip.password.is_empty());
+        assert_eq!(sip.proxy_addr(), Some("10.0.0.1:5060".parse().unwrap()));
+        // where the requests go: the proxy's own port, else sipPort; the domain without a
+        // proxy; a name is left to resolve
+        for (proxy, domain, port, want) in [
+            (Some("[::1]:5070"), "pbx", "5060", Some("[::1]:5070")),
+            (Some("[::1]"), "pbx", "5080", Some("[::1]:5080")),
+            (None, "10.1.1.1", "5090", Some("10.1.1.1:5090")),
+            (Some("sip.example.com"), "pbx", "5060", None),
+        ] {
+            let mut fields = json!({"sipLogin": "100", "sipDomain": domain, "sipPort": port});
+            if let Some(proxy) = proxy {
+                fields["sipOutboundProxy"] = json!(proxy);
+            }
+            let sip = startup_with(fields).unwrap().sip.unwrap();
+            let want = want.map(|w| w.parse().unwrap());
+            assert_eq!(sip.proxy_addr(), want, "{proxy:?} {domain}");
+        }
+        let sip = startup_with(json!({"sipLogin": "1", "sipDomain": "pbx",
+            "sipOutboundProxy": "sip.example.com:5071"}))
+        .unwrap()
+        .sip
+        .unwrap();
+        assert_eq!(sip.proxy_host_port(), ("sip.example.com", 5071));
+        // hosts that would not fit a SIP URI (or a header) are refused, naming the field
+        for (field, value) in [
+            ("sipDomain", "pbx>;x"),
+            ("sipDomain", "pbx:5060"),
+            ("sipDomain", "a b"),
+            ("sipOutboundProxy", "::1"),
+            ("sipOutboundProxy", "[::1"),
+            ("sipOutboundProxy", "h:0"),
+            ("sipOutboundProxy", "h:x"),
+            ("sipOutboundProxy", ":5060"),
+        ] {
+            let mut fields = json!({"sipLogin": "100", "sipDomain": "pbx"});
+            fields[field] = json!(value);
+            let message = field_error(fields);
+            assert!(message.starts_with(field), "{value}: {message}");
+        }
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn internal_call(ep: &mut Endpoint, now: Instant, data: &[u8]) {
             1 | 2 => Reach::GroupOrPhone,
             _ => Reach::App,
         },
+        account: None,
     };
     if ep.start_call(now, call).is_err() {
         return;

@@ -411,6 +411,7 @@ impl Calls {
             } else {
                 Reach::GroupOrPhone
             },
+            account: None,
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port);

@@ -585,6 +585,7 @@ impl Calls {
             sdp: call.offer_sdp(),
             headers: Vec::new(),
             reach: Reach::Phone,
+            account: None,
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             ctx.ports.close(port_a);

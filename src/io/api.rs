@@ -334,6 +334,7 @@ pub fn json_reply(code: u16, body: &str) -> Vec<u8> {
         413 => "Content Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     };
     reply(code, reason, "application/json", body)

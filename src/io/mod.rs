@@ -16,6 +16,7 @@ mod control;
 mod hook;
 mod ice_tcp;
 mod media;
+mod resolve;
 mod rtmp_conns;
 mod rtp;
 mod startup;

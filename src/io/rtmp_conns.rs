@@ -140,6 +140,11 @@ impl RtmpConns {
     }
 
     /// Takes the connections their threads opened (the shard's waker fired).
+    /// The waker of the shard's loop (shared with other helper threads).
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
     pub fn connected(&mut self, now: Instant, core: &mut dyn RtmpCore) {
         while let Ok((id, result)) = self.rx.try_recv() {
             let Some((host, tls)) = self.opening.remove(&id) else {

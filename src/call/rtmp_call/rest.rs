@@ -1,6 +1,7 @@
 //! The REST requests of "SIP as RTMP" calls: startup, terminate, find, send_dtmf, and
 //! the end of a call (its SIP leg, stream, port and record).
 
+use crate::sip::endpoint::CallAccount;
 use std::time::Instant;
 
 use super::*;
@@ -98,15 +99,13 @@ impl Calls {
                  a stream without audio would be empty",
             ));
         }
-        if startup.sip.is_some() {
-            return Err(error(
-                501,
-                "NOT_SUPPORTED",
-                "sipLogin/sipDomain/sipOutboundProxy: per-call SIP accounts are not supported; \
-                 leave them out and the call goes out from the [proxy] account (standalone: \
-                 to a registered [users] phone)",
-            ));
-        }
+        let account = match &startup.sip {
+            Some(sip) => Some(
+                call_account(sip)
+                    .map_err(|(field, why)| error(400, "BAD_FIELD", &format!("{field}: {why}")))?,
+            ),
+            None => None,
+        };
         if self.rtmp.by_call_id(&startup.call_id).is_some() {
             return Err(error(409, "DUPLICATE", "callId: a call with this id is up"));
         }
@@ -145,7 +144,7 @@ impl Calls {
             this.keep_finished(info);
             Ok(body)
         };
-        if self.cfg.standalone && !ctx.sip.can_reach(now, &callee) {
+        if account.is_none() && self.cfg.standalone && !ctx.sip.can_reach(now, &callee) {
             log::info!(
                 "REST call {call_id} to {}: not registered → FAILED",
                 crate::pii::Pii(&callee)
@@ -189,6 +188,7 @@ impl Calls {
             } else {
                 Reach::GroupOrPhone
             },
+            account: account.map(Box::new),
         };
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             self.rtmp.starting = None;
@@ -435,4 +435,28 @@ impl Calls {
             }
         }
     }
+}
+
+/// The per-call account of a startup's `sip…` fields: the INVITE (and the REGISTER) go to
+/// `sipOutboundProxy`, else to `sipDomain` (see [`crate::rest::SipAccount::proxy_addr`]),
+/// which must be an IP address or a name the I/O layer resolved; else the field at fault
+/// and why.
+fn call_account(sip: &crate::rest::SipAccount) -> Result<CallAccount, (&'static str, String)> {
+    let field = if sip.outbound_proxy.is_some() {
+        "sipOutboundProxy"
+    } else {
+        "sipDomain"
+    };
+    let proxy = sip.proxy_addr().ok_or_else(|| {
+        let (host, _) = sip.proxy_host_port();
+        (field, format!("`{host}` could not be resolved"))
+    })?;
+    Ok(CallAccount {
+        user: sip.login.clone(),
+        auth_user: sip.auth_name.clone(),
+        password: sip.password.clone(),
+        domain: sip.domain.clone(),
+        proxy,
+        register: sip.register_required,
+    })
 }

@@ -97,6 +97,8 @@ const RECLAIM_QUIET: Duration = Duration::from_secs(1);
 struct ApiConn {
     conn: Conn,
     answered: bool,
+    /// A REST request waiting for a name lookup (its key): answered when it comes.
+    pending: Option<(u64, crate::rest::RestRequest)>,
     /// From accept: a client trickling bytes cannot keep its slot (slowloris).
     since: Instant,
 }
@@ -156,6 +158,9 @@ pub(super) struct ControlShard {
     door_hook: Option<DoorHook>,
     /// The REST calls' RTMP connections.
     rtmp: RtmpConns,
+    /// Name lookups of REST calls' per-call SIP accounts, and the next lookup's key.
+    resolver: super::resolve::Resolver,
+    next_lookup: u64,
     /// `[api] token`.
     api_token: crate::pii::Secret,
     /// The REST calls' hook posts (started with the first REST call that has a hook).
@@ -288,6 +293,8 @@ impl ControlShard {
             from_workers,
             cdr,
             door_hook,
+            resolver: super::resolve::Resolver::new(rtmp.waker()),
+            next_lookup: 0,
             rtmp,
             api_token,
             rest_hooks: None,
@@ -350,7 +357,12 @@ impl ControlShard {
                     API_LISTEN => self.accept_api(now),
                     SIGNALS => self.on_signal(now),
                     // (also the RTMP connections' threads)
-                    WORKERS => self.rtmp.connected(now, &mut self.core),
+                    WORKERS => {
+                        self.rtmp.connected(now, &mut self.core);
+                        if self.resolver.busy() {
+                            self.lookups_done(now);
+                        }
+                    }
                     Token(t) if RtmpConns::slot_of(t).is_some() => {
                         if let Some(slot) = RtmpConns::slot_of(t) {
                             self.rtmp.ready(now, slot, &mut self.core);

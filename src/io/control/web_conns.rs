@@ -25,8 +25,19 @@ impl ControlShard {
         due.clear();
         due.extend(std::iter::from_fn(|| self.api_deadlines.pop_due(now)));
         for &i in &due {
-            if let Some(c) = self.api_conns.get(i).and_then(Option::as_ref) {
-                if now >= c.since + API_TIMEOUT {
+            if let Some(c) = self.api_conns.get_mut(i).and_then(Option::as_mut) {
+                if now >= c.since + API_TIMEOUT && c.pending.take().is_some() {
+                    // its name lookup did not come back in time: answered, then closed
+                    let e = crate::rest::RestError::new(
+                        504,
+                        "LOOKUP_TIMEOUT",
+                        "the SIP account's proxy name did not resolve in time",
+                    );
+                    c.conn.queue(&api::json_reply(e.status, &e.json()));
+                    c.answered = true;
+                    self.api_conn_ready(now, i);
+                    self.close_api(i);
+                } else if now >= c.since + API_TIMEOUT {
                     self.close_api(i);
                 } else {
                     self.api_deadlines.schedule(i, c.since + API_TIMEOUT);
@@ -93,6 +104,7 @@ impl ControlShard {
                                 1 << 20,
                             ),
                             answered: false,
+                            pending: None,
                             since: now,
                         });
                         self.api_deadlines.schedule(index, now + API_TIMEOUT);
@@ -123,6 +135,9 @@ impl ControlShard {
         let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        if api_conn.pending.is_some() {
+            return; // answered when its name lookup comes back
+        }
         let conn = &mut api_conn.conn;
         let mut close = false;
         let mut outcome = ReadOutcome::Open;
@@ -133,10 +148,26 @@ impl ControlShard {
                 api::RestRead::Incomplete if outcome != ReadOutcome::Open => Some(None),
                 api::RestRead::Incomplete => return,
                 api::RestRead::Refused(answer) => Some(Some(answer)),
-                api::RestRead::Request(request) => {
-                    let (code, body) = self.core.handle_rest(now, request);
-                    Some(Some(api::json_reply(code, &body)))
-                }
+                api::RestRead::Request(request) => match lookup_of(&request) {
+                    Some((host, port)) => {
+                        let key = self.next_lookup;
+                        if self.resolver.lookup(key, &host, port) {
+                            self.next_lookup += 1;
+                            api_conn.pending = Some((key, request));
+                            return;
+                        }
+                        let e = crate::rest::RestError::new(
+                            503,
+                            "TOO_MANY_LOOKUPS",
+                            "too many SIP proxy names being resolved at once",
+                        );
+                        Some(Some(api::json_reply(e.status, &e.json())))
+                    }
+                    None => {
+                        let (code, body) = self.core.handle_rest(now, request);
+                        Some(Some(api::json_reply(code, &body)))
+                    }
+                },
             };
             let Some(api_conn) = self.api_conns.get_mut(index).and_then(Option::as_mut) else {
                 return;
@@ -178,6 +209,59 @@ impl ControlShard {
         }
         if close {
             self.close_api(index);
+        }
+    }
+
+    /// Answers the REST requests whose name lookups came back.
+    pub(super) fn lookups_done(&mut self, now: Instant) {
+        for (key, answer) in self.resolver.answers() {
+            let index = self.api_conns.iter().position(|c| {
+                c.as_ref()
+                    .and_then(|c| c.pending.as_ref())
+                    .is_some_and(|(k, _)| *k == key)
+            });
+            // the client is gone (or was answered 504): nothing to do
+            let Some(index) = index else { continue };
+            let Some(api_conn) = self.api_conns[index].as_mut() else {
+                continue;
+            };
+            let Some((_, mut request)) = api_conn.pending.take() else {
+                continue;
+            };
+            let reply = match (answer, &mut request) {
+                (Ok(addr), crate::rest::RestRequest::Startup(startup)) => {
+                    if let Some(sip) = startup.sip.as_mut() {
+                        sip.resolved = Some(addr);
+                    }
+                    let (code, body) = self.core.handle_rest(now, request);
+                    api::json_reply(code, &body)
+                }
+                (Err(why), crate::rest::RestRequest::Startup(startup)) => {
+                    let (field, host) = match startup.sip.as_ref() {
+                        Some(sip) if sip.outbound_proxy.is_some() => {
+                            ("sipOutboundProxy", sip.proxy_host_port().0.to_owned())
+                        }
+                        Some(sip) => ("sipDomain", sip.proxy_host_port().0.to_owned()),
+                        None => ("sipDomain", String::new()),
+                    };
+                    log::info!("REST startup: {field} `{host}` does not resolve: {why}");
+                    let e = crate::rest::RestError::new(
+                        400,
+                        "BAD_FIELD",
+                        format!("{field}: `{host}` does not resolve ({why})"),
+                    );
+                    api::json_reply(e.status, &e.json())
+                }
+                (_, other) => {
+                    let (code, body) = self.core.handle_rest(now, other.clone());
+                    api::json_reply(code, &body)
+                }
+            };
+            if let Some(api_conn) = self.api_conns[index].as_mut() {
+                api_conn.conn.queue(&reply);
+                api_conn.answered = true;
+            }
+            self.api_conn_ready(now, index);
         }
     }
 
@@ -334,4 +418,18 @@ impl ControlShard {
             }
         }
     }
+}
+
+/// The name a REST request needs looked up first: a startup whose per-call SIP account's
+/// proxy (or domain) is a host name.
+fn lookup_of(request: &crate::rest::RestRequest) -> Option<(String, u16)> {
+    let crate::rest::RestRequest::Startup(startup) = request else {
+        return None;
+    };
+    let sip = startup.sip.as_ref()?;
+    if sip.proxy_addr().is_some() {
+        return None;
+    }
+    let (host, port) = sip.proxy_host_port();
+    Some((host.to_owned(), port))
 }

@@ -114,6 +114,11 @@ impl Endpoint {
         if tx.machine.is_terminated() {
             self.client_txs.remove(key);
         }
+        if let Some(result) = &outcome
+            && self.account_register_outcome(now, key, result.clone(), msg)
+        {
+            return;
+        }
         match outcome {
             Some(Ok(code)) => match msg {
                 Some(msg) => self.on_register_response(now, key, code, msg),

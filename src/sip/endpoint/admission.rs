@@ -275,7 +275,7 @@ impl Endpoint {
         if pending {
             // The INVITE had no final answer yet: it ends with 487 (§9.2).
             self.respond(now, &invite_key, 487, "Request Terminated", &[]);
-            self.call_cancelled(&invite_key);
+            self.call_cancelled(now, &invite_key);
         }
     }
 

@@ -73,7 +73,7 @@ mod responses;
 mod tests;
 
 pub use account::refresh_after;
-pub use calls::{CallError, MAX_SIP_CALLS, OutgoingCall, Reach, SipCallId};
+pub use calls::{CallAccount, CallError, MAX_SIP_CALLS, OutgoingCall, Reach, SipCallId};
 use responses::bad_request_response;
 
 /// Bytes for the I/O shell to send.

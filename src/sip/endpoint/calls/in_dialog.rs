@@ -78,7 +78,7 @@ impl Endpoint {
                 log::info!("SIP call {id:?}: the ACK did not answer srgate's offer: BYE");
                 self.send_bye(now, id);
                 self.events.push_back(Event::CallEnded { id, code: None });
-                self.forget(id);
+                self.forget(now, id);
             }
         }
         true
@@ -123,7 +123,7 @@ impl Endpoint {
                 if !silent {
                     self.events.push_back(Event::CallEnded { id, code: None });
                 }
-                self.forget(id);
+                self.forget(now, id);
             }
             // A re-INVITE or an UPDATE (RFC 3311): hold, a new address, or a session
             // refresh (RFC 4028: the interval granted again, see `session_timer`). With an offer: srgate's previous

@@ -142,7 +142,7 @@ impl Endpoint {
             };
             self.respond(now, &key, code, reason_phrase(code), retry);
         }
-        self.forget(id);
+        self.forget(now, id);
     }
 
     /// Answers 422 with `Min-SE` to a request whose session interval is too short
@@ -329,7 +329,11 @@ impl Endpoint {
     }
 
     /// The caller cancelled the INVITE of server transaction `invite_key` (the 487 is sent).
-    pub(in crate::sip::endpoint) fn call_cancelled(&mut self, invite_key: &ServerKey) {
+    pub(in crate::sip::endpoint) fn call_cancelled(
+        &mut self,
+        now: Instant,
+        invite_key: &ServerKey,
+    ) {
         if let Some(id) = self.calls.by_server.get(invite_key).copied() {
             let c = self.calls.calls.get(&id);
             let (silent, forked) = (
@@ -344,7 +348,7 @@ impl Endpoint {
                     elsewhere: false,
                 });
             }
-            self.forget(id);
+            self.forget(now, id);
         }
     }
 }

@@ -326,6 +326,7 @@ mod tests {
             } else {
                 Reach::GroupOrPhone
             },
+            account: None,
         }
     }
 

@@ -41,6 +41,10 @@ use crate::sip::transaction::client_invite::ClientInviteTransaction;
 use crate::sip::transaction::{T1, T2};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
+mod call_account;
+#[cfg(test)]
+mod call_account_tests;
+pub use call_account::CallAccount;
 mod fork;
 #[cfg(test)]
 mod fork_tests;
@@ -77,6 +81,9 @@ pub struct OutgoingCall {
     pub headers: Vec<(String, String)>,
     /// Where the callee may be (standalone; proxy mode sends every call to the PBX).
     pub reach: Reach,
+    /// The account to call from, instead of the `[proxy]` account or srgate's own name
+    /// (a REST call's `sipLogin`…); the call then goes to its proxy whatever the mode.
+    pub account: Option<Box<CallAccount>>,
 }
 
 /// Where a standalone call's callee may be reached.
@@ -234,6 +241,9 @@ pub(super) struct CallTable {
     /// A ring group's branches not claimed yet → their parent call.
     branches: HashMap<SipCallId, SipCallId>,
     next_incoming: u64,
+    /// Per-call accounts' registrations, and their REGISTERs in flight.
+    accounts: HashMap<SipCallId, call_account::AccountReg>,
+    account_branches: HashMap<String, SipCallId>,
 }
 
 fn header_ok(name: &str, value: &str) -> bool {
@@ -316,7 +326,8 @@ impl Endpoint {
         self.calls.calls.len()
     }
 
-    fn forget(&mut self, id: SipCallId) {
+    fn forget(&mut self, now: Instant, id: SipCallId) {
+        self.call_account_over(now, id);
         if let Some(c) = self.calls.calls.remove(&id) {
             for branch in c.fork.iter().flat_map(|f| f.branches()) {
                 self.calls.branches.remove(branch);
@@ -469,6 +480,11 @@ impl Endpoint {
         if self.branch_refused(now, id, 480, None) {
             return;
         }
+        // still registering its account: no INVITE is out, nothing to cancel
+        if self.account_registering(id) {
+            self.forget(now, id);
+            return;
+        }
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
         };
@@ -477,7 +493,7 @@ impl Endpoint {
             (_, Phase::Confirmed) => {
                 c.ok = None;
                 self.send_bye(now, id);
-                self.forget(id);
+                self.forget(now, id);
             }
             (true, Phase::Early) if !c.cancel_sent => self.send_cancel(now, id),
             (true, _) => c.cancel_owed = true,
@@ -574,6 +590,6 @@ impl Endpoint {
                 code: Some(408),
             });
         }
-        self.forget(id);
+        self.forget(now, id);
     }
 }

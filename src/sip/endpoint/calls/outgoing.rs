@@ -43,46 +43,61 @@ impl Endpoint {
         {
             return Err(CallError::BadHeader);
         }
-        if self.is_internal(&call) {
+        let mut call = call;
+        let account = call.account.take();
+        if account.is_none() && self.is_internal(&call) {
             return self.start_internal(call);
         }
-        let domain = self.cfg.domain.clone();
-        let (request_uri, destination, from_user, auth) = match (&self.cfg.server, &self.cfg.proxy)
-        {
-            (Some(server), Some(account)) => (
-                format!("sip:{}@{}", call.callee, server.host_port),
-                (server.transport, server.addr),
-                account.user.clone(),
-                Some(auth::ClientAuth::with_seed(
-                    &account.user,
-                    &account.password,
-                    self.rng.bytes::<16>(),
-                )),
-            ),
-            (Some(_), None) => return Err(CallError::NoRoute),
-            (None, _) => {
-                let binding = self
-                    .registrar
-                    .bindings(now, &call.callee)
-                    .next()
-                    .ok_or(CallError::NoRoute)?;
-                let uri = binding
-                    .contact
-                    .trim()
-                    .trim_start_matches('<')
-                    .split('>')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                // Like a registrar-proxy: to the address the REGISTER came from (NAT).
-                (
-                    uri,
-                    (binding.transport, binding.source),
-                    call.caller.clone(),
-                    None,
-                )
-            }
-        };
+        let mut domain = self.cfg.domain.clone();
+        let (request_uri, destination, from_user, auth) =
+            match (&account, &self.cfg.server, &self.cfg.proxy) {
+                (Some(account), _, _) => {
+                    domain = account.domain.clone();
+                    (
+                        format!("sip:{}@{}", call.callee, account.domain),
+                        (super::Transport::Udp, account.proxy),
+                        account.user.clone(),
+                        Some(auth::ClientAuth::with_seed(
+                            &account.auth_user,
+                            account.password.expose(),
+                            self.rng.bytes::<16>(),
+                        )),
+                    )
+                }
+                (None, Some(server), Some(proxy)) => (
+                    format!("sip:{}@{}", call.callee, server.host_port),
+                    (server.transport, server.addr),
+                    proxy.user.clone(),
+                    Some(auth::ClientAuth::with_seed(
+                        &proxy.user,
+                        &proxy.password,
+                        self.rng.bytes::<16>(),
+                    )),
+                ),
+                (None, Some(_), None) => return Err(CallError::NoRoute),
+                (None, None, _) => {
+                    let binding = self
+                        .registrar
+                        .bindings(now, &call.callee)
+                        .next()
+                        .ok_or(CallError::NoRoute)?;
+                    let uri = binding
+                        .contact
+                        .trim()
+                        .trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    // Like a registrar-proxy: to the address the REGISTER came from (NAT).
+                    (
+                        uri,
+                        (binding.transport, binding.source),
+                        call.caller.clone(),
+                        None,
+                    )
+                }
+            };
         let display = call.display_name.as_deref().unwrap_or(&call.caller);
         let local_uri = format!("sip:{from_user}@{domain}");
         let remote_uri = format!("sip:{}@{domain}", call.callee);
@@ -128,13 +143,19 @@ impl Endpoint {
             ok_cseq: 0,
         };
         c.invite_cseq = 1;
+        let contact = c.contact.clone();
         self.calls.by_dialog.insert((call_id, local_tag), id);
         self.calls.calls.insert(id, c);
-        self.send_invite(now, id);
+        match account {
+            Some(account) if account.register => {
+                self.register_call_account(now, id, &account, &contact);
+            }
+            _ => self.send_invite(now, id),
+        }
         Ok(())
     }
 
-    fn send_invite(&mut self, now: Instant, id: SipCallId) {
+    pub(super) fn send_invite(&mut self, now: Instant, id: SipCallId) {
         let user_agent = self.cfg.user_agent.clone();
         let Some(transport) = self.calls.calls.get(&id).map(|c| c.destination.0) else {
             return;
@@ -294,7 +315,7 @@ impl Endpoint {
                 }
                 TxEvent::Timeout | TxEvent::TransportError => {
                     let code = if ev == TxEvent::Timeout { 408 } else { 503 };
-                    self.end_outgoing(id, code, reason_phrase(code));
+                    self.end_outgoing(now, id, code, reason_phrase(code));
                 }
                 _ => {}
             }
@@ -316,14 +337,14 @@ impl Endpoint {
                     .get(&id)
                     .is_some_and(|c| c.silent && c.phase != Phase::Confirmed)
                 {
-                    self.forget(id);
+                    self.forget(now, id);
                 }
             }
         }
     }
 
     /// An outgoing call ended before it was answered.
-    fn end_outgoing(&mut self, id: SipCallId, code: u16, reason: &str) {
+    pub(super) fn end_outgoing(&mut self, now: Instant, id: SipCallId, code: u16, reason: &str) {
         let Some(c) = self.calls.calls.get(&id) else {
             return;
         };
@@ -334,7 +355,7 @@ impl Endpoint {
                 reason: reason.to_string(),
             });
         }
-        self.forget(id);
+        self.forget(now, id);
     }
 
     fn on_invite_response(&mut self, now: Instant, id: SipCallId, code: u16, msg: &Message<'_>) {
@@ -391,7 +412,7 @@ impl Endpoint {
                     self.send_invite(now, id);
                 } else {
                     let reason = msg.reason().unwrap_or("").to_string();
-                    self.end_outgoing(id, code, &reason);
+                    self.end_outgoing(now, id, code, &reason);
                 }
             }
             // Session Interval Too Small: once more with the peer's Min-SE
@@ -408,7 +429,7 @@ impl Endpoint {
             }
             _ => {
                 let reason = msg.reason().unwrap_or("").to_string();
-                self.end_outgoing(id, code, &reason);
+                self.end_outgoing(now, id, code, &reason);
             }
         }
     }
@@ -439,7 +460,7 @@ impl Endpoint {
             Ok(d) => d,
             Err(e) => {
                 log::info!("2xx without what a dialog needs ({e:?}): call ended");
-                self.end_outgoing(id, 502, "Bad Gateway");
+                self.end_outgoing(now, id, 502, "Bad Gateway");
                 return;
             }
         };
@@ -466,7 +487,7 @@ impl Endpoint {
         if c.silent {
             // Hung up while the 2xx was on its way: end the dialog at once.
             self.send_bye(now, id);
-            self.forget(id);
+            self.forget(now, id);
             return;
         }
         if let Some(a) = c.auth.as_mut() {

@@ -78,6 +78,7 @@ fn to_1006(id: u64) -> OutgoingCall {
         sdp: OFFER.into(),
         headers: vec![],
         reach: Reach::GroupOrPhone,
+        account: None,
     }
 }
 

@@ -449,6 +449,7 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
             sdp: OFFER.into(),
             headers: vec![("X-ArInfo".into(), "data".into())],
             reach: Reach::GroupOrPhone,
+            account: None,
         },
     )
     .unwrap();
@@ -463,6 +464,7 @@ fn an_outgoing_call_authenticates_rings_is_answered_and_hangs_up_with_bye() {
                 sdp: String::new(),
                 headers: vec![],
                 reach: Reach::GroupOrPhone,
+                account: None,
             }
         ),
         Err(CallError::Duplicate)
@@ -911,6 +913,7 @@ fn a_call_answered_elsewhere_is_cancelled_with_a_reason() {
         sdp: OFFER.into(),
         headers: vec![],
         reach: Reach::GroupOrPhone,
+        account: None,
     };
     for (id, elsewhere) in [(21, true), (22, false)] {
         ep.start_call(now, call(id)).unwrap();
