@@ -577,3 +577,134 @@ fn in_proxy_mode_a_rest_call_goes_from_the_proxy_account_through_kamailio() {
     );
     assert_recorded_tone(&mut nginx, &dir, "pbx1", 2.5);
 }
+
+/// A REST call from a per-call SIP account (`sipLogin` 1009 at Kamailio, reached by the
+/// name `localhost`, `sipRegisterRequired`): srgate (standalone, no `[proxy]` account)
+/// registers 1009 with its digest, calls the phone registered at Kamailio as 1009, publishes
+/// the phone's tone, and un-registers 1009 when the call is terminated. A wrong password
+/// fails the call with the registrar's 401 and sends no INVITE; a proxy name that does not
+/// resolve is a 400 naming the field. The password is in no log line and no answer.
+#[test]
+fn a_rest_call_from_a_per_call_account_registers_calls_and_unregisters() {
+    if !peers_ready()
+        || !common::peers_available(&[common::KAMAILIO])
+        || !common::netns::available()
+        || !common::netns::enter(
+            "a_rest_call_from_a_per_call_account_registers_calls_and_unregisters",
+            Duration::from_secs(120),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("rest-account");
+    let mut nginx = NginxRtmp::start(dir.path(), None);
+    let tones = calls::tones(&dir, 1.0, 60.0);
+    let [kamailio_port] = common::net::free_ports::<1>();
+    let kamailio = common::kamailio::Kamailio::start(dir.path(), kamailio_port, "1000");
+    let srgate = calls::standalone_gateway(&dir, &[], "");
+    let phone = calls::phone_at_kamailio(&dir, &tones, kamailio_port);
+    let api = srgate.config.api_addr();
+    let startup = |call_id: &str, password: &str, proxy: &str| {
+        json!({"callId": call_id, "callee": "1006", "rtmpUrl": nginx.url(),
+               "rtmpStream": call_id, "sipLogin": "1009", "sipPassword": password,
+               "sipDomain": "127.0.0.1", "sipOutboundProxy": proxy,
+               "sipPort": kamailio_port.to_string(), "sipRegisterRequired": "true"})
+        .to_string()
+    };
+    let registrations = |k: &common::kamailio::Kamailio, expires: &str| {
+        k.output()
+            .lines()
+            .filter(|l| l.contains("REGISTERED 1009") && l.contains(expires))
+            .count()
+    };
+
+    // a wrong password: the registrar's 401 fails the call, no INVITE reaches the phone
+    let (status, state) = post(
+        api,
+        "/rest-api/call/startup",
+        &startup("acct-bad", "not-the-password", "127.0.0.1"),
+        None,
+    );
+    assert_eq!(status, 200, "{state}");
+    let failed = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "acct-bad");
+        (s["state"] == "FAILED").then_some(s)
+    });
+    let failed = failed.unwrap_or_else(|| panic!("FAILED: {}", find(api, "acct-bad")));
+    assert_eq!(failed["sipStatus"], 401, "{failed}");
+    assert_eq!(registrations(&kamailio, "expires="), 0);
+
+    // a proxy name that does not resolve: the field is named
+    let (status, error) = post(
+        api,
+        "/rest-api/call/startup",
+        &startup("acct-nx", "1009pw", "nowhere.invalid"),
+        None,
+    );
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("BAD_FIELD")),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sipOutboundProxy: "),
+        "{error}"
+    );
+
+    // the right one, by name: registered, called from 1009, published, un-registered
+    let mark = phone.mark();
+    let (status, state) = post(
+        api,
+        "/rest-api/call/startup",
+        &startup("acct-1", "1009pw", "localhost"),
+        None,
+    );
+    assert_eq!(status, 200, "{state}");
+    let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "acct-1");
+        (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
+    });
+    assert!(
+        up.is_some(),
+        "up: {}\n{}",
+        find(api, "acct-1"),
+        srgate.log()
+    );
+    assert_eq!(
+        registrations(&kamailio, "expires=3600"),
+        1,
+        "{}",
+        kamailio.output()
+    );
+    assert!(
+        phone
+            .wait_for_line(mark, &["from sip:1009@"], Duration::from_secs(3))
+            .is_some(),
+        "the call came from the per-call account: {}",
+        phone.output()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, ended) = post(
+        api,
+        "/rest-api/call/terminate",
+        &json!({"callId": "acct-1"}).to_string(),
+        None,
+    );
+    assert_eq!(
+        (status, ended["state"].as_str()),
+        (200, Some("FINISHED")),
+        "{ended}"
+    );
+    let unregistered = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        (registrations(&kamailio, "expires=0") == 1).then_some(())
+    });
+    assert!(unregistered.is_some(), "un-REGISTER: {}", kamailio.output());
+    assert_recorded_tone(&mut nginx, &dir, "acct-1", 2.5);
+    let answers = format!("{} {} {failed} {ended}", find(api, "acct-1"), state);
+    for text in [srgate.log(), answers] {
+        assert!(!text.contains("1009pw") && !text.contains("not-the-password"));
+    }
+}
