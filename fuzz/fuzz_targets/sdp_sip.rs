@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         // plain RTP/AVP: the SDES lines have their own unit tests
         crypto: &[],
         best_effort: false,
+        layout: &[],
     };
     let written = build_rtp_sdp(&ours);
     let again = match parse_rtp_sdp(&written) {

@@ -24,7 +24,9 @@ use crate::sdp::Codec;
 use crate::sdp::CodecSet;
 use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
-use crate::sdp::sip::{BRIDGED, RemoteRtp, RtpDescription, build_rtp_sdp, pick_format};
+use crate::sdp::sip::{
+    BRIDGED, RemoteRtp, RtpDescription, VideoDescription, answer_layout, build_rtp_sdp, pick_format,
+};
 use crate::sip::endpoint::SipCallId;
 use crate::webrtc::srtp::SrtpContext;
 
@@ -310,6 +312,12 @@ impl BridgeCall {
         direction: Direction,
         session_id: u64,
     ) -> String {
+        // an answer mirrors the offer's sections: video where srgate takes it, the others
+        // rejected in place (RFC 3264 §6)
+        let layout = match (&self.remote, self.srgate_offers) {
+            (Some(remote), false) => answer_layout(remote, self.video_answer()),
+            _ => Vec::new(),
+        };
         build_rtp_sdp(&RtpDescription {
             addr: self.rtp_addr(),
             codecs,
@@ -321,7 +329,13 @@ impl BridgeCall {
             crypto: &self.sdes_local,
             // a best-effort offer is answered in kind (srgate's own offers are RTP/SAVP)
             best_effort: !self.srgate_offers && self.remote.as_ref().is_some_and(|r| r.best_effort),
+            layout: &layout,
         })
+    }
+
+    /// srgate's video section toward SIP, when the call passes the SIP side's video on.
+    fn video_answer(&self) -> Option<&VideoDescription> {
+        None
     }
 
     /// The packet time of the SIP leg in ms: the SIP side's `a=ptime` when it is one

@@ -238,6 +238,7 @@ impl SipPairCall {
             ptime: Self::ptime(&self.offer),
             crypto: &[],
             best_effort: false,
+            layout: &[],
         })
     }
 
@@ -268,6 +269,8 @@ impl SipPairCall {
             (Some(a), Some(b)) => (Some(a), Some(b)),
             _ => (None, None),
         };
+        // the caller's other sections (video, ...) are rejected in place (RFC 3264 §6)
+        let layout = crate::sdp::sip::answer_layout(&self.offer, None);
         let sdp = build_rtp_sdp(&RtpDescription {
             addr: SocketAddr::new(self.a_ip, self.a.port),
             codecs: &[(pt_a, codec)],
@@ -278,6 +281,7 @@ impl SipPairCall {
             ptime: Self::ptime(&answer),
             crypto: &[],
             best_effort: false,
+            layout: &layout,
         });
         let ids = self.ids;
         self.a.out = Some(Relay::new(
@@ -755,6 +759,9 @@ mod tests {
             ptime: Some(20),
             crypto: None,
             best_effort: false,
+            sections: Vec::new(),
+            audio_index: 0,
+            video: None,
         }
     }
 

@@ -37,6 +37,101 @@ pub struct RtpDescription<'a> {
     /// The keys go in an `RTP/AVP` section: the answer to a "best effort" SRTP offer
     /// (see [`RemoteRtp::best_effort`]).
     pub best_effort: bool,
+    /// The sections in order (an answer mirrors the offer's); empty: the audio one only.
+    pub layout: &'a [Section<'a>],
+}
+
+/// A media section of a description as its answer must mirror it (RFC 3264 §6: one
+/// section per offered one, in order; a rejected one keeps its kind and protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionShape {
+    pub kind: String,
+    pub proto: String,
+    /// The first format (a rejected section still names one).
+    pub format: String,
+}
+
+/// A video codec srgate passes through to browsers (never transcoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 (RFC 6184), packetization-mode 1 (or 0: single NAL units, a subset).
+    H264,
+    /// VP8 (RFC 7741).
+    Vp8,
+}
+
+impl VideoCodec {
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+            VideoCodec::Vp8 => "VP8",
+        }
+    }
+}
+
+/// One video format of a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFormat {
+    pub payload_type: u8,
+    pub codec: VideoCodec,
+    /// The `a=fmtp` parameters as written (empty without one).
+    pub fmtp: String,
+}
+
+impl VideoFormat {
+    /// H.264's `profile-level-id` (`None` for VP8 or when not given).
+    pub fn h264_profile(&self) -> Option<&str> {
+        fmtp_value(&self.fmtp, "profile-level-id")
+    }
+
+    /// H.264's `packetization-mode` (0 when not given, RFC 6184 §8.1).
+    pub fn h264_mode(&self) -> u8 {
+        fmtp_value(&self.fmtp, "packetization-mode")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The value of `name` in `a=fmtp` parameters (`a=1;b=2`).
+pub fn fmtp_value<'a>(fmtp: &'a str, name: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The other side's video section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteVideo {
+    /// Its position among the description's sections.
+    pub index: usize,
+    /// Where its RTP goes, and its RTCP (`a=rtcp`, else the next port).
+    pub addr: SocketAddr,
+    pub rtcp: SocketAddr,
+    /// The formats srgate passes through, in its order of preference.
+    pub formats: Vec<VideoFormat>,
+    pub direction: Direction,
+    /// It named RTCP feedback for picture requests (`a=rtcp-fb:… nack pli` or `ccm fir`):
+    /// a browser's request goes to it as RTCP; without, as SIP INFO too.
+    pub feedback: bool,
+}
+
+/// srgate's video section: the format taken from the other side's offer, srgate's port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoDescription {
+    pub port: u16,
+    pub format: VideoFormat,
+    pub direction: Direction,
+}
+
+/// One section of srgate's description, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum Section<'a> {
+    /// The audio section [`RtpDescription`] describes.
+    Audio,
+    /// An offered section srgate does not take (port 0).
+    Rejected(&'a SectionShape),
+    Video(&'a VideoDescription),
 }
 
 /// Writes a description (offer or answer alike).
@@ -49,10 +144,54 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
     // Writing into a String cannot fail.
     let _ = write!(
         sdp,
-        "v=0\r\no=srgate {} {} IN {family} {ip}\r\ns=srgate\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio {} {}",
-        d.session_id,
-        d.version,
+        "v=0\r\no=srgate {} {} IN {family} {ip}\r\ns=srgate\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
+        d.session_id, d.version,
+    );
+    let layout: &[Section<'_>] = if d.layout.is_empty() {
+        &[Section::Audio]
+    } else {
+        d.layout
+    };
+    for section in layout {
+        match section {
+            Section::Audio => write_audio(&mut sdp, d),
+            Section::Rejected(shape) => {
+                let _ = write!(
+                    sdp,
+                    "m={} 0 {} {}\r\n",
+                    shape.kind, shape.proto, shape.format
+                );
+            }
+            Section::Video(v) => write_video(&mut sdp, v),
+        }
+    }
+    sdp
+}
+
+/// srgate's video section: one format, passed through (RFC 4585 feedback for picture
+/// requests; srgate forwards them).
+fn write_video(sdp: &mut String, v: &VideoDescription) {
+    let pt = v.format.payload_type;
+    let _ = write!(
+        sdp,
+        "m=video {} RTP/AVPF {pt}\r\na=rtpmap:{pt} {}/90000\r\n",
+        v.port,
+        v.format.codec.encoding_name()
+    );
+    if !v.format.fmtp.is_empty() {
+        let _ = write!(sdp, "a=fmtp:{pt} {}\r\n", v.format.fmtp);
+    }
+    let _ = write!(
+        sdp,
+        "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\na={}\r\n",
+        v.direction.name()
+    );
+}
+
+fn write_audio(sdp: &mut String, d: &RtpDescription<'_>) {
+    let _ = write!(
+        sdp,
+        "m=audio {} {}",
         d.addr.port(),
         if d.crypto.is_empty() || d.best_effort {
             "RTP/AVP"
@@ -95,7 +234,6 @@ pub fn build_rtp_sdp(d: &RtpDescription<'_>) -> String {
     for key in d.crypto {
         sdp.push_str(&key.attribute());
     }
-    sdp
 }
 
 /// The other side's plain-RTP session.
@@ -120,6 +258,12 @@ pub struct RemoteRtp {
     /// key) it is SRTP; where SRTP is off, the key is dropped ([`RemoteRtp::plain`]) and
     /// the session is plain RTP, which such an offer allows.
     pub best_effort: bool,
+    /// Every section of the description, in order (an answer mirrors them), and which of
+    /// them is the audio one described here.
+    pub sections: Vec<SectionShape>,
+    pub audio_index: usize,
+    /// Its first video section with a format srgate passes through (H.264, VP8).
+    pub video: Option<RemoteVideo>,
 }
 
 impl RemoteRtp {
@@ -190,9 +334,29 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     let mut ptime = None;
     let mut crypto = Vec::new();
     let mut section: Option<usize> = None;
+    // the video section's own c=, a=rtcp port and whether it asks for picture feedback
+    let video_index = offer
+        .media
+        .iter()
+        .position(|m| m.kind == "video" && m.port != 0 && known(&m.proto));
+    let (mut video_c, mut video_rtcp, mut video_feedback) = (None, None, false);
     for line in sdp.split('\n').map(|l| l.trim_end_matches('\r').trim()) {
         if line.starts_with("m=") {
             section = Some(section.map_or(0, |s| s + 1));
+            continue;
+        }
+        if section.is_some() && section == video_index {
+            if let Some(value) = line.strip_prefix("c=") {
+                video_c = connection(value);
+            } else if let Some(value) = line.strip_prefix("a=rtcp:") {
+                video_rtcp = value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
+            } else if let Some(value) = line.strip_prefix("a=rtcp-fb:") {
+                let value = value.to_ascii_lowercase();
+                video_feedback |= value.contains("nack pli") || value.contains("ccm fir");
+            }
             continue;
         }
         if let Some(value) = line.strip_prefix("c=") {
@@ -253,6 +417,43 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     if codecs.is_empty() {
         return Err(Error::NoCommonCodec);
     }
+    let video = video_index.and_then(|i| {
+        let m = &offer.media[i];
+        let ip = video_c.or(session_c)?;
+        let formats: Vec<VideoFormat> = m
+            .payload_types()
+            .filter_map(|pt| {
+                let map = m.rtpmaps.iter().find(|r| r.payload_type == pt)?;
+                let codec = [VideoCodec::H264, VideoCodec::Vp8]
+                    .into_iter()
+                    .find(|c| c.encoding_name().eq_ignore_ascii_case(&map.encoding))?;
+                (map.clock_rate == 90_000).then(|| VideoFormat {
+                    payload_type: pt,
+                    codec,
+                    fmtp: m.fmtp(pt).unwrap_or("").to_string(),
+                })
+            })
+            // H.264 in a mode srgate can pass (0 and 1: no interleaving)
+            .filter(|f| f.codec != VideoCodec::H264 || f.h264_mode() <= 1)
+            .collect();
+        (!formats.is_empty()).then(|| RemoteVideo {
+            index: i,
+            addr: SocketAddr::new(ip, m.port),
+            rtcp: SocketAddr::new(ip, video_rtcp.unwrap_or(m.port.wrapping_add(1))),
+            formats,
+            direction: direction(m.direction.as_deref()),
+            feedback: video_feedback,
+        })
+    });
+    let sections = offer
+        .media
+        .iter()
+        .map(|m| SectionShape {
+            kind: m.kind.clone(),
+            proto: m.proto.clone(),
+            format: m.formats.first().cloned().unwrap_or_else(|| "0".into()),
+        })
+        .collect();
     Ok(RemoteRtp {
         addr: SocketAddr::new(ip, media.port),
         codecs,
@@ -261,7 +462,34 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
         ptime,
         crypto,
         best_effort,
+        sections,
+        audio_index: index,
+        video,
     })
+}
+
+/// The sections of srgate's answer to `remote`: its audio one where the offer's is,
+/// `video` where its video one is (when srgate takes it), every other one rejected.
+pub fn answer_layout<'a>(
+    remote: &'a RemoteRtp,
+    video: Option<&'a VideoDescription>,
+) -> Vec<Section<'a>> {
+    remote
+        .sections
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            if i == remote.audio_index {
+                Section::Audio
+            } else if let (Some(v), Some(rv)) = (video, &remote.video)
+                && rv.index == i
+            {
+                Section::Video(v)
+            } else {
+                Section::Rejected(shape)
+            }
+        })
+        .collect()
 }
 
 /// The direction srgate answers to an offered one (RFC 3264 §6.1).
@@ -325,6 +553,19 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
     let (session_id, version) = origin(previous)?;
     let current = ours.codecs.first().map(|&(_, c)| c);
     let codecs = [pick_format(&offer.codecs, current, allowed)?];
+    // video goes on as it was answered while the re-offer keeps its format; every other
+    // section of the re-offer is rejected in place
+    let video = ours.video.as_ref().and_then(|v| {
+        let ours = v.formats.first()?;
+        let theirs = offer.video.as_ref()?;
+        let format = theirs.formats.iter().find(|f| f.codec == ours.codec)?;
+        Some(VideoDescription {
+            port: v.addr.port(),
+            format: format.clone(),
+            direction: mirror(theirs.direction),
+        })
+    });
+    let layout = answer_layout(offer, video.as_ref());
     Some(build_rtp_sdp(&RtpDescription {
         addr: ours.addr,
         codecs: &codecs,
@@ -335,6 +576,7 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
         best_effort: offer.best_effort, // the answer takes the offer's transport
+        layout: &layout,
     }))
 }
 
@@ -354,6 +596,7 @@ pub fn reoffer(previous: &str) -> Option<String> {
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
         best_effort: ours.best_effort,
+        layout: &[],
     }))
 }
 
@@ -392,6 +635,7 @@ pub fn settle(offer: &str, answer: &RemoteRtp) -> Option<String> {
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
         best_effort: ours.best_effort,
+        layout: &[],
     }))
 }
 
@@ -505,6 +749,7 @@ mod tests {
             ptime: 20,
             crypto: std::slice::from_ref(key),
             best_effort,
+            layout: &[],
         })
     }
 
@@ -572,6 +817,7 @@ mod tests {
             ptime: 20,
             crypto: &[],
             best_effort: false,
+            layout: &[],
         });
         let r = parse_rtp_sdp(&sdp).unwrap();
         assert_eq!(r.addr, "192.0.2.7:16384".parse().unwrap());
@@ -593,6 +839,7 @@ mod tests {
             ptime: 20,
             crypto: &[],
             best_effort: false,
+            layout: &[],
         })
     }
 
@@ -694,5 +941,89 @@ mod tests {
         assert_eq!(pick_format(&remote, None, ALL), Some((96, Codec::Opus)));
         let g711 = CodecSet::of(&[Codec::Pcmu, Codec::Pcma]);
         assert_eq!(pick_format(&remote, None, g711), Some((8, Codec::Pcma)));
+    }
+
+    /// A door station's offer: audio, H.264 video (two formats, one srgate cannot pass:
+    /// mode 2), and a text section.
+    const DOOR_OFFER: &str = "v=0\r\no=door 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\n\
+        t=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+        m=video 4002 RTP/AVP 97 96\r\nc=IN IP4 10.0.0.10\r\na=rtpmap:97 H264/90000\r\n\
+        a=fmtp:97 packetization-mode=2;profile-level-id=42e01f\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=rtcp:4009\r\n\
+        a=rtcp-fb:96 nack pli\r\na=sendonly\r\nm=text 4004 RTP/AVP 98\r\na=rtpmap:98 t140/1000\r\n";
+
+    #[test]
+    fn a_video_offer_is_read_and_the_answer_mirrors_every_section() {
+        let r = parse_rtp_sdp(DOOR_OFFER).unwrap();
+        assert_eq!(r.sections.len(), 3);
+        assert_eq!(r.audio_index, 0);
+        let v = r.video.clone().expect("the H.264 section");
+        assert_eq!(v.index, 1);
+        assert_eq!(v.addr, "10.0.0.10:4002".parse().unwrap());
+        assert_eq!(v.rtcp, "10.0.0.10:4009".parse().unwrap());
+        assert_eq!(v.direction, Direction::SendOnly);
+        assert!(v.feedback);
+        // mode 2 (interleaved) is left out
+        assert_eq!(v.formats.len(), 1);
+        assert_eq!(v.formats[0].payload_type, 96);
+        assert_eq!(v.formats[0].h264_profile(), Some("42e01f"));
+        assert_eq!(v.formats[0].h264_mode(), 1);
+
+        // without video: the video and text sections are rejected in place
+        let layout = answer_layout(&r, None);
+        let d = RtpDescription {
+            addr: "127.0.0.1:16384".parse().unwrap(),
+            codecs: &[(0, Codec::Pcmu)],
+            telephone_event: Some(101),
+            direction: Direction::SendRecv,
+            session_id: 7,
+            version: 1,
+            ptime: 20,
+            crypto: &[],
+            best_effort: false,
+            layout: &layout,
+        };
+        let answer = build_rtp_sdp(&d);
+        let m: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            [
+                "m=audio 16384 RTP/AVP 0 101",
+                "m=video 0 RTP/AVP 97",
+                "m=text 0 RTP/AVP 98"
+            ],
+            "{answer}"
+        );
+
+        // with video: the offered format at srgate's port, recvonly to a sendonly offer
+        let video = VideoDescription {
+            port: 16390,
+            format: v.formats[0].clone(),
+            direction: mirror(v.direction),
+        };
+        let layout = answer_layout(&r, Some(&video));
+        let answer = build_rtp_sdp(&RtpDescription {
+            layout: &layout,
+            ..d.clone()
+        });
+        assert!(
+            answer.contains(
+                "m=video 16390 RTP/AVPF 96\r\na=rtpmap:96 H264/90000\r\n\
+                 a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n\
+                 a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na=recvonly\r\n"
+            ),
+            "{answer}"
+        );
+        // srgate's own answer reads back with its video, and a re-offer keeps it
+        let ours = parse_rtp_sdp(&answer).unwrap();
+        assert_eq!(ours.video.as_ref().map(|v| v.addr.port()), Some(16390));
+        let re = reanswer(&answer, &r, ALL).unwrap();
+        assert!(re.contains("m=video 16390 RTP/AVPF 96\r\n"), "{re}");
+        assert!(re.contains("m=text 0 RTP/AVP 98\r\n"), "{re}");
+        assert!(re.contains("o=srgate 7 2 "), "{re}");
+        // a re-offer without video: its answer has none either
+        let audio_only = DOOR_OFFER.split("m=video").next().unwrap().to_string();
+        let re = reanswer(&answer, &parse_rtp_sdp(&audio_only).unwrap(), ALL).unwrap();
+        assert_eq!(re.matches("m=").count(), 1, "{re}");
     }
 }

@@ -172,6 +172,7 @@ impl Calls {
             ptime: 20,
             crypto: &[],
             best_effort: false,
+            layout: &[],
         });
         let sip = SipCallId(self.next_sip);
         self.next_sip += 1;
