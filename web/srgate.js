@@ -103,6 +103,8 @@ export class Call extends EventTarget {
     this.content = init.content;
     /** The invitation's `channelId`. */
     this.channelId = init.channelId;
+    /** The caller sends video srgate passes on (a door camera): `accept()` receives it. */
+    this.video = init.video === true;
     /** The ring group the caller dialled (incoming calls to a `[groups]` number). */
     this.group = init.group;
     /**
@@ -159,9 +161,11 @@ export class Call extends EventTarget {
   /**
    * Accepts an incoming call: takes the microphone (or `stream`), makes the SDP offer and sends
    * `accept`; srgate answers with `remote_state ACCEPTED`.
-   * @param {{response?: string, stream?: MediaStream, audio?: MediaTrackConstraints|boolean}} [opts]
+   * @param {{response?: string, stream?: MediaStream, audio?: MediaTrackConstraints|boolean, video?: boolean}} [opts]
    *   `response`: text for the caller; `stream`: audio to send instead of the microphone;
-   *   `audio`: getUserMedia audio constraints.
+   *   `audio`: getUserMedia audio constraints; `video`: receive the caller's video when it
+   *   sends one (`call.video`; default true, false declines it: audio only). Its track comes
+   *   in a `track` event like the audio one (`e.detail.track.kind === 'video'`).
    * @returns {Promise<void>} resolves when `accept` is sent; rejects with an SrgateError
    *   (microphone failures: code MEDIA_FAILED or INSECURE_CONTEXT, the DOMException as `cause`).
    */
@@ -170,7 +174,8 @@ export class Call extends EventTarget {
       throw new SrgateError('INVALID_STATE', `cannot accept a call in state ${this.state}`, { id: this.id });
     }
     this.state = 'ACCEPTING';
-    const sdp = await this._prepareOffer(opts);
+    const receiveVideo = this.video && opts.video !== false;
+    const sdp = await this._prepareOffer(Object.assign({}, opts, { receiveVideo }));
     if (sdp === null) return;
     const msg = { type: 'accept', id: this.id, sdp };
     if (opts.response !== undefined) msg.response = opts.response;
@@ -253,6 +258,8 @@ export class Call extends EventTarget {
       const track = stream.getAudioTracks()[0];
       if (track) pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
       else pc.addTransceiver('audio', { direction: 'sendrecv' });
+      // the caller's camera, received only (srgate passes it on, it sends none back)
+      if (opts.receiveVideo) pc.addTransceiver('video', { direction: 'recvonly' });
       pc.addEventListener('track', (e) => {
         this.remoteStream = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
         fire(this, 'track', { call: this, stream: this.remoteStream, track: e.track });
@@ -612,7 +619,7 @@ export class SrgateClient extends EventTarget {
         if (this._calls.has(msg.id)) break;
         const c = new Call(this, {
           id: msg.id, direction: 'incoming', peer: msg.caller, callerName: msg.callerName,
-          content: msg.content, channelId: msg.channelId, group: msg.group,
+          content: msg.content, channelId: msg.channelId, group: msg.group, video: msg.video,
         });
         this._calls.set(msg.id, c);
         fire(this, 'remoteinvitation', Object.assign({ call: c }, msg));

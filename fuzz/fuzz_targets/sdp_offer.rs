@@ -147,6 +147,7 @@ fn check_answer(offer: &Offer, n: &Negotiated) {
         candidates: &candidates,
         tcp: true,
         ssrc: 0x1234_5678,
+        video_ssrc: 0,
         cname: "srgate",
         session_id: u64::MAX,
     };

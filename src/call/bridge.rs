@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::browser::BrowserSide;
 use super::latch::RtpSource;
+use super::video::VideoLeg;
 use super::{MediaSocket, MediaTransmit, Step};
 use crate::media::bridge::{Bridge, BridgeConfig, BridgeMode, LegFormat, PushError};
 use crate::media::codec::{Codec as MediaCodec, FRAME, g711::Law};
@@ -25,7 +26,8 @@ use crate::sdp::CodecSet;
 use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
 use crate::sdp::sip::{
-    BRIDGED, RemoteRtp, RtpDescription, VideoDescription, answer_layout, build_rtp_sdp, pick_format,
+    BRIDGED, RemoteRtp, RemoteVideo, RtpDescription, VideoDescription, answer_layout,
+    build_rtp_sdp, pick_format,
 };
 use crate::sip::endpoint::SipCallId;
 use crate::webrtc::srtp::SrtpContext;
@@ -179,6 +181,8 @@ pub struct BridgeCall {
     sdes_local: Vec<SdesKey>,
     /// Set once both sides' keys are known: from then on the SIP leg is SRTP only.
     srtp: Option<Box<SipSrtp>>,
+    /// The SIP side's video passed through to the browser, when both have it.
+    pub video: Option<Box<VideoLeg>>,
 }
 
 impl BridgeCall {
@@ -221,6 +225,7 @@ impl BridgeCall {
             srgate_offers: way == Way::AppToSip,
             sdes_local: Vec::new(),
             srtp: None,
+            video: None,
         }
     }
 
@@ -290,6 +295,10 @@ impl BridgeCall {
     }
 
     /// srgate's SSRC toward the browser.
+    pub fn ids_ssrc_sip(&self) -> u32 {
+        self.ids.ssrc_sip
+    }
+
     pub fn ids_ssrc_webrtc(&self) -> u32 {
         self.ids.ssrc_webrtc
     }
@@ -335,7 +344,60 @@ impl BridgeCall {
 
     /// srgate's video section toward SIP, when the call passes the SIP side's video on.
     fn video_answer(&self) -> Option<&VideoDescription> {
-        None
+        self.video.as_ref().map(|v| &v.answer)
+    }
+
+    /// The SIP side's video, when srgate can pass it to the browser: offered in plain RTP
+    /// (`RTP/AVP(F)`) by a side that sends it, on a call whose audio is not SRTP either
+    /// (srgate's SDES keys cover the audio section only).
+    pub fn sip_video_offer(&self) -> Option<&RemoteVideo> {
+        let remote = self.remote.as_ref()?;
+        let video = remote.video.as_ref()?;
+        let proto = &remote.sections.get(video.index)?.proto;
+        let plain = proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF");
+        let sends = matches!(video.direction, Direction::SendOnly | Direction::SendRecv);
+        (plain
+            && sends
+            && remote.crypto.is_none()
+            && self.sdes_local.is_empty()
+            && !self.srgate_offers)
+            .then_some(video)
+    }
+
+    /// srgate's answer toward SIP written again (the video section taken, once the browser
+    /// took the video), when it is an answer not sent yet.
+    pub fn rewrite_answer(&mut self) {
+        if self.srgate_offers || self.local_sdp.is_empty() {
+            return;
+        }
+        let Some(format) = self.sip_format else {
+            return;
+        };
+        let session_id = self
+            .local_sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("o=srgate "))
+            .and_then(|o| o.split_whitespace().next())
+            .and_then(|id| id.parse().ok());
+        let Some(session_id) = session_id else {
+            return;
+        };
+        let te = self.remote_telephone_event();
+        self.local_sdp = self.build_sip_sdp(&[format], te, Direction::SendRecv, session_id);
+    }
+
+    /// A datagram on the video leg's RTP (`rtcp == false`) or RTCP port.
+    pub fn handle_sip_video(&mut self, from: SocketAddr, data: &[u8], rtcp: bool) {
+        if let Some(video) = self.video.as_mut() {
+            video.handle_sip(from, data, rtcp);
+        }
+    }
+
+    /// Whether `port` is the video leg's RTP or RTCP port.
+    pub fn is_video_port(&self, port: u16) -> bool {
+        self.video
+            .as_ref()
+            .is_some_and(|v| port == v.port || port == v.port.wrapping_add(1))
     }
 
     /// The packet time of the SIP leg in ms: the SIP side's `a=ptime` when it is one
@@ -515,7 +577,11 @@ impl BridgeCall {
             return Step::Continue;
         };
         let media = &mut self.media;
+        let video = &mut self.video;
         browser.handle_datagram(now, from, local, data, &mut |now, packet, rtcp| {
+            if rtcp && let Some(video) = video.as_mut() {
+                video.handle_browser_rtcp(now, packet);
+            }
             if let Some(media) = media.as_mut() {
                 if rtcp {
                     media.handle_rtcp_webrtc(now, packet);
@@ -633,11 +699,28 @@ impl BridgeCall {
                     return Some(t);
                 }
             }
+            // the door's video, as it came (bounded: one packet a call, a turn)
+            if let Some(video) = self.video.as_mut()
+                && let Some(n) = video.poll_browser(&mut buf[..room])
+                && let Some(t) = browser.protect(buf, n, false)
+            {
+                return Some(t);
+            }
             if let Some(n) = media.poll_rtcp_webrtc(now, ntp, &mut buf[..room])
                 && let Some(t) = browser.protect(buf, n, true)
             {
                 return Some(t);
             }
+        }
+        // a picture request for the door (the browser's PLI or FIR)
+        if let Some(video) = self.video.as_mut()
+            && let Some((n, destination)) = video.poll_request(buf)
+        {
+            return Some(MediaTransmit {
+                socket: MediaSocket::Rtp(video.port.wrapping_add(1)),
+                destination,
+                len: n,
+            });
         }
         let destination = self.sip_destination();
         let may_send = self.may_send_sip();

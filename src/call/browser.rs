@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use super::{MediaSocket, MediaTransmit, SRTP_TAIL, Step};
 use crate::sdp::Codec;
 use crate::sdp::answer::{
-    AnswerPolicy, IceCredentials, LocalDescription, TelephoneEvent, build_answer, negotiate,
+    AnswerPolicy, IceCredentials, LocalDescription, NegotiatedVideo, TelephoneEvent, build_answer,
+    negotiate, negotiate_video,
 };
 use crate::sdp::offer::Offer;
+use crate::sdp::sip::VideoFormat;
 use crate::signal::protocol::HangupReason;
 use crate::webrtc::dtls::DtlsContext;
 use crate::webrtc::ice::Transmit;
@@ -37,6 +39,10 @@ pub struct BrowserSetup<'a> {
     /// srgate's SSRC toward the browser (announced in the answer).
     pub ssrc: u32,
     pub session_id: u64,
+    /// The SIP side's video formats (empty: no video), and srgate's video SSRC toward
+    /// the browser: a browser video section that takes one of them is answered.
+    pub video: &'a [VideoFormat],
+    pub video_ssrc: u32,
 }
 
 /// Why the browser's offer could not be answered.
@@ -101,6 +107,8 @@ pub struct BrowserSide {
     /// A DTLS alert came after DTLS was retired (see [`LegEvent::PeerAlert`]): the call
     /// ends unless the browser shows it is there within [`ALERT_GRACE`].
     alert_at: Option<Instant>,
+    /// The browser's video section srgate sends into, and the SIP side's format it takes.
+    video: Option<(NegotiatedVideo, VideoFormat)>,
 }
 
 /// How long a browser whose DTLS alert came (after DTLS was retired) has to show it is
@@ -119,10 +127,16 @@ impl BrowserSide {
         let policy = AnswerPolicy {
             codecs: s.codecs.to_vec(),
         };
-        let negotiated = negotiate(&offer, &policy).map_err(|e| match e {
+        let mut negotiated = negotiate(&offer, &policy).map_err(|e| match e {
             crate::sdp::Error::NoCommonCodec => SetupError::NoCodec,
             e => SetupError::Sdp(e),
         })?;
+        let video = if s.video.is_empty() {
+            None
+        } else {
+            negotiate_video(&offer, &negotiated, s.video)
+        };
+        negotiated.video = video.as_ref().map(|(browser, _)| browser.clone());
         let ice = IceCredentials {
             ufrag: s.ufrag.to_string(),
             pwd: s.pwd.to_string(),
@@ -138,6 +152,7 @@ impl BrowserSide {
                 candidates: &candidates,
                 tcp: s.ice_tcp,
                 ssrc: s.ssrc,
+                video_ssrc: s.video_ssrc,
                 cname: "srgate",
                 session_id: s.session_id,
             },
@@ -158,9 +173,15 @@ impl BrowserSide {
             settled: false,
             media_at: None,
             alert_at: None,
+            video,
         };
         side.collect();
         Ok((side, answer))
+    }
+
+    /// The browser's video section srgate sends into and the SIP side's format for it.
+    pub fn video(&self) -> Option<&(NegotiatedVideo, VideoFormat)> {
+        self.video.as_ref()
     }
 
     /// Codec, payload types and telephone-event chosen for this browser.

@@ -37,6 +37,8 @@ pub trait SipLink {
     fn claim(&mut self, id: SipCallId);
     /// A digit to the other side of answered call `id` as SIP INFO.
     fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32);
+    /// A picture request (SIP INFO `picture_fast_update`) to the video sender of call `id`.
+    fn picture_update(&mut self, now: Instant, id: SipCallId);
 }
 
 impl SipLink for Endpoint {
@@ -70,6 +72,9 @@ impl SipLink for Endpoint {
     fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
         Endpoint::info(self, now, id, digit, duration_ms)
     }
+    fn picture_update(&mut self, now: Instant, id: SipCallId) {
+        Endpoint::picture_update(self, now, id)
+    }
 }
 
 /// A [`SipLink`] verb on its way to the shard with the endpoint.
@@ -84,6 +89,7 @@ pub enum SipCommand {
     CancelElsewhere(SipCallId),
     Claim(SipCallId),
     Info(SipCallId, char, u32),
+    PictureUpdate(SipCallId),
 }
 
 impl SipCommand {
@@ -106,6 +112,7 @@ impl SipCommand {
             SipCommand::CancelElsewhere(id) => endpoint.cancel_elsewhere(now, id),
             SipCommand::Claim(id) => endpoint.claim(id),
             SipCommand::Info(id, digit, ms) => endpoint.info(now, id, digit, ms),
+            SipCommand::PictureUpdate(id) => endpoint.picture_update(now, id),
         }
         Ok(())
     }
@@ -155,6 +162,9 @@ impl SipLink for SipOutbox {
     fn info(&mut self, _now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
         self.commands
             .push_back(SipCommand::Info(id, digit, duration_ms));
+    }
+    fn picture_update(&mut self, _now: Instant, id: SipCallId) {
+        self.commands.push_back(SipCommand::PictureUpdate(id));
     }
 }
 

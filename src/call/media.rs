@@ -85,6 +85,10 @@ impl Calls {
         self.touch(slot);
         let arena = &mut self.relay;
         let handled = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) if b.is_video_port(port) => {
+                let rtcp = port != b.video.as_ref().map_or(0, |v| v.port);
+                guarded(|| b.handle_sip_video(from, data, rtcp))
+            }
             Some((_, Call::Bridge(b))) => {
                 let rtcp = port != b.port;
                 guarded(|| b.handle_sip(now, from, data, rtcp, arena))
@@ -135,6 +139,10 @@ impl Calls {
                 }
                 while let Some(digit) = b.poll_dtmf() {
                     messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));
+                }
+                // the browser asked for a picture: a door without RTCP feedback gets INFO
+                if b.video.as_mut().is_some_and(|v| v.take_info_request()) {
+                    ctx.sip.picture_update(now, b.sip);
                 }
             }
             Some((_, Call::Pair(_))) => {}

@@ -62,6 +62,7 @@ mod sip_events;
 mod sip_pair;
 mod slots;
 mod timers;
+mod video;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -17,10 +17,12 @@ use super::bridge::{BridgeCall, media_codec, sip_codecs};
 use super::browser::{BrowserSetup, BrowserSide};
 use super::content::content_fields;
 use super::echo::{EchoCall, EchoSetup};
+use super::video::VideoLeg;
 use super::{
     ACCEPT_WAIT, Call, Calls, Ctx, ECHO, MAX_CALLS_PER_USER, Phase, TELEPHONE_EVENT_PT, Way, link,
     sip_status,
 };
+use crate::sdp::sip::{VideoDescription, VideoFormat};
 
 impl Calls {
     /// The formats of srgate's SIP offer: the configured SIP codecs (G.711 laws, Opus) in
@@ -227,6 +229,8 @@ impl Calls {
                 pwd: &pwd,
                 ssrc: ids.ssrc_webrtc,
                 session_id,
+                video: &[],
+                video_ssrc: 0,
             },
             sequence: ids.seq_webrtc,
             timestamp: ids.ts_webrtc,
@@ -345,6 +349,8 @@ impl Calls {
             pwd: &pwd,
             ssrc: ids.ssrc_webrtc,
             session_id,
+            video: &[],
+            video_ssrc: 0,
         });
         let (browser, answer) = match browser {
             Ok(b) => b,
@@ -472,6 +478,23 @@ impl Calls {
             Some(b) => b.ids_ssrc_webrtc(),
             None => return,
         };
+        // the SIP side's video, when srgate can pass it on and a port is free for it
+        let video_formats: Vec<VideoFormat> = self
+            .bridge_mut(slot)
+            .and_then(|b| b.sip_video_offer())
+            .map(|v| v.formats.clone())
+            .unwrap_or_default();
+        let video_port = if video_formats.is_empty() {
+            None
+        } else {
+            ctx.ports.open()
+        };
+        let video_formats = if video_port.is_some() {
+            video_formats
+        } else {
+            Vec::new()
+        };
+        let video_ssrc = u32::from_be_bytes(self.rng.bytes::<4>());
         let result = BrowserSide::new(BrowserSetup {
             now,
             offer,
@@ -483,10 +506,15 @@ impl Calls {
             pwd: &pwd,
             ssrc,
             session_id,
+            video: &video_formats,
+            video_ssrc,
         });
         let (browser, answer) = match result {
             Ok(b) => b,
             Err(why) => {
+                if let Some(port) = video_port {
+                    ctx.ports.close(port);
+                }
                 // The invitation stays: the app may accept again with a usable offer.
                 self.refuse(
                     &key.0,
@@ -497,6 +525,37 @@ impl Calls {
                 return;
             }
         };
+        let browser_video = browser.video().cloned();
+        let Some(b) = self.bridge_mut(slot) else {
+            if let Some(port) = video_port {
+                ctx.ports.close(port);
+            }
+            return;
+        };
+        match (video_port, browser_video, b.sip_video_offer().cloned()) {
+            (Some(port), Some((theirs, ours)), Some(remote)) => {
+                let answer = VideoDescription {
+                    port,
+                    format: ours,
+                    direction: Direction::RecvOnly,
+                };
+                let sip_ssrc = b.ids_ssrc_sip();
+                b.video = Some(Box::new(VideoLeg::new(
+                    port,
+                    answer,
+                    remote,
+                    theirs.payload_type,
+                    video_ssrc,
+                    sip_ssrc,
+                )));
+                b.rewrite_answer();
+                self.by_port.insert(port, slot);
+                self.by_port.insert(port.wrapping_add(1), slot);
+                log::info!("call {}: the door's video goes to the browser", key.1);
+            }
+            (Some(port), ..) => ctx.ports.close(port),
+            _ => {}
+        }
         let Some(b) = self.bridge_mut(slot) else {
             return;
         };

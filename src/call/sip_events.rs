@@ -497,6 +497,7 @@ impl Calls {
         let content = invitation_content(&id, &caller_shown, cus_data.as_deref());
         let key = (app_user.to_string(), id.clone());
         let media = if call.is_srtp() { "SRTP" } else { "RTP" };
+        let video = call.sip_video_offer().is_some();
         self.insert(key, Call::Bridge(Box::new(call)), None);
         log::info!(
             "SIP call from {} for {}: invitation {id}, {media} port {port}",
@@ -513,6 +514,7 @@ impl Calls {
                 Some(&content),
                 None,
                 group.as_deref(),
+                video,
             ),
         );
     }

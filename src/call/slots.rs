@@ -293,6 +293,11 @@ impl Calls {
                 self.by_port.remove(&b.port);
                 self.by_port.remove(&b.port.wrapping_add(1));
                 ctx.ports.close(b.port);
+                if let Some(video) = b.video.as_ref() {
+                    self.by_port.remove(&video.port);
+                    self.by_port.remove(&video.port.wrapping_add(1));
+                    ctx.ports.close(video.port);
+                }
                 self.observe(&b);
                 let cdr = Cdr::bridged(
                     &key.0,

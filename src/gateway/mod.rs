@@ -195,6 +195,10 @@ impl SipLink for Touching<'_> {
         *self.changed = true;
         self.endpoint.info(now, id, digit, duration_ms)
     }
+    fn picture_update(&mut self, now: Instant, id: SipCallId) {
+        *self.changed = true;
+        self.endpoint.picture_update(now, id)
+    }
 }
 
 enum Role {

@@ -12,6 +12,7 @@ use core::fmt::Write;
 use std::net::SocketAddr;
 
 use super::offer::{MediaSection, Offer};
+use super::sip::{VideoCodec, VideoFormat};
 use super::{Codec, Error, Fingerprint, Setup};
 
 /// The answerer's choices that come from configuration.
@@ -101,6 +102,92 @@ pub struct Negotiated {
     pub media_index: usize,
     /// Every offered section, so the answer can reject the others in order.
     pub offered: Vec<OfferedSection>,
+    /// The video section srgate sends into, when it takes one ([`negotiate_video`]).
+    pub video: Option<NegotiatedVideo>,
+}
+
+/// A browser video section srgate answers: it sends one format into it, passed through
+/// from the SIP side (never transcoded), and takes picture requests (PLI, FIR) back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedVideo {
+    /// Index of the section in the offer.
+    pub index: usize,
+    pub mid: Option<String>,
+    /// The browser's payload type for the format and its `a=fmtp` (the answer echoes both).
+    pub payload_type: u8,
+    pub codec: VideoCodec,
+    pub fmtp: String,
+    /// srgate's direction: `sendonly`, or `inactive` when the browser will not receive.
+    pub direction: Direction,
+}
+
+/// The browser's video section and payload type for the SIP side's `formats` (its order of
+/// preference): the first video section bundled with the audio one that takes one of them
+/// (H.264 of the same packetization mode, the same profile if it has it, else any of that
+/// mode; VP8 as VP8). `None` when the browser offered no such section.
+pub fn negotiate_video(
+    offer: &Offer,
+    negotiated: &Negotiated,
+    formats: &[VideoFormat],
+) -> Option<(NegotiatedVideo, VideoFormat)> {
+    let (index, media) = offer.media.iter().enumerate().find(|(i, m)| {
+        m.kind == "video"
+            && m.port != 0
+            && *i != negotiated.media_index
+            && m.proto.eq_ignore_ascii_case("UDP/TLS/RTP/SAVPF")
+            && negotiated.bundle
+            && match (&offer.bundle, &m.mid) {
+                (Some(group), Some(mid)) => group.contains(mid),
+                _ => false,
+            }
+    })?;
+    let browser: Vec<VideoFormat> = media
+        .payload_types()
+        .filter_map(|pt| {
+            let map = media.rtpmaps.iter().find(|r| r.payload_type == pt)?;
+            let codec = [VideoCodec::H264, VideoCodec::Vp8]
+                .into_iter()
+                .find(|c| c.encoding_name().eq_ignore_ascii_case(&map.encoding))?;
+            Some(VideoFormat {
+                payload_type: pt,
+                codec,
+                fmtp: media.fmtp(pt).unwrap_or("").to_string(),
+            })
+        })
+        .collect();
+    // the first 4 hex digits of profile-level-id: profile_idc and constraints
+    let profile = |f: &VideoFormat| {
+        f.h264_profile()
+            .map(|p| p.get(..4).unwrap_or(p).to_ascii_lowercase())
+    };
+    let (ours, theirs) = formats.iter().find_map(|sip| {
+        let same_kind = |b: &&VideoFormat| {
+            b.codec == sip.codec
+                && (sip.codec != VideoCodec::H264 || b.h264_mode() == sip.h264_mode())
+        };
+        let exact = browser
+            .iter()
+            .filter(same_kind)
+            .find(|b| sip.codec != VideoCodec::H264 || profile(b) == profile(sip));
+        exact
+            .or_else(|| browser.iter().find(same_kind))
+            .map(|b| (sip.clone(), b.clone()))
+    })?;
+    let direction = match media.direction.as_deref() {
+        Some("sendonly") | Some("inactive") => Direction::Inactive,
+        _ => Direction::SendOnly,
+    };
+    Some((
+        NegotiatedVideo {
+            index,
+            mid: media.mid.clone(),
+            payload_type: theirs.payload_type,
+            codec: theirs.codec,
+            fmtp: theirs.fmtp,
+            direction,
+        },
+        ours,
+    ))
 }
 
 /// What the answer echoes of an offered section it rejects (RFC 3264 §6, RFC 8829 §5.3.1).
@@ -176,6 +263,7 @@ pub fn negotiate(offer: &Offer, policy: &AnswerPolicy) -> Result<Negotiated, Err
                 mid: m.mid.clone(),
             })
             .collect(),
+        video: None,
     })
 }
 
@@ -281,6 +369,8 @@ pub struct LocalDescription<'a> {
     pub tcp: bool,
     /// The SSRC srgate sends with.
     pub ssrc: u32,
+    /// The SSRC of srgate's video toward the browser (used with a video section).
+    pub video_ssrc: u32,
     /// RTCP CNAME (RFC 7022).
     pub cname: &'a str,
     /// `o=` session id (RFC 8866 §5.2), random per call.
@@ -327,12 +417,20 @@ pub fn build_answer(negotiated: &Negotiated, local: &LocalDescription<'_>) -> St
     if negotiated.bundle
         && let Some(mid) = &negotiated.mid
     {
-        let _ = write!(s, "a=group:BUNDLE {mid}\r\n");
+        let _ = write!(s, "a=group:BUNDLE {mid}");
+        if let Some(video_mid) = negotiated.video.as_ref().and_then(|v| v.mid.as_ref()) {
+            let _ = write!(s, " {video_mid}");
+        }
+        s.push_str("\r\n");
     }
     s.push_str("a=ice-lite\r\n");
     let _ = write!(s, "a=msid-semantic: WMS srgate\r\n");
 
     for (i, section) in negotiated.offered.iter().enumerate() {
+        if let Some(v) = negotiated.video.as_ref().filter(|v| v.index == i) {
+            write_video(&mut s, negotiated, v, local, port, addr_type, &addr);
+            continue;
+        }
         if i != negotiated.media_index {
             // Rejected: port 0, the offered proto and a format, the mid (RFC 3264 §6).
             let _ = write!(
@@ -348,6 +446,47 @@ pub fn build_answer(negotiated: &Negotiated, local: &LocalDescription<'_>) -> St
         write_audio(&mut s, negotiated, local, port, addr_type, &addr);
     }
     s
+}
+
+/// The video section: the same transport as the audio one (BUNDLE), one format.
+fn write_video(
+    s: &mut String,
+    n: &Negotiated,
+    v: &NegotiatedVideo,
+    local: &LocalDescription<'_>,
+    port: u16,
+    addr_type: &str,
+    addr: &str,
+) {
+    let pt = v.payload_type;
+    let _ = write!(
+        s,
+        "m=video {port} UDP/TLS/RTP/SAVPF {pt}\r\nc=IN {addr_type} {addr}\r\n"
+    );
+    if let Some(mid) = &v.mid {
+        let _ = write!(s, "a=mid:{mid}\r\n");
+    }
+    let _ = write!(
+        s,
+        "a={}\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:{}\r\na=setup:{}\r\na=rtcp-mux\r\n\
+         a=rtpmap:{pt} {}/90000\r\n",
+        v.direction.name(),
+        local.ice.ufrag,
+        local.ice.pwd,
+        local.fingerprint,
+        n.setup.name(),
+        v.codec.encoding_name(),
+    );
+    if !v.fmtp.is_empty() {
+        let _ = write!(s, "a=fmtp:{pt} {}\r\n", v.fmtp);
+    }
+    let _ = write!(
+        s,
+        "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n\
+         a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:srgate video\r\na=msid:srgate video\r\n",
+        ssrc = local.video_ssrc,
+        cname = local.cname
+    );
 }
 
 fn write_audio(
@@ -600,6 +739,7 @@ mod tests {
             candidates: &cands,
             tcp: true,
             ssrc: 42,
+            video_ssrc: 0,
             cname: "c",
             session_id: 7,
         };
@@ -632,6 +772,7 @@ mod tests {
             candidates: &cands,
             tcp: false,
             ssrc: 42,
+            video_ssrc: 0,
             cname: "srgatecname",
             session_id: 7,
         };
@@ -691,6 +832,7 @@ mod tests {
                 candidates: &[],
                 tcp: false,
                 ssrc: 1,
+                video_ssrc: 0,
                 cname: "c",
                 session_id: 1,
             },

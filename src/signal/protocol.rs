@@ -389,12 +389,17 @@ pub fn remote_invitation(
     content: Option<&str>,
     channel_id: Option<&str>,
     group: Option<&str>,
+    video: bool,
 ) -> String {
     let mut v = json!({"type": "remote_invitation", "id": id, "caller": caller});
     put(&mut v, "callerName", caller_name);
     put(&mut v, "content", content);
     put(&mut v, "channelId", channel_id);
     put(&mut v, "group", group);
+    // the caller sends video srgate can pass on: an offer with a video section gets it
+    if video {
+        v["video"] = json!(true);
+    }
     v.to_string()
 }
 

@@ -20,6 +20,24 @@ impl Endpoint {
         if self.is_internal_id(id) {
             return self.internal_info(id, digit, duration_ms);
         }
+        let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
+        self.send_info(now, id, "application/dtmf-relay", &body);
+    }
+
+    /// Asks the video sender of answered call `id` for a full picture (SIP INFO with the
+    /// `picture_fast_update` media control of RFC 5168), for doors that take no RTCP
+    /// feedback.
+    pub fn picture_update(&mut self, now: Instant, id: SipCallId) {
+        if self.is_internal_id(id) {
+            return;
+        }
+        let body = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control><vc_primitive>\
+            <to_encoder><picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n";
+        self.send_info(now, id, "application/media_control+xml", body);
+    }
+
+    /// An INFO with `body` in the dialog of answered call `id`.
+    fn send_info(&mut self, now: Instant, id: SipCallId, content_type: &str, body: &str) {
         let transport = match self.calls.calls.get(&id) {
             Some(c) if c.phase == Phase::Confirmed && !c.silent => c.destination.0,
             _ => return,
@@ -31,12 +49,11 @@ impl Endpoint {
         let Some(dialog) = c.dialog.as_mut() else {
             return;
         };
-        let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
         let payload = dialog
             .request(Method::Info, None)
             .header(HeaderName::Via, &via)
             .header(HeaderName::MaxForwards, 70)
-            .body("application/dtmf-relay", body.as_bytes())
+            .body(content_type, body.as_bytes())
             .build();
         let destination = c.destination;
         self.start_other(now, branch, (id, OtherKind::Info), payload, destination);
