@@ -20,6 +20,11 @@
 //   {"cmd":"accept"}  {"cmd":"refuse","response":"…"}  {"cmd":"hangup"}
 //   {"cmd":"dtmf","digits":"123#"}
 //   {"cmd":"measure","seconds":4}                       → {"dominant_hz","rms",…}
+//   {"cmd":"video","seconds":8}                          → the demo page's remote video after
+//                                                   `seconds`: {"stats":{framesDecoded,
+//                                                   frameWidth,frameHeight,framesPerSecond,
+//                                                   mimeType,pliCount,firCount},"frame":{
+//                                                   width,height,luma,saturation,colours}}
 //   {"cmd":"wait_end"}                                  → {"reason","error","sip","cause"}
 //   {"cmd":"wait_dtmf","count":4}                       → {"digits":"…"}
 //   {"cmd":"messages"}                                  → every protocol message seen
@@ -154,12 +159,55 @@ const handlers = {
     if (!ok) return { ok: false, error: 'no invitation', call: await callInfo() };
     return page.evaluate(() => {
       const cl = window.srgateDemo.call;
-      return { ok: true, id: cl.id, peer: cl.peer, callerName: cl.callerName ?? null, content: cl.content ?? null, group: cl.group ?? null };
+      return { ok: true, id: cl.id, peer: cl.peer, callerName: cl.callerName ?? null, content: cl.content ?? null, group: cl.group ?? null, video: cl.video === true };
     });
   },
   async accept() {
     await page.click('#accept');
     return { ok: true };
+  },
+  async video(c) {
+    await new Promise((r) => setTimeout(r, (c.seconds ?? 5) * 1000));
+    return page.evaluate(async () => {
+      const cl = window.srgateDemo.call;
+      if (!cl || !cl.pc) return { ok: false, error: 'no call' };
+      const report = await cl.pc.getStats();
+      let stats = null;
+      const codecs = {};
+      report.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
+      report.forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          stats = {
+            framesDecoded: r.framesDecoded ?? 0, frameWidth: r.frameWidth ?? 0,
+            frameHeight: r.frameHeight ?? 0, framesPerSecond: r.framesPerSecond ?? 0,
+            mimeType: codecs[r.codecId] ?? null, pliCount: r.pliCount ?? 0, firCount: r.firCount ?? 0,
+          };
+        }
+      });
+      // one frame of the page's video element: mean luma, mean saturation and how many
+      // coarse colours it holds (a test card has many; a black or grey frame has one)
+      const v = document.getElementById('remote-video');
+      let frame = null;
+      if (v && v.videoWidth > 0) {
+        const canvas = document.createElement('canvas');
+        canvas.width = v.videoWidth;
+        canvas.height = v.videoHeight;
+        const g = canvas.getContext('2d');
+        g.drawImage(v, 0, 0);
+        const px = g.getImageData(0, 0, canvas.width, canvas.height).data;
+        let luma = 0, sat = 0;
+        const colours = new Set();
+        const n = px.length / 4;
+        for (let i = 0; i < px.length; i += 4) {
+          const [r, gr, b] = [px[i], px[i + 1], px[i + 2]];
+          luma += 0.299 * r + 0.587 * gr + 0.114 * b;
+          sat += Math.max(r, gr, b) - Math.min(r, gr, b);
+          colours.add(((r >> 6) << 4) | ((gr >> 6) << 2) | (b >> 6));
+        }
+        frame = { width: canvas.width, height: canvas.height, luma: luma / n, saturation: sat / n, colours: colours.size };
+      }
+      return { ok: stats !== null, stats, frame, hidden: v ? v.hidden : null };
+    });
   },
   async refuse(c) {
     await page.evaluate((response) => window.srgateDemo.call.refuse(response ? { response } : {}), c.response ?? null);

@@ -1,0 +1,212 @@
+//! A door station's H.264 video reaches the app user, with real peers: standalone srgate,
+//! SIPp as the door's signalling (PCMU audio and H.264 video, `sendonly`, RTCP feedback
+//! to a port the test listens on), `ffmpeg` as its camera (a lavfi test card, 320×240 at
+//! 15 fps, libx264 baseline, RTP from the port the door's SDP names) and headless Chromium
+//! as app user 1001 on the demo page, which accepts the call with video. A relay in the
+//! test stands for the door's network: it holds back the first second of video, so the
+//! browser starts mid-stream and asks for a picture.
+//!
+//! Checked: the invitation says `video`; srgate's 200 takes the video section; Chromium's
+//! `inbound-rtp` video stats show H.264 frames decoded at the card's size and rate; a frame
+//! grabbed from the page's video element is a colourful picture (not black, not grey); the
+//! browser's picture requests (PLI/FIR) reach the door's RTCP port as RTCP PLI. In a
+//! private network namespace.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::TestDir;
+use common::calls;
+use common::process::Process;
+
+const APP: &str = "1001";
+/// The door's video RTP port (its SDP) and the port it takes RTCP on (`a=rtcp`); ffmpeg
+/// sends to the test's relay on `CAMERA`, which sends on from `DOOR_VIDEO`.
+const DOOR_VIDEO: u16 = 30_000;
+const DOOR_RTCP: u16 = 30_010;
+const CAMERA: u16 = 30_020;
+
+/// The door's side of the video: what ffmpeg sends to `CAMERA` goes to srgate's `port`
+/// from `DOOR_VIDEO`, except for the first second: the browser then starts in the middle
+/// of a group of pictures, cannot decode, and asks for a picture (PLI) — the request this
+/// test wants to see come back. Runs until nothing came for 2 s (at most 30 s).
+fn door_relay(port: u16) -> std::thread::JoinHandle<usize> {
+    let inbound = UdpSocket::bind(("127.0.0.1", CAMERA)).expect("the camera's port");
+    let outbound = UdpSocket::bind(("127.0.0.1", DOOR_VIDEO)).expect("the door's port");
+    inbound
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("socket");
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 2048];
+        let mut sent = 0;
+        // bounded: a packet (or the 2 s timeout) per round, 30 s in all
+        while started.elapsed() < Duration::from_secs(30) {
+            let Ok(n) = inbound.recv(&mut buf) else { break };
+            if started.elapsed() >= Duration::from_secs(1) {
+                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", port));
+                sent += 1;
+            }
+        }
+        sent
+    })
+}
+
+#[test]
+fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
+    if !calls::browser_and_baresip_ready()
+        || !common::peers_available(&[common::SIPP, common::FFMPEG])
+        || !common::netns::enter(
+            "a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door",
+            Duration::from_secs(180),
+        )
+    {
+        return;
+    }
+    let dir = TestDir::new("door-video");
+    let tones = calls::tones(&dir, 60.0, 60.0);
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "");
+    let gw = srgate.sip_addr();
+    let mut app = calls::logged_in(&srgate, &tones, APP);
+    let rtcp = UdpSocket::bind(("127.0.0.1", DOOR_RTCP)).expect("the door's RTCP port");
+    rtcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("socket");
+
+    let port_file = dir.join("srgate_video_port");
+    let gw_text = gw.to_string();
+    let (vport, rtcp_port) = (DOOR_VIDEO.to_string(), DOOR_RTCP.to_string());
+    let args = [
+        "-s",
+        APP,
+        "-key",
+        "caller",
+        "1006",
+        "-au",
+        "1006",
+        "-ap",
+        "1006pw",
+        "-key",
+        "vport",
+        &vport,
+        "-key",
+        "rtcpport",
+        &rtcp_port,
+        "-key",
+        "portfile",
+        port_file.to_str().unwrap(),
+        &gw_text,
+    ];
+    let sipp = common::Sipp::spawn("uac_door_video.xml", &args, dir.path());
+    let invite = app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    assert_eq!(invite["video"], true, "the invitation says video: {invite}");
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+
+    // srgate's video port, from its 200 (SIPp writes it down)
+    let srgate_port = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+    });
+    let srgate_port = srgate_port.unwrap_or_else(|| panic!("srgate took the video section"));
+    let relay = door_relay(srgate_port);
+    let mut camera = Process::spawn(
+        "ffmpeg-camera",
+        Command::new(common::find_binary("ffmpeg").expect("ffmpeg")).args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=15",
+            "-t",
+            "14",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "rtp",
+            "-payload_type",
+            "96",
+            &format!("rtp://127.0.0.1:{CAMERA}"),
+        ]),
+        dir.path(),
+    )
+    .expect("ffmpeg starts");
+
+    let seen = app.must(json!({"cmd": "video", "seconds": 6}));
+    let stats = &seen["stats"];
+    assert_eq!(stats["mimeType"], "video/H264", "{seen}");
+    assert_eq!(
+        (stats["frameWidth"].as_u64(), stats["frameHeight"].as_u64()),
+        (Some(320), Some(240)),
+        "{seen}"
+    );
+    assert!(stats["framesDecoded"].as_u64().unwrap_or(0) >= 30, "{seen}");
+    let fps = stats["framesPerSecond"].as_f64().unwrap_or(0.0);
+    assert!((10.0..=17.0).contains(&fps), "15 fps: {seen}");
+    let frame = &seen["frame"];
+    assert_eq!(frame["width"], 320, "{seen}");
+    assert!(
+        frame["luma"].as_f64().unwrap_or(0.0) > 40.0,
+        "not black: {seen}"
+    );
+    assert!(
+        frame["saturation"].as_f64().unwrap_or(0.0) > 20.0,
+        "colour: {seen}"
+    );
+    assert!(
+        frame["colours"].as_u64().unwrap_or(0) >= 8,
+        "a test card: {seen}"
+    );
+    assert_eq!(seen["hidden"], false, "the demo page shows it: {seen}");
+
+    // the browser's picture requests came back to the door as RTCP PLI
+    let requests =
+        stats["pliCount"].as_u64().unwrap_or(0) + stats["firCount"].as_u64().unwrap_or(0);
+    let mut plis = 0;
+    let mut buf = [0u8; 1500];
+    // bounded: 25 reads of at most 200 ms
+    for _ in 0..25 {
+        if let Ok((n, _)) = rtcp.recv_from(&mut buf)
+            && n >= 12
+            && buf[1] == 206
+            && buf[0] & 0x1f == 1
+        {
+            plis += 1;
+        }
+        if plis > 0 {
+            break;
+        }
+    }
+    assert!(
+        requests > 0 && plis > 0,
+        "the browser asked {requests} times, the door got {plis} PLI\n{}",
+        srgate.log()
+    );
+
+    // the door hangs up (SIPp's BYE after its pause)
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 20}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    camera.terminate(Duration::from_secs(2));
+    let relayed = relay.join().expect("the relay thread");
+    assert!(relayed > 100, "{relayed} video packets relayed");
+    let run = sipp.wait(Duration::from_secs(30));
+    assert!(run.succeeded(), "SIPp: {}", run.report);
+}
