@@ -42,13 +42,14 @@ fn door_relay(port: u16) -> std::thread::JoinHandle<usize> {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("socket");
     std::thread::spawn(move || {
-        let started = std::time::Instant::now();
+        let end = common::Deadline::after(Duration::from_secs(30));
+        let held_back = common::Deadline::after(Duration::from_secs(1));
         let mut buf = [0u8; 2048];
         let mut sent = 0;
         // bounded: a packet (or the 2 s timeout) per round, 30 s in all
-        while started.elapsed() < Duration::from_secs(30) {
+        while !end.passed() {
             let Ok(n) = inbound.recv(&mut buf) else { break };
-            if started.elapsed() >= Duration::from_secs(1) {
+            if held_back.passed() {
                 let _ = outbound.send_to(&buf[..n], ("127.0.0.1", port));
                 sent += 1;
             }
