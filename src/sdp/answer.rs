@@ -842,4 +842,112 @@ mod tests {
         assert!(a.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 110\r\n"));
         assert!(a.find("m=audio").unwrap() < a.find("m=video").unwrap());
     }
+
+    /// Chrome's offer with a `recvonly` video section (H.264 in both modes, VP8) bundled
+    /// with the audio.
+    fn chrome_with_video(direction: &str, bundled: bool) -> String {
+        let group = if bundled {
+            "a=group:BUNDLE 0 1"
+        } else {
+            "a=group:BUNDLE 0"
+        };
+        CHROME_OFFER.replace("a=group:BUNDLE 0", group)
+            + &format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 96 102 104 108\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=ice-ufrag:Qx7v\r\na=ice-pwd:hM3kP9tTq2LwZ8aRb5NcYf1e\r\na=mid:1\r\n\
+                 a={direction}\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
+                 a=rtpmap:102 H264/90000\r\n\
+                 a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+                 a=rtpmap:104 H264/90000\r\n\
+                 a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+                 a=rtpmap:108 H264/90000\r\n\
+                 a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+            )
+    }
+
+    fn door(codec: VideoCodec, fmtp: &str) -> VideoFormat {
+        VideoFormat {
+            payload_type: 97,
+            codec,
+            fmtp: fmtp.into(),
+        }
+    }
+
+    #[test]
+    fn a_browser_video_section_takes_the_doors_format() {
+        let offer = Offer::parse(&chrome_with_video("recvonly", true)).unwrap();
+        let n = negotiate(&offer, &AnswerPolicy::default()).unwrap();
+        // H.264 mode 1 42e01f: the browser's exact profile (108), not the first H.264 (102)
+        let h264 = door(
+            VideoCodec::H264,
+            "profile-level-id=42E01F;packetization-mode=1",
+        );
+        let (v, ours) = negotiate_video(&offer, &n, std::slice::from_ref(&h264)).unwrap();
+        assert_eq!(
+            (v.index, v.payload_type, v.mid.as_deref()),
+            (1, 108, Some("1"))
+        );
+        assert_eq!(v.direction, Direction::SendOnly);
+        assert_eq!(ours, h264);
+        // mode 0: the mode-0 format
+        let mode0 = door(VideoCodec::H264, "profile-level-id=42e01f");
+        let (v, _) = negotiate_video(&offer, &n, &[mode0]).unwrap();
+        assert_eq!(v.payload_type, 104);
+        // another profile: an H.264 of the same mode
+        let main = door(
+            VideoCodec::H264,
+            "profile-level-id=4d0032;packetization-mode=1",
+        );
+        assert_eq!(
+            negotiate_video(&offer, &n, &[main]).unwrap().0.payload_type,
+            102
+        );
+        // VP8 as VP8; the door's order decides
+        let vp8 = door(VideoCodec::Vp8, "");
+        let (v, _) = negotiate_video(&offer, &n, &[vp8.clone(), h264.clone()]).unwrap();
+        assert_eq!((v.payload_type, v.codec), (96, VideoCodec::Vp8));
+
+        // the answer: video in the BUNDLE group, srgate's SSRC, the browser's fmtp
+        let mut n = n;
+        n.video = Some(negotiate_video(&offer, &n, &[h264.clone()]).unwrap().0);
+        let ice = IceCredentials {
+            ufrag: "srgU".into(),
+            pwd: "abcdefghijklmnopqrstuvwx".into(),
+        };
+        let fp = Fingerprint::of_certificate(HashAlgorithm::Sha256, b"cert");
+        let cands = ["192.0.2.7:20000".parse().unwrap()];
+        let local = LocalDescription {
+            ice: &ice,
+            fingerprint: &fp,
+            candidates: &cands,
+            tcp: false,
+            ssrc: 42,
+            video_ssrc: 4242,
+            cname: "c",
+            session_id: 7,
+        };
+        let a = build_answer(&n, &local);
+        assert!(a.contains("a=group:BUNDLE 0 1\r\n"), "{a}");
+        assert!(a.contains("m=video 20000 UDP/TLS/RTP/SAVPF 108\r\n"), "{a}");
+        assert!(a.contains("a=mid:1\r\na=sendonly\r\n"), "{a}");
+        assert!(
+            a.contains("a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"),
+            "{a}"
+        );
+        assert!(a.contains("a=rtcp-fb:108 nack pli\r\n"), "{a}");
+        assert!(a.contains("a=ssrc:4242 cname:c\r\n"), "{a}");
+        assert!(a.find("m=audio").unwrap() < a.find("m=video").unwrap());
+
+        // not bundled, or the door has nothing the browser takes: no video
+        let unbundled = Offer::parse(&chrome_with_video("recvonly", false)).unwrap();
+        let n2 = negotiate(&unbundled, &AnswerPolicy::default()).unwrap();
+        assert!(negotiate_video(&unbundled, &n2, &[h264.clone()]).is_none());
+        let mode2 = door(VideoCodec::H264, "packetization-mode=2");
+        assert!(negotiate_video(&offer, &n2, &[mode2]).is_none());
+        // a browser that will not receive: inactive
+        let inactive = Offer::parse(&chrome_with_video("inactive", true)).unwrap();
+        let n3 = negotiate(&inactive, &AnswerPolicy::default()).unwrap();
+        let (v, _) = negotiate_video(&inactive, &n3, &[h264]).unwrap();
+        assert_eq!(v.direction, Direction::Inactive);
+    }
 }

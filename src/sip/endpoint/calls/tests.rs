@@ -182,6 +182,24 @@ pub(super) fn to_tag(response: &str) -> String {
         .to_string()
 }
 
+/// A picture request for a door's video goes as SIP INFO (RFC 5168) in the dialog.
+#[test]
+fn a_picture_request_goes_as_info_with_the_media_control_body() {
+    let now = t0();
+    let (mut ep, id, tag) = answered(now);
+    ep.picture_update(now, id);
+    let out = sent(&mut ep);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let info = &out[0];
+    assert!(info.starts_with("INFO sip:1006@"), "{info}");
+    assert!(info.contains(&format!("tag={tag}")), "{info}");
+    assert!(
+        info.contains("Content-Type: application/media_control+xml"),
+        "{info}"
+    );
+    assert!(info.contains("<picture_fast_update/>"), "{info}");
+}
+
 /// A digit srgate sends as SIP INFO (door opening): in the dialog, after the answer only.
 #[test]
 fn a_digit_goes_as_info_in_the_dialog_once_answered() {
