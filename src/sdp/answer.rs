@@ -909,7 +909,11 @@ mod tests {
 
         // the answer: video in the BUNDLE group, srgate's SSRC, the browser's fmtp
         let mut n = n;
-        n.video = Some(negotiate_video(&offer, &n, &[h264.clone()]).unwrap().0);
+        n.video = Some(
+            negotiate_video(&offer, &n, std::slice::from_ref(&h264))
+                .unwrap()
+                .0,
+        );
         let ice = IceCredentials {
             ufrag: "srgU".into(),
             pwd: "abcdefghijklmnopqrstuvwx".into(),
@@ -941,7 +945,7 @@ mod tests {
         // not bundled, or the door has nothing the browser takes: no video
         let unbundled = Offer::parse(&chrome_with_video("recvonly", false)).unwrap();
         let n2 = negotiate(&unbundled, &AnswerPolicy::default()).unwrap();
-        assert!(negotiate_video(&unbundled, &n2, &[h264.clone()]).is_none());
+        assert!(negotiate_video(&unbundled, &n2, std::slice::from_ref(&h264)).is_none());
         let mode2 = door(VideoCodec::H264, "packetization-mode=2");
         assert!(negotiate_video(&offer, &n2, &[mode2]).is_none());
         // a browser that will not receive: inactive
