@@ -60,12 +60,24 @@ fn door_relay(port: u16) -> std::thread::JoinHandle<usize> {
 
 #[test]
 fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
+    door_calls_the_app(
+        "a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door",
+        false,
+    );
+}
+
+/// The app previews the call (the user's consent: the visitor seen while it rings): the
+/// door gets a 183 with srgate's answer and its video is decoded in the browser before
+/// the answer; `accept` then sends the 200 and the video goes on.
+#[test]
+fn the_app_sees_the_door_before_answering() {
+    door_calls_the_app("the_app_sees_the_door_before_answering", true);
+}
+
+fn door_calls_the_app(test: &str, preview: bool) {
     if !calls::browser_and_baresip_ready()
         || !common::peers_available(&[common::SIPP, common::FFMPEG])
-        || !common::netns::enter(
-            "a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door",
-            Duration::from_secs(180),
-        )
+        || !common::netns::enter(test, Duration::from_secs(180))
     {
         return;
     }
@@ -105,10 +117,15 @@ fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
     let sipp = common::Sipp::spawn("uac_door_video.xml", &args, dir.path());
     let invite = app.must(json!({"cmd": "wait_invite", "timeout": 15}));
     assert_eq!(invite["video"], true, "the invitation says video: {invite}");
-    app.must(json!({"cmd": "accept"}));
-    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    if preview {
+        app.must(json!({"cmd": "preview"}));
+        app.must(json!({"cmd": "wait_state", "states": ["PREVIEW"], "timeout": 15}));
+    } else {
+        app.must(json!({"cmd": "accept"}));
+        app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    }
 
-    // srgate's video port, from its 200 (SIPp writes it down)
+    // srgate's video port, from its 183 or 200 (SIPp writes it down)
     let srgate_port = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
         std::fs::read_to_string(&port_file)
             .ok()
@@ -152,6 +169,61 @@ fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
     .expect("ffmpeg starts");
 
     let seen = app.must(json!({"cmd": "video", "seconds": 6}));
+    assert_video(&seen);
+    let decoded = seen["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+    if preview {
+        // still ringing: the door has no answer yet, the app sees it
+        let state = app.must(json!({"cmd": "wait_state", "states": ["PREVIEW"], "timeout": 1}));
+        assert_eq!(state["state"], "PREVIEW", "{state}");
+        app.must(json!({"cmd": "accept"}));
+        app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 10}));
+        let later = app.must(json!({"cmd": "video", "seconds": 2}));
+        assert_video(&later);
+        let more = later["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+        assert!(
+            more >= decoded + 15,
+            "the video goes on after the answer: {later}"
+        );
+    }
+
+    // the browser's picture requests came back to the door as RTCP PLI
+    let stats = &seen["stats"];
+    let requests =
+        stats["pliCount"].as_u64().unwrap_or(0) + stats["firCount"].as_u64().unwrap_or(0);
+    let mut plis = 0;
+    let mut buf = [0u8; 1500];
+    // bounded: 25 reads of at most 200 ms
+    for _ in 0..25 {
+        if let Ok((n, _)) = rtcp.recv_from(&mut buf)
+            && n >= 12
+            && buf[1] == 206
+            && buf[0] & 0x1f == 1
+        {
+            plis += 1;
+        }
+        if plis > 0 {
+            break;
+        }
+    }
+    assert!(
+        requests > 0 && plis > 0,
+        "the browser asked {requests} times, the door got {plis} PLI\n{}",
+        srgate.log()
+    );
+
+    // the door hangs up (SIPp's BYE after its pause)
+    let end = app.must(json!({"cmd": "wait_end", "timeout": 25}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    camera.terminate(Duration::from_secs(2));
+    let relayed = relay.join().expect("the relay thread");
+    assert!(relayed > 100, "{relayed} video packets relayed");
+    let run = sipp.wait(Duration::from_secs(30));
+    assert!(run.succeeded(), "SIPp: {}", run.report);
+}
+
+/// What the browser shows is the door's camera: H.264 decoded at the test card's size and
+/// rate, and a grabbed frame that is a colourful picture on the demo page.
+fn assert_video(seen: &serde_json::Value) {
     let stats = &seen["stats"];
     assert_eq!(stats["mimeType"], "video/H264", "{seen}");
     assert_eq!(
@@ -177,37 +249,4 @@ fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
         "a test card: {seen}"
     );
     assert_eq!(seen["hidden"], false, "the demo page shows it: {seen}");
-
-    // the browser's picture requests came back to the door as RTCP PLI
-    let requests =
-        stats["pliCount"].as_u64().unwrap_or(0) + stats["firCount"].as_u64().unwrap_or(0);
-    let mut plis = 0;
-    let mut buf = [0u8; 1500];
-    // bounded: 25 reads of at most 200 ms
-    for _ in 0..25 {
-        if let Ok((n, _)) = rtcp.recv_from(&mut buf)
-            && n >= 12
-            && buf[1] == 206
-            && buf[0] & 0x1f == 1
-        {
-            plis += 1;
-        }
-        if plis > 0 {
-            break;
-        }
-    }
-    assert!(
-        requests > 0 && plis > 0,
-        "the browser asked {requests} times, the door got {plis} PLI\n{}",
-        srgate.log()
-    );
-
-    // the door hangs up (SIPp's BYE after its pause)
-    let end = app.must(json!({"cmd": "wait_end", "timeout": 20}));
-    assert_eq!(end["reason"], "REMOTE", "{end}");
-    camera.terminate(Duration::from_secs(2));
-    let relayed = relay.join().expect("the relay thread");
-    assert!(relayed > 100, "{relayed} video packets relayed");
-    let run = sipp.wait(Duration::from_secs(30));
-    assert!(run.succeeded(), "SIPp: {}", run.report);
 }

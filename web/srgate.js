@@ -170,6 +170,14 @@ export class Call extends EventTarget {
    *   (microphone failures: code MEDIA_FAILED or INSECURE_CONTEXT, the DOMException as `cause`).
    */
   async accept(opts = {}) {
+    if (this.direction === 'incoming' && this.state === 'PREVIEW' && !this.ended && this.pc) {
+      // previewed: srgate answered our offer already; accepting sends the 200
+      this.state = 'ACCEPTING';
+      const msg = { type: 'accept', id: this.id, sdp: this.pc.localDescription.sdp };
+      if (opts.response !== undefined) msg.response = opts.response;
+      this._sendOrFail(msg);
+      return;
+    }
     if (this.direction !== 'incoming' || this.state !== 'INVITED' || this.ended) {
       throw new SrgateError('INVALID_STATE', `cannot accept a call in state ${this.state}`, { id: this.id });
     }
@@ -183,13 +191,33 @@ export class Call extends EventTarget {
   }
 
   /**
+   * Sees (and hears) the caller before answering — a door's camera while it rings: takes the
+   * microphone as `accept` does, makes the offer and sends `preview`; srgate answers with
+   * `remote_state PREVIEW` and the caller's early media flows (a `track` event each). Nothing
+   * of ours reaches the caller until `accept()`, which then sends the answer at once;
+   * `refuse()` or `hangup()` decline as before. Not for a ring group's call (`call.group`).
+   * @param {{stream?: MediaStream, audio?: MediaTrackConstraints|boolean, video?: boolean}} [opts]
+   * @returns {Promise<void>} resolves when `preview` is sent.
+   */
+  async preview(opts = {}) {
+    if (this.direction !== 'incoming' || this.state !== 'INVITED' || this.ended) {
+      throw new SrgateError('INVALID_STATE', `cannot preview a call in state ${this.state}`, { id: this.id });
+    }
+    this.state = 'PREVIEWING';
+    const receiveVideo = this.video && opts.video !== false;
+    const sdp = await this._prepareOffer(Object.assign({}, opts, { receiveVideo }));
+    if (sdp === null) return;
+    this._sendOrFail({ type: 'preview', id: this.id, sdp });
+  }
+
+  /**
    * Refuses an incoming call (`refuse`). The call ends at once.
    * @param {{response?: string}} [opts] `response`: text for the caller.
    */
   refuse(opts = {}) {
     if (this.ended) return;
     if (this.direction !== 'incoming') throw new SrgateError('INVALID_STATE', 'only an incoming call can be refused', { id: this.id });
-    if (this.state !== 'INVITED') return this.hangup();
+    if (this.state !== 'INVITED' && this.state !== 'PREVIEW' && this.state !== 'PREVIEWING') return this.hangup();
     const msg = { type: 'refuse', id: this.id };
     if (opts.response !== undefined) msg.response = opts.response;
     this._client._sendOrRemember(msg);
@@ -289,7 +317,7 @@ export class Call extends EventTarget {
     if (this.ended) return;
     fire(this, 'error', { call: this, error });
     // If srgate already knows the call, let it go.
-    if (this.state !== 'NEW' && this.state !== 'ACCEPTING') {
+    if (this.state !== 'NEW' && this.state !== 'ACCEPTING' && this.state !== 'PREVIEWING') {
       this._client._sendOrRemember({ type: this.direction === 'outgoing' ? 'cancel' : 'hangup', id: this.id });
     } else if (this.direction === 'incoming') {
       this._client._sendOrRemember({ type: 'refuse', id: this.id });
@@ -338,7 +366,7 @@ export class Call extends EventTarget {
       }
       case 'remote_state': {
         const s = msg.state;
-        if (s === 'ACCEPTED' && msg.sdp && this.pc) {
+        if ((s === 'ACCEPTED' || s === 'PREVIEW') && msg.sdp && this.pc) {
           await this.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
         }
         if (this.ended) return;
@@ -361,6 +389,13 @@ export class Call extends EventTarget {
       case 'error': {
         const error = new SrgateError(msg.code, msg.message, { id: this.id });
         fire(this, 'error', { call: this, error });
+        // A preview srgate will not give (a ring group's call): still invited, accept as usual.
+        if (this.state === 'PREVIEWING' && msg.code !== 'NO_SUCH_CALL') {
+          this._release();
+          this.pc = null;
+          this.state = 'INVITED';
+          break;
+        }
         // Our invite or accept was refused: srgate has no such call, it never started.
         if (this.state === 'INVITING' || this.state === 'ACCEPTING' || msg.code === 'NO_SUCH_CALL') {
           this._end('FAILURE', { error: msg.code });

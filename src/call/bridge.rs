@@ -93,6 +93,9 @@ pub enum Phase {
     Offered,
     /// SIP → app: the app user accepted; the 200 goes out once the browser's DTLS is up.
     Accepting,
+    /// SIP → app: the app user previews the caller (its early media, a 183) before
+    /// answering; nothing of the browser goes to the caller.
+    Previewing,
     /// Both sides talk.
     Answered,
 }
@@ -183,6 +186,8 @@ pub struct BridgeCall {
     srtp: Option<Box<SipSrtp>>,
     /// The SIP side's video passed through to the browser, when both have it.
     pub video: Option<Box<VideoLeg>>,
+    /// SIP → app: the user is rung as a member of a ring group (no preview then).
+    pub ring_group: bool,
 }
 
 impl BridgeCall {
@@ -226,6 +231,7 @@ impl BridgeCall {
             sdes_local: Vec::new(),
             srtp: None,
             video: None,
+            ring_group: false,
         }
     }
 
@@ -559,9 +565,11 @@ impl BridgeCall {
     /// `sendonly`/`inactive` toward us... RFC 3264 §5.1: our answer then says recvonly or
     /// inactive, so we must not send).
     fn may_send_sip(&self) -> bool {
-        self.remote
-            .as_ref()
-            .is_some_and(|r| !matches!(r.direction, Direction::SendOnly | Direction::Inactive))
+        self.phase != Phase::Previewing
+            && self
+                .remote
+                .as_ref()
+                .is_some_and(|r| !matches!(r.direction, Direction::SendOnly | Direction::Inactive))
     }
 
     /// A datagram from the browser.

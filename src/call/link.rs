@@ -39,6 +39,8 @@ pub trait SipLink {
     fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32);
     /// A picture request (SIP INFO `picture_fast_update`) to the video sender of call `id`.
     fn picture_update(&mut self, now: Instant, id: SipCallId);
+    /// Early media for incoming call `id`: a 183 with srgate's answer.
+    fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str);
 }
 
 impl SipLink for Endpoint {
@@ -75,6 +77,9 @@ impl SipLink for Endpoint {
     fn picture_update(&mut self, now: Instant, id: SipCallId) {
         Endpoint::picture_update(self, now, id)
     }
+    fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        Endpoint::early_media(self, now, id, sdp)
+    }
 }
 
 /// A [`SipLink`] verb on its way to the shard with the endpoint.
@@ -90,6 +95,7 @@ pub enum SipCommand {
     Claim(SipCallId),
     Info(SipCallId, char, u32),
     PictureUpdate(SipCallId),
+    EarlyMedia(SipCallId, String),
 }
 
 impl SipCommand {
@@ -113,6 +119,7 @@ impl SipCommand {
             SipCommand::Claim(id) => endpoint.claim(id),
             SipCommand::Info(id, digit, ms) => endpoint.info(now, id, digit, ms),
             SipCommand::PictureUpdate(id) => endpoint.picture_update(now, id),
+            SipCommand::EarlyMedia(id, sdp) => endpoint.early_media(now, id, &sdp),
         }
         Ok(())
     }
@@ -165,6 +172,10 @@ impl SipLink for SipOutbox {
     }
     fn picture_update(&mut self, _now: Instant, id: SipCallId) {
         self.commands.push_back(SipCommand::PictureUpdate(id));
+    }
+    fn early_media(&mut self, _now: Instant, id: SipCallId, sdp: &str) {
+        self.commands
+            .push_back(SipCommand::EarlyMedia(id, sdp.to_string()));
     }
 }
 

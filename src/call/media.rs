@@ -126,6 +126,10 @@ impl Calls {
                     .browser
                     .as_mut()
                     .is_some_and(BrowserSide::take_newly_connected);
+                if connected && b.phase == Phase::Previewing {
+                    // the caller's early media starts: 183 with the answer the 200 repeats
+                    ctx.sip.early_media(now, b.sip, &b.local_sdp);
+                }
                 if connected && b.phase == Phase::Accepting {
                     // The browser's media path is up: now the SIP caller gets its 200.
                     // the answer is needed no more once sent

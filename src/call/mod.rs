@@ -197,7 +197,9 @@ impl Standing {
         if b.sip_alive {
             b.sip_alive = false;
             match b.phase {
-                Phase::Offered | Phase::Accepting => ctx.sip.reject(now, b.sip, code),
+                Phase::Offered | Phase::Previewing | Phase::Accepting => {
+                    ctx.sip.reject(now, b.sip, code)
+                }
                 _ => ctx.sip.hangup(now, b.sip),
             }
         }

@@ -153,15 +153,39 @@ impl Calls {
                         .bridge_mut(slot)
                         .is_some_and(|b| b.phase == Phase::Offered) =>
                 {
-                    self.accept(now, slot, &sdp, ctx)
+                    self.accept(now, slot, &sdp, false, ctx)
                 }
+                // previewed: the browser's offer is answered already, the 200 goes now
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Previewing) =>
+                {
+                    self.accept_previewed(now, slot, ctx)
+                }
+                _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
+            },
+            Request::Preview { id, sdp } => match slot {
+                Some(slot)
+                    if self
+                        .bridge_mut(slot)
+                        .is_some_and(|b| b.phase == Phase::Offered && !b.ring_group) =>
+                {
+                    self.accept(now, slot, &sdp, true, ctx)
+                }
+                Some(slot) if self.bridge_mut(slot).is_some_and(|b| b.ring_group) => self.refuse(
+                    &user,
+                    ErrorCode::BadRequest,
+                    "preview: not for a ring group's call (accept it)",
+                    &id,
+                ),
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
             },
             Request::Refuse { id, response } => match slot {
                 Some(slot)
                     if self
                         .bridge_mut(slot)
-                        .is_some_and(|b| b.phase == Phase::Offered) =>
+                        .is_some_and(|b| matches!(b.phase, Phase::Offered | Phase::Previewing)) =>
                 {
                     let decline = response
                         .as_deref()
@@ -462,7 +486,9 @@ impl Calls {
         );
     }
 
-    fn accept(&mut self, now: Instant, slot: usize, offer: &str, ctx: &mut Ctx<'_>) {
+    /// The app user accepts an invitation with its browser's `offer` (or, `preview`, takes
+    /// the caller's early media with it while the call rings on).
+    fn accept(&mut self, now: Instant, slot: usize, offer: &str, preview: bool, ctx: &mut Ctx<'_>) {
         let Some(key) = self.key_of(slot) else {
             return;
         };
@@ -562,15 +588,55 @@ impl Calls {
         if let Err(why) = b.set_browser(browser) {
             log::warn!("call {}: {why}", key.1);
         }
-        b.phase = Phase::Accepting;
-        b.deadline = Some(now + ACCEPT_WAIT);
-        // a ring group's call is this user's from now on (the other members' are cancelled)
-        ctx.sip.claim(b.sip);
         self.by_ufrag.insert(ufrag, slot);
+        let Some(b) = self.bridge_mut(slot) else {
+            return;
+        };
+        let state = if preview {
+            // rings on (the invitation's deadline stays); early media once DTLS is up
+            b.phase = Phase::Previewing;
+            CallState::Preview
+        } else {
+            b.phase = Phase::Accepting;
+            b.deadline = Some(now + ACCEPT_WAIT);
+            // a ring group's call is this user's from now on (the other members' are
+            // cancelled)
+            ctx.sip.claim(b.sip);
+            CallState::Accepted
+        };
         self.say(
             &key.0,
-            protocol::remote_state(&key.1, CallState::Accepted, Some(&answer), None),
+            protocol::remote_state(&key.1, state, Some(&answer), None),
         );
+    }
+
+    /// `accept` after `preview`: the 200 (with the answer the 183 carried) once the
+    /// browser's media is up — now, when it is.
+    fn accept_previewed(&mut self, now: Instant, slot: usize, ctx: &mut Ctx<'_>) {
+        let Some(key) = self.key_of(slot) else {
+            return;
+        };
+        let Some(b) = self.bridge_mut(slot) else {
+            return;
+        };
+        ctx.sip.claim(b.sip);
+        let connected = b.browser.as_ref().is_some_and(|br| br.is_connected());
+        if connected {
+            ctx.sip
+                .answer(now, b.sip, &std::mem::take(&mut b.local_sdp));
+            b.phase = Phase::Answered;
+            b.answered = Some(now);
+            b.deadline = None;
+            b.touch_rtp(now);
+        } else {
+            b.phase = Phase::Accepting;
+            b.deadline = Some(now + ACCEPT_WAIT);
+        }
+        self.say(
+            &key.0,
+            protocol::remote_state(&key.1, CallState::Accepted, None, None),
+        );
+        self.touch(slot);
     }
 
     /// The app user hangs up (or cancels, or refuses by hanging up).
@@ -603,7 +669,7 @@ impl Calls {
                         );
                         (Some(text), Some(487))
                     }
-                    Phase::Offered => {
+                    Phase::Offered | Phase::Previewing => {
                         // Before the answer a hangup acts as refuse.
                         ctx.sip.reject(now, sip, 486);
                         (None, Some(486))
@@ -640,7 +706,7 @@ impl Calls {
         {
             b.sip_alive = false;
             match b.phase {
-                Phase::Offered => {
+                Phase::Offered | Phase::Previewing => {
                     ctx.sip.reject(now, b.sip, 480);
                     code = Some(480);
                 }

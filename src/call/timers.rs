@@ -162,11 +162,11 @@ impl Calls {
                             );
                             (text, 487)
                         }
-                        Phase::Offered | Phase::Accepting => {
+                        Phase::Offered | Phase::Previewing | Phase::Accepting => {
                             ctx.sip.reject(now, b.sip, 480);
                             // not answered in time, or accepted but the browser's ICE/DTLS
                             // never came up
-                            let failure = if b.phase == Phase::Offered {
+                            let failure = if b.phase != Phase::Accepting {
                                 Failure::InvitationExpire
                             } else {
                                 Failure::MediaFailed

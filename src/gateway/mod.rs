@@ -199,6 +199,10 @@ impl SipLink for Touching<'_> {
         *self.changed = true;
         self.endpoint.picture_update(now, id)
     }
+    fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        *self.changed = true;
+        self.endpoint.early_media(now, id, sdp)
+    }
 }
 
 enum Role {

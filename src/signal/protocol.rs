@@ -99,6 +99,13 @@ pub enum Request {
         id: String,
         response: Option<String>,
     },
+    /// See the caller before answering: the browser's offer for an invitation, answered
+    /// (`remote_state PREVIEW`) with early media from the caller while the call rings on;
+    /// nothing of the browser goes to the caller until `accept`.
+    Preview {
+        id: String,
+        sdp: String,
+    },
     Hangup {
         id: String,
     },
@@ -117,6 +124,7 @@ impl Request {
             | Request::Cancel { id }
             | Request::Accept { id, .. }
             | Request::Refuse { id, .. }
+            | Request::Preview { id, .. }
             | Request::Hangup { id }
             | Request::Dtmf { id, .. } => Some(id),
             Request::Login { .. } | Request::Ping => None,
@@ -224,6 +232,10 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
             sdp: f.required("sdp", MAX_FRAME)?,
             response: f.string("response", false, MAX_CONTENT)?,
         },
+        "preview" => Request::Preview {
+            id: call_id(&f)?,
+            sdp: f.required("sdp", MAX_FRAME)?,
+        },
         "refuse" => Request::Refuse {
             id: call_id(&f)?,
             response: f.string("response", false, MAX_CONTENT)?,
@@ -299,6 +311,8 @@ pub enum CallState {
     RefusedByRemote,
     /// `remote_state`: the called app accepted (srgate's answer follows).
     Accepted,
+    /// `remote_state`: the called app previews the caller (srgate's answer follows).
+    Preview,
     Canceled,
     /// Ended without an answer; the [`Failure`] says why when it is known.
     Failure,
@@ -312,6 +326,7 @@ impl CallState {
             CallState::AcceptedByRemote => "ACCEPTED_BY_REMOTE",
             CallState::RefusedByRemote => "REFUSED_BY_REMOTE",
             CallState::Accepted => "ACCEPTED",
+            CallState::Preview => "PREVIEW",
             CallState::Canceled => "CANCELED",
             CallState::Failure => "FAILURE",
         }

@@ -18,6 +18,7 @@
 //   {"cmd":"wait_state","states":["ACCEPTED_BY_REMOTE"]}   → {"state":…} or the end
 //   {"cmd":"wait_invite"}                               → {"peer","callerName","content","group"}
 //   {"cmd":"accept"}  {"cmd":"refuse","response":"…"}  {"cmd":"hangup"}
+//   {"cmd":"preview"}                                  see the caller before accepting
 //   {"cmd":"dtmf","digits":"123#"}
 //   {"cmd":"measure","seconds":4}                       → {"dominant_hz","rms",…}
 //   {"cmd":"video","seconds":8}                          → the demo page's remote video after
@@ -164,6 +165,10 @@ const handlers = {
   },
   async accept() {
     await page.click('#accept');
+    return { ok: true };
+  },
+  async preview() {
+    await page.evaluate(() => window.srgateDemo.call.preview({ audio: window.srgateDemo.audio }));
     return { ok: true };
   },
   async video(c) {

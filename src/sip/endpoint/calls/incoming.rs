@@ -38,6 +38,43 @@ impl Endpoint {
         self.respond(now, &key, 180, "Ringing", &[("Contact", contact)]);
     }
 
+    /// Early media for an incoming call that is not answered: `183 Session Progress` with
+    /// srgate's SDP (the answer the 200 will repeat, RFC 3261 §13.2.1), sent once (a 183
+    /// is not retransmitted without PRACK; the caller's retransmitted INVITE gets the last
+    /// provisional again from the transaction). Not for ring-group branches.
+    pub fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
+        if self.is_internal_id(id) || self.parent_of(id).is_some() {
+            return;
+        }
+        let user_agent = self.cfg.user_agent.clone();
+        let Some(c) = self.calls.calls.get_mut(&id) else {
+            return;
+        };
+        let (Some(key), Phase::Trying | Phase::Early, false) =
+            (c.server_key.clone(), c.phase, c.outgoing)
+        else {
+            return;
+        };
+        let Some(tx) = self.server_txs.get_mut(&key) else {
+            return;
+        };
+        let mut b = MessageBuilder::response(183, "Session Progress");
+        for (name, value) in &tx.head {
+            b = b.header(*name, value);
+        }
+        let payload = b
+            .header(HeaderName::Contact, &c.contact)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::new("Server"), &user_agent)
+            .body("application/sdp", sdp.as_bytes())
+            .build();
+        c.phase = Phase::Early;
+        if let ServerMachine::Invite(m) = &mut tx.machine {
+            let _ = m.send_response(now, 183, payload);
+        }
+        Self::drain_server(&mut self.transmits, tx);
+    }
+
     /// Answers an incoming call with srgate's SDP: 200, retransmitted until the ACK.
     pub fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
         if self.is_internal_id(id) {
