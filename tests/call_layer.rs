@@ -518,3 +518,62 @@ fn the_door_sequence_keyed_by_the_answering_app_opens_the_door() {
     assert!(scene.shard.commands().is_empty());
     assert!(scene.shard.calls.poll_door().is_none());
 }
+
+/// `preview`: srgate answers the browser at once, sends the caller a 183 with its answer
+/// once the browser's DTLS is up, and passes the caller's media on while nothing of the
+/// browser reaches the caller; `accept` then sends the 200 (the same answer) at once.
+#[test]
+fn a_previewed_call_gets_early_media_and_sends_nothing_until_accepted() {
+    let mut scene = Scene::new(config(|_| {}), "bob");
+    let sip = SipCallId((1 << 63) | 9);
+    scene.incoming(sip);
+    scene.shard.commands();
+    let id = scene.id.clone();
+    let preview = Request::Preview {
+        id: id.clone(),
+        sdp: scene.browser.offer(&scene.identity, true),
+    };
+    scene.request(preview);
+    let reply = scene.one_message();
+    assert_eq!(reply["state"], "PREVIEW", "{reply}");
+    scene
+        .browser
+        .answered(reply["sdp"].as_str().expect("srgate's answer"));
+    assert!(
+        scene.shard.commands().is_empty(),
+        "nothing toward SIP before DTLS; the call is not claimed"
+    );
+    scene.connect();
+    let early = match scene.shard.commands().as_slice() {
+        [SipCommand::EarlyMedia(i, sdp)] if *i == sip => sdp.clone(),
+        other => panic!("a 183 with srgate's answer: {other:?}"),
+    };
+    assert_sip_sdp(&early, scene.port, "0");
+    scene.shard.transmits();
+    // the caller is heard; the browser's microphone does not reach the caller
+    let sent = scene.phone_says(0x2a);
+    assert_eq!(scene.browser_gets(&sent), [pcmu(0x2a)], "phone → browser");
+    let sent = scene.browser_says(0x55);
+    assert!(
+        scene.phone_gets(&sent).is_empty(),
+        "nothing toward SIP: {sent:?}"
+    );
+
+    // accept: the 200 with the same answer, at once; media both ways from then on
+    scene.request(Request::Accept {
+        id: id.clone(),
+        sdp: String::new(),
+        response: None,
+    });
+    assert_eq!(
+        scene.one_message(),
+        json!({"type": "remote_state", "id": id, "state": "ACCEPTED"})
+    );
+    match scene.shard.commands().as_slice() {
+        [SipCommand::Claim(c), SipCommand::Answer(a, sdp)] if *c == sip && *a == sip => {
+            assert_eq!(*sdp, early, "the 200 repeats the 183's answer");
+        }
+        other => panic!("claim and 200: {other:?}"),
+    }
+    media_flows(&mut scene);
+}
