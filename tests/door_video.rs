@@ -194,10 +194,12 @@ fn door_calls_the_app(test: &str, preview: bool) {
     let mut buf = [0u8; 1500];
     // bounded: 25 reads of at most 200 ms
     for _ in 0..25 {
+        // compound RTCP: a receiver report first, then the PLI (RFC 4585 §3.1)
         if let Ok((n, _)) = rtcp.recv_from(&mut buf)
-            && n >= 12
-            && buf[1] == 206
-            && buf[0] & 0x1f == 1
+            && n >= 20
+            && buf[1] == 201
+            && buf[9] == 206
+            && buf[8] & 0x1f == 1
         {
             plis += 1;
         }

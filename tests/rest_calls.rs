@@ -619,6 +619,7 @@ fn a_rest_call_from_a_per_call_account_registers_calls_and_unregisters() {
     };
 
     // a wrong password: the registrar's 401 fails the call, no INVITE reaches the phone
+    let before_bad = phone.mark();
     let (status, state) = post(
         api,
         "/rest-api/call/startup",
@@ -633,6 +634,13 @@ fn a_rest_call_from_a_per_call_account_registers_calls_and_unregisters() {
     let failed = failed.unwrap_or_else(|| panic!("FAILED: {}", find(api, "acct-bad")));
     assert_eq!(failed["sipStatus"], 401, "{failed}");
     assert_eq!(registrations(&kamailio, "expires="), 0);
+    assert!(
+        phone
+            .wait_for_line(before_bad, &["from sip:1009@"], Duration::from_millis(500))
+            .is_none(),
+        "no INVITE after a refused registration: {}",
+        phone.output()
+    );
 
     // a proxy name that does not resolve: the field is named
     let (status, error) = post(

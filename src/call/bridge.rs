@@ -27,7 +27,7 @@ use crate::sdp::answer::Direction;
 use crate::sdp::sdes::{self, SdesKey};
 use crate::sdp::sip::{
     BRIDGED, RemoteRtp, RemoteVideo, RtpDescription, VideoDescription, answer_layout,
-    build_rtp_sdp, pick_format,
+    build_rtp_sdp, keep_video_format, pick_format,
 };
 use crate::sip::endpoint::SipCallId;
 use crate::webrtc::srtp::SrtpContext;
@@ -446,6 +446,18 @@ impl BridgeCall {
         self.source.set_expected(remote.addr);
         let (old_format, old_remote) =
             (self.sip_format.replace(format), self.remote.replace(remote));
+        // the door's video follows its re-offer the way the endpoint's re-answer does
+        // (the format it keeps, its new address), or stops when the re-offer has none
+        if let Some(video) = self.video.as_mut() {
+            let kept = self
+                .remote
+                .as_ref()
+                .and_then(|r| r.video.as_ref())
+                .and_then(|rv| {
+                    keep_video_format(&video.answer.format, rv).map(|f| (rv.clone(), f))
+                });
+            video.update(kept);
+        }
         let packet_time = self.sip_ptime();
         let te = self.remote.as_ref().and_then(|r| r.telephone_event);
         // the format in use moved (codec, its payload type, telephone-event or ptime)

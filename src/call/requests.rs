@@ -559,12 +559,12 @@ impl Calls {
             return;
         };
         match (video_port, browser_video, b.sip_video_offer().cloned()) {
-            (Some(port), Some((theirs, ours)), Some(remote)) => {
-                let answer = VideoDescription {
-                    port,
-                    format: ours,
-                    direction: Direction::RecvOnly,
-                };
+            // a browser that will not receive it (inactive) gets none: the door's video
+            // section is then refused
+            (Some(port), Some((theirs, ours)), Some(remote))
+                if theirs.direction != Direction::Inactive =>
+            {
+                let answer = VideoDescription::answering(&remote, ours, port);
                 let sip_ssrc = b.ids_ssrc_sip();
                 b.video = Some(Box::new(VideoLeg::new(
                     port,

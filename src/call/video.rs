@@ -1,10 +1,13 @@
 //! A door's video passed through to the browser (H.264 or VP8, never transcoded): the SIP
 //! side's video RTP comes in on a port of its own, is re-labelled (the browser's payload
-//! type, srgate's SSRC; sequence numbers and timestamps as they came) and goes out in the
-//! call's SRTP toward the browser. The browser's picture requests (RTCP PLI, FIR: it lost
-//! a frame, or just started) go back to the door as an RTCP PLI (RFC 4585 §6.3.1) on the
-//! video's RTCP port, and as SIP INFO `picture_fast_update` (RFC 5168) to a door that
-//! named no RTCP feedback in its offer. Requests are sent at most every
+//! type, srgate's SSRC; sequence numbers and timestamps as they came, shifted to go on
+//! without a jump back when the door's SSRC changes, so the browser's SRTP replay check
+//! and decoder see one stream) and goes out in the call's SRTP toward the browser. The
+//! browser's picture requests (RTCP PLI, FIR: it lost a frame, or just started) go back to
+//! the door as a compound RTCP packet (an empty receiver report, then a PLI: RFC 4585
+//! §6.3.1, RFC 3550 §6.1) on the video's RTCP port — to where the door's own RTCP comes
+//! from (RFC 4961), else its `a=rtcp` — and as SIP INFO `picture_fast_update` (RFC 5168)
+//! to a door that named no RTCP feedback in its offer. Requests are sent at most every
 //! [`REQUEST_INTERVAL`].
 //!
 //! Packets wait in a ring of [`QUEUE`] slots between the datagram that brought them and
@@ -15,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::latch::RtpSource;
-use crate::sdp::sip::{RemoteVideo, VideoDescription};
+use crate::sdp::sip::{RemoteVideo, VideoDescription, VideoFormat};
 
 /// Video packets held between a datagram and the next transmit.
 pub const QUEUE: usize = 32;
@@ -24,8 +27,12 @@ pub const MAX_PACKET: usize = 1500;
 /// At most one picture request to the door per this interval.
 pub const REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
-/// RTCP payload-specific feedback (RFC 4585 §6.1) and its formats.
+/// RTCP receiver report (RFC 3550 §6.4.2) and payload-specific feedback (RFC 4585 §6.1)
+/// with its formats.
+const RR: u8 = 201;
 const PSFB: u8 = 206;
+/// A frame's time at the 90 kHz video clock (30 fps): the gap put between two streams.
+const FRAME_TICKS: u32 = 3_000;
 const FMT_PLI: u8 = 1;
 const FMT_FIR: u8 = 4;
 
@@ -57,6 +64,15 @@ pub struct VideoLeg {
     sip_ssrc: u32,
     /// The door's video SSRC, once a packet came.
     door_ssrc: Option<u32>,
+    /// What is added to the door's sequence numbers and timestamps (a new door SSRC moves
+    /// them on from the last sent), and the last ones sent.
+    seq_shift: u16,
+    ts_shift: u32,
+    last: Option<(u16, u32)>,
+    /// Where the door's own RTCP comes from (symmetric RTCP).
+    rtcp_from: Option<SocketAddr>,
+    /// False once a re-offer dropped the video: nothing is taken any more.
+    active: bool,
     ring: Box<[[u8; MAX_PACKET]; QUEUE]>,
     lens: [u16; QUEUE],
     head: usize,
@@ -90,6 +106,11 @@ impl VideoLeg {
             ssrc,
             sip_ssrc,
             door_ssrc: None,
+            seq_shift: 0,
+            ts_shift: 0,
+            last: None,
+            rtcp_from: None,
+            active: true,
             ring: Box::new([[0; MAX_PACKET]; QUEUE]),
             lens: [0; QUEUE],
             head: 0,
@@ -104,11 +125,16 @@ impl VideoLeg {
     /// A datagram on the video's RTP port (`rtcp == false`) or RTCP port from `from`.
     pub fn handle_sip(&mut self, from: SocketAddr, data: &[u8], rtcp: bool) {
         if rtcp {
-            // the door's sender reports: nothing srgate needs
+            // the door's sender reports tell where its RTCP comes from
+            if self.active && data.len() >= 8 && data[0] >> 6 == 2 && self.source.admits_rtcp(from)
+            {
+                self.rtcp_from = Some(from);
+            }
             return;
         }
         let pt = self.answer.format.payload_type;
-        let ok = data.len() >= 12
+        let ok = self.active
+            && data.len() >= 12
             && data.len() <= MAX_PACKET
             && data[0] >> 6 == 2
             && data[1] & 0x7f == pt
@@ -119,17 +145,61 @@ impl VideoLeg {
         }
         self.source.latch(from);
         self.counters.rtp_in += 1;
-        self.door_ssrc = Some(u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        if self.door_ssrc != Some(ssrc) {
+            // a new stream from the door: it goes on from the last packet sent (a frame's
+            // time later) under srgate's one SSRC
+            if let Some((last_seq, last_ts)) = self.last {
+                self.seq_shift = last_seq.wrapping_add(1).wrapping_sub(seq);
+                self.ts_shift = last_ts.wrapping_add(FRAME_TICKS).wrapping_sub(ts);
+            }
+            self.door_ssrc = Some(ssrc);
+        }
         if self.queued == QUEUE {
             // the oldest goes: a newer packet is worth more to a decoder catching up
             self.head = (self.head + 1) % QUEUE;
             self.queued -= 1;
             self.counters.dropped += 1;
         }
+        let out_seq = seq.wrapping_add(self.seq_shift);
+        let out_ts = ts.wrapping_add(self.ts_shift);
+        self.last = Some(match self.last {
+            // the newest, in sequence order (a late packet does not move it back)
+            Some((s, t)) if out_seq.wrapping_sub(s) >= 0x8000 => (s, t),
+            _ => (out_seq, out_ts),
+        });
         let slot = (self.head + self.queued) % QUEUE;
-        self.ring[slot][..data.len()].copy_from_slice(data);
+        let out = &mut self.ring[slot][..data.len()];
+        out.copy_from_slice(data);
+        out[1] = (out[1] & 0x80) | (self.browser_pt & 0x7f);
+        out[2..4].copy_from_slice(&out_seq.to_be_bytes());
+        out[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         self.lens[slot] = data.len() as u16;
         self.queued += 1;
+    }
+
+    /// A re-offer: its video and the format srgate's re-answer keeps
+    /// ([`crate::sdp::sip::keep_video_format`]), or `None` when the video was dropped.
+    pub fn update(&mut self, remote: Option<(RemoteVideo, VideoFormat)>) {
+        match remote {
+            Some((remote, format)) => {
+                self.source.set_expected(remote.addr);
+                if remote.addr != self.remote.addr {
+                    self.rtcp_from = None;
+                }
+                self.answer.format = format;
+                self.remote = remote;
+                self.active = true;
+            }
+            None => {
+                self.active = false;
+                self.request = false;
+                self.info_due = false;
+            }
+        }
     }
 
     /// The next packet for the browser, re-labelled, written into `buf`; its length.
@@ -141,10 +211,7 @@ impl VideoLeg {
         self.head = (self.head + 1) % QUEUE;
         self.queued -= 1;
         let len = usize::from(self.lens[slot]);
-        let out = buf.get_mut(..len)?;
-        out.copy_from_slice(&self.ring[slot][..len]);
-        out[1] = (out[1] & 0x80) | (self.browser_pt & 0x7f);
-        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        buf.get_mut(..len)?.copy_from_slice(&self.ring[slot][..len]);
         self.counters.rtp_out += 1;
         Some(len)
     }
@@ -174,7 +241,7 @@ impl VideoLeg {
                     .any(|fci| u32::from_be_bytes([fci[0], fci[1], fci[2], fci[3]]) == self.ssrc),
                 _ => false,
             };
-            if asks {
+            if asks && self.active {
                 self.counters.requests_in += 1;
                 let due = self
                     .last_request
@@ -188,29 +255,37 @@ impl VideoLeg {
         }
     }
 
-    /// The PLI for the door, when a request waits and the door's SSRC is known: written
-    /// into `buf`; (length, where to send it).
+    /// The picture request for the door, when one waits and the door's SSRC is known: a
+    /// compound RTCP packet (an empty receiver report, then the PLI) written into `buf`;
+    /// (length, where to send it).
     pub fn poll_request(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         if !self.request {
             return None;
         }
         let door = self.door_ssrc?;
-        let out = buf.get_mut(..12)?;
+        let out = buf.get_mut(..20)?;
         self.request = false;
-        out[0] = 0x80 | FMT_PLI;
-        out[1] = PSFB;
-        out[2..4].copy_from_slice(&2u16.to_be_bytes());
+        // RR without report blocks (RFC 3550 §6.4.2): the compound packet's first
+        out[0] = 0x80;
+        out[1] = RR;
+        out[2..4].copy_from_slice(&1u16.to_be_bytes());
         out[4..8].copy_from_slice(&self.sip_ssrc.to_be_bytes());
-        out[8..12].copy_from_slice(&door.to_be_bytes());
+        out[8] = 0x80 | FMT_PLI;
+        out[9] = PSFB;
+        out[10..12].copy_from_slice(&2u16.to_be_bytes());
+        out[12..16].copy_from_slice(&self.sip_ssrc.to_be_bytes());
+        out[16..20].copy_from_slice(&door.to_be_bytes());
         self.counters.requests_out += 1;
-        // to the address the video comes from, its RTCP port (symmetric), else the SDP's
-        let to = match self.source.latched() {
-            Some(rtp) if rtp != self.remote.addr => {
+        // where the door's RTCP comes from; else, behind a NAT (RTP from another address
+        // than its SDP's), the port after its RTP; else its a=rtcp (or RTP port + 1)
+        let to = match (self.rtcp_from, self.source.latched()) {
+            (Some(from), _) => from,
+            (None, Some(rtp)) if rtp.ip() != self.remote.addr.ip() => {
                 SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
             }
             _ => self.remote.rtcp,
         };
-        Some((12, to))
+        Some((20, to))
     }
 
     /// Whether a SIP INFO picture request is due (a door without RTCP feedback); taken.
@@ -241,17 +316,14 @@ mod tests {
         };
         let remote = RemoteVideo {
             index: 1,
+            proto: "RTP/AVP".into(),
             addr: DOOR.parse().unwrap(),
             rtcp: "10.0.0.9:4003".parse().unwrap(),
             formats: vec![format.clone()],
             direction: Direction::SendOnly,
             feedback,
         };
-        let answer = VideoDescription {
-            port: 40_010,
-            format,
-            direction: Direction::RecvOnly,
-        };
+        let answer = VideoDescription::answering(&remote, format, 40_010);
         VideoLeg::new(40_010, answer, remote, 102, 0xdead_beef, 0x5151_5151)
     }
 
@@ -337,9 +409,13 @@ mod tests {
         v.handle_sip(DOOR.parse().unwrap(), &rtp(96, 1, true, 100), false);
         let (n, to) = v.poll_request(&mut buf).unwrap();
         assert_eq!(to, "10.0.0.9:4003".parse().unwrap(), "the SDP's a=rtcp");
+        // compound: an empty RR, then the PLI naming the door's stream
         assert_eq!(
             &buf[..n],
-            &[0x81, 206, 0, 2, 0x51, 0x51, 0x51, 0x51, 0x0d, 0, 0, 1]
+            &[
+                0x80, 201, 0, 1, 0x51, 0x51, 0x51, 0x51, 0x81, 206, 0, 2, 0x51, 0x51, 0x51, 0x51,
+                0x0d, 0, 0, 1
+            ]
         );
         assert!(!v.take_info_request(), "the door named RTCP feedback");
         // another within 500 ms: counted, not sent
@@ -351,8 +427,12 @@ mod tests {
         fir.extend_from_slice(&0u32.to_be_bytes());
         fir.extend_from_slice(&0xdead_beefu32.to_be_bytes());
         fir.extend_from_slice(&[3, 0, 0, 0]);
+        // the door's own RTCP comes from elsewhere on its host: requests go there
+        let sr = [0x80, 200, 0, 6, 0x0d, 0, 0, 1, 0, 0, 0, 0];
+        v.handle_sip("10.0.0.9:5555".parse().unwrap(), &sr, true);
         v.handle_browser_rtcp(now + Duration::from_millis(600), &fir);
-        assert!(v.poll_request(&mut buf).is_some());
+        let (_, to) = v.poll_request(&mut buf).unwrap();
+        assert_eq!(to, "10.0.0.9:5555".parse().unwrap());
         assert_eq!((v.counters.requests_in, v.counters.requests_out), (3, 2));
         // truncated or garbage RTCP: nothing, no panic
         v.handle_browser_rtcp(now, &[0x81, PSFB, 0, 9, 1, 2]);
@@ -365,5 +445,45 @@ mod tests {
         v.handle_browser_rtcp(t0(), &pli(0xdead_beef));
         assert!(v.take_info_request());
         assert!(!v.take_info_request(), "taken once");
+    }
+
+    #[test]
+    fn a_new_door_stream_goes_on_from_the_last_packet_sent() {
+        let mut v = leg(true);
+        let door = DOOR.parse().unwrap();
+        let mut buf = [0u8; 1500];
+        let mut sent = |v: &mut VideoLeg, p: &[u8]| {
+            v.handle_sip(door, p, false);
+            v.poll_browser(&mut buf).unwrap();
+            (
+                u16::from_be_bytes([buf[2], buf[3]]),
+                u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+            )
+        };
+        let mut p = rtp(96, 40_000, true, 100);
+        p[4..8].copy_from_slice(&900_000u32.to_be_bytes());
+        assert_eq!(
+            sent(&mut v, &p),
+            (40_000, 900_000),
+            "the first stream as it came"
+        );
+        // the door restarts its encoder: another SSRC, sequence and clock far behind
+        let mut q = rtp(96, 7, false, 100);
+        q[4..8].copy_from_slice(&1_000u32.to_be_bytes());
+        q[8..12].copy_from_slice(&0x0d00_0002u32.to_be_bytes());
+        assert_eq!(
+            sent(&mut v, &q),
+            (40_001, 903_000),
+            "on from the last, a frame later"
+        );
+        q[2..4].copy_from_slice(&8u16.to_be_bytes());
+        q[4..8].copy_from_slice(&4_000u32.to_be_bytes());
+        assert_eq!(sent(&mut v, &q), (40_002, 906_000));
+        // a re-offer without video: nothing is taken any more, nothing asked for
+        v.update(None);
+        v.handle_sip(door, &q, false);
+        assert_eq!(v.poll_browser(&mut buf), None);
+        v.handle_browser_rtcp(t0(), &pli(0xdead_beef));
+        assert_eq!(v.poll_request(&mut buf), None);
     }
 }

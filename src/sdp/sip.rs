@@ -105,6 +105,8 @@ pub fn fmtp_value<'a>(fmtp: &'a str, name: &str) -> Option<&'a str> {
 pub struct RemoteVideo {
     /// Its position among the description's sections.
     pub index: usize,
+    /// Its transport (`RTP/AVP`, `RTP/AVPF`, ...).
+    pub proto: String,
     /// Where its RTP goes, and its RTCP (`a=rtcp`, else the next port).
     pub addr: SocketAddr,
     pub rtcp: SocketAddr,
@@ -120,8 +122,30 @@ pub struct RemoteVideo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoDescription {
     pub port: u16,
+    /// The offered transport, kept in the answer (`RTP/AVP` or `RTP/AVPF`, RFC 3264 §6).
+    pub proto: String,
     pub format: VideoFormat,
     pub direction: Direction,
+    /// `a=rtcp-fb` for picture requests in the answer: only to an offer that is AVPF or
+    /// named such feedback itself.
+    pub feedback: bool,
+}
+
+impl VideoDescription {
+    /// srgate's answer to `remote`'s video with `format` on `port`: its transport kept,
+    /// `recvonly` (srgate sends no video back), `inactive` to a side that sends none.
+    pub fn answering(remote: &RemoteVideo, format: VideoFormat, port: u16) -> VideoDescription {
+        VideoDescription {
+            port,
+            proto: remote.proto.clone(),
+            format,
+            direction: match remote.direction {
+                Direction::SendOnly | Direction::SendRecv => Direction::RecvOnly,
+                _ => Direction::Inactive,
+            },
+            feedback: remote.feedback || remote.proto.eq_ignore_ascii_case("RTP/AVPF"),
+        }
+    }
 }
 
 /// One section of srgate's description, in order.
@@ -174,18 +198,18 @@ fn write_video(sdp: &mut String, v: &VideoDescription) {
     let pt = v.format.payload_type;
     let _ = write!(
         sdp,
-        "m=video {} RTP/AVPF {pt}\r\na=rtpmap:{pt} {}/90000\r\n",
+        "m=video {} {} {pt}\r\na=rtpmap:{pt} {}/90000\r\n",
         v.port,
+        v.proto,
         v.format.codec.encoding_name()
     );
     if !v.format.fmtp.is_empty() {
         let _ = write!(sdp, "a=fmtp:{pt} {}\r\n", v.format.fmtp);
     }
-    let _ = write!(
-        sdp,
-        "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\na={}\r\n",
-        v.direction.name()
-    );
+    if v.feedback {
+        let _ = write!(sdp, "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n");
+    }
+    let _ = write!(sdp, "a={}\r\n", v.direction.name());
 }
 
 fn write_audio(sdp: &mut String, d: &RtpDescription<'_>) {
@@ -438,6 +462,7 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
             .collect();
         (!formats.is_empty()).then(|| RemoteVideo {
             index: i,
+            proto: m.proto.clone(),
             addr: SocketAddr::new(ip, m.port),
             rtcp: SocketAddr::new(ip, video_rtcp.unwrap_or(m.port.wrapping_add(1))),
             formats,
@@ -466,6 +491,24 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
         audio_index: index,
         video,
     })
+}
+
+/// The format a re-offer's video keeps from the one in use (`current`): the same payload
+/// type and codec, else the same codec (H.264: the same packetization mode); `None` when
+/// the re-offer has neither (its video is then rejected). The endpoint's re-answer and
+/// the call layer's video leg follow this one rule.
+pub fn keep_video_format(current: &VideoFormat, offer: &RemoteVideo) -> Option<VideoFormat> {
+    let same_kind = |f: &&VideoFormat| {
+        f.codec == current.codec
+            && (f.codec != VideoCodec::H264 || f.h264_mode() == current.h264_mode())
+    };
+    offer
+        .formats
+        .iter()
+        .filter(same_kind)
+        .find(|f| f.payload_type == current.payload_type)
+        .or_else(|| offer.formats.iter().find(same_kind))
+        .cloned()
 }
 
 /// The sections of srgate's answer to `remote`: its audio one where the offer's is,
@@ -556,14 +599,9 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
     // video goes on as it was answered while the re-offer keeps its format; every other
     // section of the re-offer is rejected in place
     let video = ours.video.as_ref().and_then(|v| {
-        let ours = v.formats.first()?;
         let theirs = offer.video.as_ref()?;
-        let format = theirs.formats.iter().find(|f| f.codec == ours.codec)?;
-        Some(VideoDescription {
-            port: v.addr.port(),
-            format: format.clone(),
-            direction: mirror(theirs.direction),
-        })
+        let format = keep_video_format(v.formats.first()?, theirs)?;
+        Some(VideoDescription::answering(theirs, format, v.addr.port()))
     });
     let layout = answer_layout(offer, video.as_ref());
     Some(build_rtp_sdp(&RtpDescription {
@@ -586,6 +624,17 @@ pub fn reanswer(previous: &str, offer: &RemoteRtp, allowed: CodecSet) -> Option<
 pub fn reoffer(previous: &str) -> Option<String> {
     let ours = parse_rtp_sdp(previous).ok()?;
     let (session_id, version) = origin(previous)?;
+    // every section as it was (RFC 3264 §8: never fewer m= lines), video included
+    let video = ours.video.as_ref().and_then(|v| {
+        Some(VideoDescription {
+            port: v.addr.port(),
+            proto: v.proto.clone(),
+            format: v.formats.first()?.clone(),
+            direction: v.direction,
+            feedback: v.feedback,
+        })
+    });
+    let layout = answer_layout(&ours, video.as_ref());
     Some(build_rtp_sdp(&RtpDescription {
         addr: ours.addr,
         codecs: &ours.codecs,
@@ -596,7 +645,7 @@ pub fn reoffer(previous: &str) -> Option<String> {
         ptime: ours.ptime.unwrap_or(20),
         crypto: ours.crypto.as_slice(),
         best_effort: ours.best_effort,
-        layout: &[],
+        layout: &layout,
     }))
 }
 
@@ -996,29 +1045,64 @@ mod tests {
         );
 
         // with video: the offered format at srgate's port, recvonly to a sendonly offer
-        let video = VideoDescription {
-            port: 16390,
-            format: v.formats[0].clone(),
-            direction: mirror(v.direction),
-        };
+        let video = VideoDescription::answering(&v, v.formats[0].clone(), 16390);
         let layout = answer_layout(&r, Some(&video));
         let answer = build_rtp_sdp(&RtpDescription {
             layout: &layout,
             ..d.clone()
         });
+        // the offer's transport (RTP/AVP) kept; feedback because the offer named it
         assert!(
             answer.contains(
-                "m=video 16390 RTP/AVPF 96\r\na=rtpmap:96 H264/90000\r\n\
+                "m=video 16390 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
                  a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n\
                  a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\na=recvonly\r\n"
             ),
             "{answer}"
         );
+        // an offer without feedback gets none; a sendrecv one is answered recvonly
+        let plain = RemoteVideo {
+            feedback: false,
+            direction: Direction::SendRecv,
+            ..v.clone()
+        };
+        let d2 = VideoDescription::answering(&plain, v.formats[0].clone(), 16390);
+        assert_eq!(d2.direction, Direction::RecvOnly);
+        let layout2 = answer_layout(&r, Some(&d2));
+        let a2 = build_rtp_sdp(&RtpDescription {
+            layout: &layout2,
+            ..d.clone()
+        });
+        assert!(!a2.contains("rtcp-fb"), "{a2}");
         // srgate's own answer reads back with its video, and a re-offer keeps it
         let ours = parse_rtp_sdp(&answer).unwrap();
         assert_eq!(ours.video.as_ref().map(|v| v.addr.port()), Some(16390));
         let re = reanswer(&answer, &r, ALL).unwrap();
-        assert!(re.contains("m=video 16390 RTP/AVPF 96\r\n"), "{re}");
+        assert!(re.contains("m=video 16390 RTP/AVP 96\r\n"), "{re}");
+        // an offerless re-INVITE gets every section back as it was (RFC 3264 §8)
+        let again = reoffer(&answer).unwrap();
+        let m: Vec<&str> = again.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            [
+                "m=audio 16384 RTP/AVP 0 101",
+                "m=video 16390 RTP/AVP 96",
+                "m=text 0 RTP/AVP 98"
+            ],
+            "{again}"
+        );
+        assert!(
+            again.contains("a=recvonly\r\n"),
+            "srgate still sends no video: {again}"
+        );
+        // a re-offer that moves the video to another payload type of the same kind
+        let moved = DOOR_OFFER
+            .replace("RTP/AVP 97 96", "RTP/AVP 97 100")
+            .replace("rtpmap:96", "rtpmap:100")
+            .replace("fmtp:96", "fmtp:100")
+            .replace("rtcp-fb:96", "rtcp-fb:100");
+        let re = reanswer(&answer, &parse_rtp_sdp(&moved).unwrap(), ALL).unwrap();
+        assert!(re.contains("m=video 16390 RTP/AVP 100\r\n"), "{re}");
         assert!(re.contains("m=text 0 RTP/AVP 98\r\n"), "{re}");
         assert!(re.contains("o=srgate 7 2 "), "{re}");
         // a re-offer without video: its answer has none either

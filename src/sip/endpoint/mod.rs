@@ -638,12 +638,15 @@ impl Endpoint {
         }
     }
 
+    /// Shut down: srgate's own un-REGISTER answered, and every per-call account's binding
+    /// removed (the caller's own time limit bounds the wait).
     pub fn is_shutdown_complete(&self) -> bool {
         self.shutting_down
             && self
                 .registration
                 .as_ref()
                 .is_none_or(|r| r.state == RegState::Done)
+            && !self.call_accounts_pending()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -111,6 +111,11 @@ impl Endpoint {
         self.send_account_register(now, id);
     }
 
+    /// Whether a per-call account's binding is still there or being removed.
+    pub(in crate::sip::endpoint) fn call_accounts_pending(&self) -> bool {
+        !self.calls.accounts.is_empty()
+    }
+
     /// Whether call `id` still waits for its account's registration (no INVITE yet).
     pub(super) fn account_registering(&self, id: SipCallId) -> bool {
         self.calls

@@ -93,6 +93,9 @@ fn a_registered_account_registers_calls_from_itself_and_unregisters_at_the_end()
         "{register}"
     );
     assert!(register.contains("Expires: 3600"), "{register}");
+    // a binding of its own: the Contact carries a token, used again to remove it
+    let contact = header(register, "Contact:").to_string();
+    assert!(contact.contains(";srgate-call="), "{contact}");
     assert!(!register.contains("pw2001"), "{register}");
 
     deliver(
@@ -165,6 +168,7 @@ fn a_registered_account_registers_calls_from_itself_and_unregisters_at_the_end()
         "{unregister}"
     );
     assert!(unregister.contains("Expires: 0"), "{unregister}");
+    assert_eq!(header(unregister, "Contact:"), contact, "the same binding");
     assert!(
         unregister.contains("Authorization: Digest username=\"auth2001\""),
         "{unregister}"

@@ -105,7 +105,15 @@ impl Endpoint {
         let from_header = format!("{} <{local_uri}>;tag={local_tag}", quote(display));
         let to_header = format!("<{remote_uri}>");
         let call_id = format!("{}@srgate", self.rng.token(24));
-        let contact = self.contact_for(&from_user, destination.0);
+        let mut contact = self.contact_for(&from_user, destination.0);
+        if account.is_some() {
+            // a binding of its own at the account's registrar (two calls from one
+            // account, or an account that is also srgate's own, never undo each other's)
+            let token = self.rng.token(10);
+            if let Some(at) = contact.rfind('>') {
+                contact.insert_str(at, &format!(";srgate-call={token}"));
+            }
+        }
         let id = call.id;
         let mut c = SipCall {
             id,
