@@ -716,3 +716,224 @@ fn a_rest_call_from_a_per_call_account_registers_calls_and_unregisters() {
         assert!(!text.contains("1009pw") && !text.contains("not-the-password"));
     }
 }
+
+/// `hasVideo`: srgate offers the phone H.264 next to the audio and publishes the phone's
+/// pictures on the stream unchanged. SIPp as a camera phone (reached through a per-call
+/// account's outbound proxy) answers with H.264; ffmpeg's test card is its camera, through
+/// a relay that holds back the first second so the stream must start with a picture
+/// srgate asks for (RTCP PLI to the phone). nginx's recording then holds H.264 at the
+/// card's size, decoding without errors, next to the AAC audio.
+#[test]
+fn a_rest_call_with_video_publishes_the_phones_h264() {
+    if !peers_ready()
+        || !common::peers_available(&[common::SIPP])
+        || !common::netns::available()
+        || !common::netns::enter(
+            "a_rest_call_with_video_publishes_the_phones_h264",
+            Duration::from_secs(120),
+        )
+    {
+        return;
+    }
+    const PHONE_VIDEO: u16 = 30_000;
+    const CAMERA: u16 = 30_020;
+    let dir = TestDir::new("rest-video");
+    let mut nginx = NginxRtmp::start(dir.path(), None);
+    let srgate = calls::standalone_gateway(&dir, &[], "");
+    let api = srgate.config.api_addr();
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", PHONE_VIDEO + 1)).expect("RTCP port");
+    rtcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("socket");
+    let [phone_port] = common::net::free_ports::<1>();
+    let port_file = dir.join("srgate_video_port");
+    let (phone_port_text, vport) = (phone_port.to_string(), PHONE_VIDEO.to_string());
+    let phone = common::Sipp::spawn(
+        "uas_video_answer.xml",
+        &[
+            "-p",
+            &phone_port_text,
+            "-key",
+            "vport",
+            &vport,
+            "-key",
+            "portfile",
+            port_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(common::net::wait_port_bound(
+        phone_port,
+        true,
+        Duration::from_secs(5)
+    ));
+    let (status, state) = post(
+        api,
+        "/rest-api/call/startup",
+        &json!({"callId": "cam-1", "callee": "cam", "rtmpUrl": nginx.url(),
+                "rtmpStream": "cam1", "hasVideo": "true", "sipLogin": "rest",
+                "sipDomain": "127.0.0.1",
+                "sipOutboundProxy": format!("127.0.0.1:{phone_port}")})
+        .to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{state}");
+    let srgate_port = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+    })
+    .unwrap_or_else(|| panic!("srgate offered video: {}", srgate.log()));
+
+    // the camera: ffmpeg → relay (the first second held back) → srgate, from the SDP's port
+    let inbound = std::net::UdpSocket::bind(("127.0.0.1", CAMERA)).expect("camera port");
+    let outbound = std::net::UdpSocket::bind(("127.0.0.1", PHONE_VIDEO)).expect("phone port");
+    inbound
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("socket");
+    let relay = std::thread::spawn(move || {
+        let end = common::Deadline::after(Duration::from_secs(30));
+        let held_back = common::Deadline::after(Duration::from_secs(1));
+        let mut buf = [0u8; 2048];
+        let mut sent = 0;
+        // bounded: a packet (or the 2 s timeout) per round, 30 s in all
+        while !end.passed() {
+            let Ok(n) = inbound.recv(&mut buf) else { break };
+            if held_back.passed() {
+                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", srgate_port));
+                sent += 1;
+            }
+        }
+        sent
+    });
+    let mut camera = common::process::Process::spawn(
+        "ffmpeg-camera",
+        Command::new(common::find_binary("ffmpeg").expect("ffmpeg")).args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=15",
+            "-t",
+            "9",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "rtp",
+            "-payload_type",
+            "96",
+            &format!("rtp://127.0.0.1:{CAMERA}"),
+        ]),
+        dir.path(),
+    )
+    .expect("ffmpeg starts");
+    let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let s = find(api, "cam-1");
+        (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
+    });
+    assert!(up.is_some(), "up: {}\n{}", find(api, "cam-1"), srgate.log());
+    std::thread::sleep(Duration::from_secs(7));
+    let (status, ended) = post(
+        api,
+        "/rest-api/call/terminate",
+        &json!({"callId": "cam-1"}).to_string(),
+        None,
+    );
+    assert_eq!(
+        (status, ended["state"].as_str()),
+        (200, Some("FINISHED")),
+        "{ended}"
+    );
+    camera.terminate(Duration::from_secs(2));
+    assert!(relay.join().expect("relay") > 50, "video relayed");
+    phone
+        .wait(Duration::from_secs(10))
+        .assert_success("the phone answered with video and got srgate's BYE");
+
+    // srgate asked the phone for a picture (the stream starts at a key frame)
+    let mut buf = [0u8; 1500];
+    let mut plis = 0;
+    // bounded: 10 reads of at most 200 ms (the requests are queued in the socket)
+    for _ in 0..10 {
+        if let Ok((n, _)) = rtcp.recv_from(&mut buf)
+            && n >= 20
+            && buf[1] == 201
+            && buf[9] == 206
+        {
+            plis += 1;
+        }
+    }
+    assert!(
+        plis > 0,
+        "no picture request reached the phone\n{}",
+        srgate.log()
+    );
+
+    // the recording: H.264 at the card's size, every picture decoding, and the AAC audio
+    let flv = nginx.record_dir.join("cam1.flv");
+    let probe = |args: &[&str]| -> Option<String> {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error"])
+            .args(args)
+            .arg(&flv)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let streams = common::wait_for(Duration::from_secs(5), Duration::from_millis(200), || {
+        probe(&[
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .filter(|s| s.contains("codec_name=h264"))
+    });
+    nginx.stop();
+    let streams = streams.unwrap_or_else(|| panic!("h264 in the recording\n{}", nginx.output()));
+    assert!(
+        streams.contains("width=320") && streams.contains("height=240"),
+        "{streams}"
+    );
+    assert!(streams.contains("codec_name=aac"), "{streams}");
+    let frames = probe(&[
+        "-count_frames",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "default=noprint_wrappers=1:nokey=1",
+    ])
+    .and_then(|s| s.trim().parse::<u64>().ok())
+    .unwrap_or(0);
+    assert!(
+        frames >= 45,
+        "{frames} pictures decoded (15 fps for 5 s and more)"
+    );
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&flv)
+        .args(["-map", "0:v", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "the pictures decode without errors: {errors}"
+    );
+}

@@ -79,7 +79,7 @@ impl Calls {
     ) {
         let Some(&slot) = self.by_port.get(&port) else {
             // a REST call's (few, and never a bridged call's port)
-            self.rtmp_rtp(now, port, from, data);
+            self.rtmp_rtp(now, port, from, data, ctx);
             return;
         };
         self.touch(slot);

@@ -255,6 +255,21 @@ impl VideoLeg {
         }
     }
 
+    /// Asks the door for a key frame (a REST call's stream starting, or after a loss), at
+    /// most every [`REQUEST_INTERVAL`].
+    pub fn ask_picture(&mut self, now: Instant) {
+        if !self.active
+            || self
+                .last_request
+                .is_some_and(|t| now < t + REQUEST_INTERVAL)
+        {
+            return;
+        }
+        self.last_request = Some(now);
+        self.request = true;
+        self.info_due = !self.remote.feedback;
+    }
+
     /// The picture request for the door, when one waits and the door's SSRC is known: a
     /// compound RTCP packet (an empty receiver report, then the PLI) written into `buf`;
     /// (length, where to send it).

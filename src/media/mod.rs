@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod codec;
 pub mod dtmf;
 pub mod echo;
+pub mod h264;
 pub mod jitter;
 pub mod relay;
 pub mod stats;

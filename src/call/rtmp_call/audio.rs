@@ -57,15 +57,19 @@ impl RtmpCalls {
                     continue;
                 }
                 if !session.header_sent {
+                    let audio_meta = [
+                        ("audiocodecid", crate::rtmp::FLV_AUDIO_AAC),
+                        ("audiosamplerate", 48_000.0),
+                        ("audiosamplesize", 16.0),
+                        ("audiochannels", 1.0),
+                        ("stereo", 0.0),
+                        // AVC, when the phone sends video
+                        ("videocodecid", 7.0),
+                    ];
+                    let fields = if call.video.is_some() { 6 } else { 5 };
                     let sent = session
                         .publisher
-                        .send_metadata(&[
-                            ("audiocodecid", crate::rtmp::FLV_AUDIO_AAC),
-                            ("audiosamplerate", 48_000.0),
-                            ("audiosamplesize", 16.0),
-                            ("audiochannels", 1.0),
-                            ("stereo", 0.0),
-                        ])
+                        .send_metadata(&audio_meta[..fields])
                         .and_then(|_| {
                             session.publisher.send_audio(
                                 0,

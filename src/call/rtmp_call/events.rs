@@ -58,6 +58,14 @@ impl Calls {
                     });
                 match answered {
                     Ok((remote, codec, audio)) => {
+                        // the picture requests' sender: srgate's stream toward the phone
+                        let ssrc = call.ssrc;
+                        call.attach_video(&remote, (ssrc, ssrc));
+                        if let (Some(port), None) = (call.video_port, call.video.as_ref()) {
+                            // the phone answered without video: its port goes
+                            ctx.ports.close(port);
+                            call.video_port = None;
+                        }
                         call.te_pt = remote.telephone_event;
                         call.source.set_expected(remote.addr);
                         call.remote = Some(remote);
@@ -115,14 +123,20 @@ impl Calls {
         port: u16,
         from: SocketAddr,
         data: &[u8],
+        ctx: &mut Ctx<'_>,
     ) -> bool {
         let RtmpCalls {
-            calls, poisoned, ..
+            calls,
+            poisoned,
+            out,
+            ..
         } = &mut self.rtmp;
-        let Some(call) = calls
-            .iter_mut()
-            .find(|c| c.port == port || c.port.wrapping_add(1) == port)
-        else {
+        let Some(call) = calls.iter_mut().find(|c| {
+            c.port == port
+                || c.port.wrapping_add(1) == port
+                || c.video_port
+                    .is_some_and(|v| v == port || v.wrapping_add(1) == port)
+        }) else {
             return false;
         };
         let sip = call.sip;
@@ -130,16 +144,77 @@ impl Calls {
         if poisoned.iter().any(|(s, _)| *s == sip) {
             return true;
         }
-        if guarded(|| call.handle_rtp(now, port, from, data)).is_none() {
-            self.rtmp.poison(sip);
+        let handled = guarded(|| {
+            call.handle_rtp(now, port, from, data);
+            call.video_requests(out)
+        });
+        match handled {
+            Some(true) => ctx.sip.picture_update(now, sip),
+            Some(false) => {}
+            None => self.rtmp.poison(sip),
         }
         true
     }
 }
 
 impl RtmpCall {
-    /// A datagram on the call's port (RTP) or the one above it (RTCP).
+    /// The phone's answer had video srgate offered (H.264 at [`VIDEO_PT`]): its leg.
+    fn attach_video(&mut self, remote: &RemoteRtp, (ssrc, sip_ssrc): (u32, u32)) {
+        let (Some(port), Some(rv)) = (self.video_port, remote.video.as_ref()) else {
+            return;
+        };
+        let sends = matches!(rv.direction, Direction::SendOnly | Direction::SendRecv);
+        let Some(format) = rv
+            .formats
+            .iter()
+            .find(|f| f.codec == crate::sdp::sip::VideoCodec::H264 && f.h264_mode() <= 1)
+        else {
+            return;
+        };
+        if !sends || rv.addr.ip().is_unspecified() {
+            return;
+        }
+        let sprop = crate::sdp::sip::fmtp_value(&format.fmtp, "sprop-parameter-sets");
+        let answer = crate::sdp::sip::VideoDescription::answering(rv, format.clone(), port);
+        let leg = crate::call::video::VideoLeg::new(
+            port,
+            answer,
+            rv.clone(),
+            format.payload_type,
+            ssrc,
+            sip_ssrc,
+        );
+        self.video = Some(Box::new(super::video::RtmpVideo::new(leg, sprop)));
+        log::info!(
+            "REST call {}: the phone's H.264 goes on the stream",
+            self.call_id
+        );
+    }
+
+    /// The video's picture requests for the phone, into `out`; whether one goes as SIP
+    /// INFO too (a phone without RTCP feedback).
+    fn video_requests(&mut self, out: &mut VecDeque<OutPacket>) -> bool {
+        let Some(video) = self.video.as_mut() else {
+            return false;
+        };
+        let mut bytes = [0u8; OUT_MAX];
+        if let Some((n, to)) = video.leg.poll_request(&mut bytes) {
+            out.push_back((video.leg.port.wrapping_add(1), to, bytes, n));
+        }
+        video.leg.take_info_request()
+    }
+
+    /// A datagram on the call's port (RTP) or the one above it (RTCP), or its video's.
     fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, data: &[u8]) {
+        if let (Some(video_port), Some(answered)) = (self.video_port, self.answered)
+            && (port == video_port || port == video_port.wrapping_add(1))
+        {
+            if let Some(video) = self.video.as_mut() {
+                let rtcp = port != video_port;
+                video.handle(now, from, data, rtcp, answered, self.session.as_mut());
+            }
+            return;
+        }
         let call = self;
         if port != call.port {
             if !call.source.admits_rtcp(from) {
@@ -252,8 +327,8 @@ impl Calls {
         &mut self,
         buf: &mut [u8],
     ) -> Option<crate::call::MediaTransmit> {
-        let (port, destination, packet) = self.rtmp.out.pop_front()?;
-        let len = packet.len().min(buf.len());
+        let (port, destination, packet, len) = self.rtmp.out.pop_front()?;
+        let len = len.min(buf.len());
         buf[..len].copy_from_slice(&packet[..len]);
         Some(crate::call::MediaTransmit {
             socket: crate::call::MediaSocket::Rtp(port),

@@ -72,6 +72,9 @@ impl Calls {
             ctx.sip.hangup(now, call.sip);
         }
         ctx.ports.close(call.port);
+        if let Some(video_port) = call.video_port {
+            ctx.ports.close(video_port);
+        }
         if let Some(session) = call.session {
             self.rtmp
                 .outputs

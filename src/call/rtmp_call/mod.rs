@@ -49,6 +49,9 @@ use super::{Calls, Cdr, Ctx, earliest};
 
 /// REST calls at once.
 pub const MAX_RTMP_CALLS: usize = 32;
+
+/// The payload type srgate gives H.264 in its offers (`hasVideo`).
+const VIDEO_PT: u8 = 96;
 /// Ended calls whose last state `find` still gives.
 pub const FINISHED_KEPT: usize = 64;
 /// A session not publishing this long after its connection was asked for is given up
@@ -93,6 +96,8 @@ struct Session {
     opened: Instant,
     /// The sequence header and metadata went out on it.
     header_sent: bool,
+    /// The video's decoder configuration went out on it (pictures follow from a key frame).
+    video_header_sent: bool,
     /// The AAC timeline's millisecond at this session's timestamp 0.
     ts_base: Option<u32>,
 }
@@ -120,6 +125,10 @@ struct RtmpCall {
     sip: SipCallId,
     sip_alive: bool,
     port: u16,
+    /// The video's port (RTCP: the next one), offered when the request had `hasVideo`;
+    /// its leg once the phone answered with video.
+    video_port: Option<u16>,
+    video: Option<Box<video::RtmpVideo>>,
     state: CallState,
     sip_code: Option<u16>,
     reason: Option<String>,
@@ -216,7 +225,7 @@ impl RtmpCall {
     }
 
     /// The RFC 4733 packets due at `now`, into `out` (port, destination, packet).
-    fn send_dtmf(&mut self, now: Instant, out: &mut VecDeque<(u16, SocketAddr, [u8; 16])>) {
+    fn send_dtmf(&mut self, now: Instant, out: &mut VecDeque<OutPacket>) {
         let (Some(pt), Some(answered)) = (self.te_pt, self.answered) else {
             return;
         };
@@ -243,7 +252,9 @@ impl RtmpCall {
             packet[12..].copy_from_slice(&event.payload);
             self.seq = self.seq.wrapping_add(1);
             if let Some(to) = self.destination() {
-                out.push_back((self.port, to, packet));
+                let mut bytes = [0u8; OUT_MAX];
+                bytes[..16].copy_from_slice(&packet);
+                out.push_back((self.port, to, bytes, 16));
             }
         }
     }
@@ -276,8 +287,8 @@ pub struct RtmpCalls {
     finished: VecDeque<CallInfo>,
     /// Sessions of ended calls writing their `deleteStream`, until when.
     closing: Vec<(Session, Instant)>,
-    /// RFC 4733 packets for the phones: (srgate's port, destination, packet).
-    out: VecDeque<(u16, SocketAddr, [u8; 16])>,
+    /// RFC 4733 packets and picture requests for the phones.
+    out: VecDeque<OutPacket>,
     /// Hook posts: (URL, JSON body).
     hooks: VecDeque<(HookUrl, String)>,
     /// A request, SIP event, timer or RTMP input came since the hooks were last looked at.
@@ -288,8 +299,15 @@ pub struct RtmpCalls {
     poisoned: Vec<(SipCallId, Instant)>,
     /// A startup under way: its port and, once the INVITE is out, its SIP leg, freed if
     /// the startup panics before the call is in `calls`.
-    starting: Option<(u16, Option<SipCallId>)>,
+    starting: Option<(u16, Option<u16>, Option<SipCallId>)>,
 }
+
+/// The largest packet a REST call sends its phone itself (an RFC 4733 event: 16 bytes;
+/// a compound RTCP picture request: 20).
+const OUT_MAX: usize = 24;
+
+/// A packet for a phone: (srgate's port, destination, bytes, length).
+type OutPacket = (u16, SocketAddr, [u8; OUT_MAX], usize);
 
 /// The body of a hook post: the call's state as `find` gives it, and the event.
 fn hook_body(info: &CallInfo) -> String {
@@ -370,8 +388,12 @@ impl RtmpCalls {
             publisher: Publisher::new(PublisherConfig::new(&call.url, seed)),
             opened: now,
             header_sent: false,
+            video_header_sent: false,
             ts_base: None,
         });
+        if let Some(video) = call.video.as_mut() {
+            video.session_started();
+        }
         call.rtmp_state = if call.reconnects == 0 && call.rtmp_error.is_none() {
             RtmpState::Connecting
         } else {
@@ -483,3 +505,4 @@ mod guard;
 mod rest;
 #[cfg(test)]
 mod tests;
+mod video;

@@ -29,8 +29,11 @@ impl Calls {
             Some(Err(e)) => (e.status, e.json()),
             None => {
                 // a startup's port and SIP leg not yet in a call are freed
-                if let Some((port, sip)) = self.rtmp.starting.take() {
+                if let Some((port, video_port, sip)) = self.rtmp.starting.take() {
                     ctx.ports.close(port);
+                    if let Some(video_port) = video_port {
+                        ctx.ports.close(video_port);
+                    }
                     if let Some(sip) = sip {
                         ctx.sip.hangup(now, sip);
                     }
@@ -95,8 +98,8 @@ impl Calls {
             return Err(error(
                 501,
                 "NOT_SUPPORTED",
-                "hasAudio: srgate publishes the call's audio (video is not supported yet): \
-                 a stream without audio would be empty",
+                "hasAudio: srgate publishes the call's audio (and its video next to it): \
+                 a stream without audio is not made",
             ));
         }
         let account = match &startup.sip {
@@ -156,7 +159,35 @@ impl Calls {
             log::warn!("REST call {call_id}: no free port in [media] rtp_ports");
             return Err(error(503, "OVERLOADED", "no free RTP port"));
         };
-        self.rtmp.starting = Some((port, None));
+        // hasVideo: a second port pair for the phone's H.264 (audio only without a free one)
+        let video_port = if startup.has_video {
+            let p = ctx.ports.open();
+            if p.is_none() {
+                log::warn!("REST call {call_id}: no free port for video: audio only");
+            }
+            p
+        } else {
+            None
+        };
+        self.rtmp.starting = Some((port, video_port, None));
+        let video_offer = video_port.map(|port| crate::sdp::sip::VideoDescription {
+            port,
+            proto: "RTP/AVP".into(),
+            format: crate::sdp::sip::VideoFormat {
+                payload_type: VIDEO_PT,
+                codec: crate::sdp::sip::VideoCodec::H264,
+                fmtp: "profile-level-id=42e01f;packetization-mode=1".into(),
+            },
+            direction: Direction::RecvOnly,
+            feedback: false,
+        });
+        let layout: Vec<crate::sdp::sip::Section<'_>> = match &video_offer {
+            Some(v) => vec![
+                crate::sdp::sip::Section::Audio,
+                crate::sdp::sip::Section::Video(v),
+            ],
+            None => Vec::new(),
+        };
         let formats: Vec<(u8, Codec)> = self
             .sip_offer_formats(None)
             .into_iter()
@@ -172,7 +203,7 @@ impl Calls {
             ptime: 20,
             crypto: &[],
             best_effort: false,
-            layout: &[],
+            layout: &layout,
         });
         let sip = SipCallId(self.next_sip);
         self.next_sip += 1;
@@ -194,11 +225,14 @@ impl Calls {
         if let Err(e) = ctx.sip.start_call(now, outgoing) {
             self.rtmp.starting = None;
             ctx.ports.close(port);
+            if let Some(video_port) = video_port {
+                ctx.ports.close(video_port);
+            }
             let (code, reason) = crate::call::link::refusal_of(&e);
             log::info!("REST call {call_id}: SIP call not started ({e:?})");
             return fail(self, code, reason);
         }
-        self.rtmp.starting = Some((port, Some(sip)));
+        self.rtmp.starting = Some((port, video_port, Some(sip)));
         #[cfg(test)]
         tests::fault_at(
             (callee == tests::PANIC_AFTER_INVITE).then_some(tests::Fault::Start),
@@ -218,6 +252,8 @@ impl Calls {
             sip,
             sip_alive: true,
             port,
+            video_port,
+            video: None,
             state: CallState::New,
             sip_code: None,
             reason: None,
@@ -358,6 +394,9 @@ impl Calls {
             call.sip_alive = false;
         }
         ctx.ports.close(call.port);
+        if let Some(video_port) = call.video_port {
+            ctx.ports.close(video_port);
+        }
         call.state = if call.answered.is_some() {
             CallState::Finished
         } else {
