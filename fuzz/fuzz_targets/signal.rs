@@ -76,6 +76,7 @@ fn check_parse(text: &str) {
                     assert!(!sdp.is_empty());
                     assert!(response.as_ref().is_none_or(|c| c.len() <= MAX_CONTENT));
                 }
+                Request::Preview { sdp, .. } => assert!(!sdp.is_empty()),
                 Request::Refuse { response, .. } => {
                     assert!(response.as_ref().is_none_or(|c| c.len() <= MAX_CONTENT));
                 }
