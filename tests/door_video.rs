@@ -81,7 +81,12 @@ fn door_calls_the_app(test: &str, preview: bool) {
     {
         return;
     }
-    let dir = TestDir::new("door-video");
+    // one folder name a test: the tests run side by side in namespaces of their own
+    let dir = TestDir::new(if preview {
+        "door-preview"
+    } else {
+        "door-video"
+    });
     let tones = calls::tones(&dir, 60.0, 60.0);
     let srgate = calls::standalone_gateway(&dir, &["1006"], "");
     let gw = srgate.sip_addr();

@@ -170,8 +170,15 @@ export class Call extends EventTarget {
    *   (microphone failures: code MEDIA_FAILED or INSECURE_CONTEXT, the DOMException as `cause`).
    */
   async accept(opts = {}) {
+    if (this.direction === 'incoming' && this.state === 'PREVIEWING' && !this.ended) {
+      // the preview is on its way: accepted as soon as srgate answered it
+      this._acceptAfterPreview = opts;
+      return;
+    }
     if (this.direction === 'incoming' && this.state === 'PREVIEW' && !this.ended && this.pc) {
-      // previewed: srgate answered our offer already; accepting sends the 200
+      // previewed: srgate answered our offer already; accepting sends the 200, and our
+      // microphone (muted while previewing) is heard from now on
+      for (const t of (this.localStream ? this.localStream.getAudioTracks() : [])) t.enabled = true;
       this.state = 'ACCEPTING';
       const msg = { type: 'accept', id: this.id, sdp: this.pc.localDescription.sdp };
       if (opts.response !== undefined) msg.response = opts.response;
@@ -207,6 +214,8 @@ export class Call extends EventTarget {
     const receiveVideo = this.video && opts.video !== false;
     const sdp = await this._prepareOffer(Object.assign({}, opts, { receiveVideo }));
     if (sdp === null) return;
+    // nothing of ours is heard before the answer (srgate forwards none either)
+    for (const t of (this.localStream ? this.localStream.getAudioTracks() : [])) t.enabled = false;
     this._sendOrFail({ type: 'preview', id: this.id, sdp });
   }
 
@@ -315,6 +324,15 @@ export class Call extends EventTarget {
   /** A failure on our side before the call got going: tell the user, end the call. */
   _fail(error) {
     if (this.ended) return;
+    if (this.state === 'PREVIEWING') {
+      // only the preview failed (no microphone, say): still invited, accept as usual
+      this._release();
+      this.pc = null;
+      this.state = 'INVITED';
+      this._acceptAfterPreview = null;
+      fire(this, 'error', { call: this, error });
+      return;
+    }
     fire(this, 'error', { call: this, error });
     // If srgate already knows the call, let it go.
     if (this.state !== 'NEW' && this.state !== 'ACCEPTING' && this.state !== 'PREVIEWING') {
@@ -372,6 +390,11 @@ export class Call extends EventTarget {
         if (this.ended) return;
         this.state = s;
         if (s === 'ACCEPTED') this.answered = true;
+        if (s === 'PREVIEW' && this._acceptAfterPreview) {
+          const opts = this._acceptAfterPreview;
+          this._acceptAfterPreview = null;
+          this.accept(opts).catch(() => {});
+        }
         fire(this, 'remotestate', msg);
         fire(this._client, 'remotestate', Object.assign({ call: this }, msg));
         if (s === 'CANCELED' || s === 'FAILURE') this._end(s, { error: msg.error, cause: msg.reason });

@@ -329,3 +329,29 @@ for user in ["1001", "301", "342"]:
     put("sip_endpoint", f"invite_{user}_offerless", sip_request("INVITE", user, 1))
     put("sip_endpoint", f"cancel_{user}", sip_request("CANCEL", user, 1))
 put("sip_endpoint", "bye", sip_request("BYE", "301", 2, to_tag=";tag=x"))
+
+
+# h264: RTP packets of a phone's H.264 (RFC 6184), each after a 2-byte length
+def rtp(seq, ts, marker, payload):
+    return struct.pack(">BBHII", 0x80, 96 | (0x80 if marker else 0), seq, ts, 0x12345678) + payload
+
+
+def framed(packets):
+    return b"".join(struct.pack(">H", len(p)) + p for p in packets)
+
+
+SPS = bytes([0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02])
+PPS = bytes([0x68, 0xce, 0x3c, 0x80])
+stap = bytes([0x78]) + struct.pack(">H", len(SPS)) + SPS + struct.pack(">H", len(PPS)) + PPS
+idr = bytes(range(200))
+put("h264", "stap_fu_single", framed([
+    rtp(1, 900, False, stap),
+    rtp(2, 900, False, bytes([0x7c, 0x85]) + idr[:100]),
+    rtp(3, 900, True, bytes([0x7c, 0x45]) + idr[100:]),
+    rtp(4, 3900, True, bytes([0x41, 0x9a, 0x01])),
+]))
+put("h264", "lost_fragment", framed([
+    rtp(10, 100, False, bytes([0x7c, 0x85, 1, 2])),
+    rtp(12, 100, True, bytes([0x7c, 0x45, 3])),
+    rtp(13, 200, True, bytes([0x65, 1, 2, 3])),
+]))

@@ -188,6 +188,8 @@ pub struct BridgeCall {
     pub video: Option<Box<VideoLeg>>,
     /// SIP → app: the user is rung as a member of a ring group (no preview then).
     pub ring_group: bool,
+    /// SIP → app: the call comes from another app user inside srgate (no preview then).
+    pub internal: bool,
 }
 
 impl BridgeCall {
@@ -232,6 +234,7 @@ impl BridgeCall {
             srtp: None,
             video: None,
             ring_group: false,
+            internal: false,
         }
     }
 
@@ -346,6 +349,12 @@ impl BridgeCall {
             best_effort: !self.srgate_offers && self.remote.as_ref().is_some_and(|r| r.best_effort),
             layout: &layout,
         })
+    }
+
+    /// Whether the app may `preview` this invitation: a SIP caller's own offer (srgate's
+    /// answer goes in a 183), not a ring group's branch nor an app's call inside srgate.
+    pub fn may_preview(&self) -> bool {
+        !self.srgate_offers && !self.ring_group && !self.internal && self.remote.is_some()
     }
 
     /// srgate's video section toward SIP, when the call passes the SIP side's video on.
@@ -769,9 +778,11 @@ impl BridgeCall {
             // Nowhere to send (hold, or no address yet): the packet is dropped, the
             // stream's clock keeps running.
         }
-        if let (Some(n), Some(destination)) = (
+        if let (Some(n), Some(destination), true) = (
             media.poll_rtcp_sip(now, ntp, &mut buf[..room]),
             self.sip_rtcp_destination(),
+            // nothing toward the caller before the answer of a preview
+            self.phase != Phase::Previewing,
         ) {
             let n = match self.srtp.as_mut() {
                 Some(srtp) => srtp.send.protect_rtcp(buf, n).ok()?,

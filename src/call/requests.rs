@@ -169,16 +169,18 @@ impl Calls {
                 Some(slot)
                     if self
                         .bridge_mut(slot)
-                        .is_some_and(|b| b.phase == Phase::Offered && !b.ring_group) =>
+                        .is_some_and(|b| b.phase == Phase::Offered && b.may_preview()) =>
                 {
                     self.accept(now, slot, &sdp, true, ctx)
                 }
-                Some(slot) if self.bridge_mut(slot).is_some_and(|b| b.ring_group) => self.refuse(
-                    &user,
-                    ErrorCode::BadRequest,
-                    "preview: not for a ring group's call (accept it)",
-                    &id,
-                ),
+                Some(slot) if self.bridge_mut(slot).is_some_and(|b| !b.may_preview()) => self
+                    .refuse(
+                        &user,
+                        ErrorCode::BadRequest,
+                        "preview: not for this call (a ring group's, an app's, or one without \
+                         the caller's offer): accept it",
+                        &id,
+                    ),
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
             },
             Request::Refuse { id, response } => match slot {
@@ -220,7 +222,8 @@ impl Calls {
                 }
                 return;
             }
-            Some((_, Call::Bridge(b))) => b.send_dtmf(now, digits),
+            // nothing of the app reaches the caller before it accepts
+            Some((_, Call::Bridge(b))) => b.phase != Phase::Previewing && b.send_dtmf(now, digits),
             Some((_, Call::Pair(_))) | None => return,
         };
         if !sent {
@@ -621,6 +624,7 @@ impl Calls {
         };
         ctx.sip.claim(b.sip);
         let connected = b.browser.as_ref().is_some_and(|br| br.is_connected());
+        let mut mode = None;
         if connected {
             ctx.sip
                 .answer(now, b.sip, &std::mem::take(&mut b.local_sdp));
@@ -628,9 +632,13 @@ impl Calls {
             b.answered = Some(now);
             b.deadline = None;
             b.touch_rtp(now);
+            mode = Some(b.mode());
         } else {
             b.phase = Phase::Accepting;
             b.deadline = Some(now + ACCEPT_WAIT);
+        }
+        if let Some(mode) = mode {
+            self.count_mode(mode);
         }
         self.say(
             &key.0,

@@ -456,6 +456,7 @@ impl Calls {
         call.rtp_timeout = self.cfg.rtp_timeout;
         call.sip_allowed = self.sip_codecs();
         call.ring_group = group.is_some();
+        call.internal = internal;
         match remote {
             Some(remote) => {
                 if let Err(why) = call.apply_remote(now, remote) {

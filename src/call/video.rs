@@ -26,6 +26,8 @@ pub const QUEUE: usize = 32;
 pub const MAX_PACKET: usize = 1500;
 /// At most one picture request to the door per this interval.
 pub const REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest wait between requests of a stream that gets no key frame.
+const MAX_ASK_EVERY: Duration = Duration::from_secs(8);
 
 /// RTCP receiver report (RFC 3550 §6.4.2) and payload-specific feedback (RFC 4585 §6.1)
 /// with its formats.
@@ -81,6 +83,9 @@ pub struct VideoLeg {
     request: bool,
     info_due: bool,
     last_request: Option<Instant>,
+    /// How long [`VideoLeg::ask_picture`] waits before asking again: doubled while no
+    /// key frame comes (a phone that ignores requests is not flooded), reset by one.
+    ask_every: Duration,
     pub counters: VideoCounters,
 }
 
@@ -118,6 +123,7 @@ impl VideoLeg {
             request: false,
             info_due: false,
             last_request: None,
+            ask_every: REQUEST_INTERVAL,
             counters: VideoCounters::default(),
         }
     }
@@ -258,16 +264,18 @@ impl VideoLeg {
     /// Asks the door for a key frame (a REST call's stream starting, or after a loss), at
     /// most every [`REQUEST_INTERVAL`].
     pub fn ask_picture(&mut self, now: Instant) {
-        if !self.active
-            || self
-                .last_request
-                .is_some_and(|t| now < t + REQUEST_INTERVAL)
-        {
+        if !self.active || self.last_request.is_some_and(|t| now < t + self.ask_every) {
             return;
         }
         self.last_request = Some(now);
+        self.ask_every = (self.ask_every * 2).min(MAX_ASK_EVERY);
         self.request = true;
         self.info_due = !self.remote.feedback;
+    }
+
+    /// A key frame came: the next request may go soon again.
+    pub fn key_frame_seen(&mut self) {
+        self.ask_every = REQUEST_INTERVAL;
     }
 
     /// The picture request for the door, when one waits and the door's SSRC is known: a

@@ -12,8 +12,9 @@
 //! picture seen (at most [`MAX_ACCESS_UNIT`]) and is reused, so steady state allocates
 //! nothing.
 
-/// The largest picture taken (a bigger one is dropped as lost).
-pub const MAX_ACCESS_UNIT: usize = 1 << 20;
+/// The largest picture taken (a bigger one is dropped as lost): below what an RTMP
+/// session takes in one message with room to spare (the publisher's buffer is 256 KiB).
+pub const MAX_ACCESS_UNIT: usize = 192 * 1024;
 
 /// NAL unit types (H.264 Table 7-1) and RTP packet types (RFC 6184 §5.2).
 const NAL_IDR: u8 = 5;
@@ -73,12 +74,14 @@ impl Depacketizer {
         };
         let (seq, ts, marker) = (p.sequence_number(), p.timestamp(), p.marker());
         let payload = p.payload();
+        let mut gap = false;
         if let Some(last) = self.last_seq {
             let ahead = seq.wrapping_sub(last);
             if ahead == 0 || ahead >= 0x8000 {
                 return None; // a duplicate or a late packet: its picture is gone
             }
-            if ahead > 1 {
+            gap = ahead > 1;
+            if gap {
                 self.broken = true;
                 self.loss = true;
             }
@@ -86,10 +89,15 @@ impl Depacketizer {
         self.last_seq = Some(seq);
         self.done = None;
         if self.au_ts.is_some_and(|t| t != ts) {
-            // the previous picture's last packet (with the marker) was lost
-            self.broken = true;
-            self.loss = true;
+            // the previous picture ended without its marker: lost, unless nothing of it
+            // is missing and it held no slice (parameter sets sent on their own)
+            if gap || !self.au.is_empty() || self.fu_at.is_some() {
+                self.broken = true;
+                self.loss = true;
+            }
             self.finish();
+            // the packets lost may have been this picture's first ones
+            self.broken = gap;
         }
         if self.au_ts.is_none() {
             self.au_ts = Some(ts);
@@ -113,13 +121,14 @@ impl Depacketizer {
         let Some(&first) = payload.first() else {
             return;
         };
-        match first & 0x1f {
-            1..=23 => {
-                self.fu_at = None;
-                self.add_nal(payload);
-            }
+        let kind = first & 0x1f;
+        if kind != FU_A && self.fu_at.take().is_some() {
+            // a fragmented unit left unfinished
+            self.broken = true;
+        }
+        match kind {
+            1..=23 => self.add_nal(payload),
             STAP_A => {
-                self.fu_at = None;
                 let mut rest = &payload[1..];
                 // bounded: each round takes at least two bytes
                 while rest.len() >= 2 {
@@ -140,10 +149,14 @@ impl Depacketizer {
                 let (start, end, kind) = (header & 0x80 != 0, header & 0x40 != 0, header & 0x1f);
                 let data = &payload[2..];
                 if start {
-                    self.fu_at = Some(self.au.len());
+                    if self.fu_at.take().is_some() {
+                        // the previous fragmented unit never ended
+                        self.broken = true;
+                    }
                     if !self.room(5 + data.len()) {
                         return;
                     }
+                    self.fu_at = Some(self.au.len());
                     self.au
                         .extend_from_slice(&[0, 0, 0, 0, (first & 0xe0) | kind]);
                     if kind == NAL_IDR {
@@ -155,12 +168,15 @@ impl Depacketizer {
                     return;
                 }
                 if !self.room(data.len()) {
+                    self.fu_at = None;
                     return;
                 }
                 self.au.extend_from_slice(data);
                 if end && let Some(at) = self.fu_at.take() {
-                    let len = (self.au.len() - at - 4) as u32;
-                    self.au[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    let len = self.au.len().saturating_sub(at + 4) as u32;
+                    if let Some(slot) = self.au.get_mut(at..at + 4) {
+                        slot.copy_from_slice(&len.to_be_bytes());
+                    }
                 }
             }
             // STAP-B, MTAP, FU-B (interleaved mode) and reserved types: not taken

@@ -175,12 +175,18 @@ impl RtmpCall {
             return;
         }
         let sprop = crate::sdp::sip::fmtp_value(&format.fmtp, "sprop-parameter-sets");
-        let answer = crate::sdp::sip::VideoDescription::answering(rv, format.clone(), port);
+        // the phone sends with the payload type of srgate's offer (RFC 3264 §5.1), whatever
+        // number its answer gave H.264
+        let ours = crate::sdp::sip::VideoFormat {
+            payload_type: super::VIDEO_PT,
+            ..format.clone()
+        };
+        let answer = crate::sdp::sip::VideoDescription::answering(rv, ours, port);
         let leg = crate::call::video::VideoLeg::new(
             port,
             answer,
             rv.clone(),
-            format.payload_type,
+            super::VIDEO_PT,
             ssrc,
             sip_ssrc,
         );

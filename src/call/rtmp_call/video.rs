@@ -26,8 +26,13 @@ pub(super) struct RtmpVideo {
     depack: Depacketizer,
     /// The decoder configuration record, rebuilt when SPS/PPS change.
     record: Vec<u8>,
-    /// (RTP timestamp, stream millisecond) of the session's first picture.
+    /// (RTP timestamp, stream millisecond) the pictures' times are counted from, and the
+    /// last time given (video timestamps never go back).
     first: Option<(u32, u32)>,
+    last_ms: u32,
+    /// No picture goes out until a key frame: at a session's start and after a loss
+    /// (the pictures after a lost one refer to it and would not decode).
+    await_key: bool,
     pub frames: u64,
     pub dropped: u64,
 }
@@ -43,6 +48,8 @@ impl RtmpVideo {
             depack,
             record: Vec::new(),
             first: None,
+            last_ms: 0,
+            await_key: true,
             frames: 0,
             dropped: 0,
         }
@@ -69,6 +76,9 @@ impl RtmpVideo {
                 continue;
             };
             let (ts, key) = (au.timestamp, au.key);
+            if self.depack.take_loss() {
+                self.await_key = true;
+            }
             let Some(s) = session.as_deref_mut() else {
                 self.dropped += 1;
                 continue;
@@ -82,13 +92,13 @@ impl RtmpVideo {
             if self.depack.take_config_change() {
                 s.video_header_sent = false;
             }
+            if (self.await_key || !s.video_header_sent) && !key {
+                // a decoder starts at a key frame: ask for one
+                self.dropped += 1;
+                self.leg.ask_picture(now);
+                continue;
+            }
             if !s.video_header_sent {
-                if !key {
-                    // a decoder starts at a key frame: ask for one
-                    self.dropped += 1;
-                    self.leg.ask_picture(now);
-                    continue;
-                }
                 let Some(len) = self.depack.config_record(&mut self.record) else {
                     self.dropped += 1;
                     self.leg.ask_picture(now);
@@ -113,14 +123,19 @@ impl RtmpVideo {
             };
             if s.publisher.send_video(ms, &[&tag, au]).is_err() {
                 // the server reads too slowly: a live stream drops it (and the next
-                // pictures until a key frame would be broken: ask for one)
+                // pictures until a key frame would not decode: wait for one)
                 self.dropped += 1;
-                s.video_header_sent = false;
+                self.await_key = true;
                 continue;
+            }
+            if key {
+                self.await_key = false;
+                self.leg.key_frame_seen();
             }
             self.frames += 1;
         }
         if self.depack.take_loss() {
+            self.await_key = true;
             self.leg.ask_picture(now);
         }
     }
@@ -130,15 +145,27 @@ impl RtmpVideo {
     fn stream_ms(&mut self, now: Instant, answered: Instant, s: &Session, ts: u32) -> u32 {
         let since =
             u32::try_from(now.saturating_duration_since(answered).as_millis()).unwrap_or(u32::MAX);
-        let (first_ts, first_ms) = *self.first.get_or_insert_with(|| {
-            let base = s.ts_base.unwrap_or(0);
-            (ts, since.saturating_sub(base))
-        });
-        first_ms.wrapping_add(ts.wrapping_sub(first_ts) / 90)
+        let arrival = since.saturating_sub(s.ts_base.unwrap_or(0));
+        let (first_ts, first_ms) = *self.first.get_or_insert((ts, arrival));
+        let elapsed = ts.wrapping_sub(first_ts);
+        let by_clock = first_ms.wrapping_add(elapsed / 90);
+        // a clock that went back (an encoder restarted) or drifted a second from the
+        // audio's (a pause, a long call): counted from this picture again
+        let ms = if elapsed >= 0x8000_0000 || by_clock.abs_diff(arrival) > 1_000 {
+            self.first = Some((ts, arrival));
+            arrival
+        } else {
+            by_clock
+        };
+        let ms = ms.max(self.last_ms);
+        self.last_ms = ms;
+        ms
     }
 
     /// A new session starts its pictures over (configuration, key frame, timeline).
     pub fn session_started(&mut self) {
         self.first = None;
+        self.last_ms = 0;
+        self.await_key = true;
     }
 }
