@@ -173,6 +173,16 @@ impl Depacketizer {
                 }
                 self.au.extend_from_slice(data);
                 if end && let Some(at) = self.fu_at.take() {
+                    if matches!(kind, NAL_SPS | NAL_PPS) {
+                        // a fragmented parameter set: to the configuration record too
+                        let au = std::mem::take(&mut self.au);
+                        if let Some(nal) = au.get(at + 4..) {
+                            self.keep_parameter_set(nal);
+                        }
+                        self.au = au;
+                        self.au.truncate(at);
+                        return;
+                    }
                     let len = self.au.len().saturating_sub(at + 4) as u32;
                     if let Some(slot) = self.au.get_mut(at..at + 4) {
                         slot.copy_from_slice(&len.to_be_bytes());
