@@ -844,7 +844,31 @@ fn a_rest_call_with_video_publishes_the_phones_h264() {
         (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)
     });
     assert!(up.is_some(), "up: {}\n{}", find(api, "cam-1"), srgate.log());
-    std::thread::sleep(Duration::from_secs(7));
+    // the live stream, pulled while the call goes on: AAC and H.264 at the card's size
+    std::thread::sleep(Duration::from_secs(2));
+    let live = format!("{}cam1", nginx.url());
+    let mut probe = common::process::Process::spawn(
+        "ffprobe-live",
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000"])
+            .args(["-analyzeduration", "3000000"])
+            .args(["-show_entries", "stream=codec_type,codec_name,width,height"])
+            .args(["-of", "default=noprint_wrappers=1"])
+            .arg(&live),
+        dir.path(),
+    )
+    .expect("ffprobe starts");
+    let probed_ok = probe.wait_exit(Duration::from_secs(10));
+    let probed = probe.stdout_text();
+    assert!(
+        probed_ok.is_some_and(|s| s.success())
+            && probed.contains("codec_name=h264")
+            && probed.contains("width=320")
+            && probed.contains("codec_name=aac"),
+        "ffprobe of the live stream: {probed_ok:?}\n{probed}\n{}",
+        probe.output()
+    );
+    std::thread::sleep(Duration::from_secs(3));
     let (status, ended) = post(
         api,
         "/rest-api/call/terminate",
