@@ -173,7 +173,9 @@ impl Depacketizer {
                 }
                 self.au.extend_from_slice(data);
                 if end && let Some(at) = self.fu_at.take() {
-                    if matches!(kind, NAL_SPS | NAL_PPS) {
+                    // the unit's type is its start's (a later fragment may say another)
+                    let unit = self.au.get(at + 4).map_or(kind, |h| h & 0x1f);
+                    if matches!(unit, NAL_SPS | NAL_PPS) {
                         // a fragmented parameter set: to the configuration record too
                         let au = std::mem::take(&mut self.au);
                         if let Some(nal) = au.get(at + 4..) {
