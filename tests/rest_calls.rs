@@ -386,13 +386,14 @@ fn bad_rest_requests_get_json_errors_and_change_nothing() {
         ),
         (
             startup,
+            // a per-call account whose domain cannot be a SIP host
             json!({"callId": "a", "callee": "1007", "rtmpUrl": "rtmp://127.0.0.1/live/",
-                   "rtmpStream": "s", "sipLogin": "x", "sipDomain": "pbx.example.com",
+                   "rtmpStream": "s", "sipLogin": "x", "sipDomain": "pbx>;x",
                    "sipPassword": "secret-pw"})
             .to_string(),
-            501,
-            "NOT_SUPPORTED",
-            "sipLogin",
+            400,
+            "BAD_FIELD",
+            "sipDomain",
         ),
     ];
     for (path, body, code, error, field) in cases {
