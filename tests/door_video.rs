@@ -15,14 +15,12 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
 use common::TestDir;
 use common::calls;
-use common::process::Process;
 
 const APP: &str = "1001";
 /// The door's video RTP port (its SDP) and the port it takes RTCP on (`a=rtcp`); ffmpeg
@@ -30,33 +28,6 @@ const APP: &str = "1001";
 const DOOR_VIDEO: u16 = 30_000;
 const DOOR_RTCP: u16 = 30_010;
 const CAMERA: u16 = 30_020;
-
-/// The door's side of the video: what ffmpeg sends to `CAMERA` goes to srgate's `port`
-/// from `DOOR_VIDEO`, except for the first second: the browser then starts in the middle
-/// of a group of pictures, cannot decode, and asks for a picture (PLI) — the request this
-/// test wants to see come back. Runs until nothing came for 2 s (at most 30 s).
-fn door_relay(port: u16) -> std::thread::JoinHandle<usize> {
-    let inbound = UdpSocket::bind(("127.0.0.1", CAMERA)).expect("the camera's port");
-    let outbound = UdpSocket::bind(("127.0.0.1", DOOR_VIDEO)).expect("the door's port");
-    inbound
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("socket");
-    std::thread::spawn(move || {
-        let end = common::Deadline::after(Duration::from_secs(30));
-        let held_back = common::Deadline::after(Duration::from_secs(1));
-        let mut buf = [0u8; 2048];
-        let mut sent = 0;
-        // bounded: a packet (or the 2 s timeout) per round, 30 s in all
-        while !end.passed() {
-            let Ok(n) = inbound.recv(&mut buf) else { break };
-            if held_back.passed() {
-                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", port));
-                sent += 1;
-            }
-        }
-        sent
-    })
-}
 
 #[test]
 fn a_doors_h264_video_reaches_the_app_and_picture_requests_reach_the_door() {
@@ -137,41 +108,10 @@ fn door_calls_the_app(test: &str, preview: bool) {
             .and_then(|t| t.trim().parse::<u16>().ok())
     });
     let srgate_port = srgate_port.unwrap_or_else(|| panic!("srgate took the video section"));
-    let relay = door_relay(srgate_port);
-    let mut camera = Process::spawn(
-        "ffmpeg-camera",
-        Command::new(common::find_binary("ffmpeg").expect("ffmpeg")).args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=15",
-            "-t",
-            "14",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "rtp",
-            "-payload_type",
-            "96",
-            &format!("rtp://127.0.0.1:{CAMERA}"),
-        ]),
-        dir.path(),
-    )
-    .expect("ffmpeg starts");
+    // the door's camera, its first second held back: the browser starts mid-stream and
+    // asks for a picture (PLI), the request this test wants to see come back
+    let relay = common::camera::relay(CAMERA, DOOR_VIDEO, srgate_port);
+    let mut camera = common::camera::start(dir.path(), CAMERA, 14);
 
     let seen = app.must(json!({"cmd": "video", "seconds": 6}));
     assert_video(&seen);

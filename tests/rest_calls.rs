@@ -786,60 +786,8 @@ fn a_rest_call_with_video_publishes_the_phones_h264() {
     .unwrap_or_else(|| panic!("srgate offered video: {}", srgate.log()));
 
     // the camera: ffmpeg → relay (the first second held back) → srgate, from the SDP's port
-    let inbound = std::net::UdpSocket::bind(("127.0.0.1", CAMERA)).expect("camera port");
-    let outbound = std::net::UdpSocket::bind(("127.0.0.1", PHONE_VIDEO)).expect("phone port");
-    inbound
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("socket");
-    let relay = std::thread::spawn(move || {
-        let end = common::Deadline::after(Duration::from_secs(30));
-        let held_back = common::Deadline::after(Duration::from_secs(1));
-        let mut buf = [0u8; 2048];
-        let mut sent = 0;
-        // bounded: a packet (or the 2 s timeout) per round, 30 s in all
-        while !end.passed() {
-            let Ok(n) = inbound.recv(&mut buf) else { break };
-            if held_back.passed() {
-                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", srgate_port));
-                sent += 1;
-            }
-        }
-        sent
-    });
-    let mut camera = common::process::Process::spawn(
-        "ffmpeg-camera",
-        Command::new(common::find_binary("ffmpeg").expect("ffmpeg")).args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=15",
-            "-t",
-            "9",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "rtp",
-            "-payload_type",
-            "96",
-            &format!("rtp://127.0.0.1:{CAMERA}"),
-        ]),
-        dir.path(),
-    )
-    .expect("ffmpeg starts");
+    let relay = common::camera::relay(CAMERA, PHONE_VIDEO, srgate_port);
+    let mut camera = common::camera::start(dir.path(), CAMERA, 9);
     let up = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
         let s = find(api, "cam-1");
         (s["state"] == "ESTABLISHED" && s["rtmpState"] == "PUBLISHING").then_some(s)

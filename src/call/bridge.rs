@@ -351,6 +351,21 @@ impl BridgeCall {
         })
     }
 
+    /// SIP → app, the browser's media up: the caller's 200 with srgate's answer (needed
+    /// no more once sent); the call is answered. Returns its media mode (for the metrics).
+    pub fn answer_sip(
+        &mut self,
+        now: Instant,
+        sip: &mut dyn super::link::SipLink,
+    ) -> Option<BridgeMode> {
+        sip.answer(now, self.sip, &std::mem::take(&mut self.local_sdp));
+        self.phase = Phase::Answered;
+        self.answered = Some(now);
+        self.deadline = None;
+        self.touch_rtp(now);
+        self.mode()
+    }
+
     /// Whether the app may `preview` this invitation: a SIP caller's own offer (srgate's
     /// answer goes in a 183), not a ring group's branch nor an app's call inside srgate.
     pub fn may_preview(&self) -> bool {

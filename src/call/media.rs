@@ -132,14 +132,7 @@ impl Calls {
                 }
                 if connected && b.phase == Phase::Accepting {
                     // The browser's media path is up: now the SIP caller gets its 200.
-                    // the answer is needed no more once sent
-                    ctx.sip
-                        .answer(now, b.sip, &std::mem::take(&mut b.local_sdp));
-                    b.phase = Phase::Answered;
-                    b.answered = Some(now);
-                    b.deadline = None;
-                    b.touch_rtp(now);
-                    mode = Some(b.mode());
+                    mode = Some(b.answer_sip(now, ctx.sip));
                 }
                 while let Some(digit) = b.poll_dtmf() {
                     messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));

@@ -626,13 +626,7 @@ impl Calls {
         let connected = b.browser.as_ref().is_some_and(|br| br.is_connected());
         let mut mode = None;
         if connected {
-            ctx.sip
-                .answer(now, b.sip, &std::mem::take(&mut b.local_sdp));
-            b.phase = Phase::Answered;
-            b.answered = Some(now);
-            b.deadline = None;
-            b.touch_rtp(now);
-            mode = Some(b.mode());
+            mode = Some(b.answer_sip(now, ctx.sip));
         } else {
             b.phase = Phase::Accepting;
             b.deadline = Some(now + ACCEPT_WAIT);

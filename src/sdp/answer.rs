@@ -141,20 +141,7 @@ pub fn negotiate_video(
                 _ => false,
             }
     })?;
-    let browser: Vec<VideoFormat> = media
-        .payload_types()
-        .filter_map(|pt| {
-            let map = media.rtpmaps.iter().find(|r| r.payload_type == pt)?;
-            let codec = [VideoCodec::H264, VideoCodec::Vp8]
-                .into_iter()
-                .find(|c| c.encoding_name().eq_ignore_ascii_case(&map.encoding))?;
-            Some(VideoFormat {
-                payload_type: pt,
-                codec,
-                fmtp: media.fmtp(pt).unwrap_or("").to_string(),
-            })
-        })
-        .collect();
+    let browser = super::sip::video_formats(media);
     // the first 4 hex digits of profile-level-id: profile_idc and constraints
     let profile = |f: &VideoFormat| {
         f.h264_profile()

@@ -444,19 +444,8 @@ pub fn parse_rtp_sdp(sdp: &str) -> Result<RemoteRtp, Error> {
     let video = video_index.and_then(|i| {
         let m = &offer.media[i];
         let ip = video_c.or(session_c)?;
-        let formats: Vec<VideoFormat> = m
-            .payload_types()
-            .filter_map(|pt| {
-                let map = m.rtpmaps.iter().find(|r| r.payload_type == pt)?;
-                let codec = [VideoCodec::H264, VideoCodec::Vp8]
-                    .into_iter()
-                    .find(|c| c.encoding_name().eq_ignore_ascii_case(&map.encoding))?;
-                (map.clock_rate == 90_000).then(|| VideoFormat {
-                    payload_type: pt,
-                    codec,
-                    fmtp: m.fmtp(pt).unwrap_or("").to_string(),
-                })
-            })
+        let formats: Vec<VideoFormat> = video_formats(m)
+            .into_iter()
             // H.264 in a mode srgate can pass (0 and 1: no interleaving)
             .filter(|f| f.codec != VideoCodec::H264 || f.h264_mode() <= 1)
             .collect();
@@ -509,6 +498,23 @@ pub fn keep_video_format(current: &VideoFormat, offer: &RemoteVideo) -> Option<V
         .find(|f| f.payload_type == current.payload_type)
         .or_else(|| offer.formats.iter().find(same_kind))
         .cloned()
+}
+
+/// The H.264 and VP8 formats of a video section (by `a=rtpmap`, 90 kHz), in its order.
+pub fn video_formats(m: &crate::sdp::MediaSection) -> Vec<VideoFormat> {
+    m.payload_types()
+        .filter_map(|pt| {
+            let map = m.rtpmaps.iter().find(|r| r.payload_type == pt)?;
+            let codec = [VideoCodec::H264, VideoCodec::Vp8]
+                .into_iter()
+                .find(|c| c.encoding_name().eq_ignore_ascii_case(&map.encoding))?;
+            (map.clock_rate == 90_000).then(|| VideoFormat {
+                payload_type: pt,
+                codec,
+                fmtp: m.fmtp(pt).unwrap_or("").to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The sections of srgate's answer to `remote`: its audio one where the offer's is,

@@ -15,6 +15,7 @@
 pub mod audio;
 pub mod baresip;
 pub mod calls;
+pub mod camera;
 pub mod http;
 pub mod kamailio;
 pub mod net;

@@ -268,6 +268,20 @@ impl Band {
     }
 }
 
+/// The filter bank's two sums over a history (oldest first): the taps at odd positions
+/// and the ones at even positions.
+fn filter(history: &[i32; 24]) -> (i32, i32) {
+    let (mut odd, mut even) = (0i32, 0i32);
+    for (i, (&x, &h)) in history.iter().zip(H.iter()).enumerate() {
+        if i % 2 == 1 {
+            odd += x * h;
+        } else {
+            even += x * h;
+        }
+    }
+    (odd, even)
+}
+
 /// How many PCM samples one G.722 byte stands for at `rate` (16 kHz: 2; 8 kHz: 1).
 fn samples_per_byte(rate: SampleRate) -> Result<usize, CodecError> {
     match rate {
@@ -335,14 +349,7 @@ impl G722Encoder {
         self.history[23] = second;
         // taps at odd positions see the newer sample of each pair, even ones the older;
         // their sum is the lower band and their difference the higher
-        let (mut odd, mut even) = (0i32, 0i32);
-        for (i, (&x, &h)) in self.history.iter().zip(H.iter()).enumerate() {
-            if i % 2 == 1 {
-                odd += x * h;
-            } else {
-                even += x * h;
-            }
-        }
+        let (odd, even) = filter(&self.history);
         ((odd + even) >> 14, (odd - even) >> 14)
     }
 }
@@ -412,14 +419,7 @@ impl G722Decoder {
         self.history.copy_within(2.., 0);
         self.history[22] = low + high;
         self.history[23] = low - high;
-        let (mut odd, mut even) = (0i32, 0i32);
-        for (i, (&y, &h)) in self.history.iter().zip(H.iter()).enumerate() {
-            if i % 2 == 1 {
-                odd += y * h;
-            } else {
-                even += y * h;
-            }
-        }
+        let (odd, even) = filter(&self.history);
         (sat16(odd >> 11) as i16, sat16(even >> 11) as i16)
     }
 }
