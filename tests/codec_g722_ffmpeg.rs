@@ -76,6 +76,25 @@ fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// ffmpeg's decoding of the G.722 stream in `g722`, through the file `pcm`.
+fn ffmpeg_decode(g722: &Path, pcm: &Path) -> Vec<i16> {
+    let rate = RATE.to_string();
+    ffmpeg(&[
+        "-f",
+        "g722",
+        "-i",
+        g722.to_str().unwrap(),
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        &rate,
+        pcm.to_str().unwrap(),
+    ]);
+    read_pcm(pcm)
+}
+
 fn pcm_bytes(pcm: &[i16]) -> Vec<u8> {
     pcm.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
@@ -161,21 +180,7 @@ fn g722_is_bit_exact_with_ffmpeg_both_ways() {
         panic!("encoder: srgate's G.722 bytes against ffmpeg's: {diff}");
     }
 
-    let theirs_pcm = dir.join("ffmpeg.s16");
-    ffmpeg(&[
-        "-f",
-        "g722",
-        "-i",
-        theirs_g722.to_str().unwrap(),
-        "-f",
-        "s16le",
-        "-ac",
-        "1",
-        "-ar",
-        &rate,
-        theirs_pcm.to_str().unwrap(),
-    ]);
-    let theirs_decoded = read_pcm(&theirs_pcm);
+    let theirs_decoded = ffmpeg_decode(&theirs_g722, &dir.join("ffmpeg.s16"));
     let ours_decoded = decode(&theirs_bytes);
     if let Some(diff) = compare(&ours_decoded, &theirs_decoded) {
         panic!("decoder: srgate's PCM from ffmpeg's G.722 against ffmpeg's: {diff}");
@@ -184,21 +189,8 @@ fn g722_is_bit_exact_with_ffmpeg_both_ways() {
     // srgate's stream through ffmpeg's decoder: the same PCM as srgate's own decoder
     let ours_g722 = dir.join("srgate.g722");
     std::fs::write(&ours_g722, &ours_bytes).unwrap();
-    let cross = dir.join("cross.s16");
-    ffmpeg(&[
-        "-f",
-        "g722",
-        "-i",
-        ours_g722.to_str().unwrap(),
-        "-f",
-        "s16le",
-        "-ac",
-        "1",
-        "-ar",
-        &rate,
-        cross.to_str().unwrap(),
-    ]);
-    if let Some(diff) = compare(&decode(&ours_bytes), &read_pcm(&cross)) {
+    let cross = ffmpeg_decode(&ours_g722, &dir.join("cross.s16"));
+    if let Some(diff) = compare(&decode(&ours_bytes), &cross) {
         panic!("srgate's G.722 decoded by ffmpeg and by srgate: {diff}");
     }
     // and the codec did code: the decoded tone section is close to the input (delay 22)

@@ -12,7 +12,8 @@
 //!
 //! Packets wait in a ring of [`QUEUE`] slots between the datagram that brought them and
 //! the next `poll_transmit` (a key frame is a burst); a full ring drops the oldest.
-//! Nothing is allocated per packet: the ring is allocated once with the leg.
+//! Nothing is allocated per packet: the ring is allocated once, with the first packet
+//! queued (a REST call's leg, which depacketizes from the datagram, never has one).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -75,7 +76,7 @@ pub struct VideoLeg {
     rtcp_from: Option<SocketAddr>,
     /// False once a re-offer dropped the video: nothing is taken any more.
     active: bool,
-    ring: Box<[[u8; MAX_PACKET]; QUEUE]>,
+    ring: Option<Box<[[u8; MAX_PACKET]; QUEUE]>>,
     lens: [u16; QUEUE],
     head: usize,
     queued: usize,
@@ -116,7 +117,7 @@ impl VideoLeg {
             last: None,
             rtcp_from: None,
             active: true,
-            ring: Box::new([[0; MAX_PACKET]; QUEUE]),
+            ring: None,
             lens: [0; QUEUE],
             head: 0,
             queued: 0,
@@ -130,38 +131,16 @@ impl VideoLeg {
 
     /// A datagram on the video's RTP port (`rtcp == false`) or RTCP port from `from`.
     pub fn handle_sip(&mut self, from: SocketAddr, data: &[u8], rtcp: bool) {
-        if rtcp {
-            // the door's sender reports tell where its RTCP comes from
-            if self.active && data.len() >= 8 && data[0] >> 6 == 2 && self.source.admits_rtcp(from)
-            {
-                self.rtcp_from = Some(from);
-            }
+        let Some(new_stream) = self.admit(from, data, rtcp) else {
             return;
-        }
-        let pt = self.answer.format.payload_type;
-        let ok = self.active
-            && data.len() >= 12
-            && data.len() <= MAX_PACKET
-            && data[0] >> 6 == 2
-            && data[1] & 0x7f == pt
-            && self.source.admits(from);
-        if !ok {
-            self.counters.refused += 1;
-            return;
-        }
-        self.source.latch(from);
-        self.counters.rtp_in += 1;
-        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        };
         let seq = u16::from_be_bytes([data[2], data[3]]);
         let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-        if self.door_ssrc != Some(ssrc) {
+        if new_stream && let Some((last_seq, last_ts)) = self.last {
             // a new stream from the door: it goes on from the last packet sent (a frame's
             // time later) under srgate's one SSRC
-            if let Some((last_seq, last_ts)) = self.last {
-                self.seq_shift = last_seq.wrapping_add(1).wrapping_sub(seq);
-                self.ts_shift = last_ts.wrapping_add(FRAME_TICKS).wrapping_sub(ts);
-            }
-            self.door_ssrc = Some(ssrc);
+            self.seq_shift = last_seq.wrapping_add(1).wrapping_sub(seq);
+            self.ts_shift = last_ts.wrapping_add(FRAME_TICKS).wrapping_sub(ts);
         }
         if self.queued == QUEUE {
             // the oldest goes: a newer packet is worth more to a decoder catching up
@@ -177,7 +156,10 @@ impl VideoLeg {
             _ => (out_seq, out_ts),
         });
         let slot = (self.head + self.queued) % QUEUE;
-        let out = &mut self.ring[slot][..data.len()];
+        let ring = self
+            .ring
+            .get_or_insert_with(|| Box::new([[0; MAX_PACKET]; QUEUE]));
+        let out = &mut ring[slot][..data.len()];
         out.copy_from_slice(data);
         out[1] = (out[1] & 0x80) | (self.browser_pt & 0x7f);
         out[2..4].copy_from_slice(&out_seq.to_be_bytes());
@@ -185,6 +167,38 @@ impl VideoLeg {
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         self.lens[slot] = data.len() as u16;
         self.queued += 1;
+    }
+
+    /// Whether a datagram on the video's RTP port is the door's video, taken: its source,
+    /// version, payload type and size checked, the source latched, its SSRC kept for
+    /// picture requests; `Some(true)` when that SSRC is a new one. RTCP (`rtcp`) is never
+    /// taken: its source is where picture requests go. A REST call depacketizes what this
+    /// takes straight from the datagram; the browser's path queues it ([`Self::handle_sip`]).
+    pub fn admit(&mut self, from: SocketAddr, data: &[u8], rtcp: bool) -> Option<bool> {
+        if rtcp {
+            // the door's sender reports tell where its RTCP comes from
+            if self.active && data.len() >= 8 && data[0] >> 6 == 2 && self.source.admits_rtcp(from)
+            {
+                self.rtcp_from = Some(from);
+            }
+            return None;
+        }
+        let pt = self.answer.format.payload_type;
+        let ok = self.active
+            && data.len() >= 12
+            && data.len() <= MAX_PACKET
+            && data[0] >> 6 == 2
+            && data[1] & 0x7f == pt
+            && self.source.admits(from);
+        if !ok {
+            self.counters.refused += 1;
+            return None;
+        }
+        self.source.latch(from);
+        self.counters.rtp_in += 1;
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        let new_stream = self.door_ssrc.replace(ssrc) != Some(ssrc);
+        Some(new_stream)
     }
 
     /// A re-offer: its video and the format srgate's re-answer keeps
@@ -217,7 +231,8 @@ impl VideoLeg {
         self.head = (self.head + 1) % QUEUE;
         self.queued -= 1;
         let len = usize::from(self.lens[slot]);
-        buf.get_mut(..len)?.copy_from_slice(&self.ring[slot][..len]);
+        let ring = self.ring.as_ref()?;
+        buf.get_mut(..len)?.copy_from_slice(&ring[slot][..len]);
         self.counters.rtp_out += 1;
         Some(len)
     }

@@ -291,21 +291,22 @@ fn samples_per_byte(rate: SampleRate) -> Result<usize, CodecError> {
     }
 }
 
-/// A G.722 encoder for one outgoing stream.
+/// What an encoder and a decoder both hold: the PCM rate, the filter bank's history and
+/// the two bands.
 #[derive(Debug, Clone)]
-pub struct G722Encoder {
+struct Coder {
     rate: SampleRate,
-    /// The last 24 input samples, oldest first.
+    /// The filter bank's last 24 inputs, oldest first (the encoder's PCM samples; the
+    /// decoder's pairs of lower + higher, lower - higher).
     history: [i32; 24],
     low: Band,
     high: Band,
 }
 
-impl G722Encoder {
-    /// An encoder taking PCM at `rate` (16 kHz, or 8 kHz: lower band only).
-    pub fn new(rate: SampleRate) -> Result<G722Encoder, CodecError> {
+impl Coder {
+    fn new(rate: SampleRate) -> Result<Coder, CodecError> {
         samples_per_byte(rate)?;
-        Ok(G722Encoder {
+        Ok(Coder {
             rate,
             history: [0; 24],
             low: Band::new(32),
@@ -313,14 +314,40 @@ impl G722Encoder {
         })
     }
 
+    /// Samples per byte at this coder's rate (checked at creation).
+    fn per_byte(&self) -> usize {
+        samples_per_byte(self.rate).unwrap_or(2)
+    }
+
+    /// Two more filter-bank inputs (`first` the older): the sums of the taps at odd and at
+    /// even positions over the history.
+    fn filter_pair(&mut self, first: i32, second: i32) -> (i32, i32) {
+        self.history.copy_within(2.., 0);
+        self.history[22] = first;
+        self.history[23] = second;
+        filter(&self.history)
+    }
+}
+
+/// A G.722 encoder for one outgoing stream.
+#[derive(Debug, Clone)]
+pub struct G722Encoder(Coder);
+
+impl G722Encoder {
+    /// An encoder taking PCM at `rate` (16 kHz, or 8 kHz: lower band only).
+    pub fn new(rate: SampleRate) -> Result<G722Encoder, CodecError> {
+        Coder::new(rate).map(G722Encoder)
+    }
+
     pub fn rate(&self) -> SampleRate {
-        self.rate
+        self.0.rate
     }
 
     /// Encodes `pcm` into `out` and returns the bytes written: one per two samples at
     /// 16 kHz (an odd count is [`CodecError::FrameSize`]), one per sample at 8 kHz.
     pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
-        let per_byte = samples_per_byte(self.rate)?;
+        let c = &mut self.0;
+        let per_byte = c.per_byte();
         if pcm.is_empty() || !pcm.len().is_multiple_of(per_byte) {
             return Err(CodecError::FrameSize);
         }
@@ -330,97 +357,68 @@ impl G722Encoder {
         }
         for (byte, input) in out.iter_mut().zip(pcm.chunks_exact(per_byte)) {
             let (low, high) = match *input {
-                [a, b] => self.split(i32::from(a), i32::from(b)),
+                // the analysis filter bank: taps at odd positions see the newer sample of
+                // each pair, even ones the older; their sum is the lower band and their
+                // difference the higher
+                [a, b] => {
+                    let (odd, even) = c.filter_pair(i32::from(a), i32::from(b));
+                    ((odd + even) >> 14, (odd - even) >> 14)
+                }
                 // 8 kHz: the filter bank's lower band is the signal at half the amplitude
                 [a] => (i32::from(a) >> 1, 0),
                 _ => unreachable!("chunks of one or two samples"),
             };
-            let ihigh = self.high.encode_high(high);
-            let ilow = self.low.encode_low(low);
+            let ihigh = c.high.encode_high(high);
+            let ilow = c.low.encode_low(low);
             *byte = (ihigh << 6) | ilow;
         }
         Ok(n)
-    }
-
-    /// The analysis filter bank: the lower and higher band samples of the next two inputs.
-    fn split(&mut self, first: i32, second: i32) -> (i32, i32) {
-        self.history.copy_within(2.., 0);
-        self.history[22] = first;
-        self.history[23] = second;
-        // taps at odd positions see the newer sample of each pair, even ones the older;
-        // their sum is the lower band and their difference the higher
-        let (odd, even) = filter(&self.history);
-        ((odd + even) >> 14, (odd - even) >> 14)
     }
 }
 
 /// A G.722 decoder for one incoming stream.
 #[derive(Debug, Clone)]
-pub struct G722Decoder {
-    rate: SampleRate,
-    /// The last 12 pairs of (lower + higher, lower - higher), oldest first.
-    history: [i32; 24],
-    low: Band,
-    high: Band,
-}
+pub struct G722Decoder(Coder);
 
 impl G722Decoder {
     /// A decoder producing PCM at `rate` (16 kHz, or 8 kHz: lower band only).
     pub fn new(rate: SampleRate) -> Result<G722Decoder, CodecError> {
-        samples_per_byte(rate)?;
-        Ok(G722Decoder {
-            rate,
-            history: [0; 24],
-            low: Band::new(32),
-            high: Band::new(8),
-        })
+        Coder::new(rate).map(G722Decoder)
     }
 
     pub fn rate(&self) -> SampleRate {
-        self.rate
+        self.0.rate
     }
 
     /// The samples `payload` decodes to.
     pub fn samples(&self, payload: &[u8]) -> usize {
-        payload.len()
-            * if self.rate == SampleRate::Hz16000 {
-                2
-            } else {
-                1
-            }
+        payload.len() * self.0.per_byte()
     }
 
     /// Decodes `payload` into `pcm` and returns the samples written; a payload holding more
     /// than `pcm` takes is [`CodecError::FrameSize`].
     pub fn decode(&mut self, payload: &[u8], pcm: &mut [i16]) -> Result<usize, CodecError> {
-        let per_byte = samples_per_byte(self.rate)?;
+        let c = &mut self.0;
+        let per_byte = c.per_byte();
         let n = payload.len() * per_byte;
         if n > pcm.len() {
             return Err(CodecError::FrameSize);
         }
         for (&byte, output) in payload.iter().zip(pcm.chunks_exact_mut(per_byte)) {
-            let low = self.low.decode_low(byte & 0x3f);
-            let high = self.high.update_high(byte >> 6);
+            let low = c.low.decode_low(byte & 0x3f);
+            let high = c.high.update_high(byte >> 6);
             match output {
+                // the synthesis filter bank: two output samples from the pair of bands
                 [a, b] => {
-                    let (first, second) = self.merge(low, high);
-                    *a = first;
-                    *b = second;
+                    let (odd, even) = c.filter_pair(low + high, low - high);
+                    *a = sat16(odd >> 11) as i16;
+                    *b = sat16(even >> 11) as i16;
                 }
                 [a] => *a = sat16(low << 1) as i16,
                 _ => unreachable!("chunks of one or two samples"),
             }
         }
         Ok(n)
-    }
-
-    /// The synthesis filter bank: two output samples from one pair of band samples.
-    fn merge(&mut self, low: i32, high: i32) -> (i16, i16) {
-        self.history.copy_within(2.., 0);
-        self.history[22] = low + high;
-        self.history[23] = low - high;
-        let (odd, even) = filter(&self.history);
-        (sat16(odd >> 11) as i16, sat16(even >> 11) as i16)
     }
 }
 

@@ -73,7 +73,19 @@ impl Endpoint {
             reg.server.addr,
             reg.cseq
         );
-        let machine = ClientTransaction::new(now, payload, transport.reliable());
+        self.start_client_tx(now, branch, payload, destination);
+    }
+
+    /// Starts the non-INVITE client transaction `branch` sending `payload` to
+    /// `destination` (its first transmission goes out now).
+    pub(super) fn start_client_tx(
+        &mut self,
+        now: Instant,
+        branch: String,
+        payload: Vec<u8>,
+        destination: (Transport, SocketAddr),
+    ) {
+        let machine = ClientTransaction::new(now, payload, destination.0.reliable());
         self.client_txs.insert(
             branch.clone(),
             ClientTx {

@@ -19,8 +19,7 @@ use std::time::Instant;
 use super::{SipCallId, Transport};
 use crate::pii::{Pii, Secret};
 use crate::sip::auth;
-use crate::sip::endpoint::{ALLOW, BRANCH_PREFIX, ClientTx, Endpoint};
-use crate::sip::transaction::client::ClientTransaction;
+use crate::sip::endpoint::{ALLOW, BRANCH_PREFIX, Endpoint};
 use crate::wire::sip::{HeaderName, Message, MessageBuilder, Method};
 
 /// The binding a per-call account asks for, in seconds.
@@ -176,15 +175,7 @@ impl Endpoint {
         let destination = reg.destination;
         self.calls.account_branches.remove(&old);
         self.calls.account_branches.insert(branch.clone(), id);
-        let machine = ClientTransaction::new(now, payload, false);
-        self.client_txs.insert(
-            branch.clone(),
-            ClientTx {
-                machine,
-                destination,
-            },
-        );
-        self.after_client_input(now, &branch, None);
+        self.start_client_tx(now, branch, payload, destination);
     }
 
     /// The outcome of a per-call REGISTER (a final response or a transaction failure);
