@@ -73,7 +73,9 @@ fn check(data: &[u8], head: &Head) {
                 .unwrap();
             assert_eq!(length, answer.len() - split);
         }
-        Head::Upgrade { response, head_len } => {
+        Head::Upgrade {
+            response, head_len, ..
+        } => {
             assert!(*head_len <= data.len());
             // httparse skips empty lines before the request line
             assert!(data.trim_ascii_start().starts_with(b"GET "));

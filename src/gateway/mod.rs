@@ -29,6 +29,7 @@ use crate::call::rtmp_call::RtmpOutput;
 use crate::call::{Calls, Cdr, Ctx, DoorOpened, MediaTransmit, RtpPorts};
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::Request;
+use crate::signal::sip_ws::{SipWs, WsContext};
 use crate::sip::endpoint::{
     CallError, Endpoint, Event, OutgoingCall, SipCallId, Transmit, Transport,
 };
@@ -95,6 +96,12 @@ pub enum Output {
 pub trait Sessions {
     /// A WebSocket was opened as `session`.
     fn open(&mut self, now: Instant, session: SessionId);
+    /// A WebSocket that speaks SIP (subprotocol `sip`, RFC 7118) was opened as `session`
+    /// from `peer`. Sessions without a SIP user agent take it as a JSON one.
+    fn open_sip(&mut self, now: Instant, session: SessionId, peer: SocketAddr) {
+        let _ = peer;
+        self.open(now, session)
+    }
     /// A text frame of `session` (`unix_now`: seconds since the epoch, for login tokens).
     fn handle_text(&mut self, now: Instant, unix_now: u64, session: SessionId, text: &str);
     /// `session` sent a frame larger than the limit.
@@ -122,6 +129,8 @@ struct Signalling {
     endpoint_deadline: Option<Instant>,
     endpoint_changed: bool,
     hub: Hub,
+    /// The user agent of the SIP-over-WebSocket sessions (app users that speak SIP).
+    sip_ws: SipWs,
     router: Router,
     /// Whether each worker shard runs its timers late, as the shell last saw it (index:
     /// shard; shard 0's own is [`Gateway::lagging`]).
@@ -132,7 +141,49 @@ struct Signalling {
     workers_wait_until: Option<Instant>,
 }
 
+/// What the SIP-over-WebSocket user agent uses of shard 0's signalling: the endpoint's
+/// digest check and random tokens, the hub's logins.
+struct WsCtx<'a> {
+    endpoint: &'a mut Endpoint,
+    changed: &'a mut bool,
+    hub: &'a mut Hub,
+}
+
+impl WsContext for WsCtx<'_> {
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        msg: &crate::wire::sip::Message<'_>,
+        proxy: bool,
+        peer: SocketAddr,
+    ) -> crate::sip::endpoint::WsAuth {
+        *self.changed = true;
+        self.endpoint.authenticate_ws(now, msg, proxy, peer)
+    }
+    fn login(&mut self, now: Instant, session: SessionId, user: &str) {
+        self.hub.bind(now, session, user)
+    }
+    fn logout(&mut self, now: Instant, session: SessionId) {
+        self.hub.unbind(now, session)
+    }
+    fn token(&mut self, len: usize) -> String {
+        self.endpoint.token(len)
+    }
+}
+
 impl Signalling {
+    /// The SIP-over-WebSocket user agent with its context.
+    fn sip_ws(&mut self) -> (&mut SipWs, WsCtx<'_>) {
+        (
+            &mut self.sip_ws,
+            WsCtx {
+                endpoint: &mut self.endpoint,
+                changed: &mut self.endpoint_changed,
+                hub: &mut self.hub,
+            },
+        )
+    }
+
     fn endpoint_mut(&mut self) -> &mut Endpoint {
         self.endpoint_changed = true;
         &mut self.endpoint
@@ -239,6 +290,7 @@ impl<P: RtpPorts> Gateway<P> {
         now: Instant,
     ) -> Self {
         let shards = shards.max(1);
+        let sip_ws = SipWs::new(endpoint.domain());
         Gateway::new(
             calls,
             ports,
@@ -247,6 +299,7 @@ impl<P: RtpPorts> Gateway<P> {
                 endpoint_deadline: None,
                 endpoint_changed: true,
                 hub,
+                sip_ws,
                 router: Router::new(shards, max_calls),
                 workers_lagging: vec![false; shards],
                 workers_running: shards - 1,
@@ -433,6 +486,7 @@ impl<P: RtpPorts> Gateway<P> {
     pub fn session_closed(&mut self, now: Instant, session: SessionId) {
         self.now = now;
         if let Some(s) = self.signalling() {
+            s.sip_ws.close(session);
             s.hub.close(now, session);
             self.settle(now);
         }
@@ -645,6 +699,10 @@ impl<P: RtpPorts> Gateway<P> {
                 s.endpoint_mut().handle_timeout(now);
             }
             s.hub.handle_timeout(now);
+            if s.sip_ws.poll_timeout().is_some_and(|t| t <= now) {
+                let (ws, mut ctx) = s.sip_ws();
+                ws.handle_timeout(now, &mut ctx);
+            }
             if s.workers_wait_until.is_some_and(|t| now >= t) {
                 s.workers_wait_until = None;
                 s.endpoint_mut().shutdown(now);
@@ -663,6 +721,7 @@ impl<P: RtpPorts> Gateway<P> {
             calls,
             s.sip_deadline(),
             s.hub.poll_timeout(),
+            s.sip_ws.poll_timeout(),
             s.workers_wait_until,
         ]
         .into_iter()
@@ -818,7 +877,20 @@ impl<P: RtpPorts> Gateway<P> {
                 }
             }
             while let Some(o) = s.hub.poll_output() {
+                match o {
+                    // a SIP session's events become SIP
+                    HubOutput::Send { session, text } if s.sip_ws.is_sip(session) => {
+                        let (ws, mut ctx) = s.sip_ws();
+                        ws.handle_event(session, &text, &mut ctx);
+                    }
+                    o => self.out.push_back(Output::Web(o)),
+                }
+            }
+            while let Some(o) = s.sip_ws.poll_output() {
                 self.out.push_back(Output::Web(o));
+            }
+            while let Some(request) = s.sip_ws.poll_request() {
+                requests.push(request);
             }
             while let Some(request) = s.hub.poll_request() {
                 if matches!(request, CallRequest::UserGone { .. }) {
@@ -966,6 +1038,8 @@ impl<P: RtpPorts> Gateway<P> {
         };
         let mut m = s.endpoint.metrics();
         m.push(("websocket_sessions", s.hub.session_count() as u64));
+        m.push(("sip_websocket_sessions", s.sip_ws.session_count() as u64));
+        m.push(("sip_websocket_malformed_total", s.sip_ws.malformed));
         m.push(("websocket_login_timeouts_total", s.hub.login_timeouts));
         m.push(("calls_refused_overload_total", s.router.refused_overload()));
         m
@@ -995,10 +1069,24 @@ impl<P: RtpPorts> Sessions for Gateway<P> {
         }
     }
 
+    fn open_sip(&mut self, now: Instant, session: SessionId, peer: SocketAddr) {
+        self.now = now;
+        if let Some(s) = self.signalling() {
+            s.hub.open(now, session);
+            s.sip_ws.open(session, peer);
+            self.settle(now);
+        }
+    }
+
     fn handle_text(&mut self, now: Instant, unix_now: u64, session: SessionId, text: &str) {
         self.now = now;
         if let Some(s) = self.signalling() {
-            s.hub.handle_text(now, unix_now, session, text);
+            if s.sip_ws.is_sip(session) {
+                let (ws, mut ctx) = s.sip_ws();
+                ws.handle_text(now, session, text, &mut ctx);
+            } else {
+                s.hub.handle_text(now, unix_now, session, text);
+            }
             self.settle(now);
         }
     }
@@ -1006,6 +1094,11 @@ impl<P: RtpPorts> Sessions for Gateway<P> {
     fn frame_too_large(&mut self, session: SessionId) {
         let now = self.now;
         if let Some(s) = self.signalling() {
+            if s.sip_ws.is_sip(session) {
+                // a SIP message that large is not one srgate takes: dropped, counted
+                s.sip_ws.malformed += 1;
+                return;
+            }
             s.hub.frame_too_large(session);
             self.settle(now);
         }

@@ -205,7 +205,7 @@ impl WebConn {
                 Err(_) => return Next::Close,
             }
         }
-        let (response, head_len) =
+        let (response, head_len, sip) =
             match read_head(buf, matches!(stream, Stream::Tls(_)), *peer, policy) {
                 Head::Partial => return Next::Keep,
                 Head::Reply(answer) => {
@@ -213,7 +213,11 @@ impl WebConn {
                     *answered = true;
                     return flush_plain(stream, out);
                 }
-                Head::Upgrade { response, head_len } => (response, head_len),
+                Head::Upgrade {
+                    response,
+                    head_len,
+                    sip,
+                } => (response, head_len, sip),
             };
         // The 101 is tiny: a fresh socket takes it whole, and if not, the peer is broken
         // and loses the connection.
@@ -234,8 +238,13 @@ impl WebConn {
         let ws = WebSocket::from_partially_read(stream, rest, Role::Server, Some(config));
         *next_session += 1;
         let session = *next_session;
-        hub.open(now, session);
-        log::debug!("WebSocket session {session} from {peer}");
+        if sip {
+            hub.open_sip(now, session, peer);
+            log::debug!("WebSocket session {session} from {peer} (SIP)");
+        } else {
+            hub.open(now, session);
+            log::debug!("WebSocket session {session} from {peer}");
+        }
         *self = WebConn::Ws {
             ws: Box::new(ws),
             peer,
@@ -353,8 +362,13 @@ pub enum Head {
     /// Send this whole answer, then close.
     Reply(Vec<u8>),
     /// A WebSocket upgrade srgate accepts: send `response` (the 101), then speak WebSocket;
-    /// the bytes after `head_len` are the first WebSocket bytes.
-    Upgrade { response: String, head_len: usize },
+    /// the bytes after `head_len` are the first WebSocket bytes. `sip`: the client asked
+    /// for the `sip` subprotocol (RFC 7118): the socket speaks SIP, not the JSON protocol.
+    Upgrade {
+        response: String,
+        head_len: usize,
+        sip: bool,
+    },
 }
 
 /// The HTTP side of the web listener, without sockets: reads the request head in `buf`
@@ -443,11 +457,25 @@ pub fn read_head(buf: &[u8], tls: bool, peer: SocketAddr, policy: &WebPolicy) ->
                 return Head::Reply(reply(403, "Forbidden", "text/plain", b"host not allowed\n"));
             }
             let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            // SIP over WebSocket (RFC 7118): the client lists `sip` among its subprotocols
+            let sip = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
+                .filter_map(|h| std::str::from_utf8(h.value).ok())
+                .flat_map(|v| v.split(','))
+                .any(|p| p.trim() == "sip");
+            let protocol = if sip {
+                "Sec-WebSocket-Protocol: sip\r\n"
+            } else {
+                ""
+            };
             Head::Upgrade {
                 response: format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
                 ),
                 head_len,
+                sip,
             }
         }
         _ => Head::Reply(reply(404, "Not Found", "text/plain", b"not found\n")),
@@ -774,7 +802,13 @@ mod tests {
         let mut with_frame = upgrade.to_vec();
         with_frame.extend_from_slice(b"\x81\x80");
         match read_head(&with_frame, false, peer, &own) {
-            Head::Upgrade { response, head_len } => {
+            Head::Upgrade {
+                response,
+                head_len,
+                sip,
+            } => {
+                assert!(!sip);
+                assert!(!response.contains("Sec-WebSocket-Protocol"));
                 assert_eq!(head_len, upgrade.len());
                 // RFC 6455 §1.3's example key
                 assert!(

@@ -188,6 +188,19 @@ impl Hub {
             self.send(session, r.to_json());
             return;
         }
+        self.bind(now, session, &user);
+        let ice = (!self.ice.is_empty()).then(|| self.ice.for_user(&user, unix_now));
+        self.send(session, protocol::login_ok(&user, ice));
+    }
+
+    /// `session` is `user` from now on (a login that passed, or a SIP-over-WebSocket
+    /// client's REGISTER): a session that was another user switches, and another session
+    /// of `user` is kicked (told `KICKED`, closed).
+    pub fn bind(&mut self, now: Instant, session: SessionId, user: &str) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let user = user.to_string();
         // A socket that was another user switches: the old user is gone from it.
         if let Some(Some(previous)) = self.sessions.get(&session).cloned()
             && previous != user
@@ -216,8 +229,23 @@ impl Hub {
         self.trim_login_deadlines();
         self.trim_gone_deadlines();
         log::info!("{} logged in", crate::pii::Pii(&user));
-        let ice = (!self.ice.is_empty()).then(|| self.ice.for_user(&user, unix_now));
-        self.send(session, protocol::login_ok(&user, ice));
+    }
+
+    /// `session` stays open but is nobody any more (a SIP-over-WebSocket client
+    /// un-REGISTERed, or let its registration expire): its user's calls get the same
+    /// grace as after a close.
+    pub fn unbind(&mut self, now: Instant, session: SessionId) {
+        if let Some(Some(user)) = self.sessions.get(&session).cloned()
+            && self
+                .users
+                .get(&user)
+                .is_some_and(|u| u.session == Some(session))
+        {
+            self.detach(now, &user);
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            *s = None;
+        }
     }
 
     /// Drops the deadlines at the front of the queue whose sessions logged in or closed.

@@ -542,3 +542,71 @@ fn unsupported_require(msg: &Message<'_>) -> Option<String> {
         .collect();
     (!bad.is_empty()).then(|| bad.join(", "))
 }
+
+/// The digest check's outcome for a SIP-over-WebSocket client (see
+/// [`Endpoint::authenticate_ws`]).
+#[derive(Debug)]
+pub enum WsAuth {
+    /// The credentials are right: the client is this `[users]` user.
+    Ok(String),
+    /// Answer with this status, reason and headers (a challenge, 403 or 400).
+    Refused {
+        code: u16,
+        reason: &'static str,
+        headers: Vec<(&'static str, String)>,
+    },
+}
+
+impl Endpoint {
+    /// The same digest check as a REGISTER (`proxy` false: 401) or INVITE (`proxy` true:
+    /// 407) over UDP/TCP gets, for a client of the web listener's SIP-over-WebSocket
+    /// (`peer`: its address, which the nonces are bound to and the failure limits count).
+    pub fn authenticate_ws(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        proxy: bool,
+        peer: SocketAddr,
+    ) -> WsAuth {
+        if self.cfg.server.is_some() {
+            // proxy mode: `[users]` is the standalone registrar's
+            return WsAuth::Refused {
+                code: 403,
+                reason: "Forbidden (no [users] in proxy mode)",
+                headers: Vec::new(),
+            };
+        }
+        match self.authenticate(now, msg, proxy, peer) {
+            AuthOutcome::Ok(user) => WsAuth::Ok(user),
+            AuthOutcome::Challenge(headers) => WsAuth::Refused {
+                code: if proxy { 407 } else { 401 },
+                reason: if proxy {
+                    "Proxy Authentication Required"
+                } else {
+                    "Unauthorized"
+                },
+                headers,
+            },
+            AuthOutcome::Forbidden => WsAuth::Refused {
+                code: 403,
+                reason: "Forbidden",
+                headers: Vec::new(),
+            },
+            AuthOutcome::BadRequest => WsAuth::Refused {
+                code: 400,
+                reason: "Bad Credentials",
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    /// The SIP domain (`[sip] domain`): the host of srgate's URIs.
+    pub fn domain(&self) -> &str {
+        &self.cfg.domain
+    }
+
+    /// `len` random lowercase hex characters (tags, branches, Call-IDs).
+    pub fn token(&mut self, len: usize) -> String {
+        self.rng.token(len)
+    }
+}

@@ -73,8 +73,16 @@ mod responses;
 mod tests;
 
 pub use account::refresh_after;
+pub use admission::WsAuth;
 pub use calls::{CallAccount, CallError, MAX_SIP_CALLS, OutgoingCall, Reach, SipCallId};
 use responses::bad_request_response;
+
+/// The answer to a request the parser rejected (`code`, `reason`), built from its raw
+/// lines when the headers a response copies are there; `None`: drop it (a response, an
+/// ACK, or too broken to answer).
+pub fn answer_unparsable(data: &[u8], code: u16, reason: &str) -> Option<Vec<u8>> {
+    bad_request_response(data, code, reason)
+}
 
 /// Bytes for the I/O shell to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
