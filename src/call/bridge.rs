@@ -190,6 +190,10 @@ pub struct BridgeCall {
     pub ring_group: bool,
     /// SIP → app: the call comes from another app user inside srgate (no preview then).
     pub internal: bool,
+    /// SIP → app: srgate made the browser an offer with these ICE credentials (`ufrag`,
+    /// `pwd`): the `accept` carries the browser's answer to it (a SIP-over-WebSocket
+    /// client, whose INVITE must carry an offer).
+    pub browser_offer: Option<(String, String)>,
 }
 
 impl BridgeCall {
@@ -235,6 +239,7 @@ impl BridgeCall {
             video: None,
             ring_group: false,
             internal: false,
+            browser_offer: None,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::sdp::Codec;
-use crate::sdp::answer::Direction;
+use crate::sdp::answer::{Direction, IceCredentials, LocalDescription, build_offer};
 use crate::sdp::sip::OPUS_PT;
 use crate::signal::hub::CallRequest;
 use crate::signal::protocol::{self, ErrorCode, Request};
@@ -201,8 +201,59 @@ impl Calls {
                 }
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
             },
+            Request::Offer { id } => match slot {
+                Some(slot)
+                    if self.bridge_mut(slot).is_some_and(|b| {
+                        b.phase == Phase::Offered && b.browser_offer.is_none()
+                    }) =>
+                {
+                    self.offer(slot)
+                }
+                _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),
+            },
             Request::Login { .. } | Request::Ping => {}
         }
+    }
+
+    /// srgate's offer to the browser for an invitation (see [`Request::Offer`]): one codec,
+    /// the one an `accept` would pick first, so the browser's answer cannot choose another.
+    fn offer(&mut self, slot: usize) {
+        let Some(key) = self.key_of(slot) else {
+            return;
+        };
+        let sip_codec = self
+            .bridge_mut(slot)
+            .and_then(|b| b.sip_format())
+            .map(|(_, c)| c);
+        let Some(&codec) = self.browser_codecs(sip_codec).first() else {
+            self.refuse(&key.0, ErrorCode::BadRequest, "no codec to offer", &key.1);
+            return;
+        };
+        let ice = IceCredentials {
+            ufrag: self.rng.token(8),
+            pwd: self.rng.token(24),
+        };
+        let session_id = self.session_id();
+        let (media_addr, ice_tcp) = (self.cfg.media_addr, self.cfg.ice_tcp);
+        let Some(b) = self.bridge_mut(slot) else {
+            return;
+        };
+        let ssrc = b.ids_ssrc_webrtc();
+        b.browser_offer = Some((ice.ufrag.clone(), ice.pwd.clone()));
+        let sdp = build_offer(
+            codec,
+            &LocalDescription {
+                ice: &ice,
+                fingerprint: self.dtls.fingerprint(),
+                candidates: &[media_addr],
+                tcp: ice_tcp,
+                ssrc,
+                video_ssrc: 0,
+                cname: "srgate",
+                session_id,
+            },
+        );
+        self.say(&key.0, protocol::offer(&key.1, &sdp));
     }
 
     fn dtmf_from_app(
@@ -500,8 +551,11 @@ impl Calls {
             .and_then(|b| b.sip_format())
             .map(|(_, c)| c);
         let codecs = self.browser_codecs(sip_codec);
-        let ufrag = self.rng.token(8);
-        let pwd = self.rng.token(24);
+        // after srgate's offer (`Request::Offer`) the credentials are those it announced
+        let (ufrag, pwd) = match self.bridge_mut(slot).and_then(|b| b.browser_offer.clone()) {
+            Some(offered) => offered,
+            None => (self.rng.token(8), self.rng.token(24)),
+        };
         let session_id = self.session_id();
         let ssrc = match self.bridge_mut(slot) {
             Some(b) => b.ids_ssrc_webrtc(),

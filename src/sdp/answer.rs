@@ -385,6 +385,46 @@ fn ip_words(addr: &SocketAddr) -> (&'static str, String) {
     }
 }
 
+/// srgate's offer toward a browser (a SIP-over-WebSocket client, whose INVITE must carry
+/// one): one audio section with one `codec` (and telephone-event at its clock rate),
+/// `a=setup:actpass`, ICE-lite, BUNDLE'd and rtcp-mux, srgate's candidates. The browser's
+/// answer then goes through [`negotiate`] as if it were an offer: its `active` makes srgate
+/// the DTLS server, its codec is this one.
+pub fn build_offer(codec: Codec, local: &LocalDescription<'_>) -> String {
+    let payload_type = match codec {
+        Codec::Opus => 111,
+        other => other.static_payload_type().unwrap_or(111),
+    };
+    let clock_rate = if codec == Codec::Opus { 48_000 } else { 8000 };
+    let offered = Negotiated {
+        codec,
+        payload_type,
+        telephone_event: Some(TelephoneEvent {
+            payload_type: if clock_rate == 48_000 { 110 } else { 101 },
+            clock_rate,
+        }),
+        remote_ssrc: None,
+        remote_ice: IceCredentials {
+            ufrag: String::new(),
+            pwd: String::new(),
+        },
+        remote_fingerprint: Fingerprint::of_certificate(super::HashAlgorithm::Sha256, &[]),
+        mid: Some("0".into()),
+        bundle: true,
+        setup: Setup::ActPass,
+        direction: Direction::SendRecv,
+        media_index: 0,
+        offered: vec![OfferedSection {
+            kind: "audio".into(),
+            proto: "UDP/TLS/RTP/SAVPF".into(),
+            format: payload_type.to_string(),
+            mid: Some("0".into()),
+        }],
+        video: None,
+    };
+    build_answer(&offered, local)
+}
+
 /// Writes the answer for `negotiated` (CRLF line ends, RFC 8866 §5).
 pub fn build_answer(negotiated: &Negotiated, local: &LocalDescription<'_>) -> String {
     let mut s = String::with_capacity(1024);

@@ -113,6 +113,12 @@ pub enum Request {
         id: String,
         digits: String,
     },
+    /// Internal (never parsed from a frame): make the browser an offer for an invitation,
+    /// answered by an [`offer`] message; its `accept` then carries the browser's answer.
+    /// srgate's SIP-over-WebSocket agent asks for it (its INVITEs must carry an offer).
+    Offer {
+        id: String,
+    },
     Ping,
 }
 
@@ -126,7 +132,8 @@ impl Request {
             | Request::Refuse { id, .. }
             | Request::Preview { id, .. }
             | Request::Hangup { id }
-            | Request::Dtmf { id, .. } => Some(id),
+            | Request::Dtmf { id, .. }
+            | Request::Offer { id } => Some(id),
             Request::Login { .. } | Request::Ping => None,
         }
     }
@@ -441,6 +448,11 @@ pub fn remote_state(
 pub fn hangup(id: &str, reason: HangupReason, sip: Option<&SipStatus>) -> String {
     let v = json!({"type": "hangup", "id": id, "reason": reason.as_str()});
     with_sip(v, sip).to_string()
+}
+
+/// srgate's offer for an invitation (the answer to the internal [`Request::Offer`]).
+pub fn offer(id: &str, sdp: &str) -> String {
+    json!({"type": "offer", "id": id, "sdp": sdp}).to_string()
 }
 
 pub fn dtmf(id: &str, digit: char) -> String {

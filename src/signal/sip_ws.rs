@@ -12,7 +12,7 @@
 //! |---|---|
 //! | INVITE (with its WebRTC offer) | `invite` (callee: the Request-URI's user) |
 //! | CANCEL / BYE | `cancel` / `hangup` |
-//! | 200 to srgate's INVITE (with its offer: srgate's INVITEs carry none) | `accept` |
+//! | 200 to srgate's INVITE (with its answer to srgate's offer) | `accept` |
 //! | 4xx–6xx to srgate's INVITE | `refuse` (603: declined) |
 //! | INFO (`application/dtmf-relay`, `application/dtmf`) | `dtmf` |
 //! | re-INVITE, UPDATE | answered here from the call's answer (hold: the direction mirrored) |
@@ -22,8 +22,8 @@
 //! | `local_state SENT_TO_REMOTE` (srgate's answer) | 183 with the answer (media connects at once); a call to `echo`: 200 |
 //! | `RECEIVED_BY_REMOTE`, `ACCEPTED_BY_REMOTE` | 180, 200 with the answer |
 //! | `REFUSED_BY_REMOTE`, `FAILURE`, `error` | the SIP code, else 480/408/503/486… |
-//! | `remote_invitation` | INVITE without an offer to the registered Contact |
-//! | `remote_state ACCEPTED` (srgate's answer) | ACK with the answer |
+//! | `remote_invitation` | the internal `offer` request; its answer (srgate's WebRTC offer) goes in an INVITE to the registered Contact |
+//! | `remote_state ACCEPTED` | ACK |
 //! | `remote_state CANCELED`/`FAILURE` | CANCEL (`Reason` when answered elsewhere), or ACK + BYE |
 //! | `hangup` (not asked by the client), `dtmf` | BYE, INFO |
 //!
@@ -117,6 +117,8 @@ struct WsCall {
     ended_by_client: bool,
     /// A call to `echo`: answered at once (its DTLS must come up before anything else).
     echo: bool,
+    /// ToClient: the INVITE (with srgate's offer) went out.
+    offered: bool,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,10 @@ impl SipWs {
     fn send(&mut self, session: SessionId, bytes: Vec<u8>) {
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        log::debug!(
+            "SIP-over-WebSocket session {session}: > {}",
+            text.lines().next().unwrap_or("")
+        );
         self.out.push_back(HubOutput::Send { session, text });
     }
 
@@ -257,6 +263,10 @@ impl SipWs {
                 return;
             }
         };
+        log::debug!(
+            "SIP-over-WebSocket session {session}: < {}",
+            text.lines().next().unwrap_or("")
+        );
         match msg.method() {
             Some(method) => self.on_request(now, session, method, &msg, ctx),
             None => self.on_response(session, &msg),
@@ -531,6 +541,7 @@ impl SipWs {
             ok_sent: false,
             ended_by_client: false,
             echo: callee == "echo",
+            offered: false,
         };
         let _ = from;
         self.reply(session, head, 100, "Trying", &[], None);
@@ -752,10 +763,10 @@ impl SipWs {
                 if let Some(t) = target {
                     call.target = t;
                 }
-                let offer = std::str::from_utf8(msg.body()).unwrap_or("").to_string();
+                let answer = std::str::from_utf8(msg.body()).unwrap_or("").to_string();
                 let canceled = call.phase == Phase::Canceling;
-                if canceled || offer.trim().is_empty() {
-                    // too late (srgate gave up), or no offer: ACK and end it
+                if canceled || answer.trim().is_empty() {
+                    // too late (srgate gave up), or no answer: ACK and end it
                     call.phase = Phase::Up;
                     let ack = self.ack(session, &call_id);
                     let bye = self.in_dialog(session, &call_id, "BYE", None);
@@ -775,11 +786,12 @@ impl SipWs {
                     return;
                 }
                 call.phase = Phase::Accepting;
+                // the browser's answer to srgate's offer (the call layer knows it is one)
                 self.request(
                     &user,
                     Request::Accept {
                         id,
-                        sdp: offer,
+                        sdp: answer,
                         response: None,
                     },
                 );
@@ -849,21 +861,18 @@ impl SipWs {
         Some(b.build())
     }
 
-    /// The ACK of a 2xx to srgate's INVITE (with srgate's answer).
+    /// The ACK of a 2xx to srgate's INVITE (the INVITE carried the offer: no body).
     fn ack(&mut self, session: SessionId, call_id: &str) -> Option<Vec<u8>> {
         let branch = format!("{:016x}", self.next_branch());
         let via = self.via(&branch);
         let (call, _) = self.call_of(session, call_id)?;
-        let mut b = MessageBuilder::request(Method::Ack, &call.target)
+        let b = MessageBuilder::request(Method::Ack, &call.target)
             .header(HeaderName::new("Via"), via)
             .header(HeaderName::new("Max-Forwards"), 70)
             .header(HeaderName::new("From"), &call.local)
             .header(HeaderName::new("To"), &call.remote)
             .header(HeaderName::new("Call-ID"), &call.call_id)
             .header(HeaderName::new("CSeq"), format!("{} ACK", call.invite_cseq));
-        if let Some(sdp) = &call.answer {
-            b = b.body("application/sdp", sdp.as_bytes());
-        }
         Some(b.build())
     }
 
@@ -890,6 +899,10 @@ impl SipWs {
             .and_then(Value::as_u64)
             .and_then(|c| u16::try_from(c).ok());
         match (kind.as_str(), id) {
+            ("offer", Some(id)) => {
+                let sdp = field("sdp").unwrap_or_default();
+                self.send_invite(session, &id, &sdp)
+            }
             ("remote_invitation", Some(id)) => {
                 let caller = field("caller").unwrap_or_default();
                 self.invite_client(session, &id, &caller, field("callerName"), ctx)
@@ -980,16 +993,6 @@ impl SipWs {
         };
         let local = format!("{display}<sip:{caller_user}@{}>;tag={tag}", self.domain);
         let remote = format!("<sip:{user}@{}>", self.domain);
-        let invite = MessageBuilder::request(Method::Invite, &target)
-            .header(HeaderName::new("Via"), self.via(&branch))
-            .header(HeaderName::new("Max-Forwards"), 70)
-            .header(HeaderName::new("From"), &local)
-            .header(HeaderName::new("To"), &remote)
-            .header(HeaderName::new("Call-ID"), &call_id)
-            .header(HeaderName::new("CSeq"), "1 INVITE")
-            .header(HeaderName::new("Contact"), self.contact())
-            .header(HeaderName::new("Allow"), ALLOW)
-            .build();
         let call = WsCall {
             id: id.to_string(),
             call_id,
@@ -1007,10 +1010,40 @@ impl SipWs {
             ok_sent: false,
             ended_by_client: false,
             echo: false,
+            offered: false,
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.calls.push(call);
         }
+        // the INVITE goes with srgate's offer, once the call layer made it
+        self.request(&user, Request::Offer { id: id.to_string() });
+    }
+
+    /// srgate's INVITE to the client, with the offer the call layer made.
+    fn send_invite(&mut self, session: SessionId, id: &str, offer: &str) {
+        let contact = self.contact();
+        let domain = self.domain.clone();
+        let Some(call) = self.session_call(session, id) else {
+            return;
+        };
+        if call.dir != Dir::ToClient || call.phase != Phase::Setup || call.offered {
+            return;
+        }
+        call.offered = true;
+        let invite = MessageBuilder::request(Method::Invite, &call.target)
+            .header(
+                HeaderName::new("Via"),
+                format!("SIP/2.0/WSS {domain};branch=z9hG4bK{}", call.invite_branch),
+            )
+            .header(HeaderName::new("Max-Forwards"), 70)
+            .header(HeaderName::new("From"), &call.local)
+            .header(HeaderName::new("To"), &call.remote)
+            .header(HeaderName::new("Call-ID"), &call.call_id)
+            .header(HeaderName::new("CSeq"), "1 INVITE")
+            .header(HeaderName::new("Contact"), contact)
+            .header(HeaderName::new("Allow"), ALLOW)
+            .body("application/sdp", offer.as_bytes())
+            .build();
         self.send(session, invite);
     }
 
@@ -1139,6 +1172,10 @@ impl SipWs {
                 if let Some(ack) = self.ack(session, &call_id) {
                     self.send(session, ack);
                 }
+            }
+            (_, Phase::Setup) if !call.offered => {
+                // over before the INVITE went out
+                self.forget(session, id);
             }
             (_, Phase::Setup) => {
                 // CANCELED (the caller gave up, or another member answered) or FAILURE

@@ -41,8 +41,21 @@ fn harness_dir() -> PathBuf {
 impl Phone {
     /// Starts Chromium on `url` with `tone` (a WAV file) as its microphone.
     pub fn start(url: &str, tone: &Path) -> Phone {
+        Phone::start_script("phone.mjs", &[], url, tone)
+    }
+
+    /// A SIP-over-WebSocket softphone (`tests/browser/sipws.mjs`): the npm package `lib`
+    /// (`jssip` or `sipjs`) in Chromium, against srgate's web listener at `url`, SIP
+    /// domain `domain`.
+    #[allow(dead_code)]
+    pub fn sip_ws(lib: &str, url: &str, domain: &str, tone: &Path) -> Phone {
+        Phone::start_script("sipws.mjs", &["--lib", lib, "--domain", domain], url, tone)
+    }
+
+    fn start_script(script: &str, extra: &[&str], url: &str, tone: &Path) -> Phone {
         let mut child = Command::new("node")
-            .arg(harness_dir().join("phone.mjs"))
+            .arg(harness_dir().join(script))
+            .args(extra)
             .args(["--url", url, "--tone"])
             .arg(tone)
             .stdin(Stdio::piped())
@@ -67,7 +80,7 @@ impl Phone {
             transcript: Vec::new(),
         };
         let ready = phone.read(Duration::from_secs(60));
-        assert_eq!(ready["ready"], true, "phone.mjs did not start: {ready}");
+        assert_eq!(ready["ready"], true, "{script} did not start: {ready}");
         phone
     }
 
