@@ -95,10 +95,13 @@ fn g711_at_30_and_60_ms_is_heard_both_ways() {
         assert_eq!(cdr["mode"], "transcode", "{what}: {cdr}");
         let (out, inn) = sip_packet_rates(&cdr);
         let expected = 1000.0 / f64::from(ptime);
-        // At 20 ms it would be 50 a second either way.
+        // At 20 ms it would be 50 a second either way. The rate is over the whole call,
+        // answer to end, and srgate sends only once the browser's media is up (DTLS): on
+        // a loaded machine that takes a few hundred ms of the 2 s, so only the upper
+        // bound is tight (a shorter ptime would exceed it).
         for (rate, who) in [(out, "srgate"), (inn, "the phone")] {
             assert!(
-                (rate - expected).abs() <= expected * 0.15,
+                rate <= expected * 1.15 && rate >= expected * 0.6,
                 "{what}: {who} sent {rate:.1} packets/s, expected {expected:.1}: {cdr}"
             );
         }
