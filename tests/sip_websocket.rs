@@ -5,7 +5,8 @@
 //! ways by frequency (440 Hz from the browser, 1000 Hz from baresip); with JsSIP also DTMF
 //! both ways (SIP INFO from the page becomes RFC 4733 at baresip, baresip's RFC 4733 reaches
 //! the page as SIP INFO), hold and resume by re-INVITE, a call to `echo`, and a JSON app
-//! user calling the JsSIP user. In a private network namespace.
+//! user calling the JsSIP user, a ring group ringing the JsSIP user (its `sip:` member) and
+//! an app user, and un-REGISTER. In a private network namespace.
 
 mod common;
 
@@ -34,7 +35,10 @@ fn setup(dir: &TestDir, tones: &Tones, lib: &str) -> (Srgate, SipPhone, Phone) {
         ("1006".into(), "1006pw".into()),
     ];
     // baresip 1.0 takes MD5 only; both libraries do MD5 too
-    config.extra = "[sip]\ndigest = md5\n[media]\nrtp_ports = 32000-32999\n".into();
+    // ring group 301: the app user app-7 and SIP user 1003 (the page, over WebSocket)
+    config.extra = "[sip]\ndigest = md5\n[media]\nrtp_ports = 32000-32999\n\
+                    [groups]\n301 = app:app-7, sip:1003\n"
+        .into();
     let srgate = Srgate::start(config, dir.path());
     let sip = SipPhone::registered(
         dir.path(),
@@ -180,7 +184,25 @@ fn jssip_registers_calls_and_is_called_with_dtmf_hold_and_echo() {
     let end = page.must(json!({"cmd": "wait_end", "timeout": 10}));
     assert_eq!(end["originator"], "remote", "{end}");
 
-    // 5. un-REGISTER: the page is nobody now; baresip's call to it is not delivered
+    // 5. baresip calls ring group 301: the page (its `sip:` member, registered over
+    // WebSocket) and the app both ring; the app answers, the page's INVITE is cancelled
+    sip.dial(&format!("sip:301@{gw}"));
+    page.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    let invite = app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+    assert_eq!(invite["group"], "301", "{invite}");
+    app.must(json!({"cmd": "accept"}));
+    app.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 15}));
+    let end = page.must(json!({"cmd": "wait_end", "timeout": 10}));
+    assert_eq!(
+        end["originator"], "remote",
+        "the page's INVITE is cancelled: {end}"
+    );
+    let heard = app.must(json!({"cmd": "measure", "seconds": 2}));
+    calls::assert_heard(&heard, PHONE_HZ, "group 301 → app");
+    sip.hangup();
+    app.must(json!({"cmd": "wait_end", "timeout": 10}));
+
+    // 6. un-REGISTER: the page is nobody now; baresip's call to it is not delivered
     page.must(json!({"cmd": "unregister"}));
     let mark = sip.mark();
     sip.dial(&format!("sip:{WS_USER}@{gw}"));

@@ -996,6 +996,19 @@ impl<P: RtpPorts> Gateway<P> {
             s.endpoint_mut().reject(now, *id, 503);
             return;
         }
+        let mut event = event;
+        if let Event::IncomingCall {
+            app_user,
+            sip_member,
+            ..
+        } = &mut event
+            && *sip_member
+            && s.sip_ws.is_registered(app_user)
+        {
+            // a ring group's `sip:` member registered over WebSocket is a browser: rung
+            // as an app user
+            *sip_member = false;
+        }
         let online = matches!(&event, Event::IncomingCall { app_user, .. }
             if s.hub.is_online(app_user));
         let lagging = Self::shard_lagging(own, &s.workers_lagging);

@@ -171,6 +171,14 @@ impl SipWs {
         self.sessions.contains_key(&session)
     }
 
+    /// Whether `user` is registered over a SIP-over-WebSocket session (a ring group's
+    /// `sip:` member who is rung there, as an app user).
+    pub fn is_registered(&self, user: &str) -> bool {
+        self.sessions
+            .values()
+            .any(|s| s.contact.is_some() && s.user.as_deref() == Some(user))
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
