@@ -85,6 +85,7 @@ fn check_parse(text: &str) {
                     assert!(digits.bytes().all(|b| b"0123456789*#ABCD".contains(&b)));
                 }
                 Request::Cancel { .. } | Request::Hangup { .. } | Request::Ping => {}
+                Request::Offer { .. } => panic!("srgate's internal offer request parsed: {text}"),
             }
         }
     }

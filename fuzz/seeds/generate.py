@@ -355,3 +355,43 @@ put("h264", "lost_fragment", framed([
     rtp(12, 100, True, bytes([0x7c, 0x45, 3])),
     rtp(13, 200, True, bytes([0x65, 1, 2, 3])),
 ]))
+
+
+# sip_ws: frames of a SIP-over-WebSocket session (0x1E between them; first byte even: SIP
+# from the client, odd: a JSON event of the call layer)
+def ws_request(method, cseq, call_id, extra="", body="", to_tag=""):
+    head = [
+        f"{method} sip:1006@fuzz.example SIP/2.0",
+        f"Via: SIP/2.0/WSS abc.invalid;branch=z9hG4bK{call_id}{cseq}",
+        "Max-Forwards: 70",
+        "From: <sip:1003@fuzz.example>;tag=ft",
+        f"To: <sip:1003@fuzz.example>{to_tag}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {method}",
+        "Contact: <sip:k2@abc.invalid;transport=ws>",
+    ] + ([extra] if extra else [])
+    if body:
+        head.append("Content-Type: application/sdp")
+    head.append(f"Content-Length: {len(body.encode())}")
+    return "\r\n".join(head) + "\r\n\r\n" + body
+
+
+AUTH = 'Authorization: Digest username="1003", realm="f", nonce="1", uri="sip:x", response="0"'
+REG = ws_request("REGISTER", 1, "reg", AUTH + "\r\nExpires: 600")
+ANS = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n"
+put("sip_ws", "call_out", b"\x1e".join(s.encode() for s in [
+    "\x00" + REG,
+    "\x00" + ws_request("INVITE", 1, "c1", body=ANS),
+    '\x01{"type":"local_state","id":"ws1","state":"SENT_TO_REMOTE","sdp":"v=0\\r\\n"}',
+    '\x01{"type":"local_state","id":"ws1","state":"ACCEPTED_BY_REMOTE"}',
+    "\x00" + ws_request("INVITE", 2, "c1", body=ANS.replace("sendrecv", "sendonly"), to_tag=";tag=1"),
+    "\x00" + ws_request("INFO", 3, "c1", extra="Content-Type: application/dtmf-relay", body="Signal=5\r\n"),
+    '\x01{"type":"dtmf","id":"ws1","digits":"#"}',
+    "\x00" + ws_request("BYE", 4, "c1"),
+]))
+put("sip_ws", "call_in", b"\x1e".join(s.encode() for s in [
+    "\x00" + REG,
+    '\x01{"type":"remote_invitation","id":"in1","caller":"1006","callerName":"Door"}',
+    '\x01{"type":"offer","id":"in1","sdp":"v=0\\r\\n"}',
+    '\x01{"type":"remote_state","id":"in1","state":"CANCELED","reason":"ANSWERED_ELSEWHERE"}',
+]))
