@@ -793,6 +793,53 @@ mod tests {
     }
 
     #[test]
+    fn the_sip_subprotocol_makes_a_sip_session() {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let own = WebPolicy::default();
+        let head = |protocols: &str| {
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nOrigin: http://127.0.0.1:8080\r\n{protocols}\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+        };
+        for (protocols, sip) in [
+            ("Sec-WebSocket-Protocol: sip\r\n", true),
+            ("Sec-WebSocket-Protocol: chat, sip\r\n", true),
+            (
+                "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: sip\r\n",
+                true,
+            ),
+            ("Sec-WebSocket-Protocol: sips, SIP\r\n", false),
+            ("", false),
+        ] {
+            match read_head(head(protocols).as_bytes(), false, peer, &own) {
+                Head::Upgrade {
+                    response, sip: s, ..
+                } => {
+                    assert_eq!(s, sip, "{protocols}");
+                    // the 101 names the subprotocol chosen, and only then
+                    assert_eq!(
+                        response.contains("\r\nSec-WebSocket-Protocol: sip\r\n"),
+                        sip,
+                        "{response}"
+                    );
+                }
+                other => panic!("{protocols}: {other:?}"),
+            }
+        }
+        // the Origin rules hold for SIP sessions too
+        let foreign = head("Sec-WebSocket-Protocol: sip\r\n").replace(
+            "Origin: http://127.0.0.1:8080",
+            "Origin: http://evil.example",
+        );
+        assert!(matches!(
+            read_head(foreign.as_bytes(), false, peer, &own),
+            Head::Reply(r) if r.starts_with(b"HTTP/1.1 403 ")
+        ));
+    }
+
+    #[test]
     fn request_heads() {
         let peer: SocketAddr = "192.0.2.9:40000".parse().unwrap();
         let own = WebPolicy::default();
