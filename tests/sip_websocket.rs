@@ -28,8 +28,11 @@ fn ready() -> bool {
 
 /// srgate with users 1003 (the page) and 1006 (baresip, registered and answering by
 /// itself), and the page's softphone registered as 1003 with `lib`.
-fn setup(dir: &TestDir, tones: &Tones, lib: &str) -> (Srgate, SipPhone, Phone) {
+/// `shards`: the calls spread over them (a worker shard makes the offer and answer of a
+/// call it holds, with its own media address).
+fn setup(dir: &TestDir, tones: &Tones, lib: &str, shards: usize) -> (Srgate, SipPhone, Phone) {
     let mut config = GatewayConfig::standalone();
+    config.shards = shards;
     config.users = vec![
         (WS_USER.into(), WS_PASSWORD.into()),
         ("1006".into(), "1006pw".into()),
@@ -75,12 +78,19 @@ fn page_calls_phone(page: &mut Phone, sip: &SipPhone) {
 
 /// baresip calls the page (srgate's INVITE carries no offer: the page offers in its 200,
 /// srgate answers in the ACK): each hears the other; baresip hangs up.
-fn phone_calls_page(page: &mut Phone, sip: &SipPhone, gw: std::net::SocketAddr) {
+/// `on_worker`: srgate, when the call must be on its worker shard (1).
+fn phone_calls_page(page: &mut Phone, sip: &SipPhone, srgate: &Srgate, on_worker: bool) {
+    let gw = srgate.sip_addr();
+    let on_worker = on_worker.then_some(srgate);
     sip.dial(&format!("sip:{WS_USER}@{gw}"));
     let invite = page.must(json!({"cmd": "wait_invite", "timeout": 15}));
     assert_eq!(invite["from"], "1006", "{invite}");
     page.must(json!({"cmd": "accept"}));
     page.must(json!({"cmd": "wait_established", "timeout": 15}));
+    if let Some(srgate) = on_worker {
+        let held = srgate.metric("shard_calls{shard=\"1\"}");
+        assert_eq!(held, 1, "the call to the page is on the worker shard");
+    }
     let heard = page.must(json!({"cmd": "measure", "seconds": 3}));
     calls::assert_heard(&heard, PHONE_HZ, "phone → page");
     sip.hangup();
@@ -101,7 +111,7 @@ fn jssip_registers_calls_and_is_called_with_dtmf_hold_and_echo() {
     }
     let dir = TestDir::new("sip-ws-jssip");
     let tones = calls::tones(&dir, 120.0, 120.0);
-    let (srgate, sip, mut page) = setup(&dir, &tones, "jssip");
+    let (srgate, sip, mut page) = setup(&dir, &tones, "jssip", 1);
     let gw = srgate.sip_addr();
 
     // 1. the page calls baresip; DTMF both ways and hold in the middle
@@ -148,7 +158,7 @@ fn jssip_registers_calls_and_is_called_with_dtmf_hold_and_echo() {
     calls::assert_phone_heard_browser(&sip, "JsSIP → baresip");
 
     // 2. baresip calls the page
-    phone_calls_page(&mut page, &sip, gw);
+    phone_calls_page(&mut page, &sip, &srgate, false);
 
     // 3. echo: the page hears its own tone back
     page.must(json!({"cmd": "call", "callee": "echo"}));
@@ -217,6 +227,8 @@ fn jssip_registers_calls_and_is_called_with_dtmf_hold_and_echo() {
     );
 }
 
+/// On two shards: the calls land on the second (shard 0 also signals), whose offers and
+/// answers carry its own media port.
 #[test]
 fn sipjs_registers_calls_and_is_called() {
     if !ready()
@@ -229,9 +241,16 @@ fn sipjs_registers_calls_and_is_called() {
     }
     let dir = TestDir::new("sip-ws-sipjs");
     let tones = calls::tones(&dir, 120.0, 120.0);
-    let (srgate, sip, mut page) = setup(&dir, &tones, "sipjs");
+    let (srgate, sip, mut page) = setup(&dir, &tones, "sipjs", 2);
+    let on_shard_1 = || srgate.metric("shard_calls{shard=\"1\"}");
+    assert_eq!(on_shard_1(), 0);
+    page.must(json!({"cmd": "call", "callee": "1006"}));
+    page.must(json!({"cmd": "wait_established", "timeout": 20}));
+    assert_eq!(on_shard_1(), 1, "the page's call is on the worker shard");
+    page.must(json!({"cmd": "hangup"}));
+    page.must(json!({"cmd": "wait_end", "timeout": 10}));
     page_calls_phone(&mut page, &sip);
-    phone_calls_page(&mut page, &sip, srgate.sip_addr());
+    phone_calls_page(&mut page, &sip, &srgate, true);
     // DTMF as SIP INFO from SIP.js reaches baresip
     let mark = sip.mark();
     page.must(json!({"cmd": "call", "callee": "1006"}));
