@@ -412,7 +412,8 @@ export class Call extends EventTarget {
       case 'error': {
         const error = new SrgateError(msg.code, msg.message, { id: this.id });
         fire(this, 'error', { call: this, error });
-        // A preview srgate will not give (a ring group's call): still invited, accept as usual.
+        // A preview srgate will not give (an app's call inside srgate): still invited, accept
+        // as usual.
         if (this.state === 'PREVIEWING' && msg.code !== 'NO_SUCH_CALL') {
           this._release();
           this.pc = null;

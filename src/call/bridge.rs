@@ -186,8 +186,6 @@ pub struct BridgeCall {
     srtp: Option<Box<SipSrtp>>,
     /// The SIP side's video passed through to the browser, when both have it.
     pub video: Option<Box<VideoLeg>>,
-    /// SIP → app: the user is rung as a member of a ring group (no preview then).
-    pub ring_group: bool,
     /// SIP → app: the call comes from another app user inside srgate (no preview then).
     pub internal: bool,
     /// SIP → app: srgate made the browser an offer with these ICE credentials (`ufrag`,
@@ -237,7 +235,6 @@ impl BridgeCall {
             sdes_local: Vec::new(),
             srtp: None,
             video: None,
-            ring_group: false,
             internal: false,
             browser_offer: None,
         }
@@ -372,9 +369,10 @@ impl BridgeCall {
     }
 
     /// Whether the app may `preview` this invitation: a SIP caller's own offer (srgate's
-    /// answer goes in a 183), not a ring group's branch nor an app's call inside srgate.
+    /// answer goes in a 183; a ring group's members one at a time, the endpoint sees to
+    /// it), not an app's call inside srgate.
     pub fn may_preview(&self) -> bool {
-        !self.srgate_offers && !self.ring_group && !self.internal && self.remote.is_some()
+        !self.srgate_offers && !self.internal && self.remote.is_some()
     }
 
     /// srgate's video section toward SIP, when the call passes the SIP side's video on.

@@ -177,8 +177,8 @@ impl Calls {
                     .refuse(
                         &user,
                         ErrorCode::BadRequest,
-                        "preview: not for this call (a ring group's, an app's, or one without \
-                         the caller's offer): accept it",
+                        "preview: not for this call (an app's, or one without the caller's \
+                         offer): accept it",
                         &id,
                     ),
                 _ => self.refuse(&user, ErrorCode::NoSuchCall, "no such invitation", &id),

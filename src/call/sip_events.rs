@@ -455,7 +455,6 @@ impl Calls {
         );
         call.rtp_timeout = self.cfg.rtp_timeout;
         call.sip_allowed = self.sip_codecs();
-        call.ring_group = group.is_some();
         call.internal = internal;
         match remote {
             Some(remote) => {

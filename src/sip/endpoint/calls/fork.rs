@@ -14,6 +14,9 @@
 //!   480: nobody there or nobody answered).
 //! - The caller's CANCEL cancels every branch.
 //! - One 180 goes to the caller, at the first branch that rings.
+//! - One member previews at a time ([`Endpoint::early_media`] of a branch): the caller's
+//!   early media (a 183 with that branch's SDP) goes to the first; a later one waits and
+//!   gets it (a new 183 with its SDP) when the one previewing leaves the call unanswered.
 
 use std::time::Instant;
 
@@ -28,6 +31,10 @@ pub(in crate::sip::endpoint) struct Fork {
     branches: Vec<SipCallId>,
     /// The strongest refusal so far, with its `Warning` when it was a 488 saying why.
     refusal: Option<(u16, Option<String>)>,
+    /// The branch whose SDP the caller's 183 carries (its member previews the caller).
+    previewer: Option<SipCallId>,
+    /// Branches that asked to preview meanwhile, in order, with their SDP.
+    waiting: Vec<(SipCallId, String)>,
 }
 
 impl Fork {
@@ -141,6 +148,17 @@ impl Endpoint {
             return true;
         };
         fork.branches.retain(|b| *b != id);
+        fork.waiting.retain(|(b, _)| *b != id);
+        // the member previewing left: the next one waiting gets the early media
+        let next_preview = if fork.previewer == Some(id) {
+            fork.previewer = None;
+            (!fork.waiting.is_empty()).then(|| fork.waiting.remove(0))
+        } else {
+            None
+        };
+        if let Some((branch, _)) = &next_preview {
+            fork.previewer = Some(*branch);
+        }
         if fork
             .refusal
             .as_ref()
@@ -149,6 +167,10 @@ impl Endpoint {
             fork.refusal = Some((code, warning));
         }
         if !fork.branches.is_empty() {
+            if let Some((branch, sdp)) = next_preview {
+                log::info!("ring group call {parent:?}: early media to branch {branch:?} now");
+                self.send_early_media(now, parent, &sdp);
+            }
             return true;
         }
         let (code, warning) = fork.refusal.take().unwrap_or((480, None));
@@ -158,6 +180,36 @@ impl Endpoint {
         match warning.filter(|_| code == 488) {
             Some(why) => self.reject_offer(now, parent, &why),
             None => self.reject(now, parent, code),
+        }
+        true
+    }
+
+    /// Branch `id` previews the caller with `sdp`: the 183 goes to the caller unless another
+    /// member previews already (then `id` waits its turn). False if `id` is no branch.
+    pub(super) fn branch_preview(&mut self, now: Instant, id: SipCallId, sdp: &str) -> bool {
+        let Some(parent) = self.parent_of(id) else {
+            return false;
+        };
+        let Some(fork) = self
+            .calls
+            .calls
+            .get_mut(&parent)
+            .and_then(|c| c.fork.as_mut())
+        else {
+            return true;
+        };
+        match fork.previewer {
+            Some(other) if other != id => {
+                fork.waiting.retain(|(b, _)| *b != id);
+                fork.waiting.push((id, sdp.to_string()));
+                log::info!(
+                    "ring group call {parent:?}: branch {id:?} waits to preview ({other:?} does)"
+                );
+            }
+            _ => {
+                fork.previewer = Some(id);
+                self.send_early_media(now, parent, sdp);
+            }
         }
         true
     }

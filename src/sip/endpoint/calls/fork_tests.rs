@@ -234,3 +234,42 @@ fn a_group_without_app_members_is_480_and_an_answer_alone_claims() {
         [Event::CallUpdated { id, .. }] if *id == b[2]
     ));
 }
+
+#[test]
+fn one_member_previews_at_a_time_and_the_next_one_waiting_gets_the_early_media() {
+    let now = t0();
+    let mut ep = ep(now);
+    let b = forked(&mut ep, now, "g9");
+    let sdp = |who: &str| OFFER.replace("o=- ", &format!("o={who} "));
+    let early = |ep: &mut Endpoint| -> Vec<String> {
+        sent(ep)
+            .into_iter()
+            .filter(|t| t.starts_with("SIP/2.0 183 "))
+            .collect()
+    };
+    // anna previews: the caller's 183 carries her SDP
+    ep.early_media(now, b[0], &sdp("anna"));
+    let first = early(&mut ep);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].contains("o=anna "), "{}", first[0]);
+    // ben previews too: he waits (no 183), and so does carl
+    ep.early_media(now, b[1], &sdp("ben"));
+    ep.early_media(now, b[2], &sdp("carl"));
+    assert!(early(&mut ep).is_empty());
+    // carl gives up while waiting; anna refuses: ben, next in line, gets it
+    ep.reject(now, b[2], 486);
+    ep.reject(now, b[0], 486);
+    let next = early(&mut ep);
+    assert_eq!(next.len(), 1, "one 183, ben's");
+    assert!(next[0].contains("o=ben "), "{}", next[0]);
+    assert!(events(&mut ep).is_empty(), "nobody else is told anything");
+    // the 183s belong to one dialog: the caller's INVITE, srgate's one To tag
+    assert_eq!(to_tag(&first[0]), to_tag(&next[0]));
+    // ben answers: the 200 carries his SDP
+    ep.answer(now, b[1], &sdp("ben"));
+    let ok: Vec<String> = sent(&mut ep)
+        .into_iter()
+        .filter(|t| t.starts_with("SIP/2.0 200 "))
+        .collect();
+    assert!(ok.len() == 1 && ok[0].contains("o=ben "), "{ok:?}");
+}

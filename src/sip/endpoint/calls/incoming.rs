@@ -41,11 +41,18 @@ impl Endpoint {
     /// Early media for an incoming call that is not answered: `183 Session Progress` with
     /// srgate's SDP (the answer the 200 will repeat, RFC 3261 §13.2.1), sent once (a 183
     /// is not retransmitted without PRACK; the caller's retransmitted INVITE gets the last
-    /// provisional again from the transaction). Not for ring-group branches.
+    /// provisional again from the transaction). A ring group's branch previews through its
+    /// parent, one member at a time (see `fork`); when another member answers, its 200
+    /// carries its own SDP (the 183's was not an answer: no 100rel).
     pub fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
-        if self.is_internal_id(id) || self.parent_of(id).is_some() {
+        if self.is_internal_id(id) || self.branch_preview(now, id, sdp) {
             return;
         }
+        self.send_early_media(now, id, sdp);
+    }
+
+    /// The 183 with `sdp` on incoming call `id`, while it is not answered.
+    pub(super) fn send_early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
         let user_agent = self.cfg.user_agent.clone();
         let Some(c) = self.calls.calls.get_mut(&id) else {
             return;
