@@ -197,3 +197,106 @@ fn assert_video(seen: &serde_json::Value) {
     );
     assert_eq!(seen["hidden"], false, "the demo page shows it: {seen}");
 }
+
+/// The door calls ring group 301 (app users anna and ben, each in a Chromium of its own):
+/// both preview; anna, first, sees the door while ben waits (nothing decoded); anna
+/// declines, and the door's early media moves to ben (a 183 with his answer), who sees it,
+/// then answers: the 200 goes out and the video goes on until the door hangs up.
+#[test]
+fn a_ring_groups_members_preview_the_door_one_at_a_time() {
+    let test = "a_ring_groups_members_preview_the_door_one_at_a_time";
+    if !calls::browser_and_baresip_ready()
+        || !common::peers_available(&[common::SIPP, common::FFMPEG])
+        || !common::netns::enter(test, Duration::from_secs(240))
+    {
+        return;
+    }
+    let dir = TestDir::new("door-group-preview");
+    let tones = calls::tones(&dir, 60.0, 60.0);
+    let srgate = calls::standalone_gateway(&dir, &["1006"], "[groups]\n301 = app:anna, app:ben\n");
+    let gw = srgate.sip_addr();
+    let mut anna = calls::logged_in(&srgate, &tones, "anna");
+    let mut ben = calls::logged_in(&srgate, &tones, "ben");
+
+    let port_file = dir.join("srgate_video_port");
+    let gw_text = gw.to_string();
+    let (vport, rtcp_port) = (DOOR_VIDEO.to_string(), DOOR_RTCP.to_string());
+    let args = [
+        "-s",
+        "301",
+        "-key",
+        "caller",
+        "1006",
+        "-au",
+        "1006",
+        "-ap",
+        "1006pw",
+        "-key",
+        "vport",
+        &vport,
+        "-key",
+        "rtcpport",
+        &rtcp_port,
+        "-key",
+        "portfile",
+        port_file.to_str().unwrap(),
+        &gw_text,
+    ];
+    let sipp = common::Sipp::spawn("uac_door_video.xml", &args, dir.path());
+    for app in [&mut anna, &mut ben] {
+        let invite = app.must(json!({"cmd": "wait_invite", "timeout": 15}));
+        assert_eq!(
+            (&invite["group"], &invite["video"]),
+            (&json!("301"), &json!(true)),
+            "{invite}"
+        );
+    }
+    let port_of = |what: &str| {
+        common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+        })
+        .unwrap_or_else(|| panic!("{what}: a 183 with srgate's video port"))
+    };
+    anna.must(json!({"cmd": "preview"}));
+    anna.must(json!({"cmd": "wait_state", "states": ["PREVIEW"], "timeout": 15}));
+    let annas = port_of("anna previews");
+    ben.must(json!({"cmd": "preview"}));
+    ben.must(json!({"cmd": "wait_state", "states": ["PREVIEW"], "timeout": 15}));
+    // the camera, sent wherever the door's latest 183 says
+    let relay = common::camera::relay_following(CAMERA, DOOR_VIDEO, port_file.clone());
+    let mut camera = common::camera::start(dir.path(), CAMERA, 24);
+
+    assert_video(&anna.must(json!({"cmd": "video", "seconds": 5})));
+    let waiting = ben.cmd(json!({"cmd": "video", "seconds": 1}));
+    let decoded = waiting["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+    assert_eq!(decoded, 0, "ben waits while anna previews: {waiting}");
+    assert_eq!(
+        std::fs::read_to_string(&port_file).unwrap().trim(),
+        annas.to_string(),
+        "no 183 for ben yet"
+    );
+
+    // anna declines: ben's 183 goes out, the door's video follows it
+    anna.must(json!({"cmd": "refuse"}));
+    anna.must(json!({"cmd": "wait_end", "timeout": 10}));
+    let bens = common::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        let p = port_of("ben previews");
+        (p != annas).then_some(p)
+    });
+    assert!(bens.is_some(), "a 183 with ben's port after anna left");
+    assert_video(&ben.must(json!({"cmd": "video", "seconds": 5})));
+    let state = ben.must(json!({"cmd": "wait_state", "states": ["PREVIEW"], "timeout": 1}));
+    assert_eq!(state["state"], "PREVIEW", "still ringing: {state}");
+    ben.must(json!({"cmd": "accept"}));
+    ben.must(json!({"cmd": "wait_state", "states": ["ACCEPTED"], "timeout": 10}));
+
+    let end = ben.must(json!({"cmd": "wait_end", "timeout": 25}));
+    assert_eq!(end["reason"], "REMOTE", "{end}");
+    camera.terminate(Duration::from_secs(2));
+    let relayed = relay.join().expect("the relay thread");
+    assert!(relayed > 100, "{relayed} video packets relayed");
+    let run = sipp.wait(Duration::from_secs(30));
+    assert!(run.succeeded(), "SIPp: {}", run.report);
+}

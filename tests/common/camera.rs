@@ -4,7 +4,7 @@
 //! of a group of pictures and must ask for a key frame.
 
 use std::net::UdpSocket;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -56,7 +56,36 @@ pub fn start(dir: &Path, to: u16, seconds: u32) -> Process {
 /// What arrives on 127.0.0.1:`camera` goes to srgate's `to` from 127.0.0.1:`from` (the
 /// phone's SDP port), except for the first second. Runs until nothing came for 2 s (at
 /// most 30 s); returns the packets sent on.
+#[allow(dead_code)]
 pub fn relay(camera: u16, from: u16, to: u16) -> JoinHandle<usize> {
+    relay_with(camera, from, move || Some(to))
+}
+
+/// Like [`relay`], to the port written in `port_file` (read again every 300 ms): a phone
+/// whose SDP peer changes while it sends (a ring group's preview handed on).
+#[allow(dead_code)]
+pub fn relay_following(camera: u16, from: u16, port_file: PathBuf) -> JoinHandle<usize> {
+    let mut port = None;
+    let mut read = Deadline::after(Duration::ZERO);
+    relay_with(camera, from, move || {
+        if read.passed() {
+            read = Deadline::after(Duration::from_millis(300));
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+            {
+                port = Some(p);
+            }
+        }
+        port
+    })
+}
+
+fn relay_with(
+    camera: u16,
+    from: u16,
+    mut to: impl FnMut() -> Option<u16> + Send + 'static,
+) -> JoinHandle<usize> {
     let inbound = UdpSocket::bind(("127.0.0.1", camera)).expect("the camera's port");
     let outbound = UdpSocket::bind(("127.0.0.1", from)).expect("the phone's port");
     inbound
@@ -70,8 +99,10 @@ pub fn relay(camera: u16, from: u16, to: u16) -> JoinHandle<usize> {
         // bounded: a packet (or the 2 s timeout) per round, 30 s in all
         while !end.passed() {
             let Ok(n) = inbound.recv(&mut buf) else { break };
-            if held_back.passed() {
-                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", to));
+            if held_back.passed()
+                && let Some(port) = to()
+            {
+                let _ = outbound.send_to(&buf[..n], ("127.0.0.1", port));
                 sent += 1;
             }
         }
