@@ -215,16 +215,20 @@ impl Calls {
         }
     }
 
+    /// The SIP side's codec of the bridge in `slot`, once its SDP picked one.
+    fn sip_codec_of(&mut self, slot: usize) -> Option<Codec> {
+        self.bridge_mut(slot)
+            .and_then(|b| b.sip_format())
+            .map(|(_, c)| c)
+    }
+
     /// srgate's offer to the browser for an invitation (see [`Request::Offer`]): one codec,
     /// the one an `accept` would pick first, so the browser's answer cannot choose another.
     fn offer(&mut self, slot: usize) {
         let Some(key) = self.key_of(slot) else {
             return;
         };
-        let sip_codec = self
-            .bridge_mut(slot)
-            .and_then(|b| b.sip_format())
-            .map(|(_, c)| c);
+        let sip_codec = self.sip_codec_of(slot);
         let Some(&codec) = self.browser_codecs(sip_codec).first() else {
             self.refuse(&key.0, ErrorCode::BadRequest, "no codec to offer", &key.1);
             return;
@@ -546,10 +550,7 @@ impl Calls {
         let Some(key) = self.key_of(slot) else {
             return;
         };
-        let sip_codec = self
-            .bridge_mut(slot)
-            .and_then(|b| b.sip_format())
-            .map(|(_, c)| c);
+        let sip_codec = self.sip_codec_of(slot);
         let codecs = self.browser_codecs(sip_codec);
         // after srgate's offer (`Request::Offer`) the credentials are those it announced
         let (ufrag, pwd) = match self.bridge_mut(slot).and_then(|b| b.browser_offer.clone()) {

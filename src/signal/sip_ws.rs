@@ -350,6 +350,34 @@ impl SipWs {
         self.send(session, b.build());
     }
 
+    /// The digest check of `msg` (`proxy`: an INVITE's): the user, or `None` after the
+    /// refusal (a challenge, 403, 400) went out.
+    #[allow(clippy::too_many_arguments)]
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        msg: &Message<'_>,
+        head: &[(&'static str, String)],
+        proxy: bool,
+        peer: SocketAddr,
+        ctx: &mut dyn WsContext,
+    ) -> Option<String> {
+        match ctx.authenticate(now, msg, proxy, peer) {
+            crate::sip::endpoint::WsAuth::Ok(user) => Some(user),
+            crate::sip::endpoint::WsAuth::Refused {
+                code,
+                reason,
+                headers,
+            } => {
+                let extra: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                self.reply(session, head, code, reason, &extra, None);
+                None
+            }
+        }
+    }
+
     fn on_register(
         &mut self,
         now: Instant,
@@ -361,17 +389,8 @@ impl SipWs {
         let Some(peer) = self.sessions.get(&session).map(|s| s.peer) else {
             return;
         };
-        let user = match ctx.authenticate(now, msg, false, peer) {
-            crate::sip::endpoint::WsAuth::Ok(user) => user,
-            crate::sip::endpoint::WsAuth::Refused {
-                code,
-                reason,
-                headers,
-            } => {
-                let extra: Vec<(&str, &str)> =
-                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                return self.reply(session, head, code, reason, &extra, None);
-            }
+        let Some(user) = self.authenticated(now, session, msg, head, false, peer, ctx) else {
+            return;
         };
         // the authenticated user may only bind its own address-of-record
         if msg.to().ok().and_then(|t| t.uri.user) != Some(user.as_str()) {
@@ -468,24 +487,17 @@ impl SipWs {
         let (peer, registered) = (s.peer, s.user.clone());
         let user = match registered {
             Some(u) => u,
-            None => match ctx.authenticate(now, msg, true, peer) {
-                crate::sip::endpoint::WsAuth::Ok(user) => {
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        s.user = Some(user.clone());
-                    }
-                    ctx.login(now, session, &user);
-                    user
+            None => {
+                let Some(user) = self.authenticated(now, session, msg, head, true, peer, ctx)
+                else {
+                    return;
+                };
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.user = Some(user.clone());
                 }
-                crate::sip::endpoint::WsAuth::Refused {
-                    code,
-                    reason,
-                    headers,
-                } => {
-                    let extra: Vec<(&str, &str)> =
-                        headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                    return self.reply(session, head, code, reason, &extra, None);
-                }
-            },
+                ctx.login(now, session, &user);
+                user
+            }
         };
         let sdp = std::str::from_utf8(msg.body()).unwrap_or("");
         if sdp.trim().is_empty() {
@@ -514,7 +526,8 @@ impl SipWs {
             Ok(Contact::Addr(na)) => Some(na.uri.as_str().to_string()),
             _ => None,
         });
-        let (Some(target), Ok(from)) = (target, msg.from()) else {
+        // a Contact to send in-dialog requests to, and a From that parses
+        let (Some(target), Ok(_)) = (target, msg.from()) else {
             return self.reply(session, head, 400, "Bad Request (Contact)", &[], None);
         };
         if self
@@ -551,7 +564,6 @@ impl SipWs {
             echo: callee == "echo",
             offered: false,
         };
-        let _ = from;
         self.reply(session, head, 100, "Trying", &[], None);
         if let Some(s) = self.sessions.get_mut(&session) {
             s.calls.push(call);
@@ -590,14 +602,7 @@ impl SipWs {
         let call_id = msg.call_id().unwrap_or("").to_string();
         let offer = std::str::from_utf8(msg.body()).unwrap_or("").to_string();
         let Some((call, _)) = self.call_of(session, &call_id) else {
-            return self.reply(
-                session,
-                head,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
-            );
+            return self.no_call(session, head);
         };
         let Some(answer) = call.answer.clone() else {
             // not answered yet: a second offer in the middle of the first
@@ -623,17 +628,22 @@ impl SipWs {
         );
     }
 
+    /// 481: a request for no call of this session.
+    fn no_call(&mut self, session: SessionId, head: &[(&'static str, String)]) {
+        self.reply(
+            session,
+            head,
+            481,
+            "Call/Transaction Does Not Exist",
+            &[],
+            None,
+        );
+    }
+
     fn on_bye(&mut self, session: SessionId, msg: &Message<'_>, head: &[(&'static str, String)]) {
         let call_id = msg.call_id().unwrap_or("").to_string();
         let Some((call, user)) = self.call_of(session, &call_id) else {
-            return self.reply(
-                session,
-                head,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
-            );
+            return self.no_call(session, head);
         };
         call.ended_by_client = true;
         let id = call.id.clone();
@@ -661,14 +671,7 @@ impl SipWs {
             })
         });
         let Some((id, user, mut invite_head, tag)) = found else {
-            return self.reply(
-                session,
-                head,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
-            );
+            return self.no_call(session, head);
         };
         self.reply(session, head, 200, "OK", &[], None);
         add_to_tag(&mut invite_head, &tag);
@@ -698,14 +701,7 @@ impl SipWs {
             _ => None,
         };
         let Some((call, user)) = self.call_of(session, &call_id) else {
-            return self.reply(
-                session,
-                head,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
-            );
+            return self.no_call(session, head);
         };
         let id = call.id.clone();
         let digits = digit.map(|d| match d.as_str() {

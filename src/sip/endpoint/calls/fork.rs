@@ -87,6 +87,14 @@ impl Endpoint {
         }
     }
 
+    /// The branches of parent call `parent`, while it rings.
+    fn fork_of(&mut self, parent: SipCallId) -> Option<&mut Fork> {
+        self.calls
+            .calls
+            .get_mut(&parent)
+            .and_then(|c| c.fork.as_mut())
+    }
+
     /// The parent of branch `id` while the fork is undecided.
     pub(super) fn parent_of(&self, id: SipCallId) -> Option<SipCallId> {
         self.calls.branches.get(&id).copied()
@@ -139,12 +147,7 @@ impl Endpoint {
         let Some(parent) = self.calls.branches.remove(&id) else {
             return false;
         };
-        let Some(fork) = self
-            .calls
-            .calls
-            .get_mut(&parent)
-            .and_then(|c| c.fork.as_mut())
-        else {
+        let Some(fork) = self.fork_of(parent) else {
             return true;
         };
         fork.branches.retain(|b| *b != id);
@@ -190,12 +193,7 @@ impl Endpoint {
         let Some(parent) = self.parent_of(id) else {
             return false;
         };
-        let Some(fork) = self
-            .calls
-            .calls
-            .get_mut(&parent)
-            .and_then(|c| c.fork.as_mut())
-        else {
+        let Some(fork) = self.fork_of(parent) else {
             return true;
         };
         match fork.previewer {
