@@ -926,7 +926,13 @@ impl SipWs {
                 self.dtmf(session, &id, &digits)
             }
             ("error", Some(id)) if self.is_to_client(session, &id) => {
-                self.remote_state(session, &id, "FAILURE", None, false)
+                // srgate could not take the client's answer (or make its offer): the
+                // client's side ends, and so does the invitation (it would ring on)
+                let user = self.sessions.get(&session).and_then(|s| s.user.clone());
+                self.remote_state(session, &id, "FAILURE", None, false);
+                if let Some(user) = user {
+                    self.request(&user, Request::Refuse { id, response: None });
+                }
             }
             ("error", Some(id)) => {
                 let code = match field("code").as_deref() {
@@ -966,10 +972,13 @@ impl SipWs {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
-        let (Some(target), Some(user)) = (s.contact.clone(), s.user.clone()) else {
-            return; // not registered: the invitation is left to expire
+        let Some(user) = s.user.clone() else {
+            return;
         };
-        if s.calls.len() >= MAX_CALLS {
+        // logged in by an INVITE only (no Contact to call) or at its limit: refused at once
+        // rather than left ringing
+        let target = s.contact.clone().filter(|_| s.calls.len() < MAX_CALLS);
+        let Some(target) = target else {
             self.request(
                 &user,
                 Request::Refuse {
@@ -978,7 +987,7 @@ impl SipWs {
                 },
             );
             return;
-        }
+        };
         let tag = ctx.token(16);
         let branch = ctx.token(20);
         let call_id = format!("{}@srgate", ctx.token(24));

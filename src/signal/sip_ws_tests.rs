@@ -623,3 +623,55 @@ fn reanswer_mirrors_the_direction_and_keeps_an_unchanged_answer() {
     let back = reanswer(&inactive, OFFER);
     assert!(back.contains("a=sendrecv\r\n") && back.contains("o=srgate 5 3 "));
 }
+
+#[test]
+fn an_invitation_nobody_can_be_invited_for_is_refused_and_a_failed_accept_ends_both_sides() {
+    let now = t0();
+    // logged in by an authenticated INVITE only: no Contact to send srgate's INVITE to
+    let mut ws = SipWs::new("example.org");
+    let mut ctx = Ctx::default();
+    ws.open(S, peer());
+    let invite = request(
+        "INVITE",
+        "sip:1001@example.org",
+        1,
+        "x",
+        "Proxy-Authorization: Digest username=\"1003\"\r\nContent-Type: application/sdp\r\n",
+        OFFER,
+    );
+    ws.handle_text(now, S, &invite, &mut ctx);
+    frames(&mut ws);
+    requests(&mut ws);
+    let inv = serde_json::json!({"type":"remote_invitation","id":"n1","caller":"1001"});
+    ws.handle_event(S, &inv.to_string(), &mut ctx);
+    assert!(frames(&mut ws).is_empty());
+    assert_eq!(
+        requests(&mut ws),
+        [Request::Refuse {
+            id: "n1".into(),
+            response: None
+        }]
+    );
+
+    // registered: the client answers, but srgate cannot take its answer
+    let (mut ws, mut ctx) = registered(now);
+    let inv = serde_json::json!({"type":"remote_invitation","id":"in2","caller":"1001"});
+    let invite = invite_with_offer(&mut ws, &mut ctx, inv);
+    ws.handle_text(now, S, &response_to(&invite, 200, "OK", OFFER), &mut ctx);
+    requests(&mut ws);
+    let refused =
+        serde_json::json!({"type":"error","id":"in2","code":"BAD_REQUEST","message":"unusable"});
+    ws.handle_event(S, &refused.to_string(), &mut ctx);
+    let f = frames(&mut ws);
+    assert!(
+        f[0].starts_with("ACK ") && f[1].starts_with("BYE "),
+        "{f:?}"
+    );
+    assert_eq!(
+        requests(&mut ws),
+        [Request::Refuse {
+            id: "in2".into(),
+            response: None
+        }]
+    );
+}
