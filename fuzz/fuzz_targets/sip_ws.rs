@@ -4,8 +4,8 @@
 //! context whose digest check passes credentials naming `1003`. Invariants: nothing panics;
 //! every frame srgate sends parses as a SIP message (a request or a response, never a
 //! half-built one), but for the 4xx/5xx to a request that does not parse itself (which
-//! echoes its headers); every call request is made for the authenticated user; the requests'
-//! ids are the call layer's bounds (1–64 bytes).
+//! echoes its headers); every call request is made for the authenticated user; the ids it
+//! makes for the client's calls are within the call layer's bound (64 bytes).
 //!
 //! Run: `cargo +nightly fuzz run sip_ws fuzz/corpus/sip_ws`
 #![no_main]
@@ -104,8 +104,10 @@ fuzz_target!(|data: &[u8]| {
                 panic!("the agent ends no user");
             };
             assert_eq!(user, "1003");
-            if let Some(id) = request.id() {
-                assert!(!id.is_empty() && id.len() <= MAX_ID, "{id:?}");
+            // the ids srgate makes for the client's calls are short; the call layer's
+            // (its invitations, echoed back) are whatever its events said
+            if let Some(id) = request.id().filter(|id| id.starts_with("ws")) {
+                assert!(id.len() <= MAX_ID, "{id:?}");
             }
             calls += 1;
         }
