@@ -1,5 +1,7 @@
+use super::wire::reanswer;
 use super::*;
 use crate::sip::endpoint::WsAuth;
+use std::time::Duration;
 
 /// A context whose digest check passes any `Authorization`/`Proxy-Authorization` naming
 /// `1003` and challenges the rest; logins are recorded.
