@@ -1285,7 +1285,36 @@ struct Rtpengine {
 const RTPENGINE: &str = "/usr/bin/rtpengine";
 
 impl Rtpengine {
+    /// Starts rtpengine; again on another NG port (3 tries) when the free port it was
+    /// given was taken meanwhile (another process's ephemeral bind: the machine is shared).
     fn start(o: &Options, calls: usize) -> Result<Rtpengine, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Rtpengine::start_once(o, calls) {
+                Ok(r) => return Ok(r),
+                Err((why, port_taken)) => {
+                    if !port_taken {
+                        return Err(why);
+                    }
+                    eprintln!("srgate-load: {why}; again on another port");
+                    last = why;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One start; the error says whether rtpengine found its NG port taken.
+    fn start_once(o: &Options, calls: usize) -> Result<Rtpengine, (String, bool)> {
+        Rtpengine::spawn(o, calls).map_err(|why| {
+            let stderr = o.out.join(format!("rtpengine-{calls}")).join("stderr.txt");
+            let taken = fs::read_to_string(stderr)
+                .is_ok_and(|t| t.contains("NG control") && t.contains("Address already in use"));
+            (why, taken)
+        })
+    }
+
+    fn spawn(o: &Options, calls: usize) -> Result<Rtpengine, String> {
         let dir = o.out.join(format!("rtpengine-{calls}"));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ng_port = free_port_run(1)?;
