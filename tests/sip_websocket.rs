@@ -3,8 +3,8 @@
 //! at a standalone srgate's web listener as `[users]` user 1003 (digest); baresip is SIP
 //! user 1006 over UDP. Each library calls baresip and is called by it, audio checked both
 //! ways by frequency (440 Hz from the browser, 1000 Hz from baresip); with JsSIP also DTMF
-//! both ways (SIP INFO from the page becomes RFC 4733 at baresip, baresip's RFC 4733 reaches
-//! the page as SIP INFO), hold and resume by re-INVITE, a call to `echo`, and a JSON app
+//! both ways (SIP INFO and RFC 4733 from the page reach baresip as RFC 4733, baresip's RFC
+//! 4733 reaches the page as SIP INFO), hold and resume by re-INVITE, a call to `echo`, and a JSON app
 //! user calling the JsSIP user, a ring group ringing the JsSIP user (its `sip:` member) and
 //! an app user, and un-REGISTER. In a private network namespace.
 
@@ -133,6 +133,19 @@ fn jssip_registers_calls_and_is_called_with_dtmf_hold_and_echo() {
                 .iter()
                 .all(|d| events.contains(&format!("received event: '{d}' (end=1)"))),
         "the page's SIP INFO digits 12# reach baresip as RFC 4733 events:\n{events}"
+    );
+    // and in the media (RFC 4733 from the page's RTCDTMFSender)
+    let mark = sip.mark();
+    page.must(json!({"cmd": "dtmf", "digits": "4", "rfc4733": true}));
+    assert!(
+        sip.wait_for_line(
+            mark,
+            &["received event: '4' (end=1)"],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "the page's RFC 4733 digit reaches baresip:\n{}",
+        &sip.output()[mark..]
     );
     sip.send("5");
     sip.send("9");

@@ -722,6 +722,11 @@ impl BridgeCall {
         self.media.as_mut()?.poll_dtmf()
     }
 
+    /// A digit the browser keyed in its media (RFC 4733 from its RTCDTMFSender).
+    pub fn poll_browser_dtmf(&mut self) -> Option<char> {
+        self.media.as_mut()?.poll_browser_dtmf()
+    }
+
     /// The next datagram of the call: setup traffic, then media both ways, then RTCP.
     pub fn poll_transmit(
         &mut self,

@@ -107,6 +107,8 @@ impl Calls {
     pub(super) fn after(&mut self, now: Instant, slot: usize, step: Step, ctx: &mut Ctx<'_>) {
         let messages = &mut self.messages;
         let mut mode = None;
+        // digits the browser keyed in its media: on toward SIP as the app's own
+        let mut keyed = heapless::String::<16>::new();
         match self.slots.get_mut(slot).and_then(Option::as_mut) {
             Some((key, Call::Echo(echo))) => {
                 if echo.browser().take_newly_connected() {
@@ -137,6 +139,10 @@ impl Calls {
                 while let Some(digit) = b.poll_dtmf() {
                     messages.push_back((key.0.clone(), protocol::dtmf(&key.1, digit)));
                 }
+                while let Some(digit) = b.poll_browser_dtmf() {
+                    // more than a wake-up's worth are lost, as a full queue loses them
+                    let _ = keyed.push(digit);
+                }
                 // the browser asked for a picture: a door without RTCP feedback gets INFO
                 if b.video.as_mut().is_some_and(|v| v.take_info_request()) {
                     ctx.sip.picture_update(now, b.sip);
@@ -148,6 +154,9 @@ impl Calls {
         if let Some(mode) = mode {
             self.count_mode(mode);
             self.touch(slot);
+        }
+        if !keyed.is_empty() {
+            self.browser_digits(now, slot, &keyed, ctx);
         }
         if let Step::Failed(reason) = step {
             self.fail(now, slot, reason, ctx);

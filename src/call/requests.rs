@@ -293,6 +293,24 @@ impl Calls {
         self.door_digits(now, slot, digits, ctx);
     }
 
+    /// Digits the browser keyed in its media (RFC 4733): toward SIP like the app's `dtmf`
+    /// (not while previewing), and to the door opener.
+    pub(super) fn browser_digits(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        digits: &str,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let sent = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some((_, Call::Bridge(b))) => b.phase != Phase::Previewing && b.send_dtmf(now, digits),
+            _ => false,
+        };
+        if sent {
+            self.door_digits(now, slot, digits, ctx);
+        }
+    }
+
     fn invite_echo(&mut self, now: Instant, user: &str, id: &str, offer: &str) {
         let key = (user.to_string(), id.to_string());
         let ufrag = self.rng.token(8);

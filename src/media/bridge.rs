@@ -11,8 +11,10 @@
 //!
 //! DTMF: digits from the app go out toward SIP as RFC 4733 events ([`DtmfSender`]) in
 //! the SIP stream's own SSRC and sequence space; audio toward SIP is held back while an
-//! event plays. Events from SIP (and from a browser that sends telephone-event) are
-//! reported once each ([`DtmfReceiver`]) and never reach a decoder. Every packet toward
+//! event plays. Events from SIP, and those a browser sends itself (telephone-event in its
+//! media: a SIP-over-WebSocket client's in-band DTMF), are reported once each
+//! ([`DtmfReceiver`]; the call layer sends the browser's on toward SIP like the app's own
+//! digits) and never reach a decoder. Every packet toward
 //! SIP passes one final stage that owns the sequence numbers, so audio and events never
 //! collide.
 //!
@@ -240,6 +242,8 @@ pub struct Bridge {
     /// Timestamp of the event being sent toward SIP.
     dtmf_ts: u32,
     dtmf_in: DtmfReceiver,
+    /// Events the browser sent in its media.
+    dtmf_browser: DtmfReceiver,
     stats: BridgeStats,
 }
 
@@ -253,6 +257,7 @@ impl Bridge {
             dtmf_out: config.sip.dtmf_payload_type.map(|_| DtmfSender::new(8000)),
             dtmf_ts: 0,
             dtmf_in: DtmfReceiver::default(),
+            dtmf_browser: DtmfReceiver::default(),
             config,
             mode,
             to_sip,
@@ -370,8 +375,12 @@ impl Bridge {
         let pt = packet.payload_type();
         if Some(pt) == from.dtmf_payload_type {
             stats.dtmf_in += 1;
-            self.dtmf_in
-                .push(packet.ssrc(), packet.timestamp(), packet.payload());
+            let receiver = if from_webrtc {
+                &mut self.dtmf_browser
+            } else {
+                &mut self.dtmf_in
+            };
+            receiver.push(packet.ssrc(), packet.timestamp(), packet.payload());
             return Ok(());
         }
         if pt != from.payload_type {
@@ -514,9 +523,14 @@ impl Bridge {
         }
     }
 
-    /// A digit received as RFC 4733 (from SIP, or from a browser that sends events).
+    /// A digit received from SIP as RFC 4733.
     pub fn poll_dtmf(&mut self) -> Option<char> {
         self.dtmf_in.poll()
+    }
+
+    /// A digit the browser sent as telephone-event in its media.
+    pub fn poll_browser_dtmf(&mut self) -> Option<char> {
+        self.dtmf_browser.poll()
     }
 
     pub fn stats(&self) -> BridgeStats {
@@ -662,6 +676,26 @@ mod tests {
     }
 
     use crate::wire::rtp::test_packet as packet;
+
+    #[test]
+    fn events_are_told_apart_by_the_leg_they_came_from() {
+        let now = base();
+        let mut arena = RelayArena::default();
+        let mut b = Bridge::new(config(Codec::G711(Law::Mu), 0)).unwrap();
+        // '5' (event 5, end bit, volume 10, duration 800) from the browser, '9' from SIP
+        let event = |code: u8| [code, 0x80 | 10, 0x03, 0x20];
+        b.push_webrtc(now, &packet(126, 1, 100, 1, &event(5)), &mut arena)
+            .unwrap();
+        b.push_sip(now, &packet(101, 1, 100, 2, &event(9)), &mut arena)
+            .unwrap();
+        // the end packet again (RFC 4733 sends it three times): one digit each
+        b.push_webrtc(now, &packet(126, 2, 100, 1, &event(5)), &mut arena)
+            .unwrap();
+        assert_eq!(b.poll_browser_dtmf(), Some('5'));
+        assert_eq!(b.poll_browser_dtmf(), None);
+        assert_eq!(b.poll_dtmf(), Some('9'));
+        assert_eq!(b.poll_dtmf(), None);
+    }
 
     #[test]
     fn relay_keeps_one_continuous_stream_over_an_ssrc_change() {

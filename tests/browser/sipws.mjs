@@ -15,7 +15,8 @@
 //   {"cmd":"wait_invite"}                             → {"from"}: an incoming call rings
 //   {"cmd":"accept"}  {"cmd":"reject"}  {"cmd":"hangup"}
 //   {"cmd":"measure","seconds":3}                     → {"dominant_hz","rms",…}
-//   {"cmd":"dtmf","digits":"12#"}                     DTMF as SIP INFO
+//   {"cmd":"dtmf","digits":"12#"}                     DTMF as SIP INFO (with "rfc4733":true:
+//                                                     in the media, RFC 4733; JsSIP only)
 //   {"cmd":"wait_dtmf","count":2}                     → {"digits"} received as SIP INFO
 //   {"cmd":"hold"} {"cmd":"unhold"}                   → {"remote_direction"}: the direction
 //                                                     of srgate's answer to the re-INVITE
@@ -124,7 +125,9 @@ await page.evaluate(({ lib, verbose, wsUrl, domain }) => {
     st.accept = () => st.incoming.answer({ mediaConstraints: { audio, video: false }, pcConfig: { iceServers: [] } });
     st.reject = () => st.incoming.terminate({ status_code: 486 });
     st.hangup = () => st.session.terminate();
-    st.dtmfSend = (digits) => st.session.sendDTMF(digits, { transportType: 'INFO', interToneGap: 100 });
+    st.dtmfSend = (digits, rfc4733) => st.session.sendDTMF(digits, {
+      transportType: rfc4733 ? 'RFC2833' : 'INFO', interToneGap: 100,
+    });
     st.hold = (on) => new Promise((resolve, reject) => {
       const done = { succeeded: () => resolve(remoteDirection(st.session.connection)), failed: () => reject(new Error('re-INVITE failed')) };
       const ok = on ? st.session.hold({}, () => setTimeout(done.succeeded, 200))
@@ -263,7 +266,7 @@ const handlers = {
     return { ok: true };
   },
   async dtmf(c) {
-    await page.evaluate((d) => window.sp.dtmfSend(d), c.digits);
+    await page.evaluate(({ digits, rfc4733 }) => window.sp.dtmfSend(digits, rfc4733), { digits: c.digits, rfc4733: !!c.rfc4733 });
     return { ok: true };
   },
   async wait_dtmf(c) {
