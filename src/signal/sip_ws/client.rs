@@ -116,8 +116,12 @@ impl SipWs {
                 Ok(Contact::Star) => star = true,
                 Ok(c @ Contact::Addr(_)) => {
                     let expires = c.expires().unwrap_or(default_expires);
-                    if let (Contact::Addr(na), None) = (&c, &contact) {
-                        contact = Some((na.uri.as_str().to_string(), expires));
+                    match (target_uri(&c), &contact) {
+                        (Some(uri), None) => contact = Some((uri, expires)),
+                        (None, _) => {
+                            return self.reply(session, head, 400, "Bad Contact", &[], None);
+                        }
+                        _ => {}
                     }
                 }
                 Err(_) => return self.reply(session, head, 400, "Bad Contact", &[], None),
@@ -231,10 +235,9 @@ impl SipWs {
         let Some(callee) = callee else {
             return self.reply(session, head, 404, "Not Found", &[], None);
         };
-        let target = msg.contacts().find_map(|c| match c {
-            Ok(Contact::Addr(na)) => Some(na.uri.as_str().to_string()),
-            _ => None,
-        });
+        let target = msg
+            .contacts()
+            .find_map(|c| c.ok().and_then(|c| target_uri(&c)));
         // a Contact to send in-dialog requests to, and a From that parses
         let (Some(target), Ok(_)) = (target, msg.from()) else {
             return self.reply(session, head, 400, "Bad Request (Contact)", &[], None);
@@ -470,10 +473,9 @@ impl SipWs {
                     }
                     return;
                 }
-                let target = msg.contacts().find_map(|c| match c {
-                    Ok(Contact::Addr(na)) => Some(na.uri.as_str().to_string()),
-                    _ => None,
-                });
+                let target = msg
+                    .contacts()
+                    .find_map(|c| c.ok().and_then(|c| target_uri(&c)));
                 call.remote = to;
                 if let Some(t) = target {
                     call.target = t;
@@ -530,4 +532,18 @@ impl SipWs {
             }
         }
     }
+}
+
+/// Where requests to the client go, from a Contact of its: a SIP URI, without the
+/// `?headers` part (RFC 3261 §8.1.1.1: they are no part of a Request-URI). `None` for any
+/// other URI.
+fn target_uri(contact: &Contact<'_>) -> Option<String> {
+    let Contact::Addr(na) = contact else {
+        return None;
+    };
+    if !na.uri.is_sip() {
+        return None;
+    }
+    let uri = na.uri.as_str();
+    Some(uri.split('?').next().unwrap_or(uri).to_string())
 }

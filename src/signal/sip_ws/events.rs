@@ -149,7 +149,14 @@ impl SipWs {
         let call_id = format!("{}@srgate", ctx.token(24));
         let display = caller_name
             .filter(|n| !n.is_empty())
-            .map(|n| format!("\"{}\" ", n.replace(['"', '\\'], "")))
+            .map(|n| {
+                // a quoted-string: no quote, backslash or control character inside
+                let n: String = n
+                    .chars()
+                    .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+                    .collect();
+                format!("\"{n}\" ")
+            })
             .unwrap_or_default();
         let caller_user: String = caller
             .chars()

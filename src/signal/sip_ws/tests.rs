@@ -677,3 +677,61 @@ fn an_invitation_nobody_can_be_invited_for_is_refused_and_a_failed_accept_ends_b
         }]
     );
 }
+
+#[test]
+fn a_contact_with_uri_headers_is_called_without_them_and_other_schemes_are_refused() {
+    let now = t0();
+    let (mut ws, mut ctx) = registered(now);
+    let invite = request(
+        "INVITE",
+        "sip:1001@example.org",
+        1,
+        "h1",
+        "Content-Type: application/sdp\r\n",
+        OFFER,
+    )
+    .replace(
+        "Contact: <sip:k2@abc.invalid;transport=ws>",
+        "Contact: <sip:k2@abc.invalid;transport=ws?Subject=x>",
+    );
+    ws.handle_text(now, S, &invite, &mut ctx);
+    let id = requests(&mut ws)[0].id().unwrap().to_string();
+    frames(&mut ws);
+    for event in [
+        serde_json::json!({"type":"local_state","id":id,"state":"SENT_TO_REMOTE","sdp":ANSWER}),
+        serde_json::json!({"type":"local_state","id":id,"state":"ACCEPTED_BY_REMOTE"}),
+        serde_json::json!({"type":"dtmf","id":id,"digits":"1"}),
+    ] {
+        ws.handle_event(S, &event.to_string(), &mut ctx);
+    }
+    let f = frames(&mut ws);
+    let info = f.last().unwrap();
+    assert!(
+        info.starts_with("INFO sip:k2@abc.invalid;transport=ws SIP/2.0\r\n"),
+        "{info}"
+    );
+    assert!(Message::parse(info.as_bytes()).is_ok());
+    // a tel: Contact is nowhere to send requests to
+    let reg = request(
+        "REGISTER",
+        "sip:example.org",
+        9,
+        "reg1",
+        "Authorization: Digest username=\"1003\"\r\n",
+        "",
+    )
+    .replace(
+        "Contact: <sip:k2@abc.invalid;transport=ws>",
+        "Contact: <tel:+4930123>",
+    );
+    ws.handle_text(now, S, &reg, &mut ctx);
+    assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 400 Bad Contact"]);
+    // and a caller's name with a control character is quoted without it
+    let inv = serde_json::json!({"type":"remote_invitation","id":"q1","caller":"1001","callerName":"Door\u{1}1"});
+    let invite = invite_with_offer(&mut ws, &mut ctx, inv);
+    assert!(
+        invite.contains("From: \"Door1\" <sip:1001@example.org>;tag="),
+        "{invite}"
+    );
+    assert!(Message::parse(invite.as_bytes()).is_ok());
+}
