@@ -95,6 +95,16 @@ const METRICS: &[(&str, bool, &str)] = &[
         "browser WebSocket sessions open",
     ),
     (
+        "sip_websocket_sessions",
+        false,
+        "WebSocket sessions that speak SIP (JsSIP, SIP.js clients)",
+    ),
+    (
+        "sip_websocket_malformed_total",
+        true,
+        "frames of SIP-over-WebSocket sessions that were not SIP (answered 400 or dropped)",
+    ),
+    (
         "websocket_login_timeouts_total",
         true,
         "WebSockets closed for not logging in in time",
