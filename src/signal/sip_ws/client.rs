@@ -418,6 +418,9 @@ impl SipWs {
             return self.no_call(session, head);
         };
         let id = call.id.clone();
+        // only an answered call's digits go on (before, nothing of the client reaches the
+        // other side, and a refusal of the digit would read as one of the call)
+        let up = call.phase == Phase::Up;
         let digits = digit.map(|d| match d.as_str() {
             "10" => "*".to_string(),
             "11" => "#".to_string(),
@@ -430,7 +433,9 @@ impl SipWs {
                         .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c)) =>
             {
                 self.reply(session, head, 200, "OK", &[], None);
-                self.request(&user, Request::Dtmf { id, digits: d });
+                if up {
+                    self.request(&user, Request::Dtmf { id, digits: d });
+                }
             }
             Some(_) => self.reply(session, head, 400, "Bad Request (DTMF signal)", &[], None),
             None => self.reply(
@@ -465,6 +470,11 @@ impl SipWs {
         match code {
             100..=199 => {}
             200..=299 => {
+                if call.phase == Phase::Accepting {
+                    // the 2xx again (resent until the ACK) while srgate takes the answer:
+                    // the ACK goes once it has
+                    return;
+                }
                 if call.phase == Phase::Up {
                     // the 2xx again: ACK it again
                     let ack = self.ack(session, &call_id);

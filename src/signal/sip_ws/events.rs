@@ -96,8 +96,15 @@ impl SipWs {
                 self.dtmf(session, &id, &digits)
             }
             ("error", Some(id)) if self.is_to_client(session, &id) => {
-                // srgate could not take the client's answer (or make its offer): the
-                // client's side ends, and so does the invitation (it would ring on)
+                // only the offer (Setup) and the accept (Accepting) can be refused here
+                // (a call that is up forwards nothing else that could be); the client's
+                // side ends, and so does the invitation (it would ring on), once
+                let pending = self
+                    .session_call(session, &id)
+                    .is_some_and(|c| matches!(c.phase, Phase::Setup | Phase::Accepting));
+                if !pending {
+                    return;
+                }
                 let user = self.sessions.get(&session).and_then(|s| s.user.clone());
                 self.remote_state(session, &id, "FAILURE", None, false);
                 if let Some(user) = user {
@@ -292,6 +299,14 @@ impl SipWs {
                 );
             }
             "CANCELED" => {}
+            // answered already (echo's early 200), and now over: BYE
+            _ if call.ok_sent => {
+                let call_id = call.call_id.clone();
+                if let Some(bye) = self.in_dialog(session, &call_id, "BYE", None) {
+                    self.send(session, bye);
+                }
+                self.forget(session, id);
+            }
             _ => {
                 // REFUSED_BY_REMOTE, FAILURE
                 let code =
@@ -367,6 +382,13 @@ impl SipWs {
                 let bye = self.in_dialog(session, &call_id, "BYE", None);
                 for m in [ack, bye].into_iter().flatten() {
                     self.send(session, m);
+                }
+                self.forget(session, id);
+            }
+            ("FAILURE" | "CANCELED", Phase::Up) => {
+                // up, and the call layer gave it up (the browser's media never came)
+                if let Some(bye) = self.in_dialog(session, &call_id, "BYE", None) {
+                    self.send(session, bye);
                 }
                 self.forget(session, id);
             }

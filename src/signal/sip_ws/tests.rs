@@ -735,3 +735,45 @@ fn a_contact_with_uri_headers_is_called_without_them_and_other_schemes_are_refus
     );
     assert!(Message::parse(invite.as_bytes()).is_ok());
 }
+
+#[test]
+fn a_resent_200_an_error_after_the_answer_and_a_failure_when_up_end_cleanly() {
+    let now = t0();
+    let (mut ws, mut ctx) = registered(now);
+    let inv = serde_json::json!({"type":"remote_invitation","id":"r1","caller":"1001"});
+    let invite = invite_with_offer(&mut ws, &mut ctx, inv);
+    let ok = response_to(&invite, 200, "OK", OFFER);
+    ws.handle_text(now, S, &ok, &mut ctx);
+    assert_eq!(requests(&mut ws).len(), 1, "one accept");
+    // the 200 again before srgate took the answer: no second accept, no ACK yet
+    ws.handle_text(now, S, &ok, &mut ctx);
+    assert!(requests(&mut ws).is_empty());
+    assert!(frames(&mut ws).is_empty());
+    let acc = serde_json::json!({"type":"remote_state","id":"r1","state":"ACCEPTED","sdp":ANSWER});
+    ws.handle_event(S, &acc.to_string(), &mut ctx);
+    assert!(frames(&mut ws)[0].starts_with("ACK "));
+    // an error about the call now (a digit srgate could not send) changes nothing: no
+    // refusal that would be refused again
+    let err = serde_json::json!({"type":"error","id":"r1","code":"BAD_REQUEST","message":"DTMF"});
+    ws.handle_event(S, &err.to_string(), &mut ctx);
+    assert!(requests(&mut ws).is_empty());
+    assert!(frames(&mut ws).is_empty());
+    // the call layer gives the call up: BYE, and the call is gone
+    let failed = serde_json::json!({"type":"remote_state","id":"r1","state":"FAILURE","error":"MEDIA_FAILED"});
+    ws.handle_event(S, &failed.to_string(), &mut ctx);
+    let f = frames(&mut ws);
+    assert!(f.len() == 1 && f[0].starts_with("BYE "), "{f:?}");
+    let bye = request(
+        "BYE",
+        "sip:srgate@example.org",
+        5,
+        &call_id_of(&invite),
+        "",
+        "",
+    );
+    ws.handle_text(now, S, &bye, &mut ctx);
+    assert_eq!(
+        status_lines(&frames(&mut ws)),
+        ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+    );
+}
