@@ -299,4 +299,27 @@ fn a_ring_groups_members_preview_the_door_one_at_a_time() {
     assert!(relayed > 100, "{relayed} video packets relayed");
     let run = sipp.wait(Duration::from_secs(30));
     assert!(run.succeeded(), "SIPp: {}", run.report);
+
+    // Every SDP the door got, by dialog (To tag): anna's 183, ben's 183, ben's 200. A door
+    // keeps a dialog's first SDP (RFC 3261 §13.2.1), so none may change its port; ben's
+    // preview came in a dialog of its own and his 200 in that one.
+    let log = std::fs::read_to_string(dir.join("srgate_video_port.dialogs")).unwrap();
+    let sdps: Vec<(&str, u16)> = log
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(tag, port)| (tag, port.trim().parse().unwrap()))
+        .collect();
+    assert_eq!(sdps.len(), 3, "anna's 183, ben's 183, the 200: {log}");
+    for (tag, port) in &sdps {
+        assert!(
+            sdps.iter().all(|(t, p)| t != tag || p == port),
+            "dialog {tag} changed its SDP: {log}"
+        );
+    }
+    assert_eq!(sdps[0].1, annas, "{log}");
+    assert_ne!(
+        sdps[0].0, sdps[1].0,
+        "ben's preview, a dialog of its own: {log}"
+    );
+    assert_eq!(sdps[2], sdps[1], "ben's 200 in his preview's dialog: {log}");
 }

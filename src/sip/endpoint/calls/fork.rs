@@ -17,12 +17,20 @@
 //! - One member previews at a time ([`Endpoint::early_media`] of a branch): the caller's
 //!   early media (a 183 with that branch's SDP) goes to the first; a later one waits and
 //!   gets it (a new 183 with its SDP) when the one previewing leaves the call unanswered.
+//! - **One SDP per dialog.** The caller keeps the first SDP a dialog brings it and ignores
+//!   the later ones (RFC 3261 §13.2.1), and every member has a media address of its own.
+//!   So each branch whose SDP goes to the caller (in a 183 or the 200) does so in an early
+//!   dialog of its own, a To-tag of its own, as the branches of a forking proxy do (RFC
+//!   3261 §16.7, §13.2.2.4): the INVITE's tag (the 180's) for the first, a new one for each
+//!   next. A member handing the preview to another, or answering after another previewed,
+//!   never changes an SDP the caller holds.
 
 use std::time::Instant;
 
 use super::{INCOMING_BIT, SipCallId};
 use crate::config::MemberKind;
 use crate::sip::endpoint::{Endpoint, Event};
+use crate::wire::sip::HeaderName;
 
 /// The branches of a parent call not claimed yet.
 #[derive(Debug, Default)]
@@ -35,6 +43,10 @@ pub(in crate::sip::endpoint) struct Fork {
     previewer: Option<SipCallId>,
     /// Branches that asked to preview meanwhile, in order, with their SDP.
     waiting: Vec<(SipCallId, String)>,
+    /// The To-tag of each branch whose SDP went to the caller: its early dialog.
+    dialogs: Vec<(SipCallId, String)>,
+    /// The INVITE's own tag carries a branch's SDP already.
+    first_tag_taken: bool,
 }
 
 impl Fork {
@@ -110,6 +122,8 @@ impl Endpoint {
         let Some(parent) = self.parent_of(id) else {
             return;
         };
+        // the call goes on in the branch's own dialog
+        let tag = self.branch_dialog(parent, id);
         let Some(mut c) = self.calls.calls.remove(&parent) else {
             self.calls.branches.remove(&id);
             return;
@@ -123,8 +137,18 @@ impl Endpoint {
             });
         }
         self.calls.branches.remove(&id);
-        // the parent goes on as the branch: its id from now on
+        // the parent goes on as the branch: its id and its dialog from now on
         c.id = id;
+        if let Some(tag) = tag.filter(|t| *t != c.local_tag) {
+            self.calls
+                .by_dialog
+                .remove(&(c.call_id.clone(), c.local_tag.clone()));
+            c.to_header = with_tag(&c.to_header, &tag);
+            if let Some(d) = &mut c.dialog {
+                d.local_tag = tag.clone();
+            }
+            c.local_tag = tag;
+        }
         self.calls
             .by_dialog
             .insert((c.call_id.clone(), c.local_tag.clone()), id);
@@ -172,7 +196,7 @@ impl Endpoint {
         if !fork.branches.is_empty() {
             if let Some((branch, sdp)) = next_preview {
                 log::info!("ring group call {parent:?}: early media to branch {branch:?} now");
-                self.send_early_media(now, parent, &sdp);
+                self.branch_early_media(now, parent, branch, &sdp);
             }
             return true;
         }
@@ -206,10 +230,48 @@ impl Endpoint {
             }
             _ => {
                 fork.previewer = Some(id);
-                self.send_early_media(now, parent, sdp);
+                self.branch_early_media(now, parent, id, sdp);
             }
         }
         true
+    }
+
+    /// The caller's 183 with branch `id`'s `sdp`, in that branch's early dialog.
+    fn branch_early_media(&mut self, now: Instant, parent: SipCallId, id: SipCallId, sdp: &str) {
+        if let Some(tag) = self.branch_dialog(parent, id) {
+            log::debug!("ring group call {parent:?}: branch {id:?} previews in dialog {tag}");
+            self.send_early_media(now, parent, sdp);
+        }
+    }
+
+    /// The To-tag of branch `id`'s dialog with the caller of `parent` (see the module
+    /// doc): the one it has, else the INVITE's while no SDP went under it, else a new one.
+    /// The responses to the caller's INVITE carry it from now on. `None`: no such fork.
+    fn branch_dialog(&mut self, parent: SipCallId, id: SipCallId) -> Option<String> {
+        let c = self.calls.calls.get_mut(&parent)?;
+        let fork = c.fork.as_mut()?;
+        let tag = match fork.dialogs.iter().find(|(b, _)| *b == id) {
+            Some((_, tag)) => tag.clone(),
+            None => {
+                let tag = if fork.first_tag_taken {
+                    self.rng.token(16)
+                } else {
+                    fork.first_tag_taken = true;
+                    c.local_tag.clone()
+                };
+                fork.dialogs.push((id, tag.clone()));
+                tag
+            }
+        };
+        let key = c.server_key.clone()?;
+        if let Some(tx) = self.server_txs.get_mut(&key) {
+            for (name, value) in &mut tx.head {
+                if *name == HeaderName::To {
+                    *value = with_tag(value, &tag);
+                }
+            }
+        }
+        Some(tag)
     }
 
     /// The caller cancelled parent `id`: every branch still offered is cancelled.
@@ -225,6 +287,12 @@ impl Endpoint {
             });
         }
     }
+}
+
+/// A To header value (srgate's tag last, as the responses' head has it) with `tag`.
+fn with_tag(value: &str, tag: &str) -> String {
+    let base = value.rsplit_once(";tag=").map_or(value, |(base, _)| base);
+    format!("{base};tag={tag}")
 }
 
 /// What every branch of a group call is offered.

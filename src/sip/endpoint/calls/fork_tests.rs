@@ -263,13 +263,76 @@ fn one_member_previews_at_a_time_and_the_next_one_waiting_gets_the_early_media()
     assert_eq!(next.len(), 1, "one 183, ben's");
     assert!(next[0].contains("o=ben "), "{}", next[0]);
     assert!(events(&mut ep).is_empty(), "nobody else is told anything");
-    // the 183s belong to one dialog: the caller's INVITE, srgate's one To tag
-    assert_eq!(to_tag(&first[0]), to_tag(&next[0]));
-    // ben answers: the 200 carries his SDP
+    // each SDP in a dialog of its own (the caller keeps a dialog's first SDP): anna's 183
+    // under the INVITE's tag (the 180's), ben's under a new one
+    assert_ne!(to_tag(&first[0]), to_tag(&next[0]));
+    // ben answers: the 200 carries his SDP, in his dialog
     ep.answer(now, b[1], &sdp("ben"));
     let ok: Vec<String> = sent(&mut ep)
         .into_iter()
         .filter(|t| t.starts_with("SIP/2.0 200 "))
         .collect();
     assert!(ok.len() == 1 && ok[0].contains("o=ben "), "{ok:?}");
+    assert_eq!(to_tag(&ok[0]), to_tag(&next[0]));
+}
+
+/// A member who never previewed answers after another did: the 200 opens a dialog of its
+/// own (a new To tag), never the one whose SDP the caller holds; the call lives in it.
+#[test]
+fn an_answer_after_another_members_preview_comes_in_a_dialog_of_its_own() {
+    let now = t0();
+    let mut ep = ep(now);
+    let b = forked(&mut ep, now, "g8");
+    let sdp = |who: &str| OFFER.replace("o=- ", &format!("o={who} "));
+    for id in &b {
+        ep.ring(now, *id);
+    }
+    let ringing = sent(&mut ep);
+    assert_eq!(ringing.iter().map(|t| status(t)).collect::<Vec<_>>(), [180]);
+    let invite_tag = to_tag(&ringing[0]);
+    // anna previews under the INVITE's tag
+    ep.early_media(now, b[0], &sdp("anna"));
+    let early = sent(&mut ep);
+    assert_eq!(status(&early[0]), 183);
+    assert_eq!(to_tag(&early[0]), invite_tag);
+    // carl answers without previewing: a new dialog, carl's SDP
+    ep.claim(b[2]);
+    assert_eq!(
+        events(&mut ep),
+        [canceled(b[0], true), canceled(b[1], true)]
+    );
+    ep.answer(now, b[2], &sdp("carl"));
+    let ok = sent(&mut ep);
+    assert_eq!(status(&ok[0]), 200, "{ok:?}");
+    assert!(ok[0].contains("o=carl "), "{}", ok[0]);
+    let tag = to_tag(&ok[0]);
+    assert_ne!(tag, invite_tag, "not the dialog holding anna's SDP");
+    // anna's dialog is no call: a BYE in it is a 481
+    let bye = |branch: &str, cseq: u32, tag: &str| {
+        format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_call("g8", "BYE", branch, cseq, tag)
+        )
+    };
+    send(&mut ep, now, &bye("y0", 2, &invite_tag));
+    assert_eq!(responses(&mut ep), [481]);
+    // carl's is: ACK, then BYE end it
+    send(
+        &mut ep,
+        now,
+        &format!(
+            "{}Content-Length: 0\r\n\r\n",
+            in_call("g8", "ACK", "a8", 1, &tag)
+        ),
+    );
+    send(&mut ep, now, &bye("y1", 3, &tag));
+    assert_eq!(responses(&mut ep), [200]);
+    assert_eq!(
+        events(&mut ep),
+        [Event::CallEnded {
+            id: b[2],
+            code: None
+        }]
+    );
+    assert_eq!(ep.active_calls(), 0);
 }

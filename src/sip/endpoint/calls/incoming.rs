@@ -42,8 +42,7 @@ impl Endpoint {
     /// srgate's SDP (the answer the 200 will repeat, RFC 3261 §13.2.1), sent once (a 183
     /// is not retransmitted without PRACK; the caller's retransmitted INVITE gets the last
     /// provisional again from the transaction). A ring group's branch previews through its
-    /// parent, one member at a time (see `fork`); when another member answers, its 200
-    /// carries its own SDP (the 183's was not an answer: no 100rel).
+    /// parent, one member at a time, each in an early dialog of its own (see `fork`).
     pub fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
         if self.is_internal_id(id) || self.branch_preview(now, id, sdp) {
             return;
