@@ -352,9 +352,15 @@ fn idle_run(o: &Options, calls: usize) -> Result<report::IdleRow, String> {
     Ok(row)
 }
 
-/// The soak: `--soak-calls` relayed calls through one srgate for `--soak` seconds, its
-/// memory, descriptors and the calls' loss sampled twelve times over the window (every
-/// 10 s to 5 min); then every call hung up and srgate's descriptors counted again.
+/// How long a soak's calls run before its window opens: queues, socket buffers and the
+/// allocator's pages reach the sizes the load's bursts give them, and the drift measured
+/// after is what the calls keep adding (a leak), not that first growth.
+const SOAK_WARM_UP: Duration = Duration::from_secs(60);
+
+/// The soak: `--soak-calls` relayed calls through one srgate for `--soak` seconds (after a
+/// minute's warm-up), its memory, descriptors and the calls' loss sampled twelve times over
+/// the window (every 10 s to 5 min); then every call hung up and srgate's descriptors
+/// counted again.
 fn soak_run(o: &Options) -> Result<report::SoakFigures, String> {
     let calls = o.soak_calls;
     eprintln!(
@@ -371,6 +377,7 @@ fn soak_run(o: &Options) -> Result<report::SoakFigures, String> {
         &Run {
             seconds: o.soak,
             sample_every: Some(every),
+            warm_up: if o.smoke { Duration::from_secs(2) } else { SOAK_WARM_UP },
             ..Run::new(o, calls)
         },
     )?;
@@ -884,6 +891,8 @@ struct Run {
     incoming: bool,
     /// Memory, descriptors and loss sampled this often in the window (a soak).
     sample_every: Option<Duration>,
+    /// The calls run this long before the window opens.
+    warm_up: Duration,
 }
 
 impl Run {
@@ -903,6 +912,7 @@ impl Run {
             silent: false,
             incoming: false,
             sample_every: None,
+            warm_up: Duration::from_secs(2),
         }
     }
 }
@@ -1144,7 +1154,7 @@ fn srgate_round(
 
     // warm up, then the window (none for a setup run)
     if seconds > 0 {
-        drive_until(&mut b, Duration::from_secs(2), turn, |_| false)?;
+        drive_until(&mut b, run.warm_up, turn, |_| false)?;
     }
     let m = measure(&mut b, gw.pid(), phone, seconds, run.sample_every)?;
     let fds = procfs::open_fds(gw.pid());
