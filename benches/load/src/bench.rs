@@ -377,7 +377,11 @@ fn soak_run(o: &Options) -> Result<report::SoakFigures, String> {
         &Run {
             seconds: o.soak,
             sample_every: Some(every),
-            warm_up: if o.smoke { Duration::from_secs(2) } else { SOAK_WARM_UP },
+            warm_up: if o.smoke {
+                Duration::from_secs(2)
+            } else {
+                SOAK_WARM_UP
+            },
             ..Run::new(o, calls)
         },
     )?;
