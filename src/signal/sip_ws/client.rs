@@ -319,17 +319,9 @@ impl SipWs {
         };
         call.answer = Some(answer.clone());
         let local = call.local_tag.clone();
-        let contact = self.contact();
         let mut head = head.to_vec();
         add_to_tag(&mut head, &local);
-        self.reply(
-            session,
-            &head,
-            200,
-            "OK",
-            &[("Contact", &contact), ("Allow", ALLOW)],
-            Some(&answer),
-        );
+        self.reply_session(session, &head, 200, "OK", Some(&answer));
     }
 
     /// 481: a request for no call of this session.

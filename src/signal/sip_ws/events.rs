@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use super::wire::{add_to_tag, cancel_request};
+use super::wire::{add_to_tag, cancel_request, request};
 use super::{ALLOW, Dir, MAX_CALLS, Phase, SipWs, WsCall, WsContext};
 use crate::signal::hub::SessionId;
 use crate::signal::protocol::Request;
-use crate::wire::sip::{HeaderName, MessageBuilder, Method};
+use crate::wire::sip::{HeaderName, Method};
 
 impl SipWs {
     /// A request inside the dialog of `call_id` (BYE, INFO), with the next CSeq.
@@ -20,22 +20,20 @@ impl SipWs {
         body: Option<(&str, &str)>,
     ) -> Option<Vec<u8>> {
         let branch = format!("{:016x}", self.next_branch());
-        let via = self.via(&branch);
         let contact = self.contact();
+        let domain = self.domain.clone();
         let (call, _) = self.call_of(session, call_id)?;
         call.local_cseq += 1;
         let method = Method::from_token(method);
-        let mut b = MessageBuilder::request(method, &call.target)
-            .header(HeaderName::new("Via"), via)
-            .header(HeaderName::new("Max-Forwards"), 70)
-            .header(HeaderName::new("From"), &call.local)
-            .header(HeaderName::new("To"), &call.remote)
-            .header(HeaderName::new("Call-ID"), &call.call_id)
-            .header(
-                HeaderName::new("CSeq"),
-                format!("{} {}", call.local_cseq, method.as_str()),
-            )
-            .header(HeaderName::new("Contact"), contact);
+        let mut b = request(
+            method,
+            call,
+            &domain,
+            &branch,
+            &call.remote,
+            call.local_cseq,
+        )
+        .header(HeaderName::new("Contact"), contact);
         if let Some((kind, text)) = body {
             b = b.body(kind, text.as_bytes());
         }
@@ -45,16 +43,10 @@ impl SipWs {
     /// The ACK of a 2xx to srgate's INVITE (the INVITE carried the offer: no body).
     pub(super) fn ack(&mut self, session: SessionId, call_id: &str) -> Option<Vec<u8>> {
         let branch = format!("{:016x}", self.next_branch());
-        let via = self.via(&branch);
+        let domain = self.domain.clone();
         let (call, _) = self.call_of(session, call_id)?;
-        let b = MessageBuilder::request(Method::Ack, &call.target)
-            .header(HeaderName::new("Via"), via)
-            .header(HeaderName::new("Max-Forwards"), 70)
-            .header(HeaderName::new("From"), &call.local)
-            .header(HeaderName::new("To"), &call.remote)
-            .header(HeaderName::new("Call-ID"), &call.call_id)
-            .header(HeaderName::new("CSeq"), format!("{} ACK", call.invite_cseq));
-        Some(b.build())
+        let cseq = call.invite_cseq;
+        Some(request(Method::Ack, call, &domain, &branch, &call.remote, cseq).build())
     }
 
     /// A JSON event of the call layer for `session` (what the hub would have sent a JSON
@@ -213,16 +205,8 @@ impl SipWs {
             return;
         }
         call.offered = true;
-        let invite = MessageBuilder::request(Method::Invite, &call.target)
-            .header(
-                HeaderName::new("Via"),
-                format!("SIP/2.0/WSS {domain};branch=z9hG4bK{}", call.invite_branch),
-            )
-            .header(HeaderName::new("Max-Forwards"), 70)
-            .header(HeaderName::new("From"), &call.local)
-            .header(HeaderName::new("To"), &call.remote)
-            .header(HeaderName::new("Call-ID"), &call.call_id)
-            .header(HeaderName::new("CSeq"), "1 INVITE")
+        let (branch, cseq) = (&call.invite_branch, call.invite_cseq);
+        let invite = request(Method::Invite, call, &domain, branch, &call.remote, cseq)
             .header(HeaderName::new("Contact"), contact)
             .header(HeaderName::new("Allow"), ALLOW)
             .body("application/sdp", offer.as_bytes())
@@ -261,14 +245,7 @@ impl SipWs {
                 } else {
                     (183, "Session Progress")
                 };
-                self.reply(
-                    session,
-                    &head,
-                    code,
-                    reason,
-                    &[("Contact", &contact), ("Allow", ALLOW)],
-                    Some(&answer),
-                );
+                self.reply_session(session, &head, code, reason, Some(&answer));
             }
             "RECEIVED_BY_REMOTE" => {
                 if !call.ok_sent {
@@ -289,14 +266,7 @@ impl SipWs {
                 call.ok_sent = true;
                 call.phase = Phase::Up;
                 let answer = call.answer.clone();
-                self.reply(
-                    session,
-                    &head,
-                    200,
-                    "OK",
-                    &[("Contact", &contact), ("Allow", ALLOW)],
-                    answer.as_deref(),
-                );
+                self.reply_session(session, &head, 200, "OK", answer.as_deref());
             }
             "CANCELED" => {}
             // answered already (echo's early 200), and now over: BYE

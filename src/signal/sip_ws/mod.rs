@@ -303,6 +303,21 @@ impl SipWs {
         self.send(session, b.build());
     }
 
+    /// A response that establishes or carries srgate's side of a call (18x, 2xx): with
+    /// srgate's Contact and Allow, and srgate's `sdp` when given.
+    fn reply_session(
+        &mut self,
+        session: SessionId,
+        head: &[(&'static str, String)],
+        code: u16,
+        reason: &str,
+        sdp: Option<&str>,
+    ) {
+        let contact = self.contact();
+        let extra = [("Contact", contact.as_str()), ("Allow", ALLOW)];
+        self.reply(session, head, code, reason, &extra, sdp);
+    }
+
     /// The call of a request inside a dialog (by Call-ID).
     fn call_of(&mut self, session: SessionId, call_id: &str) -> Option<(&mut WsCall, String)> {
         let s = self.sessions.get_mut(&session)?;
@@ -319,10 +334,6 @@ impl SipWs {
 
     fn contact(&self) -> String {
         format!("<sip:srgate@{};transport=ws>", self.domain)
-    }
-
-    fn via(&self, branch: &str) -> String {
-        format!("SIP/2.0/WSS {};branch=z9hG4bK{branch}", self.domain)
     }
 
     fn next_branch(&mut self) -> u64 {

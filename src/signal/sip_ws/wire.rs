@@ -34,21 +34,33 @@ pub(super) fn add_to_tag(head: &mut [(&'static str, String)], tag: &str) {
     }
 }
 
-/// The CANCEL of srgate's INVITE to the client (same branch and CSeq number).
-pub(super) fn cancel_request(call: &WsCall, domain: &str, elsewhere: bool) -> Vec<u8> {
-    let mut b = MessageBuilder::request(Method::Cancel, &call.target)
+/// The head of a request of srgate's to the client in `call`: the top Via (WSS, srgate's
+/// `domain`, `branch`), Max-Forwards, the call's From and Call-ID, `to` (the call's To, or
+/// a final answer's), CSeq `cseq` of `method`.
+pub(super) fn request(
+    method: Method<'_>,
+    call: &WsCall,
+    domain: &str,
+    branch: &str,
+    to: &str,
+    cseq: u32,
+) -> MessageBuilder {
+    MessageBuilder::request(method, &call.target)
         .header(
             HeaderName::new("Via"),
-            format!("SIP/2.0/WSS {domain};branch=z9hG4bK{}", call.invite_branch),
+            format_args!("SIP/2.0/WSS {domain};branch=z9hG4bK{branch}"),
         )
         .header(HeaderName::new("Max-Forwards"), 70)
         .header(HeaderName::new("From"), &call.local)
-        .header(HeaderName::new("To"), &call.remote)
+        .header(HeaderName::new("To"), to)
         .header(HeaderName::new("Call-ID"), &call.call_id)
-        .header(
-            HeaderName::new("CSeq"),
-            format!("{} CANCEL", call.invite_cseq),
-        );
+        .header(HeaderName::new("CSeq"), format_args!("{cseq} {method}"))
+}
+
+/// The CANCEL of srgate's INVITE to the client (same branch and CSeq number).
+pub(super) fn cancel_request(call: &WsCall, domain: &str, elsewhere: bool) -> Vec<u8> {
+    let (branch, cseq) = (&call.invite_branch, call.invite_cseq);
+    let mut b = request(Method::Cancel, call, domain, branch, &call.remote, cseq);
     if elsewhere {
         b = b.header(
             HeaderName::new("Reason"),
@@ -60,17 +72,8 @@ pub(super) fn cancel_request(call: &WsCall, domain: &str, elsewhere: bool) -> Ve
 
 /// The ACK of a non-2xx answer to srgate's INVITE: the INVITE's branch, the answer's To.
 pub(super) fn non_2xx_ack(call: &WsCall, to: &str, domain: &str) -> Vec<u8> {
-    MessageBuilder::request(Method::Ack, &call.target)
-        .header(
-            HeaderName::new("Via"),
-            format!("SIP/2.0/WSS {domain};branch=z9hG4bK{}", call.invite_branch),
-        )
-        .header(HeaderName::new("Max-Forwards"), 70)
-        .header(HeaderName::new("From"), &call.local)
-        .header(HeaderName::new("To"), to)
-        .header(HeaderName::new("Call-ID"), &call.call_id)
-        .header(HeaderName::new("CSeq"), format!("{} ACK", call.invite_cseq))
-        .build()
+    let (branch, cseq) = (&call.invite_branch, call.invite_cseq);
+    request(Method::Ack, call, domain, branch, to, cseq).build()
 }
 
 /// srgate's answer again for a new offer of the same session (hold, resume, a session
