@@ -233,7 +233,8 @@ impl Hub {
 
     /// `session` stays open but is nobody any more (a SIP-over-WebSocket client
     /// un-REGISTERed, or let its registration expire): its user's calls get the same
-    /// grace as after a close.
+    /// grace as after a close, and the socket must log in again within [`LOGIN_DEADLINE`]
+    /// like a new one (no socket stays open logged in as nobody).
     pub fn unbind(&mut self, now: Instant, session: SessionId) {
         if let Some(Some(user)) = self.sessions.get(&session).cloned()
             && self
@@ -243,8 +244,11 @@ impl Hub {
         {
             self.detach(now, &user);
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            *s = None;
+        if let Some(s) = self.sessions.get_mut(&session)
+            && s.take().is_some()
+        {
+            self.login_deadlines
+                .push_back((now + LOGIN_DEADLINE, session));
         }
     }
 
@@ -513,5 +517,31 @@ mod tests {
         assert_eq!(hub.login_timeouts, 1);
         assert_eq!(hub.poll_timeout(), None, "nothing left to wait for");
         assert!(hub.is_online("1001"));
+    }
+
+    /// A socket logged out but left open (a SIP-over-WebSocket client's registration
+    /// ended) has a login deadline of its own again.
+    #[test]
+    fn a_socket_unbound_must_log_in_again_within_the_deadline() {
+        let now = t0();
+        let mut hub = Hub::new("");
+        hub.open(now, 1);
+        hub.bind(now, 1, "1001");
+        hub.handle_timeout(now + LOGIN_DEADLINE);
+        drain(&mut hub);
+        let later = now + Duration::from_secs(60);
+        hub.unbind(later, 1);
+        hub.unbind(later, 1); // twice: one deadline
+        assert_eq!(hub.poll_timeout(), Some(later + LOGIN_DEADLINE));
+        hub.handle_timeout(later + LOGIN_DEADLINE - Duration::from_millis(1));
+        assert!(drain(&mut hub).is_empty(), "not before the deadline");
+        hub.handle_timeout(later + LOGIN_DEADLINE);
+        let out = drain(&mut hub);
+        assert_eq!(
+            out.last(),
+            Some(&(1, Value::String("CLOSE".into()))),
+            "{out:?}"
+        );
+        assert_eq!(hub.login_timeouts, 1);
     }
 }
