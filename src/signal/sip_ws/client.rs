@@ -547,5 +547,36 @@ fn target_uri(contact: &Contact<'_>) -> Option<String> {
         return None;
     }
     let uri = na.uri.as_str();
-    Some(uri.split('?').next().unwrap_or(uri).to_string())
+    // the headers start at the first `?` after the host: a user part may hold one too,
+    // and no `@` but the user part's end is unescaped (RFC 3261 §25.1 `hvalue`)
+    let host = uri.find('@').map_or(0, |at| at + 1);
+    let end = uri[host..].find('?').map_or(uri.len(), |q| host + q);
+    Some(uri[..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::sip::Contact;
+
+    fn target(value: &str) -> Option<String> {
+        let c = Contact::parse(value).ok()?;
+        super::target_uri(&c)
+    }
+
+    #[test]
+    fn a_contacts_uri_loses_its_headers_but_not_a_question_mark_of_its_user() {
+        assert_eq!(
+            target("<sip:ann@host:5060;transport=ws?X-A=1>").as_deref(),
+            Some("sip:ann@host:5060;transport=ws")
+        );
+        assert_eq!(
+            target("<sip:a?b@host;transport=ws>").as_deref(),
+            Some("sip:a?b@host;transport=ws")
+        );
+        assert_eq!(
+            target("<sip:host;transport=ws?X-A=1>").as_deref(),
+            Some("sip:host;transport=ws")
+        );
+        assert_eq!(target("<tel:+123>"), None);
+    }
 }
