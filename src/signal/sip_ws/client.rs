@@ -147,6 +147,11 @@ impl SipWs {
                 }
                 let expires = expires.min(MAX_EXPIRES);
                 let first = s.user.as_deref() != Some(user.as_str());
+                if first && s.user.is_some() {
+                    // another user on this socket now: the previous one's calls are not
+                    // this client's any more (the call layer ends them after the grace)
+                    s.calls.clear();
+                }
                 s.user = Some(user.clone());
                 s.contact = Some(uri);
                 s.registered_until = Some(now + Duration::from_secs(u64::from(expires)));

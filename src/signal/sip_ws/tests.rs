@@ -27,6 +27,7 @@ impl WsContext for Ctx {
         };
         match msg.header(HeaderName::new(header)) {
             Some(v) if v.contains("username=\"1003\"") => WsAuth::Ok("1003".into()),
+            Some(v) if v.contains("username=\"1004\"") => WsAuth::Ok("1004".into()),
             Some(_) => WsAuth::Refused {
                 code: 403,
                 reason: "Forbidden",
@@ -241,6 +242,44 @@ fn register_for_another_user_too_brief_or_wrong_is_refused() {
 
 const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n";
 const ANSWER: &str = "v=0\r\no=srgate 5 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n";
+
+/// A socket that registers as another user is that user's only: the previous one's calls
+/// are no longer its own (a BYE for one is a 481).
+#[test]
+fn registering_as_another_user_leaves_the_previous_users_calls_behind() {
+    let now = t0();
+    let (mut ws, mut ctx) = registered(now);
+    let invite = request(
+        "INVITE",
+        "sip:1001@example.org",
+        1,
+        "c1",
+        "Content-Type: application/sdp\r\n",
+        OFFER,
+    );
+    ws.handle_text(now, S, &invite, &mut ctx);
+    assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 100 Trying"]);
+    assert_eq!(requests(&mut ws).len(), 1);
+    let reg = request(
+        "REGISTER",
+        "sip:example.org",
+        3,
+        "reg1",
+        "Expires: 600\r\nAuthorization: Digest username=\"1004\"\r\n",
+        "",
+    )
+    .replace("To: <sip:1003@", "To: <sip:1004@");
+    ws.handle_text(now, S, &reg, &mut ctx);
+    assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 200 OK"]);
+    assert_eq!(ctx.logins.last(), Some(&(S, "1004".to_string())));
+    let bye = request("BYE", "sip:1001@example.org", 2, "c1", "", "");
+    ws.handle_text(now, S, &bye, &mut ctx);
+    assert_eq!(
+        status_lines(&frames(&mut ws)),
+        ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+    );
+    assert!(ws.poll_request().is_none(), "no hangup for 1004");
+}
 
 #[test]
 fn the_clients_call_becomes_an_invite_and_srgates_states_its_answers() {
