@@ -57,9 +57,12 @@ pub struct Hub {
     users: HashMap<String, UserEntry>,
     outputs: VecDeque<HubOutput>,
     requests: VecDeque<CallRequest>,
-    /// Sessions in the order they opened, with their login deadline (all deadlines are
-    /// `open + LOGIN_DEADLINE`, so the queue is sorted).
+    /// Sessions in the order they opened (or were logged out), with their login deadline
+    /// (all deadlines are `then + LOGIN_DEADLINE`, so the queue is sorted).
     login_deadlines: VecDeque<(Instant, SessionId)>,
+    /// The deadline in force for each session logged in as nobody: an older entry of the
+    /// queue for the same session (from before a login and logout) closes nothing.
+    login_due: HashMap<SessionId, Instant>,
     /// Users in the order their sockets closed, with the end of their grace (sorted the
     /// same way). An entry whose user came back (or closed again later) is skipped.
     gone_deadlines: VecDeque<(Instant, String)>,
@@ -79,6 +82,7 @@ impl Hub {
             outputs: VecDeque::new(),
             requests: VecDeque::new(),
             login_deadlines: VecDeque::new(),
+            login_due: HashMap::new(),
             gone_deadlines: VecDeque::new(),
             login_timeouts: 0,
             ice: IceServers::default(),
@@ -94,8 +98,13 @@ impl Hub {
     /// A new WebSocket: it must log in within [`LOGIN_DEADLINE`].
     pub fn open(&mut self, now: Instant, session: SessionId) {
         self.sessions.insert(session, None);
-        self.login_deadlines
-            .push_back((now + LOGIN_DEADLINE, session));
+        self.arm_login_deadline(now, session);
+    }
+
+    fn arm_login_deadline(&mut self, now: Instant, session: SessionId) {
+        let due = now + LOGIN_DEADLINE;
+        self.login_deadlines.push_back((due, session));
+        self.login_due.insert(session, due);
     }
 
     pub fn session_count(&self) -> usize {
@@ -226,6 +235,7 @@ impl Hub {
         entry.session = Some(session);
         entry.gone_at = None;
         self.sessions.insert(session, Some(user.clone()));
+        self.login_due.remove(&session);
         self.trim_login_deadlines();
         self.trim_gone_deadlines();
         log::info!("{} logged in", crate::pii::Pii(&user));
@@ -247,15 +257,15 @@ impl Hub {
         if let Some(s) = self.sessions.get_mut(&session)
             && s.take().is_some()
         {
-            self.login_deadlines
-                .push_back((now + LOGIN_DEADLINE, session));
+            self.arm_login_deadline(now, session);
         }
     }
 
-    /// Drops the deadlines at the front of the queue whose sessions logged in or closed.
+    /// Drops the deadlines at the front of the queue no longer in force (their sessions
+    /// logged in, closed, or got a later one).
     fn trim_login_deadlines(&mut self) {
-        while let Some(&(_, session)) = self.login_deadlines.front() {
-            if matches!(self.sessions.get(&session), Some(None)) {
+        while let Some(&(t, session)) = self.login_deadlines.front() {
+            if self.login_due.get(&session) == Some(&t) {
                 break;
             }
             self.login_deadlines.pop_front();
@@ -282,6 +292,7 @@ impl Hub {
         {
             self.detach(now, &user);
         }
+        self.login_due.remove(&session);
         self.trim_login_deadlines();
     }
 
@@ -300,7 +311,8 @@ impl Hub {
                 break;
             }
             self.login_deadlines.pop_front();
-            if matches!(self.sessions.get(&session), Some(None)) {
+            if self.login_due.get(&session) == Some(&deadline) {
+                self.login_due.remove(&session);
                 self.login_timeouts += 1;
                 let r = Refusal::new(
                     ErrorCode::NotLoggedIn,
@@ -339,6 +351,7 @@ impl Hub {
         self.sessions.shrink_to_fit();
         self.users.shrink_to_fit();
         self.login_deadlines.shrink_to_fit();
+        self.login_due.shrink_to_fit();
         self.gone_deadlines.shrink_to_fit();
         self.outputs.shrink_to_fit();
         self.requests.shrink_to_fit();
@@ -520,18 +533,24 @@ mod tests {
     }
 
     /// A socket logged out but left open (a SIP-over-WebSocket client's registration
-    /// ended) has a login deadline of its own again.
+    /// ended) has a login deadline of its own again, whole: the one from its opening,
+    /// still queued behind another socket's, closes nothing.
     #[test]
     fn a_socket_unbound_must_log_in_again_within_the_deadline() {
         let now = t0();
         let mut hub = Hub::new("");
+        hub.open(now, 9); // never logs in: its deadline keeps socket 1's queued
         hub.open(now, 1);
         hub.bind(now, 1, "1001");
-        hub.handle_timeout(now + LOGIN_DEADLINE);
-        drain(&mut hub);
-        let later = now + Duration::from_secs(60);
+        let later = now + Duration::from_millis(4900);
         hub.unbind(later, 1);
         hub.unbind(later, 1); // twice: one deadline
+        hub.handle_timeout(now + LOGIN_DEADLINE);
+        let out = drain(&mut hub);
+        assert!(
+            !out.is_empty() && out.iter().all(|(s, _)| *s == 9),
+            "only socket 9 at the first deadline: {out:?}"
+        );
         assert_eq!(hub.poll_timeout(), Some(later + LOGIN_DEADLINE));
         hub.handle_timeout(later + LOGIN_DEADLINE - Duration::from_millis(1));
         assert!(drain(&mut hub).is_empty(), "not before the deadline");
@@ -542,6 +561,11 @@ mod tests {
             Some(&(1, Value::String("CLOSE".into()))),
             "{out:?}"
         );
-        assert_eq!(hub.login_timeouts, 1);
+        assert_eq!(hub.login_timeouts, 2);
+        // a login in time keeps a new socket open
+        hub.open(later, 2);
+        hub.bind(later, 2, "1002");
+        hub.handle_timeout(later + LOGIN_DEADLINE * 2);
+        assert!(drain(&mut hub).is_empty());
     }
 }

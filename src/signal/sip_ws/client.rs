@@ -147,12 +147,7 @@ impl SipWs {
                 }
                 let expires = expires.min(MAX_EXPIRES);
                 let first = s.user.as_deref() != Some(user.as_str());
-                if first && s.user.is_some() {
-                    // another user on this socket now: the previous one's calls are not
-                    // this client's any more (the call layer ends them after the grace)
-                    s.calls.clear();
-                }
-                s.user = Some(user.clone());
+                s.log_in(&user);
                 s.contact = Some(uri);
                 s.registered_until = Some(now + Duration::from_secs(u64::from(expires)));
                 if first {
@@ -211,7 +206,7 @@ impl SipWs {
                     return;
                 };
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    s.user = Some(user.clone());
+                    s.log_in(&user);
                 }
                 ctx.login(now, session, &user);
                 user

@@ -130,7 +130,22 @@ struct WsSession {
     /// The Contact URI the client registered (srgate's INVITEs go there).
     contact: Option<String>,
     registered_until: Option<Instant>,
+    /// The user `calls` belong to: the last one logged in here (kept after a logout, whose
+    /// calls live on through the hub's grace should the same user register again).
+    owner: Option<String>,
     calls: Vec<WsCall>,
+}
+
+impl WsSession {
+    /// The socket is `user` now: calls of another user who was here before are not this
+    /// client's any more (the call layer ends them after the hub's grace).
+    fn log_in(&mut self, user: &str) {
+        if self.owner.as_deref() != Some(user) {
+            self.calls.clear();
+            self.owner = Some(user.to_string());
+        }
+        self.user = Some(user.to_string());
+    }
 }
 
 /// The SIP-over-WebSocket user agent (see the module's documentation).
@@ -163,6 +178,7 @@ impl SipWs {
                 user: None,
                 contact: None,
                 registered_until: None,
+                owner: None,
                 calls: Vec::new(),
             },
         );

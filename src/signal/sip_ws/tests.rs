@@ -260,10 +260,21 @@ fn registering_as_another_user_leaves_the_previous_users_calls_behind() {
     ws.handle_text(now, S, &invite, &mut ctx);
     assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 100 Trying"]);
     assert_eq!(requests(&mut ws).len(), 1);
-    let reg = request(
+    // logged out first (Expires 0), then another user: the calls are still 1003's
+    let unreg = request(
         "REGISTER",
         "sip:example.org",
         3,
+        "reg1",
+        "Expires: 0\r\nAuthorization: Digest username=\"1003\"\r\n",
+        "",
+    );
+    ws.handle_text(now, S, &unreg, &mut ctx);
+    assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 200 OK"]);
+    let reg = request(
+        "REGISTER",
+        "sip:example.org",
+        4,
         "reg1",
         "Expires: 600\r\nAuthorization: Digest username=\"1004\"\r\n",
         "",

@@ -23,7 +23,10 @@
 //!   dialog of its own, a To-tag of its own, as the branches of a forking proxy do (RFC
 //!   3261 §16.7, §13.2.2.4): the INVITE's tag (the 180's) for the first, a new one for each
 //!   next. A member handing the preview to another, or answering after another previewed,
-//!   never changes an SDP the caller holds.
+//!   never changes an SDP the caller holds. (A UAS keeps one To tag for every response
+//!   to a request, RFC 3261 §8.2.6.2; srgate departs from it on purpose, answering as the
+//!   forking proxy's UASs would. A request of the caller's in a branch's early dialog
+//!   other than the INVITE's, before the call is taken, is a 481.)
 
 use std::time::Instant;
 
