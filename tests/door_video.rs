@@ -317,6 +317,12 @@ fn a_ring_groups_members_preview_the_door_one_at_a_time() {
         );
     }
     assert_eq!(sdps[0].1, annas, "{log}");
+    let ringing = std::fs::read_to_string(dir.join("srgate_video_port.ringing")).unwrap();
+    assert_eq!(
+        ringing.lines().collect::<Vec<_>>(),
+        [sdps[0].0],
+        "one 180, in the dialog anna's preview then took: {log}"
+    );
     assert_ne!(
         sdps[0].0, sdps[1].0,
         "ben's preview, a dialog of its own: {log}"
