@@ -2,11 +2,12 @@
 //! datagrams: standalone (registrar) and proxy mode, a datagram from the trusted sip_svr
 //! address and one from a stranger, then timers. Every incoming call the endpoint offers
 //! (ring group 301's branches included) gets the call layer's verbs in an order the input
-//! picks (ring, claim, answer, reject, 488, hang up), then the datagram comes again (a
-//! CANCEL, a BYE, a retransmission). In standalone mode an app user's call is also placed
-//! inside srgate (to the group, an app user or a SIP user, as the input picks), its
-//! branches driven the same way and the caller's side hung up or keyed. Any panic is a
-//! bug, and everything sent must be a SIP response or one of srgate's own requests.
+//! picks (ring, claim, answer, reject, 488, hang up, early media: a group's previews),
+//! then the datagram comes again (a CANCEL, a BYE, a retransmission). In standalone mode
+//! an app user's call is also placed inside srgate (to the group, an app user or a SIP
+//! user, as the input picks), its branches driven the same way and the caller's side
+//! hung up or keyed. Any panic is a bug, and everything sent must be a SIP response or
+//! one of srgate's own requests.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -79,8 +80,9 @@ fn drive_calls(ep: &mut Endpoint, now: Instant, data: &[u8]) {
             .get(data.len().saturating_sub(1 + i))
             .copied()
             .unwrap_or(0);
-        match pick % 7 {
+        match pick % 8 {
             0 => ep.ring(now, *id),
+            7 => ep.early_media(now, *id, SDP),
             1 => ep.claim(*id),
             2 => ep.answer(now, *id, SDP),
             3 => ep.reject(now, *id, 486),
