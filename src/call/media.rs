@@ -23,6 +23,12 @@ fn ntp_at(anchor: (Instant, u64), at: Instant) -> u64 {
 }
 
 impl Calls {
+    /// The relay arena's tail that a burst made resident and no recent wake-up needed,
+    /// for the shell to give back (see [`crate::media::relay::RelayArena::unneeded`]).
+    pub fn relay_arena_unneeded(&mut self) -> Option<&mut [u8]> {
+        self.relay.unneeded()
+    }
+
     /// One datagram that arrived on the WebRTC media socket from `from`. Decrypted in
     /// place: `data` is the receive buffer.
     pub fn handle_datagram(

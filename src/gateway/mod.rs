@@ -1064,6 +1064,12 @@ impl<P: RtpPorts> Gateway<P> {
         self.calls.shrink();
     }
 
+    /// Relay arena memory a burst made resident and no longer needed (the shell gives
+    /// its pages back).
+    pub fn relay_arena_unneeded(&mut self) -> Option<&mut [u8]> {
+        self.calls.relay_arena_unneeded()
+    }
+
     pub fn shrink_sessions(&mut self) {
         if let Some(s) = self.signalling() {
             s.hub.shrink();

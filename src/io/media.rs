@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
@@ -108,6 +108,8 @@ pub struct MediaPlane {
     send_dropped: u64,
     /// The most calls this shard held since its memory was last given back.
     peak_calls: usize,
+    /// When the relay arena is next asked for memory a burst left resident.
+    next_arena_check: Option<Instant>,
     /// ICE-TCP on the media port (`[webrtc] ice_tcp`).
     tcp: Option<IceTcp>,
     pub stats: Arc<ShardStats>,
@@ -116,6 +118,10 @@ pub struct MediaPlane {
 /// When a shard that held at least this many calls has none left, its tables shrink and
 /// the freed heap goes back to the kernel: memory returns to idle after a load.
 const RECLAIM_AFTER_CALLS: usize = 16;
+
+/// How often the relay arena is asked for memory a burst left resident (a burst's pages go
+/// back between one and two of these after it).
+const ARENA_CHECK: Duration = Duration::from_secs(5);
 
 impl MediaPlane {
     /// `token`: the WebRTC socket's token in `registry`.
@@ -137,6 +143,7 @@ impl MediaPlane {
             packets_out: 0,
             send_dropped: 0,
             peak_calls: 0,
+            next_arena_check: None,
             tcp: None,
             stats,
         })
@@ -315,8 +322,16 @@ impl MediaPlane {
     }
 
     /// Gives memory back once the calls of a load are all gone (see
-    /// [`RECLAIM_AFTER_CALLS`]); called after every turn of the shard's loop.
-    pub fn reclaim(&mut self, core: &mut Core) {
+    /// [`RECLAIM_AFTER_CALLS`]), and every [`ARENA_CHECK`] the relay arena's pages a burst
+    /// made resident and no wake-up since needed; called after every turn of the loop.
+    pub fn reclaim(&mut self, now: Instant, core: &mut Core) {
+        if self.next_arena_check.is_none_or(|t| now >= t) {
+            self.next_arena_check = Some(now + ARENA_CHECK);
+            if let Some(tail) = core.relay_arena_unneeded() {
+                let bytes = sys::discard(tail);
+                log::debug!("relay arena: {bytes} bytes a burst left resident given back");
+            }
+        }
         let calls = core.calls().count();
         self.peak_calls = self.peak_calls.max(calls);
         if calls == 0 && self.peak_calls >= RECLAIM_AFTER_CALLS {

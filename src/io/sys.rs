@@ -439,10 +439,62 @@ pub fn release_free_memory() {
     }
 }
 
+/// The system's memory page size (0 if it cannot be read).
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(0)
+}
+
+/// Gives the pages that lie wholly inside `buf` back to the kernel (`madvise`
+/// `MADV_DONTNEED`): they stop counting in the resident set and read as zeros when next
+/// touched. For memory of the process's own allocations (private anonymous pages), whose
+/// contents the caller no longer needs. Returns the bytes given back.
+pub fn discard(buf: &mut [u8]) -> usize {
+    let page = page_size();
+    if page == 0 {
+        return 0;
+    }
+    let addr = buf.as_mut_ptr() as usize;
+    let start = addr.div_ceil(page) * page;
+    let end = (addr + buf.len()) / page * page;
+    if end <= start {
+        return 0;
+    }
+    // SAFETY: [start, end) is page-aligned and lies inside `buf`, which we borrow
+    // mutably, so no other reference sees these bytes change; the pages are the process's
+    // own private anonymous memory (a heap or mmap allocation of the C allocator), which
+    // MADV_DONTNEED leaves mapped and zero-filled on the next touch, and zero is a valid
+    // value of every byte. The allocator's own bookkeeping lies outside `buf`.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    if r == 0 { end - start } else { 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn discarded_pages_read_as_zeros_and_the_rest_is_kept() {
+        let page = page_size();
+        let mut buf = vec![0xabu8; 16 * page];
+        let (from, to) = (1000, 12 * page + 1000);
+        let given = discard(&mut buf[from..to]);
+        assert!(
+            given >= to - from - 2 * page && given.is_multiple_of(page),
+            "{given}"
+        );
+        // what was given back reads as zeros; bytes outside the range, and in its partial
+        // pages, keep their value
+        assert!(buf[..from].iter().all(|&b| b == 0xab));
+        assert!(buf[to..].iter().all(|&b| b == 0xab));
+        assert_eq!(buf[from], 0xab, "a partial page is kept");
+        assert_eq!(buf[to - 1], 0xab);
+        let zeros = buf[from..to].iter().filter(|&&b| b == 0).count();
+        assert_eq!(zeros, given);
+        assert_eq!(discard(&mut buf[10..20]), 0, "no whole page inside");
+    }
 
     #[test]
     fn a_send_batch_reaches_several_destinations_v4_and_v6() {

@@ -120,7 +120,7 @@ impl Worker {
             self.core.handle_timeout(now);
             self.media.transmit(now, &mut self.core);
             self.flush();
-            self.media.reclaim(&mut self.core);
+            self.media.reclaim(now, &mut self.core);
             self.media.publish(&self.core);
             if self.core.is_stopping() {
                 return;

@@ -18,8 +18,11 @@ pub const RELAY_QUEUE: usize = 4;
 pub const RELAY_MAX: usize = 1400;
 /// Bytes of a shard's arena: a wake-up's relayed packets, thousands of G.711 frames. Its
 /// pages are touched only as far as a wake-up fills it (zeroed memory from the system),
-/// so the resident cost is what the busiest wake-up used.
+/// so the resident cost is what the busiest wake-up used — until the shell gives back
+/// what no recent wake-up needed ([`RelayArena::unneeded`]).
 pub const ARENA_BYTES: usize = 512 * 1024;
+/// The least worth giving back: smaller excesses stay resident.
+pub const ARENA_GIVE_BACK_MIN: usize = 64 * 1024;
 
 /// The bytes of every relayed packet of a shard waiting to leave in this wake-up.
 pub struct RelayArena {
@@ -30,6 +33,10 @@ pub struct RelayArena {
     round: u64,
     /// Packets refused because the arena was full.
     full: u64,
+    /// How far wake-ups have filled it since its tail was last given back (its resident
+    /// part), and the most one filled since the last [`RelayArena::unneeded`].
+    touched: usize,
+    recent: usize,
 }
 
 impl core::fmt::Debug for RelayArena {
@@ -55,7 +62,24 @@ impl RelayArena {
             used: 0,
             round: 0,
             full: 0,
+            touched: 0,
+            recent: 0,
         }
+    }
+
+    /// The part of the arena a burst made resident and no wake-up since the last call
+    /// needed (at least [`ARENA_GIVE_BACK_MIN`]): the shell gives its pages back to the
+    /// kernel (`io::sys::discard`); they read as zeros when a later burst needs them.
+    /// The shell asks every few seconds, so a burst's memory goes back after it.
+    pub fn unneeded(&mut self) -> Option<&mut [u8]> {
+        let keep = self.recent.max(self.used);
+        self.recent = self.used;
+        if self.touched < keep + ARENA_GIVE_BACK_MIN {
+            return None;
+        }
+        let tail = keep..self.touched;
+        self.touched = keep;
+        Some(&mut self.buf[tail])
     }
 
     /// Everything that could leave has left: the space is used again from the start, and
@@ -79,6 +103,8 @@ impl RelayArena {
             return None;
         }
         self.used += len;
+        self.recent = self.recent.max(self.used);
+        self.touched = self.touched.max(self.used);
         Some(start)
     }
 }
@@ -246,6 +272,35 @@ mod tests {
 
     fn push(r: &mut Relay, a: &mut RelayArena, p: &[u8]) -> Result<(), RelayError> {
         r.push(&rtp::Packet::new_checked(p).unwrap(), 160, a)
+    }
+
+    /// One wake-up that fills `bytes` of the arena, then its packets have left.
+    fn wake(a: &mut RelayArena, bytes: usize) {
+        for _ in 0..bytes / 1000 {
+            a.alloc(1000).unwrap();
+        }
+        a.clear();
+    }
+
+    #[test]
+    fn a_bursts_tail_is_given_back_once_no_wake_up_needs_it() {
+        let mut a = RelayArena::new(ARENA_BYTES);
+        wake(&mut a, 10_000);
+        assert!(a.unneeded().is_none(), "only what wake-ups use");
+        // a burst fills 300 kB once: not given back while it is the recent peak
+        wake(&mut a, 300_000);
+        wake(&mut a, 10_000);
+        assert!(a.unneeded().is_none(), "the burst was recent");
+        // a period of ordinary wake-ups: the burst's tail goes back, once
+        wake(&mut a, 12_000);
+        let tail = a.unneeded().expect("the burst's tail").len();
+        assert_eq!(tail, 300_000 - 12_000);
+        assert!(a.unneeded().is_none());
+        // an excess under the minimum stays
+        wake(&mut a, 12_000 + ARENA_GIVE_BACK_MIN - 2000);
+        assert!(a.unneeded().is_none());
+        wake(&mut a, 12_000);
+        assert!(a.unneeded().is_none(), "{a:?}");
     }
 
     #[test]

@@ -393,7 +393,7 @@ impl ControlShard {
             self.expire_connections(now);
             self.carry_out(now);
             self.reclaim_memory(now);
-            self.media.reclaim(&mut self.core);
+            self.media.reclaim(now, &mut self.core);
             self.media.publish(&self.core);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.core.is_shutdown_complete() {
