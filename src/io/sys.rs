@@ -489,8 +489,13 @@ mod tests {
         // pages, keep their value
         assert!(buf[..from].iter().all(|&b| b == 0xab));
         assert!(buf[to..].iter().all(|&b| b == 0xab));
-        assert_eq!(buf[from], 0xab, "a partial page is kept");
-        assert_eq!(buf[to - 1], 0xab);
+        let base = buf.as_ptr() as usize;
+        if !(base + from).is_multiple_of(page) {
+            assert_eq!(buf[from], 0xab, "a partial page is kept");
+        }
+        if !(base + to).is_multiple_of(page) {
+            assert_eq!(buf[to - 1], 0xab, "a partial page is kept");
+        }
         let zeros = buf[from..to].iter().filter(|&&b| b == 0).count();
         assert_eq!(zeros, given);
         assert_eq!(discard(&mut buf[10..20]), 0, "no whole page inside");
