@@ -1,12 +1,13 @@
 //! The few raw syscalls srgate needs that std and mio do not offer: batched UDP receive
-//! and send (`recvmmsg`, `sendmmsg`), socket buffer sizes, handing freed heap memory back
+//! and send (`recvmmsg`, `sendmmsg`, optionally with each datagram's local address:
+//! `IP_PKTINFO`), socket buffer sizes, handing freed heap memory back
 //! to the kernel, raising the limit of open files, and the file creation mask.
 //! This is the only file allowed to use `unsafe`.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Fixed receive buffers for one `recvmmsg` call: `count` slots of `slot` bytes each,
@@ -29,12 +30,19 @@ struct Slots {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Room for one control message per slot ([`CTRL_WORDS`] each), or empty: batches that
+    /// carry each datagram's local address (`IP_PKTINFO`).
+    ctrl: Vec<u64>,
 }
+
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message (CMSG_SPACE of an
+/// `in6_pktinfo` is 40 bytes on 64-bit Linux), in u64 words: aligned as a `cmsghdr` must be.
+const CTRL_WORDS: usize = 8;
 
 impl Slots {
     /// `iov_len`: what each slot's iovec says at first (the whole slot to receive into,
-    /// nothing yet to send).
-    fn new(count: usize, slot: usize, iov_len: usize) -> Self {
+    /// nothing yet to send). `control`: room for a control message per slot.
+    fn new(count: usize, slot: usize, iov_len: usize, control: bool) -> Self {
         assert!(
             count > 0 && slot > 0,
             "a batch needs at least one non-empty slot"
@@ -46,6 +54,11 @@ impl Slots {
             addrs: vec![unsafe { mem::zeroed() }; count],
             iovs: Vec::with_capacity(count),
             hdrs: Vec::with_capacity(count),
+            ctrl: if control {
+                vec![0; count * CTRL_WORDS]
+            } else {
+                Vec::new()
+            },
         };
         link_headers(
             &mut m.data,
@@ -57,15 +70,73 @@ impl Slots {
         );
         m
     }
+
+    /// Slot `i`'s control buffer (`None` when the batch has none).
+    fn ctrl(&mut self, i: usize) -> Option<*mut libc::c_void> {
+        let words = self.ctrl.get_mut(i * CTRL_WORDS..(i + 1) * CTRL_WORDS)?;
+        Some(words.as_mut_ptr().cast())
+    }
 }
 
 impl RecvBatch {
     pub fn new(count: usize, slot: usize) -> Self {
         RecvBatch {
-            m: Slots::new(count, slot, slot),
+            m: Slots::new(count, slot, slot, false),
             lens: vec![0; count],
             truncated: vec![false; count],
             filled: 0,
+        }
+    }
+
+    /// As [`RecvBatch::new`], and each datagram's local (destination) address is kept:
+    /// [`RecvBatch::destination`]. The socket must have [`receive_destinations`] on.
+    pub fn with_destinations(count: usize, slot: usize) -> Self {
+        let mut b = RecvBatch {
+            m: Slots::new(count, slot, slot, true),
+            lens: vec![0; count],
+            truncated: vec![false; count],
+            filled: 0,
+        };
+        for i in 0..count {
+            let ctrl = b.m.ctrl(i);
+            b.m.hdrs[i].msg_hdr.msg_control = ctrl.unwrap_or(std::ptr::null_mut());
+        }
+        b
+    }
+
+    /// The address datagram `i` of the last batch was sent to (this host's address it
+    /// arrived on), when the batch keeps them and the kernel told it.
+    pub fn destination(&self, i: usize) -> Option<IpAddr> {
+        if i >= self.filled || self.m.ctrl.is_empty() {
+            return None;
+        }
+        let msg = &self.m.hdrs[i].msg_hdr;
+        // SAFETY: `msg` is the header the kernel filled in the last recvmmsg: msg_control
+        // points at this slot's CTRL_WORDS words and msg_controllen (set by the kernel, at
+        // most what we offered) says how much of it holds control messages, which the
+        // CMSG_* macros walk without reading past it. The payloads are read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            // bounded: a slot's buffer holds at most CTRL_WORDS * 8 / 16 headers
+            for _ in 0..CTRL_WORDS {
+                if cmsg.is_null() {
+                    return None;
+                }
+                let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+                let data = libc::CMSG_DATA(cmsg);
+                if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+            None
         }
     }
 
@@ -122,15 +193,22 @@ impl RecvBatch {
     /// socket is `Err(WouldBlock)`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let count = self.m.hdrs.len();
+        let ctrl_len = if self.m.ctrl.is_empty() {
+            0
+        } else {
+            CTRL_WORDS * 8
+        };
         for hdr in &mut self.m.hdrs {
             hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_controllen = ctrl_len as _; // usize on glibc, socklen_t on musl
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
-        // SAFETY: `hdrs` holds `count` initialised mmsghdr whose name and iov pointers point
-        // into the heap storage of `self.m.addrs`, `self.m.iovs` and `self.m.data`, which live as
-        // long as `self` and are not otherwise borrowed during this call; the kernel writes
-        // at most iov_len bytes per slot and at most msg_namelen bytes per address.
+        // SAFETY: `hdrs` holds `count` initialised mmsghdr whose name, iov and control
+        // pointers point into the heap storage of `self.m.addrs`, `self.m.iovs`,
+        // `self.m.data` and `self.m.ctrl`, which live as long as `self` and are not otherwise
+        // borrowed during this call; the kernel writes at most iov_len bytes per slot, at
+        // most msg_namelen bytes per address and at most msg_controllen bytes of control.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -203,7 +281,16 @@ pub struct SendBatch {
 impl SendBatch {
     pub fn new(count: usize, slot: usize) -> Self {
         SendBatch {
-            m: Slots::new(count, slot, 0),
+            m: Slots::new(count, slot, 0, false),
+            filled: 0,
+        }
+    }
+
+    /// As [`SendBatch::new`], and each datagram may name the local address it leaves
+    /// from: [`SendBatch::commit_from`] (for a socket bound to a wildcard address).
+    pub fn with_sources(count: usize, slot: usize) -> Self {
+        SendBatch {
+            m: Slots::new(count, slot, 0, true),
             filled: 0,
         }
     }
@@ -230,13 +317,76 @@ impl SendBatch {
 
     /// Keeps the first `len` bytes written into [`SendBatch::slot`], for `to`.
     pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        self.commit_from(to, None, len);
+    }
+
+    /// As [`SendBatch::commit`], leaving from local address `from` (`IP_PKTINFO`'s
+    /// `ipi_spec_dst`, `IPV6_PKTINFO`'s address) when the batch was made
+    /// [`SendBatch::with_sources`]; otherwise, or with `None`, the kernel picks it.
+    pub fn commit_from(&mut self, to: SocketAddr, from: Option<IpAddr>, len: usize) {
         if self.is_full() {
             return;
         }
         let i = self.filled;
         let namelen = std_to_sockaddr(to, &mut self.m.addrs[i]);
         self.m.iovs[i].iov_len = len.min(self.m.slot);
-        self.m.hdrs[i].msg_hdr.msg_namelen = namelen;
+        let ctrl = self.m.ctrl(i);
+        let hdr = &mut self.m.hdrs[i].msg_hdr;
+        hdr.msg_namelen = namelen;
+        hdr.msg_control = std::ptr::null_mut();
+        hdr.msg_controllen = 0;
+        if let (Some(ctrl), Some(from)) = (ctrl, from) {
+            hdr.msg_control = ctrl;
+            hdr.msg_controllen = (CTRL_WORDS * 8) as _; // usize on glibc, socklen_t on musl
+            // SAFETY: msg_control points at this slot's CTRL_WORDS words (64 bytes, aligned
+            // for cmsghdr), which CMSG_FIRSTHDR then finds non-null; CMSG_SPACE of either
+            // pktinfo (at most 40 bytes) fits in it, so the header and its payload written
+            // below stay inside the slot's buffer. The payload is written unaligned.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(hdr);
+                let (level, kind, len, space) = match from {
+                    IpAddr::V4(_) => {
+                        let n = mem::size_of::<libc::in_pktinfo>() as libc::c_uint;
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO, n, libc::CMSG_SPACE(n))
+                    }
+                    IpAddr::V6(_) => {
+                        let n = mem::size_of::<libc::in6_pktinfo>() as libc::c_uint;
+                        (
+                            libc::IPPROTO_IPV6,
+                            libc::IPV6_PKTINFO,
+                            n,
+                            libc::CMSG_SPACE(n),
+                        )
+                    }
+                };
+                (*cmsg).cmsg_level = level;
+                (*cmsg).cmsg_type = kind;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+                let data = libc::CMSG_DATA(cmsg);
+                match from {
+                    IpAddr::V4(ip) => std::ptr::write_unaligned(
+                        data.cast(),
+                        libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr {
+                                s_addr: u32::from(ip).to_be(),
+                            },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        },
+                    ),
+                    IpAddr::V6(ip) => std::ptr::write_unaligned(
+                        data.cast(),
+                        libc::in6_pktinfo {
+                            ipi6_addr: libc::in6_addr {
+                                s6_addr: ip.octets(),
+                            },
+                            ipi6_ifindex: 0,
+                        },
+                    ),
+                }
+                hdr.msg_controllen = space as _;
+            }
+        }
         self.filled += 1;
     }
 
@@ -248,11 +398,12 @@ impl SendBatch {
         // bounded: every turn sends at least one datagram or drops one
         while at < self.filled {
             let count = self.filled - at;
-            // SAFETY: hdrs[at..filled] are initialised mmsghdr whose name and iov pointers
-            // point into the heap storage of `self.m.addrs`, `self.m.iovs` and `self.m.data`,
-            // which live as long as `self` and are not otherwise borrowed during this
-            // call; the kernel only reads msg_namelen bytes of each address and iov_len
-            // bytes of each slot.
+            // SAFETY: hdrs[at..filled] are initialised mmsghdr whose name, iov and control
+            // pointers point into the heap storage of `self.m.addrs`, `self.m.iovs`,
+            // `self.m.data` and `self.m.ctrl` (or are null with length 0), which live as
+            // long as `self` and are not otherwise borrowed during this call; the kernel
+            // only reads msg_namelen bytes of each address, iov_len bytes of each slot and
+            // msg_controllen bytes of control.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -339,6 +490,34 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Asks the kernel to tell the local address each datagram of UDP socket `fd` arrived on
+/// (`IP_PKTINFO`, and `IPV6_RECVPKTINFO` for an IPv6 socket), for
+/// [`RecvBatch::with_destinations`].
+pub fn receive_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let mut options = vec![(libc::IPPROTO_IP, libc::IP_PKTINFO)];
+    if ipv6 {
+        options.push((libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO));
+    }
+    for (level, name) in options {
+        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, which lives across
+        // the call; a bad fd is reported as an error.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Asks for `bytes` of kernel receive and send buffer on a UDP socket and returns the
@@ -461,12 +640,16 @@ pub fn discard(buf: &mut [u8]) -> usize {
     if end <= start {
         return 0;
     }
-    // SAFETY: [start, end) is page-aligned and lies inside `buf`, which we borrow
+    // SAFETY: start - addr < buf.len() (end > start), so `first` points into `buf`;
+    // [start, end) is page-aligned and lies inside `buf`, which we borrow
     // mutably, so no other reference sees these bytes change; the pages are the process's
     // own private anonymous memory (a heap or mmap allocation of the C allocator), which
     // MADV_DONTNEED leaves mapped and zero-filled on the next touch, and zero is a valid
     // value of every byte. The allocator's own bookkeeping lies outside `buf`.
-    let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    let r = unsafe {
+        let first = buf.as_mut_ptr().add(start - addr);
+        libc::madvise(first.cast(), end - start, libc::MADV_DONTNEED)
+    };
     if r == 0 { end - start } else { 0 }
 }
 
@@ -590,5 +773,62 @@ mod tests {
             "a datagram larger than a slot is cut to the slot"
         );
         assert!(got[2].2, "and flagged as truncated");
+    }
+
+    #[test]
+    fn a_batch_tells_each_datagrams_destination_and_sends_from_a_chosen_address() {
+        let pairs = [("127.0.0.1:0", false), ("[::1]:0", true)];
+        for (bind, v6) in pairs {
+            let Ok(rx) = std::net::UdpSocket::bind(bind) else {
+                continue; // no IPv6 loopback here
+            };
+            let tx = std::net::UdpSocket::bind(bind).unwrap();
+            receive_destinations(rx.as_raw_fd(), v6).unwrap();
+            let (to, local) = (rx.local_addr().unwrap(), tx.local_addr().unwrap());
+            let mut out = SendBatch::with_sources(4, 64);
+            out.slot()[..5].copy_from_slice(b"first");
+            out.commit_from(to, Some(local.ip()), 5);
+            out.slot()[..6].copy_from_slice(b"second");
+            out.commit(to, 6);
+            assert_eq!(out.flush(tx.as_raw_fd()), (2, 0), "{bind}");
+            let mut batch = RecvBatch::with_destinations(4, 64);
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                match batch.recv(rx.as_raw_fd()) {
+                    Ok(_) => {
+                        for i in 0..batch.len() {
+                            let (from, bytes, _) = batch.get(i).unwrap();
+                            got.push((from.unwrap(), bytes.to_vec(), batch.destination(i)));
+                        }
+                        if got.len() == 2 {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("recvmmsg: {e}"),
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    (local, b"first".to_vec(), Some(to.ip())),
+                    (local, b"second".to_vec(), Some(to.ip())),
+                ],
+                "{bind}"
+            );
+            // a batch without the option tells nothing
+            let mut plain = RecvBatch::new(2, 64);
+            tx.send_to(b"x", to).unwrap();
+            for _ in 0..100 {
+                if plain.recv(rx.as_raw_fd()).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(plain.len(), 1);
+            assert_eq!(plain.destination(0), None);
+        }
     }
 }

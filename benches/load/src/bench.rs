@@ -48,6 +48,9 @@ pub struct Options {
     /// srgate, memory and descriptors sampled through the window.
     pub soak: u64,
     pub soak_calls: usize,
+    /// Every browser peer on a socket of its own, instead of one shared socket (slower:
+    /// for comparison, or where the shared socket cannot be had).
+    pub socket_per_peer: bool,
 }
 
 impl Options {
@@ -68,6 +71,7 @@ impl Options {
             idle_calls: vec![250, 500, 1000],
             soak: 0,
             soak_calls: 400,
+            socket_per_peer: false,
         };
         let mut args = args.iter();
         // bounded: every turn takes at least one argument
@@ -86,6 +90,7 @@ impl Options {
                 "--rate" => o.rate = number(flag, value()?, 1..=10_000)?,
                 "--out" => o.out = PathBuf::from(value()?),
                 "--no-rtpengine" => o.rtpengine = false,
+                "--socket-per-peer" => o.socket_per_peer = true,
                 "--overload-capacity" => o.overload_capacity = number(flag, value()?, 0..=4000)?,
                 "--overload-rounds" => o.overload_rounds = number(flag, value()?, 2..=100)?,
                 "--setup-calls" => o.setup_calls = number(flag, value()?, 0..=5000)?,
@@ -492,7 +497,7 @@ fn setup_in_run(o: &Options) -> Result<report::SetupFigures, String> {
     };
     let gw = Gateway::start(o, &run)?;
     let phone = registered_phone(&gw)?;
-    let mut b = Browsers::new(gw.web, PHONE_USER, Media::Pcmu).map_err(|e| e.to_string())?;
+    let mut b = browsers(o.socket_per_peer, gw.web, PHONE_USER, Media::Pcmu)?;
     b.answer_invitations = true;
     let turn = |b: &mut Browsers| {
         b.turn(Duration::from_millis(1))
@@ -897,6 +902,8 @@ struct Run {
     sample_every: Option<Duration>,
     /// The calls run this long before the window opens.
     warm_up: Duration,
+    /// `--socket-per-peer`.
+    socket_per_peer: bool,
 }
 
 impl Run {
@@ -917,6 +924,7 @@ impl Run {
             incoming: false,
             sample_every: None,
             warm_up: Duration::from_secs(2),
+            socket_per_peer: o.socket_per_peer,
         }
     }
 }
@@ -1134,7 +1142,7 @@ fn srgate_round(
     } else {
         Media::Pcmu
     };
-    let mut b = Browsers::new(gw.web, PHONE_USER, media).map_err(|e| e.to_string())?;
+    let mut b = browsers(run.socket_per_peer, gw.web, PHONE_USER, media)?;
     b.silent_once_up = run.silent;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
@@ -1507,6 +1515,23 @@ fn for_str0m(answer: &str, offer: &str, echo_ssrc: bool) -> String {
     out
 }
 
+/// The browser side of a run: its peers on one shared socket unless `per_peer`
+/// (`--socket-per-peer`) or the shared socket cannot be had (said once: each peer then
+/// gets a socket).
+fn browsers(
+    per_peer: bool,
+    web: SocketAddr,
+    callee: &str,
+    media: Media,
+) -> Result<Browsers, String> {
+    let mut b = Browsers::new(web, callee, media).map_err(|e| e.to_string())?;
+    if !per_peer && let Err(why) = b.share_socket() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| eprintln!("   (browsers: a socket per peer: {why})"));
+    }
+    Ok(b)
+}
+
 fn relay_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String> {
     rtpengine_run(o, calls, false)
 }
@@ -1525,8 +1550,12 @@ fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigur
     } else {
         Media::Pcmu
     };
-    let mut b = Browsers::new(SocketAddr::from(([127, 0, 0, 1], 0)), "", media)
-        .map_err(|e| e.to_string())?;
+    let mut b = browsers(
+        o.socket_per_peer,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        "",
+        media,
+    )?;
     b.learn_ssrc = transcode;
     let turn = |b: &mut Browsers| {
         b.turn(Duration::from_millis(1))

@@ -1,10 +1,20 @@
 //! The browser side: many WebRTC peers on one thread, each a str0m `Rtc` (ICE, DTLS, SRTP
-//! of a stack independent of srgate's) with its own UDP socket, and a WebSocket that
+//! of a stack independent of srgate's) with an address of its own, and a WebSocket that
 //! speaks srgate's browser protocol (login, invite, hangup). Each peer sends one marked
 //! PCMU frame every 20 ms once the call is answered and reads its frames coming back.
+//!
+//! The peers' media share one UDP socket when they can: bound to the wildcard address
+//! and to the loopback device only (no other host can reach it), each peer has a loopback
+//! address of its own (127.1.x.y, one port), the kernel tells each datagram's destination
+//! (`IP_PKTINFO`: which peer it is for) and takes each reply's source from the same option;
+//! datagrams go in and out in batches (`recvmmsg`, `sendmmsg`). A thousand peers then cost
+//! a few system calls per wake instead of two or three per packet, which is what lets one
+//! generator thread drive a thousand calls. Where that cannot be set up (an IPv6 gateway
+//! address, a kernel that refuses `SO_BINDTODEVICE`), each peer has a socket of its own.
 
 use std::io::{self, ErrorKind};
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
@@ -17,6 +27,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tungstenite::handshake::MidHandshake;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::{HandshakeError, Message, WebSocket};
+
+use srgate::io::sys::{RecvBatch, SendBatch, receive_destinations};
 
 use crate::payload::{self, FRAME, Mark};
 use crate::stats::{self, Echo, Rtt, Totals};
@@ -53,7 +65,8 @@ struct Call {
     stage: Stage,
     ws: Option<WebSocket<TcpStream>>,
     handshake: Option<Handshake>,
-    udp: UdpSocket,
+    /// The call's own socket (`None`: it uses the shared one).
+    udp: Option<UdpSocket>,
     local: SocketAddr,
     rtc: Rtc,
     pending: Option<SdpPendingOffer>,
@@ -70,6 +83,77 @@ struct Call {
     heard: Vec<u8>,
     /// The incoming SSRC taken with `Browsers::learn_ssrc`.
     learned_ssrc: Option<u32>,
+}
+
+/// The one socket of every peer (see the module's documentation).
+struct Shared {
+    udp: UdpSocket,
+    port: u16,
+    recv: RecvBatch,
+    send: SendBatch,
+}
+
+/// The first peer's address on the shared socket (peer `i` has `FIRST_PEER + i`).
+const FIRST_PEER: u32 = u32::from_be_bytes([127, 1, 0, 1]);
+/// Peers on the shared socket: 127.1.0.1 to 127.1.255.255.
+const MAX_SHARED_PEERS: usize = 0xffff;
+/// The token of the shared socket (the calls' tokens are `2 * idx` and `2 * idx + 1`).
+const SHARED: Token = Token(usize::MAX);
+/// Datagrams per batch (a receive, a send).
+const BATCH: usize = 64;
+
+impl Shared {
+    /// The shared socket, or why it cannot be had.
+    fn open(poll: &Poll) -> io::Result<Shared> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        // loopback only: the wildcard bind below then takes no datagram from the network
+        socket.bind_device(Some(b"lo"))?;
+        socket.set_nonblocking(true)?;
+        // a few hundred milliseconds of every peer's packets
+        socket.set_recv_buffer_size(4 << 20)?;
+        socket.set_send_buffer_size(4 << 20)?;
+        socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
+        receive_destinations(socket.as_raw_fd(), false)?;
+        let mut udp = UdpSocket::from_std(socket.into());
+        let port = udp.local_addr()?.port();
+        poll.registry()
+            .register(&mut udp, SHARED, Interest::READABLE)?;
+        Ok(Shared {
+            udp,
+            port,
+            recv: RecvBatch::with_destinations(BATCH, 2048),
+            send: SendBatch::with_sources(BATCH, 2048),
+        })
+    }
+
+    /// Queues `contents` from peer address `from` to `to`, sending the batch when full.
+    fn transmit(&mut self, from: SocketAddr, to: SocketAddr, contents: &[u8]) {
+        if self.send.is_full() {
+            self.flush();
+        }
+        let slot = self.send.slot();
+        let n = contents.len().min(slot.len());
+        slot[..n].copy_from_slice(&contents[..n]);
+        self.send.commit_from(to, Some(from.ip()), n);
+    }
+
+    fn flush(&mut self) {
+        if !self.send.is_empty() {
+            self.send.flush(self.udp.as_raw_fd());
+        }
+    }
+}
+
+/// The peer a shared-socket datagram to `ip` is for.
+fn shared_peer(ip: IpAddr) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4)
+            .checked_sub(FIRST_PEER)
+            .map(|i| i as usize)
+            .filter(|&i| i < MAX_SHARED_PEERS),
+        IpAddr::V6(_) => None,
+    }
 }
 
 /// The peers and the loop that drives them.
@@ -101,6 +185,8 @@ pub struct Browsers {
     /// Calls from SIP: each browser logs in and waits; a `remote_invitation` is accepted
     /// with an offer (setup: from the invitation to the first frame heard back).
     pub answer_invitations: bool,
+    /// The peers' shared socket (`None`: a socket per peer).
+    shared: Option<Shared>,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -140,18 +226,41 @@ impl Browsers {
             silent_once_up: false,
             learn_ssrc: false,
             answer_invitations: false,
+            shared: None,
         })
+    }
+
+    /// Puts the peers' media on one shared socket (see the module's documentation) when
+    /// the gateway is on IPv4 and the socket can be had; says why not otherwise (the peers
+    /// then have a socket each). Before the first call.
+    pub fn share_socket(&mut self) -> Result<(), String> {
+        if !self.web.is_ipv4() {
+            return Err("the gateway is on IPv6".into());
+        }
+        let shared = Shared::open(&self.poll).map_err(|e| format!("shared socket: {e}"))?;
+        self.shared = Some(shared);
+        Ok(())
     }
 
     /// A new call's UDP socket and `Rtc` (PCMU only, one host candidate), not yet signalled.
     fn new_call(&mut self) -> io::Result<Call> {
         let idx = self.calls.len();
         let now = Instant::now();
-        let mut udp = UdpSocket::bind(SocketAddr::new(self.web.ip(), 0))?;
-        let local = udp.local_addr()?;
-        self.poll
-            .registry()
-            .register(&mut udp, udp_token(idx), Interest::READABLE)?;
+        let (udp, local) = match &self.shared {
+            Some(shared) if idx < MAX_SHARED_PEERS => {
+                let ip = Ipv4Addr::from(FIRST_PEER + idx as u32);
+                (None, SocketAddr::from((ip, shared.port)))
+            }
+            Some(_) => return Err(io::Error::other("no loopback address left for a peer")),
+            None => {
+                let mut udp = UdpSocket::bind(SocketAddr::new(self.web.ip(), 0))?;
+                let local = udp.local_addr()?;
+                self.poll
+                    .registry()
+                    .register(&mut udp, udp_token(idx), Interest::READABLE)?;
+                (Some(udp), local)
+            }
+        };
         let builder = Rtc::builder().clear_codecs().set_rtp_mode(false);
         let builder = match self.media {
             Media::Pcmu => builder.enable_pcmu(true, false),
@@ -347,6 +456,10 @@ impl Browsers {
         ready.clear();
         ready.extend(self.events.iter().map(|e| e.token()));
         for &token in &ready {
+            if token == SHARED {
+                self.read_shared();
+                continue;
+            }
             let idx = token.0 / 2;
             if idx >= self.calls.len() {
                 continue;
@@ -413,48 +526,89 @@ impl Browsers {
                 self.drain(i);
             }
         }
+        if let Some(shared) = self.shared.as_mut() {
+            shared.flush();
+        }
         Ok(())
+    }
+
+    /// Reads the shared socket until it is empty (bounded: 1 000 batches per wake).
+    fn read_shared(&mut self) {
+        for _ in 0..1000 {
+            let Some(shared) = self.shared.as_mut() else {
+                return;
+            };
+            if shared.recv.recv(shared.udp.as_raw_fd()).is_err() {
+                return;
+            }
+            let drained = shared.recv.drained();
+            for i in 0..shared.recv.len() {
+                let Some(shared) = self.shared.as_mut() else {
+                    return;
+                };
+                let Some(idx) = shared.recv.destination(i).and_then(shared_peer) else {
+                    continue;
+                };
+                let Some((Some(source), bytes, false)) = shared.recv.get(i) else {
+                    continue;
+                };
+                let n = bytes.len();
+                self.buf[..n].copy_from_slice(bytes);
+                if idx < self.calls.len() {
+                    self.on_datagram(idx, source, n);
+                }
+            }
+            if drained {
+                return;
+            }
+        }
     }
 
     fn read_udp(&mut self, idx: usize) {
         // bounded: at most 1 000 datagrams per wake of one socket
         for _ in 0..1000 {
-            let c = &mut self.calls[idx];
-            let (n, source) = match c.udp.recv_from(&mut self.buf) {
+            let Some(udp) = self.calls[idx].udp.as_ref() else {
+                return;
+            };
+            let (n, source) = match udp.recv_from(&mut self.buf) {
                 Ok(r) => r,
                 Err(_) => return,
             };
-            // RTP (version 2, not an RTCP packet type: RFC 5761 §4) in the clear header of
-            // SRTP: its SSRC
-            let rtp_ssrc = (n >= 12
-                && self.buf[0] >> 6 == 2
-                && !(192..=223).contains(&self.buf[1]))
+            self.on_datagram(idx, source, n);
+        }
+    }
+
+    /// Datagram `self.buf[..n]` from `source` reached call `idx`.
+    fn on_datagram(&mut self, idx: usize, source: SocketAddr, n: usize) {
+        let c = &mut self.calls[idx];
+        // RTP (version 2, not an RTCP packet type: RFC 5761 §4) in the clear header of
+        // SRTP: its SSRC
+        let rtp_ssrc = (n >= 12 && self.buf[0] >> 6 == 2 && !(192..=223).contains(&self.buf[1]))
             .then(|| u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]));
-            if self.learn_ssrc
-                && c.learned_ssrc.is_none()
-                && let (Some(ssrc), Some(mid)) = (rtp_ssrc, c.mid)
-            {
-                c.rtc
-                    .direct_api()
-                    .expect_stream_rx(ssrc.into(), None, mid, None);
-                c.learned_ssrc = Some(ssrc);
-            }
-            let Ok(contents) = self.buf[..n].try_into() else {
-                continue;
-            };
-            let input = Input::Receive(
-                Instant::now(),
-                Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: c.local,
-                    contents,
-                },
-            );
-            if c.rtc.accepts(&input) {
-                let _ = c.rtc.handle_input(input);
-                self.drain(idx);
-            }
+        if self.learn_ssrc
+            && c.learned_ssrc.is_none()
+            && let (Some(ssrc), Some(mid)) = (rtp_ssrc, c.mid)
+        {
+            c.rtc
+                .direct_api()
+                .expect_stream_rx(ssrc.into(), None, mid, None);
+            c.learned_ssrc = Some(ssrc);
+        }
+        let Ok(contents) = self.buf[..n].try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: c.local,
+                contents,
+            },
+        );
+        if c.rtc.accepts(&input) {
+            let _ = c.rtc.handle_input(input);
+            self.drain(idx);
         }
     }
 
@@ -470,9 +624,13 @@ impl Browsers {
                     c.next_timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    let _ = c.udp.send_to(&t.contents, t.destination);
-                }
+                Ok(Output::Transmit(t)) => match (&c.udp, self.shared.as_mut()) {
+                    (Some(udp), _) => {
+                        let _ = udp.send_to(&t.contents, t.destination);
+                    }
+                    (None, Some(shared)) => shared.transmit(t.source, t.destination, &t.contents),
+                    (None, None) => {}
+                },
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         c.connected = true;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use md5::{Digest as _, Md5};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use srgate::io::sys::RecvBatch;
 
 const SIP: Token = Token(usize::MAX - 1);
 const WAKE: Token = Token(usize::MAX - 2);
@@ -246,6 +248,10 @@ impl Ua {
         }
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 65_536];
+        // what one wake reads from an RTP socket (one `recvmmsg`; a socket that gave less
+        // than a batch is empty, which saves the read that would only say so); made here:
+        // a batch stays on the thread that made it
+        let mut rtp_in = RecvBatch::new(16, 2048);
         let mut last_register = Instant::now();
         // bounded by the stop flag, checked at least every 50 ms
         while !stop.load(Ordering::Relaxed) {
@@ -255,7 +261,7 @@ impl Ua {
                 match event.token() {
                     SIP => self.read_sip(&mut buf)?,
                     WAKE => {}
-                    token => self.echo(token, &mut buf),
+                    token => self.echo(token, &mut rtp_in),
                 }
             }
             // bounded: what was asked since the last turn, at most 10 000
@@ -284,25 +290,31 @@ impl Ua {
         Ok(())
     }
 
-    fn echo(&mut self, token: Token, buf: &mut [u8]) {
+    fn echo(&mut self, token: Token, batch: &mut RecvBatch) {
         let Some(Some(s)) = self.rtp.get(token.0) else {
             return;
         };
         let mut echoed = 0;
-        // bounded: a socket's receive queue, at most 10 000 datagrams per wake
-        for _ in 0..10_000 {
-            match s.recv_from(buf) {
-                Ok((n, from)) => {
-                    // a phone sends its own stream: RTP goes back under another SSRC
-                    // (RTCP, payload types 72-76 with the marker bit, as it came)
-                    if n >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
-                        buf[8] ^= 0x5a;
-                    }
-                    if s.send_to(&buf[..n], from).is_ok() {
-                        echoed += 1;
-                    }
+        // bounded: a socket's receive queue, at most 1 000 batches per wake
+        for _ in 0..1000 {
+            if batch.recv(s.as_raw_fd()).is_err() {
+                break;
+            }
+            for i in 0..batch.len() {
+                let Some((Some(from), buf, false)) = batch.get_mut(i) else {
+                    continue;
+                };
+                // a phone sends its own stream: RTP goes back under another SSRC
+                // (RTCP, payload types 72-76 with the marker bit, as it came)
+                if buf.len() >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
+                    buf[8] ^= 0x5a;
                 }
-                Err(_) => break,
+                if s.send_to(buf, from).is_ok() {
+                    echoed += 1;
+                }
+            }
+            if batch.drained() {
+                break;
             }
         }
         self.counters

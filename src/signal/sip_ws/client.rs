@@ -450,7 +450,7 @@ impl SipWs {
             return; // BYE, CANCEL, INFO answers: nothing waits on them
         }
         let call_id = call_id.to_string();
-        let domain = self.domain.clone();
+        let domain = std::sync::Arc::clone(&self.domain);
         let Some((call, user)) = self.call_of(session, &call_id) else {
             return;
         };

@@ -21,7 +21,7 @@ impl SipWs {
     ) -> Option<Vec<u8>> {
         let branch = format!("{:016x}", self.next_branch());
         let contact = self.contact();
-        let domain = self.domain.clone();
+        let domain = std::sync::Arc::clone(&self.domain);
         let (call, _) = self.call_of(session, call_id)?;
         call.local_cseq += 1;
         let method = Method::from_token(method);
@@ -43,7 +43,7 @@ impl SipWs {
     /// The ACK of a 2xx to srgate's INVITE (the INVITE carried the offer: no body).
     pub(super) fn ack(&mut self, session: SessionId, call_id: &str) -> Option<Vec<u8>> {
         let branch = format!("{:016x}", self.next_branch());
-        let domain = self.domain.clone();
+        let domain = std::sync::Arc::clone(&self.domain);
         let (call, _) = self.call_of(session, call_id)?;
         let cseq = call.invite_cseq;
         Some(request(Method::Ack, call, &domain, &branch, &call.remote, cseq).build())
@@ -197,7 +197,7 @@ impl SipWs {
     /// srgate's INVITE to the client, with the offer the call layer made.
     pub(super) fn send_invite(&mut self, session: SessionId, id: &str, offer: &str) {
         let contact = self.contact();
-        let domain = self.domain.clone();
+        let domain = std::sync::Arc::clone(&self.domain);
         let Some(call) = self.session_call(session, id) else {
             return;
         };
@@ -318,7 +318,7 @@ impl SipWs {
         sdp: Option<String>,
         elsewhere: bool,
     ) {
-        let domain = self.domain.clone();
+        let domain = std::sync::Arc::clone(&self.domain);
         let Some(call) = self.session_call(session, id) else {
             return;
         };

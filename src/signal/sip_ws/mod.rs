@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::hub::{CallRequest, HubOutput, SessionId};
@@ -151,7 +152,8 @@ impl WsSession {
 /// The SIP-over-WebSocket user agent (see the module's documentation).
 #[derive(Debug, Default)]
 pub struct SipWs {
-    domain: String,
+    /// Shared by the requests being built (a clone per request costs no allocation).
+    domain: Arc<str>,
     sessions: HashMap<SessionId, WsSession>,
     out: VecDeque<HubOutput>,
     requests: VecDeque<CallRequest>,
@@ -164,7 +166,7 @@ impl SipWs {
     /// `domain`: `[sip] domain`, the host of srgate's URIs toward the clients.
     pub fn new(domain: &str) -> Self {
         SipWs {
-            domain: domain.to_string(),
+            domain: Arc::from(domain),
             ..SipWs::default()
         }
     }

@@ -241,6 +241,18 @@ fn register_for_another_user_too_brief_or_wrong_is_refused() {
 }
 
 const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n";
+
+/// The client's INVITE with `OFFER` to 1001, CSeq 1, in call `call_id`.
+fn invite_1001(call_id: &str) -> String {
+    request(
+        "INVITE",
+        "sip:1001@example.org",
+        1,
+        call_id,
+        "Content-Type: application/sdp\r\n",
+        OFFER,
+    )
+}
 const ANSWER: &str = "v=0\r\no=srgate 5 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n";
 
 /// A socket that registers as another user is that user's only: the previous one's calls
@@ -249,14 +261,7 @@ const ANSWER: &str = "v=0\r\no=srgate 5 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=
 fn registering_as_another_user_leaves_the_previous_users_calls_behind() {
     let now = t0();
     let (mut ws, mut ctx) = registered(now);
-    let invite = request(
-        "INVITE",
-        "sip:1001@example.org",
-        1,
-        "c1",
-        "Content-Type: application/sdp\r\n",
-        OFFER,
-    );
+    let invite = invite_1001("c1");
     ws.handle_text(now, S, &invite, &mut ctx);
     assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 100 Trying"]);
     assert_eq!(requests(&mut ws).len(), 1);
@@ -296,14 +301,7 @@ fn registering_as_another_user_leaves_the_previous_users_calls_behind() {
 fn the_clients_call_becomes_an_invite_and_srgates_states_its_answers() {
     let now = t0();
     let (mut ws, mut ctx) = registered(now);
-    let invite = request(
-        "INVITE",
-        "sip:1001@example.org",
-        1,
-        "c1",
-        "Content-Type: application/sdp\r\n",
-        OFFER,
-    );
+    let invite = invite_1001("c1");
     ws.handle_text(now, S, &invite, &mut ctx);
     assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 100 Trying"]);
     let r = requests(&mut ws);
@@ -433,18 +431,8 @@ fn the_clients_call_becomes_an_invite_and_srgates_states_its_answers() {
 fn a_refused_or_cancelled_call_gets_its_final_answer_once() {
     let now = t0();
     let (mut ws, mut ctx) = registered(now);
-    let invite = |n: &str| {
-        request(
-            "INVITE",
-            "sip:1001@example.org",
-            1,
-            n,
-            "Content-Type: application/sdp\r\n",
-            OFFER,
-        )
-    };
-    ws.handle_text(now, S, &invite("a"), &mut ctx);
-    ws.handle_text(now, S, &invite("b"), &mut ctx);
+    ws.handle_text(now, S, &invite_1001("a"), &mut ctx);
+    ws.handle_text(now, S, &invite_1001("b"), &mut ctx);
     let ids: Vec<String> = requests(&mut ws)
         .iter()
         .map(|r| r.id().unwrap().to_string())
@@ -470,7 +458,7 @@ fn a_refused_or_cancelled_call_gets_its_final_answer_once() {
     ws.handle_event(S, &canceled.to_string(), &mut ctx);
     assert!(frames(&mut ws).is_empty());
     // srgate overloaded
-    ws.handle_text(now, S, &invite("c"), &mut ctx);
+    ws.handle_text(now, S, &invite_1001("c"), &mut ctx);
     let id = requests(&mut ws)[0].id().unwrap().to_string();
     frames(&mut ws);
     let over = serde_json::json!({"type":"error","id":id,"code":"OVERLOADED","message":"…"});
@@ -487,14 +475,7 @@ fn an_unregistered_socket_is_challenged_and_an_offerless_invite_refused() {
     let mut ws = SipWs::new("example.org");
     let mut ctx = Ctx::default();
     ws.open(S, peer());
-    let invite = request(
-        "INVITE",
-        "sip:1001@example.org",
-        1,
-        "x",
-        "Content-Type: application/sdp\r\n",
-        OFFER,
-    );
+    let invite = invite_1001("x");
     ws.handle_text(now, S, &invite, &mut ctx);
     assert_eq!(status_lines(&frames(&mut ws)), ["SIP/2.0 407 Unauthorized"]);
     assert!(requests(&mut ws).is_empty());
@@ -732,15 +713,7 @@ fn an_invitation_nobody_can_be_invited_for_is_refused_and_a_failed_accept_ends_b
 fn a_contact_with_uri_headers_is_called_without_them_and_other_schemes_are_refused() {
     let now = t0();
     let (mut ws, mut ctx) = registered(now);
-    let invite = request(
-        "INVITE",
-        "sip:1001@example.org",
-        1,
-        "h1",
-        "Content-Type: application/sdp\r\n",
-        OFFER,
-    )
-    .replace(
+    let invite = invite_1001("h1").replace(
         "Contact: <sip:k2@abc.invalid;transport=ws>",
         "Contact: <sip:k2@abc.invalid;transport=ws?Subject=x>",
     );

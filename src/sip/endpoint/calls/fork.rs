@@ -46,10 +46,9 @@ pub(in crate::sip::endpoint) struct Fork {
     previewer: Option<SipCallId>,
     /// Branches that asked to preview meanwhile, in order, with their SDP.
     waiting: Vec<(SipCallId, String)>,
-    /// The To-tag of each branch whose SDP went to the caller: its early dialog.
+    /// The To-tag of each branch whose SDP went to the caller: its early dialog (the
+    /// first has the INVITE's own tag).
     dialogs: Vec<(SipCallId, String)>,
-    /// The INVITE's own tag carries a branch's SDP already.
-    first_tag_taken: bool,
 }
 
 impl Fork {
@@ -256,11 +255,10 @@ impl Endpoint {
         let tag = match fork.dialogs.iter().find(|(b, _)| *b == id) {
             Some((_, tag)) => tag.clone(),
             None => {
-                let tag = if fork.first_tag_taken {
-                    self.rng.token(16)
-                } else {
-                    fork.first_tag_taken = true;
+                let tag = if fork.dialogs.is_empty() {
                     c.local_tag.clone()
+                } else {
+                    self.rng.token(16)
                 };
                 fork.dialogs.push((id, tag.clone()));
                 tag
