@@ -71,10 +71,15 @@ impl Slots {
         m
     }
 
-    /// Slot `i`'s control buffer (`None` when the batch has none).
+    /// Slot `i`'s control buffer (`None` when the batch has none). Every slot's pointer
+    /// comes from the one `as_mut_ptr` of the buffer (no reference to it is made between),
+    /// so the pointers handed to the kernel earlier stay valid.
     fn ctrl(&mut self, i: usize) -> Option<*mut libc::c_void> {
-        let words = self.ctrl.get_mut(i * CTRL_WORDS..(i + 1) * CTRL_WORDS)?;
-        Some(words.as_mut_ptr().cast())
+        if (i + 1) * CTRL_WORDS > self.ctrl.len() {
+            return None;
+        }
+        // SAFETY: i * CTRL_WORDS + CTRL_WORDS <= ctrl.len() (checked above): in bounds.
+        Some(unsafe { self.ctrl.as_mut_ptr().add(i * CTRL_WORDS) }.cast())
     }
 }
 
@@ -105,32 +110,47 @@ impl RecvBatch {
     }
 
     /// The address datagram `i` of the last batch was sent to (this host's address it
-    /// arrived on), when the batch keeps them and the kernel told it.
+    /// arrived on), when the batch keeps them and the kernel told it. On an IPv6 socket an
+    /// IPv4 datagram's is IPv4-mapped (`::ffff:a.b.c.d`).
     pub fn destination(&self, i: usize) -> Option<IpAddr> {
         if i >= self.filled || self.m.ctrl.is_empty() {
             return None;
         }
         let msg = &self.m.hdrs[i].msg_hdr;
+        let start = msg.msg_control as usize;
+        let end = start + len_of(msg.msg_controllen).min(CTRL_WORDS * 8);
         // SAFETY: `msg` is the header the kernel filled in the last recvmmsg: msg_control
         // points at this slot's CTRL_WORDS words and msg_controllen (set by the kernel, at
-        // most what we offered) says how much of it holds control messages, which the
-        // CMSG_* macros walk without reading past it. The payloads are read unaligned.
+        // most what we offered) says how much of it holds control messages. The CMSG_*
+        // macros check that each header lies inside that; a payload is read only when its
+        // header's cmsg_len covers it and it ends inside the buffer (a message the kernel
+        // cut short, for lack of room, is skipped). Payloads are read unaligned.
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-            // bounded: a slot's buffer holds at most CTRL_WORDS * 8 / 16 headers
-            for _ in 0..CTRL_WORDS {
+            // bounded: a header takes at least 16 bytes of the slot's CTRL_WORDS * 8
+            for _ in 0..CTRL_WORDS / 2 {
                 if cmsg.is_null() {
                     return None;
                 }
                 let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
                 let data = libc::CMSG_DATA(cmsg);
-                if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let fits = |size: usize| {
+                    len_of((*cmsg).cmsg_len) >= libc::CMSG_LEN(size as libc::c_uint) as usize
+                        && data as usize + size <= end
+                };
+                if level == libc::IPPROTO_IP
+                    && kind == libc::IP_PKTINFO
+                    && fits(mem::size_of::<libc::in_pktinfo>())
+                {
                     let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
                     return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
                         info.ipi_addr.s_addr,
                     ))));
                 }
-                if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                if level == libc::IPPROTO_IPV6
+                    && kind == libc::IPV6_PKTINFO
+                    && fits(mem::size_of::<libc::in6_pktinfo>())
+                {
                     let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
                     return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                 }
@@ -230,6 +250,12 @@ impl RecvBatch {
         self.filled = n;
         Ok(n)
     }
+}
+
+/// A length field of a message header as usize (its type is usize on glibc and socklen_t
+/// on musl).
+fn len_of<T: TryInto<usize>>(len: T) -> usize {
+    len.try_into().unwrap_or(usize::MAX)
 }
 
 /// Fills `iovs` and `hdrs` (empty, with capacity for one entry per address) with one
@@ -493,29 +519,30 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Asks the kernel to tell the local address each datagram of UDP socket `fd` arrived on
-/// (`IP_PKTINFO`, and `IPV6_RECVPKTINFO` for an IPv6 socket), for
+/// (`IP_PKTINFO` for an IPv4 socket, `IPV6_RECVPKTINFO` for an IPv6 one, which covers its
+/// IPv4 datagrams too: one control message per datagram, as a slot has room for), for
 /// [`RecvBatch::with_destinations`].
 pub fn receive_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
     let on: libc::c_int = 1;
-    let mut options = vec![(libc::IPPROTO_IP, libc::IP_PKTINFO)];
-    if ipv6 {
-        options.push((libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO));
-    }
-    for (level, name) in options {
-        // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, which lives across
-        // the call; a bad fd is reported as an error.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&on as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    let option = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let (level, name) = option;
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, which lives across the
+    // call; a bad fd is reported as an error.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

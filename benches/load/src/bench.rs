@@ -183,11 +183,20 @@ pub fn run(o: &Options) -> Result<(), String> {
         eprintln!("== {calls} calls: through srgate ({} shards)", o.shards);
         let srgate = relay_srgate(o, &Run::new(o, calls))?;
         eprintln!(
-            "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet",
+            "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet \
+             (harness: browsers {:.2} core, phone {:.2}, its own drops {}{})",
             srgate.calls_up,
             srgate.loss * 100.0,
             srgate.p99_ms,
-            srgate.cpu_us_per_pkt
+            srgate.cpu_us_per_pkt,
+            srgate.generator_cpu_share,
+            srgate.phone_cpu_share,
+            srgate.generator_drops,
+            if srgate.generator_saturated() {
+                ", saturated"
+            } else {
+                ""
+            }
         );
         if o.smoke {
             check_smoke(&srgate, calls)?;
@@ -969,6 +978,10 @@ trait Load {
     fn turn_once(&mut self) -> Result<(), String>;
     fn totals(&self) -> Totals;
     fn late_sends(&self) -> u64;
+    /// Datagrams its sockets could not send.
+    fn send_drops(&self) -> u64 {
+        0
+    }
     fn take_rtt(&mut self) -> crate::stats::Rtt;
 }
 
@@ -982,6 +995,9 @@ impl Load for Browsers {
     }
     fn late_sends(&self) -> u64 {
         self.late_sends
+    }
+    fn send_drops(&self) -> u64 {
+        Browsers::send_drops(self)
     }
     fn take_rtt(&mut self) -> crate::stats::Rtt {
         Browsers::take_rtt(self)
@@ -1018,6 +1034,9 @@ fn measure(
     let me = procfs::thread_id();
     let cpu0 = CpuSnapshot::of(pid);
     let drops0 = procfs::udp_drops(pid);
+    // the generator's own: its receive buffers (every thread of this process) and sends
+    let own_drops = |l: &dyn Load| procfs::udp_drops(std::process::id()) + l.send_drops();
+    let own_drops0 = own_drops(&*load);
     let (gen0, phone0, echoed0) = (procfs::thread_cpu_ns(me), phone.cpu_ns(), phone.echoed());
     let (t0, late0) = (load.totals(), load.late_sends());
     let _ = load.take_rtt();
@@ -1062,6 +1081,7 @@ fn measure(
     let wall = start.elapsed();
     let threads = CpuSnapshot::of(pid).since(&cpu0);
     let socket_drops = procfs::udp_drops(pid) - drops0;
+    let generator_drops = own_drops(&*load).saturating_sub(own_drops0);
     let gen_ns = procfs::thread_cpu_ns(me) - gen0;
     let phone_ns = phone.cpu_ns() - phone0;
     let t = load.totals().minus(&t0);
@@ -1090,6 +1110,7 @@ fn measure(
         phone_cpu_share: phone_ns as f64 / wall_ns,
         late_sends: load.late_sends() - late0,
         socket_drops,
+        generator_drops,
         samples,
         ..SideFigures::default()
     })

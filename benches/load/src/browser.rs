@@ -28,7 +28,7 @@ use tungstenite::handshake::MidHandshake;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
-use srgate::io::sys::{RecvBatch, SendBatch, receive_destinations};
+use srgate::io::sys::{RecvBatch, SendBatch, receive_destinations, set_socket_buffers};
 
 use crate::payload::{self, FRAME, Mark};
 use crate::stats::{self, Echo, Rtt, Totals};
@@ -91,6 +91,8 @@ struct Shared {
     port: u16,
     recv: RecvBatch,
     send: SendBatch,
+    /// Datagrams the kernel would not take (a full send buffer): the generator's loss.
+    send_drops: u64,
 }
 
 /// The first peer's address on the shared socket (peer `i` has `FIRST_PEER + i`).
@@ -99,8 +101,11 @@ const FIRST_PEER: u32 = u32::from_be_bytes([127, 1, 0, 1]);
 const MAX_SHARED_PEERS: usize = 0xffff;
 /// The token of the shared socket (the calls' tokens are `2 * idx` and `2 * idx + 1`).
 const SHARED: Token = Token(usize::MAX);
-/// Datagrams per batch (a receive, a send).
+/// Datagrams per batch (a receive, a send), and the room for one.
 const BATCH: usize = 64;
+const SLOT: usize = 2048;
+/// Kernel buffer asked for the shared socket.
+const SHARED_BUFFER: usize = 4 << 20;
 
 impl Shared {
     /// The shared socket, or why it cannot be had.
@@ -110,9 +115,18 @@ impl Shared {
         // loopback only: the wildcard bind below then takes no datagram from the network
         socket.bind_device(Some(b"lo"))?;
         socket.set_nonblocking(true)?;
-        // a few hundred milliseconds of every peer's packets
-        socket.set_recv_buffer_size(4 << 20)?;
-        socket.set_send_buffer_size(4 << 20)?;
+        // 80-160 ms of every peer's packets at 1 000 calls (the kernel reports twice the
+        // data it holds)
+        let granted = set_socket_buffers(socket.as_raw_fd(), SHARED_BUFFER)?;
+        if granted < SHARED_BUFFER / 2 {
+            eprintln!(
+                "   (browsers: the shared socket's receive buffer is capped at {} KiB, asked \
+                 {} KiB: a generator that falls behind drops packets, counted as its own; \
+                 raise net.core.rmem_max)",
+                granted / 2048,
+                SHARED_BUFFER / 1024
+            );
+        }
         socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
         receive_destinations(socket.as_raw_fd(), false)?;
         let mut udp = UdpSocket::from_std(socket.into());
@@ -122,8 +136,9 @@ impl Shared {
         Ok(Shared {
             udp,
             port,
-            recv: RecvBatch::with_destinations(BATCH, 2048),
-            send: SendBatch::with_sources(BATCH, 2048),
+            recv: RecvBatch::with_destinations(BATCH, SLOT),
+            send: SendBatch::with_sources(BATCH, SLOT),
+            send_drops: 0,
         })
     }
 
@@ -133,14 +148,18 @@ impl Shared {
             self.flush();
         }
         let slot = self.send.slot();
-        let n = contents.len().min(slot.len());
-        slot[..n].copy_from_slice(&contents[..n]);
-        self.send.commit_from(to, Some(from.ip()), n);
+        let Some(slot) = slot.get_mut(..contents.len()) else {
+            self.send_drops += 1; // larger than any datagram str0m makes here
+            return;
+        };
+        slot.copy_from_slice(contents);
+        self.send.commit_from(to, Some(from.ip()), contents.len());
     }
 
     fn flush(&mut self) {
         if !self.send.is_empty() {
-            self.send.flush(self.udp.as_raw_fd());
+            let (_, dropped) = self.send.flush(self.udp.as_raw_fd());
+            self.send_drops += dropped as u64;
         }
     }
 }
@@ -234,8 +253,11 @@ impl Browsers {
     /// the gateway is on IPv4 and the socket can be had; says why not otherwise (the peers
     /// then have a socket each). Before the first call.
     pub fn share_socket(&mut self) -> Result<(), String> {
-        if !self.web.is_ipv4() {
-            return Err("the gateway is on IPv6".into());
+        if !(self.web.is_ipv4() && self.web.ip().is_loopback()) {
+            return Err(format!(
+                "the gateway is not on IPv4 loopback ({})",
+                self.web
+            ));
         }
         let shared = Shared::open(&self.poll).map_err(|e| format!("shared socket: {e}"))?;
         self.shared = Some(shared);
@@ -370,6 +392,11 @@ impl Browsers {
         self.calls.len()
     }
 
+    /// Datagrams the peers' shared socket could not send (the generator's own loss).
+    pub fn send_drops(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.send_drops)
+    }
+
     /// Calls in each stage: (setting up, up, ended, failed).
     pub fn census(&self) -> (usize, usize, usize, usize) {
         let mut c = (0, 0, 0, 0);
@@ -451,6 +478,10 @@ impl Browsers {
     /// One turn of the loop: waits up to `wait` for sockets, handles what came, fires due
     /// timers and sends due frames.
     pub fn turn(&mut self, wait: Duration) -> io::Result<()> {
+        // what came out of str0m since the last turn (a direct call's start)
+        if let Some(shared) = self.shared.as_mut() {
+            shared.flush();
+        }
         self.poll.poll(&mut self.events, Some(wait))?;
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();

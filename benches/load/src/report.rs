@@ -49,6 +49,9 @@ pub struct SideFigures {
     /// Datagrams the kernel dropped on the process's sockets (receive buffer full) in the
     /// window.
     pub socket_drops: u64,
+    /// Datagrams the generator's own sockets dropped (receive buffer full, send refused)
+    /// in the window: loss that is the generator's, not the relay's.
+    pub generator_drops: u64,
     /// CPU seconds the process spent while the calls were being set up.
     pub ramp_cpu_s: f64,
     /// Calls refused with `OVERLOADED`.
@@ -90,11 +93,13 @@ impl SideFigures {
     }
 
     /// The generator was the limit, not the relay: one of its threads was busy over 90 %
-    /// of the window, or over 0.5 % of its frames left more than 10 ms late.
+    /// of the window, over 0.5 % of its frames left more than 10 ms late, or its own
+    /// sockets dropped over 0.1 % of what was sent (the loss target).
     pub fn generator_saturated(&self) -> bool {
         self.generator_cpu_share > 0.9
             || self.phone_cpu_share > 0.9
             || self.late_sends as f64 > 0.005 * self.sent.max(1) as f64
+            || self.generator_drops as f64 > 0.001 * self.sent.max(1) as f64
     }
 
     /// How much RSS grew over the window, relative to its start.
@@ -612,6 +617,7 @@ pub fn to_json(r: &Results) -> Value {
                     "browsers_cpu_share": round(s.generator_cpu_share, 3),
                     "phone_cpu_share": round(s.phone_cpu_share, 3),
                     "late_sends": s.late_sends,
+                    "socket_drops": s.generator_drops,
                     "saturated": {
                         "srgate": s.generator_saturated(),
                         "reflector": f.generator_saturated(),
@@ -701,6 +707,7 @@ pub fn to_json(r: &Results) -> Value {
                 "calls_after": s.calls_after,
                 "calls_ended_clean": s.ended_clean,
                 "socket_drops": s.socket_drops,
+                "generator_socket_drops": s.generator_drops,
                 "generator_saturated": s.generator_saturated(),
                 "samples": k.intervals().iter().map(|(x, loss)| json!({
                     "t_s": round(x.t_s, 1),
