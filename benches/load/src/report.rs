@@ -398,11 +398,15 @@ pub struct Results {
     pub setup_in: Option<SetupFigures>,
     pub overload: Option<OverloadFigures>,
     pub soak: Option<SoakFigures>,
+    /// The checkout's commit when the run began (`+dirty` with uncommitted changes): what
+    /// was built and measured, even if the checkout moves on during a long run.
+    pub git: String,
 }
 
 impl Results {
     pub fn new(shards: usize, seconds: u64) -> Results {
         Results {
+            git: git_commit(),
             shards,
             seconds,
             relay: Vec::new(),
@@ -531,7 +535,7 @@ fn machine() -> Value {
 
 fn git_commit() -> String {
     std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(["describe", "--always", "--abbrev=12", "--dirty=+dirty"])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -629,7 +633,7 @@ pub fn to_json(r: &Results) -> Value {
         .collect();
     json!({
         "machine": machine(),
-        "git": git_commit(),
+        "git": r.git,
         "shards": r.shards,
         "window_s": r.seconds,
         "relay": relay,
@@ -729,7 +733,7 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
         m,
         "commit `{}`, {}, srgate with {} shards, {} s windows. Reproduce: `scripts/bench` \
          (or `scripts/bench --quick`).\n",
-        git_commit(),
+        r.git,
         machine()["cpu"].as_str().unwrap_or("?"),
         r.shards,
         r.seconds
