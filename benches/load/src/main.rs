@@ -32,6 +32,7 @@ mod procfs;
 mod reflector;
 mod report;
 mod stats;
+mod targets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -117,7 +117,7 @@ impl Phone {
             .saturating_sub(c.calls_refused.load(Ordering::Relaxed))
     }
 
-    /// CPU nanoseconds of the phone's thread so far.
+    /// CPU nanoseconds of the phone's thread so far (read every 100 ms: up to 100 ms behind).
     pub fn cpu_ns(&self) -> u64 {
         self.counters.cpu_ns.load(Ordering::Relaxed)
     }
@@ -253,6 +253,7 @@ impl Ua {
         // a batch stays on the thread that made it
         let mut rtp_in = RecvBatch::new(16, 2048);
         let mut last_register = Instant::now();
+        let mut last_cpu_read = Instant::now();
         // bounded by the stop flag, checked at least every 50 ms
         while !stop.load(Ordering::Relaxed) {
             self.poll
@@ -283,10 +284,17 @@ impl Ua {
                 last_register = Instant::now();
                 self.register(None)?;
             }
-            self.counters
-                .cpu_ns
-                .store(crate::procfs::thread_cpu_ns(tid), Ordering::Relaxed);
+            // read from /proc at most every 100 ms (an open, read and close each time)
+            if last_cpu_read.elapsed() >= Duration::from_millis(100) {
+                last_cpu_read = Instant::now();
+                self.counters
+                    .cpu_ns
+                    .store(crate::procfs::thread_cpu_ns(tid), Ordering::Relaxed);
+            }
         }
+        self.counters
+            .cpu_ns
+            .store(crate::procfs::thread_cpu_ns(tid), Ordering::Relaxed);
         Ok(())
     }
 

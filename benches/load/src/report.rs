@@ -420,6 +420,32 @@ impl Results {
     }
 }
 
+/// The targets, judged on this run (a missed one with its gap and, where known, why).
+fn targets_section(m: &mut String, r: &Results) {
+    let _ = writeln!(
+        m,
+        "## Targets
+
+| target | goal | measured | verdict | why |
+|---|---|---|---|---|"
+    );
+    for t in crate::targets::evaluate(r) {
+        let verdict = match t.verdict {
+            crate::targets::Verdict::Met => "met".to_string(),
+            v => format!("**{}**", v.as_str()),
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {verdict} | {} |",
+            t.name,
+            t.goal,
+            t.measured,
+            t.why.as_deref().unwrap_or("")
+        );
+    }
+    let _ = writeln!(m);
+}
+
 /// The soak's section of report.md: the figures, then one line per sample.
 fn soak_section(m: &mut String, k: &SoakFigures) {
     let s = &k.srgate;
@@ -556,11 +582,11 @@ fn kb_per_call<'a>(runs: impl Iterator<Item = &'a SideFigures> + Clone) -> Optio
         .then(|| (first.rss_kb as f64 - first.idle_rss_kb as f64) / first.calls_up as f64)
 }
 
-fn relay_kb_per_call(rows: &[RelayRow]) -> Option<f64> {
+pub fn relay_kb_per_call(rows: &[RelayRow]) -> Option<f64> {
     kb_per_call(rows.iter().map(|r| &r.srgate))
 }
 
-fn transcode_kb_per_call(rows: &[TranscodeRow]) -> Option<f64> {
+pub fn transcode_kb_per_call(rows: &[TranscodeRow]) -> Option<f64> {
     kb_per_call(rows.iter().map(|r| &r.srgate))
 }
 
@@ -634,6 +660,13 @@ pub fn to_json(r: &Results) -> Value {
     json!({
         "machine": machine(),
         "git": r.git,
+        "targets": crate::targets::evaluate(r).iter().map(|t| json!({
+            "target": t.name,
+            "goal": t.goal,
+            "measured": t.measured,
+            "verdict": t.verdict.as_str(),
+            "why": t.why,
+        })).collect::<Vec<_>>(),
         "shards": r.shards,
         "window_s": r.seconds,
         "relay": relay,
@@ -738,6 +771,7 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
         r.shards,
         r.seconds
     );
+    targets_section(&mut m, r);
     let _ = writeln!(
         m,
         "## Relay: PCMU both sides, SRTP (str0m browsers) ⇄ RTP (echoing phone)\n"
