@@ -111,7 +111,7 @@ impl Options {
                     };
                 }
                 // the soak alone, unless scenarios are named after it
-                "--soak" | "--duration" => {
+                "--soak" => {
                     o.soak = number(flag, value()?, 60..=86_400)?;
                     o.calls.clear();
                     o.transcode_calls.clear();

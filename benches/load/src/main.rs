@@ -9,7 +9,7 @@
 //!                   [--out target/bench] [--quick | --smoke] [--no-rtpengine]
 //!                   [--setup-calls N] [--transcode-calls N,...] [--idle-calls N,...]
 //!                   [--overload-capacity N] [--overload-rounds N] [--rate N]
-//!                   [--soak|--duration SECONDS] [--soak-calls N] [--socket-per-peer]
+//!                   [--soak SECONDS] [--soak-calls N] [--socket-per-peer]
 //! srgate-load reflector      (started by `bench`; set up over stdin)
 //! ```
 #![deny(unsafe_code)]
@@ -62,7 +62,7 @@ fn usage() -> &'static str {
      \x20                        [--out DIR] [--quick | --smoke] [--no-rtpengine]\n\
      \x20                        [--setup-calls N] [--transcode-calls N,...] [--idle-calls N,...]\n\
      \x20                        [--overload-capacity N] [--overload-rounds N] [--rate N]\n\
-     \x20                        [--soak|--duration SECONDS] [--soak-calls N] [--socket-per-peer]\n\
+     \x20                        [--soak SECONDS] [--soak-calls N] [--socket-per-peer]\n\
      \x20                        (0 skips a scenario; --soak alone runs only the soak)\n\
      \x20      srgate-load reflector   (run by bench)"
 }
