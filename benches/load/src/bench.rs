@@ -48,8 +48,8 @@ pub struct Options {
     /// srgate, memory and descriptors sampled through the window.
     pub soak: u64,
     pub soak_calls: usize,
-    /// Every browser peer on a socket of its own, instead of one shared socket (slower:
-    /// for comparison, or where the shared socket cannot be had).
+    /// Every browser peer on a socket of its own, instead of one shared socket (for
+    /// comparison; the fallback where the shared socket cannot be had).
     pub socket_per_peer: bool,
 }
 
