@@ -477,14 +477,11 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
 
 /// The phone registered at `gw` (bounded: 5 s).
 fn registered_phone(gw: &Gateway) -> Result<Phone, String> {
-    let phone = Phone::start(
-        Some(Account {
-            gateway: gw.sip,
-            user: PHONE_USER.into(),
-            password: PHONE_PASSWORD.into(),
-        }),
-        0,
-    )
+    let phone = Phone::start(Some(Account {
+        gateway: gw.sip,
+        user: PHONE_USER.into(),
+        password: PHONE_PASSWORD.into(),
+    }))
     .map_err(|e| format!("phone: {e}"))?;
     if !phone.wait_registered(Duration::from_secs(5)) {
         return Err("the phone did not register at srgate within 5 s".into());
@@ -1035,7 +1032,8 @@ fn measure(
     let cpu0 = CpuSnapshot::of(pid);
     let drops0 = procfs::udp_drops(pid);
     // the generator's own: its receive buffers (every thread of this process) and sends
-    let own_drops = |l: &dyn Load| procfs::udp_drops(std::process::id()) + l.send_drops();
+    let own_drops =
+        |l: &dyn Load| procfs::udp_drops(std::process::id()) + l.send_drops() + phone.send_drops();
     let own_drops0 = own_drops(&*load);
     let (gen0, phone0, echoed0) = (procfs::thread_cpu_ns(me), phone.cpu_ns(), phone.echoed());
     let (t0, late0) = (load.totals(), load.late_sends());
@@ -1236,7 +1234,7 @@ fn srgate_round(
 }
 
 fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
-    let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
+    let phone = Phone::start(None).map_err(|e| format!("phone: {e}"))?;
     let mut b = PlainBrowsers::new(calls).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -1259,13 +1257,8 @@ fn relay_reflector(o: &Options, calls: usize) -> Result<SideFigures, String> {
                 .ok_or_else(|| format!("reflector said '{}'", line.trim()))
         };
         let a = read_port("A")?;
-        for (browser, phone) in b
-            .addrs()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .zip(&phone.echo_addrs)
-        {
-            writeln!(stdin, "call {browser} {phone}").map_err(|e| e.to_string())?;
+        for browser in b.addrs().map_err(|e| e.to_string())? {
+            writeln!(stdin, "call {browser} {}", phone.rtp_addr).map_err(|e| e.to_string())?;
             read_port("B")?;
         }
         writeln!(stdin, "go").map_err(|e| e.to_string())?;
@@ -1565,7 +1558,7 @@ fn transcode_rtpengine(o: &Options, calls: usize) -> Result<SideFigures, String>
 fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigures, String> {
     let mut engine = Rtpengine::start(o, calls)?;
     let pid = engine.child.id();
-    let phone = Phone::start(None, calls).map_err(|e| format!("phone: {e}"))?;
+    let phone = Phone::start(None).map_err(|e| format!("phone: {e}"))?;
     let media = if transcode {
         Media::Opus(payload::opus_tone_frames()?)
     } else {
@@ -1590,7 +1583,7 @@ fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigur
             in_flight: 64,
         },
         |b| {
-            let phone_addr = phone.echo_addrs[b.len()];
+            let phone_addr = phone.rtp_addr;
             b.start_direct_call(|id, offer| engine.connect(id, offer, phone_addr, transcode))
                 .map_err(|e| e.to_string())
         },

@@ -2,8 +2,10 @@
 //! does), answers every INVITE with PCMU, places calls to app users when told
 //! ([`Phone::dial`]: INVITE, the 407 answered with digest, ACK), and echoes each RTP
 //! packet back to where it came from. It runs on its own thread with a mio loop over its
-//! SIP socket and one RTP socket per call. Without a gateway it only echoes (the reflector
-//! run).
+//! SIP socket and one RTP socket that every call's SDP names: srgate (and the reflector)
+//! send each call from a port of its own, so the echo to a datagram's source finds its
+//! call without a table, and one `recvmmsg` + one `sendmmsg` carry a wake's packets of
+//! every call. Without a gateway it only echoes (the reflector run).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -19,10 +21,16 @@ use std::time::{Duration, Instant};
 use md5::{Digest as _, Md5};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use srgate::io::sys::RecvBatch;
+use srgate::io::sys::{RecvBatch, SendBatch, set_socket_buffers};
 
 const SIP: Token = Token(usize::MAX - 1);
 const WAKE: Token = Token(usize::MAX - 2);
+const RTP: Token = Token(usize::MAX - 3);
+/// Datagrams per `recvmmsg` / `sendmmsg`, and the room for one.
+const BATCH: usize = 64;
+const SLOT: usize = 2048;
+/// Kernel buffer asked for the RTP socket (every call's packets arrive on it).
+const RTP_BUFFER: usize = 4 << 20;
 
 /// Counters the phone thread publishes.
 #[derive(Default)]
@@ -31,6 +39,8 @@ pub struct PhoneCounters {
     pub calls_answered: AtomicU64,
     pub calls_ended: AtomicU64,
     pub rtp_echoed: AtomicU64,
+    /// Echoes the RTP socket refused (its send buffer full).
+    pub send_drops: AtomicU64,
     pub cpu_ns: AtomicU64,
     /// Calls the phone placed ([`Phone::dial`]), answered (200), and refused (a final
     /// answer above 299 other than the first 407).
@@ -45,8 +55,8 @@ pub struct PhoneCounters {
 
 pub struct Phone {
     pub counters: Arc<PhoneCounters>,
-    /// Echo sockets made up front (reflector runs), in order.
-    pub echo_addrs: Vec<SocketAddr>,
+    /// The RTP socket's address (every call's media, the reflector's too).
+    pub rtp_addr: SocketAddr,
     dials: Sender<String>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -62,25 +72,21 @@ pub struct Account {
 }
 
 impl Phone {
-    /// Starts the phone: registered at `account` when given, with `echoes` echo sockets
-    /// bound at once.
-    pub fn start(account: Option<Account>, echoes: usize) -> io::Result<Phone> {
+    /// Starts the phone: registered at `account` when given.
+    pub fn start(account: Option<Account>) -> io::Result<Phone> {
         let counters = Arc::new(PhoneCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (dials, dial_rx) = channel();
         let mut ua = Ua::new(account, counters.clone(), dial_rx)?;
         let waker = Arc::new(Waker::new(ua.poll.registry(), WAKE)?);
-        let mut echo_addrs = Vec::with_capacity(echoes);
-        for _ in 0..echoes {
-            echo_addrs.push(ua.open_rtp()?.1);
-        }
+        let rtp_addr = ua.rtp_addr;
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("load-phone".into())
             .spawn(move || ua.run(&thread_stop))?;
         Ok(Phone {
             counters,
-            echo_addrs,
+            rtp_addr,
             dials,
             waker,
             stop,
@@ -127,6 +133,11 @@ impl Phone {
         self.counters.rtp_echoed.load(Ordering::Relaxed)
     }
 
+    /// Echoes its socket refused so far (the generator's own loss).
+    pub fn send_drops(&self) -> u64 {
+        self.counters.send_drops.load(Ordering::Relaxed)
+    }
+
     pub fn stop(mut self) -> io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(|t| t.join()) {
@@ -147,7 +158,6 @@ impl Drop for Phone {
 }
 
 struct Dialog {
-    token: Token,
     /// The 200 OK, sent again when the INVITE is.
     answer: String,
 }
@@ -155,8 +165,6 @@ struct Dialog {
 /// A call the phone placed, by Call-ID.
 struct OutCall {
     callee: String,
-    token: Token,
-    rtp: SocketAddr,
     /// The INVITE's CSeq number and Via branch (1, then 2 with credentials).
     cseq: u32,
     branch: String,
@@ -172,8 +180,8 @@ struct Ua {
     sip: Option<UdpSocket>,
     account: Option<Account>,
     counters: Arc<PhoneCounters>,
-    rtp: Vec<Option<UdpSocket>>,
-    free: Vec<usize>,
+    rtp: UdpSocket,
+    rtp_addr: SocketAddr,
     dialogs: HashMap<String, Dialog>,
     cseq: u32,
     call_id: String,
@@ -200,6 +208,21 @@ impl Ua {
             }
             None => None,
         };
+        let mut rtp = UdpSocket::bind("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))?;
+        // ~80 ms of 1 000 calls' packets (the kernel reports twice the data it holds)
+        let granted = set_socket_buffers(rtp.as_raw_fd(), RTP_BUFFER)?;
+        if granted < RTP_BUFFER / 2 {
+            eprintln!(
+                "   (phone: the RTP socket's buffers are capped at {} KiB, asked {} KiB: a \
+                 phone that falls behind drops packets, counted as the generator's own; \
+                 raise net.core.rmem_max and wmem_max)",
+                granted / 2048,
+                RTP_BUFFER / 1024
+            );
+        }
+        poll.registry()
+            .register(&mut rtp, RTP, Interest::READABLE)?;
+        let rtp_addr = rtp.local_addr()?;
         Ok(Ua {
             poll,
             dials,
@@ -207,38 +230,13 @@ impl Ua {
             sip,
             account,
             counters,
-            rtp: Vec::new(),
-            free: Vec::new(),
+            rtp,
+            rtp_addr,
             dialogs: HashMap::new(),
             cseq: 0,
             call_id: format!("load-reg-{}", std::process::id()),
             tag: 1,
         })
-    }
-
-    fn open_rtp(&mut self) -> io::Result<(Token, SocketAddr)> {
-        let mut s = UdpSocket::bind("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))?;
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.rtp.push(None);
-                self.rtp.len() - 1
-            }
-        };
-        let token = Token(slot);
-        self.poll
-            .registry()
-            .register(&mut s, token, Interest::READABLE)?;
-        let addr = s.local_addr()?;
-        self.rtp[slot] = Some(s);
-        Ok((token, addr))
-    }
-
-    fn close_rtp(&mut self, token: Token) {
-        if let Some(mut s) = self.rtp.get_mut(token.0).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut s);
-            self.free.push(token.0);
-        }
     }
 
     fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
@@ -248,10 +246,10 @@ impl Ua {
         }
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 65_536];
-        // what one wake reads from an RTP socket (one `recvmmsg`; a socket that gave less
-        // than a batch is empty, which saves the read that would only say so); made here:
-        // a batch stays on the thread that made it
-        let mut rtp_in = RecvBatch::new(16, 2048);
+        // one wake's RTP in and echoes out (a read that gave less than a batch emptied the
+        // socket, which saves the read that would only say so); made here: a batch stays
+        // on the thread that made it
+        let (mut rtp_in, mut rtp_out) = (RecvBatch::new(BATCH, SLOT), SendBatch::new(BATCH, SLOT));
         let mut last_register = Instant::now();
         let mut last_cpu_read = Instant::now();
         // bounded by the stop flag, checked at least every 50 ms
@@ -261,8 +259,8 @@ impl Ua {
             for event in &events {
                 match event.token() {
                     SIP => self.read_sip(&mut buf)?,
-                    WAKE => {}
-                    token => self.echo(token, &mut rtp_in),
+                    RTP => self.echo(&mut rtp_in, &mut rtp_out),
+                    _ => {}
                 }
             }
             // bounded: what was asked since the last turn, at most 10 000
@@ -298,36 +296,44 @@ impl Ua {
         Ok(())
     }
 
-    fn echo(&mut self, token: Token, batch: &mut RecvBatch) {
-        let Some(Some(s)) = self.rtp.get(token.0) else {
-            return;
-        };
-        let mut echoed = 0;
-        // bounded: a socket's receive queue, at most 1 000 batches per wake
+    /// Echoes what waits on the RTP socket, each datagram to its source.
+    fn echo(&mut self, rx: &mut RecvBatch, tx: &mut SendBatch) {
+        let fd = self.rtp.as_raw_fd();
+        let (mut echoed, mut dropped) = (0, 0);
+        // bounded: the socket's receive queue, at most 1 000 batches per wake
         for _ in 0..1000 {
-            if batch.recv(s.as_raw_fd()).is_err() {
+            if rx.recv(fd).is_err() {
                 break;
             }
-            for i in 0..batch.len() {
-                let Some((Some(from), buf, false)) = batch.get_mut(i) else {
+            for i in 0..rx.len() {
+                let Some((Some(from), data, false)) = rx.get(i) else {
                     continue;
                 };
+                let n = data.len().min(SLOT);
+                let out = &mut tx.slot()[..n];
+                out.copy_from_slice(&data[..n]);
                 // a phone sends its own stream: RTP goes back under another SSRC
                 // (RTCP, payload types 72-76 with the marker bit, as it came)
-                if buf.len() >= 12 && buf[0] >> 6 == 2 && !(72..=76).contains(&(buf[1] & 0x7f)) {
-                    buf[8] ^= 0x5a;
+                if n >= 12 && out[0] >> 6 == 2 && !(72..=76).contains(&(out[1] & 0x7f)) {
+                    out[8] ^= 0x5a;
                 }
-                if s.send_to(buf, from).is_ok() {
-                    echoed += 1;
+                tx.commit(from, n);
+                if tx.is_full() {
+                    let (sent, lost) = tx.flush(fd);
+                    (echoed, dropped) = (echoed + sent, dropped + lost);
                 }
             }
-            if batch.drained() {
+            if rx.drained() {
                 break;
             }
         }
-        self.counters
-            .rtp_echoed
-            .fetch_add(echoed, Ordering::Relaxed);
+        if !tx.is_empty() {
+            let (sent, lost) = tx.flush(fd);
+            (echoed, dropped) = (echoed + sent, dropped + lost);
+        }
+        let c = &self.counters;
+        c.rtp_echoed.fetch_add(echoed as u64, Ordering::Relaxed);
+        c.send_drops.fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
     fn send_sip(&self, text: &str, to: SocketAddr) -> io::Result<()> {
@@ -382,19 +388,16 @@ impl Ua {
         self.send_sip(&text, a.gateway)
     }
 
-    /// Places a call to app user `callee`: a fresh Call-ID and RTP socket, the INVITE
-    /// (PCMU) without credentials; the 407 brings the second one.
+    /// Places a call to app user `callee`: a fresh Call-ID, the INVITE (PCMU) without
+    /// credentials; the 407 brings the second one.
     fn place(&mut self, callee: String) -> io::Result<()> {
         let Some(gw) = self.account.as_ref().map(|a| a.gateway) else {
             return Ok(());
         };
-        let (token, rtp) = self.open_rtp()?;
         self.tag += 1;
         let call_id = format!("load-out-{}-{}", std::process::id(), self.tag);
         let call = OutCall {
             callee,
-            token,
-            rtp,
             cseq: 1,
             branch: format!("z9hG4bKout{}x1", self.tag),
             first_sent: Instant::now(),
@@ -415,8 +418,8 @@ impl Ua {
         let sdp = format!(
             "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
-            ip = call.rtp.ip(),
-            port = call.rtp.port(),
+            ip = self.rtp_addr.ip(),
+            port = self.rtp_addr.port(),
         );
         format!(
             "INVITE sip:{callee}@{gw} SIP/2.0\r\n\
@@ -535,9 +538,7 @@ impl Ua {
         {
             r.push(text.lines().next().unwrap_or("").to_string());
         }
-        if let Some(call) = self.out.remove(&call_id) {
-            self.close_rtp(call.token);
-        }
+        self.out.remove(&call_id);
         Ok(())
     }
 
@@ -597,7 +598,7 @@ impl Ua {
                     let again = d.answer.clone();
                     return self.send_sip(&again, from);
                 }
-                let (token, rtp) = self.open_rtp()?;
+                let rtp = self.rtp_addr;
                 self.tag += 1;
                 let sdp = format!(
                     "v=0\r\no=- {t} {t} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
@@ -614,19 +615,17 @@ impl Ua {
                     len = sdp.len()
                 );
                 self.send_sip(&answer, from)?;
-                self.dialogs.insert(call_id, Dialog { token, answer });
+                self.dialogs.insert(call_id, Dialog { answer });
                 self.counters.calls_answered.fetch_add(1, Ordering::Relaxed);
             }
             "BYE" | "CANCEL" => {
                 let mut ok = response(text, "200 OK", None);
                 ok.push_str("Content-Length: 0\r\n\r\n");
                 self.send_sip(&ok, from)?;
-                if let Some(d) = self.dialogs.remove(&call_id) {
-                    self.close_rtp(d.token);
+                if self.dialogs.remove(&call_id).is_some() {
                     self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(call) = self.out.remove(&call_id) {
-                    self.close_rtp(call.token);
+                if self.out.remove(&call_id).is_some() {
                     self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
                 }
             }
