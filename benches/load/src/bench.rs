@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::browser::{Browsers, Media};
+use crate::kamailio::{GATEWAY_ACCOUNT, Kamailio, PHONE_ACCOUNT};
 use crate::payload;
 use crate::phone::{Account, Phone};
 use crate::plain::PlainBrowsers;
@@ -51,6 +52,9 @@ pub struct Options {
     /// Every browser peer on a socket of its own, instead of one shared socket (for
     /// comparison; the fallback where the shared socket cannot be had).
     pub socket_per_peer: bool,
+    /// Call counts of the proxy-mode runs: srgate registered at Kamailio, the browsers'
+    /// calls routed through it to the phone registered there (empty: none).
+    pub proxy_calls: Vec<usize>,
 }
 
 impl Options {
@@ -72,6 +76,7 @@ impl Options {
             soak: 0,
             soak_calls: 400,
             socket_per_peer: false,
+            proxy_calls: vec![100],
         };
         let mut args = args.iter();
         // bounded: every turn takes at least one argument
@@ -94,22 +99,9 @@ impl Options {
                 "--overload-capacity" => o.overload_capacity = number(flag, value()?, 0..=4000)?,
                 "--overload-rounds" => o.overload_rounds = number(flag, value()?, 2..=100)?,
                 "--setup-calls" => o.setup_calls = number(flag, value()?, 0..=5000)?,
-                "--transcode-calls" => {
-                    let v = value()?;
-                    o.transcode_calls = if v == "0" {
-                        Vec::new()
-                    } else {
-                        counts(flag, v, 1..=2000)?
-                    };
-                }
-                "--idle-calls" => {
-                    let v = value()?;
-                    o.idle_calls = if v == "0" {
-                        Vec::new()
-                    } else {
-                        counts(flag, v, 1..=5000)?
-                    };
-                }
+                "--transcode-calls" => o.transcode_calls = runs(flag, value()?, 2000)?,
+                "--proxy-calls" => o.proxy_calls = runs(flag, value()?, 2000)?,
+                "--idle-calls" => o.idle_calls = runs(flag, value()?, 5000)?,
                 // the soak alone, unless scenarios are named after it
                 "--soak" => {
                     o.soak = number(flag, value()?, 60..=86_400)?;
@@ -118,6 +110,7 @@ impl Options {
                     o.idle_calls.clear();
                     o.setup_calls = 0;
                     o.overload_capacity = 0;
+                    o.proxy_calls.clear();
                 }
                 "--soak-calls" => o.soak_calls = number(flag, value()?, 1..=5000)?,
                 "--quick" => {
@@ -127,6 +120,7 @@ impl Options {
                     o.overload_capacity = 100;
                     o.transcode_calls = vec![50];
                     o.idle_calls = vec![50, 250, 500];
+                    o.proxy_calls = vec![50];
                 }
                 "--smoke" => {
                     o.calls = vec![4];
@@ -135,6 +129,7 @@ impl Options {
                     o.overload_capacity = 5;
                     o.transcode_calls = vec![2];
                     o.idle_calls = vec![4];
+                    o.proxy_calls = vec![2];
                     o.soak = 6;
                     o.soak_calls = 4;
                     o.smoke = true;
@@ -156,6 +151,14 @@ where
         .ok()
         .filter(|n| range.contains(n))
         .ok_or_else(|| format!("{flag} takes {}..={}", range.start(), range.end()))
+}
+
+/// The call counts of `flag`'s runs (1 to `most` each, comma-separated), or none: "0".
+fn runs(flag: &str, value: &str, most: usize) -> Result<Vec<usize>, String> {
+    if value == "0" {
+        return Ok(Vec::new());
+    }
+    counts(flag, value, 1..=most)
 }
 
 /// The value of `flag`: numbers within `range` separated by commas, at least one.
@@ -182,22 +185,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     for &calls in &o.calls {
         eprintln!("== {calls} calls: through srgate ({} shards)", o.shards);
         let srgate = relay_srgate(o, &Run::new(o, calls))?;
-        eprintln!(
-            "   up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet \
-             (harness: browsers {:.2} core, phone {:.2}, its own drops {}{})",
-            srgate.calls_up,
-            srgate.loss * 100.0,
-            srgate.p99_ms,
-            srgate.cpu_us_per_pkt,
-            srgate.generator_cpu_share,
-            srgate.phone_cpu_share,
-            srgate.generator_drops,
-            if srgate.generator_saturated() {
-                ", saturated"
-            } else {
-                ""
-            }
-        );
+        eprintln!("   {}", summary(&srgate, calls));
         if o.smoke {
             check_smoke(&srgate, calls)?;
         }
@@ -244,6 +232,19 @@ pub fn run(o: &Options) -> Result<(), String> {
     for &calls in &o.idle_calls {
         results.idle.push(idle_run(o, calls)?);
     }
+    if !o.proxy_calls.is_empty() {
+        if Kamailio::installed() {
+            for &calls in &o.proxy_calls {
+                results.proxy.push(proxy_run(o, calls)?);
+            }
+        } else if o.smoke && std::env::var_os("CI").is_some() {
+            return Err("smoke: Kamailio is not installed (apt-get install kamailio)".into());
+        } else {
+            eprintln!(
+                "== proxy mode: Kamailio is not installed: skipped (apt-get install kamailio)"
+            );
+        }
+    }
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
         results.setup_in = Some(setup_in_run(o)?);
@@ -261,6 +262,53 @@ pub fn run(o: &Options) -> Result<(), String> {
         o.out.join("report.md").display()
     );
     Ok(())
+}
+
+/// One line on a run through srgate of `calls` calls.
+fn summary(s: &SideFigures, calls: usize) -> String {
+    format!(
+        "up {}/{calls}, loss {:.4} %, p99 {:.2} ms, {:.2} µs CPU per packet \
+         (harness: browsers {:.2} core, phone {:.2}, its own drops {}{})",
+        s.calls_up,
+        s.loss * 100.0,
+        s.p99_ms,
+        s.cpu_us_per_pkt,
+        s.generator_cpu_share,
+        s.phone_cpu_share,
+        s.generator_drops,
+        if s.generator_saturated() {
+            ", saturated"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Relayed calls in proxy mode: srgate registered at a Kamailio of the harness's own,
+/// each browser's call routed by it (digest, location, Record-Route) to the phone
+/// registered there; the media between srgate and the phone as in the relay runs.
+fn proxy_run(o: &Options, calls: usize) -> Result<report::ProxyRow, String> {
+    eprintln!("== {calls} calls in proxy mode: srgate and the phone registered at Kamailio");
+    let dir = o.out.join("kamailio");
+    let mut kamailio = Kamailio::start(&dir, free_port_run(1)?)?;
+    let result = relay_srgate(
+        o,
+        &Run {
+            proxy: Some(kamailio.addr),
+            ..Run::new(o, calls)
+        },
+    );
+    kamailio.stop();
+    let s = result.map_err(|e| format!("{e} (Kamailio's log: {})", kamailio.log().display()))?;
+    eprintln!(
+        "   {}; setup p99 {:.0} ms",
+        summary(&s, calls),
+        s.setup_p99_ms
+    );
+    if o.smoke {
+        check_smoke(&s, calls)?;
+    }
+    Ok(report::ProxyRow { calls, srgate: s })
 }
 
 /// Transcoded calls: the browsers send Opus, the phone answers PCMU, srgate transcodes
@@ -475,16 +523,24 @@ fn setup_run(o: &Options) -> Result<report::SetupFigures, String> {
     Ok(figures)
 }
 
-/// The phone registered at `gw` (bounded: 5 s).
+/// The phone registered at `gw`, or in proxy mode at Kamailio (bounded: 5 s).
 fn registered_phone(gw: &Gateway) -> Result<Phone, String> {
-    let phone = Phone::start(Some(Account {
-        gateway: gw.sip,
-        user: PHONE_USER.into(),
-        password: PHONE_PASSWORD.into(),
-    }))
-    .map_err(|e| format!("phone: {e}"))?;
+    let account = match gw.proxy {
+        Some(kamailio) => Account {
+            gateway: kamailio,
+            user: PHONE_ACCOUNT.0.into(),
+            password: PHONE_ACCOUNT.1.into(),
+        },
+        None => Account {
+            gateway: gw.sip,
+            user: PHONE_USER.into(),
+            password: PHONE_PASSWORD.into(),
+        },
+    };
+    let at = account.gateway;
+    let phone = Phone::start(Some(account)).map_err(|e| format!("phone: {e}"))?;
     if !phone.wait_registered(Duration::from_secs(5)) {
-        return Err("the phone did not register at srgate within 5 s".into());
+        return Err(format!("the phone did not register at {at} within 5 s"));
     }
     Ok(phone)
 }
@@ -780,6 +836,8 @@ impl Drop for Daemon {
 struct Gateway {
     child: Daemon,
     sip: SocketAddr,
+    /// Proxy mode: the registrar srgate registered its proxy account at.
+    proxy: Option<SocketAddr>,
     web: SocketAddr,
     api: SocketAddr,
     dir: PathBuf,
@@ -792,6 +850,7 @@ impl Gateway {
         let (calls, max_calls, transcode) = (run.calls, run.max_calls, run.transcode);
         let dir = o.out.join(match (max_calls, transcode, run.silent) {
             _ if run.incoming => format!("srgate-in-{calls}"),
+            _ if run.proxy.is_some() => format!("srgate-proxy-{calls}"),
             (Some(m), _, _) => format!("srgate-{calls}-max-{m}"),
             (None, true, _) => format!("srgate-transcode-{calls}"),
             (None, false, true) => format!("srgate-idle-{calls}"),
@@ -802,17 +861,31 @@ impl Gateway {
         let web = free_port_run(1)?;
         let api = free_port_run(1)?;
         let udp = free_port_run(o.shards as u16)?;
+        // standalone: the phone is a `[users]` entry; proxy mode: srgate registers its
+        // proxy account at Kamailio, where the phone registers too
+        let sip_side = match run.proxy {
+            Some(kamailio) => format!(
+                "[global]\nsip_svr = {kamailio}\nshards = {shards}\n\n\
+                 [sip]\nlisten = 127.0.0.1:{sip}\ndomain = 127.0.0.1\n\n\
+                 [proxy]\non = 1\nsip_account = {account}\nsip_pwd = {password}\nexpires = 300\n\n",
+                shards = o.shards,
+                account = GATEWAY_ACCOUNT.0,
+                password = GATEWAY_ACCOUNT.1,
+            ),
+            None => format!(
+                "[global]\nsip_svr =\nshards = {shards}\n\n\
+                 [sip]\nlisten = 127.0.0.1:{sip}\ndomain = 127.0.0.1\ndigest = md5\n\n\
+                 [users]\n{PHONE_USER} = {PHONE_PASSWORD}\n\n",
+                shards = o.shards,
+            ),
+        };
         let ini = format!(
-            "; written by srgate-load\n\
-             [global]\nsip_svr =\nshards = {shards}\n\n\
-             [sip]\nlisten = 127.0.0.1:{sip}\ndomain = 127.0.0.1\ndigest = md5\n\n\
-             [users]\n{PHONE_USER} = {PHONE_PASSWORD}\n\n\
+            "; written by srgate-load\n{sip_side}\
              [webrtc]\nlisten = 127.0.0.1:{web}\nudp = 127.0.0.1:{udp}\nmax_conns_per_ip = 4096\n\n\
              [media]\ncodecs = {codecs}\nrtp_timeout = 30\n\n\
              [calls]\nmax_calls = {max_calls}\ncdr_file = {cdr}\n\n\
              [api]\nlisten = 127.0.0.1:{api}\n\n\
              [log]\nlevel = 3\nfile = {log}\n",
-            shards = o.shards,
             max_calls = max_calls.unwrap_or((calls * 2).max(16)),
             // transcoded calls: Opus toward the browsers, PCMU toward the phone
             codecs = if transcode { "opus,pcmu" } else { "pcmu" },
@@ -832,14 +905,18 @@ impl Gateway {
         let gw = Gateway {
             child: Daemon(child),
             sip: SocketAddr::from(([127, 0, 0, 1], sip)),
+            proxy: run.proxy,
             web: SocketAddr::from(([127, 0, 0, 1], web)),
             api: SocketAddr::from(([127, 0, 0, 1], api)),
             dir,
         };
         let end = Instant::now() + Duration::from_secs(10);
-        // bounded: 10 s
+        // healthy, and in proxy mode registered (bounded: 10 s)
         while Instant::now() < end {
-            if gw.health().is_some_and(|h| h.contains("\"status\":\"ok\"")) {
+            if gw.health().is_some_and(|h| {
+                h.contains("\"status\":\"ok\"")
+                    && (run.proxy.is_none() || h.contains("\"registered\":true"))
+            }) {
                 return Ok(gw);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -910,6 +987,8 @@ struct Run {
     warm_up: Duration,
     /// `--socket-per-peer`.
     socket_per_peer: bool,
+    /// Proxy mode: srgate registers at this Kamailio, which routes the calls to the phone.
+    proxy: Option<SocketAddr>,
 }
 
 impl Run {
@@ -931,6 +1010,7 @@ impl Run {
             sample_every: None,
             warm_up: Duration::from_secs(2),
             socket_per_peer: o.socket_per_peer,
+            proxy: None,
         }
     }
 }
@@ -1161,7 +1241,12 @@ fn srgate_round(
     } else {
         Media::Pcmu
     };
-    let mut b = browsers(run.socket_per_peer, gw.web, PHONE_USER, media)?;
+    let callee = if run.proxy.is_some() {
+        PHONE_ACCOUNT.0
+    } else {
+        PHONE_USER
+    };
+    let mut b = browsers(run.socket_per_peer, gw.web, callee, media)?;
     b.silent_once_up = run.silent;
     let tick = Duration::from_millis(1);
     let turn = |b: &mut Browsers| b.turn(tick).map_err(|e| format!("browsers: {e}"));
@@ -1609,4 +1694,31 @@ fn rtpengine_run(o: &Options, calls: usize, transcode: bool) -> Result<SideFigur
         heard_hz,
         ..m
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn scenario_counts_parse_and_zero_turns_a_scenario_off() {
+        let o = parse(&["--proxy-calls", "20,50", "--idle-calls", "0"]).unwrap();
+        assert_eq!((o.proxy_calls, o.idle_calls), (vec![20, 50], vec![]));
+        assert_eq!(parse(&[]).unwrap().proxy_calls, vec![100]);
+        assert!(parse(&["--smoke"]).unwrap().proxy_calls == vec![2]);
+        // the soak alone: every other scenario off
+        let soak = parse(&["--soak", "600"]).unwrap();
+        assert!(soak.proxy_calls.is_empty() && soak.calls.is_empty());
+        for bad in [
+            &["--proxy-calls", "0,5"][..],
+            &["--proxy-calls", "3000"],
+            &["--proxy-calls"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //!                   [--setup-calls N] [--transcode-calls N,...] [--idle-calls N,...]
 //!                   [--overload-capacity N] [--overload-rounds N] [--rate N]
 //!                   [--soak SECONDS] [--soak-calls N] [--socket-per-peer]
+//!                   [--proxy-calls N,...]
 //! srgate-load reflector      (started by `bench`; set up over stdin)
 //! ```
 #![deny(unsafe_code)]
@@ -22,6 +23,7 @@
 mod bench;
 mod browser;
 mod crypto;
+mod kamailio;
 mod ng;
 mod opus_floor;
 mod payload;

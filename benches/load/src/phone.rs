@@ -608,6 +608,10 @@ impl Ua {
                     port = rtp.port(),
                 );
                 let mut answer = response(text, "200 OK", Some(self.tag));
+                // a proxy's route (Kamailio's in proxy mode): its ACK and BYE come through it
+                for rr in headers(text, "Record-Route", None) {
+                    let _ = write!(answer, "Record-Route: {rr}\r\n");
+                }
                 let _ = write!(
                     answer,
                     "Contact: <sip:load@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",

@@ -244,6 +244,12 @@ impl TranscodeRow {
 }
 
 /// An idle run: calls up (ICE, DTLS, SIP answered) carrying no RTP.
+/// Relayed calls in proxy mode (srgate and the phone registered at Kamailio).
+pub struct ProxyRow {
+    pub calls: usize,
+    pub srgate: SideFigures,
+}
+
 pub struct IdleRow {
     pub calls: usize,
     pub srgate: SideFigures,
@@ -393,6 +399,7 @@ pub struct Results {
     pub relay: Vec<RelayRow>,
     pub transcode: Vec<TranscodeRow>,
     pub idle: Vec<IdleRow>,
+    pub proxy: Vec<ProxyRow>,
     pub setup: Option<SetupFigures>,
     /// The setup run from the SIP side (the phone calls waiting app users).
     pub setup_in: Option<SetupFigures>,
@@ -412,6 +419,7 @@ impl Results {
             relay: Vec::new(),
             transcode: Vec::new(),
             idle: Vec::new(),
+            proxy: Vec::new(),
             setup: None,
             setup_in: None,
             overload: None,
@@ -704,6 +712,22 @@ pub fn to_json(r: &Results) -> Value {
             "shard_cpu_share": i.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
             "failures": i.srgate.failures,
         })).collect::<Vec<_>>(),
+        "proxy": r.proxy.iter().map(|p| json!({
+            "calls": p.calls,
+            "calls_up": p.srgate.calls_up,
+            "pps": round(p.srgate.pps(), 0),
+            "loss": p.srgate.loss,
+            "damaged": p.srgate.damaged,
+            "p50_ms": p.srgate.p50_ms,
+            "p99_ms": p.srgate.p99_ms,
+            "setup_p99_ms": round(p.srgate.setup_p99_ms, 1),
+            "srgate_cpu_us_per_pkt": round(p.srgate.cpu_us_per_pkt, 3),
+            "heard_hz": p.srgate.heard_hz,
+            "calls_ended_clean": p.srgate.ended_clean,
+            "shard_cpu_share": p.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
+            "generator_saturated": p.srgate.generator_saturated(),
+            "failures": p.srgate.failures,
+        })).collect::<Vec<_>>(),
         "setup": r.setup.as_ref().map(setup_json),
         "setup_from_sip": r.setup_in.as_ref().map(setup_json),
         "memory": {"relay_kb_per_call": relay_kb_per_call(&r.relay).map(|x| round(x, 1)), "transcode_kb_per_call": transcode_kb_per_call(&r.transcode).map(|x| round(x, 1))},
@@ -912,6 +936,43 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
         }
         for f in r.idle.iter().flat_map(|i| &i.srgate.failures) {
             let _ = writeln!(m, "- idle: {f}");
+        }
+    }
+    if !r.proxy.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Proxy mode: srgate and the phone registered at Kamailio\n\n\
+             srgate registers its proxy account at Kamailio (digest), the phone registers \
+             there too; each browser's call goes srgate → Kamailio (407 answered, location \
+             lookup, Record-Route) → phone, its ACK and BYE through Kamailio; the media flows \
+             between srgate and the phone as in the relay runs.\n\n\
+             | calls | up | pps | srgate µs/pkt | loss | p50 / p99 RTT ms | setup p99 ms | ended clean | heard Hz | generator |\n\
+             |---|---|---|---|---|---|---|---|---|---|"
+        );
+        for p in &r.proxy {
+            let s = &p.srgate;
+            let _ = writeln!(
+                m,
+                "| {} | {} | {:.0} | {:.2} | {:.3} % | {:.2} / {:.2} | {:.0} | {} | {} | {} |",
+                p.calls,
+                s.calls_up,
+                s.pps(),
+                s.cpu_us_per_pkt,
+                s.loss * 100.0,
+                s.p50_ms,
+                s.p99_ms,
+                s.setup_p99_ms,
+                s.ended_clean,
+                s.heard_hz.map_or("–".to_string(), |h| format!("{h:.0}")),
+                if s.generator_saturated() {
+                    "**saturated: does not count**".to_string()
+                } else {
+                    format!("{:.2} / {:.2}", s.generator_cpu_share, s.phone_cpu_share)
+                }
+            );
+        }
+        for f in r.proxy.iter().flat_map(|p| &p.srgate.failures) {
+            let _ = writeln!(m, "- proxy mode: {f}");
         }
     }
     if let Some(s) = &r.setup {
