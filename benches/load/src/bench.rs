@@ -20,6 +20,9 @@ use crate::stats::Totals;
 
 const PHONE_USER: &str = "phone";
 const PHONE_PASSWORD: &str = "load-phone-pw";
+/// Proxy mode's first app user: Kamailio's X-Number route takes 4-digit numbers that are
+/// not registered there (its users are 1000, 1006 and 1009).
+const FIRST_NUMBERED_APP_USER: u32 = 2000;
 
 pub struct Options {
     pub srgate: PathBuf,
@@ -247,7 +250,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     }
     if o.setup_calls > 0 {
         results.setup = Some(setup_run(o)?);
-        results.setup_in = Some(setup_in_run(o)?);
+        results.setup_in = Some(setup_in_run(o, o.setup_calls, None)?);
     }
     if o.overload_capacity > 0 {
         results.overload = Some(overload_run(o)?);
@@ -297,18 +300,24 @@ fn proxy_run(o: &Options, calls: usize) -> Result<report::ProxyRow, String> {
             proxy: Some(kamailio.addr),
             ..Run::new(o, calls)
         },
-    );
+    )
+    .and_then(|s| Ok((s, setup_in_run(o, calls, Some(kamailio.addr))?)));
     kamailio.stop();
-    let s = result.map_err(|e| format!("{e} (Kamailio's log: {})", kamailio.log().display()))?;
+    let (s, incoming) =
+        result.map_err(|e| format!("{e} (Kamailio's log: {})", kamailio.log().display()))?;
     eprintln!(
-        "   {}; setup p99 {:.0} ms",
+        "   from the browsers: {}; setup p99 {:.0} ms",
         summary(&s, calls),
         s.setup_p99_ms
     );
     if o.smoke {
         check_smoke(&s, calls)?;
     }
-    Ok(report::ProxyRow { calls, srgate: s })
+    Ok(report::ProxyRow {
+        calls,
+        srgate: s,
+        incoming,
+    })
 }
 
 /// Transcoded calls: the browsers send Opus, the phone answers PCMU, srgate transcodes
@@ -550,17 +559,30 @@ fn registered_phone(gw: &Gateway) -> Result<Phone, String> {
 /// with at most 256 unanswered, each app accepts with its offer; a call counts as up at
 /// the phone's 200 and its setup is the INVITE-to-200 time. Then every call is hung up
 /// from the app.
-fn setup_in_run(o: &Options) -> Result<report::SetupFigures, String> {
-    let calls = o.setup_calls;
-    eprintln!("== setup from SIP: {calls} calls to waiting app users, 1 000 a second");
+/// In proxy mode (`proxy`: Kamailio's address) the app users are numbers (2000 on) and the
+/// phone calls them at Kamailio, which sends each call to srgate's proxy account naming the
+/// app user in X-Number.
+fn setup_in_run(
+    o: &Options,
+    calls: usize,
+    proxy: Option<SocketAddr>,
+) -> Result<report::SetupFigures, String> {
+    match proxy {
+        Some(_) => eprintln!("   {calls} calls from the phone through Kamailio to app users"),
+        None => eprintln!("== setup from SIP: {calls} calls to waiting app users, 1 000 a second"),
+    }
     let run = Run {
         incoming: true,
+        proxy,
         ..Run::new(o, calls)
     };
     let gw = Gateway::start(o, &run)?;
     let phone = registered_phone(&gw)?;
     let mut b = browsers(o.socket_per_peer, gw.web, PHONE_USER, Media::Pcmu)?;
     b.answer_invitations = true;
+    if proxy.is_some() {
+        b.numbered_users = Some(FIRST_NUMBERED_APP_USER);
+    }
     let turn = |b: &mut Browsers| {
         b.turn(Duration::from_millis(1))
             .map_err(|e| format!("browsers: {e}"))
@@ -598,7 +620,7 @@ fn setup_in_run(o: &Options) -> Result<report::SetupFigures, String> {
         // bounded by `calls`
         while placed < calls.min(due) && phone.dials_pending() < 256 {
             phone
-                .dial(&format!("load{placed}"))
+                .dial(&b.user_name(placed))
                 .map_err(|e| format!("phone: {e}"))?;
             placed += 1;
         }

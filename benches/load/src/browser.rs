@@ -64,6 +64,8 @@ type Handshake = MidHandshake<ClientHandshake<TcpStream>>;
 struct Call {
     idx: u32,
     id: String,
+    /// The app user it logs in as.
+    user: String,
     stage: Stage,
     ws: Option<WebSocket<TcpStream>>,
     handshake: Option<Handshake>,
@@ -206,6 +208,9 @@ pub struct Browsers {
     /// Calls from SIP: each browser logs in and waits; a `remote_invitation` is accepted
     /// with an offer (setup: from the invitation to the first frame heard back).
     pub answer_invitations: bool,
+    /// App users named by number from this one on (call `i` logs in as `first + i`)
+    /// instead of `load<i>`: a PBX's route to the gateway may take numbers only.
+    pub numbered_users: Option<u32>,
     /// The peers' shared socket (`None`: a socket per peer).
     shared: Option<Shared>,
 }
@@ -247,6 +252,7 @@ impl Browsers {
             silent_once_up: false,
             learn_ssrc: false,
             answer_invitations: false,
+            numbered_users: None,
             shared: None,
         })
     }
@@ -297,6 +303,7 @@ impl Browsers {
         Ok(Call {
             idx: idx as u32,
             id: format!("load{idx}"),
+            user: self.user_name(idx),
             stage: Stage::Handshaking,
             ws: None,
             handshake: None,
@@ -388,6 +395,14 @@ impl Browsers {
             }
         }
         ids
+    }
+
+    /// The app user call `idx` logs in as.
+    pub fn user_name(&self, idx: usize) -> String {
+        match self.numbered_users {
+            Some(first) => (first as usize + idx).to_string(),
+            None => format!("load{idx}"),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -881,7 +896,7 @@ fn take_answer(c: &mut Call, sdp: &str) -> bool {
 }
 
 fn login(c: &mut Call) {
-    let user = format!("load{}", c.idx);
+    let user = c.user.clone();
     send(c, json!({"type": "login", "user": user}));
     c.stage = Stage::LoggingIn;
 }

@@ -444,24 +444,34 @@ impl Ua {
     }
 
     /// The ACK of a final answer `response` to `call`'s INVITE: for a 2xx a new
-    /// transaction (its own branch), for a refusal the INVITE's (RFC 3261 §17.1.1.3).
+    /// transaction (its own branch) in the dialog — to the answer's Contact, through the
+    /// proxies that recorded their route (RFC 3261 §12.1.2, §13.2.2.4); for a refusal the
+    /// INVITE's (§17.1.1.3).
     fn ack_text(&self, call_id: &str, call: &OutCall, response: &str, success: bool) -> String {
         let gw = self.account.as_ref().map_or(self.local(), |a| a.gateway);
+        let mut target = format!("sip:{}@{gw}", call.callee);
+        let mut routes = String::new();
         let branch = if success {
+            if let Some(contact) = header(response, "Contact").and_then(uri_of) {
+                target = contact.to_string();
+            }
+            for route in route_set(response).iter().rev() {
+                let _ = write!(routes, "Route: {route}\r\n");
+            }
             format!("{}ack", call.branch)
         } else {
             call.branch.clone()
         };
         format!(
-            "ACK sip:{callee}@{gw} SIP/2.0\r\n\
+            "ACK {target} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
+             {routes}\
              From: {from}\r\n\
              To: {to}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} ACK\r\n\
              Content-Length: 0\r\n\r\n",
-            callee = call.callee,
             local = self.local(),
             from = header(response, "From").unwrap_or(""),
             to = header(response, "To").unwrap_or(""),
@@ -674,6 +684,32 @@ fn headers<'a>(
         })
 }
 
+/// The URI inside a name-address (`"x" <sip:a@b;lr>;tag=1` → `sip:a@b;lr`) or a bare one.
+fn uri_of(value: &str) -> Option<&str> {
+    match value.split_once('<') {
+        Some((_, rest)) => rest.split_once('>').map(|(uri, _)| uri),
+        None => value.split(';').next().map(str::trim),
+    }
+    .filter(|u| !u.is_empty())
+}
+
+/// The Record-Route entries of `message`, in order (several headers, or several entries
+/// separated by commas in one), each a name-address as it came (`<sip:proxy;lr>`).
+fn route_set(message: &str) -> Vec<String> {
+    headers(message, "Record-Route", None)
+        .flat_map(|v| v.split(">,"))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.ends_with('>') {
+                e.to_string()
+            } else {
+                format!("{e}>")
+            }
+        })
+        .collect()
+}
+
 /// The start of a response to `request`: status line, its Vias, From, To (with `tag`
 /// added when given), Call-ID and CSeq.
 fn response(request: &str, status: &str, tag: Option<u32>) -> String {
@@ -770,5 +806,27 @@ mod tests {
             r.contains("To: <sip:b>;tag=load5\r\n") && r.contains("Call-ID: abc\r\n"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn an_ack_takes_the_answers_contact_and_its_route_reversed() {
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=1\r\n\
+                  Record-Route: <sip:10.0.0.2;lr;ftag=x>, <sip:10.0.0.1;lr>\r\n\
+                  Record-Route: <sip:10.0.0.0;lr>\r\n\
+                  Contact: \"gw\" <sip:1000@127.0.0.1:5070;transport=udp>;expires=60\r\n\r\n";
+        assert_eq!(
+            route_set(ok),
+            [
+                "<sip:10.0.0.2;lr;ftag=x>",
+                "<sip:10.0.0.1;lr>",
+                "<sip:10.0.0.0;lr>"
+            ]
+        );
+        assert_eq!(
+            header(ok, "Contact").and_then(uri_of),
+            Some("sip:1000@127.0.0.1:5070;transport=udp")
+        );
+        assert_eq!(uri_of("sip:a@b;tag=1"), Some("sip:a@b"));
+        assert!(route_set("SIP/2.0 200 OK\r\nContact: <sip:a@b>\r\n\r\n").is_empty());
     }
 }

@@ -247,7 +247,10 @@ impl TranscodeRow {
 /// Relayed calls in proxy mode (srgate and the phone registered at Kamailio).
 pub struct ProxyRow {
     pub calls: usize,
+    /// The browsers' calls to the phone.
     pub srgate: SideFigures,
+    /// The phone's calls to app users (Kamailio's X-Number route).
+    pub incoming: SetupFigures,
 }
 
 pub struct IdleRow {
@@ -727,6 +730,7 @@ pub fn to_json(r: &Results) -> Value {
             "shard_cpu_share": p.srgate.thread_shares().iter().map(|(n, x)| json!({"thread": n, "share": round(*x, 3)})).collect::<Vec<_>>(),
             "generator_saturated": p.srgate.generator_saturated(),
             "failures": p.srgate.failures,
+            "from_sip": setup_json(&p.incoming),
         })).collect::<Vec<_>>(),
         "setup": r.setup.as_ref().map(setup_json),
         "setup_from_sip": r.setup_in.as_ref().map(setup_json),
@@ -973,6 +977,20 @@ pub fn to_markdown(r: &Results, plots: &crate::plots::Plots) -> String {
         }
         for f in r.proxy.iter().flat_map(|p| &p.srgate.failures) {
             let _ = writeln!(m, "- proxy mode: {f}");
+        }
+        for p in &r.proxy {
+            setup_section(
+                &mut m,
+                &format!(
+                    "Proxy mode: {} calls from the phone through Kamailio",
+                    p.calls
+                ),
+                "calls from the phone (registered at Kamailio) to app users named by number, \
+                 through Kamailio's X-Number route to srgate's proxy account, offered at 1 000 \
+                 a second (256 unanswered at most), each from the phone's first INVITE to \
+                 srgate's 200",
+                &p.incoming,
+            );
         }
     }
     if let Some(s) = &r.setup {
