@@ -68,6 +68,12 @@ impl Slots {
             &mut m.iovs,
             &mut m.hdrs,
         );
+        // each header points at its slot's control buffer (a send sets its own per datagram)
+        for i in 0..count {
+            if let Some(ctrl) = m.ctrl(i) {
+                m.hdrs[i].msg_hdr.msg_control = ctrl;
+            }
+        }
         m
     }
 
@@ -85,28 +91,22 @@ impl Slots {
 
 impl RecvBatch {
     pub fn new(count: usize, slot: usize) -> Self {
-        RecvBatch {
-            m: Slots::new(count, slot, slot, false),
-            lens: vec![0; count],
-            truncated: vec![false; count],
-            filled: 0,
-        }
+        RecvBatch::make(count, slot, false)
     }
 
     /// As [`RecvBatch::new`], and each datagram's local (destination) address is kept:
     /// [`RecvBatch::destination`]. The socket must have [`receive_destinations`] on.
     pub fn with_destinations(count: usize, slot: usize) -> Self {
-        let mut b = RecvBatch {
-            m: Slots::new(count, slot, slot, true),
+        RecvBatch::make(count, slot, true)
+    }
+
+    fn make(count: usize, slot: usize, control: bool) -> Self {
+        RecvBatch {
+            m: Slots::new(count, slot, slot, control),
             lens: vec![0; count],
             truncated: vec![false; count],
             filled: 0,
-        };
-        for i in 0..count {
-            let ctrl = b.m.ctrl(i);
-            b.m.hdrs[i].msg_hdr.msg_control = ctrl.unwrap_or(std::ptr::null_mut());
         }
-        b
     }
 
     /// The address datagram `i` of the last batch was sent to (this host's address it
@@ -523,21 +523,28 @@ fn sockaddr_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// IPv4 datagrams too: one control message per datagram, as a slot has room for), for
 /// [`RecvBatch::with_destinations`].
 pub fn receive_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    let option = if ipv6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    if ipv6 {
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
     } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    let (level, name) = option;
-    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, which lives across the
-    // call; a bad fd is reported as an error.
+        set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+}
+
+/// `setsockopt` of an option whose value is one `int`.
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `value`, which lives across
+    // the call; a bad fd or option is reported as an error.
     let r = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            (&on as *const libc::c_int).cast(),
+            (&value as *const libc::c_int).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -555,20 +562,7 @@ pub fn receive_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
 pub fn set_socket_buffers(fd: RawFd, bytes: usize) -> io::Result<usize> {
     let value = bytes.min(i32::MAX as usize) as libc::c_int;
     for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt reads one c_int from `value`, which lives across the call; the
-        // length passed is that of a c_int.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_int_option(fd, libc::SOL_SOCKET, option, value)?;
     }
     let mut granted: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -685,6 +679,31 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    /// Receives on `rx` into `batch` until `want` datagrams came (bounded: 100 tries, 5 ms
+    /// apart): each one's source, bytes, truncation flag and destination.
+    type Got = (SocketAddr, Vec<u8>, bool, Option<IpAddr>);
+    fn receive(rx: &std::net::UdpSocket, batch: &mut RecvBatch, want: usize) -> Vec<Got> {
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            match batch.recv(rx.as_raw_fd()) {
+                Ok(_) => {
+                    for i in 0..batch.len() {
+                        let (from, bytes, cut) = batch.get(i).unwrap();
+                        got.push((from.unwrap(), bytes.to_vec(), cut, batch.destination(i)));
+                    }
+                    if got.len() >= want {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        }
+        got
+    }
+
     #[test]
     fn discarded_pages_read_as_zeros_and_the_rest_is_kept() {
         let page = page_size();
@@ -771,29 +790,11 @@ mod tests {
         tx.send_to(b"one", to).unwrap();
         tx.send_to(b"two!", to).unwrap();
         tx.send_to(&[7u8; 40], to).unwrap();
-        let mut batch = RecvBatch::new(4, 16);
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            match batch.recv(rx.as_raw_fd()) {
-                Ok(_) => {
-                    for i in 0..batch.len() {
-                        let (from, bytes, cut) = batch.get(i).unwrap();
-                        got.push((from.unwrap(), bytes.to_vec(), cut));
-                    }
-                    if got.len() == 3 {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-        }
+        let got = receive(&rx, &mut RecvBatch::new(4, 16), 3);
         let src = tx.local_addr().unwrap();
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0], (src, b"one".to_vec(), false));
-        assert_eq!(got[1], (src, b"two!".to_vec(), false));
+        assert_eq!(got[0], (src, b"one".to_vec(), false, None));
+        assert_eq!(got[1], (src, b"two!".to_vec(), false, None));
         assert_eq!(
             got[2].1.len(),
             16,
@@ -818,44 +819,19 @@ mod tests {
             out.slot()[..6].copy_from_slice(b"second");
             out.commit(to, 6);
             assert_eq!(out.flush(tx.as_raw_fd()), (2, 0), "{bind}");
-            let mut batch = RecvBatch::with_destinations(4, 64);
-            let mut got = Vec::new();
-            for _ in 0..100 {
-                match batch.recv(rx.as_raw_fd()) {
-                    Ok(_) => {
-                        for i in 0..batch.len() {
-                            let (from, bytes, _) = batch.get(i).unwrap();
-                            got.push((from.unwrap(), bytes.to_vec(), batch.destination(i)));
-                        }
-                        if got.len() == 2 {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(std::time::Duration::from_millis(5))
-                    }
-                    Err(e) => panic!("recvmmsg: {e}"),
-                }
-            }
+            let got = receive(&rx, &mut RecvBatch::with_destinations(4, 64), 2);
             assert_eq!(
                 got,
                 [
-                    (local, b"first".to_vec(), Some(to.ip())),
-                    (local, b"second".to_vec(), Some(to.ip())),
+                    (local, b"first".to_vec(), false, Some(to.ip())),
+                    (local, b"second".to_vec(), false, Some(to.ip())),
                 ],
                 "{bind}"
             );
             // a batch without the option tells nothing
-            let mut plain = RecvBatch::new(2, 64);
             tx.send_to(b"x", to).unwrap();
-            for _ in 0..100 {
-                if plain.recv(rx.as_raw_fd()).is_ok() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            assert_eq!(plain.len(), 1);
-            assert_eq!(plain.destination(0), None);
+            let got = receive(&rx, &mut RecvBatch::new(2, 64), 1);
+            assert_eq!(got, [(local, b"x".to_vec(), false, None)], "{bind}");
         }
     }
 }

@@ -213,6 +213,8 @@ pub struct Browsers {
     pub numbered_users: Option<u32>,
     /// The peers' shared socket (`None`: a socket per peer).
     shared: Option<Shared>,
+    /// Datagrams the peers' own sockets refused (`--socket-per-peer`).
+    peer_send_drops: u64,
 }
 
 fn udp_token(idx: usize) -> Token {
@@ -253,6 +255,7 @@ impl Browsers {
             learn_ssrc: false,
             answer_invitations: false,
             numbered_users: None,
+            peer_send_drops: 0,
             shared: None,
         })
     }
@@ -409,9 +412,9 @@ impl Browsers {
         self.calls.len()
     }
 
-    /// Datagrams the peers' shared socket could not send (the generator's own loss).
+    /// Datagrams the peers' sockets could not send (the generator's own loss).
     pub fn send_drops(&self) -> u64 {
-        self.shared.as_ref().map_or(0, |s| s.send_drops)
+        self.peer_send_drops + self.shared.as_ref().map_or(0, |s| s.send_drops)
     }
 
     /// Calls in each stage: (setting up, up, ended, failed).
@@ -674,7 +677,9 @@ impl Browsers {
                 }
                 Ok(Output::Transmit(t)) => match (&c.udp, self.shared.as_mut()) {
                     (Some(udp), _) => {
-                        let _ = udp.send_to(&t.contents, t.destination);
+                        if udp.send_to(&t.contents, t.destination).is_err() {
+                            self.peer_send_drops += 1;
+                        }
                     }
                     (None, Some(shared)) => shared.transmit(t.source, t.destination, &t.contents),
                     (None, None) => {}

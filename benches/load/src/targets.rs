@@ -3,7 +3,7 @@
 //! was the limit) or not measured (the scenario did not run). A missed target stays in
 //! the report with its gap.
 
-use crate::report::{RelayRow, Results, relay_kb_per_call, transcode_kb_per_call};
+use crate::report::{RelayRow, Results, SideFigures, relay_kb_per_call, transcode_kb_per_call};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {
@@ -188,42 +188,51 @@ pub fn evaluate(r: &Results) -> Vec<Target> {
 }
 
 fn relay_vs_reflector(row: &RelayRow) -> Target {
-    let ratio = row.ratio();
-    let (verdict, why) = judge(
-        ratio <= 1.2,
-        row.srgate.generator_saturated() || row.reflector.generator_saturated(),
-        String::new(),
-    );
-    Target {
-        name: format!("relay, {} calls: CPU per packet", row.calls),
-        goal: "≤ 1.2 × the reflector's",
-        measured: format!(
-            "{ratio:.2} × ({:.2} against {:.2} µs)",
-            row.srgate.cpu_us_per_pkt, row.reflector.cpu_us_per_pkt
-        ),
-        verdict,
-        why,
-    }
+    relay_against(
+        row,
+        row.ratio(),
+        &row.reflector,
+        1.2,
+        "≤ 1.2 × the reflector's",
+    )
 }
 
 fn relay_vs_rtpengine(row: &RelayRow) -> Option<Target> {
     let ratio = row.rtpengine_ratio()?;
     let rtpengine = row.rtpengine.as_ref()?;
+    Some(relay_against(
+        row,
+        ratio,
+        rtpengine,
+        0.7,
+        "≤ 0.7 × rtpengine's",
+    ))
+}
+
+/// srgate's CPU per packet in `row`, `ratio` times `other`'s (the same calls through
+/// another relay): at most `limit` times it.
+fn relay_against(
+    row: &RelayRow,
+    ratio: f64,
+    other: &SideFigures,
+    limit: f64,
+    goal: &'static str,
+) -> Target {
     let (verdict, why) = judge(
-        ratio <= 0.7,
-        row.srgate.generator_saturated() || rtpengine.generator_saturated(),
+        ratio <= limit,
+        row.srgate.generator_saturated() || other.generator_saturated(),
         String::new(),
     );
-    Some(Target {
+    Target {
         name: format!("relay, {} calls: CPU per packet", row.calls),
-        goal: "≤ 0.7 × rtpengine's",
+        goal,
         measured: format!(
             "{ratio:.2} × ({:.2} against {:.2} µs)",
-            row.srgate.cpu_us_per_pkt, rtpengine.cpu_us_per_pkt
+            row.srgate.cpu_us_per_pkt, other.cpu_us_per_pkt
         ),
         verdict,
         why,
-    })
+    }
 }
 
 /// 1 000 relayed calls at ≤ 0.1 % loss (the largest relay row of at least 1 000 calls).
