@@ -47,6 +47,10 @@ impl Kamailio {
         let (Some(binary), Some(modules)) = (binary(), module_dir()) else {
             return Err("Kamailio is not installed (apt-get install kamailio)".into());
         };
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Kamailio runs in `dir` and reads every path of its configuration from there:
+        // all of them absolute (`--out` may be relative)
+        let dir = &fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let db = dir.join("db");
         fs::create_dir_all(&db).map_err(|e| format!("{}: {e}", db.display()))?;
         for (table, text) in TABLES {
