@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::wire::{add_to_tag, non_2xx_ack, reanswer, response_head, to_tag};
+use super::wire::{add_to_tag, cancel_request, non_2xx_ack, reanswer, response_head, to_tag};
 use super::{ALLOW, Dir, MAX_CALLS, MAX_EXPIRES, MIN_EXPIRES, Phase, SipWs, WsCall, WsContext};
 use crate::signal::hub::SessionId;
 use crate::signal::protocol::{self, Request};
@@ -275,6 +275,8 @@ impl SipWs {
             ended_by_client: false,
             echo: callee == "echo",
             offered: false,
+            provisional: false,
+            cancel_waits: None,
         };
         self.reply(session, head, 100, "Trying", &[], None);
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -460,7 +462,13 @@ impl SipWs {
         let to = msg.header(HeaderName::To).unwrap_or("").trim().to_string();
         let id = call.id.clone();
         match code {
-            100..=199 => {}
+            100..=199 => {
+                call.provisional = true;
+                if let Some(elsewhere) = call.cancel_waits.take() {
+                    let cancel = cancel_request(call, &domain, elsewhere);
+                    self.send(session, cancel);
+                }
+            }
             200..=299 => {
                 if call.phase == Phase::Accepting {
                     // the 2xx again (resent until the ACK) while srgate takes the answer:

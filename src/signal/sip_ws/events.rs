@@ -186,6 +186,8 @@ impl SipWs {
             ended_by_client: false,
             echo: false,
             offered: false,
+            provisional: false,
+            cancel_waits: None,
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.calls.push(call);
@@ -340,10 +342,14 @@ impl SipWs {
             }
             (_, Phase::Setup) => {
                 // CANCELED (the caller gave up, or another member answered) or FAILURE
-                // (nobody answered in time)
+                // (nobody answered in time): CANCEL, once the client answered provisionally
                 call.phase = Phase::Canceling;
-                let cancel = cancel_request(call, &domain, elsewhere);
-                self.send(session, cancel);
+                if call.provisional {
+                    let cancel = cancel_request(call, &domain, elsewhere);
+                    self.send(session, cancel);
+                } else {
+                    call.cancel_waits = Some(elsewhere);
+                }
             }
             (_, Phase::Accepting) => {
                 // the client answered, but the call failed meanwhile

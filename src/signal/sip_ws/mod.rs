@@ -24,7 +24,7 @@
 //! | `REFUSED_BY_REMOTE`, `FAILURE`, `error` | the SIP code, else 480/408/503/486… |
 //! | `remote_invitation` | the internal `offer` request; its answer (srgate's WebRTC offer) goes in an INVITE to the registered Contact |
 //! | `remote_state ACCEPTED` | ACK |
-//! | `remote_state CANCELED`/`FAILURE` | CANCEL (`Reason` when answered elsewhere), or ACK + BYE |
+//! | `remote_state CANCELED`/`FAILURE` | CANCEL (`Reason` when answered elsewhere; after the client's first provisional answer, RFC 3261 §9.1), or ACK + BYE |
 //! | `hangup` (not asked by the client), `dtmf` | BYE, INFO |
 //!
 //! WebSocket is a reliable transport: nothing is retransmitted. A session holds at most
@@ -86,7 +86,8 @@ enum Phase {
     Accepting,
     /// Answered.
     Up,
-    /// ToClient: srgate sent CANCEL and waits for the 487.
+    /// ToClient: srgate gave the call up: its CANCEL went (or waits for the client's first
+    /// provisional answer), the 487 is awaited.
     Canceling,
 }
 
@@ -122,6 +123,10 @@ struct WsCall {
     echo: bool,
     /// ToClient: the INVITE (with srgate's offer) went out.
     offered: bool,
+    /// ToClient: a provisional answer to it came (a CANCEL may go only after one: RFC 3261
+    /// §9.1), and the CANCEL that waits for it (`Some(answered elsewhere)`).
+    provisional: bool,
+    cancel_waits: Option<bool>,
 }
 
 #[derive(Debug)]

@@ -610,6 +610,9 @@ fn an_invitation_answered_elsewhere_is_cancelled_and_a_refusal_refuses() {
             invite_with_offer(&mut ws, &mut ctx, inv)
         })
         .collect();
+    // the first rings (a CANCEL may go only after a provisional answer)
+    ws.handle_text(now, S, &response_to(&f[0], 180, "Ringing", ""), &mut ctx);
+    assert!(frames(&mut ws).is_empty() && requests(&mut ws).is_empty());
     let c = serde_json::json!({"type":"remote_state","id":"g1","state":"CANCELED","reason":"ANSWERED_ELSEWHERE"});
     ws.handle_event(S, &c.to_string(), &mut ctx);
     let f2 = frames(&mut ws);
@@ -798,5 +801,60 @@ fn a_resent_200_an_error_after_the_answer_and_a_failure_when_up_end_cleanly() {
     assert_eq!(
         status_lines(&frames(&mut ws)),
         ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+    );
+}
+
+#[test]
+fn a_cancel_waits_for_the_clients_first_provisional_answer() {
+    let now = t0();
+    let (mut ws, mut ctx) = registered(now);
+    let inv = serde_json::json!({"type":"remote_invitation","id":"w1","caller":"1001"});
+    let invite = invite_with_offer(&mut ws, &mut ctx, inv);
+    // the caller gives up before the client said anything: no CANCEL yet (RFC 3261 §9.1)
+    let c = serde_json::json!({"type":"remote_state","id":"w1","state":"CANCELED"});
+    ws.handle_event(S, &c.to_string(), &mut ctx);
+    assert!(
+        frames(&mut ws).is_empty(),
+        "no CANCEL before a provisional answer"
+    );
+    // its 100 lets the CANCEL go, in the INVITE's transaction, once
+    ws.handle_text(now, S, &response_to(&invite, 100, "Trying", ""), &mut ctx);
+    let f = frames(&mut ws);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].starts_with("CANCEL ") && f[0].contains("CSeq: 1 CANCEL\r\n"),
+        "{}",
+        f[0]
+    );
+    assert!(!f[0].contains("Reason:"), "not answered elsewhere");
+    ws.handle_text(now, S, &response_to(&invite, 180, "Ringing", ""), &mut ctx);
+    assert!(frames(&mut ws).is_empty(), "one CANCEL");
+    // the 487 is ACKed; the call layer already knows
+    ws.handle_text(
+        now,
+        S,
+        &response_to(&invite, 487, "Request Terminated", ""),
+        &mut ctx,
+    );
+    let f = frames(&mut ws);
+    assert!(f[0].starts_with("ACK ") && f[0].contains("CSeq: 1 ACK\r\n"));
+    assert!(requests(&mut ws).is_empty());
+
+    // a client that answers instead of ringing: its 200 is ACKed and the call ended
+    let inv = serde_json::json!({"type":"remote_invitation","id":"w2","caller":"1001"});
+    let invite = invite_with_offer(&mut ws, &mut ctx, inv);
+    let c = serde_json::json!({"type":"remote_state","id":"w2","state":"FAILURE"});
+    ws.handle_event(S, &c.to_string(), &mut ctx);
+    assert!(frames(&mut ws).is_empty());
+    ws.handle_text(now, S, &response_to(&invite, 200, "OK", ANSWER), &mut ctx);
+    let f = frames(&mut ws);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f[0].starts_with("ACK ") && f[1].starts_with("BYE "),
+        "{f:?}"
+    );
+    assert!(
+        requests(&mut ws).is_empty(),
+        "the call layer gave it up already"
     );
 }
