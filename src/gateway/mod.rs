@@ -23,16 +23,17 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::call::link::{RouteChange, SipCommand, SipLink, SipOutbox, refusal_of};
+use crate::call::link::{RouteChange, SipCommand, SipOutbox, refusal_of};
 use crate::call::router::{Refused, Route, Router};
 use crate::call::rtmp_call::RtmpOutput;
 use crate::call::{Calls, Cdr, Ctx, DoorOpened, MediaTransmit, RtpPorts};
 use crate::signal::hub::{CallRequest, Hub, HubOutput, SessionId};
 use crate::signal::protocol::Request;
-use crate::signal::sip_ws::{SipWs, WsContext};
-use crate::sip::endpoint::{
-    CallError, Endpoint, Event, OutgoingCall, SipCallId, Transmit, Transport,
-};
+use crate::signal::sip_ws::SipWs;
+use crate::sip::endpoint::{Endpoint, Event, Transmit, Transport};
+
+mod signalling;
+use signalling::{Signalling, Touching};
 
 /// How long shard 0 waits at shutdown for the other shards to end their calls before the
 /// proxy account un-registers anyway.
@@ -117,142 +118,6 @@ impl Sessions for Hub {
     }
     fn frame_too_large(&mut self, session: SessionId) {
         Hub::frame_too_large(self, session)
-    }
-}
-
-/// Shard 0's signalling.
-struct Signalling {
-    /// Changed only through [`Signalling::endpoint_mut`] (or, by the calls, through
-    /// [`Touching`]), which marks its next deadline for a new look: finding it visits
-    /// every transaction and SIP call, too much for every turn of a busy loop.
-    endpoint: Endpoint,
-    endpoint_deadline: Option<Instant>,
-    endpoint_changed: bool,
-    hub: Hub,
-    /// The user agent of the SIP-over-WebSocket sessions (app users that speak SIP).
-    sip_ws: SipWs,
-    router: Router,
-    /// Whether each worker shard runs its timers late, as the shell last saw it (index:
-    /// shard; shard 0's own is [`Gateway::lagging`]).
-    workers_lagging: Vec<bool>,
-    /// At shutdown: worker shards that have not stopped yet, and until when shard 0 waits
-    /// for them before the un-REGISTER.
-    workers_running: usize,
-    workers_wait_until: Option<Instant>,
-}
-
-/// What the SIP-over-WebSocket user agent uses of shard 0's signalling: the endpoint's
-/// digest check and random tokens, the hub's logins.
-struct WsCtx<'a> {
-    endpoint: &'a mut Endpoint,
-    changed: &'a mut bool,
-    hub: &'a mut Hub,
-}
-
-impl WsContext for WsCtx<'_> {
-    fn authenticate(
-        &mut self,
-        now: Instant,
-        msg: &crate::wire::sip::Message<'_>,
-        proxy: bool,
-        peer: SocketAddr,
-    ) -> crate::sip::endpoint::WsAuth {
-        *self.changed = true;
-        self.endpoint.authenticate_ws(now, msg, proxy, peer)
-    }
-    fn login(&mut self, now: Instant, session: SessionId, user: &str) {
-        self.hub.bind(now, session, user)
-    }
-    fn logout(&mut self, now: Instant, session: SessionId) {
-        self.hub.unbind(now, session)
-    }
-    fn token(&mut self, len: usize) -> String {
-        self.endpoint.token(len)
-    }
-}
-
-impl Signalling {
-    /// The SIP-over-WebSocket user agent with its context.
-    fn sip_ws(&mut self) -> (&mut SipWs, WsCtx<'_>) {
-        (
-            &mut self.sip_ws,
-            WsCtx {
-                endpoint: &mut self.endpoint,
-                changed: &mut self.endpoint_changed,
-                hub: &mut self.hub,
-            },
-        )
-    }
-
-    fn endpoint_mut(&mut self) -> &mut Endpoint {
-        self.endpoint_changed = true;
-        &mut self.endpoint
-    }
-
-    /// When the endpoint's timers are next due (looked up again only after a change).
-    fn sip_deadline(&mut self) -> Option<Instant> {
-        if self.endpoint_changed {
-            self.endpoint_changed = false;
-            self.endpoint_deadline = self.endpoint.poll_timeout();
-        }
-        self.endpoint_deadline
-    }
-}
-
-/// The SIP endpoint as shard 0's calls use it: every verb marks that its deadline may
-/// have moved.
-struct Touching<'a> {
-    endpoint: &'a mut Endpoint,
-    changed: &'a mut bool,
-}
-
-impl SipLink for Touching<'_> {
-    fn start_call(&mut self, now: Instant, call: OutgoingCall) -> Result<(), CallError> {
-        *self.changed = true;
-        self.endpoint.start_call(now, call)
-    }
-    fn can_reach(&self, now: Instant, callee: &str) -> bool {
-        self.endpoint.can_reach(now, callee)
-    }
-    fn ring(&mut self, now: Instant, id: SipCallId) {
-        *self.changed = true;
-        self.endpoint.ring(now, id)
-    }
-    fn answer(&mut self, now: Instant, id: SipCallId, sdp: &str) {
-        *self.changed = true;
-        self.endpoint.answer(now, id, sdp)
-    }
-    fn reject(&mut self, now: Instant, id: SipCallId, code: u16) {
-        *self.changed = true;
-        self.endpoint.reject(now, id, code)
-    }
-    fn reject_offer(&mut self, now: Instant, id: SipCallId, why: &str) {
-        *self.changed = true;
-        self.endpoint.reject_offer(now, id, why)
-    }
-    fn hangup(&mut self, now: Instant, id: SipCallId) {
-        *self.changed = true;
-        self.endpoint.hangup(now, id)
-    }
-    fn cancel_elsewhere(&mut self, now: Instant, id: SipCallId) {
-        *self.changed = true;
-        self.endpoint.cancel_elsewhere(now, id)
-    }
-    fn claim(&mut self, id: SipCallId) {
-        *self.changed = true;
-        self.endpoint.claim(id)
-    }
-    fn info(&mut self, now: Instant, id: SipCallId, digit: char, duration_ms: u32) {
-        *self.changed = true;
-        self.endpoint.info(now, id, digit, duration_ms)
-    }
-    fn picture_update(&mut self, now: Instant, id: SipCallId) {
-        *self.changed = true;
-        self.endpoint.picture_update(now, id)
-    }
-    fn early_media(&mut self, now: Instant, id: SipCallId, sdp: &str) {
-        *self.changed = true;
-        self.endpoint.early_media(now, id, sdp)
     }
 }
 
