@@ -488,7 +488,9 @@ pub enum RtmpState {
     Publishing,
     /// Failed; started again after the back-off.
     Retrying,
+    /// Ended with the call, the stream published to the end (or never begun).
     Closed,
+    /// Ended with the call while the stream was down (`rtmpError` says why).
     Failed,
 }
 

@@ -511,6 +511,9 @@ fn a_rest_call_publishes_over_rtmps_and_reports_a_lost_server_while_the_call_goe
     );
     assert_eq!(status, 200, "{ended}");
     assert_eq!(ended["state"], "FINISHED", "{ended}");
+    // ended while the stream was down: FAILED, and why
+    assert_eq!(ended["rtmpState"], "FAILED", "{ended}");
+    assert!(ended["rtmpError"].is_string(), "{ended}");
     assert!(
         srgate.log().contains("RTMP session to rtmps://127.0.0.1"),
         "the lost session is logged"

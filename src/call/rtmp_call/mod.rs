@@ -439,7 +439,13 @@ impl RtmpCalls {
         let Some(call) = self.calls.get_mut(index) else {
             return;
         };
-        call.rtmp_state = RtmpState::Closed;
+        // a call that ends while its stream is down (the last attempt failed, the next one
+        // waits or runs) ends the stream FAILED, `rtmpError` saying why; else CLOSED
+        call.rtmp_state = match call.rtmp_state {
+            RtmpState::Retrying => RtmpState::Failed,
+            RtmpState::Connecting if call.rtmp_error.is_some() => RtmpState::Failed,
+            _ => RtmpState::Closed,
+        };
         if let Some(mut session) = call.session.take() {
             if session.publisher.close().is_ok()
                 && session.publisher.state() != crate::rtmp::State::Closed

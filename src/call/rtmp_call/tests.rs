@@ -218,6 +218,7 @@ fn a_call_is_started_answered_and_terminated_with_its_leg_port_stream_and_record
         (200, Some("FINISHED")),
         "{info}"
     );
+    assert_eq!(info["rtmpState"], "CLOSED", "no attempt failed: {info}");
     assert!(
         matches!(s.commands().as_slice(), [SipCommand::Hangup(id)] if *id == leg),
         "BYE toward the phone"
@@ -231,6 +232,30 @@ fn a_call_is_started_answered_and_terminated_with_its_leg_port_stream_and_record
     // ended: find still answers, terminate does not find it
     assert_eq!(s.find("c1")["state"], "FINISHED");
     assert_eq!(s.rest("terminate", r#"{"callId":"c1"}"#).0, 404);
+}
+
+#[test]
+fn a_call_that_ends_while_its_stream_is_down_ends_it_failed() {
+    let mut s = Shard::new();
+    let leg = s.startup("c2");
+    let (connect, _) = conns(&s.outputs());
+    s.answer(leg, 40_000);
+    // the server refuses: retried after the back-off, the call goes on
+    s.with(|calls, now, _| calls.rtmp_closed(now, connect[0], Some("connection refused".into())));
+    let found = s.find("c2");
+    assert_eq!(
+        (found["state"].as_str(), found["rtmpState"].as_str()),
+        (Some("ESTABLISHED"), Some("RETRYING")),
+        "{found}"
+    );
+    let (status, info) = s.rest("terminate", r#"{"callId":"c2"}"#);
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        (info["state"].as_str(), info["rtmpState"].as_str()),
+        (Some("FINISHED"), Some("FAILED")),
+        "{info}"
+    );
+    assert_eq!(info["rtmpError"], "connection refused", "{info}");
 }
 
 #[test]
