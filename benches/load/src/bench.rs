@@ -817,24 +817,29 @@ fn free_port_run(n: u16) -> Result<u16, String> {
 
 /// A process the harness started: stopped by its PID (SIGTERM, then SIGKILL after 5 s),
 /// and killed if it is still running when dropped (an error on the way).
-struct Daemon(Child);
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Daemon {
-    fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.0.id()
     }
 
-    fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+    pub(crate) fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.0.try_wait()
     }
 
     fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(5));
+    }
+
+    /// SIGTERM by its PID, SIGKILL if it is still running after `grace`.
+    pub(crate) fn stop_within(&mut self, grace: Duration) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.0.id().to_string())
             .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        // bounded: 5 s
+        let end = Instant::now() + grace;
+        // bounded: `grace`
         while Instant::now() < end {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;

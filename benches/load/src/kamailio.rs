@@ -10,8 +10,10 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::bench::Daemon;
 
 /// srgate's proxy account at Kamailio, and the phone's.
 pub const GATEWAY_ACCOUNT: (&str, &str) = ("1000", "1234");
@@ -30,7 +32,7 @@ const TABLES: [(&str, &str); 2] = [
 ];
 
 pub struct Kamailio {
-    child: Child,
+    child: Daemon,
     pub addr: SocketAddr,
     dir: PathBuf,
 }
@@ -66,21 +68,23 @@ impl Kamailio {
             .replace("@TLS_CONFIG@", "");
         fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
         let log = dir.join("kamailio.log");
-        let child = Command::new(binary)
-            .args(["-DD", "-E", "-f"])
-            .arg(&config)
-            .arg("-P")
-            .arg(dir.join("kamailio.pid"))
-            .arg("-Y")
-            .arg(dir)
-            .arg("-w")
-            .arg(dir)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
-            .spawn()
-            .map_err(|e| format!("kamailio: {e}"))?;
+        let child = Daemon(
+            Command::new(binary)
+                .args(["-DD", "-E", "-f"])
+                .arg(&config)
+                .arg("-P")
+                .arg(dir.join("kamailio.pid"))
+                .arg("-Y")
+                .arg(dir)
+                .arg("-w")
+                .arg(dir)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
+                .spawn()
+                .map_err(|e| format!("kamailio: {e}"))?,
+        );
         let mut k = Kamailio {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -128,27 +132,34 @@ impl Kamailio {
         self.dir.join("kamailio.log")
     }
 
-    /// SIGTERM to the main process (it stops its workers), SIGKILL after 8 s.
+    /// SIGTERM to the main process (it stops its workers), SIGKILL after 8 s; then any
+    /// worker still there is killed by its PID (a main process that was killed leaves its
+    /// workers running: seen after a 50-call run).
     pub fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let end = Instant::now() + Duration::from_secs(8);
-        // bounded: 8 s
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let workers = crate::procfs::children_of(self.child.id());
+        self.child.stop_within(Duration::from_secs(8));
+        let end = Instant::now() + Duration::from_secs(3);
+        // bounded: 3 s, then SIGKILL
+        // a worker, not a process that took its PID since
+        let running = |w: &u32| {
+            fs::read_to_string(format!("/proc/{w}/comm")).is_ok_and(|c| c.trim() == "kamailio")
+        };
+        while Instant::now() < end && workers.iter().any(running) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for w in workers {
+            if running(&w) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &w.to_string()])
+                    .status();
+            }
+        }
     }
 }
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
+        // before the daemon's own drop (SIGKILL), which would leave the workers behind
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
