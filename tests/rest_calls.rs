@@ -456,6 +456,47 @@ fn with_an_api_token_rest_requests_must_carry_it() {
     assert!(srgate.health().is_some());
 }
 
+/// Sends `head`, then (after `pause`) `body` as far as srgate takes it, and reads the
+/// answer's status line: a refusal must reach a client that is still sending.
+fn refused_while_sending(api: SocketAddr, head: &str, body: &[u8], pause: Duration) -> String {
+    let mut stream = TcpStream::connect_timeout(&api, Duration::from_secs(5)).expect("listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("socket");
+    stream.write_all(head.as_bytes()).expect("head sent");
+    std::thread::sleep(pause);
+    // srgate may have answered and shut its side already: a refused write is no failure
+    let sent = stream.write_all(body);
+    let mut answer = String::new();
+    match stream.take(1 << 16).read_to_string(&mut answer) {
+        Ok(_) => answer.lines().next().unwrap_or("").to_owned(),
+        Err(e) => panic!("the answer was lost ({e}); the body's write: {sent:?}"),
+    }
+}
+
+#[test]
+fn refusals_reach_clients_still_sending_their_bodies() {
+    let dir = TestDir::new("rest-refusals");
+    let srgate = calls::standalone_gateway(&dir, &[], "[api]\ntoken = Zq4vT8mPw2nR6xL0cH3jY7sB\n");
+    let api = srgate.config.api_addr();
+    // a missing token, its body late: the 401 comes once the body is in
+    let head = format!(
+        "POST /rest-api/call/find_all HTTP/1.1\r\nHost: {api}\r\nContent-Length: 2\r\n\r\n"
+    );
+    let status = refused_while_sending(api, &head, b"{}", Duration::from_millis(300));
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    // a body over the limit, sent with its head and refused on it while 200 kB more come:
+    // srgate reads and drops them, and the 413 is not lost to a reset
+    let size = 200_000;
+    let head = format!(
+        "POST /rest-api/call/find_all HTTP/1.1\r\nHost: {api}\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let status = refused_while_sending(api, &head, &vec![b' '; size], Duration::ZERO);
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    // and the API goes on answering
+    assert!(srgate.health().is_some());
+}
+
 #[test]
 fn a_rest_call_publishes_over_rtmps_and_reports_a_lost_server_while_the_call_goes_on() {
     if !peers_ready()

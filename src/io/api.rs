@@ -297,10 +297,6 @@ pub fn rest(buf: &[u8], token: &crate::pii::Secret) -> RestRead {
             .map(|h| h.value)
     };
     let refused = |e: crate::rest::RestError| RestRead::Refused(json_reply(e.status, &e.json()));
-    let expected = (!token.is_empty()).then(|| token.expose());
-    if !crate::rest::authorized(expected, header("authorization")) {
-        return refused(crate::rest::unauthorized());
-    }
     let length = match header("content-length").map(|v| {
         std::str::from_utf8(v)
             .ok()
@@ -326,6 +322,12 @@ pub fn rest(buf: &[u8], token: &crate::pii::Secret) -> RestRead {
     let Some(body) = buf.get(head_len..head_len + length) else {
         return RestRead::Incomplete;
     };
+    // Checked once the body is in: a refusal sent before it would be lost to the reset
+    // the client's late bytes draw from a closed socket.
+    let expected = (!token.is_empty()).then(|| token.expose());
+    if !crate::rest::authorized(expected, header("authorization")) {
+        return refused(crate::rest::unauthorized());
+    }
     match crate::rest::parse(req.method.unwrap_or(""), path, body) {
         Ok(request) => RestRead::Request(request),
         Err(e) => refused(e),
@@ -505,6 +507,40 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .unwrap();
         assert!((sum - 127.85).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn a_rest_request_is_judged_once_its_body_is_in() {
+        let token = crate::pii::Secret::new("t0ken-t0ken-t0ken");
+        let head = "POST /rest-api/call/find_all HTTP/1.1\r\nContent-Length: 2\r\n";
+        // no token: refused, but only once the body came (the client is still sending)
+        let bare = format!("{head}\r\n");
+        assert!(matches!(
+            rest(bare.as_bytes(), &token),
+            RestRead::Incomplete
+        ));
+        let RestRead::Refused(answer) = rest(format!("{bare}{{}}").as_bytes(), &token) else {
+            panic!("refused");
+        };
+        assert!(answer.starts_with(b"HTTP/1.1 401"));
+        let good = format!("{head}Authorization: Bearer t0ken-t0ken-t0ken\r\n\r\n{{}}");
+        assert!(matches!(
+            rest(good.as_bytes(), &token),
+            RestRead::Request(_)
+        ));
+        // a body over the limit is refused on its head
+        let big = format!(
+            "POST /rest-api/call/find_all HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            crate::rest::MAX_BODY + 1
+        );
+        let RestRead::Refused(answer) = rest(big.as_bytes(), &token) else {
+            panic!("refused");
+        };
+        assert!(answer.starts_with(b"HTTP/1.1 413"));
+        assert!(matches!(
+            rest(b"GET /health HTTP/1.1\r\n\r\n", &token),
+            RestRead::Other
+        ));
     }
 
     #[test]

@@ -88,6 +88,11 @@ const SIP_TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
 const API_MAX_CONNS: usize = 64;
 /// An API client has this long to send its request and read the answer.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answered API connection waits for its client to close (see
+/// `ApiConn::linger_until`).
+const API_LINGER: Duration = Duration::from_secs(2);
+/// What an answered API client may still send before its connection is closed anyway.
+const API_LINGER_BYTES: usize = 1 << 20;
 /// After this many closed web connections (a flood that went away) the tables they grew
 /// are shrunk and the freed heap goes back to the kernel, once no connection has closed
 /// for [`RECLAIM_QUIET`] (the burst is over).
@@ -101,6 +106,10 @@ struct ApiConn {
     pending: Option<(u64, crate::rest::RestRequest)>,
     /// From accept: a client trickling bytes cannot keep its slot (slowloris).
     since: Instant,
+    /// Answered and our side shut: until then, what the client still sends is read and
+    /// dropped (closing with unread bytes would reset the connection, and the client
+    /// could lose the answer), and its close ends the connection.
+    linger_until: Option<Instant>,
 }
 
 pub(super) struct ControlShard {

@@ -8,8 +8,9 @@ use std::time::Instant;
 use mio::{Interest, Token};
 
 use super::{
-    API_CONN_BASE, API_MAX_CONNS, API_TIMEOUT, ApiConn, ControlShard, RECLAIM_AFTER_CLOSES,
-    RECLAIM_QUIET, SIP_TCP_FIRST_MESSAGE, SIP_TCP_IDLE, WEB_CONN_BASE, unix_time,
+    API_CONN_BASE, API_LINGER, API_LINGER_BYTES, API_MAX_CONNS, API_TIMEOUT, ApiConn, ControlShard,
+    RECLAIM_AFTER_CLOSES, RECLAIM_QUIET, SIP_TCP_FIRST_MESSAGE, SIP_TCP_IDLE, WEB_CONN_BASE,
+    unix_time,
 };
 use crate::io::stream::Stream;
 use crate::io::tcp::{Conn, ReadOutcome};
@@ -26,7 +27,13 @@ impl ControlShard {
         due.extend(std::iter::from_fn(|| self.api_deadlines.pop_due(now)));
         for &i in &due {
             if let Some(c) = self.api_conns.get_mut(i).and_then(Option::as_mut) {
-                if now >= c.since + API_TIMEOUT && c.pending.take().is_some() {
+                if let Some(until) = c.linger_until {
+                    if now >= until {
+                        self.close_api(i);
+                    } else {
+                        self.api_deadlines.schedule(i, until);
+                    }
+                } else if now >= c.since + API_TIMEOUT && c.pending.take().is_some() {
                     // its name lookup did not come back in time: answered, then closed
                     let e = crate::rest::RestError::new(
                         504,
@@ -106,6 +113,7 @@ impl ControlShard {
                             answered: false,
                             pending: None,
                             since: now,
+                            linger_until: None,
                         });
                         self.api_deadlines.schedule(index, now + API_TIMEOUT);
                     }
@@ -137,6 +145,12 @@ impl ControlShard {
         };
         if api_conn.pending.is_some() {
             return; // answered when its name lookup comes back
+        }
+        if api_conn.linger_until.is_some() {
+            if Self::drain_lingering(now, &mut api_conn.conn) {
+                self.close_api(index);
+            }
+            return;
         }
         let conn = &mut api_conn.conn;
         let mut close = false;
@@ -196,7 +210,21 @@ impl ControlShard {
         }
         if api_conn.answered {
             match conn.flush(now) {
-                Ok(()) if conn.wbuf.is_empty() => close = true,
+                Ok(()) if conn.wbuf.is_empty() && outcome == ReadOutcome::Closed => close = true,
+                Ok(()) if conn.wbuf.is_empty() => {
+                    // the client may still be sending (a body refused before it came):
+                    // our side is shut, and the rest is read and dropped until it closes
+                    let _ = conn.stream.tcp().shutdown(std::net::Shutdown::Write);
+                    let until = now + API_LINGER;
+                    api_conn.linger_until = Some(until);
+                    let _ = self.poll.registry().reregister(
+                        conn.stream.tcp(),
+                        Token(API_CONN_BASE + index),
+                        Interest::READABLE,
+                    );
+                    self.api_deadlines.schedule(index, until);
+                    close = Self::drain_lingering(now, conn);
+                }
                 Ok(()) => {
                     let _ = self.poll.registry().reregister(
                         conn.stream.tcp(),
@@ -263,6 +291,24 @@ impl ControlShard {
             }
             self.api_conn_ready(now, index);
         }
+    }
+
+    /// Reads and drops what an answered API client still sends; true when it closed
+    /// (or sent more than [`API_LINGER_BYTES`]): then the connection is closed.
+    fn drain_lingering(now: Instant, conn: &mut Conn) -> bool {
+        let mut dropped = 0;
+        while dropped < API_LINGER_BYTES {
+            conn.rbuf.clear();
+            let outcome = conn.read_available(now, 64 * 1024);
+            dropped += conn.rbuf.len();
+            conn.rbuf.clear();
+            match outcome {
+                ReadOutcome::Open => return false,
+                ReadOutcome::More | ReadOutcome::Overflow => {}
+                ReadOutcome::Closed => return true,
+            }
+        }
+        true
     }
 
     fn close_api(&mut self, index: usize) {
