@@ -334,6 +334,30 @@ pub fn rest(buf: &[u8], token: &crate::pii::Secret) -> RestRead {
     }
 }
 
+/// Whether `buf` holds a whole request: its head and the body its `Content-Length` names.
+/// An answer given before that (a refusal on the head) leaves the client sending.
+pub fn request_complete(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(buf) else {
+        return false;
+    };
+    let length = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+    match length {
+        None => true,
+        Some(Some(n)) => buf.len() >= head_len.saturating_add(n),
+        Some(None) => false,
+    }
+}
+
 /// A JSON answer.
 pub fn json_reply(code: u16, body: &str) -> Vec<u8> {
     let reason = match code {
@@ -540,6 +564,15 @@ mod tests {
         assert!(matches!(
             rest(b"GET /health HTTP/1.1\r\n\r\n", &token),
             RestRead::Other
+        ));
+        // whole requests, and ones a client is still sending
+        assert!(request_complete(b"GET /health HTTP/1.1\r\n\r\n"));
+        assert!(request_complete(format!("{bare}{{}}").as_bytes()));
+        assert!(!request_complete(bare.as_bytes()));
+        assert!(!request_complete(big.as_bytes()));
+        assert!(!request_complete(b"GET /health HTTP/1.1\r\nHo"));
+        assert!(!request_complete(
+            b"POST /x HTTP/1.1\r\nContent-Length: many\r\n\r\n"
         ));
     }
 

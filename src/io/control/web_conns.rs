@@ -210,10 +210,18 @@ impl ControlShard {
         }
         if api_conn.answered {
             match conn.flush(now) {
-                Ok(()) if conn.wbuf.is_empty() && outcome == ReadOutcome::Closed => close = true,
+                // the client sent all it had to: closed at once
+                Ok(())
+                    if conn.wbuf.is_empty()
+                        && (outcome == ReadOutcome::Closed
+                            || (outcome != ReadOutcome::Overflow
+                                && api::request_complete(&conn.rbuf))) =>
+                {
+                    close = true
+                }
                 Ok(()) if conn.wbuf.is_empty() => {
-                    // the client may still be sending (a body refused before it came):
-                    // our side is shut, and the rest is read and dropped until it closes
+                    // the client is still sending (a request refused on its head): our
+                    // side is shut, and the rest is read and dropped until it closes
                     let _ = conn.stream.tcp().shutdown(std::net::Shutdown::Write);
                     let until = now + API_LINGER;
                     api_conn.linger_until = Some(until);
