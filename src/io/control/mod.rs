@@ -110,6 +110,8 @@ struct ApiConn {
     /// dropped (closing with unread bytes would reset the connection, and the client
     /// could lose the answer), and its close ends the connection.
     linger_until: Option<Instant>,
+    /// Bytes read and dropped while lingering.
+    lingered: usize,
 }
 
 pub(super) struct ControlShard {

@@ -114,6 +114,7 @@ impl ControlShard {
                             pending: None,
                             since: now,
                             linger_until: None,
+                            lingered: 0,
                         });
                         self.api_deadlines.schedule(index, now + API_TIMEOUT);
                     }
@@ -147,7 +148,7 @@ impl ControlShard {
             return; // answered when its name lookup comes back
         }
         if api_conn.linger_until.is_some() {
-            if Self::drain_lingering(now, &mut api_conn.conn) {
+            if Self::drain_lingering(now, &mut api_conn.conn, &mut api_conn.lingered) {
                 self.close_api(index);
             }
             return;
@@ -231,7 +232,7 @@ impl ControlShard {
                         Interest::READABLE,
                     );
                     self.api_deadlines.schedule(index, until);
-                    close = Self::drain_lingering(now, conn);
+                    close = Self::drain_lingering(now, conn, &mut api_conn.lingered);
                 }
                 Ok(()) => {
                     let _ = self.poll.registry().reregister(
@@ -301,14 +302,14 @@ impl ControlShard {
         }
     }
 
-    /// Reads and drops what an answered API client still sends; true when it closed
-    /// (or sent more than [`API_LINGER_BYTES`]): then the connection is closed.
-    fn drain_lingering(now: Instant, conn: &mut Conn) -> bool {
-        let mut dropped = 0;
-        while dropped < API_LINGER_BYTES {
+    /// Reads and drops what an answered API client still sends (`dropped` counts it); true
+    /// when it closed, or sent more than [`API_LINGER_BYTES`] in all: then the connection
+    /// is closed.
+    fn drain_lingering(now: Instant, conn: &mut Conn, dropped: &mut usize) -> bool {
+        while *dropped < API_LINGER_BYTES {
             conn.rbuf.clear();
             let outcome = conn.read_available(now, 64 * 1024);
-            dropped += conn.rbuf.len();
+            *dropped += conn.rbuf.len();
             conn.rbuf.clear();
             match outcome {
                 ReadOutcome::Open => return false,
