@@ -297,11 +297,7 @@ pub fn rest(buf: &[u8], token: &crate::pii::Secret) -> RestRead {
             .map(|h| h.value)
     };
     let refused = |e: crate::rest::RestError| RestRead::Refused(json_reply(e.status, &e.json()));
-    let length = match header("content-length").map(|v| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    }) {
+    let length = match content_length(req.headers) {
         None => 0,
         Some(Some(n)) => n,
         Some(None) => {
@@ -342,20 +338,23 @@ pub fn request_complete(buf: &[u8]) -> bool {
     let Ok(httparse::Status::Complete(head_len)) = req.parse(buf) else {
         return false;
     };
-    let length = req
-        .headers
+    match content_length(req.headers) {
+        None => true,
+        Some(Some(n)) => buf.len() >= head_len.saturating_add(n),
+        Some(None) => false,
+    }
+}
+
+/// A request's `Content-Length`: `None` without one, `Some(None)` when it is no number.
+fn content_length(headers: &[httparse::Header]) -> Option<Option<usize>> {
+    headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         .map(|h| {
             std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
-        });
-    match length {
-        None => true,
-        Some(Some(n)) => buf.len() >= head_len.saturating_add(n),
-        Some(None) => false,
-    }
+        })
 }
 
 /// A JSON answer.
